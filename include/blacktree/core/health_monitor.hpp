@@ -1,0 +1,171 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <blacktree/core/concepts.hpp>
+#include <blacktree/core/error.hpp>
+#include <blacktree/core/job.hpp>
+#include <blacktree/core/worker_pool.hpp>
+
+#include <asio/any_io_executor.hpp>
+#include <asio/bind_executor.hpp>
+#include <asio/dispatch.hpp>
+#include <asio/post.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/strand.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace blacktree::core {
+
+struct HealthOptions {
+  std::chrono::milliseconds interval{1000};  ///< between pings of one worker
+  std::chrono::milliseconds timeout{500};    ///< a ping's deadline
+  std::uint32_t misses_before_dead = 2;      ///< consecutive failed pings that make a worker dead
+};
+
+/// Hooks for logs and metrics; all do nothing by default (see DispatcherObserver).
+/// They run on the monitor's strand.
+struct HealthObserver {
+  void on_ping_ok(const WorkerInfo&, std::chrono::steady_clock::duration /*round_trip*/) {}
+  void on_ping_failed(const WorkerInfo&, std::error_code, std::uint32_t /*misses*/) {}
+  void on_dead(const WorkerInfo&, std::string_view /*reason*/) {}
+  void on_alive(const WorkerInfo&) {}  ///< registering or dead, now answering
+};
+
+/// Pings every registered worker on an interval. A worker that answers is
+/// alive (registering and dead workers become free; a changed incarnation
+/// voids its old leases); one that misses `misses_before_dead` pings in a row
+/// is marked dead, which takes it out of the free set and makes the
+/// dispatcher report its running jobs lost. A newly registered worker is
+/// pinged at once, so it takes jobs as soon as it is known to answer.
+template <WorkerTransport Transport, class Pool = WorkerPool, class Observer = HealthObserver>
+class HealthMonitor {
+ public:
+  using executor_type = asio::strand<asio::any_io_executor>;
+
+  HealthMonitor(asio::any_io_executor executor, Transport& transport, Pool& pool, HealthOptions options = {},
+                Observer observer = {})
+      : impl_(std::make_shared<Impl>(asio::make_strand(std::move(executor)), transport, pool, options,
+                                     std::move(observer))) {
+    subscription_ = pool.subscribe([weak = std::weak_ptr<Impl>(impl_)](const WorkerEvent& event) {
+      if (auto self = weak.lock()) asio::post(self->strand, [self, event] { self->on_event(event); });
+    });
+  }
+  HealthMonitor(const HealthMonitor&) = delete;
+  HealthMonitor& operator=(const HealthMonitor&) = delete;
+  ~HealthMonitor() { stop(); }
+
+  executor_type get_executor() const noexcept { return impl_->strand; }
+
+  void start() {
+    asio::dispatch(impl_->strand, [impl = impl_] {
+      if (impl->running) return;
+      impl->running = true;
+      impl->tick();
+    });
+  }
+
+  /// No more pings; answers still on their way are ignored.
+  void stop() {
+    subscription_.reset();
+    asio::dispatch(impl_->strand, [impl = impl_] {
+      impl->running = false;
+      impl->timer.cancel();
+    });
+  }
+
+ private:
+  struct Probe {
+    std::uint32_t misses = 0;
+    bool in_flight = false;
+  };
+
+  struct Impl : std::enable_shared_from_this<Impl> {
+    Impl(executor_type s, Transport& t, Pool& p, HealthOptions o, Observer obs)
+        : strand(std::move(s)), transport(t), pool(p), options(o), observer(std::move(obs)), timer(strand) {}
+
+    executor_type strand;
+    Transport& transport;
+    Pool& pool;
+    HealthOptions options;
+    Observer observer;
+    asio::steady_timer timer;
+    bool running = false;
+    std::unordered_map<std::string, Probe> probes;
+
+    void tick() {
+      if (!running) return;
+      auto workers = pool.snapshot();
+      std::unordered_set<std::string_view> known;
+      known.reserve(workers.size());
+      for (const auto& w : workers) known.insert(w.info->id);
+      std::erase_if(probes, [&](const auto& entry) { return !known.contains(entry.first); });
+      for (const auto& w : workers) probe(w.info);
+      timer.expires_after(options.interval);
+      timer.async_wait([self = this->shared_from_this()](std::error_code ec) {
+        if (!ec) self->tick();
+      });
+    }
+
+    void probe(const std::shared_ptr<const WorkerInfo>& info) {
+      auto& p = probes[info->id];
+      if (p.in_flight) return;
+      p.in_flight = true;
+      const auto sent = std::chrono::steady_clock::now();
+      transport.async_ping(*info, options.timeout,
+                           asio::bind_executor(strand, [self = this->shared_from_this(), info, sent](
+                                                           std::error_code ec, PingReply reply) {
+                             self->on_reply(info, sent, ec, std::move(reply));
+                           }));
+    }
+
+    void on_reply(const std::shared_ptr<const WorkerInfo>& info, std::chrono::steady_clock::time_point sent,
+                  std::error_code ec, PingReply reply) {
+      auto it = probes.find(info->id);
+      if (it == probes.end()) return;  // deregistered meanwhile
+      it->second.in_flight = false;
+      if (!running) return;
+      if (!ec && !reply.worker_id.empty() && reply.worker_id != info->id)
+        ec = make_error_code(errc::worker_unreachable);  // someone else answers at that address now
+      const auto known = pool.find(info->id);
+      if (!known) return;
+      if (!ec) {
+        it->second.misses = 0;
+        observer.on_ping_ok(*info, std::chrono::steady_clock::now() - sent);
+        const bool was_down = known->state == WorkerState::registering || known->state == WorkerState::dead;
+        pool.mark_alive(info->id, reply.incarnation);
+        if (was_down) observer.on_alive(*info);
+        return;
+      }
+      const std::uint32_t misses = ++it->second.misses;
+      observer.on_ping_failed(*info, ec, misses);
+      if (misses >= options.misses_before_dead && known->state != WorkerState::dead) {
+        std::string reason = "missed " + std::to_string(misses) + " pings in a row (last: " + ec.message() + ")";
+        observer.on_dead(*info, reason);
+        pool.mark_dead(info->id, std::move(reason));
+      }
+    }
+
+    void on_event(const WorkerEvent& event) {
+      if (!running) return;
+      if (event.removed) {
+        probes.erase(event.info->id);
+        return;
+      }
+      if (event.to == WorkerState::registering) {
+        probes[event.info->id].misses = 0;
+        probe(event.info);
+      }
+    }
+  };
+
+  std::shared_ptr<Impl> impl_;
+  typename Pool::Subscription subscription_;
+};
+
+}  // namespace blacktree::core

@@ -1,0 +1,410 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#ifndef BLACKTREE_HEADER_ONLY
+#include <blacktree/core/in_memory.hpp>
+#endif
+
+#include <algorithm>
+
+namespace blacktree::core {
+
+// ---------------------------------------------------------------------------
+// InMemoryQueue
+
+BLACKTREE_INLINE InMemoryQueue::Delivery& InMemoryQueue::Delivery::operator=(Delivery&& other) noexcept {
+  if (this != &other) {
+    hand_back();
+    state_ = std::move(other.state_);
+    message_ = std::move(other.message_);
+  }
+  return *this;
+}
+
+BLACKTREE_INLINE InMemoryQueue::Delivery::~Delivery() { hand_back(); }
+
+// Dropped unsettled: back to the queue, as a broker does for a closed channel.
+BLACKTREE_INLINE void InMemoryQueue::Delivery::hand_back() noexcept {
+  if (!state_) return;
+  auto state = std::move(state_);
+  {
+    std::lock_guard lock(state->mutex);
+    --state->unacked;
+  }
+  message_.job.redelivered = true;
+  enqueue(state, std::move(message_));
+}
+
+BLACKTREE_INLINE InMemoryQueue::InMemoryQueue(asio::any_io_executor executor)
+    : state_(std::make_shared<State>(std::move(executor))) {}
+
+BLACKTREE_INLINE InMemoryQueue::~InMemoryQueue() { close(); }
+
+BLACKTREE_INLINE void InMemoryQueue::publish(Job job) { enqueue(state_, Message{std::move(job), {}}); }
+
+BLACKTREE_INLINE void InMemoryQueue::publish_invalid(Job job, std::string reason) {
+  enqueue(state_, Message{std::move(job), std::move(reason)});
+}
+
+BLACKTREE_INLINE InMemoryQueue::Delivery InMemoryQueue::take_locked(const std::shared_ptr<State>& state) {
+  Message message = std::move(state->ready.front());
+  state->ready.pop_front();
+  ++state->unacked;
+  state->max_unacked = std::max(state->max_unacked, state->unacked);
+  return Delivery(state, std::move(message));
+}
+
+BLACKTREE_INLINE void InMemoryQueue::enqueue(const std::shared_ptr<State>& state, Message message) {
+  std::unique_lock lock(state->mutex);
+  state->ready.push_back(std::move(message));
+  if (state->closed || state->receivers.empty()) return;
+  ReceiveHandler handler = std::move(state->receivers.front().handler);
+  state->receivers.pop_front();
+  Delivery delivery = take_locked(state);
+  lock.unlock();
+  handler.complete(std::error_code{}, std::move(delivery));
+}
+
+BLACKTREE_INLINE void InMemoryQueue::settle(Delivery& delivery) {
+  auto state = std::exchange(delivery.state_, nullptr);
+  if (!state) return;
+  std::lock_guard lock(state->mutex);
+  --state->unacked;
+}
+
+BLACKTREE_INLINE void InMemoryQueue::ack(Delivery& delivery) {
+  if (!delivery.state_) return;
+  settle(delivery);
+  std::lock_guard lock(state_->mutex);
+  ++state_->acked;
+}
+
+BLACKTREE_INLINE void InMemoryQueue::reject(Delivery& delivery, Disposition disposition, std::string_view reason) {
+  if (!delivery.state_) return;
+  if (disposition == Disposition::requeue) {
+    settle(delivery);
+    delivery.message_.job.redelivered = true;
+    enqueue(state_, std::move(delivery.message_));
+    return;
+  }
+  settle(delivery);
+  std::lock_guard lock(state_->mutex);
+  state_->dead_letters.push_back(DeadLetter{std::move(delivery.message_.job), std::string(reason)});
+}
+
+BLACKTREE_INLINE void InMemoryQueue::set_prefetch(std::size_t n) {
+  std::lock_guard lock(state_->mutex);
+  state_->prefetch = n;
+}
+
+BLACKTREE_INLINE void InMemoryQueue::close() {
+  std::list<Receiver> receivers;
+  {
+    std::lock_guard lock(state_->mutex);
+    state_->closed = true;
+    receivers.swap(state_->receivers);
+  }
+  for (auto& receiver : receivers) receiver.handler.complete(errc::source_closed, Delivery{});
+}
+
+BLACKTREE_INLINE void InMemoryQueue::CancelReceive::operator()(asio::cancellation_type type) {
+  if ((type & (asio::cancellation_type::terminal | asio::cancellation_type::partial |
+               asio::cancellation_type::total)) == asio::cancellation_type::none)
+    return;
+  auto state = state_.lock();
+  if (!state) return;
+  ReceiveHandler handler;
+  {
+    std::lock_guard lock(state->mutex);
+    auto it = std::find_if(state->receivers.begin(), state->receivers.end(),
+                           [this](const Receiver& r) { return r.id == id_; });
+    if (it == state->receivers.end()) return;
+    handler = std::move(it->handler);
+    state->receivers.erase(it);
+  }
+  handler.complete(asio::error::operation_aborted, Delivery{});
+}
+
+BLACKTREE_INLINE std::size_t InMemoryQueue::ready() const {
+  std::lock_guard lock(state_->mutex);
+  return state_->ready.size();
+}
+BLACKTREE_INLINE std::size_t InMemoryQueue::unacked() const {
+  std::lock_guard lock(state_->mutex);
+  return state_->unacked;
+}
+BLACKTREE_INLINE std::size_t InMemoryQueue::max_unacked() const {
+  std::lock_guard lock(state_->mutex);
+  return state_->max_unacked;
+}
+BLACKTREE_INLINE std::size_t InMemoryQueue::acked() const {
+  std::lock_guard lock(state_->mutex);
+  return state_->acked;
+}
+BLACKTREE_INLINE std::size_t InMemoryQueue::prefetch() const {
+  std::lock_guard lock(state_->mutex);
+  return state_->prefetch;
+}
+BLACKTREE_INLINE std::vector<InMemoryQueue::DeadLetter> InMemoryQueue::dead_letters() const {
+  std::lock_guard lock(state_->mutex);
+  return state_->dead_letters;
+}
+
+// ---------------------------------------------------------------------------
+// LoopbackTransport
+
+BLACKTREE_INLINE LoopbackTransport::LoopbackTransport(asio::any_io_executor executor)
+    : executor_(std::move(executor)), shared_(std::make_shared<Shared>()) {}
+
+BLACKTREE_INLINE LoopbackTransport::~LoopbackTransport() {
+  // Whatever still runs is lost with the transport.
+  std::unique_lock lock(shared_->mutex);
+  auto endpoints = shared_->endpoints;
+  for (auto& [address, endpoint] : endpoints)
+    end_calls(endpoint, errc::worker_lost, "transport destroyed", lock);
+}
+
+BLACKTREE_INLINE const Job& LoopbackTransport::Call::job() const noexcept { return *state_->job; }
+BLACKTREE_INLINE const WorkerInfo& LoopbackTransport::Call::worker() const noexcept { return state_->worker; }
+
+BLACKTREE_INLINE void LoopbackTransport::Call::progress(Phase phase, std::string line) const {
+  if (state_->done.load(std::memory_order_acquire) || !state_->progress) return;
+  state_->progress(ProgressEvent{state_->job->id, state_->worker.id, phase, std::move(line)});
+}
+
+BLACKTREE_INLINE bool LoopbackTransport::Call::complete(JobResult result) const {
+  if (result.job_id.empty()) result.job_id = state_->job->id;
+  if (result.worker_id.empty()) result.worker_id = state_->worker.id;
+  return finish(state_, std::error_code{}, std::move(result));
+}
+
+BLACKTREE_INLINE bool LoopbackTransport::Call::fail(std::error_code ec, std::string detail) const {
+  JobResult result;
+  result.error = std::move(detail);
+  return finish(state_, ec, std::move(result));
+}
+
+BLACKTREE_INLINE bool LoopbackTransport::finish(const std::shared_ptr<CallState>& call, std::error_code ec,
+                                                JobResult result) {
+  if (call->done.exchange(true, std::memory_order_acq_rel)) return false;
+  {
+    std::lock_guard lock(call->shared->mutex);
+    call->endpoint->calls.erase(call->id);
+  }
+  auto handler = std::move(call->handler);
+  handler.complete(ec, std::move(result));
+  return true;
+}
+
+BLACKTREE_INLINE void LoopbackTransport::end_calls(const std::shared_ptr<Endpoint>& endpoint, std::error_code ec,
+                                                   const std::string& detail, std::unique_lock<std::mutex>& lock) {
+  std::vector<std::shared_ptr<CallState>> calls;
+  for (auto& [id, weak] : endpoint->calls)
+    if (auto call = weak.lock()) calls.push_back(std::move(call));
+  lock.unlock();
+  for (auto& call : calls) Call(call).fail(ec, detail);
+  lock.lock();
+}
+
+BLACKTREE_INLINE void LoopbackTransport::CancelRun::operator()(asio::cancellation_type type) {
+  if ((type & (asio::cancellation_type::terminal | asio::cancellation_type::partial |
+               asio::cancellation_type::total)) == asio::cancellation_type::none)
+    return;
+  if (auto call = call_.lock()) Call(call).fail(asio::error::operation_aborted, "cancelled");
+}
+
+BLACKTREE_INLINE std::shared_ptr<LoopbackTransport::Endpoint> LoopbackTransport::find_locked(
+    std::string_view address) const {
+  auto it = shared_->endpoints.find(std::string(address));
+  return it == shared_->endpoints.end() ? nullptr : it->second;
+}
+
+BLACKTREE_INLINE void LoopbackTransport::add_endpoint(std::string address, std::uint32_t capacity, Runner runner) {
+  auto endpoint = std::make_shared<Endpoint>();
+  endpoint->address = address;
+  endpoint->capacity = capacity;
+  endpoint->runner = std::move(runner);
+  std::lock_guard lock(shared_->mutex);
+  endpoint->incarnation = address + "#" + std::to_string(++shared_->restarts);
+  shared_->endpoints[std::move(address)] = std::move(endpoint);
+}
+
+BLACKTREE_INLINE void LoopbackTransport::set_runner(std::string_view address, Runner runner) {
+  std::lock_guard lock(shared_->mutex);
+  if (auto endpoint = find_locked(address)) endpoint->runner = std::move(runner);
+}
+
+BLACKTREE_INLINE void LoopbackTransport::set_mode(std::string_view address, Mode mode) {
+  std::unique_lock lock(shared_->mutex);
+  auto endpoint = find_locked(address);
+  if (!endpoint) return;
+  endpoint->mode = mode;
+  if (mode == Mode::unreachable)
+    end_calls(endpoint, errc::worker_lost, "connection to " + endpoint->address + " reset", lock);
+}
+
+BLACKTREE_INLINE void LoopbackTransport::restart(std::string_view address) {
+  std::unique_lock lock(shared_->mutex);
+  auto endpoint = find_locked(address);
+  if (!endpoint) return;
+  endpoint->incarnation = endpoint->address + "#" + std::to_string(++shared_->restarts);
+  endpoint->mode = Mode::up;
+  end_calls(endpoint, errc::worker_lost, "worker at " + endpoint->address + " restarted", lock);
+}
+
+BLACKTREE_INLINE std::string LoopbackTransport::incarnation(std::string_view address) const {
+  std::lock_guard lock(shared_->mutex);
+  auto endpoint = find_locked(address);
+  return endpoint ? endpoint->incarnation : std::string{};
+}
+
+BLACKTREE_INLINE std::size_t LoopbackTransport::running(std::string_view address) const {
+  std::lock_guard lock(shared_->mutex);
+  auto endpoint = find_locked(address);
+  return endpoint ? endpoint->calls.size() : 0;
+}
+
+BLACKTREE_INLINE std::size_t LoopbackTransport::runs_started(std::string_view address) const {
+  std::lock_guard lock(shared_->mutex);
+  auto endpoint = find_locked(address);
+  return endpoint ? endpoint->runs_started : 0;
+}
+
+BLACKTREE_INLINE std::shared_ptr<LoopbackTransport::CallState> LoopbackTransport::start_run(
+    const WorkerInfo& worker, const Job& job, ProgressCallback progress, RunHandler handler) {
+  std::unique_lock lock(shared_->mutex);
+  auto endpoint = find_locked(worker.address);
+  if (!endpoint || endpoint->mode == Mode::unreachable) {
+    lock.unlock();
+    JobResult result;
+    result.error = "connection refused: nothing listens at " + worker.address;
+    handler.complete(errc::worker_unreachable, std::move(result));
+    return nullptr;
+  }
+  if (endpoint->mode == Mode::up && endpoint->calls.size() >= endpoint->capacity) {
+    lock.unlock();
+    JobResult result;
+    result.error = "worker " + worker.id + " is full (" + std::to_string(endpoint->capacity) + " running)";
+    handler.complete(errc::worker_refused, std::move(result));
+    return nullptr;
+  }
+  auto call = std::make_shared<CallState>();
+  call->shared = shared_;
+  call->endpoint = endpoint;
+  call->id = endpoint->next_call++;
+  call->job = &job;
+  call->worker = worker;
+  call->progress = std::move(progress);
+  call->handler = std::move(handler);
+  endpoint->calls.emplace(call->id, call);
+  ++endpoint->runs_started;
+  const Mode mode = endpoint->mode;
+  Runner runner = endpoint->runner;
+  lock.unlock();
+
+  if (mode == Mode::silent) return call;  // hangs until cancelled or the endpoint changes
+  if (!runner) {
+    JobResult result;
+    result.success = true;
+    Call(call).complete(std::move(result));
+    return call;
+  }
+  asio::post(executor_, [runner = std::move(runner), call] { runner(Call(call)); });
+  return call;
+}
+
+BLACKTREE_INLINE void LoopbackTransport::start_ping(const WorkerInfo& worker, std::chrono::milliseconds deadline,
+                                                    PingHandler handler) {
+  std::unique_lock lock(shared_->mutex);
+  auto endpoint = find_locked(worker.address);
+  if (!endpoint || endpoint->mode == Mode::unreachable) {
+    lock.unlock();
+    handler.complete(errc::worker_unreachable, PingReply{});
+    return;
+  }
+  if (endpoint->mode == Mode::silent) {
+    lock.unlock();
+    auto timer = std::make_shared<asio::steady_timer>(executor_, deadline);
+    timer->async_wait([timer, h = std::move(handler)](std::error_code) mutable {
+      h.complete(errc::ping_timeout, PingReply{});
+    });
+    return;
+  }
+  PingReply reply;
+  reply.worker_id = worker.id;
+  reply.incarnation = endpoint->incarnation;
+  reply.capacity = endpoint->capacity;
+  reply.state = endpoint->calls.size() < endpoint->capacity ? WorkerState::free : WorkerState::busy;
+  for (auto& [id, weak] : endpoint->calls)
+    if (auto call = weak.lock()) reply.running_jobs.push_back(call->job->id);
+  lock.unlock();
+  handler.complete(std::error_code{}, std::move(reply));
+}
+
+// ---------------------------------------------------------------------------
+// InMemoryStatusSink
+
+BLACKTREE_INLINE InMemoryStatusSink::InMemoryStatusSink(asio::any_io_executor executor)
+    : executor_(std::move(executor)) {}
+
+BLACKTREE_INLINE void InMemoryStatusSink::start_publish(const JobResult& result, PublishHandler handler) {
+  std::unique_lock lock(mutex_);
+  if (fail_next_ > 0) {
+    --fail_next_;
+    lock.unlock();
+    handler.complete(errc::sink_unavailable);
+    return;
+  }
+  if (hold_) {
+    held_.emplace_back(result, std::move(handler));
+    return;
+  }
+  results_.push_back(result);
+  lock.unlock();
+  confirmed_.notify_all();
+  handler.complete(std::error_code{});
+}
+
+BLACKTREE_INLINE void InMemoryStatusSink::hold_confirms(bool hold) {
+  std::lock_guard lock(mutex_);
+  hold_ = hold;
+}
+
+BLACKTREE_INLINE std::size_t InMemoryStatusSink::confirm_held() {
+  std::vector<std::pair<JobResult, PublishHandler>> held;
+  {
+    std::lock_guard lock(mutex_);
+    held.swap(held_);
+    for (auto& [result, handler] : held) results_.push_back(result);
+  }
+  confirmed_.notify_all();
+  for (auto& [result, handler] : held) handler.complete(std::error_code{});
+  return held.size();
+}
+
+BLACKTREE_INLINE void InMemoryStatusSink::fail_next(std::size_t n) {
+  std::lock_guard lock(mutex_);
+  fail_next_ = n;
+}
+
+BLACKTREE_INLINE std::vector<JobResult> InMemoryStatusSink::results() const {
+  std::lock_guard lock(mutex_);
+  return results_;
+}
+
+BLACKTREE_INLINE std::size_t InMemoryStatusSink::size() const {
+  std::lock_guard lock(mutex_);
+  return results_.size();
+}
+
+BLACKTREE_INLINE std::size_t InMemoryStatusSink::held() const {
+  std::lock_guard lock(mutex_);
+  return held_.size();
+}
+
+BLACKTREE_INLINE bool InMemoryStatusSink::wait_for(std::size_t n, std::chrono::milliseconds timeout) const {
+  std::unique_lock lock(mutex_);
+  return confirmed_.wait_for(lock, timeout, [&] { return results_.size() >= n; });
+}
+
+}  // namespace blacktree::core

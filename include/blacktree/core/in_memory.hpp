@@ -1,0 +1,331 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+// In-memory models of the three concepts: a queue with broker-like delivery
+// semantics, a loopback transport whose "workers" are functions in this
+// process, and a status sink that keeps what it confirms. Embed the core with
+// no broker at all, or use them to test code built on it.
+
+#include <blacktree/core/concepts.hpp>
+#include <blacktree/core/detail/config.hpp>
+#include <blacktree/core/detail/erased_handler.hpp>
+#include <blacktree/core/error.hpp>
+#include <blacktree/core/job.hpp>
+
+#include <asio/any_io_executor.hpp>
+#include <asio/associated_cancellation_slot.hpp>
+#include <asio/async_result.hpp>
+#include <asio/cancellation_type.hpp>
+#include <asio/error.hpp>
+#include <asio/steady_timer.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <limits>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace blacktree::core {
+
+/// A job queue with a broker's delivery semantics: each message is delivered
+/// to one receiver at a time and stays "unacked" until acked or rejected; a
+/// delivery dropped unsettled is requeued and marked redelivered.
+class InMemoryQueue {
+  struct State;
+
+ public:
+  /// A message that could not be turned into a job has a non-empty `invalid_reason`.
+  struct Message {
+    Job job;
+    std::string invalid_reason;
+  };
+  struct DeadLetter {
+    Job job;
+    std::string reason;
+  };
+
+  class Delivery {
+   public:
+    Delivery() = default;
+    Delivery(Delivery&&) noexcept = default;
+    Delivery& operator=(Delivery&& other) noexcept;
+    ~Delivery();
+
+    const Job& job() const noexcept { return message_.job; }
+    std::string_view invalid_reason() const noexcept { return message_.invalid_reason; }
+
+   private:
+    friend class InMemoryQueue;
+    Delivery(std::shared_ptr<State> state, Message message)
+        : state_(std::move(state)), message_(std::move(message)) {}
+    void hand_back() noexcept;
+    std::shared_ptr<State> state_;  // null once settled
+    Message message_;
+  };
+  using delivery_type = Delivery;
+
+  explicit InMemoryQueue(asio::any_io_executor executor);
+  InMemoryQueue(const InMemoryQueue&) = delete;
+  InMemoryQueue& operator=(const InMemoryQueue&) = delete;
+  ~InMemoryQueue();
+
+  void publish(Job job);
+  /// A message an adapter could not parse or validate; `job.id` may be empty.
+  void publish_invalid(Job job, std::string reason);
+
+  /// Completion: `void(std::error_code, Delivery)`; errc::source_closed after close().
+  template <class Token>
+  auto async_receive(Token&& token) {
+    return asio::async_initiate<Token, void(std::error_code, Delivery)>(
+        [this](auto handler) { initiate_receive(std::move(handler)); }, token);
+  }
+
+  void ack(Delivery& delivery);
+  void reject(Delivery& delivery, Disposition disposition, std::string_view reason);
+  void set_prefetch(std::size_t n);
+
+  /// Delivers nothing more: pending and future receives fail with errc::source_closed.
+  void close();
+
+  std::size_t ready() const;        ///< waiting to be delivered
+  std::size_t unacked() const;      ///< delivered, not settled
+  std::size_t max_unacked() const;  ///< the most ever unsettled at once
+  std::size_t acked() const;
+  std::size_t prefetch() const;     ///< the last set_prefetch value
+  std::vector<DeadLetter> dead_letters() const;
+
+ private:
+  using ReceiveHandler = detail::erased_handler<void(std::error_code, Delivery)>;
+  struct Receiver {
+    std::uint64_t id;
+    ReceiveHandler handler;
+  };
+  struct State {
+    explicit State(asio::any_io_executor ex) : executor(std::move(ex)) {}
+    asio::any_io_executor executor;
+    mutable std::mutex mutex;
+    std::deque<Message> ready;
+    std::list<Receiver> receivers;
+    std::uint64_t next_receiver = 1;
+    std::size_t unacked = 0;
+    std::size_t max_unacked = 0;
+    std::size_t acked = 0;
+    std::size_t prefetch = 0;
+    std::vector<DeadLetter> dead_letters;
+    bool closed = false;
+  };
+  class CancelReceive {
+   public:
+    CancelReceive(std::weak_ptr<State> state, std::uint64_t id) : state_(std::move(state)), id_(id) {}
+    void operator()(asio::cancellation_type type);
+
+   private:
+    std::weak_ptr<State> state_;
+    std::uint64_t id_;
+  };
+
+  template <class Handler>
+  void initiate_receive(Handler handler) {
+    auto slot = asio::get_associated_cancellation_slot(handler);
+    ReceiveHandler erased(std::move(handler), state_->executor);
+    std::unique_lock lock(state_->mutex);
+    if (state_->closed) {
+      lock.unlock();
+      erased.complete(errc::source_closed, Delivery{});
+      return;
+    }
+    if (!state_->ready.empty()) {
+      Delivery delivery = take_locked(state_);
+      lock.unlock();
+      erased.complete(std::error_code{}, std::move(delivery));
+      return;
+    }
+    const auto id = state_->next_receiver++;
+    state_->receivers.push_back(Receiver{id, std::move(erased)});
+    lock.unlock();
+    if (slot.is_connected()) slot.template emplace<CancelReceive>(state_, id);
+  }
+
+  static Delivery take_locked(const std::shared_ptr<State>& state);
+  static void enqueue(const std::shared_ptr<State>& state, Message message);
+  static void settle(Delivery& delivery);
+
+  std::shared_ptr<State> state_;
+};
+
+/// A transport to "workers" that live in this process, addressed by a string.
+/// Each endpoint has a capacity (it refuses jobs beyond it, like a full
+/// worker), an optional runner (default: succeed at once), and a mode that
+/// simulates failures.
+class LoopbackTransport {
+  struct Endpoint;
+  struct CallState;
+
+ public:
+  enum class Mode {
+    up,           ///< answers pings, runs jobs
+    unreachable,  ///< refuses connections: pings and runs fail at once, running jobs are lost
+    silent,       ///< hangs: pings time out, runs never finish (until cancelled)
+  };
+
+  /// One run in progress, handed to a Runner. Copyable handle; the first of
+  /// complete/fail wins, later calls return false.
+  class Call {
+   public:
+    const Job& job() const noexcept;
+    const WorkerInfo& worker() const noexcept;
+    void progress(Phase phase, std::string line = {}) const;
+    bool complete(JobResult result) const;
+    bool fail(std::error_code ec, std::string detail) const;
+
+   private:
+    friend class LoopbackTransport;
+    explicit Call(std::shared_ptr<CallState> state) : state_(std::move(state)) {}
+    std::shared_ptr<CallState> state_;
+  };
+  using Runner = std::function<void(Call)>;
+
+  explicit LoopbackTransport(asio::any_io_executor executor);
+  LoopbackTransport(const LoopbackTransport&) = delete;
+  LoopbackTransport& operator=(const LoopbackTransport&) = delete;
+  ~LoopbackTransport();
+
+  void add_endpoint(std::string address, std::uint32_t capacity = std::numeric_limits<std::uint32_t>::max(),
+                    Runner runner = {});
+  void set_runner(std::string_view address, Runner runner);
+  void set_mode(std::string_view address, Mode mode);
+  /// The endpoint restarts: a new incarnation, its running jobs are lost.
+  void restart(std::string_view address);
+  std::string incarnation(std::string_view address) const;
+  std::size_t running(std::string_view address) const;
+  std::size_t runs_started(std::string_view address) const;
+
+  template <class Token>
+  auto async_run(const WorkerInfo& worker, const Job& job, ProgressCallback progress, Token&& token) {
+    return asio::async_initiate<Token, void(std::error_code, JobResult)>(
+        [this, &worker, &job](auto handler, ProgressCallback on_progress) {
+          auto slot = asio::get_associated_cancellation_slot(handler);
+          auto call = start_run(worker, job, std::move(on_progress), RunHandler(std::move(handler), executor_));
+          if (call && slot.is_connected()) slot.template emplace<CancelRun>(call);
+        },
+        token, std::move(progress));
+  }
+
+  template <class Token>
+  auto async_ping(const WorkerInfo& worker, std::chrono::milliseconds deadline, Token&& token) {
+    return asio::async_initiate<Token, void(std::error_code, PingReply)>(
+        [this, &worker, deadline](auto handler) {
+          start_ping(worker, deadline, PingHandler(std::move(handler), executor_));
+        },
+        token);
+  }
+
+ private:
+  using RunHandler = detail::erased_handler<void(std::error_code, JobResult)>;
+  using PingHandler = detail::erased_handler<void(std::error_code, PingReply)>;
+
+  struct Endpoint {
+    std::string address;
+    std::uint32_t capacity = 0;
+    Runner runner;
+    Mode mode = Mode::up;
+    std::string incarnation;
+    std::uint64_t next_call = 1;
+    std::size_t runs_started = 0;
+    std::unordered_map<std::uint64_t, std::weak_ptr<CallState>> calls;
+  };
+  struct Shared {
+    mutable std::mutex mutex;
+    std::unordered_map<std::string, std::shared_ptr<Endpoint>> endpoints;
+    std::uint64_t restarts = 0;
+  };
+  struct CallState {
+    std::shared_ptr<Shared> shared;
+    std::shared_ptr<Endpoint> endpoint;
+    std::uint64_t id = 0;
+    const Job* job = nullptr;  // valid until the handler runs (concept contract)
+    WorkerInfo worker;
+    ProgressCallback progress;
+    std::atomic<bool> done{false};
+    RunHandler handler;
+  };
+  class CancelRun {
+   public:
+    explicit CancelRun(std::weak_ptr<CallState> call) : call_(std::move(call)) {}
+    void operator()(asio::cancellation_type type);
+
+   private:
+    std::weak_ptr<CallState> call_;
+  };
+
+  std::shared_ptr<CallState> start_run(const WorkerInfo& worker, const Job& job, ProgressCallback progress,
+                                       RunHandler handler);
+  void start_ping(const WorkerInfo& worker, std::chrono::milliseconds deadline, PingHandler handler);
+  static bool finish(const std::shared_ptr<CallState>& call, std::error_code ec, JobResult result);
+  static void end_calls(const std::shared_ptr<Endpoint>& endpoint, std::error_code ec, const std::string& detail,
+                        std::unique_lock<std::mutex>& lock);
+  std::shared_ptr<Endpoint> find_locked(std::string_view address) const;
+
+  asio::any_io_executor executor_;
+  std::shared_ptr<Shared> shared_;
+};
+
+/// A status sink that keeps every status it confirms. It can hold confirms
+/// back (to show that nothing is acked before its status is durable) and
+/// fail publishes (to exercise retries).
+class InMemoryStatusSink {
+ public:
+  explicit InMemoryStatusSink(asio::any_io_executor executor);
+  InMemoryStatusSink(const InMemoryStatusSink&) = delete;
+  InMemoryStatusSink& operator=(const InMemoryStatusSink&) = delete;
+
+  template <class Token>
+  auto async_publish(const JobResult& result, Token&& token) {
+    return asio::async_initiate<Token, void(std::error_code)>(
+        [this, &result](auto handler) { start_publish(result, PublishHandler(std::move(handler), executor_)); },
+        token);
+  }
+
+  /// While held, publishes stay unconfirmed until confirm_held().
+  void hold_confirms(bool hold);
+  /// Confirms every held publish; returns how many.
+  std::size_t confirm_held();
+  /// The next `n` publishes fail with errc::sink_unavailable.
+  void fail_next(std::size_t n);
+
+  std::vector<JobResult> results() const;  ///< confirmed statuses, in order
+  std::size_t size() const;                ///< confirmed statuses
+  std::size_t held() const;
+  /// Blocks until `n` statuses are confirmed or `timeout` passes; true if reached.
+  bool wait_for(std::size_t n, std::chrono::milliseconds timeout) const;
+
+ private:
+  using PublishHandler = detail::erased_handler<void(std::error_code)>;
+  void start_publish(const JobResult& result, PublishHandler handler);
+
+  asio::any_io_executor executor_;
+  mutable std::mutex mutex_;
+  mutable std::condition_variable confirmed_;
+  std::vector<JobResult> results_;
+  std::vector<std::pair<JobResult, PublishHandler>> held_;
+  bool hold_ = false;
+  std::size_t fail_next_ = 0;
+};
+
+static_assert(JobSource<InMemoryQueue>);
+static_assert(WorkerTransport<LoopbackTransport>);
+static_assert(StatusSink<InMemoryStatusSink>);
+
+}  // namespace blacktree::core
+
+#ifdef BLACKTREE_HEADER_ONLY
+#include <blacktree/core/in_memory-inl.hpp>
+#endif

@@ -1,0 +1,138 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+// Plain value types shared by the core and every adapter. Wire formats (the
+// seed's JSON, protobuf) map onto these in the adapters; nothing here knows
+// about them.
+
+#include <blacktree/core/detail/config.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <ostream>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace blacktree::core {
+
+/// Key/value labels a worker offers (region=eu-west-1, arch=arm64) and a job may require.
+using Labels = std::map<std::string, std::string, std::less<>>;
+
+/// True when `offered` has every key of `required` with the same value.
+BLACKTREE_INLINE bool labels_match(const Labels& required, const Labels& offered) noexcept;
+
+/// "{region=eu, arch=arm64}", for messages a person reads.
+BLACKTREE_INLINE std::string to_string(const Labels& labels);
+
+/// A value that must never be printed: streaming it writes "[redacted]".
+/// Only `reveal()` gives the text, so every use of a secret is greppable.
+class Secret {
+ public:
+  Secret() = default;
+  explicit Secret(std::string value) : value_(std::move(value)) {}
+
+  const std::string& reveal() const noexcept { return value_; }
+  bool empty() const noexcept { return value_.empty(); }
+
+  friend bool operator==(const Secret&, const Secret&) = default;
+  friend std::ostream& operator<<(std::ostream& os, const Secret& s) {
+    return os << (s.empty() ? "" : "[redacted]");
+  }
+
+ private:
+  std::string value_;
+};
+
+/// What blacktree's own worker builds (the seed's JobRequest fields).
+struct BuildSpec {
+  std::string repo_url;         ///< `owner/name` (GitHub) or a full git URL
+  std::string branch;
+  std::string dockerfile_path;
+  std::string context_dir;
+  std::string image_name;
+  Secret github_token;
+};
+
+/// One unit of work as the dispatcher sees it.
+struct Job {
+  std::string id;                       ///< required; statuses are matched on it
+  Labels required_labels;               ///< only a worker offering all of them runs the job
+  std::chrono::milliseconds timeout{0};  ///< 0: the worker's default
+  bool redelivered = false;             ///< the source delivered this job before
+  BuildSpec build;                      ///< the build, for blacktree's own worker
+  std::string payload;                  ///< opaque bytes for embedders whose jobs are not builds
+};
+
+/// Where a running job is. Transports report these as progress events.
+enum class Phase : std::uint8_t { accepted, cloning, building, pushing, finished };
+
+BLACKTREE_INLINE std::string_view to_string(Phase phase) noexcept;
+
+/// A progress report from a worker: a phase change, a log line, or both.
+struct ProgressEvent {
+  std::string job_id;
+  std::string worker_id;
+  Phase phase = Phase::accepted;
+  std::string line;  ///< one line of output; empty for a bare phase change
+};
+
+/// Called by a transport for each progress event, from any thread. May be empty.
+using ProgressCallback = std::function<void(const ProgressEvent&)>;
+
+/// The final status of a job (the seed's JobResponse plus extensions).
+struct JobResult {
+  std::string job_id;
+  bool success = false;
+  std::string logs;       ///< a bounded tail of the job's output
+  std::string image_url;
+  std::string error;      ///< what went wrong, for a person to act on; empty on success
+  std::string worker_id;
+  std::string image_digest;
+  bool redelivered = false;  ///< the job had been delivered before: maybe a duplicate
+  std::uint32_t attempts = 0;  ///< workers it was offered to (never-accepted ones included)
+  std::chrono::system_clock::time_point received_at{};
+  std::chrono::system_clock::time_point started_at{};
+  std::chrono::system_clock::time_point finished_at{};
+};
+
+/// A worker as it registers itself.
+struct WorkerInfo {
+  std::string id;
+  std::string address;      ///< how the transport reaches it, e.g. "10.0.0.7:50051"
+  Labels labels;            ///< region and whatever else jobs may require
+  std::uint32_t capacity = 1;  ///< jobs it runs at once
+  std::string version;
+  std::string incarnation;  ///< changes whenever the worker process restarts
+};
+
+/// registering: known, not yet answering; free: alive with a free slot; busy:
+/// alive with every slot taken; draining: alive, takes no new jobs; dead:
+/// missed its pings, takes nothing until it answers again.
+enum class WorkerState : std::uint8_t { registering, free, busy, draining, dead };
+
+BLACKTREE_INLINE std::string_view to_string(WorkerState state) noexcept;
+
+/// What a worker says about itself when pinged.
+struct PingReply {
+  std::string worker_id;
+  std::string incarnation;
+  WorkerState state = WorkerState::free;
+  std::uint32_t capacity = 0;
+  std::vector<std::string> running_jobs;
+};
+
+/// What to do with a delivery that will not be acked.
+enum class Disposition : std::uint8_t {
+  requeue,      ///< give it back to the source to deliver again (it has not run)
+  dead_letter,  ///< it can never run (malformed, invalid): park it with the reason
+};
+
+}  // namespace blacktree::core
+
+#ifdef BLACKTREE_HEADER_ONLY
+#include <blacktree/core/job-inl.hpp>
+#endif
