@@ -349,8 +349,8 @@ class Dispatcher {
                           asio::bind_cancellation_slot(
                               ctx->cancel.slot(),
                               asio::bind_executor(strand, [self = this->shared_from_this(), ctx, attempt](
-                                                              std::error_code ec, JobResult result) mutable {
-                                self->on_result(ctx, attempt, ec, std::move(result));
+                                                              std::error_code run_ec, JobResult result) mutable {
+                                self->on_result(ctx, attempt, run_ec, std::move(result));
                               })));
     }
 

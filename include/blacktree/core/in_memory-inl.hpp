@@ -292,7 +292,12 @@ BLACKTREE_INLINE std::shared_ptr<LoopbackTransport::CallState> LoopbackTransport
   call->shared = shared_;
   call->endpoint = endpoint;
   call->id = endpoint->next_call++;
-  call->job = &job;
+  if (endpoint->runner) {
+    call->owned_job = job;
+    call->job = &*call->owned_job;
+  } else {
+    call->job = &job;  // completed below, before the caller can let go of it
+  }
   call->worker = worker;
   call->progress = std::move(progress);
   call->handler = std::move(handler);
@@ -305,6 +310,8 @@ BLACKTREE_INLINE std::shared_ptr<LoopbackTransport::CallState> LoopbackTransport
   if (mode == Mode::silent) return call;  // hangs until cancelled or the endpoint changes
   if (!runner) {
     JobResult result;
+    result.job_id = job.id;
+    result.worker_id = worker.id;
     result.success = true;
     Call(call).complete(std::move(result));
     return call;

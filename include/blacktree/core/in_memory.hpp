@@ -29,6 +29,7 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -176,8 +177,9 @@ class LoopbackTransport {
     silent,       ///< hangs: pings time out, runs never finish (until cancelled)
   };
 
-  /// One run in progress, handed to a Runner. Copyable handle; the first of
-  /// complete/fail wins, later calls return false.
+  /// One run in progress, handed to a Runner. Copyable handle, usable from
+  /// any thread and for as long as it is held; the first of complete/fail
+  /// wins, later calls return false.
   class Call {
    public:
     const Job& job() const noexcept;
@@ -251,7 +253,10 @@ class LoopbackTransport {
     std::shared_ptr<Shared> shared;
     std::shared_ptr<Endpoint> endpoint;
     std::uint64_t id = 0;
-    const Job* job = nullptr;  // valid until the handler runs (concept contract)
+    // The caller's job is only valid until the handler runs, and a runner may
+    // still hold its Call after a cancellation completed it: runners get a copy.
+    std::optional<Job> owned_job;
+    const Job* job = nullptr;
     WorkerInfo worker;
     ProgressCallback progress;
     std::atomic<bool> done{false};

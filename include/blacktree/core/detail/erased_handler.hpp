@@ -30,15 +30,15 @@ class erased_handler<void(Args...)> {
 
   template <class Handler, class Executor>
   erased_handler(Handler&& handler, const Executor& fallback)
-      : impl_(std::make_unique<impl<std::decay_t<Handler>, Executor>>(
+      : impl_(std::make_unique<model<std::decay_t<Handler>, Executor>>(
             std::forward<Handler>(handler), fallback)) {}
 
   explicit operator bool() const noexcept { return impl_ != nullptr; }
 
   /// Posts the handler with `args` to its executor. Leaves *this empty.
   void complete(Args... args) {
-    auto impl = std::move(impl_);
-    impl->post(std::move(args)...);
+    auto taken = std::move(impl_);
+    taken->post(std::move(args)...);
   }
 
  private:
@@ -48,14 +48,14 @@ class erased_handler<void(Args...)> {
   };
 
   template <class Handler, class Executor>
-  struct impl final : base {
+  struct model final : base {
     using handler_executor = asio::associated_executor_t<Handler, Executor>;
     // The handler's executor, counting this pending operation as outstanding work.
     using work_executor = std::decay_t<decltype(asio::prefer(std::declval<const handler_executor&>(),
                                                              asio::execution::outstanding_work.tracked))>;
 
     template <class H>
-    impl(H&& h, const Executor& fallback)
+    model(H&& h, const Executor& fallback)
         : handler(std::forward<H>(h)),
           work(asio::prefer(asio::get_associated_executor(handler, fallback),
                             asio::execution::outstanding_work.tracked)) {}

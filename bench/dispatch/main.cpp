@@ -1,0 +1,221 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+//
+// blacktree_bench_dispatch: no-op jobs through Dispatcher + WorkerPool (in-memory
+// queue, loopback transport) for several worker counts, against asio::thread_pool
+// running the same no-op jobs in the same run, plus WorkerPool acquire/release
+// latency percentiles. Prints jobs/s, the ratio to the asio baseline and
+// PASS/MISS against the targets (issue: >= 0.5x asio at every worker count;
+// the largest worker count within 20% of the smallest). docs/benchmarks.md
+// records the figures.
+//
+// Each throughput row alternates baseline and blacktree measurements `reps`
+// times and reports medians, so a change in machine load hits both sides.
+
+#include "dispatch.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using namespace blacktree::bench;
+
+struct Options {
+  std::vector<std::size_t> workers{2, 64, 10'000};
+  std::size_t jobs = 300'000;              // blacktree jobs per measurement
+  std::size_t baseline_jobs = 16'000'000;  // asio jobs per measurement
+  std::size_t reps = 3;
+  std::size_t samples = 5'000'000;         // latency samples per measurement
+  std::uint32_t capacity = 1;
+  unsigned threads = 2;
+  bool throughput = true;
+  bool latency = true;
+};
+
+constexpr double target_ratio = 0.5;     // blacktree jobs/s >= 0.5 x asio jobs/s
+constexpr double target_scaling = 0.8;   // largest worker count >= 0.8 x smallest
+
+void usage(const char* argv0) {
+  std::printf(
+      "usage: %s [options]\n"
+      "  --workers=A,B,...     registered workers per row (default 2,64,10000)\n"
+      "  --jobs=N              blacktree jobs per measurement (default 300000)\n"
+      "  --baseline-jobs=N     asio::thread_pool jobs per measurement (default 16000000)\n"
+      "  --reps=N              measurements per figure; the median is reported (default 3)\n"
+      "  --samples=N           acquire/release samples per measurement (default 5000000)\n"
+      "  --capacity=N          slots per worker (default 1)\n"
+      "  --threads=N           threads for both the io_context and the thread_pool (default 2)\n"
+      "  --throughput-only | --latency-only\n"
+      "Pick job counts so each measurement takes 1-3 s (printed as 's/run').\n",
+      argv0);
+}
+
+std::size_t to_count(std::string_view flag, std::string_view text) {
+  char* end = nullptr;
+  const std::string s(text);
+  const unsigned long long v = std::strtoull(s.c_str(), &end, 10);
+  if (s.empty() || *end != '\0' || v == 0) {
+    std::fprintf(stderr, "%.*s: expected a positive integer, got '%s'\n", static_cast<int>(flag.size()), flag.data(),
+                 s.c_str());
+    std::exit(2);
+  }
+  return static_cast<std::size_t>(v);
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    const auto eq = arg.find('=');
+    const std::string_view name = arg.substr(0, eq);
+    const std::string_view value = eq == std::string_view::npos ? std::string_view{} : arg.substr(eq + 1);
+    if (name == "--help" || name == "-h") {
+      usage(argv[0]);
+      std::exit(0);
+    } else if (name == "--workers") {
+      o.workers.clear();
+      std::size_t at = 0;
+      while (at <= value.size()) {
+        const std::size_t comma = std::min(value.find(',', at), value.size());
+        o.workers.push_back(to_count(name, value.substr(at, comma - at)));
+        at = comma + 1;
+      }
+    } else if (name == "--jobs") {
+      o.jobs = to_count(name, value);
+    } else if (name == "--baseline-jobs") {
+      o.baseline_jobs = to_count(name, value);
+    } else if (name == "--reps") {
+      o.reps = to_count(name, value);
+    } else if (name == "--samples") {
+      o.samples = to_count(name, value);
+    } else if (name == "--capacity") {
+      o.capacity = static_cast<std::uint32_t>(to_count(name, value));
+    } else if (name == "--threads") {
+      o.threads = static_cast<unsigned>(to_count(name, value));
+    } else if (name == "--throughput-only") {
+      o.latency = false;
+    } else if (name == "--latency-only") {
+      o.throughput = false;
+    } else {
+      std::fprintf(stderr, "unknown argument: %s\n", argv[i]);
+      usage(argv[0]);
+      std::exit(2);
+    }
+  }
+  return o;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+const char* verdict(bool pass) { return pass ? "PASS" : "MISS"; }
+
+struct Row {
+  std::size_t workers = 0;
+  double blacktree = 0, blacktree_seconds = 0;
+  double asio = 0, asio_seconds = 0;
+};
+
+std::vector<Row> throughput(const Options& o) {
+  std::printf("== Throughput: no-op jobs, %u threads, median of %zu ==\n", o.threads, o.reps);
+  std::printf("blacktree: Dispatcher<InMemoryQueue, LoopbackTransport, InMemoryStatusSink> + WorkerPool, "
+              "%zu jobs/run, capacity %u/worker\n",
+              o.jobs, o.capacity);
+  std::printf("asio:      asio::thread_pool(%u), %zu posted no-op jobs/run\n\n", o.threads, o.baseline_jobs);
+  std::printf("%8s %16s %8s %16s %8s %8s %6s\n", "workers", "blacktree jobs/s", "s/run", "asio jobs/s", "s/run",
+              "ratio", ">=0.5");
+  std::vector<Row> rows;
+  for (std::size_t workers : o.workers) {
+    std::vector<double> bt_rate, bt_s, asio_rate, asio_s;
+    for (std::size_t r = 0; r < o.reps; ++r) {
+      const auto a = run_asio_baseline(o.baseline_jobs, o.threads);
+      asio_rate.push_back(a.jobs_per_second());
+      asio_s.push_back(a.seconds);
+      const auto b = run_blacktree(DispatchConfig{workers, o.capacity, o.jobs, o.threads});
+      bt_rate.push_back(b.jobs_per_second());
+      bt_s.push_back(b.seconds);
+    }
+    Row row{workers, median(bt_rate), median(bt_s), median(asio_rate), median(asio_s)};
+    const double ratio = row.blacktree / row.asio;
+    std::printf("%8zu %16.0f %8.2f %16.0f %8.2f %8.3f %6s\n", workers, row.blacktree, row.blacktree_seconds,
+                row.asio, row.asio_seconds, ratio, verdict(ratio >= target_ratio));
+    std::fflush(stdout);
+    rows.push_back(row);
+  }
+  if (rows.size() >= 2) {
+    const auto [lo, hi] = std::minmax_element(rows.begin(), rows.end(),
+                                              [](const Row& a, const Row& b) { return a.workers < b.workers; });
+    const double scaling = hi->blacktree / lo->blacktree;
+    std::printf("\n%zu workers vs %zu workers: %.3f (target >= %.2f) %s\n", hi->workers, lo->workers, scaling,
+                target_scaling, verdict(scaling >= target_scaling));
+  }
+  std::printf("\n");
+  return rows;
+}
+
+void print_latency(const char* what, std::size_t workers, const Latency& l) {
+  std::printf("%-16s %8zu %9.0f %9.0f %9.0f %9.0f %9.0f %9.0f\n", what, workers, l.p50, l.p90, l.p99, l.p999, l.mean,
+              l.max);
+}
+
+void latency(const Options& o) {
+  std::printf("== WorkerPool latency, ns: one io thread, %zu samples, median of %zu per column ==\n", o.samples,
+              o.reps);
+  std::printf("acquire+release: async_acquire() with a free slot until its handler has run and released it\n");
+  std::printf("hand-off:        all slots leased, one acquire waiting; Lease::release() until that handler runs\n\n");
+  std::printf("%-16s %8s %9s %9s %9s %9s %9s %9s\n", "", "workers", "p50", "p90", "p99", "p99.9", "mean", "max");
+  for (auto [what, run] : {std::pair{"acquire+release", &run_acquire_release}, std::pair{"hand-off", &run_handoff}}) {
+    for (std::size_t workers : o.workers) {
+      std::vector<double> p50, p90, p99, p999, mean, max;
+      for (std::size_t r = 0; r < o.reps; ++r) {
+        const Latency l = run(workers, o.samples);
+        p50.push_back(l.p50);
+        p90.push_back(l.p90);
+        p99.push_back(l.p99);
+        p999.push_back(l.p999);
+        mean.push_back(l.mean);
+        max.push_back(l.max);
+      }
+      Latency m;
+      m.p50 = median(p50);
+      m.p90 = median(p90);
+      m.p99 = median(p99);
+      m.p999 = median(p999);
+      m.mean = median(mean);
+      m.max = median(max);
+      print_latency(what, workers, m);
+      std::fflush(stdout);
+    }
+  }
+  std::printf("\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  const Options o = parse(argc, argv);
+  std::printf("blacktree_bench_dispatch: %u hardware threads\n", std::thread::hardware_concurrency());
+#if !defined(__OPTIMIZE__)
+  std::printf("WARNING: built without optimisation; these figures mean nothing (build with Release)\n");
+#endif
+#if !defined(NDEBUG)
+  std::printf("note: assertions are enabled (NDEBUG not defined)\n");
+#endif
+  std::printf("\n");
+  if (o.throughput) throughput(o);
+  if (o.latency) latency(o);
+  return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "blacktree_bench_dispatch: %s\n", e.what());
+  return 1;
+}

@@ -1,0 +1,38 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+// The seam between the worker service (gRPC, capacity, cancellation) and what
+// a job actually does. The service owns one thread per running job (bounded
+// by its capacity) and calls JobRunner::run on it; the runner blocks until the
+// job is done. Nothing here knows about gRPC.
+
+#include <blacktree/core/job.hpp>
+
+#include <functional>
+#include <stop_token>
+#include <string_view>
+
+namespace blacktree::worker {
+
+/// Reports progress from inside a run: a phase change (line empty) or one line
+/// of output in the current phase. May be called from any thread the runner
+/// uses, never after run() returned. The service forwards these as
+/// RunJob progress events.
+using EmitFn = std::function<void(core::Phase phase, std::string_view line)>;
+
+/// What a worker does with a job.
+class JobRunner {
+ public:
+  virtual ~JobRunner() = default;
+
+  /// Runs `job` to completion and returns its final result (success or a
+  /// failure with an error a person can act on). Blocks the calling thread.
+  ///  - `stop` is requested when the job is cancelled (Cancel RPC, the
+  ///    orchestrator went away, the worker shuts down): the runner then kills
+  ///    everything it started and returns promptly with an error saying so.
+  ///  - Never throws; every failure is a JobResult with success == false.
+  ///  - result.job_id is job.id; the service fills worker_id and timings.
+  virtual core::JobResult run(const core::Job& job, const EmitFn& emit, std::stop_token stop) = 0;
+};
+
+}  // namespace blacktree::worker

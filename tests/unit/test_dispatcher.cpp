@@ -1,0 +1,513 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+
+#include <blacktree/core/dispatcher.hpp>
+#include <blacktree/core/health_monitor.hpp>
+#include <blacktree/core/in_memory.hpp>
+
+#include <asio/io_context.hpp>
+#include <catch2/catch.hpp>
+
+#include <map>
+#include <optional>
+
+#include "../support/test_support.hpp"
+
+namespace core = blacktree::core;
+using namespace std::chrono_literals;
+using blacktree::test::make_job;
+using blacktree::test::make_worker;
+using blacktree::test::run_ready;
+using blacktree::test::run_until;
+using core::LoopbackTransport;
+
+namespace {
+
+using TestDispatcher = core::Dispatcher<core::InMemoryQueue, LoopbackTransport, core::InMemoryStatusSink>;
+
+struct Fixture {
+  asio::io_context io;
+  core::InMemoryQueue queue{io.get_executor()};
+  LoopbackTransport transport{io.get_executor()};
+  core::InMemoryStatusSink sink{io.get_executor()};
+  core::WorkerPool pool{io.get_executor()};
+
+  void add_worker(const std::string& id, std::uint32_t capacity = 1, core::Labels labels = {},
+                  LoopbackTransport::Runner runner = {}) {
+    transport.add_endpoint("loopback:" + id, capacity, std::move(runner));
+    auto info = make_worker(id, capacity, std::move(labels));
+    info.incarnation = transport.incarnation(info.address);
+    REQUIRE_FALSE(pool.register_worker(info));
+    REQUIRE_FALSE(pool.mark_alive(id));
+  }
+
+  void publish(int n, const std::string& prefix = "job-") {
+    for (int i = 0; i < n; ++i) queue.publish(make_job(prefix + std::to_string(i)));
+  }
+
+  std::map<std::string, int> status_counts() const {
+    std::map<std::string, int> counts;
+    for (const auto& r : sink.results()) ++counts[r.job_id];
+    return counts;
+  }
+
+  std::optional<core::JobResult> status(const std::string& id) const {
+    for (const auto& r : sink.results())
+      if (r.job_id == id) return r;
+    return std::nullopt;
+  }
+
+  bool stop(TestDispatcher& d, std::chrono::milliseconds deadline, std::error_code& result) {
+    bool stopped = false;
+    d.async_stop(deadline, [&](std::error_code ec) {
+      stopped = true;
+      result = ec;
+    });
+    return run_until(io, [&] { return stopped; });
+  }
+};
+
+// A runner that keeps every call until the test completes it.
+struct Held {
+  std::vector<LoopbackTransport::Call> calls;
+  LoopbackTransport::Runner runner() {
+    return [this](LoopbackTransport::Call call) { calls.push_back(std::move(call)); };
+  }
+  void succeed_all() {
+    for (auto& c : calls) {
+      core::JobResult r;
+      r.success = true;
+      c.complete(r);
+    }
+    calls.clear();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("Dispatcher: every job gets exactly one status and is acked after it", "[dispatcher]") {
+  Fixture f;
+  f.add_worker("w1", 2);
+  f.add_worker("w2", 3);
+  f.publish(200);
+  TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool);
+  d.start();
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 200; }));
+
+  auto counts = f.status_counts();
+  CHECK(counts.size() == 200);
+  for (const auto& [id, n] : counts) CHECK(n == 1);
+  for (const auto& r : f.sink.results()) {
+    CHECK(r.success);
+    CHECK((r.worker_id == "w1" || r.worker_id == "w2"));
+    CHECK(r.attempts == 1);
+    CHECK_FALSE(r.redelivered);
+  }
+  CHECK(f.queue.unacked() == 0);
+  CHECK(f.queue.ready() == 0);
+  auto stats = d.stats();
+  CHECK(stats.received == 200);
+  CHECK(stats.succeeded == 200);
+  CHECK(stats.in_flight == 0);
+  for (const auto& w : f.pool.snapshot()) CHECK(w.in_use == 0);
+}
+
+TEST_CASE("Dispatcher: takes from the source only what it can place", "[dispatcher][seed]") {
+  // Seed weakness: unlimited prefetch and a goroutine per message, so memory
+  // grew with the depth of the queue.
+  Fixture f;
+  Held held;
+  f.add_worker("w1", 2, {}, held.runner());
+  f.add_worker("w2", 1, {}, held.runner());
+  f.publish(100);
+  TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool);
+  d.start();
+  REQUIRE(run_until(f.io, [&] { return held.calls.size() == 3; }));
+  run_ready(f.io);
+  CHECK(f.queue.unacked() == 3);
+  CHECK(f.queue.ready() == 97);
+  CHECK(f.queue.prefetch() == 3);  // told to the source, so a broker holds the rest
+
+  // More capacity arrives: the dispatcher takes more, and says so.
+  f.add_worker("w3", 4, {}, held.runner());
+  REQUIRE(run_until(f.io, [&] { return held.calls.size() == 7; }));
+  CHECK(f.queue.prefetch() == 7);
+
+  while (f.sink.size() < 100) {
+    held.succeed_all();
+    REQUIRE(run_until(f.io, [&] { return !held.calls.empty() || f.sink.size() == 100; }));
+  }
+  CHECK(f.queue.max_unacked() <= 7);
+  CHECK(f.queue.acked() <= 100);
+}
+
+TEST_CASE("Dispatcher: with no live worker it takes nothing", "[dispatcher]") {
+  Fixture f;
+  f.publish(5);
+  TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool);
+  d.start();
+  run_ready(f.io);
+  CHECK(f.queue.unacked() == 0);
+  CHECK(f.queue.ready() == 5);
+  f.add_worker("late");
+  REQUIRE(run_until(f.io, [&] { return f.sink.size() == 5; }));
+}
+
+TEST_CASE("Dispatcher: nothing is acked before its status is durable", "[dispatcher][seed]") {
+  // Seed weakness: msg.Ack after a fire-and-forget publish (and in places
+  // before the job ran at all).
+  Fixture f;
+  f.add_worker("w1", 4);
+  f.sink.hold_confirms(true);
+  f.publish(4);
+  TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool);
+  d.start();
+  REQUIRE(run_until(f.io, [&] { return f.sink.held() == 4; }));
+  run_ready(f.io);
+  CHECK(f.queue.acked() == 0);
+  CHECK(f.queue.unacked() == 4);
+  CHECK(f.sink.confirm_held() == 4);
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 4; }));
+  CHECK(f.queue.unacked() == 0);
+}
+
+TEST_CASE("Dispatcher: a status the sink refused is retried, then acked once", "[dispatcher]") {
+  Fixture f;
+  f.add_worker("w1");
+  f.sink.fail_next(3);
+  f.publish(1);
+  core::DispatcherOptions options;
+  options.publish_retry_initial = 1ms;
+  options.publish_retry_max = 4ms;
+  TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool, options);
+  d.start();
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 1; }));
+  CHECK(f.sink.size() == 1);
+  CHECK(f.transport.runs_started("loopback:w1") == 1);  // the job ran once
+}
+
+TEST_CASE("Dispatcher: a job its worker never accepted goes to another worker", "[dispatcher]") {
+  Fixture f;
+  f.add_worker("down");
+  f.add_worker("up");
+  f.transport.set_mode("loopback:down", LoopbackTransport::Mode::unreachable);
+  f.publish(10);
+  TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool);
+  d.start();
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 10; }));
+  for (const auto& r : f.sink.results()) {
+    CHECK(r.success);
+    CHECK(r.worker_id == "up");
+  }
+  CHECK(f.pool.find("down")->state == core::WorkerState::dead);  // unreachable -> dead
+  CHECK(d.stats().not_accepted >= 1);
+  CHECK(f.status_counts().size() == 10);
+}
+
+TEST_CASE("Dispatcher: a worker that refuses (full) is skipped, the job still gets one status", "[dispatcher]") {
+  Fixture f;
+  Held held;
+  // The pool believes "full" has 3 slots; its endpoint takes only 1 at a time.
+  f.transport.add_endpoint("loopback:full", 1, held.runner());
+  REQUIRE_FALSE(f.pool.register_worker(make_worker("full", 3)));
+  REQUIRE_FALSE(f.pool.mark_alive("full"));
+  f.add_worker("spare", 5);
+  f.publish(6);
+  TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool);
+  d.start();
+  REQUIRE(run_until(f.io, [&] { return f.sink.size() == 5; }));
+  held.succeed_all();
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 6; }));
+  auto counts = f.status_counts();
+  CHECK(counts.size() == 6);
+  for (const auto& [id, n] : counts) CHECK(n == 1);
+  CHECK(f.pool.find("full")->state != core::WorkerState::dead);  // refusing is not dying
+}
+
+TEST_CASE("Dispatcher: after max_attempts refusals a job fails with the reason", "[dispatcher]") {
+  Fixture f;
+  f.transport.add_endpoint("loopback:w1", 0);  // refuses everything
+  REQUIRE_FALSE(f.pool.register_worker(make_worker("w1")));
+  REQUIRE_FALSE(f.pool.mark_alive("w1"));
+  f.publish(1);
+  core::DispatcherOptions options;
+  options.max_attempts = 3;
+  TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool, options);
+  d.start();
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 1; }));
+  auto r = f.status("job-0");
+  REQUIRE(r);
+  CHECK_FALSE(r->success);
+  CHECK(r->attempts == 3);
+  CHECK_THAT(r->error, Catch::Contains("no worker accepted the job after 3 attempts"));
+  CHECK_THAT(r->error, Catch::Contains("is full"));
+}
+
+TEST_CASE("Dispatcher: a worker lost mid-run gives a prompt failure status and is not put back",
+          "[dispatcher][seed]") {
+  Fixture f;
+  Held held;
+  f.add_worker("w1", 1, {}, held.runner());
+  core::HealthOptions health{20ms, 10ms, 2};
+  core::HealthMonitor<LoopbackTransport> monitor(f.io.get_executor(), f.transport, f.pool, health);
+  monitor.start();
+  f.publish(2);
+  TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool);
+  d.start();
+  REQUIRE(run_until(f.io, [&] { return held.calls.size() == 1; }));
+
+  // The worker hangs (a kill -9 behind a network that drops packets).
+  f.transport.set_mode("loopback:w1", LoopbackTransport::Mode::silent);
+  REQUIRE(run_until(f.io, [&] { return f.sink.size() == 1; }, 2s));
+  auto r = f.status("job-0");
+  REQUIRE(r);
+  CHECK_FALSE(r->success);
+  CHECK_THAT(r->error, Catch::Contains("worker w1 was lost while running the job"));
+  CHECK_THAT(r->error, Catch::Contains("missed 2 pings"));
+  CHECK(f.pool.find("w1")->state == core::WorkerState::dead);
+  CHECK(d.stats().lost == 1);
+  // The second job waits rather than going to the dead worker.
+  run_ready(f.io);
+  CHECK(held.calls.size() == 1);
+  CHECK(f.transport.runs_started("loopback:w1") == 1);
+
+  // It comes back: used again.
+  f.transport.set_mode("loopback:w1", LoopbackTransport::Mode::up);
+  REQUIRE(run_until(f.io, [&] { return held.calls.size() == 2; }, 2s));
+  held.calls.back().complete(core::JobResult{});
+  REQUIRE(run_until(f.io, [&] { return f.sink.size() == 2; }));
+  monitor.stop();
+}
+
+TEST_CASE("Dispatcher: a transport that reports the worker lost gives a failure status", "[dispatcher]") {
+  Fixture f;
+  Held held;
+  f.add_worker("w1", 1, {}, held.runner());
+  f.publish(1);
+  TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool);
+  d.start();
+  REQUIRE(run_until(f.io, [&] { return held.calls.size() == 1; }));
+  f.transport.set_mode("loopback:w1", LoopbackTransport::Mode::unreachable);  // connection reset
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 1; }));
+  auto r = f.status("job-0");
+  REQUIRE(r);
+  CHECK_FALSE(r->success);
+  CHECK_THAT(r->error, Catch::Contains("was lost"));
+  CHECK_THAT(r->error, Catch::Contains("reset"));
+}
+
+TEST_CASE("Dispatcher: a job that ran and failed is reported, never run again", "[dispatcher]") {
+  Fixture f;
+  f.add_worker("w1", 1, {}, [](LoopbackTransport::Call call) {
+    core::JobResult r;
+    r.success = false;
+    r.error = "build step 3 failed: exit code 2";
+    call.complete(r);
+  });
+  f.publish(1);
+  TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool);
+  d.start();
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 1; }));
+  run_ready(f.io);
+  CHECK(f.transport.runs_started("loopback:w1") == 1);
+  REQUIRE(f.sink.size() == 1);
+  CHECK(f.sink.results()[0].error == "build step 3 failed: exit code 2");
+  CHECK(f.queue.dead_letters().empty());
+}
+
+TEST_CASE("Dispatcher: invalid deliveries are dead-lettered with the reason, with a status when possible",
+          "[dispatcher][seed]") {
+  // Seed weakness: parseJob errors were ignored; bad JSON vanished.
+  Fixture f;
+  f.add_worker("w1");
+  f.queue.publish_invalid(make_job("has-id"), "branch: must not start with '-'");
+  f.queue.publish_invalid(make_job(""), "not valid JSON: unexpected '}' at offset 17");
+  f.queue.publish(make_job(""));  // valid JSON, but no jobId
+  f.publish(1, "good-");
+  TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool);
+  d.start();
+  REQUIRE(run_until(f.io, [&] { return f.queue.dead_letters().size() == 3 && f.sink.size() == 2; }));
+  run_ready(f.io);
+
+  auto bad = f.status("has-id");
+  REQUIRE(bad);
+  CHECK_FALSE(bad->success);
+  CHECK(bad->error == "invalid job: branch: must not start with '-'");
+  CHECK(f.status("good-0"));
+  auto letters = f.queue.dead_letters();
+  CHECK(letters[0].reason == "branch: must not start with '-'");
+  CHECK(letters[1].reason == "not valid JSON: unexpected '}' at offset 17");
+  CHECK(letters[2].reason == "jobId is missing or empty");
+  CHECK(f.sink.size() == 2);  // no status for messages without an id
+  CHECK(f.transport.runs_started("loopback:w1") == 1);  // only the good job ran
+  CHECK(d.stats().dead_lettered == 3);
+  CHECK(f.queue.unacked() == 0);
+}
+
+TEST_CASE("Dispatcher: a job requiring a region only lands on a worker of that region", "[dispatcher]") {
+  Fixture f;
+  f.add_worker("eu", 2, {{"region", "eu"}});
+  f.add_worker("us", 2, {{"region", "us"}});
+  for (int i = 0; i < 20; ++i) f.queue.publish(make_job("us-" + std::to_string(i), {{"region", "us"}}));
+  for (int i = 0; i < 20; ++i) f.queue.publish(make_job("any-" + std::to_string(i)));
+  TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool);
+  d.start();
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 40; }));
+  for (const auto& r : f.sink.results())
+    if (r.job_id.starts_with("us-")) CHECK(r.worker_id == "us");
+}
+
+TEST_CASE("Dispatcher: a job no worker can take fails after the placement timeout", "[dispatcher]") {
+  Fixture f;
+  f.add_worker("eu", 1, {{"region", "eu"}});
+  f.queue.publish(make_job("mars-1", {{"region", "mars"}}));
+  core::DispatcherOptions options;
+  options.placement_timeout = 50ms;
+  TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool, options);
+  d.start();
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 1; }, 2s));
+  auto r = f.status("mars-1");
+  REQUIRE(r);
+  CHECK_FALSE(r->success);
+  CHECK(r->error == "no worker offering {region=mars} became free within 50 ms");
+  CHECK(f.pool.waiting() == 0);
+}
+
+TEST_CASE("Dispatcher: redelivered jobs are flagged in their status", "[dispatcher]") {
+  Fixture f;
+  f.add_worker("w1");
+  auto job = make_job("again");
+  job.redelivered = true;
+  f.queue.publish(job);
+  TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool);
+  d.start();
+  REQUIRE(run_until(f.io, [&] { return f.sink.size() == 1; }));
+  CHECK(f.sink.results()[0].redelivered);
+}
+
+TEST_CASE("Dispatcher: graceful stop lets running jobs finish and leaves the rest queued", "[dispatcher]") {
+  Fixture f;
+  Held held;
+  f.add_worker("w1", 2, {}, held.runner());
+  f.publish(10);
+  TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool);
+  d.start();
+  REQUIRE(run_until(f.io, [&] { return held.calls.size() == 2; }));
+
+  bool stopped = false;
+  std::error_code result;
+  d.async_stop(5s, [&](std::error_code ec) {
+    stopped = true;
+    result = ec;
+  });
+  run_ready(f.io);
+  CHECK_FALSE(stopped);  // two jobs still running
+  held.succeed_all();
+  REQUIRE(run_until(f.io, [&] { return stopped; }));
+  CHECK_FALSE(result);
+  CHECK(f.sink.size() == 2);
+  CHECK(f.queue.acked() == 2);
+  CHECK(f.queue.unacked() == 0);
+  CHECK(f.queue.ready() == 8);  // never taken
+  CHECK(held.calls.empty());
+}
+
+TEST_CASE("Dispatcher: at the stop deadline, running jobs are cancelled and handed back", "[dispatcher]") {
+  Fixture f;
+  Held held;
+  f.add_worker("w1", 2, {}, held.runner());
+  f.queue.publish(make_job("slow"));
+  f.queue.publish(make_job("waiting", {{"region", "nowhere"}}));
+  TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool);
+  d.start();
+  // One job runs, the other waits for a worker that does not exist.
+  REQUIRE(run_until(f.io, [&] { return held.calls.size() == 1 && f.pool.waiting() == 1; }));
+
+  std::error_code result;
+  REQUIRE(f.stop(d, 30ms, result));
+  CHECK(result == core::errc::stop_deadline_exceeded);
+  CHECK(f.sink.size() == 0);
+  CHECK(f.queue.unacked() == 0);
+  CHECK(f.queue.ready() == 2);
+  CHECK(d.stats().handed_back == 2);
+  // The transport was told to let go: the call can no longer complete.
+  CHECK_FALSE(held.calls[0].complete(core::JobResult{}));
+  CHECK(f.transport.running("loopback:w1") == 0);
+  for (const auto& w : f.pool.snapshot()) CHECK(w.in_use == 0);
+}
+
+TEST_CASE("Dispatcher: a job waiting for a worker is handed back at once by stop", "[dispatcher]") {
+  Fixture f;
+  f.add_worker("eu", 1, {{"region", "eu"}});
+  f.queue.publish(make_job("us-job", {{"region", "us"}}));
+  TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool);
+  d.start();
+  REQUIRE(run_until(f.io, [&] { return f.pool.waiting() == 1; }));
+  std::error_code result;
+  REQUIRE(f.stop(d, 10s, result));
+  CHECK_FALSE(result);
+  CHECK(f.pool.waiting() == 0);
+  CHECK(f.queue.ready() == 1);
+  CHECK(f.sink.size() == 0);
+}
+
+TEST_CASE("Dispatcher: destroyed with work pending, it crashes nothing and loses nothing", "[dispatcher]") {
+  Fixture f;
+  Held held;
+  f.add_worker("w1", 2, {}, held.runner());
+  f.sink.hold_confirms(true);
+  f.publish(5);
+  {
+    TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool);
+    d.start();
+    REQUIRE(run_until(f.io, [&] { return held.calls.size() == 2; }));
+    held.calls[0].complete(core::JobResult{});  // one job is waiting for its confirm
+    REQUIRE(run_until(f.io, [&] { return f.sink.held() == 1; }));
+  }
+  f.sink.confirm_held();
+  held.succeed_all();  // late completions find nobody
+  run_ready(f.io);
+  CHECK(f.queue.unacked() == 0);
+  CHECK(f.queue.acked() == 0);
+  CHECK(f.queue.ready() == 5);  // everything redeliverable
+  for (const auto& w : f.pool.snapshot()) CHECK(w.in_use == 0);
+}
+
+namespace {
+struct CountingObserver : core::DispatcherObserver {
+  static constexpr bool wants_progress = true;
+  struct Counts {
+    int received = 0, assigned = 0, finished = 0, dead_lettered = 0;
+    std::vector<std::string> progress;
+  };
+  std::shared_ptr<Counts> counts = std::make_shared<Counts>();
+  void on_received(const core::Job&) { ++counts->received; }
+  void on_assigned(const core::Job&, const core::WorkerInfo&) { ++counts->assigned; }
+  void on_finished(const core::Job&, const core::JobResult&) { ++counts->finished; }
+  void on_dead_lettered(const core::Job&, std::string_view) { ++counts->dead_lettered; }
+  void on_progress(const core::ProgressEvent& e) {
+    counts->progress.push_back(std::string(core::to_string(e.phase)) + ":" + e.line);
+  }
+};
+}  // namespace
+
+TEST_CASE("Dispatcher: observers see each step, progress included", "[dispatcher]") {
+  Fixture f;
+  f.add_worker("w1", 1, {}, [](LoopbackTransport::Call call) {
+    call.progress(core::Phase::cloning, "Cloning into 'repo'...");
+    call.progress(core::Phase::building);
+    call.complete(core::JobResult{});
+  });
+  f.publish(1);
+  f.queue.publish(make_job(""));
+  CountingObserver observer;
+  auto counts = observer.counts;
+  core::Dispatcher<core::InMemoryQueue, LoopbackTransport, core::InMemoryStatusSink, core::WorkerPool,
+                   CountingObserver>
+      d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool, {}, observer);
+  d.start();
+  REQUIRE(run_until(f.io, [&] { return f.sink.size() == 1 && counts->dead_lettered == 1; }));
+  CHECK(counts->received == 2);
+  CHECK(counts->assigned == 1);
+  CHECK(counts->finished == 1);
+  CHECK(counts->progress == std::vector<std::string>{"cloning:Cloning into 'repo'...", "building:"});
+}
