@@ -17,6 +17,10 @@ packages=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   librabbitmq-dev libcpp-httplib-dev
   catch2
+  # Real servers and tools the integration tests (and the main job) run.
+  rabbitmq-server amqp-tools
+  git buildah skopeo docker-registry apache2-utils
+  python3 python3-pytest python3-pytest-timeout python3-pika python3-grpcio python3-protobuf
 )
 
 missing=()
