@@ -1,0 +1,77 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+// One schema, three forms: the core's value types, the protobuf messages of
+// proto/blacktree/v1/blacktree.proto (gRPC), and the seed's JSON on RabbitMQ
+// (protobuf's JSON mapping of the same messages, lowerCamelCase names). Every
+// adapter converts through here, so a field is added in one place.
+
+#include <blacktree/core/job.hpp>
+
+#include <blacktree/v1/blacktree.pb.h>
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace blacktree::wire {
+
+namespace v1 = ::blacktree::v1;
+
+// --- core <-> proto --------------------------------------------------------
+
+v1::JobRequest to_proto(const core::Job& job);
+/// `region` folds into required_labels["region"]; timeout_seconds into timeout.
+core::Job from_proto(const v1::JobRequest& request);
+
+v1::JobResponse to_proto(const core::JobResult& result);
+core::JobResult from_proto(const v1::JobResponse& response);
+
+v1::Phase to_proto(core::Phase phase);
+core::Phase from_proto(v1::Phase phase);
+
+v1::WorkerState to_proto(core::WorkerState state);
+core::WorkerState from_proto(v1::WorkerState state);
+
+v1::WorkerInfo to_proto(const core::WorkerInfo& info);
+core::WorkerInfo from_proto(const v1::WorkerInfo& info);
+
+v1::JobEvent to_proto(const core::ProgressEvent& event);
+core::ProgressEvent from_proto(const v1::JobEvent& event);
+
+// --- the seed's JSON ------------------------------------------------------
+
+/// A JobRequest read off the queue. `error` is empty when the message is a
+/// valid job; otherwise it says what is wrong (for the status and the
+/// dead-letter header), and `job.id` holds the jobId when one could be read.
+struct ParsedJob {
+  core::Job job;
+  std::string error;
+};
+
+/// Parses and validates a seed JobRequest: a JSON object with non-empty
+/// string fields jobId, repoUrl, branch and imageName; dockerfilePath
+/// defaults to "Dockerfile" and contextDir to "."; unknown fields are ignored.
+ParsedJob parse_job_request(std::string_view json);
+
+/// The seed's JobRequest JSON for `job` (the token included: this is what a
+/// control plane publishes).
+std::string job_request_json(const core::Job& job);
+
+/// The seed's JobResponse JSON (every seed field present, extensions after).
+std::string job_response_json(const core::JobResult& result);
+
+/// Reads a JobResponse back (for clients and tests). nullopt and `error` set
+/// when it is not one.
+std::optional<core::JobResult> parse_job_response(std::string_view json, std::string* error = nullptr);
+
+/// A progress event as JSON, with the final result when it is the last one.
+std::string job_event_json(const core::ProgressEvent& event, const core::JobResult* result = nullptr);
+
+/// Any message to JSON / from JSON with blacktree's options (camelCase names,
+/// default values printed, unknown fields ignored). Returns false and sets
+/// `error` when parsing fails.
+std::string to_json(const google::protobuf::Message& message);
+bool from_json(std::string_view json, google::protobuf::Message& message, std::string* error = nullptr);
+
+}  // namespace blacktree::wire

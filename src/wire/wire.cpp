@@ -1,0 +1,257 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+#include <blacktree/wire/wire.hpp>
+
+#include <google/protobuf/struct.pb.h>
+#include <google/protobuf/util/json_util.h>
+#include <google/protobuf/util/time_util.h>
+
+#include <chrono>
+
+namespace blacktree::wire {
+namespace {
+
+using google::protobuf::Timestamp;
+using google::protobuf::util::TimeUtil;
+using system_clock = std::chrono::system_clock;
+
+void set_time(Timestamp* out, system_clock::time_point t) {
+  if (t == system_clock::time_point{}) return;  // unset stays unset (absent in JSON)
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+  *out = TimeUtil::NanosecondsToTimestamp(ns);
+}
+
+system_clock::time_point get_time(const Timestamp& t) {
+  if (t.seconds() == 0 && t.nanos() == 0) return {};
+  return system_clock::time_point(
+      std::chrono::duration_cast<system_clock::duration>(std::chrono::nanoseconds(TimeUtil::TimestampToNanoseconds(t))));
+}
+
+// The jobId of a message that did not parse as a JobRequest (a field of the
+// wrong type, say), so the control plane still gets a status for it.
+std::string salvage_job_id(std::string_view json) {
+  google::protobuf::Struct object;
+  if (!from_json(json, object)) return {};
+  const auto it = object.fields().find("jobId");
+  if (it == object.fields().end() || !it->second.has_string_value()) return {};
+  return it->second.string_value();
+}
+
+}  // namespace
+
+// --- core <-> proto ----------------------------------------------------------
+
+v1::JobRequest to_proto(const core::Job& job) {
+  v1::JobRequest out;
+  out.set_job_id(job.id);
+  out.set_repo_url(job.build.repo_url);
+  out.set_branch(job.build.branch);
+  out.set_dockerfile_path(job.build.dockerfile_path);
+  out.set_context_dir(job.build.context_dir);
+  out.set_image_name(job.build.image_name);
+  out.set_github_token(job.build.github_token.reveal());
+  for (const auto& [key, value] : job.required_labels) (*out.mutable_labels())[key] = value;
+  out.set_timeout_seconds(static_cast<std::uint32_t>(
+      std::chrono::duration_cast<std::chrono::seconds>(job.timeout + std::chrono::milliseconds(999)).count()));
+  out.set_payload(job.payload);
+  return out;
+}
+
+core::Job from_proto(const v1::JobRequest& request) {
+  core::Job job;
+  job.id = request.job_id();
+  job.build.repo_url = request.repo_url();
+  job.build.branch = request.branch();
+  job.build.dockerfile_path = request.dockerfile_path();
+  job.build.context_dir = request.context_dir();
+  job.build.image_name = request.image_name();
+  job.build.github_token = core::Secret(request.github_token());
+  for (const auto& [key, value] : request.labels()) job.required_labels.emplace(key, value);
+  if (!request.region().empty()) job.required_labels.insert_or_assign("region", request.region());
+  job.timeout = std::chrono::seconds(request.timeout_seconds());
+  job.payload = request.payload();
+  return job;
+}
+
+v1::JobResponse to_proto(const core::JobResult& result) {
+  v1::JobResponse out;
+  out.set_job_id(result.job_id);
+  out.set_success(result.success);
+  out.set_logs(result.logs);
+  out.set_image_url(result.image_url);
+  out.set_error(result.error);
+  out.set_worker_id(result.worker_id);
+  out.set_image_digest(result.image_digest);
+  out.set_redelivered(result.redelivered);
+  out.set_attempts(result.attempts);
+  set_time(out.mutable_received_at(), result.received_at);
+  set_time(out.mutable_started_at(), result.started_at);
+  set_time(out.mutable_finished_at(), result.finished_at);
+  // An empty Timestamp would still be printed as 1970: drop the unset ones.
+  if (result.received_at == system_clock::time_point{}) out.clear_received_at();
+  if (result.started_at == system_clock::time_point{}) out.clear_started_at();
+  if (result.finished_at == system_clock::time_point{}) out.clear_finished_at();
+  return out;
+}
+
+core::JobResult from_proto(const v1::JobResponse& response) {
+  core::JobResult result;
+  result.job_id = response.job_id();
+  result.success = response.success();
+  result.logs = response.logs();
+  result.image_url = response.image_url();
+  result.error = response.error();
+  result.worker_id = response.worker_id();
+  result.image_digest = response.image_digest();
+  result.redelivered = response.redelivered();
+  result.attempts = response.attempts();
+  result.received_at = get_time(response.received_at());
+  result.started_at = get_time(response.started_at());
+  result.finished_at = get_time(response.finished_at());
+  return result;
+}
+
+v1::Phase to_proto(core::Phase phase) {
+  switch (phase) {
+    case core::Phase::accepted: return v1::PHASE_ACCEPTED;
+    case core::Phase::cloning: return v1::PHASE_CLONING;
+    case core::Phase::building: return v1::PHASE_BUILDING;
+    case core::Phase::pushing: return v1::PHASE_PUSHING;
+    case core::Phase::finished: return v1::PHASE_FINISHED;
+  }
+  return v1::PHASE_UNSPECIFIED;
+}
+
+core::Phase from_proto(v1::Phase phase) {
+  switch (phase) {
+    case v1::PHASE_CLONING: return core::Phase::cloning;
+    case v1::PHASE_BUILDING: return core::Phase::building;
+    case v1::PHASE_PUSHING: return core::Phase::pushing;
+    case v1::PHASE_FINISHED: return core::Phase::finished;
+    default: return core::Phase::accepted;
+  }
+}
+
+v1::WorkerState to_proto(core::WorkerState state) {
+  switch (state) {
+    case core::WorkerState::registering: return v1::WORKER_STATE_REGISTERING;
+    case core::WorkerState::free: return v1::WORKER_STATE_FREE;
+    case core::WorkerState::busy: return v1::WORKER_STATE_BUSY;
+    case core::WorkerState::draining: return v1::WORKER_STATE_DRAINING;
+    case core::WorkerState::dead: return v1::WORKER_STATE_DEAD;
+  }
+  return v1::WORKER_STATE_UNSPECIFIED;
+}
+
+core::WorkerState from_proto(v1::WorkerState state) {
+  switch (state) {
+    case v1::WORKER_STATE_FREE: return core::WorkerState::free;
+    case v1::WORKER_STATE_BUSY: return core::WorkerState::busy;
+    case v1::WORKER_STATE_DRAINING: return core::WorkerState::draining;
+    case v1::WORKER_STATE_DEAD: return core::WorkerState::dead;
+    default: return core::WorkerState::registering;
+  }
+}
+
+v1::WorkerInfo to_proto(const core::WorkerInfo& info) {
+  v1::WorkerInfo out;
+  out.set_id(info.id);
+  out.set_address(info.address);
+  for (const auto& [key, value] : info.labels) (*out.mutable_labels())[key] = value;
+  out.set_capacity(info.capacity);
+  out.set_version(info.version);
+  out.set_incarnation(info.incarnation);
+  return out;
+}
+
+core::WorkerInfo from_proto(const v1::WorkerInfo& info) {
+  core::WorkerInfo out;
+  out.id = info.id();
+  out.address = info.address();
+  for (const auto& [key, value] : info.labels()) out.labels.emplace(key, value);
+  out.capacity = info.capacity();
+  out.version = info.version();
+  out.incarnation = info.incarnation();
+  return out;
+}
+
+v1::JobEvent to_proto(const core::ProgressEvent& event) {
+  v1::JobEvent out;
+  out.set_job_id(event.job_id);
+  out.set_worker_id(event.worker_id);
+  out.set_phase(to_proto(event.phase));
+  out.set_line(event.line);
+  return out;
+}
+
+core::ProgressEvent from_proto(const v1::JobEvent& event) {
+  return core::ProgressEvent{event.job_id(), event.worker_id(), from_proto(event.phase()), event.line()};
+}
+
+// --- JSON --------------------------------------------------------------------
+
+std::string to_json(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.always_print_primitive_fields = true;  // the seed's consumers expect "error": "" and "success": false
+  std::string out;
+  (void)google::protobuf::util::MessageToJsonString(message, &out, options);  // cannot fail for our messages
+  return out;
+}
+
+bool from_json(std::string_view json, google::protobuf::Message& message, std::string* error) {
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = true;  // SPEC: extensions allowed, unknown fields ignored
+  const auto status = google::protobuf::util::JsonStringToMessage(
+      google::protobuf::StringPiece(json.data(), json.size()), &message, options);
+  if (status.ok()) return true;
+  if (error) *error = std::string(status.message());
+  return false;
+}
+
+ParsedJob parse_job_request(std::string_view json) {
+  ParsedJob parsed;
+  v1::JobRequest request;
+  std::string why;
+  if (!from_json(json, request, &why)) {
+    parsed.job.id = salvage_job_id(json);
+    parsed.error = "the message is not a valid JobRequest JSON object: " + why;
+    return parsed;
+  }
+  if (request.dockerfile_path().empty()) request.set_dockerfile_path("Dockerfile");
+  if (request.context_dir().empty()) request.set_context_dir(".");
+  parsed.job = from_proto(request);
+
+  std::string missing;
+  const auto require = [&](const std::string& value, std::string_view name) {
+    if (!value.empty()) return;
+    if (!missing.empty()) missing += ", ";
+    missing += name;
+  };
+  require(request.job_id(), "jobId");
+  require(request.repo_url(), "repoUrl");
+  require(request.branch(), "branch");
+  require(request.image_name(), "imageName");
+  if (!missing.empty()) parsed.error = "the JobRequest lacks required field(s): " + missing;
+  return parsed;
+}
+
+std::string job_request_json(const core::Job& job) {
+  auto request = to_proto(job);
+  return to_json(request);
+}
+
+std::string job_response_json(const core::JobResult& result) { return to_json(to_proto(result)); }
+
+std::optional<core::JobResult> parse_job_response(std::string_view json, std::string* error) {
+  v1::JobResponse response;
+  if (!from_json(json, response, error)) return std::nullopt;
+  return from_proto(response);
+}
+
+std::string job_event_json(const core::ProgressEvent& event, const core::JobResult* result) {
+  auto message = to_proto(event);
+  set_time(message.mutable_time(), system_clock::now());
+  if (result) *message.mutable_result() = to_proto(*result);
+  return to_json(message);
+}
+
+}  // namespace blacktree::wire
