@@ -1,0 +1,81 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+// Running one external command for a job: argv only (never a shell, so no
+// user-supplied text is ever parsed as shell syntax), in a process group of
+// its own so that cancellation and timeouts can kill everything it started,
+// with an environment and working directory chosen by the caller (secrets
+// reach tools through the environment, never through argv).
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace blacktree::worker {
+
+/// What to run and how.
+struct ProcessSpec {
+  /// argv[0] is looked up in the PATH of `env` when it has no '/', else in the
+  /// worker's own PATH. Must not be empty.
+  std::vector<std::string> argv;
+  /// The child's complete environment. The worker's own environment is NOT
+  /// inherited (a secret of one job must not reach another job's tools, and
+  /// the worker's own settings must not leak into builds); put PATH, HOME etc.
+  /// here. See `minimal_environment()`.
+  std::map<std::string, std::string, std::less<>> env;
+  /// Working directory; empty: the worker's own.
+  std::filesystem::path cwd;
+  /// 0: no limit. When it expires the process group is killed.
+  std::chrono::milliseconds timeout{0};
+  /// How long the process group gets between SIGTERM and SIGKILL when it is
+  /// stopped (cancel or timeout).
+  std::chrono::milliseconds kill_grace{std::chrono::seconds(3)};
+};
+
+/// How a process ended.
+struct ProcessOutcome {
+  enum class End {
+    exited,           ///< exit_code holds the status
+    signalled,        ///< killed by `signal` (not by us)
+    timed_out,        ///< we killed it: ProcessSpec::timeout expired
+    cancelled,        ///< we killed it: the stop_token was requested
+    failed_to_start,  ///< never ran: `error` says why (no such program, bad cwd)
+  };
+  End end = End::failed_to_start;
+  int exit_code = -1;  ///< for End::exited
+  int signal = 0;      ///< for End::signalled
+  std::string error;   ///< for End::failed_to_start
+  std::chrono::milliseconds elapsed{0};
+
+  /// Exited with status 0.
+  bool ok() const noexcept { return end == End::exited && exit_code == 0; }
+  /// "exited with code 2", "killed by signal 9 (SIGKILL)", "timed out after 30s",
+  /// "cancelled", "could not start: ...": for error messages.
+  std::string describe() const;
+};
+
+/// Called once per line of output (stdout and stderr interleaved as written),
+/// without the trailing newline, on the thread that called run_process. A
+/// final unterminated line is delivered too. Over-long lines are split.
+using LineFn = std::function<void(std::string_view line)>;
+
+/// Runs `spec` to completion, streaming its output to `on_line` (may be empty).
+/// Blocks. When `stop` is requested or the timeout expires, the whole process
+/// group and every descendant of the child get SIGTERM, then SIGKILL after
+/// `kill_grace`; run_process returns only once the child has been reaped.
+/// When the child exits by itself, anything it left running in its process
+/// group is killed too: nothing a job starts outlives it. stdin is /dev/null.
+/// Never throws (allocation failure aside).
+ProcessOutcome run_process(const ProcessSpec& spec, const LineFn& on_line, std::stop_token stop = {});
+
+/// PATH, HOME, LANG=C.UTF-8 (and TMPDIR when `home` is given): a starting
+/// environment for tools. PATH is the worker's own PATH (or a standard one).
+/// HOME is `home` when given, else the worker's HOME.
+std::map<std::string, std::string, std::less<>> minimal_environment(const std::filesystem::path& home = {});
+
+}  // namespace blacktree::worker

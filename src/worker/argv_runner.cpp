@@ -1,0 +1,57 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+#include <blacktree/worker/argv_runner.hpp>
+
+#include <blacktree/worker/log.hpp>
+#include <blacktree/worker/process.hpp>
+
+#include <fmt/format.h>
+
+#include <exception>
+
+namespace blacktree::worker {
+
+ArgvRunner::ArgvRunner(ArgvRunnerConfig config) : config_(std::move(config)) {}
+
+core::JobResult ArgvRunner::run(const core::Job& job, const EmitFn& emit, std::stop_token stop) {
+  core::JobResult result;
+  result.job_id = job.id;
+  // run() must not throw (it runs on a service thread); anything unexpected
+  // becomes a failed result.
+  try {
+    if (config_.argv.empty()) {
+      result.error = "the worker's command is not configured (empty argv)";
+      return result;
+    }
+    ProcessSpec spec;
+    spec.argv = config_.argv;
+    spec.env = minimal_environment();
+    for (const auto& [key, value] : config_.env) spec.env[key] = value;
+    spec.env["BLACKTREE_JOB_ID"] = job.id;
+    spec.env["BLACKTREE_JOB_PAYLOAD"] = job.payload;
+    spec.cwd = config_.cwd;
+    spec.timeout = job.timeout.count() > 0 ? job.timeout : config_.default_timeout;
+    spec.kill_grace = config_.kill_grace;
+
+    Redactor redactor;
+    redactor.add(job.build.github_token.reveal());
+    LogTail tail(config_.log_tail_bytes);
+    if (emit) emit(core::Phase::building, {});
+    const auto outcome = run_process(
+        spec,
+        [&](std::string_view raw) {
+          const std::string line = redactor.apply(raw);
+          tail.append(line);
+          if (emit) emit(core::Phase::building, line);
+        },
+        stop);
+    result.logs = tail.text();
+    result.success = outcome.ok();
+    if (!result.success) result.error = fmt::format("command '{}' {}", config_.argv.front(), outcome.describe());
+  } catch (const std::exception& e) {
+    result.success = false;
+    result.error = fmt::format("internal error running the job: {}", e.what());
+  }
+  return result;
+}
+
+}  // namespace blacktree::worker

@@ -1,0 +1,216 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+//
+// run_process and ArgvRunner against real processes (/bin/sh, sleep).
+
+#include <blacktree/worker/argv_runner.hpp>
+#include <blacktree/worker/log.hpp>
+#include <blacktree/worker/process.hpp>
+
+#include <catch2/catch.hpp>
+
+#include "pipeline_support.hpp"
+
+#include <chrono>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace bw = blacktree::worker;
+using namespace std::chrono_literals;
+using blacktree::test::process_gone;
+
+namespace {
+
+struct Collected {
+  std::vector<std::string> lines;
+  bw::LineFn fn() {
+    return [this](std::string_view l) { lines.emplace_back(l); };
+  }
+};
+
+bw::ProcessSpec sh(std::string script) {
+  bw::ProcessSpec spec;
+  spec.argv = {"/bin/sh", "-c", std::move(script)};
+  spec.env = bw::minimal_environment();
+  return spec;
+}
+
+}  // namespace
+
+TEST_CASE("run_process streams stdout and stderr lines and reports the exit code", "[process]") {
+  Collected out;
+  auto outcome = bw::run_process(sh("echo one; echo two >&2; printf 'three'; exit 3"), out.fn());
+  CHECK(outcome.end == bw::ProcessOutcome::End::exited);
+  CHECK(outcome.exit_code == 3);
+  CHECK_FALSE(outcome.ok());
+  CHECK(outcome.describe() == "exited with code 3");
+  CHECK(out.lines == std::vector<std::string>{"one", "two", "three"});
+}
+
+TEST_CASE("run_process uses exactly the given environment and working directory", "[process]") {
+  setenv("BLACKTREE_TEST_LEAK", "must-not-be-seen", 1);
+  Collected out;
+  auto spec = sh("echo \"cwd=$(pwd) var=$MY_VAR leak=${BLACKTREE_TEST_LEAK:-none}\"");
+  spec.env["MY_VAR"] = "hello world";
+  spec.cwd = "/tmp";
+  auto outcome = bw::run_process(spec, out.fn());
+  unsetenv("BLACKTREE_TEST_LEAK");
+  REQUIRE(outcome.ok());
+  CHECK(out.lines == std::vector<std::string>{"cwd=/tmp var=hello world leak=none"});
+}
+
+TEST_CASE("run_process passes argv without a shell", "[process]") {
+  Collected out;
+  bw::ProcessSpec spec;
+  spec.argv = {"printf", "%s\n", "$(touch /tmp/blacktree-injected); `id` ; | &"};
+  spec.env = bw::minimal_environment();
+  auto outcome = bw::run_process(spec, out.fn());
+  REQUIRE(outcome.ok());
+  CHECK(out.lines == std::vector<std::string>{"$(touch /tmp/blacktree-injected); `id` ; | &"});
+}
+
+TEST_CASE("run_process reports a program that cannot start", "[process]") {
+  bw::ProcessSpec spec;
+  spec.argv = {"blacktree-no-such-program"};
+  spec.env = bw::minimal_environment();
+  auto outcome = bw::run_process(spec, {});
+  CHECK(outcome.end == bw::ProcessOutcome::End::failed_to_start);
+  CHECK_THAT(outcome.describe(), Catch::Contains("blacktree-no-such-program") && Catch::Contains("not found"));
+
+  spec.argv = {"/bin/true"};
+  spec.cwd = "/nonexistent/dir";
+  outcome = bw::run_process(spec, {});
+  CHECK(outcome.end == bw::ProcessOutcome::End::failed_to_start);
+  CHECK_THAT(outcome.error, Catch::Contains("/nonexistent/dir"));
+}
+
+TEST_CASE("run_process reports death by a signal", "[process]") {
+  auto outcome = bw::run_process(sh("kill -SEGV $$"), {});
+  CHECK(outcome.end == bw::ProcessOutcome::End::signalled);
+  CHECK(outcome.describe() == "killed by SIGSEGV");
+}
+
+TEST_CASE("a timeout kills the whole process group, background children included", "[process]") {
+  Collected out;
+  auto spec = sh("sleep 300 & echo $!; exec sleep 300");
+  spec.timeout = 500ms;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto outcome = bw::run_process(spec, out.fn());
+  CHECK(std::chrono::steady_clock::now() - t0 < 5s);
+  CHECK(outcome.end == bw::ProcessOutcome::End::timed_out);
+  CHECK_THAT(outcome.describe(), Catch::Contains("timed out"));
+  REQUIRE(out.lines.size() == 1);
+  CHECK(process_gone(std::stoi(out.lines[0])));
+}
+
+TEST_CASE("cancellation stops a process that ignores SIGTERM, with SIGKILL after the grace", "[process]") {
+  std::stop_source stop;
+  Collected out;
+  auto spec = sh("trap '' TERM; sleep 300 & echo $!; while :; do sleep 1; done");
+  spec.kill_grace = 300ms;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto outcome = bw::run_process(
+      spec,
+      [&](std::string_view line) {
+        out.lines.emplace_back(line);
+        stop.request_stop();  // cancel as soon as it is running
+      },
+      stop.get_token());
+  CHECK(std::chrono::steady_clock::now() - t0 < 5s);
+  CHECK(outcome.end == bw::ProcessOutcome::End::cancelled);
+  REQUIRE(out.lines.size() == 1);
+  CHECK(process_gone(std::stoi(out.lines[0])));
+}
+
+TEST_CASE("what a process leaves behind in its group dies with it", "[process]") {
+  Collected out;
+  auto outcome = bw::run_process(sh("sleep 300 & echo $!; exit 0"), out.fn());
+  CHECK(outcome.ok());
+  REQUIRE(out.lines.size() == 1);
+  CHECK(process_gone(std::stoi(out.lines[0])));
+}
+
+TEST_CASE("a stop requested before the start runs nothing", "[process]") {
+  std::stop_source stop;
+  stop.request_stop();
+  auto outcome = bw::run_process(sh("echo ran"), {}, stop.get_token());
+  CHECK(outcome.end == bw::ProcessOutcome::End::cancelled);
+}
+
+TEST_CASE("Redactor hides secrets and their base64 forms", "[log]") {
+  bw::Redactor r;
+  r.add("s3cr3t-token-value");
+  const std::string basic = bw::base64_encode("x-access-token:s3cr3t-token-value");
+  const std::string text = "tok=s3cr3t-token-value hdr=Basic " + basic + " raw=" + bw::base64_encode("s3cr3t-token-value");
+  const std::string red = r.apply(text);
+  CHECK(red.find("s3cr3t") == std::string::npos);
+  CHECK(red.find(bw::base64_encode("s3cr3t-token-value")) == std::string::npos);
+  // The part of the header encoding that depends on the token is gone.
+  CHECK(red.find(basic.substr(24, 8)) == std::string::npos);
+  CHECK_THAT(red, Catch::Contains("tok=[redacted]"));
+  for (std::string prefix : {"", "a", "ab", "abc"}) {
+    const std::string enc = bw::base64_encode(prefix + "s3cr3t-token-value" + "zz");
+    CHECK(r.apply(enc) != enc);
+  }
+}
+
+TEST_CASE("LogTail keeps a bounded tail cut at line boundaries", "[log]") {
+  bw::LogTail tail(20);
+  for (int i = 0; i < 10; ++i) tail.append("line " + std::to_string(i));
+  const std::string t = tail.text();
+  CHECK_THAT(t, Catch::StartsWith("[... ") && Catch::EndsWith("line 8\nline 9\n"));
+  CHECK_THAT(t, !Catch::Contains("line 7"));
+  bw::LogTail small(1000);
+  small.append("a");
+  CHECK(small.text() == "a\n");
+}
+
+TEST_CASE("ArgvRunner runs its command per job with BLACKTREE_JOB_ID", "[argv_runner]") {
+  bw::ArgvRunnerConfig cfg;
+  cfg.argv = {"/bin/sh", "-c", "echo \"job=$BLACKTREE_JOB_ID\"; echo \"$GREETING\" >&2; exit ${CODE:-0}"};
+  cfg.env["GREETING"] = "hi";
+  bw::ArgvRunner runner(cfg);
+  blacktree::core::Job job;
+  job.id = "job-42";
+  std::mutex m;
+  std::vector<std::pair<blacktree::core::Phase, std::string>> events;
+  auto emit = [&](blacktree::core::Phase p, std::string_view l) {
+    std::lock_guard lock(m);
+    events.emplace_back(p, std::string(l));
+  };
+  auto result = runner.run(job, emit, {});
+  CHECK(result.success);
+  CHECK(result.job_id == "job-42");
+  CHECK(result.error.empty());
+  CHECK(result.logs == "job=job-42\nhi\n");
+  REQUIRE(events.size() == 3);
+  for (auto& [phase, line] : events) CHECK(phase == blacktree::core::Phase::building);
+  CHECK(events[1].second == "job=job-42");
+
+  cfg.env["CODE"] = "7";
+  bw::ArgvRunner failing(cfg);
+  result = failing.run(job, {}, {});
+  CHECK_FALSE(result.success);
+  CHECK_THAT(result.error, Catch::Contains("exited with code 7"));
+}
+
+TEST_CASE("ArgvRunner honours the job's timeout and cancellation", "[argv_runner]") {
+  bw::ArgvRunnerConfig cfg;
+  cfg.argv = {"/bin/sh", "-c", "echo started; exec sleep 300"};
+  cfg.default_timeout = 60s;
+  bw::ArgvRunner runner(cfg);
+  blacktree::core::Job job;
+  job.id = "slow";
+  job.timeout = 300ms;
+  auto result = runner.run(job, {}, {});
+  CHECK_FALSE(result.success);
+  CHECK_THAT(result.error, Catch::Contains("timed out"));
+
+  job.timeout = 0ms;
+  std::stop_source stop;
+  result = runner.run(
+      job, [&](blacktree::core::Phase, std::string_view line) { if (line == "started") stop.request_stop(); },
+      stop.get_token());
+  CHECK_FALSE(result.success);
+  CHECK_THAT(result.error, Catch::Contains("cancelled"));
+}
