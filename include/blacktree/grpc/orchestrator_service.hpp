@@ -1,0 +1,51 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+// OrchestratorService: the orchestrator side of blacktree.v1.Orchestrator.
+// Workers register into (and leave) a core::WorkerPool through it; operators
+// list them. When a registration token is configured, every call must carry
+// `authorization: Bearer <token>` metadata; a refusal says what is wrong
+// without echoing what was sent.
+
+#include <blacktree/core/worker_pool.hpp>
+
+#include <blacktree/v1/blacktree.grpc.pb.h>
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <string_view>
+
+namespace blacktree::grpc {
+
+struct OrchestratorServiceOptions {
+  std::string orchestrator_id;  ///< new for every process start
+  std::string registration_token;  ///< empty: no token required
+  std::chrono::milliseconds ping_interval{1000};
+  std::chrono::milliseconds ping_timeout{500};
+};
+
+class OrchestratorService final : public ::blacktree::v1::Orchestrator::CallbackService {
+ public:
+  /// Told after a worker registered (first time or again) or deregistered.
+  using Listener = std::function<void(const core::WorkerInfo& worker, bool registered, std::string_view detail)>;
+
+  OrchestratorService(core::WorkerPool& pool, OrchestratorServiceOptions options, Listener listener = {});
+
+  ::grpc::ServerUnaryReactor* Register(::grpc::CallbackServerContext* context, const v1::RegisterRequest* request,
+                                       v1::RegisterReply* reply) override;
+  ::grpc::ServerUnaryReactor* Deregister(::grpc::CallbackServerContext* context,
+                                         const v1::DeregisterRequest* request, v1::DeregisterReply* reply) override;
+  ::grpc::ServerUnaryReactor* ListWorkers(::grpc::CallbackServerContext* context,
+                                          const v1::ListWorkersRequest* request,
+                                          v1::ListWorkersReply* reply) override;
+
+ private:
+  ::grpc::Status authorize(const ::grpc::CallbackServerContext& context) const;
+
+  core::WorkerPool& pool_;
+  OrchestratorServiceOptions options_;
+  Listener listener_;
+};
+
+}  // namespace blacktree::grpc

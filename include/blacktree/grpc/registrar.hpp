@@ -1,0 +1,75 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+// Registrar: keeps a worker registered with its orchestrator.
+//
+// It registers at start with retries and exponential backoff, and registers
+// again when the orchestrator no longer knows the worker: a ping from another
+// orchestrator id (the orchestrator restarted and a new one reached us), or no
+// ping at all for `missed_pings` ping intervals (the orchestrator restarted and
+// does not know our address). On stop it deregisters, once, best effort.
+// One thread of its own, waiting on a condition variable, never polling.
+
+#include <blacktree/core/job.hpp>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+
+namespace blacktree::grpc {
+
+struct RegistrarOptions {
+  std::string orchestrator_address;  ///< host:port
+  core::WorkerInfo self;
+  std::string registration_token;  ///< sent as `authorization: Bearer ...` when set
+  std::chrono::milliseconds call_timeout{3000};
+  std::chrono::milliseconds backoff_initial{200};
+  std::chrono::milliseconds backoff_max{5000};
+  std::uint32_t missed_pings = 3;  ///< silent ping intervals before registering again
+};
+
+class Registrar {
+ public:
+  /// `on_registered(orchestrator_id)` runs after every successful Register;
+  /// `log(line)` gets one line per attempt outcome (never the token).
+  Registrar(RegistrarOptions options, std::function<void(const std::string&)> on_registered,
+            std::function<void(std::string_view)> log);
+  Registrar(const Registrar&) = delete;
+  Registrar& operator=(const Registrar&) = delete;
+  ~Registrar();  ///< stops without deregistering
+
+  void start();
+  /// Told by the worker service on every ping.
+  void on_ping(std::string_view orchestrator_id);
+  /// Stops the thread, then deregisters (bounded by call_timeout).
+  void stop_and_deregister(std::string_view reason);
+
+  bool registered() const;
+  std::string orchestrator_id() const;
+  std::uint64_t registrations() const;  ///< successful Register calls so far
+
+ private:
+  void run(std::stop_token stop);
+  bool try_register(std::string* error);
+
+  RegistrarOptions options_;
+  std::function<void(const std::string&)> on_registered_;
+  std::function<void(std::string_view)> log_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable_any wake_;
+  bool registered_ = false;
+  bool stopped_ = false;
+  std::string orchestrator_id_;
+  std::chrono::milliseconds ping_interval_{1000};
+  std::chrono::steady_clock::time_point last_ping_{};
+  std::uint64_t registrations_ = 0;
+  std::jthread thread_;
+};
+
+}  // namespace blacktree::grpc

@@ -1,0 +1,113 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+// GrpcTransport: the core's WorkerTransport over gRPC (blacktree.v1.Worker).
+//
+// One long-lived channel per worker, created on first use and kept until the
+// worker is forgotten; every call has a deadline; calls run on gRPC's
+// callback API (no thread per call) and complete on the handler's associated
+// executor, so the dispatcher's strand never blocks.
+//
+// Error mapping (the distinction the dispatcher needs):
+//  - the RunJob stream ended before the worker sent `accepted`:
+//      RESOURCE_EXHAUSTED / FAILED_PRECONDITION / ALREADY_EXISTS -> errc::worker_refused
+//      anything else (connection refused, UNAVAILABLE, accept deadline) -> errc::worker_unreachable
+//    either way the worker never ran the job, so it may go to another one;
+//  - the stream broke after `accepted` and before the result -> errc::worker_lost.
+
+#include <blacktree/core/concepts.hpp>
+#include <blacktree/core/detail/erased_handler.hpp>
+#include <blacktree/core/job.hpp>
+
+#include <asio/any_io_executor.hpp>
+#include <asio/async_result.hpp>
+#include <asio/associated_cancellation_slot.hpp>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace grpc {
+class ChannelCredentials;
+}
+
+namespace blacktree::grpc {
+
+struct TransportOptions {
+  /// Sent with every ping; a worker registered with another orchestrator
+  /// (this one restarted) answers registered=false and registers again.
+  std::string orchestrator_id;
+  /// A RunJob that is not accepted within this is abandoned as unreachable.
+  std::chrono::milliseconds accept_timeout{10'000};
+  /// The run deadline when a job sets no timeout of its own.
+  std::chrono::milliseconds default_run_deadline{std::chrono::hours(2)};
+  /// Added to a job's own timeout: the worker enforces the timeout and still
+  /// has to report it.
+  std::chrono::milliseconds run_deadline_margin{60'000};
+  /// Channel credentials; insecure when null.
+  std::shared_ptr<::grpc::ChannelCredentials> credentials;
+};
+
+class GrpcTransport {
+ public:
+  GrpcTransport(asio::any_io_executor executor, TransportOptions options);
+  GrpcTransport(const GrpcTransport&) = delete;
+  GrpcTransport& operator=(const GrpcTransport&) = delete;
+  /// Cancels every call in flight and waits for gRPC to let go of them; their
+  /// handlers complete with operation_aborted (posted, as always).
+  ~GrpcTransport();
+
+  template <class Token>
+  auto async_run(const core::WorkerInfo& worker, const core::Job& job, core::ProgressCallback progress,
+                 Token&& token) {
+    return asio::async_initiate<Token, void(std::error_code, core::JobResult)>(
+        [this, &worker, &job](auto handler, core::ProgressCallback on_progress) {
+          auto slot = asio::get_associated_cancellation_slot(handler);
+          auto cancel = start_run(worker, job, std::move(on_progress), RunHandler(std::move(handler), executor_));
+          if (slot.is_connected()) slot.template emplace<CancelFn>(std::move(cancel));
+        },
+        token, std::move(progress));
+  }
+
+  template <class Token>
+  auto async_ping(const core::WorkerInfo& worker, std::chrono::milliseconds deadline, Token&& token) {
+    return asio::async_initiate<Token, void(std::error_code, core::PingReply)>(
+        [this, &worker, deadline](auto handler) {
+          start_ping(worker, deadline, PingHandler(std::move(handler), executor_));
+        },
+        token);
+  }
+
+  /// Drops the channel of a worker that left. Calls in flight keep theirs.
+  void forget(std::string_view worker_id);
+
+  /// Calls started and not yet finished (for tests and metrics).
+  std::size_t calls_in_flight() const;
+
+  struct Impl;  // internal, shared with the calls in flight
+
+ private:
+  using RunHandler = core::detail::erased_handler<void(std::error_code, core::JobResult)>;
+  using PingHandler = core::detail::erased_handler<void(std::error_code, core::PingReply)>;
+
+  // Cancellation-slot handler: cancels the RunJob call (thread-safe).
+  struct CancelFn {
+    std::shared_ptr<void> call;
+    void (*cancel)(const std::shared_ptr<void>&) = nullptr;
+    void operator()(asio::cancellation_type) const {
+      if (cancel) cancel(call);
+    }
+  };
+
+  CancelFn start_run(const core::WorkerInfo& worker, const core::Job& job, core::ProgressCallback progress,
+                     RunHandler handler);
+  void start_ping(const core::WorkerInfo& worker, std::chrono::milliseconds deadline, PingHandler handler);
+
+  asio::any_io_executor executor_;
+  std::shared_ptr<Impl> impl_;
+};
+
+static_assert(core::WorkerTransport<GrpcTransport>);
+
+}  // namespace blacktree::grpc

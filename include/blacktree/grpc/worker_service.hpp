@@ -1,0 +1,76 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+// WorkerService: the worker side of blacktree.v1.Worker. Runs up to
+// `capacity` jobs at once through a worker::JobRunner, one thread per running
+// job (bounded by capacity), and streams their progress back to the caller.
+//
+//  - A job is refused, never queued, when the worker is full
+//    (RESOURCE_EXHAUSTED) or draining (FAILED_PRECONDITION), with a message
+//    that says so; the orchestrator then offers it to another worker.
+//  - A caller that goes away (orchestrator restart, network loss) cancels its
+//    job: the runner's stop_token is triggered.
+//  - Log lines are buffered per job up to a bound; when a slow caller lets the
+//    buffer fill, further lines are dropped and counted (phase changes and the
+//    result are never dropped).
+
+#include <blacktree/core/job.hpp>
+#include <blacktree/worker/job_runner.hpp>
+
+#include <blacktree/v1/blacktree.grpc.pb.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace blacktree::grpc {
+
+struct WorkerServiceOptions {
+  std::string worker_id;
+  std::string incarnation;  ///< new for every process start
+  std::uint32_t capacity = 1;
+  std::size_t max_buffered_lines = 4096;  ///< per job, waiting to be sent
+};
+
+class WorkerService final : public ::blacktree::v1::Worker::CallbackService {
+ public:
+  /// Called for every ping with the pinging orchestrator's id.
+  using PingListener = std::function<void(std::string_view orchestrator_id)>;
+
+  WorkerService(worker::JobRunner& runner, WorkerServiceOptions options);
+  /// Cancels every running job and joins its thread.
+  ~WorkerService() override;
+
+  /// Takes no new jobs from now on (pings report draining).
+  void drain();
+  /// Waits until no job runs; false if `timeout` passed first.
+  bool wait_idle(std::chrono::milliseconds timeout);
+  /// Stops every running job (their results say why).
+  void cancel_all(std::string_view reason);
+
+  std::size_t running() const;
+  std::vector<std::string> running_jobs() const;
+
+  /// The orchestrator this worker is registered with; pings from any other
+  /// answer registered=false.
+  void set_orchestrator_id(std::string id);
+  void set_ping_listener(PingListener listener);
+
+  ::grpc::ServerWriteReactor<v1::RunJobReply>* RunJob(::grpc::CallbackServerContext* context,
+                                                      const v1::RunJobRequest* request) override;
+  ::grpc::ServerUnaryReactor* Ping(::grpc::CallbackServerContext* context, const v1::PingRequest* request,
+                                   v1::PingReply* reply) override;
+  ::grpc::ServerUnaryReactor* Cancel(::grpc::CallbackServerContext* context, const v1::CancelRequest* request,
+                                     v1::CancelReply* reply) override;
+
+  struct State;  // shared with job threads and streams
+
+ private:
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace blacktree::grpc

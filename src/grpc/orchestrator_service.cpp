@@ -1,0 +1,113 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+#include <blacktree/grpc/orchestrator_service.hpp>
+
+#include <blacktree/core/error.hpp>
+#include <blacktree/wire/wire.hpp>
+
+#include <fmt/format.h>
+#include <google/protobuf/util/time_util.h>
+
+namespace blacktree::grpc {
+namespace {
+
+namespace v1 = ::blacktree::v1;
+
+::grpc::ServerUnaryReactor* finish(::grpc::CallbackServerContext* context, const ::grpc::Status& status) {
+  auto* reactor = context->DefaultReactor();
+  reactor->Finish(status);
+  return reactor;
+}
+
+// Constant-time comparison: a token must not be guessable by timing.
+bool same_secret(std::string_view a, std::string_view b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (std::size_t i = 0; i < a.size() && i < b.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+}  // namespace
+
+OrchestratorService::OrchestratorService(core::WorkerPool& pool, OrchestratorServiceOptions options,
+                                         Listener listener)
+    : pool_(pool), options_(std::move(options)), listener_(std::move(listener)) {}
+
+::grpc::Status OrchestratorService::authorize(const ::grpc::CallbackServerContext& context) const {
+  if (options_.registration_token.empty()) return ::grpc::Status::OK;
+  const auto& metadata = context.client_metadata();
+  const auto it = metadata.find("authorization");
+  if (it == metadata.end()) {
+    return {::grpc::StatusCode::UNAUTHENTICATED,
+            "this orchestrator requires a registration token: configure the worker's registration token"};
+  }
+  const std::string_view value(it->second.data(), it->second.size());
+  constexpr std::string_view bearer = "Bearer ";
+  if (value.substr(0, bearer.size()) != bearer ||
+      !same_secret(value.substr(bearer.size()), options_.registration_token)) {
+    return {::grpc::StatusCode::PERMISSION_DENIED,
+            "the registration token is wrong: the worker's token must equal the orchestrator's"};
+  }
+  return ::grpc::Status::OK;
+}
+
+::grpc::ServerUnaryReactor* OrchestratorService::Register(::grpc::CallbackServerContext* context,
+                                                          const v1::RegisterRequest* request,
+                                                          v1::RegisterReply* reply) {
+  if (auto status = authorize(*context); !status.ok()) return finish(context, status);
+  core::WorkerInfo info = wire::from_proto(request->worker());
+  if (info.id.empty() || info.address.empty() || info.capacity == 0) {
+    return finish(context, {::grpc::StatusCode::INVALID_ARGUMENT,
+                            fmt::format("a registration needs a worker id, an address and a capacity > 0 "
+                                        "(got id '{}', address '{}', capacity {})",
+                                        info.id, info.address, info.capacity)});
+  }
+  const bool known = pool_.find(info.id).has_value();
+  // register_worker handles both: a new incarnation (a restart) starts over
+  // and voids the old one's leases; the same incarnation just updates.
+  if (const auto ec = pool_.register_worker(info)) {
+    return finish(context, {::grpc::StatusCode::INVALID_ARGUMENT,
+                            fmt::format("registration of worker '{}' refused: {}", info.id, ec.message())});
+  }
+  reply->set_orchestrator_id(options_.orchestrator_id);
+  reply->set_ping_interval_ms(static_cast<std::uint32_t>(options_.ping_interval.count()));
+  reply->set_ping_timeout_ms(static_cast<std::uint32_t>(options_.ping_timeout.count()));
+  if (listener_) listener_(info, true, known ? "registered again" : "registered");
+  return finish(context, ::grpc::Status::OK);
+}
+
+::grpc::ServerUnaryReactor* OrchestratorService::Deregister(::grpc::CallbackServerContext* context,
+                                                            const v1::DeregisterRequest* request,
+                                                            v1::DeregisterReply* /*reply*/) {
+  if (auto status = authorize(*context); !status.ok()) return finish(context, status);
+  auto snapshot = pool_.find(request->worker_id());
+  const std::string reason = request->reason().empty() ? "the worker deregistered" : request->reason();
+  if (const auto ec = pool_.deregister(request->worker_id(), reason)) {
+    return finish(context, {::grpc::StatusCode::NOT_FOUND,
+                            fmt::format("worker '{}' is not registered: {}", request->worker_id(), ec.message())});
+  }
+  if (listener_ && snapshot && snapshot->info) listener_(*snapshot->info, false, reason);
+  return finish(context, ::grpc::Status::OK);
+}
+
+::grpc::ServerUnaryReactor* OrchestratorService::ListWorkers(::grpc::CallbackServerContext* context,
+                                                             const v1::ListWorkersRequest* /*request*/,
+                                                             v1::ListWorkersReply* reply) {
+  if (auto status = authorize(*context); !status.ok()) return finish(context, status);
+  const auto now_steady = std::chrono::steady_clock::now();
+  const auto now_system = std::chrono::system_clock::now();
+  for (const auto& worker : pool_.snapshot()) {
+    if (!worker.info) continue;
+    auto* status = reply->add_workers();
+    *status->mutable_worker() = wire::to_proto(*worker.info);
+    status->set_state(wire::to_proto(worker.state));
+    status->set_running(worker.in_use);
+    if (worker.last_seen != std::chrono::steady_clock::time_point{}) {
+      const auto seen = now_system - std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                                         now_steady - worker.last_seen);
+      *status->mutable_last_seen() = google::protobuf::util::TimeUtil::NanosecondsToTimestamp(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(seen.time_since_epoch()).count());
+    }
+  }
+  return finish(context, ::grpc::Status::OK);
+}
+
+}  // namespace blacktree::grpc

@@ -1,0 +1,160 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+#include <blacktree/grpc/registrar.hpp>
+
+#include <blacktree/wire/wire.hpp>
+
+#include <blacktree/v1/blacktree.grpc.pb.h>
+
+#include <fmt/format.h>
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+
+namespace blacktree::grpc {
+namespace {
+
+namespace v1 = ::blacktree::v1;
+
+std::unique_ptr<v1::Orchestrator::Stub> make_stub(const std::string& address) {
+  ::grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  return v1::Orchestrator::NewStub(::grpc::CreateCustomChannel(address, ::grpc::InsecureChannelCredentials(), args));
+}
+
+}  // namespace
+
+Registrar::Registrar(RegistrarOptions options, std::function<void(const std::string&)> on_registered,
+                     std::function<void(std::string_view)> log)
+    : options_(std::move(options)), on_registered_(std::move(on_registered)), log_(std::move(log)) {}
+
+Registrar::~Registrar() {
+  thread_.request_stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Registrar::start() {
+  thread_ = std::jthread([this](std::stop_token stop) { run(stop); });
+}
+
+void Registrar::on_ping(std::string_view orchestrator_id) {
+  std::lock_guard lock(mutex_);
+  if (registered_ && orchestrator_id != orchestrator_id_) {
+    // Pinged by an orchestrator we did not register with: it restarted.
+    registered_ = false;
+    wake_.notify_all();
+    return;
+  }
+  last_ping_ = std::chrono::steady_clock::now();
+  wake_.notify_all();
+}
+
+bool Registrar::registered() const {
+  std::lock_guard lock(mutex_);
+  return registered_;
+}
+
+std::string Registrar::orchestrator_id() const {
+  std::lock_guard lock(mutex_);
+  return orchestrator_id_;
+}
+
+std::uint64_t Registrar::registrations() const {
+  std::lock_guard lock(mutex_);
+  return registrations_;
+}
+
+bool Registrar::try_register(std::string* error) {
+  auto stub = make_stub(options_.orchestrator_address);
+  ::grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + options_.call_timeout);
+  context.set_wait_for_ready(false);
+  if (!options_.registration_token.empty()) {
+    context.AddMetadata("authorization", "Bearer " + options_.registration_token);
+  }
+  v1::RegisterRequest request;
+  *request.mutable_worker() = wire::to_proto(options_.self);
+  v1::RegisterReply reply;
+  const auto status = stub->Register(&context, request, &reply);
+  if (!status.ok()) {
+    *error = status.error_message().empty() ? fmt::format("gRPC status {}", static_cast<int>(status.error_code()))
+                                            : status.error_message();
+    return false;
+  }
+  {
+    std::lock_guard lock(mutex_);
+    registered_ = true;
+    orchestrator_id_ = reply.orchestrator_id();
+    ping_interval_ = std::chrono::milliseconds(std::max<std::uint32_t>(reply.ping_interval_ms(), 50));
+    last_ping_ = std::chrono::steady_clock::now();  // the watchdog starts now
+    ++registrations_;
+  }
+  if (on_registered_) on_registered_(reply.orchestrator_id());
+  return true;
+}
+
+void Registrar::run(std::stop_token stop) {
+  auto backoff = options_.backoff_initial;
+  while (!stop.stop_requested()) {
+    std::string error;
+    if (!registered()) {
+      if (try_register(&error)) {
+        backoff = options_.backoff_initial;
+        if (log_) log_(fmt::format("registered with orchestrator {} at {}", orchestrator_id(), options_.orchestrator_address));
+        continue;
+      }
+      if (log_) {
+        log_(fmt::format("registration with {} failed: {}; retrying in {} ms", options_.orchestrator_address, error,
+                         backoff.count()));
+      }
+      std::unique_lock lock(mutex_);
+      wake_.wait_for(lock, stop, backoff, [] { return false; });
+      backoff = std::min(backoff * 2, options_.backoff_max);
+      continue;
+    }
+    // Registered: wait until the ping watchdog runs out or something changes.
+    std::unique_lock lock(mutex_);
+    const auto silence = ping_interval_ * options_.missed_pings;
+    const bool changed = wake_.wait_until(lock, stop, last_ping_ + silence, [&] { return !registered_; });
+    if (stop.stop_requested()) break;
+    if (changed) {
+      lock.unlock();
+      if (log_) log_("pinged by an orchestrator this worker is not registered with; registering again");
+      continue;
+    }
+    if (std::chrono::steady_clock::now() >= last_ping_ + silence) {
+      registered_ = false;
+      lock.unlock();
+      if (log_) log_(fmt::format("no ping for {} ms; registering again", silence.count()));
+    }
+  }
+}
+
+void Registrar::stop_and_deregister(std::string_view reason) {
+  thread_.request_stop();
+  if (thread_.joinable()) thread_.join();
+  {
+    std::lock_guard lock(mutex_);
+    if (stopped_ || !registered_) return;
+    stopped_ = true;
+  }
+  auto stub = make_stub(options_.orchestrator_address);
+  ::grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + options_.call_timeout);
+  if (!options_.registration_token.empty()) {
+    context.AddMetadata("authorization", "Bearer " + options_.registration_token);
+  }
+  v1::DeregisterRequest request;
+  request.set_worker_id(options_.self.id);
+  request.set_reason(std::string(reason));
+  v1::DeregisterReply reply;
+  const auto status = stub->Deregister(&context, request, &reply);
+  if (log_) {
+    log_(status.ok() ? std::string("deregistered")
+                     : fmt::format("deregistration failed: {} (the orchestrator will notice by pings)",
+                                   status.error_message()));
+  }
+}
+
+}  // namespace blacktree::grpc
