@@ -203,7 +203,11 @@ bool from_json(std::string_view json, google::protobuf::Message& message, std::s
   const auto status = google::protobuf::util::JsonStringToMessage(
       google::protobuf::StringPiece(json.data(), json.size()), &message, options);
   if (status.ok()) return true;
-  if (error) *error = std::string(status.message());
+  if (error) {
+    // protobuf appends the offending input on later lines; the first says what is wrong.
+    const std::string_view message(status.message().data(), status.message().size());
+    *error = std::string(message.substr(0, message.find('\n')));
+  }
   return false;
 }
 

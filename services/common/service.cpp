@@ -1,0 +1,167 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+#include "service.hpp"
+
+#include <fmt/format.h>
+#include <spdlog/formatter.h>
+#include <spdlog/pattern_formatter.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <yaml-cpp/yaml.h>
+
+#include <charconv>
+#include <chrono>
+#include <fstream>
+#include <sstream>
+
+namespace blacktree::service {
+namespace {
+
+void flatten(const YAML::Node& node, const std::string& prefix, std::vector<CLI::ConfigItem>& out) {
+  for (const auto& entry : node) {
+    std::string key = entry.first.as<std::string>();
+    for (auto& c : key) {
+      if (c == '_') c = '-';
+    }
+    const std::string name = prefix.empty() ? key : prefix + "-" + key;
+    const YAML::Node& value = entry.second;
+    if (value.IsMap()) {
+      flatten(value, name, out);
+      continue;
+    }
+    CLI::ConfigItem item;
+    item.name = name;
+    if (value.IsSequence()) {
+      for (const auto& element : value) item.inputs.push_back(element.as<std::string>());
+    } else if (!value.IsNull()) {
+      item.inputs.push_back(value.as<std::string>());
+    }
+    out.push_back(std::move(item));
+  }
+}
+
+std::string json_escape(std::string_view text) {
+  std::string out;
+  out.reserve(text.size() + 8);
+  for (const char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    switch (ch) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          out += fmt::format("\\u{:04x}", c);
+        } else {
+          out += ch;
+        }
+    }
+  }
+  return out;
+}
+
+// One JSON object per line, for log shippers.
+class JsonFormatter final : public spdlog::formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
+    const auto time = std::chrono::duration_cast<std::chrono::milliseconds>(msg.time.time_since_epoch()).count();
+    const auto level = spdlog::level::to_string_view(msg.level);
+    const auto line = fmt::format(R"({{"time_ms":{},"level":"{}","logger":"{}","msg":"{}"}})"
+                                  "\n",
+                                  time, std::string_view(level.data(), level.size()),
+                                  json_escape(std::string_view(msg.logger_name.data(), msg.logger_name.size())),
+                                  json_escape(std::string_view(msg.payload.data(), msg.payload.size())));
+    dest.append(line.data(), line.data() + line.size());
+  }
+  std::unique_ptr<spdlog::formatter> clone() const override { return std::make_unique<JsonFormatter>(); }
+};
+
+}  // namespace
+
+std::string YamlConfig::to_config(const CLI::App*, bool, bool, std::string) const {
+  return {};  // writing configuration back is not supported
+}
+
+std::vector<CLI::ConfigItem> YamlConfig::from_config(std::istream& input) const {
+  std::vector<CLI::ConfigItem> result;
+  YAML::Node root;
+  try {
+    root = YAML::Load(input);
+  } catch (const YAML::Exception& e) {
+    throw CLI::ConversionError(fmt::format("the configuration file is not valid YAML: {}", e.what()));
+  }
+  if (root.IsNull()) return result;
+  if (!root.IsMap()) throw CLI::ConversionError("the configuration file must be a YAML mapping of setting: value");
+  flatten(root, "", result);
+  return result;
+}
+
+void add_config_file_option(CLI::App& app) {
+  app.config_formatter(std::make_shared<YamlConfig>());
+  app.set_config("--config", "", "YAML configuration file (flags override the environment, which overrides it)")
+      ->envname("BLACKTREE_CONFIG");
+  app.allow_config_extras(CLI::config_extras_mode::error);
+}
+
+void add_log_options(CLI::App& app, LogOptions& options) {
+  app.add_option("--log-format", options.format, "text or json (one JSON object per line)")
+      ->envname("BLACKTREE_LOG_FORMAT")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
+  app.add_option("--log-level", options.level, "trace, debug, info, warn or error")
+      ->envname("BLACKTREE_LOG_LEVEL")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
+      ->capture_default_str();
+}
+
+std::shared_ptr<spdlog::logger> make_logger(const std::string& name, const LogOptions& options) {
+  auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+  auto logger = std::make_shared<spdlog::logger>(name, sink);
+  if (options.format == "json") {
+    logger->set_formatter(std::make_unique<JsonFormatter>());
+  } else {
+    logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%-5l%$ [%n] %v");
+  }
+  logger->set_level(spdlog::level::from_str(options.level));
+  logger->flush_on(spdlog::level::trace);  // tests and log shippers read lines as they come
+  return logger;
+}
+
+std::string read_secret_file(const std::string& path, std::string_view option) {
+  std::ifstream in(path);
+  if (!in) throw CLI::ValidationError(std::string(option), fmt::format("cannot read the file {}", path));
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  std::string value = buffer.str();
+  while (!value.empty() && (value.back() == '\n' || value.back() == '\r')) value.pop_back();
+  if (value.empty()) throw CLI::ValidationError(std::string(option), fmt::format("the file {} is empty", path));
+  return value;
+}
+
+std::map<std::string, std::string, std::less<>> parse_labels(const std::vector<std::string>& items) {
+  std::map<std::string, std::string, std::less<>> labels;
+  for (const auto& item : items) {
+    std::stringstream parts(item);
+    std::string pair;
+    while (std::getline(parts, pair, ',')) {
+      if (pair.empty()) continue;
+      const auto eq = pair.find('=');
+      if (eq == std::string::npos || eq == 0) {
+        throw CLI::ValidationError("--label", fmt::format("'{}' is not key=value", pair));
+      }
+      labels.insert_or_assign(pair.substr(0, eq), pair.substr(eq + 1));
+    }
+  }
+  return labels;
+}
+
+int port_of(std::string_view address) {
+  const auto colon = address.rfind(':');
+  if (colon == std::string_view::npos) return 0;
+  int port = 0;
+  const auto digits = address.substr(colon + 1);
+  std::from_chars(digits.data(), digits.data() + digits.size(), port);
+  return port;
+}
+
+}  // namespace blacktree::service

@@ -1,0 +1,52 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+// What both executables need and nothing else does: layered configuration
+// (flags > environment > YAML file > defaults) and logging set-up.
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace blacktree::service {
+
+/// Reads a YAML mapping as CLI11 configuration: `ping_interval_ms: 500` or
+/// `ping-interval-ms: 500` sets `--ping-interval-ms`; nested maps join their
+/// keys with '-' (`amqp: {url: ...}` sets `--amqp-url`); sequences give
+/// multi-valued options. An unknown key is an error that names it.
+class YamlConfig final : public CLI::Config {
+ public:
+  std::string to_config(const CLI::App*, bool, bool, std::string) const override;
+  std::vector<CLI::ConfigItem> from_config(std::istream& input) const override;
+};
+
+/// Adds `--config FILE` (env BLACKTREE_CONFIG) read with YamlConfig. Options
+/// declared with ->envname() then resolve flag > environment > file > default.
+void add_config_file_option(CLI::App& app);
+
+struct LogOptions {
+  std::string format = "text";  ///< text | json
+  std::string level = "info";   ///< trace | debug | info | warn | error
+};
+void add_log_options(CLI::App& app, LogOptions& options);
+
+/// A logger writing to stderr in the chosen format: text for terminals, or one
+/// JSON object per line ({"time","level","logger","msg"}).
+std::shared_ptr<spdlog::logger> make_logger(const std::string& name, const LogOptions& options);
+
+/// Reads a secret from a file (trailing newline dropped); throws CLI::ValidationError
+/// naming the option when it cannot.
+std::string read_secret_file(const std::string& path, std::string_view option);
+
+/// "k=v,k2=v2" or repeated "k=v" into labels; throws CLI::ValidationError on a bad item.
+std::map<std::string, std::string, std::less<>> parse_labels(const std::vector<std::string>& items);
+
+/// host:port -> port (0 when absent or not a number).
+int port_of(std::string_view address);
+
+}  // namespace blacktree::service

@@ -1,0 +1,277 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+//
+// blacktree-orchestrator: takes jobs from a queue, hands each to a free
+// registered worker over gRPC, publishes every job's final status.
+// Configuration, wiring and signal handling only: the logic is blacktree::core
+// (WorkerPool, HealthMonitor, Dispatcher) with the gRPC transport plugged in.
+
+#include "../common/service.hpp"
+#include "stdio_queue.hpp"
+
+#include <blacktree/core.hpp>
+#include <blacktree/grpc/orchestrator_service.hpp>
+#include <blacktree/grpc/transport.hpp>
+#include <blacktree/version.hpp>
+
+#include <asio/executor_work_guard.hpp>
+#include <asio/io_context.hpp>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <csignal>
+#include <future>
+#include <pthread.h>
+#include <random>
+
+namespace {
+
+namespace core = blacktree::core;
+using Logger = std::shared_ptr<spdlog::logger>;
+
+std::string random_hex(std::size_t n) {
+  std::random_device rd;
+  std::uniform_int_distribution<int> digit(0, 15);
+  std::string out;
+  for (std::size_t i = 0; i < n; ++i) out += "0123456789abcdef"[digit(rd)];
+  return out;
+}
+
+// Every job assignment and outcome, with ids (never tokens: Job's token is a
+// core::Secret and is never formatted).
+struct LogDispatchObserver : core::DispatcherObserver {
+  spdlog::logger* log = nullptr;
+  void on_received(const core::Job& job) { log->debug("job {} received{}", job.id, job.redelivered ? " (redelivered)" : ""); }
+  void on_assigned(const core::Job& job, const core::WorkerInfo& worker) {
+    log->info("job {} assigned to worker {} at {}", job.id, worker.id, worker.address);
+  }
+  void on_not_accepted(const core::Job& job, const core::WorkerInfo& worker, std::error_code ec,
+                       std::string_view detail) {
+    log->warn("job {} not accepted by worker {}: {} ({})", job.id, worker.id, detail, ec.message());
+  }
+  void on_finished(const core::Job& job, const core::JobResult& result) {
+    if (result.success) {
+      log->info("job {} succeeded on worker {}", job.id, result.worker_id);
+    } else {
+      log->warn("job {} failed on worker {}: {}", job.id, result.worker_id.empty() ? "-" : result.worker_id,
+                result.error);
+    }
+  }
+  void on_dead_lettered(const core::Job& job, std::string_view reason) {
+    log->warn("job {} dead-lettered: {}", job.id.empty() ? "(without jobId)" : job.id, reason);
+  }
+  void on_handed_back(const core::Job& job) { log->info("job {} handed back to the queue", job.id); }
+  void on_publish_failed(const core::Job& job, std::error_code ec) {
+    log->warn("job {}: status not confirmed yet ({}); retrying", job.id, ec.message());
+  }
+};
+
+struct LogHealthObserver : core::HealthObserver {
+  spdlog::logger* log = nullptr;
+  void on_ping_failed(const core::WorkerInfo& worker, std::error_code ec, std::uint32_t misses) {
+    log->debug("worker {} missed a ping ({}), {} in a row", worker.id, ec.message(), misses);
+  }
+  void on_dead(const core::WorkerInfo& worker, std::string_view reason) {
+    log->warn("worker {} is dead: {}", worker.id, reason);
+  }
+  void on_alive(const core::WorkerInfo& worker) { log->info("worker {} answers pings", worker.id); }
+};
+
+struct Settings {
+  std::string listen = "0.0.0.0:50051";
+  std::string queue = "stdio";
+  std::string token;
+  std::uint32_t ping_interval_ms = 1000;
+  std::uint32_t ping_timeout_ms = 500;
+  std::uint32_t ping_misses = 2;
+  std::uint32_t max_attempts = 3;
+  std::uint32_t placement_timeout_s = 0;
+  std::uint32_t drain_timeout_s = 30;
+};
+
+blacktree::grpc::TransportOptions transport_options(const std::string& orchestrator_id) {
+  blacktree::grpc::TransportOptions options;
+  options.orchestrator_id = orchestrator_id;
+  return options;
+}
+
+// Everything but the queue: pool, transport, health, gRPC server.
+struct Plane {
+  Plane(const Settings& s, Logger logger)
+      : settings(s),
+        log(std::move(logger)),
+        id(random_hex(16)),
+        work(asio::make_work_guard(io)),
+        pool(io.get_executor()),
+        transport(io.get_executor(), transport_options(id)),
+        health(io.get_executor(), transport, pool,
+               core::HealthOptions{std::chrono::milliseconds(s.ping_interval_ms),
+                                   std::chrono::milliseconds(s.ping_timeout_ms), s.ping_misses},
+               LogHealthObserver{{}, log.get()}),
+        service(pool,
+                {id, s.token, std::chrono::milliseconds(s.ping_interval_ms),
+                 std::chrono::milliseconds(s.ping_timeout_ms)},
+                [this](const core::WorkerInfo& worker, bool registered, std::string_view detail) {
+                  if (registered) {
+                    log->info("worker {} {} at {} (capacity {}, labels {}, version {})", worker.id, detail,
+                              worker.address, worker.capacity, core::to_string(worker.labels), worker.version);
+                  } else {
+                    log->info("worker {} deregistered: {}", worker.id, detail);
+                  }
+                }) {
+    subscription = pool.subscribe([this](const core::WorkerEvent& event) {
+      if (!event.info) return;
+      if (event.removed) {
+        transport.forget(event.info->id);
+        return;
+      }
+      if (event.from != event.to) {
+        log->info("worker {} {} -> {}{}{}", event.info->id, core::to_string(event.from), core::to_string(event.to),
+                  event.reason.empty() ? "" : ": ", event.reason);
+      }
+    });
+  }
+
+  bool start_server() {
+    ::grpc::EnableDefaultHealthCheckService(true);
+    ::grpc::ServerBuilder builder;
+    builder.AddListeningPort(settings.listen, ::grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(&service);
+    server = builder.BuildAndStart();
+    if (!server || port == 0) return false;
+    server->GetHealthCheckService()->SetServingStatus(true);
+    for (int i = 0; i < 2; ++i) threads.emplace_back([this] { io.run(); });
+    health.start();
+    return true;
+  }
+
+  void stop() {
+    health.stop();
+    if (server) server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    pool.stop();
+    work.reset();
+    io.stop();
+    for (auto& t : threads) t.join();
+    threads.clear();
+  }
+
+  Settings settings;
+  Logger log;
+  std::string id;
+  asio::io_context io;
+  asio::executor_work_guard<asio::io_context::executor_type> work;
+  core::WorkerPool pool;
+  blacktree::grpc::GrpcTransport transport;
+  core::HealthMonitor<blacktree::grpc::GrpcTransport, core::WorkerPool, LogHealthObserver> health;
+  blacktree::grpc::OrchestratorService service;
+  core::WorkerPool::Subscription subscription;
+  std::unique_ptr<::grpc::Server> server;
+  int port = 0;
+  std::vector<std::thread> threads;
+};
+
+template <class Source, class Sink>
+int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset_t& signals,
+                          const std::function<void()>& stop_intake) {
+  core::DispatcherOptions options;
+  options.max_attempts = plane.settings.max_attempts;
+  options.placement_timeout = std::chrono::seconds(plane.settings.placement_timeout_s);
+  core::Dispatcher<Source, blacktree::grpc::GrpcTransport, Sink, core::WorkerPool, LogDispatchObserver> dispatcher(
+      plane.io.get_executor(), source, plane.transport, sink, plane.pool, options,
+      LogDispatchObserver{{}, plane.log.get()});
+  dispatcher.start();
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  const auto stats = dispatcher.stats();
+  plane.log->info("received {}: draining ({} job(s) in flight, up to {} s)", strsignal(signal_number),
+                  stats.in_flight, plane.settings.drain_timeout_s);
+  if (stop_intake) stop_intake();
+  std::promise<std::error_code> stopped;
+  dispatcher.async_stop(std::chrono::seconds(plane.settings.drain_timeout_s),
+                        [&stopped](std::error_code ec) { stopped.set_value(ec); });
+  const auto ec = stopped.get_future().get();
+  if (ec) plane.log->warn("drain deadline passed: unfinished jobs were handed back to the queue");
+  const auto final_stats = dispatcher.stats();
+  plane.log->info("stopped: {} received, {} succeeded, {} failed, {} dead-lettered, {} handed back",
+                  final_stats.received, final_stats.succeeded, final_stats.failed, final_stats.dead_lettered,
+                  final_stats.handed_back);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // before any thread starts: sigwait takes them
+
+  CLI::App app{"blacktree-orchestrator: dispatches build jobs from a queue to registered workers"};
+  app.set_version_flag("--version", std::string(BLACKTREE_VERSION_STRING));
+  blacktree::service::add_config_file_option(app);
+  Settings s;
+  std::string token_file;
+  blacktree::service::LogOptions log_options;
+  app.add_option("--listen", s.listen, "where to serve gRPC for workers and admins (host:port)")
+      ->envname("ORCHESTRATOR_LISTEN")
+      ->capture_default_str();
+  app.add_option("--queue", s.queue, "where jobs come from: stdio (JobRequest JSON lines in, JobResponse lines out)")
+      ->envname("BLACKTREE_QUEUE")
+      ->check(CLI::IsMember({"stdio"}))
+      ->capture_default_str();
+  app.add_option("--registration-token-file", token_file,
+                 "file holding the token workers must present (env BLACKTREE_REGISTRATION_TOKEN also works)")
+      ->envname("BLACKTREE_REGISTRATION_TOKEN_FILE");
+  app.add_option("--ping-interval-ms", s.ping_interval_ms, "how often each worker is pinged")
+      ->envname("BLACKTREE_PING_INTERVAL_MS")
+      ->check(CLI::Range(50u, 600000u))
+      ->capture_default_str();
+  app.add_option("--ping-timeout-ms", s.ping_timeout_ms, "a ping's deadline")
+      ->envname("BLACKTREE_PING_TIMEOUT_MS")
+      ->check(CLI::Range(10u, 600000u))
+      ->capture_default_str();
+  app.add_option("--ping-misses", s.ping_misses, "missed pings in a row that make a worker dead")
+      ->envname("BLACKTREE_PING_MISSES")
+      ->check(CLI::Range(1u, 100u))
+      ->capture_default_str();
+  app.add_option("--max-attempts", s.max_attempts, "workers a job is offered to that never accept it, before it fails")
+      ->envname("BLACKTREE_MAX_ATTEMPTS")
+      ->check(CLI::Range(1u, 100u))
+      ->capture_default_str();
+  app.add_option("--placement-timeout-s", s.placement_timeout_s,
+                 "how long a job may wait for a worker with its labels (0: forever)")
+      ->envname("BLACKTREE_PLACEMENT_TIMEOUT_S")
+      ->capture_default_str();
+  app.add_option("--drain-timeout-s", s.drain_timeout_s, "on SIGTERM, how long running jobs may take to finish")
+      ->envname("BLACKTREE_DRAIN_TIMEOUT_S")
+      ->capture_default_str();
+  blacktree::service::add_log_options(app, log_options);
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (!token_file.empty()) s.token = blacktree::service::read_secret_file(token_file, "--registration-token-file");
+    else if (const char* env = std::getenv("BLACKTREE_REGISTRATION_TOKEN")) s.token = env;
+  } catch (const CLI::Error& e) {
+    return app.exit(e);
+  }
+
+  auto log = blacktree::service::make_logger("orchestrator", log_options);
+  Plane plane(s, log);
+  if (!plane.start_server()) {
+    log->error("cannot listen on {}: is the address valid and the port free?", s.listen);
+    return 1;
+  }
+  log->info("orchestrator {} serving gRPC on port {} (queue: {}, registration token {})", plane.id, plane.port,
+            s.queue, s.token.empty() ? "not required" : "required");
+
+  int rc = 0;
+  {
+    core::InMemoryQueue queue(plane.io.get_executor());
+    blacktree::orchestrator::StdoutStatusSink sink(plane.io.get_executor());
+    blacktree::orchestrator::StdinFeeder feeder(queue);
+    feeder.start();
+    rc = dispatch_until_signal(plane, queue, sink, signals, [&feeder] { feeder.stop(); });
+  }
+  plane.stop();
+  return rc;
+}

@@ -1,0 +1,184 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+//
+// blacktree-worker: serves blacktree.v1.Worker, registers with the
+// orchestrator, runs jobs through a JobRunner. Configuration, wiring and
+// signal handling only; the logic lives in blacktree::grpc and blacktree::worker.
+
+#include "../common/service.hpp"
+
+#include <blacktree/grpc/registrar.hpp>
+#include <blacktree/grpc/worker_service.hpp>
+#include <blacktree/version.hpp>
+#include <blacktree/worker/argv_runner.hpp>
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <csignal>
+#include <pthread.h>
+#include <random>
+#include <unistd.h>
+
+namespace {
+
+std::string random_hex(std::size_t n) {
+  std::random_device rd;
+  std::uniform_int_distribution<int> digit(0, 15);
+  std::string out;
+  for (std::size_t i = 0; i < n; ++i) out += "0123456789abcdef"[digit(rd)];
+  return out;
+}
+
+std::string host_name() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return "localhost";
+  return buf;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Signals are taken by sigwait below; block them before any thread starts.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  CLI::App app{"blacktree-worker: runs build jobs handed to it by a blacktree orchestrator"};
+  app.set_version_flag("--version", std::string(BLACKTREE_VERSION_STRING));
+  blacktree::service::add_config_file_option(app);
+
+  std::string orchestrator = "127.0.0.1:50051";
+  std::string worker_id;
+  std::string region;
+  std::vector<std::string> label_items;
+  std::uint32_t capacity = 1;
+  std::string listen = "0.0.0.0:50052";
+  std::string advertise;
+  std::string token_file;
+  std::string token;
+  std::string runner_kind = "argv";
+  std::vector<std::string> runner_argv;
+  std::uint32_t job_timeout_s = 1800;
+  std::uint32_t drain_timeout_s = 60;
+  blacktree::service::LogOptions log_options;
+
+  app.add_option("--orchestrator-addr", orchestrator, "the orchestrator's gRPC address (host:port)")
+      ->envname("ORCHESTRATOR_ADDR")
+      ->capture_default_str();
+  app.add_option("--worker-id", worker_id, "this worker's id (default: <hostname>-<random>, stable for the process)")
+      ->envname("WORKER_ID");
+  app.add_option("--region", region, "the region label jobs may require")->envname("WORKER_REGION");
+  app.add_option("--label", label_items, "extra labels, key=value (repeatable, or comma-separated)")
+      ->envname("WORKER_LABELS");
+  app.add_option("--capacity", capacity, "jobs run at once")
+      ->envname("WORKER_CAPACITY")
+      ->check(CLI::Range(1u, 1024u))
+      ->capture_default_str();
+  app.add_option("--listen", listen, "where to serve gRPC (host:port; port 0 picks one)")
+      ->envname("WORKER_LISTEN")
+      ->capture_default_str();
+  app.add_option("--advertise", advertise,
+                 "the address the orchestrator dials (default: the listen address, or <hostname>:<port> when "
+                 "listening on all interfaces)")
+      ->envname("WORKER_ADVERTISE_ADDR");
+  app.add_option("--registration-token-file", token_file, "file holding the orchestrator's registration token")
+      ->envname("BLACKTREE_REGISTRATION_TOKEN_FILE");
+  app.add_option("--runner", runner_kind, "what a job runs: argv (a fixed command)")
+      ->envname("WORKER_RUNNER")
+      ->check(CLI::IsMember({"argv"}))
+      ->capture_default_str();
+  app.add_option("--runner-argv,command", runner_argv,
+                 "for --runner argv: the command and its arguments, no shell (or after `--`)")
+      ->envname("WORKER_RUNNER_ARGV");
+  app.add_option("--job-timeout-s", job_timeout_s, "a job's time limit when the job sets none")
+      ->envname("WORKER_JOB_TIMEOUT_S")
+      ->capture_default_str();
+  app.add_option("--drain-timeout-s", drain_timeout_s, "on SIGTERM, how long running jobs may take to finish")
+      ->envname("WORKER_DRAIN_TIMEOUT_S")
+      ->capture_default_str();
+  blacktree::service::add_log_options(app, log_options);
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    if (!token_file.empty()) token = blacktree::service::read_secret_file(token_file, "--registration-token-file");
+    else if (const char* env = std::getenv("BLACKTREE_REGISTRATION_TOKEN")) token = env;
+    if (runner_kind == "argv" && runner_argv.empty()) {
+      throw CLI::ValidationError("--runner-argv", "--runner argv needs the command to run, e.g. --runner-argv true");
+    }
+  } catch (const CLI::Error& e) {
+    return app.exit(e);
+  }
+
+  auto log = blacktree::service::make_logger("worker", log_options);
+  if (worker_id.empty()) worker_id = host_name() + "-" + random_hex(6);
+
+  blacktree::core::WorkerInfo self;
+  self.id = worker_id;
+  self.capacity = capacity;
+  self.version = std::string(BLACKTREE_VERSION_STRING);
+  self.incarnation = random_hex(16);
+  try {
+    self.labels = blacktree::service::parse_labels(label_items);
+  } catch (const CLI::Error& e) {
+    return app.exit(e);
+  }
+  if (!region.empty()) self.labels.insert_or_assign("region", region);
+
+  std::unique_ptr<blacktree::worker::JobRunner> runner;
+  {
+    blacktree::worker::ArgvRunnerConfig config;
+    config.argv = runner_argv;
+    config.default_timeout = std::chrono::seconds(job_timeout_s);
+    runner = std::make_unique<blacktree::worker::ArgvRunner>(std::move(config));
+  }
+
+  blacktree::grpc::WorkerService service(*runner, {worker_id, self.incarnation, capacity});
+
+  ::grpc::EnableDefaultHealthCheckService(true);
+  ::grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(listen, ::grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  auto server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    log->error("cannot listen on {}: is the address valid and the port free?", listen);
+    return 1;
+  }
+  server->GetHealthCheckService()->SetServingStatus(true);
+
+  if (advertise.empty()) {
+    const auto host = listen.substr(0, listen.rfind(':'));
+    const bool any = host.empty() || host == "0.0.0.0" || host == "[::]" || host == "::";
+    advertise = (any ? host_name() : host) + ":" + std::to_string(port);
+  }
+  self.address = advertise;
+  log->info("worker {} serving on port {} (advertised as {}), capacity {}, labels {}", worker_id, port, advertise,
+            capacity, blacktree::core::to_string(self.labels));
+
+  blacktree::grpc::RegistrarOptions registrar_options;
+  registrar_options.orchestrator_address = orchestrator;
+  registrar_options.self = self;
+  registrar_options.registration_token = token;
+  blacktree::grpc::Registrar registrar(
+      registrar_options, [&service](const std::string& id) { service.set_orchestrator_id(id); },
+      [log](std::string_view line) { log->info("{}", line); });
+  service.set_ping_listener([&registrar](std::string_view id) { registrar.on_ping(id); });
+  registrar.start();
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  log->info("received {}: draining (up to {} s for {} running job(s))", strsignal(signal_number), drain_timeout_s,
+            service.running());
+  service.drain();
+  if (!service.wait_idle(std::chrono::seconds(drain_timeout_s))) {
+    log->warn("drain deadline passed: cancelling {} job(s)", service.running());
+    service.cancel_all("the worker is shutting down");
+    service.wait_idle(std::chrono::seconds(30));
+  }
+  registrar.stop_and_deregister("the worker is shutting down");
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  log->info("worker {} stopped", worker_id);
+  return 0;
+}
