@@ -471,7 +471,7 @@ TEST_CASE("HealthMonitor: a deregistered worker is no longer pinged", "[health_m
 // worker deregistered and registered again; that answer says nothing about
 // the new registration and must not count against it.
 TEST_CASE("HealthMonitor: a stale ping reply does not count against a re-registered worker",
-          "[health_monitor][!mayfail]") {
+          "[health_monitor]") {
   Rig rig;
   CountingTransport counting(rig.transport);
   core::HealthOptions options;
@@ -499,7 +499,7 @@ TEST_CASE("HealthMonitor: a stale ping reply does not count against a re-registe
 // start() is idempotent while running; after stop() it should behave like the
 // first start, including pinging newly registered workers at once.
 TEST_CASE("HealthMonitor: started again after stop it pings new workers at once",
-          "[health_monitor][!mayfail]") {
+          "[health_monitor]") {
   Rig rig;
   core::HealthOptions options;
   options.interval = 10s;

@@ -717,9 +717,10 @@ TEST_CASE("LoopbackTransport: a cancelled run completes with operation_aborted a
   CHECK_FALSE(next->ec);
 }
 
-// A silent endpoint "hangs: runs never finish (until cancelled)". The run's
-// state must therefore live until it is cancelled or the endpoint changes.
-TEST_CASE("LoopbackTransport: a run on a silent endpoint hangs until cancelled", "[in_memory][transport][!mayfail]") {
+// A silent endpoint hangs like a stopped process: a run offered meanwhile
+// waits. Its state must therefore live until it is cancelled, lost, or
+// resumed; nothing else holds it.
+TEST_CASE("LoopbackTransport: a run on a silent endpoint hangs until cancelled", "[in_memory][transport]") {
   asio::io_context io;
   LoopbackTransport transport(io.get_executor());
   auto w = make_worker("w1");
@@ -749,7 +750,7 @@ TEST_CASE("LoopbackTransport: a run on a silent endpoint hangs until cancelled",
 }
 
 TEST_CASE("LoopbackTransport: a run on a silent endpoint is lost when the endpoint goes away",
-          "[in_memory][transport][!mayfail]") {
+          "[in_memory][transport]") {
   asio::io_context io;
   LoopbackTransport transport(io.get_executor());
   auto w = make_worker("w1");
@@ -764,6 +765,42 @@ TEST_CASE("LoopbackTransport: a run on a silent endpoint is lost when the endpoi
   CHECK(run_until(io, [&] { return o->done; }, 500ms));
   CHECK(o->ec == core::errc::worker_lost);
   CHECK(transport.running(w.address) == 0);
+}
+
+// Without this a worker that hung for less than the health monitor's patience
+// would keep the jobs offered to it meanwhile forever.
+TEST_CASE("LoopbackTransport: runs offered to a silent endpoint proceed once it is up again",
+          "[in_memory][transport]") {
+  asio::io_context io;
+  LoopbackTransport transport(io.get_executor());
+  auto plain = make_worker("w1");
+  auto with_runner = make_worker("w2");
+  transport.add_endpoint(plain.address, 1);
+  Held held;
+  transport.add_endpoint(with_runner.address, 1, held.runner());
+  transport.set_mode(plain.address, Mode::silent);
+  transport.set_mode(with_runner.address, Mode::silent);
+  const auto j1 = make_job("j1");
+  const auto j2 = make_job("j2");
+  auto o1 = run(transport, plain, j1);
+  auto o2 = run(transport, with_runner, j2);
+  run_ready(io);
+  CHECK_FALSE(o1->done);
+  CHECK_FALSE(o2->done);
+  CHECK(held.size() == 0);  // the runner has not seen it: the process is stopped
+
+  transport.set_mode(plain.address, Mode::up);
+  transport.set_mode(with_runner.address, Mode::up);
+  REQUIRE(run_until(io, [&] { return o1->done && held.size() == 1; }, 2s));
+  CHECK_FALSE(o1->ec);
+  CHECK(o1->result.success);
+  CHECK(o1->result.job_id == "j1");
+  CHECK(held.at(0).job().id == "j2");
+  REQUIRE(held.at(0).complete(core::JobResult{}));
+  REQUIRE(run_until(io, [&] { return o2->done; }, 2s));
+  CHECK_FALSE(o2->ec);
+  CHECK(transport.running(plain.address) == 0);
+  CHECK(transport.running(with_runner.address) == 0);
 }
 
 // ===========================================================================

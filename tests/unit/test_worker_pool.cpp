@@ -393,7 +393,7 @@ TEST_CASE("WorkerPool: update changes capacity and labels in place", "[worker_po
   CHECK(pool.alive_capacity() == 2);
 }
 
-TEST_CASE("WorkerPool: lifecycle events reach subscribers; slot churn does not", "[worker_pool]") {
+TEST_CASE("WorkerPool: lifecycle events reach subscribers, slot churn does not", "[worker_pool]") {
   asio::io_context io;
   WorkerPool pool(io.get_executor());
   std::vector<core::WorkerEvent> events;

@@ -116,6 +116,9 @@ class Dispatcher {
 
   ~Dispatcher() {
     subscription_.reset();
+    // At once, not through the strand: handlers already queued must not touch
+    // the source, transport, sink or pool, which may be destroyed next.
+    impl_->abandoned.store(true, std::memory_order_release);
     asio::dispatch(impl_->strand, [impl = impl_] { impl->abandon(); });
   }
 
@@ -204,7 +207,7 @@ class Dispatcher {
     bool started = false;
     bool stopping = false;
     bool forced = false;
-    bool abandoned = false;
+    std::atomic<bool> abandoned{false};  // the Dispatcher is gone
     bool source_closed = false;
     bool receive_pending = false;
     asio::cancellation_signal receive_cancel;

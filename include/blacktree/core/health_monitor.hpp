@@ -13,6 +13,7 @@
 #include <asio/steady_timer.hpp>
 #include <asio/strand.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -58,7 +59,11 @@ class HealthMonitor {
   }
   HealthMonitor(const HealthMonitor&) = delete;
   HealthMonitor& operator=(const HealthMonitor&) = delete;
-  ~HealthMonitor() { stop(); }
+  ~HealthMonitor() {
+    subscription_.reset();
+    impl_->detached.store(true, std::memory_order_release);
+    stop();
+  }
 
   executor_type get_executor() const noexcept { return impl_->strand; }
 
@@ -70,9 +75,10 @@ class HealthMonitor {
     });
   }
 
-  /// No more pings; answers still on their way are ignored.
+  /// No more pings; answers still on their way are ignored. start() again
+  /// picks up where it left off (pool events are still followed, and ignored
+  /// while stopped).
   void stop() {
-    subscription_.reset();
     asio::dispatch(impl_->strand, [impl = impl_] {
       impl->running = false;
       impl->timer.cancel();
@@ -80,9 +86,13 @@ class HealthMonitor {
   }
 
  private:
+  // One registration's ping state. An entry is dropped when its worker is
+  // deregistered and a later registration gets a new epoch: a reply to a ping
+  // sent in an earlier epoch says nothing about the current registration.
   struct Probe {
     std::uint32_t misses = 0;
     bool in_flight = false;
+    std::uint64_t epoch = 0;
   };
 
   struct Impl : std::enable_shared_from_this<Impl> {
@@ -96,10 +106,20 @@ class HealthMonitor {
     Observer observer;
     asio::steady_timer timer;
     bool running = false;
+    // Set by ~HealthMonitor at once (not through the strand): handlers already
+    // queued must not touch the transport or pool, which may go next.
+    std::atomic<bool> detached{false};
+    std::uint64_t next_epoch = 1;
     std::unordered_map<std::string, Probe> probes;
 
+    Probe& probe_of(const std::string& id) {
+      auto [it, inserted] = probes.try_emplace(id);
+      if (inserted) it->second.epoch = next_epoch++;
+      return it->second;
+    }
+
     void tick() {
-      if (!running) return;
+      if (!running || detached.load(std::memory_order_acquire)) return;
       auto workers = pool.snapshot();
       std::unordered_set<std::string_view> known;
       known.reserve(workers.size());
@@ -113,27 +133,31 @@ class HealthMonitor {
     }
 
     void probe(const std::shared_ptr<const WorkerInfo>& info) {
-      auto& p = probes[info->id];
+      auto& p = probe_of(info->id);
       if (p.in_flight) return;
       p.in_flight = true;
       const auto sent = std::chrono::steady_clock::now();
       transport.async_ping(*info, options.timeout,
-                           asio::bind_executor(strand, [self = this->shared_from_this(), info, sent](
-                                                           std::error_code ec, PingReply reply) {
-                             self->on_reply(info, sent, ec, std::move(reply));
+                           asio::bind_executor(strand, [self = this->shared_from_this(), info, sent,
+                                                        epoch = p.epoch](std::error_code ec, PingReply reply) {
+                             self->on_reply(info, sent, epoch, ec, std::move(reply));
                            }));
     }
 
     void on_reply(const std::shared_ptr<const WorkerInfo>& info, std::chrono::steady_clock::time_point sent,
-                  std::error_code ec, PingReply reply) {
+                  std::uint64_t epoch, std::error_code ec, PingReply reply) {
       auto it = probes.find(info->id);
-      if (it == probes.end()) return;  // deregistered meanwhile
+      // Deregistered (and maybe registered again) since the ping went out.
+      if (it == probes.end() || it->second.epoch != epoch) return;
       it->second.in_flight = false;
-      if (!running) return;
+      if (!running || detached.load(std::memory_order_acquire)) return;
       if (!ec && !reply.worker_id.empty() && reply.worker_id != info->id)
         ec = make_error_code(errc::worker_unreachable);  // someone else answers at that address now
       const auto known = pool.find(info->id);
       if (!known) return;
+      // A failed ping to an incarnation the worker has since replaced says
+      // nothing about the current one.
+      if (ec && known->info->incarnation != info->incarnation) return;
       if (!ec) {
         it->second.misses = 0;
         observer.on_ping_ok(*info, std::chrono::steady_clock::now() - sent);
@@ -152,15 +176,15 @@ class HealthMonitor {
     }
 
     void on_event(const WorkerEvent& event) {
-      if (!running) return;
+      if (detached.load(std::memory_order_acquire)) return;
       if (event.removed) {
+        // Even while stopped: a later registration starts a new epoch.
         probes.erase(event.info->id);
         return;
       }
-      if (event.to == WorkerState::registering) {
-        probes[event.info->id].misses = 0;
-        probe(event.info);
-      }
+      if (!running || event.to != WorkerState::registering) return;
+      probe_of(event.info->id).misses = 0;
+      probe(event.info);
     }
   };
 

@@ -199,8 +199,8 @@ BLACKTREE_INLINE bool LoopbackTransport::finish(const std::shared_ptr<CallState>
 BLACKTREE_INLINE void LoopbackTransport::end_calls(const std::shared_ptr<Endpoint>& endpoint, std::error_code ec,
                                                    const std::string& detail, std::unique_lock<std::mutex>& lock) {
   std::vector<std::shared_ptr<CallState>> calls;
-  for (auto& [id, weak] : endpoint->calls)
-    if (auto call = weak.lock()) calls.push_back(std::move(call));
+  calls.reserve(endpoint->calls.size());
+  for (auto& [id, call] : endpoint->calls) calls.push_back(call);
   lock.unlock();
   for (auto& call : calls) Call(call).fail(ec, detail);
   lock.lock();
@@ -238,9 +238,23 @@ BLACKTREE_INLINE void LoopbackTransport::set_mode(std::string_view address, Mode
   std::unique_lock lock(shared_->mutex);
   auto endpoint = find_locked(address);
   if (!endpoint) return;
+  const Mode before = endpoint->mode;
   endpoint->mode = mode;
-  if (mode == Mode::unreachable)
+  if (mode == Mode::unreachable) {
     end_calls(endpoint, errc::worker_lost, "connection to " + endpoint->address + " reset", lock);
+    return;
+  }
+  if (before != Mode::silent || mode != Mode::up) return;
+  // Resumed: the runs offered while it hung start now.
+  std::vector<std::shared_ptr<CallState>> resumed;
+  for (auto& [id, call] : endpoint->calls) {
+    if (!call->waiting) continue;
+    call->waiting = false;
+    resumed.push_back(call);
+  }
+  const Runner runner = endpoint->runner;
+  lock.unlock();
+  for (const auto& call : resumed) start_call(call, runner);
 }
 
 BLACKTREE_INLINE void LoopbackTransport::restart(std::string_view address) {
@@ -292,7 +306,8 @@ BLACKTREE_INLINE std::shared_ptr<LoopbackTransport::CallState> LoopbackTransport
   call->shared = shared_;
   call->endpoint = endpoint;
   call->id = endpoint->next_call++;
-  if (endpoint->runner) {
+  const bool silent = endpoint->mode == Mode::silent;
+  if (endpoint->runner || silent) {
     call->owned_job = job;
     call->job = &*call->owned_job;
   } else {
@@ -301,23 +316,24 @@ BLACKTREE_INLINE std::shared_ptr<LoopbackTransport::CallState> LoopbackTransport
   call->worker = worker;
   call->progress = std::move(progress);
   call->handler = std::move(handler);
+  call->waiting = silent;
   endpoint->calls.emplace(call->id, call);
   ++endpoint->runs_started;
-  const Mode mode = endpoint->mode;
   Runner runner = endpoint->runner;
   lock.unlock();
 
-  if (mode == Mode::silent) return call;  // hangs until cancelled or the endpoint changes
+  if (!silent) start_call(call, runner);
+  return call;
+}
+
+BLACKTREE_INLINE void LoopbackTransport::start_call(const std::shared_ptr<CallState>& call, const Runner& runner) {
   if (!runner) {
     JobResult result;
-    result.job_id = job.id;
-    result.worker_id = worker.id;
     result.success = true;
     Call(call).complete(std::move(result));
-    return call;
+    return;
   }
-  asio::post(executor_, [runner = std::move(runner), call] { runner(Call(call)); });
-  return call;
+  asio::post(executor_, [runner, call] { runner(Call(call)); });
 }
 
 BLACKTREE_INLINE void LoopbackTransport::start_ping(const WorkerInfo& worker, std::chrono::milliseconds deadline,
@@ -342,8 +358,7 @@ BLACKTREE_INLINE void LoopbackTransport::start_ping(const WorkerInfo& worker, st
   reply.incarnation = endpoint->incarnation;
   reply.capacity = endpoint->capacity;
   reply.state = endpoint->calls.size() < endpoint->capacity ? WorkerState::free : WorkerState::busy;
-  for (auto& [id, weak] : endpoint->calls)
-    if (auto call = weak.lock()) reply.running_jobs.push_back(call->job->id);
+  for (auto& [id, call] : endpoint->calls) reply.running_jobs.push_back(call->job->id);
   lock.unlock();
   handler.complete(std::error_code{}, std::move(reply));
 }

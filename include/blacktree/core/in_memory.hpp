@@ -174,7 +174,10 @@ class LoopbackTransport {
   enum class Mode {
     up,           ///< answers pings, runs jobs
     unreachable,  ///< refuses connections: pings and runs fail at once, running jobs are lost
-    silent,       ///< hangs: pings time out, runs never finish (until cancelled)
+    /// hangs, like a stopped process: pings time out and runs offered
+    /// meanwhile wait, until cancelled, lost (unreachable, restart) or, once
+    /// the endpoint is `up` again, run as usual (the process was resumed).
+    silent,
   };
 
   /// One run in progress, handed to a Runner. Copyable handle, usable from
@@ -242,7 +245,9 @@ class LoopbackTransport {
     std::string incarnation;
     std::uint64_t next_call = 1;
     std::size_t runs_started = 0;
-    std::unordered_map<std::uint64_t, std::weak_ptr<CallState>> calls;
+    // The endpoint owns its calls until they finish: a run that hangs (silent)
+    // must still be there to be cancelled, lost or resumed.
+    std::unordered_map<std::uint64_t, std::shared_ptr<CallState>> calls;
   };
   struct Shared {
     mutable std::mutex mutex;
@@ -260,6 +265,7 @@ class LoopbackTransport {
     WorkerInfo worker;
     ProgressCallback progress;
     std::atomic<bool> done{false};
+    bool waiting = false;  // offered while the endpoint was silent; not started yet (guarded by Shared::mutex)
     RunHandler handler;
   };
   class CancelRun {
@@ -277,6 +283,7 @@ class LoopbackTransport {
   static bool finish(const std::shared_ptr<CallState>& call, std::error_code ec, JobResult result);
   static void end_calls(const std::shared_ptr<Endpoint>& endpoint, std::error_code ec, const std::string& detail,
                         std::unique_lock<std::mutex>& lock);
+  void start_call(const std::shared_ptr<CallState>& call, const Runner& runner);
   std::shared_ptr<Endpoint> find_locked(std::string_view address) const;
 
   asio::any_io_executor executor_;
