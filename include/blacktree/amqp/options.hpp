@@ -1,0 +1,105 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+// Where the RabbitMQ adapter connects and what it declares. One AmqpOptions
+// serves the job source, the status sink and the event publisher; each opens
+// its own connection with it. Defaults match the seed design, so a control
+// plane written for it works unchanged.
+
+#include <blacktree/core/job.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace blacktree::amqp {
+
+/// TLS settings, used when the URL's scheme is `amqps`.
+struct TlsOptions {
+  std::string ca_file;           ///< PEM CA bundle; empty: OpenSSL's default trust store
+  bool verify_peer = true;       ///< check the broker's certificate chain
+  bool verify_hostname = true;   ///< check that the certificate names the URL's host
+  std::string cert_file;         ///< client certificate (PEM), for mutual TLS; optional
+  std::string key_file;          ///< its private key (PEM); required with cert_file
+};
+
+struct AmqpOptions {
+  /// The seed's MQ_URL: `amqp[s]://user:password@host:port/vhost` (RFC 3986
+  /// escapes allowed). An empty path or a bare "/" is the vhost "/", as in
+  /// the Go client the seed used; "%2f" spells "/" explicitly.
+  std::string url = "amqp://guest:guest@localhost:5672/";
+  /// When set, override what the URL says.
+  std::optional<std::string> vhost;
+  std::optional<std::string> username;
+  std::optional<core::Secret> password;
+  TlsOptions tls;
+
+  /// AMQP heartbeat: a broker that says nothing for about twice this long is
+  /// taken as gone and the connection is re-established. 0 disables it.
+  std::chrono::seconds heartbeat{30};
+  /// Bound on TCP connect + AMQP handshake, and on each synchronous AMQP
+  /// request (declare, qos, consume).
+  std::chrono::milliseconds connect_timeout{5000};
+  /// Delay before reconnecting after a failure; doubles up to the maximum and
+  /// resets once a connection has been established.
+  std::chrono::milliseconds reconnect_initial{100};
+  std::chrono::milliseconds reconnect_max{10000};
+  /// Shown in the broker's management UI for each connection ("<name> source").
+  std::string connection_name = "blacktree";
+
+  /// Declare (durable, idempotently) the queues and exchanges below on every
+  /// connect. A queue that already exists with other arguments (e.g. a
+  /// control plane's x-dead-letter-exchange) is used as it is.
+  bool declare = true;
+
+  // --- jobs ---
+  std::string execute_queue = "execute.queue";
+  /// Until set_prefetch(n > 0) is called the source consumes nothing (the
+  /// Dispatcher calls it as soon as it knows its capacity).
+  std::uint16_t initial_prefetch = 0;
+
+  // --- dead letters (invalid jobs) ---
+  /// Invalid jobs are published here, persistent and confirmed, with the
+  /// header `x-blacktree-reason`, and only then acked on execute_queue.
+  std::string dead_letter_exchange = "blacktree.dead-letter";
+  std::string dead_letter_exchange_type = "fanout";
+  std::string dead_letter_queue = "execute.queue.dead-letter";  ///< bound to the exchange; empty: none
+
+  // --- statuses ---
+  std::string status_queue = "status.queue";
+  std::string status_exchange;     ///< "" is the default exchange
+  std::string status_routing_key;  ///< empty: status_queue
+
+  // --- progress events ---
+  std::string events_exchange = "blacktree.events";
+  std::string events_exchange_type = "topic";
+  std::string events_routing_prefix = "job.";  ///< routing key: prefix + jobId
+  /// Events held while the broker is slow or away; beyond it they are dropped (and counted).
+  std::size_t events_buffer = 10000;
+
+  /// The routing key statuses are published with.
+  const std::string& effective_status_routing_key() const noexcept {
+    return status_routing_key.empty() ? status_queue : status_routing_key;
+  }
+};
+
+/// The broker an AmqpOptions points at, parsed. `describe()` never contains the password.
+struct AmqpEndpoint {
+  std::string host;
+  int port = 5672;
+  std::string vhost = "/";
+  std::string username;
+  core::Secret password;
+  bool tls = false;
+
+  /// "amqp://host:5672/vhost" (no credentials), for messages a person reads.
+  std::string describe() const;
+};
+
+/// Parses `options.url` and applies the overrides. On failure returns
+/// nullopt and sets `error` (e.g. "invalid MQ_URL: the scheme must be amqp or amqps").
+std::optional<AmqpEndpoint> resolve_endpoint(const AmqpOptions& options, std::string* error = nullptr);
+
+}  // namespace blacktree::amqp

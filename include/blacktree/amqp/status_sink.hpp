@@ -1,0 +1,90 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+// The RabbitMQ status sink: a model of core::StatusSink that publishes the
+// seed's JobResponse JSON to status.queue, persistent and with publisher
+// confirms, and reports success only once the broker has confirmed.
+
+#include <blacktree/amqp/options.hpp>
+#include <blacktree/core/concepts.hpp>
+#include <blacktree/core/detail/erased_handler.hpp>
+#include <blacktree/core/job.hpp>
+
+#include <asio/any_io_executor.hpp>
+#include <asio/async_result.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <system_error>
+#include <thread>
+
+namespace blacktree::amqp {
+
+namespace detail {
+struct SinkState;
+}
+
+struct AmqpSinkStats {
+  std::uint64_t published = 0;  ///< handed to the broker
+  std::uint64_t confirmed = 0;  ///< confirmed (basic.ack): completed without error
+  std::uint64_t failed = 0;     ///< nacked, lost with a connection, or refused while disconnected
+  std::uint64_t connects = 0;
+  bool connected = false;
+};
+
+/// Publishes statuses on a connection and thread of its own, in confirm mode
+/// (delivery_mode 2, content_type application/json) to `status_exchange`
+/// with `effective_status_routing_key()`; declares status_queue (durable).
+///
+/// async_publish completes without error only when the broker confirmed the
+/// message; with errc::sink_unavailable when it nacked it, when the
+/// connection was lost before the confirm, or at once while disconnected
+/// (the Dispatcher retries with backoff, meanwhile the sink reconnects).
+///
+/// Thread-safety: every member function may be called from any thread.
+/// Lifetime: stop() (or the destructor) fails whatever is unconfirmed with
+/// errc::sink_unavailable, closes the connection and joins the thread.
+class AmqpStatusSink {
+ public:
+  /// Starts connecting in the background. Throws std::invalid_argument when
+  /// `options.url` cannot be parsed.
+  AmqpStatusSink(asio::any_io_executor executor, AmqpOptions options);
+  AmqpStatusSink(const AmqpStatusSink&) = delete;
+  AmqpStatusSink& operator=(const AmqpStatusSink&) = delete;
+  ~AmqpStatusSink();
+
+  /// Completion: `void(std::error_code)`, on the handler's associated
+  /// executor (else the sink's). `result` is serialised before this returns.
+  template <class Token>
+  auto async_publish(const core::JobResult& result, Token&& token) {
+    return asio::async_initiate<Token, void(std::error_code)>(
+        [this, &result](auto handler) { start_publish(result, PublishHandler(std::move(handler), executor_)); },
+        token);
+  }
+
+  /// Stops and joins the thread; idempotent.
+  void stop();
+
+  /// True while a connection with a channel in confirm mode is established (for /healthz).
+  bool connected() const noexcept;
+  /// The last connection or publish problem, for a person; empty if none yet.
+  std::string last_error() const;
+  AmqpSinkStats stats() const;
+  const std::string& endpoint() const noexcept { return endpoint_description_; }
+
+ private:
+  using PublishHandler = core::detail::erased_handler<void(std::error_code)>;
+  void start_publish(const core::JobResult& result, PublishHandler handler);
+
+  asio::any_io_executor executor_;
+  std::string endpoint_description_;
+  std::shared_ptr<detail::SinkState> state_;
+  std::mutex stop_mutex_;
+  std::thread thread_;
+};
+
+static_assert(core::StatusSink<AmqpStatusSink>);
+
+}  // namespace blacktree::amqp

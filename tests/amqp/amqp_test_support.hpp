@@ -1,0 +1,207 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+// The broker the ctest fixture started (tests/support/rabbitmq.sh), and a
+// plain blocking rabbitmq-c client playing the control plane: it publishes
+// jobs and reads statuses and dead letters the way any AMQP client would.
+
+#include <amqp.h>
+#include <amqp_tcp_socket.h>
+#include <catch2/catch.hpp>
+
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <optional>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+namespace blacktree::amqp::test {
+
+using namespace std::chrono_literals;
+
+inline std::string env(const char* name) {
+  const char* value = std::getenv(name);
+  if (!value || !*value) throw std::runtime_error(std::string(name) + " is not set (run through ctest)");
+  return value;
+}
+
+/// The fixture's broker directory (BLACKTREE_AMQP_BROKER_DIR).
+inline std::string broker_dir() { return env("BLACKTREE_AMQP_BROKER_DIR"); }
+
+inline int broker_port() {
+  std::ifstream in(broker_dir() + "/port");
+  int port = 0;
+  if (!(in >> port)) throw std::runtime_error("no port in " + broker_dir() + "/port: did the fixture start?");
+  return port;
+}
+
+inline std::string broker_url() { return "amqp://guest:guest@127.0.0.1:" + std::to_string(broker_port()) + "/"; }
+
+/// Runs `rabbitmq.sh <command> <dir> <args>`; returns its exit status and stdout.
+inline int run_script(const std::string& command, const std::string& args, std::string* out = nullptr) {
+  const std::string line = env("BLACKTREE_RABBITMQ_SH") + " " + command + " '" + broker_dir() + "' " + args;
+  FILE* pipe = ::popen(line.c_str(), "r");
+  if (!pipe) return -1;
+  std::array<char, 4096> buffer{};
+  std::string text;
+  while (std::size_t n = std::fread(buffer.data(), 1, buffer.size(), pipe)) text.append(buffer.data(), n);
+  const int status = ::pclose(pipe);
+  if (out) *out = text;
+  return status;
+}
+
+/// `rabbitmqctl list_queues name <column>`, as a map from queue name.
+inline std::map<std::string, long> list_queues(const std::string& column) {
+  std::string out;
+  if (run_script("ctl", "list_queues --no-table-headers name " + column, &out) != 0)
+    throw std::runtime_error("rabbitmqctl list_queues failed: " + out);
+  std::map<std::string, long> result;
+  std::size_t pos = 0;
+  while (pos < out.size()) {
+    const std::size_t eol = out.find('\n', pos);
+    const std::string row = out.substr(pos, eol == std::string::npos ? std::string::npos : eol - pos);
+    pos = eol == std::string::npos ? out.size() : eol + 1;
+    const std::size_t tab = row.find('\t');
+    if (tab == std::string::npos) continue;
+    result[row.substr(0, tab)] = std::strtol(row.c_str() + tab + 1, nullptr, 10);
+  }
+  return result;
+}
+
+/// Names no other test uses, so tests need not clean up after each other.
+inline std::string unique_name(const std::string& stem) {
+  static std::mt19937_64 random{std::random_device{}()};
+  return "test." + stem + "." + std::to_string(random() % 1000000000);
+}
+
+/// Checks `condition` every few milliseconds until it holds or `timeout`
+/// passes. Only for state that offers nothing to wait on (a flag on another
+/// thread, the broker's view of a queue).
+inline bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds timeout = 20s) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(20ms);
+  }
+  return true;
+}
+
+struct Message {
+  std::string body;
+  std::string routing_key;
+  std::map<std::string, std::string> headers;  ///< string-valued headers
+  std::string content_type;
+  int delivery_mode = 0;
+  bool redelivered = false;
+};
+
+/// A blocking client on one channel. Every call REQUIREs success.
+class Client {
+ public:
+  explicit Client(int port = broker_port()) {
+    conn_ = amqp_new_connection();
+    amqp_socket_t* socket = amqp_tcp_socket_new(conn_);
+    timeval tv{10, 0};
+    REQUIRE(amqp_socket_open_noblock(socket, "127.0.0.1", port, &tv) == AMQP_STATUS_OK);
+    check(amqp_login(conn_, "/", 0, AMQP_DEFAULT_FRAME_SIZE, 0, AMQP_SASL_METHOD_PLAIN, "guest", "guest"), "login");
+    amqp_channel_open(conn_, 1);
+    check(amqp_get_rpc_reply(conn_), "channel.open");
+    amqp_confirm_select(conn_, 1);
+    check(amqp_get_rpc_reply(conn_), "confirm.select");
+  }
+  ~Client() {
+    amqp_connection_close(conn_, AMQP_REPLY_SUCCESS);
+    amqp_destroy_connection(conn_);
+  }
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  void declare_queue(const std::string& name) {
+    amqp_queue_declare(conn_, 1, amqp_cstring_bytes(name.c_str()), 0, 1, 0, 0, amqp_empty_table);
+    check(amqp_get_rpc_reply(conn_), "queue.declare " + name);
+  }
+  void bind(const std::string& queue, const std::string& exchange, const std::string& key) {
+    amqp_queue_bind(conn_, 1, amqp_cstring_bytes(queue.c_str()), amqp_cstring_bytes(exchange.c_str()),
+                    amqp_cstring_bytes(key.c_str()), amqp_empty_table);
+    check(amqp_get_rpc_reply(conn_), "queue.bind");
+  }
+  /// Ready messages (not the unacknowledged ones).
+  std::uint32_t ready(const std::string& queue) {
+    auto* ok = amqp_queue_declare(conn_, 1, amqp_cstring_bytes(queue.c_str()), 1, 0, 0, 0, amqp_empty_table);
+    check(amqp_get_rpc_reply(conn_), "queue.declare passive " + queue);
+    return ok->message_count;
+  }
+
+  /// A persistent publish through the default exchange, confirmed by the broker.
+  void publish(const std::string& queue, const std::string& body, const std::string& exchange = "") {
+    amqp_basic_properties_t props{};
+    props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_CONTENT_TYPE_FLAG;
+    props.delivery_mode = 2;
+    props.content_type = amqp_cstring_bytes("application/json");
+    amqp_bytes_t bytes{body.size(), const_cast<char*>(body.data())};
+    REQUIRE(amqp_basic_publish(conn_, 1, amqp_cstring_bytes(exchange.c_str()), amqp_cstring_bytes(queue.c_str()), 0,
+                               0, &props, bytes) == AMQP_STATUS_OK);
+    // Wait for the confirm, so the message is in the queue when this returns.
+    for (;;) {
+      amqp_frame_t frame{};
+      timeval tv{10, 0};
+      REQUIRE(amqp_simple_wait_frame_noblock(conn_, &frame, &tv) == AMQP_STATUS_OK);
+      if (frame.frame_type == AMQP_FRAME_METHOD && frame.payload.method.id == AMQP_BASIC_ACK_METHOD) return;
+      REQUIRE(frame.payload.method.id != AMQP_BASIC_NACK_METHOD);
+    }
+  }
+
+  /// Takes one message off `queue` (auto-ack), waiting up to `timeout` for it.
+  std::optional<Message> get(const std::string& queue, std::chrono::milliseconds timeout = 10s) {
+    if (consuming_ != queue) {
+      REQUIRE(consuming_.empty());  // one queue per client
+      amqp_basic_consume(conn_, 1, amqp_cstring_bytes(queue.c_str()), amqp_empty_bytes, 0, 1, 0, amqp_empty_table);
+      check(amqp_get_rpc_reply(conn_), "basic.consume " + queue);
+      consuming_ = queue;
+    }
+    amqp_maybe_release_buffers(conn_);
+    amqp_envelope_t envelope{};
+    timeval tv{static_cast<time_t>(timeout.count() / 1000), static_cast<suseconds_t>(timeout.count() % 1000 * 1000)};
+    const amqp_rpc_reply_t reply = amqp_consume_message(conn_, &envelope, &tv, 0);
+    if (reply.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && reply.library_error == AMQP_STATUS_TIMEOUT)
+      return std::nullopt;
+    check(reply, "consume");
+    Message m;
+    m.body.assign(static_cast<char*>(envelope.message.body.bytes), envelope.message.body.len);
+    m.routing_key.assign(static_cast<char*>(envelope.routing_key.bytes), envelope.routing_key.len);
+    m.redelivered = envelope.redelivered != 0;
+    const auto& p = envelope.message.properties;
+    if (p._flags & AMQP_BASIC_DELIVERY_MODE_FLAG) m.delivery_mode = p.delivery_mode;
+    if (p._flags & AMQP_BASIC_CONTENT_TYPE_FLAG)
+      m.content_type.assign(static_cast<char*>(p.content_type.bytes), p.content_type.len);
+    if (p._flags & AMQP_BASIC_HEADERS_FLAG) {
+      for (int i = 0; i < p.headers.num_entries; ++i) {
+        const auto& e = p.headers.entries[i];
+        if (e.value.kind != AMQP_FIELD_KIND_UTF8 && e.value.kind != AMQP_FIELD_KIND_BYTES) continue;
+        m.headers[std::string(static_cast<char*>(e.key.bytes), e.key.len)] =
+            std::string(static_cast<char*>(e.value.value.bytes.bytes), e.value.value.bytes.len);
+      }
+    }
+    amqp_destroy_envelope(&envelope);
+    return m;
+  }
+
+ private:
+  void check(const amqp_rpc_reply_t& reply, const std::string& what) {
+    INFO(what << ": reply type " << reply.reply_type << ", library error "
+              << (reply.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION ? amqp_error_string2(reply.library_error) : "-"));
+    REQUIRE(reply.reply_type == AMQP_RESPONSE_NORMAL);
+  }
+
+  amqp_connection_state_t conn_ = nullptr;
+  std::string consuming_;
+};
+
+}  // namespace blacktree::amqp::test

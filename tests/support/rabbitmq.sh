@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+#
+# A throwaway RabbitMQ node for tests: its own data, logs, cookie, ports and
+# epmd, all under one directory, so any number of them can run side by side
+# and none touches the system's broker.
+#
+#   rabbitmq.sh start <dir>        start a node (or start it again after `stop`)
+#                                  and wait until it accepts AMQP connections
+#   rabbitmq.sh stop <dir>         stop the node and its epmd; <dir> is kept, so
+#                                  a later `start <dir>` brings the same node back
+#                                  (same name, ports, durable queues and messages)
+#   rabbitmq.sh ctl <dir> ARGS...  rabbitmqctl ARGS against that node, e.g.
+#                                  `ctl <dir> list_queues name messages_unacknowledged`
+#
+# After `start`, <dir> holds:
+#   port   the AMQP port on 127.0.0.1 (connect to amqp://guest:guest@127.0.0.1:<port>/)
+#   url    that URL
+#   env    the node's name and ports (sourced by this script)
+#   log/   the broker's logs (read them when something fails)
+#
+# Exit status 0 on success; otherwise a message on stderr. `stop` on a
+# directory whose node is not running succeeds. Needs rabbitmq-server (Debian
+# package; /usr/lib/rabbitmq/bin is used directly, so no root and no su) and
+# python3 (to find free ports).
+set -euo pipefail
+
+RABBIT_BIN=${RABBIT_BIN:-/usr/lib/rabbitmq/bin}
+START_TIMEOUT=${RABBITMQ_START_TIMEOUT:-90}
+
+usage() {
+  sed -n '4,25p' "$0" >&2
+  exit 2
+}
+
+[[ $# -ge 2 ]] || usage
+cmd=$1
+dir=$2
+shift 2
+
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+
+free_ports() {  # prints N distinct free TCP ports on 127.0.0.1
+  python3 - "$1" <<'EOF'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+}
+
+# The node's identity is chosen once and kept in <dir>/env, so a restart is the same node.
+if [[ ! -f "$dir/env" ]]; then
+  [[ $cmd == start ]] || { echo "rabbitmq.sh: no node was ever started in $dir" >&2; exit 1; }
+  read -r amqp_port dist_port epmd_port < <(free_ports 3)
+  cat >"$dir/env" <<EOF
+NODE_NAME=blacktree-$$-$RANDOM@localhost
+AMQP_PORT=$amqp_port
+DIST_PORT=$dist_port
+EPMD_PORT=$epmd_port
+EOF
+fi
+# shellcheck disable=SC1091
+source "$dir/env"
+
+mkdir -p "$dir/mnesia" "$dir/log" "$dir/home"
+: >"$dir/enabled_plugins.conf"
+[[ -f "$dir/enabled_plugins" ]] || echo "[]." >"$dir/enabled_plugins"
+[[ -f "$dir/rabbitmq.conf" ]] || cat >"$dir/rabbitmq.conf" <<EOF
+listeners.tcp.1 = 127.0.0.1:$AMQP_PORT
+loopback_users = none
+EOF
+
+export HOME="$dir/home"  # the Erlang cookie lives here, private to this node
+export RABBITMQ_CONF_ENV_FILE="$dir/enabled_plugins.conf"  # an empty file: ignore /etc/rabbitmq/rabbitmq-env.conf
+export RABBITMQ_CONFIG_FILE="$dir/rabbitmq"  # -> $dir/rabbitmq.conf
+export RABBITMQ_ADVANCED_CONFIG_FILE="$dir/advanced.config"
+export RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins"
+export RABBITMQ_MNESIA_BASE="$dir/mnesia"
+export RABBITMQ_LOG_BASE="$dir/log"
+export RABBITMQ_PID_FILE="$dir/rabbitmq.pid"
+export RABBITMQ_NODENAME="$NODE_NAME"
+export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+export RABBITMQ_NODE_PORT="$AMQP_PORT"
+export RABBITMQ_DIST_PORT="$DIST_PORT"
+export ERL_EPMD_PORT="$EPMD_PORT"
+export ERL_EPMD_ADDRESS=127.0.0.1
+
+ctl() { "$RABBIT_BIN/rabbitmqctl" -q -n "$NODE_NAME" "$@"; }
+
+node_pid() {  # the broker's OS pid, if it runs
+  [[ -f "$dir/rabbitmq.pid" ]] || return 1
+  local pid
+  pid=$(cat "$dir/rabbitmq.pid" 2>/dev/null) || return 1
+  [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+case $cmd in
+  start)
+    if node_pid >/dev/null; then
+      echo "rabbitmq.sh: node $NODE_NAME already runs in $dir" >&2
+      exit 1
+    fi
+    rm -f "$dir/rabbitmq.pid"
+    "$RABBIT_BIN/rabbitmq-server" </dev/null >>"$dir/log/server.out" 2>&1 &
+    server_pid=$!
+    # Ask the node itself: `await_startup` returns once the broker has fully
+    # booted, and fails at once while the Erlang node is not up yet.
+    deadline=$((SECONDS + START_TIMEOUT))
+    until ctl await_startup --timeout 10 >/dev/null 2>&1; do
+      if ! kill -0 "$server_pid" 2>/dev/null; then
+        echo "rabbitmq.sh: rabbitmq-server exited during start-up; see $dir/log" >&2
+        tail -n 20 "$dir/log/server.out" >&2 || true
+        exit 1
+      fi
+      if ((SECONDS >= deadline)); then
+        echo "rabbitmq.sh: node $NODE_NAME not up after ${START_TIMEOUT}s; see $dir/log" >&2
+        exit 1
+      fi
+      sleep 0.5  # between questions to the node, not instead of them
+    done
+    "$RABBIT_BIN/rabbitmq-diagnostics" -q -n "$NODE_NAME" check_port_connectivity >/dev/null
+    echo "$AMQP_PORT" >"$dir/port"
+    echo "amqp://guest:guest@127.0.0.1:$AMQP_PORT/" >"$dir/url"
+    ;;
+  stop)
+    if pid=$(node_pid); then
+      # `stop <pidfile>` returns once the OS process has exited.
+      ctl stop "$dir/rabbitmq.pid" >/dev/null 2>&1 || kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$dir/rabbitmq.pid"
+    # This node's private epmd (it only ever served this node).
+    epmd -port "$EPMD_PORT" -kill >/dev/null 2>&1 || true
+    ;;
+  ctl)
+    ctl "$@"
+    ;;
+  *)
+    usage
+    ;;
+esac
