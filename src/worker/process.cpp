@@ -330,6 +330,26 @@ ProcessOutcome run_process(const ProcessSpec& spec, const LineFn& on_line, std::
     return finish(ProcessOutcome::End::failed_to_start);
   }
 
+  // Small input goes into a pipe before the spawn, so nothing has to feed the
+  // child while we also read its output.
+  Fd input_read;
+  if (!spec.input.empty()) {
+    int in_fds[2];
+    if (::pipe2(in_fds, O_CLOEXEC | O_NONBLOCK) != 0) {
+      outcome.error = fmt::format("pipe: {}", errno_text(errno));
+      return finish(ProcessOutcome::End::failed_to_start);
+    }
+    input_read = Fd(in_fds[0]);
+    Fd input_write(in_fds[1]);
+    const ssize_t n = ::write(input_write.get(), spec.input.data(), spec.input.size());
+    if (n < 0 || static_cast<std::size_t>(n) != spec.input.size()) {
+      outcome.error = fmt::format("input of {} bytes does not fit the child's stdin pipe", spec.input.size());
+      return finish(ProcessOutcome::End::failed_to_start);
+    }
+    // The read end must block for the child.
+    ::fcntl(input_read.get(), F_SETFL, ::fcntl(input_read.get(), F_GETFL) & ~O_NONBLOCK);
+  }
+
   std::vector<std::string> env_strings;
   env_strings.reserve(spec.env.size());
   for (const auto& [key, value] : spec.env) env_strings.push_back(key + "=" + value);
@@ -345,7 +365,11 @@ ProcessOutcome run_process(const ProcessSpec& spec, const LineFn& on_line, std::
   posix_spawnattr_t attr;
   ::posix_spawn_file_actions_init(&actions);
   ::posix_spawnattr_init(&attr);
-  ::posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  if (input_read.valid()) {
+    ::posix_spawn_file_actions_adddup2(&actions, input_read.get(), STDIN_FILENO);
+  } else {
+    ::posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  }
   ::posix_spawn_file_actions_adddup2(&actions, write_end.get(), STDOUT_FILENO);
   ::posix_spawn_file_actions_adddup2(&actions, write_end.get(), STDERR_FILENO);
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
@@ -371,6 +395,7 @@ ProcessOutcome run_process(const ProcessSpec& spec, const LineFn& on_line, std::
   const int spawn_error = ::posix_spawn(&pid, program->c_str(), &actions, &attr, argv.data(), envp.data());
   ::posix_spawn_file_actions_destroy(&actions);
   ::posix_spawnattr_destroy(&attr);
+  input_read.reset();
   write_end.reset();  // only the child holds it now: EOF once it and its children are gone
   if (spawn_error != 0) {
     outcome.error = fmt::format("{}: {}", *program, errno_text(spawn_error));

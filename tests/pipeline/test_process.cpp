@@ -90,7 +90,7 @@ TEST_CASE("run_process reports death by a signal", "[process]") {
   CHECK(outcome.describe() == "killed by SIGSEGV");
 }
 
-TEST_CASE("a timeout kills the whole process group, background children included", "[process]") {
+TEST_CASE("a timeout kills the whole process group including background children", "[process]") {
   Collected out;
   auto spec = sh("sleep 300 & echo $!; exec sleep 300");
   spec.timeout = 500ms;
@@ -103,7 +103,7 @@ TEST_CASE("a timeout kills the whole process group, background children included
   CHECK(process_gone(std::stoi(out.lines[0])));
 }
 
-TEST_CASE("cancellation stops a process that ignores SIGTERM, with SIGKILL after the grace", "[process]") {
+TEST_CASE("cancellation stops a process that ignores SIGTERM with SIGKILL after the grace", "[process]") {
   std::stop_source stop;
   Collected out;
   auto spec = sh("trap '' TERM; sleep 300 & echo $!; while :; do sleep 1; done");

@@ -30,6 +30,9 @@ struct ProcessSpec {
   std::map<std::string, std::string, std::less<>> env;
   /// Working directory; empty: the worker's own.
   std::filesystem::path cwd;
+  /// Written to the child's stdin, which is then closed (e.g. a credential
+  /// helper's request). At most 64 KiB; empty: stdin is /dev/null.
+  std::string input;
   /// 0: no limit. When it expires the process group is killed.
   std::chrono::milliseconds timeout{0};
   /// How long the process group gets between SIGTERM and SIGKILL when it is
@@ -69,7 +72,7 @@ using LineFn = std::function<void(std::string_view line)>;
 /// group and every descendant of the child get SIGTERM, then SIGKILL after
 /// `kill_grace`; run_process returns only once the child has been reaped.
 /// When the child exits by itself, anything it left running in its process
-/// group is killed too: nothing a job starts outlives it. stdin is /dev/null.
+/// group is killed too: nothing a job starts outlives it.
 /// Never throws (allocation failure aside).
 ProcessOutcome run_process(const ProcessSpec& spec, const LineFn& on_line, std::stop_token stop = {});
 

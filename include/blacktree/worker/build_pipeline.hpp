@@ -1,0 +1,157 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+// What blacktree's worker exists for: clone a repository, build an image from
+// its Dockerfile, push it to a registry, report, clean up, without a secret
+// ever reaching argv, a URL, the clone's .git/config, the image or the logs.
+//
+// Every job gets a fresh directory (mode 0700) under `work_root`:
+//   home/      HOME and TMPDIR of every tool (no user or system config leaks in)
+//   src/       the shallow clone
+//   storage/   buildah's image storage for this job alone (isolation between
+//   run/       concurrent jobs; removing the directory removes the image)
+//   docker/config.json  registry credentials for this job (0600), docker's
+//              format (buildah --authfile and docker's DOCKER_CONFIG both read it)
+//   digest     the pushed manifest digest
+// It is removed after the job, success or failure.
+
+#include <blacktree/worker/job_runner.hpp>
+#include <blacktree/worker/process.hpp>
+#include <blacktree/worker/validation.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace blacktree::worker {
+
+/// How the worker authenticates to its registry.
+struct RegistryCredentials {
+  enum class Kind {
+    none,             ///< anonymous push
+    static_password,  ///< `username` + the password read from `password_file` at each job
+    helper,           ///< `docker-credential-<helper> get` (e.g. helper "ecr-login" for AWS ECR)
+  };
+  Kind kind = Kind::none;
+  std::string username;                 ///< static_password
+  std::filesystem::path password_file;  ///< static_password: one line; a trailing newline is ignored
+  std::string helper;                   ///< helper: the part after "docker-credential-"
+};
+
+/// Which image builder runs the build.
+enum class BuilderKind {
+  buildah,  ///< daemonless; the default; needs no Docker engine
+  docker,   ///< `docker build` with BuildKit against a running Docker engine
+};
+
+/// Everything a BuildPipelineRunner needs; the worker service fills it from
+/// YAML, environment and flags. Defaults are for production on a Linux host
+/// where the worker runs as root.
+struct BuildPipelineConfig {
+  // --- where jobs run ---
+  /// Per-job directories are created (and removed) under it. Created if missing.
+  std::filesystem::path work_root = "/var/lib/blacktree/jobs";
+
+  // --- clone ---
+  /// Base for `owner/name` repoUrls (GitHub Enterprise: https://ghe.example.com).
+  std::string github_base_url = "https://github.com";
+  /// Also accept http:// repoUrls (tests, trusted networks only).
+  bool allow_http_repos = false;
+  /// Also accept file:// repoUrls (tests only).
+  bool allow_file_repos = false;
+  std::string git_program = "git";
+
+  // --- build ---
+  BuilderKind builder = BuilderKind::buildah;
+  std::string buildah_program = "buildah";
+  /// buildah --storage-driver: "vfs" works everywhere (containers included);
+  /// "overlay" is faster where the kernel allows it.
+  std::string buildah_storage_driver = "vfs";
+  /// buildah --isolation for RUN steps: "chroot" needs no OCI runtime and
+  /// works inside containers; "oci" uses runc/crun.
+  std::string buildah_isolation = "chroot";
+  std::string docker_program = "docker";
+  /// --build-arg KEY=VALUE passed to every build (not secrets: they would end
+  /// up in the image history).
+  std::vector<std::string> build_args;
+
+  // --- push ---
+  /// Registry host[:port], optionally with a path prefix
+  /// ("123456789012.dkr.ecr.eu-west-1.amazonaws.com", "127.0.0.1:5000/team").
+  /// The image is pushed to `<registry>/<imageName>`. Required.
+  std::string registry;
+  /// Verify the registry's TLS certificate (false also allows plain http; tests only).
+  bool registry_tls_verify = true;
+  RegistryCredentials credentials;
+
+  // --- limits and reporting ---
+  /// Whole-job limit when the job gives none (Job::timeout 0); a job may ask
+  /// for less, not more.
+  std::chrono::milliseconds default_timeout{std::chrono::minutes(30)};
+  /// SIGTERM-to-SIGKILL grace for a cancelled or timed-out tool.
+  std::chrono::milliseconds kill_grace{std::chrono::seconds(5)};
+  /// JobResult::logs keeps at most this many bytes of the newest output.
+  std::size_t log_tail_bytes = 64 * 1024;
+  /// Lines of a failed step's output quoted in JobResult::error.
+  std::size_t error_output_lines = 15;
+  /// Keep the job directory after the job (debugging only: it holds the
+  /// per-job credentials file until removed by hand).
+  bool keep_job_dir = false;
+};
+
+/// What a builder backend needs for one job. Paths are absolute and validated.
+struct BuildContext {
+  std::filesystem::path job_dir;
+  std::filesystem::path context_dir;
+  std::filesystem::path dockerfile;
+  std::string image_ref;               ///< registry/name:tag: built under, and pushed to, this name
+  std::filesystem::path auth_file;     ///< docker-format credentials for this job; empty: none
+  std::filesystem::path digest_file;   ///< where the push writes the manifest digest
+  std::map<std::string, std::string, std::less<>> env;  ///< HOME, TMPDIR, PATH for the tools
+};
+
+/// A build backend: the commands (argv only) that build, push and clean up.
+/// The pipeline runs them with its own timeout, cancellation, logging and
+/// redaction, so a backend only says what to run.
+class Builder {
+ public:
+  virtual ~Builder() = default;
+  virtual std::string_view name() const noexcept = 0;
+  /// Why this backend cannot run on this host (no engine, no binary), or nullopt.
+  virtual std::optional<std::string> unavailable_reason() const = 0;
+  virtual ProcessSpec build_command(const BuildContext& ctx) const = 0;
+  virtual ProcessSpec push_command(const BuildContext& ctx) const = 0;
+  /// The pushed manifest digest ("sha256:..."), from the digest file or the
+  /// push's output lines; nullopt if it cannot be found.
+  virtual std::optional<std::string> pushed_digest(const BuildContext& ctx,
+                                                   const std::vector<std::string>& push_output) const = 0;
+  /// Commands that remove the job's local image and intermediate containers.
+  virtual std::vector<ProcessSpec> cleanup_commands(const BuildContext& ctx) const = 0;
+};
+
+std::unique_ptr<Builder> make_buildah_builder(const BuildPipelineConfig& config);
+std::unique_ptr<Builder> make_docker_builder(const BuildPipelineConfig& config);
+
+/// Clone, build, push: the worker's JobRunner for core::BuildSpec jobs.
+/// Stateless between jobs and safe to run several jobs at once (each in its
+/// own directory with its own storage and credentials).
+class BuildPipelineRunner final : public JobRunner {
+ public:
+  explicit BuildPipelineRunner(BuildPipelineConfig config);
+
+  core::JobResult run(const core::Job& job, const EmitFn& emit, std::stop_token stop) override;
+
+  const BuildPipelineConfig& config() const noexcept { return config_; }
+
+ private:
+  BuildPipelineConfig config_;
+  std::unique_ptr<Builder> builder_;
+};
+
+}  // namespace blacktree::worker

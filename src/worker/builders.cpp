@@ -1,0 +1,192 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+//
+// The two build backends. Each only says which argv to run; the pipeline
+// runs them (timeout, cancellation, logging, redaction are its business).
+
+#include <blacktree/worker/build_pipeline.hpp>
+
+#include <fmt/format.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <regex>
+
+#include <unistd.h>
+
+namespace blacktree::worker {
+
+namespace {
+
+std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
+  std::size_t i = 0;
+  while (i < s.size() && s[i] == ' ') ++i;
+  return s.substr(i);
+}
+
+bool program_exists(const std::string& program) {
+  if (program.find('/') != std::string::npos) return ::access(program.c_str(), X_OK) == 0;
+  const std::string path = minimal_environment()["PATH"];
+  std::size_t start = 0;
+  while (start <= path.size()) {
+    std::size_t end = path.find(':', start);
+    if (end == std::string::npos) end = path.size();
+    const std::string candidate = path.substr(start, end - start) + "/" + program;
+    if (::access(candidate.c_str(), X_OK) == 0) return true;
+    start = end + 1;
+  }
+  return false;
+}
+
+class BuildahBuilder final : public Builder {
+ public:
+  explicit BuildahBuilder(const BuildPipelineConfig& config) : config_(config) {}
+
+  std::string_view name() const noexcept override { return "buildah"; }
+
+  std::optional<std::string> unavailable_reason() const override {
+    if (!program_exists(config_.buildah_program)) {
+      return fmt::format("'{}' is not installed or not in PATH", config_.buildah_program);
+    }
+    return std::nullopt;
+  }
+
+  ProcessSpec build_command(const BuildContext& ctx) const override {
+    ProcessSpec spec = base(ctx);
+    spec.argv.insert(spec.argv.end(), {"bud", "--isolation", config_.buildah_isolation,
+                                       fmt::format("--tls-verify={}", config_.registry_tls_verify)});
+    if (!ctx.auth_file.empty()) spec.argv.insert(spec.argv.end(), {"--authfile", ctx.auth_file.string()});
+    for (const auto& arg : config_.build_args) spec.argv.insert(spec.argv.end(), {"--build-arg", arg});
+    spec.argv.insert(spec.argv.end(),
+                     {"-f", ctx.dockerfile.string(), "-t", ctx.image_ref, ctx.context_dir.string()});
+    return spec;
+  }
+
+  ProcessSpec push_command(const BuildContext& ctx) const override {
+    ProcessSpec spec = base(ctx);
+    spec.argv.insert(spec.argv.end(), {"push", fmt::format("--tls-verify={}", config_.registry_tls_verify)});
+    if (!ctx.auth_file.empty()) spec.argv.insert(spec.argv.end(), {"--authfile", ctx.auth_file.string()});
+    spec.argv.insert(spec.argv.end(), {"--digestfile", ctx.digest_file.string(), ctx.image_ref,
+                                       "docker://" + ctx.image_ref});
+    return spec;
+  }
+
+  std::optional<std::string> pushed_digest(const BuildContext& ctx,
+                                           const std::vector<std::string>& /*push_output*/) const override {
+    std::ifstream in(ctx.digest_file);
+    std::string digest;
+    if (!std::getline(in, digest)) return std::nullopt;
+    digest = trim(digest);
+    if (digest.rfind("sha256:", 0) != 0) return std::nullopt;
+    return digest;
+  }
+
+  std::vector<ProcessSpec> cleanup_commands(const BuildContext& ctx) const override {
+    // The storage is the job's own and goes with the job directory; these
+    // make sure nothing stays mounted (overlay) before that.
+    ProcessSpec rm = base(ctx);
+    rm.argv.insert(rm.argv.end(), {"rm", "--all"});
+    ProcessSpec rmi = base(ctx);
+    rmi.argv.insert(rmi.argv.end(), {"rmi", "--all", "--force"});
+    return {rm, rmi};
+  }
+
+ private:
+  ProcessSpec base(const BuildContext& ctx) const {
+    ProcessSpec spec;
+    spec.env = ctx.env;
+    spec.cwd = ctx.job_dir;
+    spec.argv = {config_.buildah_program,
+                 "--root", (ctx.job_dir / "storage").string(),
+                 "--runroot", (ctx.job_dir / "run").string(),
+                 "--storage-driver", config_.buildah_storage_driver};
+    return spec;
+  }
+
+  BuildPipelineConfig config_;  // a copy: the builder must not depend on its creator staying put
+};
+
+class DockerBuilder final : public Builder {
+ public:
+  explicit DockerBuilder(const BuildPipelineConfig& config) : config_(config) {}
+
+  std::string_view name() const noexcept override { return "docker"; }
+
+  std::optional<std::string> unavailable_reason() const override {
+    if (!program_exists(config_.docker_program)) {
+      return fmt::format("'{}' is not installed or not in PATH", config_.docker_program);
+    }
+    ProcessSpec probe;
+    probe.argv = {config_.docker_program, "version", "--format", "{{.Server.Version}}"};
+    probe.env = minimal_environment();
+    if (const char* host = std::getenv("DOCKER_HOST"); host != nullptr) probe.env["DOCKER_HOST"] = host;
+    probe.timeout = std::chrono::seconds(15);
+    std::string output;
+    const auto outcome = run_process(probe, [&](std::string_view l) { output.append(l).append("\n"); });
+    if (!outcome.ok()) {
+      return fmt::format("no Docker engine is reachable ({} {}): {}", config_.docker_program, outcome.describe(),
+                         trim(output));
+    }
+    return std::nullopt;
+  }
+
+  ProcessSpec build_command(const BuildContext& ctx) const override {
+    ProcessSpec spec = base(ctx);
+    spec.argv.push_back("build");
+    for (const auto& arg : config_.build_args) spec.argv.insert(spec.argv.end(), {"--build-arg", arg});
+    spec.argv.insert(spec.argv.end(), {"--progress", "plain", "-f", ctx.dockerfile.string(), "-t", ctx.image_ref,
+                                       ctx.context_dir.string()});
+    return spec;
+  }
+
+  ProcessSpec push_command(const BuildContext& ctx) const override {
+    ProcessSpec spec = base(ctx);
+    spec.argv.insert(spec.argv.end(), {"push", ctx.image_ref});
+    return spec;
+  }
+
+  std::optional<std::string> pushed_digest(const BuildContext& /*ctx*/,
+                                           const std::vector<std::string>& push_output) const override {
+    // "latest: digest: sha256:<hex> size: 528"
+    static const std::regex digest_re("digest: (sha256:[0-9a-f]{64})");
+    for (auto it = push_output.rbegin(); it != push_output.rend(); ++it) {
+      std::smatch m;
+      if (std::regex_search(*it, m, digest_re)) return m[1].str();
+    }
+    return std::nullopt;
+  }
+
+  std::vector<ProcessSpec> cleanup_commands(const BuildContext& ctx) const override {
+    ProcessSpec rmi = base(ctx);
+    rmi.argv.insert(rmi.argv.end(), {"image", "rm", "--force", ctx.image_ref});
+    return {rmi};
+  }
+
+ private:
+  ProcessSpec base(const BuildContext& ctx) const {
+    ProcessSpec spec;
+    spec.env = ctx.env;
+    // The engine is shared; the client configuration (credentials) is the job's own.
+    spec.env["DOCKER_CONFIG"] = ctx.auth_file.empty() ? (ctx.job_dir / "docker").string()
+                                                      : ctx.auth_file.parent_path().string();
+    spec.env["DOCKER_BUILDKIT"] = "1";
+    if (const char* host = std::getenv("DOCKER_HOST"); host != nullptr) spec.env["DOCKER_HOST"] = host;
+    spec.cwd = ctx.job_dir;
+    spec.argv = {config_.docker_program};
+    return spec;
+  }
+
+  BuildPipelineConfig config_;  // a copy: the builder must not depend on its creator staying put
+};
+
+}  // namespace
+
+std::unique_ptr<Builder> make_buildah_builder(const BuildPipelineConfig& config) {
+  return std::make_unique<BuildahBuilder>(config);
+}
+
+std::unique_ptr<Builder> make_docker_builder(const BuildPipelineConfig& config) {
+  return std::make_unique<DockerBuilder>(config);
+}
+
+}  // namespace blacktree::worker
