@@ -46,7 +46,7 @@ inline std::string broker_url() { return "amqp://guest:guest@127.0.0.1:" + std::
 
 /// Runs `rabbitmq.sh <command> <dir> <args>`; returns its exit status and stdout.
 inline int run_script(const std::string& command, const std::string& args, std::string* out = nullptr) {
-  const std::string line = env("BLACKTREE_RABBITMQ_SH") + " " + command + " '" + broker_dir() + "' " + args;
+  const std::string line = std::string(BLACKTREE_RABBITMQ_SH) + " " + command + " '" + broker_dir() + "' " + args;
   FILE* pipe = ::popen(line.c_str(), "r");
   if (!pipe) return -1;
   std::array<char, 4096> buffer{};

@@ -127,7 +127,7 @@ TEST_CASE("amqp: an unreachable broker is reported, not fatal", "[amqp]") {
   source.stop();
 }
 
-TEST_CASE("amqp: publish, receive, ack; unknown fields are ignored", "[amqp]") {
+TEST_CASE("amqp: publish, receive, ack, with unknown fields ignored", "[amqp]") {
   asio::io_context io;
   AmqpOptions o = test_options("roundtrip");
   t::Client client;
@@ -203,7 +203,7 @@ TEST_CASE("amqp: malformed and incomplete messages are dead-lettered with the re
   CHECK(client.ready(o.execute_queue) == 0);  // acked once dead-lettered, not requeued
 }
 
-TEST_CASE("amqp: the prefetch bounds unacknowledged deliveries; 0 delivers nothing", "[amqp]") {
+TEST_CASE("amqp: the prefetch bounds unacknowledged deliveries and 0 delivers nothing", "[amqp]") {
   asio::io_context io;
   AmqpOptions o = test_options("prefetch");
   t::Client client;
