@@ -66,6 +66,7 @@ struct SourceState : std::enable_shared_from_this<SourceState> {
   std::uint64_t next_receiver = 1;
   std::deque<Incoming> ready;
   std::size_t prefetch = 0;
+  bool consumer_cancelled = false;  // cancel_consumer(): sticky, whatever the prefetch says
   bool stopping = false;  // the thread is to exit
   bool closed = false;    // receives complete with source_closed
   std::string last_error;
@@ -141,6 +142,11 @@ class SourceLoop {
   // shutdown settles everything it was told to.
   void finish() noexcept {
     try {
+      // No new deliveries while the last acks and dead letters go out.
+      if (consuming_) {
+        amqp_basic_cancel(conn_.get(), consume_channel, to_bytes(consumer_tag_));
+        consuming_ = false;
+      }
       std::string error = handle_commands();
       const auto deadline = std::chrono::steady_clock::now() + state_->options.connect_timeout;
       while (error.empty() && !dead_letter_pending_.empty() && std::chrono::steady_clock::now() < deadline) {
@@ -330,7 +336,7 @@ class SourceLoop {
     std::size_t wanted;
     {
       std::lock_guard lock(state_->mutex);
-      wanted = std::min<std::size_t>(state_->prefetch, 65535);
+      wanted = state_->consumer_cancelled ? 0 : std::min<std::size_t>(state_->prefetch, 65535);
     }
     amqp_connection_state_t c = conn_.get();
     const std::string& queue = state_->options.execute_queue;
@@ -597,6 +603,14 @@ void AmqpJobSource::set_prefetch(std::size_t n) {
     std::lock_guard lock(state_->mutex);
     if (state_->prefetch == n) return;
     state_->prefetch = n;
+  }
+  state_->waker.notify();
+}
+
+void AmqpJobSource::cancel_consumer() {
+  {
+    std::lock_guard lock(state_->mutex);
+    state_->consumer_cancelled = true;
   }
   state_->waker.notify();
 }

@@ -258,6 +258,51 @@ TEST_CASE("amqp: the prefetch bounds unacknowledged deliveries and 0 delivers no
   source.stop();
 }
 
+TEST_CASE("amqp: cancel_consumer stops deliveries for good and requeues what was buffered", "[amqp]") {
+  asio::io_context io;
+  AmqpOptions o = test_options("cancel");
+  t::Client client;
+  client.declare_queue(o.execute_queue);
+  for (int i = 0; i < 3; ++i) client.publish(o.execute_queue, job_json("c" + std::to_string(i)));
+  AmqpJobSource source(io.get_executor(), o);
+  source.set_prefetch(3);
+  Received first = receive(io, source);
+  REQUIRE_FALSE(first.ec);
+  // The other two are (or soon will be) buffered in the source, unacked.
+  REQUIRE(t::eventually([&] { return source.stats().delivered == 3; }));
+  source.cancel_consumer();
+  source.set_prefetch(10);  // what a dispatcher might still say: no effect now
+  REQUIRE(t::eventually([&] { return source.stats().requeued == 2; }));
+  Received none = receive(io, source, 1000ms);
+  CHECK(none.ec == asio::error::operation_aborted);
+  source.ack(first.delivery);
+  source.stop();  // the ack still goes out
+  CHECK(client.ready(o.execute_queue) == 2);
+}
+
+TEST_CASE("amqp: an idle connection survives several heartbeat intervals", "[amqp]") {
+  asio::io_context io;
+  AmqpOptions o = test_options("heartbeat");
+  o.heartbeat = std::chrono::seconds(1);
+  AmqpJobSource source(io.get_executor(), o);
+  AmqpStatusSink sink(io.get_executor(), o);
+  AmqpEventPublisher publisher(o);
+  REQUIRE(t::eventually([&] { return source.connected() && sink.connected() && publisher.connected(); }));
+  // Nothing happens for 4 heartbeat intervals: both sides must keep the
+  // connections alive with heartbeats alone (the broker drops a silent one
+  // after two). This waits on time itself, which is what is under test.
+  std::this_thread::sleep_for(4s);
+  CHECK(source.connected());
+  CHECK(sink.connected());
+  CHECK(publisher.connected());
+  CHECK(source.stats().connects == 1);
+  CHECK(sink.stats().connects == 1);
+  CHECK(publisher.stats().connects == 1);
+  core::JobResult r;
+  r.job_id = "after-idle";
+  CHECK_FALSE(publish_status(io, sink, r));
+}
+
 TEST_CASE("amqp: deliveries of a dead channel come back marked redelivered", "[amqp]") {
   asio::io_context io;
   AmqpOptions o = test_options("redelivered");

@@ -92,6 +92,18 @@ export ERL_EPMD_ADDRESS=127.0.0.1
 
 ctl() { "$RABBIT_BIN/rabbitmqctl" -q -n "$NODE_NAME" "$@"; }
 
+# The CLI tools start an epmd on EPMD_PORT when none runs; it serves only this node.
+kill_epmd() { epmd -port "$EPMD_PORT" -kill >/dev/null 2>&1 || true; }
+
+failed_start() {
+  echo "rabbitmq.sh: $1; see $dir/log" >&2
+  tail -n 20 "$dir/log/server.out" >&2 || true
+  kill "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+  kill_epmd
+  exit 1
+}
+
 node_pid() {  # the broker's OS pid, if it runs
   [[ -f "$dir/rabbitmq.pid" ]] || return 1
   local pid
@@ -112,15 +124,8 @@ case $cmd in
     # booted, and fails at once while the Erlang node is not up yet.
     deadline=$((SECONDS + START_TIMEOUT))
     until ctl await_startup --timeout 10 >/dev/null 2>&1; do
-      if ! kill -0 "$server_pid" 2>/dev/null; then
-        echo "rabbitmq.sh: rabbitmq-server exited during start-up; see $dir/log" >&2
-        tail -n 20 "$dir/log/server.out" >&2 || true
-        exit 1
-      fi
-      if ((SECONDS >= deadline)); then
-        echo "rabbitmq.sh: node $NODE_NAME not up after ${START_TIMEOUT}s; see $dir/log" >&2
-        exit 1
-      fi
+      kill -0 "$server_pid" 2>/dev/null || failed_start "rabbitmq-server exited during start-up"
+      ((SECONDS < deadline)) || failed_start "node $NODE_NAME not up after ${START_TIMEOUT}s"
       sleep 0.5  # between questions to the node, not instead of them
     done
     "$RABBIT_BIN/rabbitmq-diagnostics" -q -n "$NODE_NAME" check_port_connectivity >/dev/null
@@ -135,8 +140,7 @@ case $cmd in
       kill -9 "$pid" 2>/dev/null || true
     fi
     rm -f "$dir/rabbitmq.pid"
-    # This node's private epmd (it only ever served this node).
-    epmd -port "$EPMD_PORT" -kill >/dev/null 2>&1 || true
+    kill_epmd
     ;;
   ctl)
     ctl "$@"

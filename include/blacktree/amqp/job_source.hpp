@@ -13,6 +13,7 @@
 //   blacktree::core::Dispatcher dispatcher(io.get_executor(), source, transport, sink, pool);
 //   dispatcher.start();
 //   ...  // on SIGTERM:
+//   source.cancel_consumer();
 //   dispatcher.async_stop(deadline, [&](std::error_code) { source.stop(); sink.stop(); });
 
 #include <blacktree/amqp/options.hpp>
@@ -149,7 +150,16 @@ class AmqpJobSource {
   /// Hold at most `n` unsettled deliveries (basic.qos); 0 consumes nothing.
   void set_prefetch(std::size_t n);
 
-  /// Stops and joins the thread; idempotent. See the class comment.
+  /// Takes nothing more from the broker, for good (unlike set_prefetch(0),
+  /// which a later set_prefetch(n) undoes): basic.cancel, and what was
+  /// buffered and not yet received goes back to the queue. Deliveries already
+  /// received can still be acked and rejected. For a graceful shutdown:
+  /// cancel_consumer(), then Dispatcher::async_stop, then stop().
+  void cancel_consumer();
+
+  /// Stops and joins the thread; idempotent. Acks and rejects asked for
+  /// before it are still sent (and dead-letter copies confirmed, within
+  /// connect_timeout) before the connection closes. See the class comment.
   void stop();
 
   /// True while a connection with an open channel is established (for /healthz).
