@@ -18,6 +18,15 @@ struct GoodDelivery {
   core::Job job_;
 };
 struct DeliveryWithoutJob {};
+struct ImmovableDelivery {
+  ImmovableDelivery() = default;
+  ImmovableDelivery(ImmovableDelivery&&) = delete;
+  const core::Job& job() const { return job_; }
+  core::Job job_;
+};
+struct DeliveryWithWrongJob {
+  int job() const { return 0; }
+};
 
 template <bool Receive, bool Ack, bool Reject, class D = GoodDelivery>
 struct Source {
@@ -47,6 +56,22 @@ struct TransportWithWrongPing {
   void async_ping(const core::WorkerInfo&, std::chrono::milliseconds, H&& h) requires requires { h(std::error_code{}, 1); } {}
 };
 
+// Run whose handler could not take the JobResult.
+struct TransportWithWrongRun {
+  template <class H>
+  void async_run(const core::WorkerInfo&, const core::Job&, core::ProgressCallback, H&& h) requires requires {
+    h(std::error_code{});
+  } {}
+  template <class H>
+  void async_ping(const core::WorkerInfo&, std::chrono::milliseconds, H&&) {}
+};
+
+// Publish that completes with something else than a bare error code.
+struct SinkWithWrongPublish {
+  template <class H>
+  void async_publish(const core::JobResult&, H&& h) requires requires { h(std::error_code{}, 1); } {}
+};
+
 template <bool Publish>
 struct Sink {
   template <class H>
@@ -66,6 +91,8 @@ static_assert(core::WorkerTransport<core::LoopbackTransport>);
 static_assert(core::StatusSink<core::InMemoryStatusSink>);
 // ...and removing any one expression is rejected.
 static_assert(!core::Delivery<DeliveryWithoutJob>);
+static_assert(!core::Delivery<ImmovableDelivery>);
+static_assert(!core::Delivery<DeliveryWithWrongJob>);
 static_assert(!core::JobSource<Source<false, true, true>>);
 static_assert(!core::JobSource<Source<true, false, true>>);
 static_assert(!core::JobSource<Source<true, true, false>>);
@@ -74,7 +101,9 @@ static_assert(!core::JobSource<SourceWithoutDeliveryType>);
 static_assert(!core::WorkerTransport<Transport<false, true>>);
 static_assert(!core::WorkerTransport<Transport<true, false>>);
 static_assert(!core::WorkerTransport<TransportWithWrongPing>);
+static_assert(!core::WorkerTransport<TransportWithWrongRun>);
 static_assert(!core::StatusSink<Sink<false>>);
+static_assert(!core::StatusSink<SinkWithWrongPublish>);
 static_assert(!core::StatusSink<core::InMemoryQueue>);
 
 TEST_CASE("Concepts: models accepted, a type missing any required expression rejected", "[concepts]") {
