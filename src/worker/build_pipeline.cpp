@@ -243,7 +243,6 @@ class PipelineJob {
   [[noreturn]] void fail(std::string error) { throw JobFailure{std::move(error)}; }
 
   void phase(core::Phase p) {
-    phase_ = p;
     if (emit_) emit_(p, {});
   }
 
@@ -480,7 +479,6 @@ class PipelineJob {
   Redactor redactor_;
   LogTail tail_;
   std::deque<std::string> recent_;  // the current step's last lines, for errors
-  core::Phase phase_ = core::Phase::accepted;
   milliseconds limit_{0};
   Clock::time_point deadline_;
   fs::path dir_;

@@ -129,10 +129,13 @@ std::optional<std::string> resolve_program(const std::string& name, const Proces
   return std::nullopt;
 }
 
-// Every live descendant of `root` (not `root` itself), from /proc. Each is
-// held as a pidfd so that signalling it later cannot hit a recycled pid.
+// Every live descendant of `root` (not `root` itself) and every member of its
+// process group `root` (orphans reparented away from it included), from
+// /proc. Each is held as a pidfd so that signalling or awaiting it later
+// cannot hit a recycled pid.
 std::vector<Fd> descendants_of(pid_t root) {
   std::unordered_map<pid_t, std::vector<pid_t>> children;
+  std::vector<pid_t> group;
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
     const std::string name = entry.path().filename().string();
@@ -148,10 +151,14 @@ std::vector<Fd> descendants_of(pid_t root) {
     if (close == std::string::npos || close + 4 >= stat.size()) continue;
     const char* p = stat.c_str() + close + 2;  // at state
     ++p;                                       // past the state letter
-    const long ppid = std::strtol(p, nullptr, 10);
-    children[static_cast<pid_t>(ppid)].push_back(static_cast<pid_t>(std::stol(name)));
+    char* end = nullptr;
+    const long ppid = std::strtol(p, &end, 10);
+    const long pgrp = std::strtol(end, nullptr, 10);
+    const auto pid = static_cast<pid_t>(std::stol(name));
+    children[static_cast<pid_t>(ppid)].push_back(pid);
+    if (pgrp == root && pid != root) group.push_back(pid);
   }
-  std::vector<Fd> out;
+  std::vector<pid_t> found = group;
   std::vector<pid_t> todo{root};
   while (!todo.empty()) {
     const pid_t parent = todo.back();
@@ -159,9 +166,13 @@ std::vector<Fd> descendants_of(pid_t root) {
     auto it = children.find(parent);
     if (it == children.end()) continue;
     for (pid_t child : it->second) {
-      if (int fd = pidfd_open(child); fd >= 0) out.emplace_back(fd);
+      if (std::find(found.begin(), found.end(), child) == found.end()) found.push_back(child);
       todo.push_back(child);
     }
+  }
+  std::vector<Fd> out;
+  for (pid_t pid : found) {
+    if (int fd = pidfd_open(pid); fd >= 0) out.emplace_back(fd);
   }
   return out;
 }
@@ -224,16 +235,14 @@ class Child {
     }
   }
 
-  // Reaps the child; returns the wait status.
-  int reap() {
+  // Reaps the child; returns the wait status, or nullopt when it was lost
+  // (the embedding program ignores SIGCHLD, so the kernel reaped the child).
+  std::optional<int> reap() {
     int status = 0;
-    while (::waitpid(pid_, &status, 0) < 0) {
-      if (errno != EINTR) {
-        status = 0;  // SIGCHLD ignored by the embedder: the status is lost
-        break;
-      }
-    }
     reaped_ = true;
+    while (::waitpid(pid_, &status, 0) < 0) {
+      if (errno != EINTR) return std::nullopt;
+    }
     return status;
   }
 
@@ -417,7 +426,7 @@ ProcessOutcome run_process(const ProcessSpec& spec, const LineFn& on_line, std::
   Clock::time_point kill_at = never;  // SIGKILL time once SIGTERM was sent
   bool pipe_open = true;
   bool child_exited = false;
-  int wait_status = 0;
+  std::optional<int> wait_status;
   Clock::time_point drain_until = never;
 
   const auto start_stopping = [&](ProcessOutcome::End why) {
@@ -489,12 +498,17 @@ ProcessOutcome run_process(const ProcessSpec& spec, const LineFn& on_line, std::
   child.wait_descendants_gone(Clock::now() + reap_limit);
 
   if (killed_because) return finish(*killed_because);
-  if (WIFEXITED(wait_status)) {
-    outcome.exit_code = WEXITSTATUS(wait_status);
+  if (!wait_status) {
+    // Reporting success we cannot know would be worse than failing.
+    outcome.exit_code = -1;
     return finish(ProcessOutcome::End::exited);
   }
-  if (WIFSIGNALED(wait_status)) {
-    outcome.signal = WTERMSIG(wait_status);
+  if (WIFEXITED(*wait_status)) {
+    outcome.exit_code = WEXITSTATUS(*wait_status);
+    return finish(ProcessOutcome::End::exited);
+  }
+  if (WIFSIGNALED(*wait_status)) {
+    outcome.signal = WTERMSIG(*wait_status);
     return finish(ProcessOutcome::End::signalled);
   }
   outcome.exit_code = -1;

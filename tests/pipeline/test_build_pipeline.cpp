@@ -166,7 +166,7 @@ class ProcWatcher {
         const std::string name = entry.path().filename().string();
         if (name.empty() || name[0] < '0' || name[0] > '9') continue;
         const pid_t pid = std::stoi(name);
-        if (pid == self) continue;
+        if (pid == self || foreign_.count(pid) != 0) continue;
         std::string raw = read_file(entry.path() / "cmdline");
         if (raw.empty()) continue;
         for (const auto& s : secrets_) {
@@ -175,6 +175,17 @@ class ProcWatcher {
             std::lock_guard lock(m_);
             offender_ = raw;
           }
+        }
+        // Beyond the secret check (any process at all), only this test's own
+        // processes count: ctest runs other tests, with jobs of their own,
+        // at the same time.
+        {
+          std::lock_guard lock(m_);
+          if (seen_.count(pid) != 0) continue;
+        }
+        if (!descends_from(pid, self)) {
+          foreign_.insert(pid);
+          continue;
         }
         for (auto& c : raw) {
           if (c == '\0') c = ' ';
@@ -190,12 +201,24 @@ class ProcWatcher {
     }
   }
 
+  static bool descends_from(pid_t pid, pid_t ancestor) {
+    for (int depth = 0; depth < 32 && pid > 1; ++depth) {
+      const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+      const auto close = stat.rfind(')');
+      if (close == std::string::npos || close + 4 >= stat.size()) return false;
+      pid = static_cast<pid_t>(std::strtol(stat.c_str() + close + 4, nullptr, 10));
+      if (pid == ancestor) return true;
+    }
+    return false;
+  }
+
   std::vector<std::string> secrets_;
   std::function<void(pid_t, const std::string&)> on_process_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> secret_seen_{false};
   std::mutex m_;
   std::map<pid_t, std::string> seen_;
+  std::set<pid_t> foreign_;  // not ours (the watcher thread alone uses it)
   std::set<std::string> cmdlines_;
   std::string offender_;
   std::thread thread_;

@@ -118,7 +118,8 @@ TEST_CASE("cancellation stops a process that ignores SIGTERM with SIGKILL after 
       stop.get_token());
   CHECK(std::chrono::steady_clock::now() - t0 < 5s);
   CHECK(outcome.end == bw::ProcessOutcome::End::cancelled);
-  REQUIRE(out.lines.size() == 1);
+  // The shell may also report its killed `sleep 1` ("Killed") before it dies itself.
+  REQUIRE_FALSE(out.lines.empty());
   CHECK(process_gone(std::stoi(out.lines[0])));
 }
 

@@ -50,7 +50,7 @@ struct ProcessOutcome {
     failed_to_start,  ///< never ran: `error` says why (no such program, bad cwd)
   };
   End end = End::failed_to_start;
-  int exit_code = -1;  ///< for End::exited
+  int exit_code = -1;  ///< for End::exited; -1 when the status was lost
   int signal = 0;      ///< for End::signalled
   std::string error;   ///< for End::failed_to_start
   std::chrono::milliseconds elapsed{0};
@@ -73,6 +73,8 @@ using LineFn = std::function<void(std::string_view line)>;
 /// `kill_grace`; run_process returns only once the child has been reaped.
 /// When the child exits by itself, anything it left running in its process
 /// group is killed too: nothing a job starts outlives it.
+/// The embedding program must not set SIGCHLD to SIG_IGN (the exit status
+/// would be lost; run_process then reports exit code -1, a failure).
 /// Never throws (allocation failure aside).
 ProcessOutcome run_process(const ProcessSpec& spec, const LineFn& on_line, std::stop_token stop = {});
 
