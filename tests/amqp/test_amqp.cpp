@@ -400,7 +400,7 @@ TEST_CASE("amqp: progress events reach the events exchange", "[amqp]") {
   auto second = reader.get(queue);
   REQUIRE(second);
   CHECK(second->routing_key == "job.job-7");
-  CHECK(publisher.stats().published == 2);
+  CHECK(t::eventually([&] { return publisher.stats().published == 2; }));
   publisher.stop();
 }
 
