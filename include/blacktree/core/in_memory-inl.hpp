@@ -165,16 +165,16 @@ BLACKTREE_INLINE LoopbackTransport::~LoopbackTransport() {
 }
 
 BLACKTREE_INLINE const Job& LoopbackTransport::Call::job() const noexcept { return *state_->job; }
-BLACKTREE_INLINE const WorkerInfo& LoopbackTransport::Call::worker() const noexcept { return state_->worker; }
+BLACKTREE_INLINE const WorkerInfo& LoopbackTransport::Call::worker() const noexcept { return *state_->worker; }
 
 BLACKTREE_INLINE void LoopbackTransport::Call::progress(Phase phase, std::string line) const {
   if (state_->done.load(std::memory_order_acquire) || !state_->progress) return;
-  state_->progress(ProgressEvent{state_->job->id, state_->worker.id, phase, std::move(line)});
+  state_->progress(ProgressEvent{state_->job->id, state_->worker->id, phase, std::move(line)});
 }
 
 BLACKTREE_INLINE bool LoopbackTransport::Call::complete(JobResult result) const {
   if (result.job_id.empty()) result.job_id = state_->job->id;
-  if (result.worker_id.empty()) result.worker_id = state_->worker.id;
+  if (result.worker_id.empty()) result.worker_id = state_->worker->id;
   return finish(state_, std::error_code{}, std::move(result));
 }
 
@@ -215,7 +215,7 @@ BLACKTREE_INLINE void LoopbackTransport::CancelRun::operator()(asio::cancellatio
 
 BLACKTREE_INLINE std::shared_ptr<LoopbackTransport::Endpoint> LoopbackTransport::find_locked(
     std::string_view address) const {
-  auto it = shared_->endpoints.find(std::string(address));
+  auto it = shared_->endpoints.find(address);
   return it == shared_->endpoints.end() ? nullptr : it->second;
 }
 
@@ -310,10 +310,12 @@ BLACKTREE_INLINE std::shared_ptr<LoopbackTransport::CallState> LoopbackTransport
   if (endpoint->runner || silent) {
     call->owned_job = job;
     call->job = &*call->owned_job;
+    call->owned_worker = worker;
+    call->worker = &*call->owned_worker;
   } else {
-    call->job = &job;  // completed below, before the caller can let go of it
+    call->job = &job;  // completed below, before the caller can let go of them
+    call->worker = &worker;
   }
-  call->worker = worker;
   call->progress = std::move(progress);
   call->handler = std::move(handler);
   call->waiting = silent;

@@ -31,6 +31,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -249,9 +250,14 @@ class LoopbackTransport {
     // must still be there to be cancelled, lost or resumed.
     std::unordered_map<std::uint64_t, std::shared_ptr<CallState>> calls;
   };
+  struct AddressHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+  };
   struct Shared {
     mutable std::mutex mutex;
-    std::unordered_map<std::string, std::shared_ptr<Endpoint>> endpoints;
+    // Looked up by string_view on every run and ping: no temporary string.
+    std::unordered_map<std::string, std::shared_ptr<Endpoint>, AddressHash, std::equal_to<>> endpoints;
     std::uint64_t restarts = 0;
   };
   struct CallState {
@@ -262,7 +268,9 @@ class LoopbackTransport {
     // still hold its Call after a cancellation completed it: runners get a copy.
     std::optional<Job> owned_job;
     const Job* job = nullptr;
-    WorkerInfo worker;
+    // Likewise the worker: copied only for a call that outlives start_run.
+    std::optional<WorkerInfo> owned_worker;
+    const WorkerInfo* worker = nullptr;
     ProgressCallback progress;
     std::atomic<bool> done{false};
     bool waiting = false;  // offered while the endpoint was silent; not started yet (guarded by Shared::mutex)
