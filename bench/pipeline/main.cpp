@@ -1,0 +1,136 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+//
+// The build pipeline's overhead: the same repository cloned, built and pushed
+// (a) by BuildPipelineRunner and (b) by the same three commands run by hand
+// (one /bin/sh script: git clone, buildah bud, buildah push), in one run,
+// against the same local git HTTP server and docker-registry the pipeline
+// tests use. Target: overhead <= 5%.
+//
+//   blacktree_bench_pipeline [iterations=5]
+//
+// Runs are interleaved (pipeline, by hand, pipeline, ...) after one warm-up
+// of each, so that machine load drifts affect both alike; the registry holds
+// the layers after the warm-up, so both push the same way.
+
+#include <blacktree/worker/build_pipeline.hpp>
+
+#include "pipeline_support.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+#include <random>
+
+namespace bw = blacktree::worker;
+namespace core = blacktree::core;
+using namespace blacktree::test;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const auto n = v.size();
+  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+std::string quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int iterations = argc > 1 ? std::max(1, std::atoi(argv[1])) : 5;
+  try {
+    TempDir tmp("blacktree-bench-pipeline-");
+    std::random_device rd;
+    const std::string token = "ghs_bench" + std::to_string(rd()) + std::to_string(rd());
+    GitServer git(tmp / "git", token);
+    Registry registry(tmp / "registry", "pusher", "pw-bench-" + std::to_string(rd()));
+    write_file(tmp / "registry-password", registry.password() + "\n");
+    git.create_repo("acme/app",
+                    {{"app/Dockerfile",
+                      "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n"
+                      "RUN mkdir -p /srv && echo built > /srv/run.txt\nCOPY hello.txt /srv/hello.txt\n"},
+                     {"app/hello.txt", "hello\n"}},
+                    "main", {}, {{"app/busybox", "/bin/busybox"}});
+
+    bw::BuildPipelineConfig cfg;
+    cfg.work_root = tmp / "jobs";
+    cfg.github_base_url = git.base_url();
+    cfg.allow_http_repos = true;
+    cfg.registry = registry.host() + "/bench";
+    cfg.registry_tls_verify = false;
+    cfg.credentials.kind = bw::RegistryCredentials::Kind::static_password;
+    cfg.credentials.username = registry.user();
+    cfg.credentials.password_file = tmp / "registry-password";
+    bw::BuildPipelineRunner runner(cfg);
+
+    core::Job job;
+    job.id = "bench";
+    job.build = {"acme/app", "main", "app/Dockerfile", "app", "app:bench", core::Secret(token)};
+
+    // The same three commands by hand, as a person (or the seed's worker) would
+    // run them: same storage driver, isolation, auth file and digest file.
+    const fs::path hand = tmp / "by-hand";
+    const std::string header =
+        "Authorization: Basic " + bw::base64_encode("x-access-token:" + token);
+    const std::string storage = "--root " + quote((hand / "storage").string()) + " --runroot " +
+                                quote((hand / "run").string()) + " --storage-driver vfs";
+    const std::string ref = registry.host() + "/bench/app:by-hand";
+    const std::string script =
+        "set -e\n"
+        "mkdir -p " + quote(hand.string()) + "\n"
+        "printf '{\"auths\":{\"%s\":{\"auth\":\"%s\"}}}' " + quote(registry.host()) + " " +
+        quote(bw::base64_encode(registry.user() + ":" + registry.password())) + " > " +
+        quote((hand / "auth.json").string()) + "\n" +
+        "GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=http.extraHeader GIT_CONFIG_VALUE_0=" + quote(header) +
+        " git clone -q --depth=1 --single-branch --branch main " + quote(git.base_url() + "/acme/app.git") + " " +
+        quote((hand / "src").string()) + "\n" +
+        "buildah " + storage + " bud -q --isolation chroot --tls-verify=false -f " +
+        quote((hand / "src/app/Dockerfile").string()) + " -t " + quote(ref) + " " + quote((hand / "src/app").string()) +
+        " > /dev/null\n" +
+        "buildah " + storage + " push -q --tls-verify=false --authfile " + quote((hand / "auth.json").string()) +
+        " --digestfile " + quote((hand / "digest").string()) + " " + quote(ref) + " " + quote("docker://" + ref) + "\n" +
+        "rm -rf " + quote(hand.string()) + "\n";
+
+    const auto run_pipeline = [&] {
+      const auto t0 = Clock::now();
+      const auto r = runner.run(job, {}, {});
+      if (!r.success) throw std::runtime_error("pipeline failed: " + r.error);
+      return seconds_since(t0);
+    };
+    const auto run_by_hand = [&] {
+      const auto t0 = Clock::now();
+      run_ok({"/bin/sh", "-c", script});
+      return seconds_since(t0);
+    };
+
+    run_pipeline();  // warm-up: registry blobs, page cache
+    run_by_hand();
+    std::vector<double> pipeline_s;
+    std::vector<double> hand_s;
+    for (int i = 0; i < iterations; ++i) {
+      pipeline_s.push_back(run_pipeline());
+      hand_s.push_back(run_by_hand());
+      std::fprintf(stderr, "iteration %d: pipeline %.3fs, by hand %.3fs\n", i + 1, pipeline_s.back(), hand_s.back());
+    }
+    const double p = median(pipeline_s);
+    const double h = median(hand_s);
+    std::printf("clone+build+push, %d iterations (medians)\n", iterations);
+    std::printf("  by hand (git, buildah bud, buildah push): %.3f s\n", h);
+    std::printf("  BuildPipelineRunner:                      %.3f s\n", p);
+    std::printf("  ratio pipeline/by-hand: %.3f (overhead %+.1f%%; target <= +5%%)\n", p / h, (p / h - 1) * 100);
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "benchmark failed: %s\n", e.what());
+    return 1;
+  }
+}
