@@ -491,6 +491,35 @@ BuildPipelineRunner::BuildPipelineRunner(BuildPipelineConfig config)
     : config_(std::move(config)),
       builder_(config_.builder == BuilderKind::docker ? make_docker_builder(config_) : make_buildah_builder(config_)) {}
 
+std::optional<std::string> BuildPipelineRunner::check() const {
+  if (config_.registry.empty()) return "registry: not set (the host[:port][/prefix] images are pushed to)";
+  if (auto reason = builder_->unavailable_reason()) return fmt::format("builder {}: {}", builder_->name(), *reason);
+  ProcessSpec git;
+  git.argv = {config_.git_program, "--version"};
+  git.env = minimal_environment();
+  git.timeout = std::chrono::seconds(30);
+  if (const auto outcome = run_process(git, {}); !outcome.ok()) {
+    return fmt::format("git_program '{}': {}", config_.git_program, outcome.describe());
+  }
+  std::error_code ec;
+  fs::create_directories(config_.work_root, ec);
+  if (ec || ::access(config_.work_root.c_str(), W_OK | X_OK) != 0) {
+    return fmt::format("work_root {}: cannot create or write to it{}", config_.work_root.string(),
+                       ec ? ": " + ec.message() : "");
+  }
+  const auto& creds = config_.credentials;
+  if (creds.kind == RegistryCredentials::Kind::static_password) {
+    if (creds.username.empty()) return "credentials: a static password needs a username";
+    if (::access(creds.password_file.c_str(), R_OK) != 0) {
+      return fmt::format("credentials: cannot read password_file {}", creds.password_file.string());
+    }
+  }
+  if (creds.kind == RegistryCredentials::Kind::helper && creds.helper.empty()) {
+    return "credentials: kind helper needs a helper name (docker-credential-<name>)";
+  }
+  return std::nullopt;
+}
+
 core::JobResult BuildPipelineRunner::run(const core::Job& job, const EmitFn& emit, std::stop_token stop) {
   try {
     PipelineJob pipeline_job(config_, *builder_, job, emit, std::move(stop));

@@ -288,6 +288,7 @@ TEST_CASE("a repository is cloned with the token then built with RUN and COPY fr
   cfg.git_program = (env.tmp / "bin" / "git").string();
   cfg.buildah_program = (env.tmp / "bin" / "buildah").string();
   bw::BuildPipelineRunner runner(cfg);
+  REQUIRE_FALSE(runner.check());
   Events events;
   ProcWatcher watcher(secret_forms(env.token));
   const auto result = runner.run(env.job("job-ok"), events.fn(), {});
@@ -716,6 +717,12 @@ TEST_CASE("validators accept what git and registries accept", "[validation]") {
   }
   CHECK_FALSE(bw::validate_repo_path("contextDir", ".", true));
   CHECK(bw::validate_repo_path("dockerfilePath", ".", false));
+  // A runner's startup check names what is missing.
+  bw::BuildPipelineConfig cfg;
+  CHECK_THAT(*bw::BuildPipelineRunner(cfg).check(), Catch::StartsWith("registry: not set"));
+  cfg.registry = "127.0.0.1:1";
+  cfg.git_program = "blacktree-no-git";
+  CHECK_THAT(*bw::BuildPipelineRunner(cfg).check(), Catch::StartsWith("git_program 'blacktree-no-git'"));
   for (auto n : {"app", "team/app:v1.2", "a-b/c__d/e.f:latest", "app:_x"}) {
     INFO(n);
     CHECK_FALSE(bw::validate_image_name(n));

@@ -147,6 +147,13 @@ class BuildPipelineRunner final : public JobRunner {
 
   core::JobResult run(const core::Job& job, const EmitFn& emit, std::stop_token stop) override;
 
+  /// Why this runner cannot run jobs on this host as configured (no
+  /// registry, builder or git missing, no Docker engine, work_root not
+  /// writable, password file unreadable), or nullopt. For the worker service
+  /// to call at startup and refuse to register; run() reports the same
+  /// problems per job anyway.
+  std::optional<std::string> check() const;
+
   const BuildPipelineConfig& config() const noexcept { return config_; }
 
  private:
