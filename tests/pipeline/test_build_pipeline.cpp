@@ -276,6 +276,7 @@ TEST_CASE("a repository is cloned with the token then built with RUN and COPY fr
                          "COPY hello.txt /srv/hello.txt\n");
   auto cfg = env.config();
   cfg.keep_job_dir = true;  // to inspect the clone's .git/config afterwards
+  cfg.log_tail_bytes = 512;  // the status keeps a bounded tail
   // Wrappers record the exact argv of every git and buildah call (the
   // /proc watcher below samples, and may miss a short-lived process).
   const fs::path argv_log = env.tmp / "argv.log";
@@ -348,6 +349,9 @@ TEST_CASE("a repository is cloned with the token then built with RUN and COPY fr
   CHECK(phases == std::vector<core::Phase>{core::Phase::cloning, core::Phase::building, core::Phase::pushing});
   CHECK_THAT(events.all_lines(), Catch::Contains("STEP 5/5: COPY hello.txt /srv/hello.txt"));
   CHECK_THAT(result.logs, Catch::Contains("pushed " + result.image_url));
+  CHECK_THAT(result.logs, Catch::StartsWith("[... "));
+  CHECK(result.logs.size() < 512 + 40);
+  CHECK_THAT(events.all_lines(), Catch::Contains("Cloning into"));  // events have it all
 }
 
 TEST_CASE("after a job nothing is left: no job directory or credentials or local image", "[pipeline]") {
@@ -515,8 +519,9 @@ TEST_CASE("two jobs at once on one runner are isolated and leave nothing behind"
   PipelineEnv env;
   for (std::string n : {"one", "two"}) {
     env.git.create_repo("acme/" + n,
+                        // COPY . takes the whole clone, .git included, into the image.
                         {{"Dockerfile", sample_dockerfile("COPY " + n + ".txt /" + n + ".txt\nRUN ls -a / > /seen-by-" +
-                                                          n + ".txt\n")},
+                                                          n + ".txt\nCOPY . /ctx/\n")},
                          {n + ".txt", "I am " + n + "\n"}},
                         "main", {}, {{"busybox", busybox}});
   }
@@ -551,6 +556,9 @@ TEST_CASE("two jobs at once on one runner are isolated and leave nothing behind"
     const auto seen = find_in_layers(image.path(), "seen-by-" + mine + ".txt");
     REQUIRE(seen);
     CHECK(read_file(*seen).find(other) == std::string::npos);
+    // The clone's .git went into the image with the context, without the token.
+    CHECK(find_in_layers(image.path(), "ctx/.git/config"));
+    CHECK_FALSE(tree_contains(image.path(), secret_forms(env.token)));
   }
   // Each job had its own storage and its own credentials file.
   std::set<std::string> authfiles;

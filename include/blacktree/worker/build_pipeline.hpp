@@ -141,6 +141,22 @@ std::unique_ptr<Builder> make_docker_builder(const BuildPipelineConfig& config);
 /// Clone, build, push: the worker's JobRunner for core::BuildSpec jobs.
 /// Stateless between jobs and safe to run several jobs at once (each in its
 /// own directory with its own storage and credentials).
+///
+/// How the job's fields are read (core::BuildSpec):
+///  - repo_url: `owner/name` -> `<github_base_url>/owner/name.git`, or a full
+///    URL (https; http/file only when allowed); never with credentials in it.
+///  - branch: cloned shallow (--depth=1 --single-branch --no-tags).
+///  - context_dir: relative to the repository root; empty means ".".
+///  - dockerfile_path: relative to the repository root (not to the
+///    context); empty means `<context_dir>/Dockerfile`.
+///  - image_name: `name[:tag]`, pushed as `<registry>/<name>:<tag>` (tag
+///    "latest" when absent).
+///  - github_token: sent to git as `http.<origin>.extraHeader` through
+///    GIT_CONFIG_* environment variables; may be empty for public repositories.
+/// The result: image_url = `<registry>/<name>@sha256:...` (repository and
+/// digest, no tag: tools refuse references with both), image_digest, logs
+/// (bounded, redacted tail), error (redacted). Progress: Phase::cloning,
+/// building, pushing, each followed by the lines of that phase.
 class BuildPipelineRunner final : public JobRunner {
  public:
   explicit BuildPipelineRunner(BuildPipelineConfig config);
