@@ -1,8 +1,8 @@
 // Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
 //
 // The competitor under test: Dispatcher + WorkerPool with the in-memory queue,
-// the loopback transport (no runner: every run succeeds at once) and the
-// in-memory status sink, on an io_context run by `threads` threads.
+// the loopback transport (no runner: every run succeeds at once) and a status
+// sink that counts confirms, on an io_context run by `threads` threads.
 
 #include "dispatch.hpp"
 

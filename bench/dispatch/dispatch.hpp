@@ -6,7 +6,8 @@
 // no-op handlers, in the same process and run. One file per competing
 // implementation (Taskflow's layout):
 //
-//   blacktree.cpp        Dispatcher + WorkerPool, in-memory queue, loopback transport
+//   blacktree.cpp        Dispatcher + WorkerPool, in-memory queue, loopback transport,
+//                        a sink that only counts confirmed statuses
 //   asio_baseline.cpp    asio::thread_pool posting the same no-op jobs
 //   acquire_latency.cpp  WorkerPool::async_acquire + Lease::release round trips
 //   main.cpp             argv, repetitions, medians, the table and the targets
@@ -40,7 +41,7 @@ struct DispatchConfig {
   unsigned threads = 2;        ///< threads running the io_context / thread_pool
 };
 
-/// Dispatcher<InMemoryQueue, LoopbackTransport, InMemoryStatusSink> with a
+/// Dispatcher<InMemoryQueue, LoopbackTransport, counting sink> with a
 /// WorkerPool of `workers` live workers; `jobs` published up front; timed from
 /// Dispatcher::start() until the sink holds `jobs` statuses. Throws
 /// std::runtime_error if the run does not account for every job.

@@ -128,7 +128,7 @@ struct Row {
 
 std::vector<Row> throughput(const Options& o) {
   std::printf("== Throughput: no-op jobs, %u threads, median of %zu ==\n", o.threads, o.reps);
-  std::printf("blacktree: Dispatcher<InMemoryQueue, LoopbackTransport, InMemoryStatusSink> + WorkerPool, "
+  std::printf("blacktree: Dispatcher<InMemoryQueue, LoopbackTransport, counting sink> + WorkerPool, "
               "%zu jobs/run, capacity %u/worker\n",
               o.jobs, o.capacity);
   std::printf("asio:      asio::thread_pool(%u), %zu posted no-op jobs/run\n\n", o.threads, o.baseline_jobs);
