@@ -152,6 +152,31 @@ TEST_CASE("Dispatcher: with no live worker it takes nothing", "[dispatcher]") {
   REQUIRE(run_until(f.io, [&] { return f.sink.size() == 5; }));
 }
 
+TEST_CASE("Dispatcher: waiting for a worker or for work, it runs nothing (no busy polling)", "[dispatcher][seed]") {
+  // Seed weakness: loops that polled for a free worker and for messages.
+  Fixture f;
+  Held held;
+  f.publish(3);
+  TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool);
+  d.start();
+  run_ready(f.io);
+  CHECK(f.io.poll() == 0);  // no worker: nothing taken, nothing scheduled
+
+  f.add_worker("w1", 1, {}, held.runner());
+  REQUIRE(run_until(f.io, [&] { return held.calls.size() == 1; }));
+  run_ready(f.io);
+  CHECK(f.io.poll() == 0);  // the only slot is busy: the other jobs stay queued, nothing spins
+  CHECK(f.queue.ready() == 2);
+
+  while (f.sink.size() < 3) {
+    held.succeed_all();
+    REQUIRE(run_until(f.io, [&] { return !held.calls.empty() || f.sink.size() == 3; }));
+  }
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 3; }));
+  run_ready(f.io);
+  CHECK(f.io.poll() == 0);  // the queue is empty: one receive waits, nothing spins
+}
+
 TEST_CASE("Dispatcher: nothing is acked before its status is durable", "[dispatcher][seed]") {
   // Seed weakness: msg.Ack after a fire-and-forget publish (and in places
   // before the job ran at all).
