@@ -211,6 +211,17 @@ class LineSplitter {
 class Child {
  public:
   Child(pid_t pid, Fd pidfd) : pid_(pid), pidfd_(std::move(pidfd)) {}
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+  // Reached unreaped only when a callback threw: the process must not
+  // outlive the call that started it.
+  ~Child() {
+    if (!reaped_) {
+      signal_tree(SIGKILL);
+      reap();
+      wait_descendants_gone(Clock::now() + reap_limit);
+    }
+  }
 
   pid_t pid() const noexcept { return pid_; }
   int pidfd() const noexcept { return pidfd_.get(); }

@@ -215,3 +215,16 @@ TEST_CASE("ArgvRunner honours the job's timeout and cancellation", "[argv_runner
   CHECK_FALSE(result.success);
   CHECK_THAT(result.error, Catch::Contains("cancelled"));
 }
+
+TEST_CASE("a throwing line callback still leaves no process behind", "[process]") {
+  std::string pid;
+  auto spec = sh("sleep 300 & echo $!; exec sleep 300");
+  CHECK_THROWS_AS(bw::run_process(spec,
+                                  [&](std::string_view line) {
+                                    pid = std::string(line);
+                                    throw std::runtime_error("callback failed");
+                                  }),
+                  std::runtime_error);
+  REQUIRE_FALSE(pid.empty());
+  CHECK(process_gone(std::stoi(pid)));
+}

@@ -75,7 +75,7 @@ using LineFn = std::function<void(std::string_view line)>;
 /// group is killed too: nothing a job starts outlives it.
 /// The embedding program must not set SIGCHLD to SIG_IGN (the exit status
 /// would be lost; run_process then reports exit code -1, a failure).
-/// Never throws (allocation failure aside).
+/// Throws only what `on_line` throws (after killing and reaping the child).
 ProcessOutcome run_process(const ProcessSpec& spec, const LineFn& on_line, std::stop_token stop = {});
 
 /// PATH, HOME, LANG=C.UTF-8 (and TMPDIR when `home` is given): a starting
