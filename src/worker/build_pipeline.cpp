@@ -403,7 +403,10 @@ class PipelineJob {
       ProcessSpec helper;
       helper.argv = {fmt::format("docker-credential-{}", creds.helper), "get"};
       helper.env = ctx_.env;
-      // AWS helpers read their own configuration from the worker's environment.
+      // The helper is the operator's tool, not the job's: it gets the worker's
+      // HOME (docker-credential-ecr-login reads ~/.aws, caches in ~/.ecr) and
+      // the AWS settings of the worker's environment.
+      if (const char* home = std::getenv("HOME"); home != nullptr) helper.env["HOME"] = home;
       for (const char* var : {"AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_CONFIG_FILE",
                               "AWS_SHARED_CREDENTIALS_FILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                               "AWS_SESSION_TOKEN", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
