@@ -1,0 +1,212 @@
+# Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+"""Shared fixtures for the integration tests: real blacktree processes on free
+loopback ports, a gRPC admin client, and waits that poll a condition with a
+deadline (never a fixed sleep standing in for a condition)."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, os.environ.get("BLACKTREE_PY_DIR", ""))
+sys.path.insert(0, str(Path(__file__).parent))
+
+import grpc  # noqa: E402
+from blacktree.v1 import blacktree_pb2 as pb  # noqa: E402
+from grpc_health.v1 import health_pb2  # noqa: E402
+
+BIN_DIR = Path(os.environ.get("BLACKTREE_BIN_DIR", "build/services"))
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (the kernel's pick)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(condition, timeout=20.0, what="condition", interval=0.05):
+    """Polls `condition` until it returns a truthy value or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Process:
+    """A child process whose stderr goes to a log file we can search."""
+
+    def __init__(self, name, argv, log_path, stdin=None, stdout=None, env=None):
+        self.name = name
+        self.argv = argv
+        self.log_path = log_path
+        self.log_file = open(log_path, "ab")
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=self.log_file, env=full_env)
+
+    def log(self) -> str:
+        return Path(self.log_path).read_text(errors="replace")
+
+    def wait_log(self, text, timeout=20.0):
+        return wait_until(lambda: text in self.log(), timeout, f"'{text}' in {self.name}'s log")
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def terminate(self, timeout=60.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.log_file.close()
+
+
+class Orchestrator(Process):
+    """blacktree-orchestrator with the stdio queue: jobs are written to its
+    stdin as JobRequest JSON lines; statuses are read from its stdout."""
+
+    def __init__(self, tmp_path, port=None, token=None, extra=(), name="orchestrator",
+                 ping_interval_ms=300, ping_timeout_ms=250):
+        self.port = port or free_port()
+        argv = [str(BIN_DIR / "blacktree-orchestrator"), "--listen", f"127.0.0.1:{self.port}",
+                "--queue", "stdio", "--ping-interval-ms", str(ping_interval_ms),
+                "--ping-timeout-ms", str(ping_timeout_ms), "--ping-misses", "2", *extra]
+        self.token = token
+        if token:
+            token_file = tmp_path / f"{name}-token"
+            token_file.write_text(token + "\n")
+            argv += ["--registration-token-file", str(token_file)]
+        super().__init__(name, argv, tmp_path / f"{name}.log", stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.statuses = []
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.wait_log("serving gRPC on port")
+
+    def _read(self):
+        for line in self.proc.stdout:
+            with self._lock:
+                self.statuses.append(json.loads(line))
+
+    def submit(self, job: dict):
+        self.submit_raw(json.dumps(job))
+
+    def submit_raw(self, line: str):
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def results(self):
+        with self._lock:
+            return list(self.statuses)
+
+    def status_of(self, job_id, timeout=30.0):
+        return wait_until(lambda: next((s for s in self.results() if s["jobId"] == job_id), None), timeout,
+                          f"a status for job {job_id}")
+
+    def wait_statuses(self, n, timeout=60.0):
+        return wait_until(lambda: len(self.results()) >= n and self.results(), timeout, f"{n} statuses")
+
+    # --- admin gRPC ---------------------------------------------------------
+    def channel(self):
+        return grpc.insecure_channel(f"127.0.0.1:{self.port}")
+
+    def list_workers(self, token=None):
+        token = token if token is not None else self.token
+        with self.channel() as ch:
+            call = ch.unary_unary("/blacktree.v1.Orchestrator/ListWorkers",
+                                  request_serializer=pb.ListWorkersRequest.SerializeToString,
+                                  response_deserializer=pb.ListWorkersReply.FromString)
+            metadata = [("authorization", f"Bearer {token}")] if token else None
+            return {w.worker.id: w for w in call(pb.ListWorkersRequest(), timeout=5, metadata=metadata).workers}
+
+    def register(self, worker: pb.WorkerInfo, token=None):
+        token = token if token is not None else self.token
+        with self.channel() as ch:
+            call = ch.unary_unary("/blacktree.v1.Orchestrator/Register",
+                                  request_serializer=pb.RegisterRequest.SerializeToString,
+                                  response_deserializer=pb.RegisterReply.FromString)
+            metadata = [("authorization", f"Bearer {token}")] if token else None
+            return call(pb.RegisterRequest(worker=worker), timeout=5, metadata=metadata)
+
+    def wait_workers(self, predicate, timeout=20.0, what="workers"):
+        def check():
+            try:
+                workers = self.list_workers()
+            except grpc.RpcError:
+                return None
+            return [workers] if predicate(workers) else None  # [{}] is truthy, {} is not
+        return wait_until(check, timeout, what)[0]
+
+
+class Worker(Process):
+    def __init__(self, tmp_path, orchestrator_port, worker_id, command, region=None, capacity=1,
+                 token=None, port=None, labels=(), extra=()):
+        self.port = port or free_port()
+        self.worker_id = worker_id
+        argv = [str(BIN_DIR / "blacktree-worker"), "--orchestrator-addr", f"127.0.0.1:{orchestrator_port}",
+                "--listen", f"127.0.0.1:{self.port}", "--worker-id", worker_id, "--capacity", str(capacity),
+                "--drain-timeout-s", "20", *extra]
+        if region:
+            argv += ["--region", region]
+        for label in labels:
+            argv += ["--label", label]
+        env = {}
+        if token:
+            env["BLACKTREE_REGISTRATION_TOKEN"] = token
+        argv += ["--", *command]
+        super().__init__(worker_id, argv, tmp_path / f"{worker_id}.log", env=env)
+        self.wait_log("serving on port")
+
+
+def health_status(port) -> int:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        call = ch.unary_unary("/grpc.health.v1.Health/Check",
+                              request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+                              response_deserializer=health_pb2.HealthCheckResponse.FromString)
+        return call(health_pb2.HealthCheckRequest(service=""), timeout=5).status
+
+
+def job(job_id, **extra):
+    base = {"jobId": job_id, "repoUrl": "example/app", "branch": "main", "dockerfilePath": "Dockerfile",
+            "contextDir": ".", "imageName": "app:latest", "githubToken": "not-a-real-token"}
+    base.update(extra)
+    return base
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """Starts processes on demand and stops every one at the end of the test."""
+    started = []
+
+    class Cluster:
+        def orchestrator(self, **kw):
+            o = Orchestrator(tmp_path, **kw)
+            started.append(o)
+            return o
+
+        def worker(self, orchestrator, worker_id, command=("true",), **kw):
+            kw.setdefault("token", orchestrator.token)
+            w = Worker(tmp_path, orchestrator.port, worker_id, list(command), **kw)
+            started.append(w)
+            return w
+
+    yield Cluster()
+    for p in reversed(started):
+        p.close()

@@ -1,0 +1,189 @@
+# Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+"""Issue 3: the orchestrator and real worker processes over gRPC on loopback.
+
+Jobs come in through the orchestrator's stdio queue (JobRequest JSON lines)
+so these tests need no broker; the workers run the argv runner with real
+commands (`true`, `false`, `sh -c ...`)."""
+
+import collections
+
+import grpc
+import pytest
+
+from conftest import health_status, job, pb, wait_until
+
+FREE = pb.WORKER_STATE_FREE
+DEAD = pb.WORKER_STATE_DEAD
+
+
+def test_workers_register_and_serve_health(cluster):
+    orch = cluster.orchestrator()
+    workers = [cluster.worker(orch, f"w{i}", region=region, labels=[f"pool=p{i}"])
+               for i, region in enumerate(["eu", "eu", "us"])]
+
+    listed = orch.wait_workers(lambda ws: len(ws) == 3 and all(w.state == FREE for w in ws.values()),
+                               what="three free workers")
+    assert set(listed) == {"w0", "w1", "w2"}
+    assert dict(listed["w2"].worker.labels) == {"region": "us", "pool": "p2"}
+    assert listed["w0"].worker.capacity == 1
+    assert listed["w0"].worker.address == f"127.0.0.1:{workers[0].port}"
+
+    # A real grpc.health.v1 client: every process reports SERVING.
+    from grpc_health.v1 import health_pb2
+    for port in [orch.port] + [w.port for w in workers]:
+        assert health_status(port) == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_jobs_flow_and_region_is_respected(cluster):
+    orch = cluster.orchestrator()
+    cluster.worker(orch, "eu-1", command=["sh", "-c", "echo ran $BLACKTREE_JOB_ID"], region="eu")
+    cluster.worker(orch, "us-1", command=["sh", "-c", "echo ran $BLACKTREE_JOB_ID"], region="us", capacity=2)
+    orch.wait_workers(lambda ws: len(ws) == 2 and all(w.state == FREE for w in ws.values()))
+
+    for i in range(6):
+        orch.submit(job(f"eu-job-{i}", region="eu"))
+        orch.submit(job(f"any-job-{i}"))
+    orch.submit(job("fails", region="us", labels={"region": "us"}))
+    statuses = orch.wait_statuses(13)
+
+    by_id = collections.Counter(s["jobId"] for s in statuses)
+    assert all(count == 1 for count in by_id.values()), by_id
+    for s in statuses:
+        if s["jobId"].startswith("eu-job-"):
+            assert s["workerId"] == "eu-1", s
+            assert s["success"] and f"ran {s['jobId']}" in s["logs"]
+    assert {s["workerId"] for s in statuses if s["jobId"].startswith("any-job-")} <= {"eu-1", "us-1"}
+    # Every status carries the seed's five fields.
+    for s in statuses:
+        assert {"jobId", "success", "logs", "imageUrl", "error"} <= s.keys()
+
+
+def test_failed_job_is_reported_not_rerun(cluster):
+    orch = cluster.orchestrator()
+    cluster.worker(orch, "w-false", command=["sh", "-c", "echo attempt; exit 3"])
+    orch.wait_workers(lambda ws: ws.get("w-false") and ws["w-false"].state == FREE)
+    orch.submit(job("bad"))
+    status = orch.status_of("bad")
+    assert status["success"] is False
+    assert "exited with code 3" in status["error"]
+    assert "attempt" in status["logs"]
+    # Ran exactly once: the control plane owns retries.
+    assert status["attempts"] == 1
+    assert orch.log().count("job bad assigned") == 1
+
+
+def test_worker_killed_mid_job_is_reported_lost_and_avoided(cluster):
+    orch = cluster.orchestrator()
+    slow = cluster.worker(orch, "slow", command=["sh", "-c", "echo started; sleep 60"])
+    orch.wait_workers(lambda ws: ws.get("slow") and ws["slow"].state == FREE)
+
+    orch.submit(job("doomed"))
+    orch.wait_log("job doomed assigned to worker slow")
+    wait_until(lambda: orch.list_workers()["slow"].running == 1, what="the job running on 'slow'")
+    slow.kill9()
+
+    status = orch.status_of("doomed", timeout=10)
+    assert status["success"] is False
+    assert "lost" in status["error"] and "slow" in status["error"], status
+    # Dead within two ping intervals (300 ms each, plus the ping deadline).
+    orch.wait_workers(lambda ws: ws["slow"].state == DEAD, timeout=3, what="'slow' marked dead")
+
+    # A new worker takes new jobs; the dead one gets none.
+    cluster.worker(orch, "fresh", command=["true"])
+    orch.wait_workers(lambda ws: ws.get("fresh") and ws["fresh"].state == FREE)
+    for i in range(3):
+        orch.submit(job(f"after-{i}"))
+    for i in range(3):
+        assert orch.status_of(f"after-{i}")["workerId"] == "fresh"
+
+    # The same id comes back (a new process): it is used again.
+    cluster.worker(orch, "slow", command=["true"], port=slow.port)
+    orch.wait_workers(lambda ws: ws["slow"].state == FREE, what="'slow' free again")
+    for i in range(6):
+        orch.submit(job(f"again-{i}"))
+    statuses = [orch.status_of(f"again-{i}") for i in range(6)]
+    assert "slow" in {s["workerId"] for s in statuses}
+
+
+def test_orchestrator_restart_workers_come_back(cluster, tmp_path):
+    orch = cluster.orchestrator()
+    port = orch.port
+    cluster.worker(orch, "a", command=["true"])
+    cluster.worker(orch, "b", command=["true"])
+    orch.wait_workers(lambda ws: len(ws) == 2 and all(w.state == FREE for w in ws.values()))
+    orch.kill9()
+
+    again = cluster.orchestrator(port=port, name="orchestrator-2")
+    again.wait_workers(lambda ws: len(ws) == 2 and all(w.state == FREE for w in ws.values()), timeout=15,
+                       what="both workers registered again by themselves")
+    for i in range(4):
+        again.submit(job(f"post-restart-{i}"))
+    assert all(again.status_of(f"post-restart-{i}")["success"] for i in range(4))
+
+
+def test_unreachable_worker_job_goes_elsewhere(cluster):
+    # Slow pings, so the orchestrator still believes in the killed worker
+    # when it offers it a job.
+    orch = cluster.orchestrator(ping_interval_ms=5000, ping_timeout_ms=1000)
+    gone = cluster.worker(orch, "gone", command=["true"])
+    cluster.worker(orch, "stays", command=["sh", "-c", "sleep 0.2"])
+    orch.wait_workers(lambda ws: len(ws) == 2 and all(w.state == FREE for w in ws.values()))
+    gone.kill9()
+
+    for i in range(4):
+        orch.submit(job(f"j{i}"))
+    statuses = [orch.status_of(f"j{i}") for i in range(4)]
+    assert all(s["success"] and s["workerId"] == "stays" for s in statuses), statuses
+    assert "not accepted by worker gone" in orch.log()
+    assert len(orch.results()) == 4  # exactly one status each
+    assert max(s["attempts"] for s in statuses) == 2
+
+
+def test_full_worker_refuses_and_job_goes_elsewhere(cluster):
+    orch = cluster.orchestrator()
+    small = cluster.worker(orch, "small", command=["sh", "-c", "sleep 1"], capacity=1)
+    cluster.worker(orch, "big", command=["sh", "-c", "sleep 1"], capacity=4)
+    listed = orch.wait_workers(lambda ws: len(ws) == 2 and all(w.state == FREE for w in ws.values()))
+    # A stale registration claims 'small' has 3 slots (same process, same
+    # incarnation): the orchestrator will offer it more than it can take.
+    stale = pb.WorkerInfo()
+    stale.CopyFrom(listed["small"].worker)
+    stale.capacity = 3
+    orch.register(stale)
+    orch.wait_workers(lambda ws: ws["small"].worker.capacity == 3)
+
+    for i in range(7):
+        orch.submit(job(f"r{i}"))
+    statuses = [orch.status_of(f"r{i}") for i in range(7)]
+    assert all(s["success"] for s in statuses), statuses
+    assert len(orch.results()) == 7
+    assert "is full" in orch.log()
+    assert small.proc.poll() is None
+
+
+def test_wrong_registration_token_is_refused(cluster):
+    orch = cluster.orchestrator(token="s3cret-registration-token")
+    bad = cluster.worker(orch, "intruder", command=["true"], token="wrong-token")
+    bad.wait_log("registration token is wrong")
+    cluster.worker(orch, "friend", command=["true"])
+    listed = orch.wait_workers(lambda ws: "friend" in ws)
+    assert "intruder" not in listed
+    # Without the token even listing is refused.
+    with pytest.raises(grpc.RpcError) as refused:
+        orch.list_workers(token="")
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    for p in (orch, bad):
+        assert "s3cret-registration-token" not in p.log()
+        assert "wrong-token" not in p.log()
+
+
+def test_worker_sigterm_drains_then_deregisters(cluster):
+    orch = cluster.orchestrator()
+    w = cluster.worker(orch, "drainer", command=["sh", "-c", "sleep 1; echo finished"])
+    orch.wait_workers(lambda ws: ws.get("drainer") and ws["drainer"].state == FREE)
+    orch.submit(job("in-flight"))
+    wait_until(lambda: orch.list_workers()["drainer"].running == 1, what="the job running")
+    assert w.terminate() == 0
+    status = orch.status_of("in-flight")
+    assert status["success"] and "finished" in status["logs"]
+    orch.wait_workers(lambda ws: "drainer" not in ws, what="'drainer' deregistered")
