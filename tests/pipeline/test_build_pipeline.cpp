@@ -752,6 +752,11 @@ TEST_CASE("validators accept what git and registries accept", "[validation]") {
   rules.allow_http = true;
   CHECK(bw::resolve_repo_url("http://ghe.example.com/org/repo", rules, error));
   CHECK_FALSE(bw::resolve_repo_url("acme/../etc", rules, error));
+  CHECK_FALSE(bw::resolve_repo_url("file:///srv/repo.git", rules, error));
+  rules.allow_file = true;
+  loc = bw::resolve_repo_url("file:///srv/repo.git", rules, error);
+  REQUIRE(loc);
+  CHECK(loc->origin.empty());  // no token header for a local path
   CHECK_FALSE(bw::resolve_repo_url("https://h/a/../../b", rules, error));
 }
 
