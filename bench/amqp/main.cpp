@@ -1,0 +1,94 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+//
+// blacktree_bench_amqp [--jobs N] [--window W] [--reps R]
+//
+// Jobs/s of a raw rabbitmq-c loop (consume, publish a confirmed persistent
+// status, ack on the confirm) and of blacktree's AMQP source + Dispatcher +
+// status sink doing the same with no-op workers, against the same broker in
+// the same run, and their ratio. Uses MQ_URL if set, else starts a private
+// broker with tests/support/rabbitmq.sh (and stops it at the end).
+
+#include "bench.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <unistd.h>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+using namespace blacktree::bench::amqp;
+
+int port_of(const std::string& url) {
+  const auto colon = url.rfind(':');
+  return colon == std::string::npos ? 5672 : std::atoi(url.c_str() + colon + 1);
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Config config;
+  std::size_t reps = 3;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i];
+    const std::size_t value = std::strtoull(argv[i + 1], nullptr, 10);
+    if (flag == "--jobs") config.jobs = value;
+    else if (flag == "--window") config.window = value;
+    else if (flag == "--reps") reps = std::max<std::size_t>(1, value);
+    else {
+      std::fprintf(stderr, "usage: %s [--jobs N] [--window W] [--reps R]\n", argv[0]);
+      return 2;
+    }
+  }
+
+  std::string broker_dir;
+  if (const char* url = std::getenv("MQ_URL"); url && *url) {
+    config.url = url;
+  } else {
+    broker_dir = "/tmp/blacktree-bench-amqp-" + std::to_string(::getpid());
+    const std::string start = std::string(BLACKTREE_RABBITMQ_SH) + " start " + broker_dir;
+    std::fprintf(stderr, "starting a broker: %s\n", start.c_str());
+    if (std::system(start.c_str()) != 0) return 1;
+    std::ifstream url_file(broker_dir + "/url");
+    std::getline(url_file, config.url);
+  }
+  config.port = port_of(config.url.substr(0, config.url.size() - 1));
+
+  int rc = 0;
+  try {
+    std::vector<double> raw, ours;
+    for (std::size_t r = 0; r < reps; ++r) {
+      const std::string stem = "bench." + std::to_string(::getpid()) + "." + std::to_string(r);
+      // Alternate the two, each on a fresh pre-filled queue, so load changes hit both.
+      prepublish(config, stem + ".raw.execute", config.jobs);
+      raw.push_back(config.jobs / run_raw_loop(config, stem + ".raw.execute", stem + ".raw.status"));
+      prepublish(config, stem + ".bt.execute", config.jobs);
+      ours.push_back(config.jobs / run_blacktree(config, stem + ".bt.execute", stem + ".bt.status"));
+      delete_queues(config, stem);
+      std::printf("rep %zu: raw rabbitmq-c %.0f jobs/s, blacktree %.0f jobs/s\n", r + 1, raw.back(), ours.back());
+    }
+    const double raw_median = median(raw), ours_median = median(ours);
+    std::printf("\n%zu persistent jobs, window %zu, median of %zu\n", config.jobs, config.window, reps);
+    std::printf("  raw rabbitmq-c loop        %8.0f jobs/s\n", raw_median);
+    std::printf("  blacktree source+sink      %8.0f jobs/s   %.2fx the raw loop (target >= 0.8x: %s)\n", ours_median,
+                ours_median / raw_median, ours_median / raw_median >= 0.8 ? "PASS" : "MISS");
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench failed: %s\n", e.what());
+    rc = 1;
+  }
+  if (!broker_dir.empty()) {
+    const std::string stop = std::string(BLACKTREE_RABBITMQ_SH) + " stop " + broker_dir + " && rm -rf " + broker_dir;
+    if (std::system(stop.c_str()) != 0) rc = 1;
+  }
+  return rc;
+}
