@@ -6,8 +6,12 @@
 // (WorkerPool, HealthMonitor, Dispatcher) with the gRPC transport plugged in.
 
 #include "../common/service.hpp"
+#include "metrics.hpp"
 #include "stdio_queue.hpp"
 
+#include <blacktree/amqp/event_publisher.hpp>
+#include <blacktree/amqp/job_source.hpp>
+#include <blacktree/amqp/status_sink.hpp>
 #include <blacktree/core.hpp>
 #include <blacktree/grpc/orchestrator_service.hpp>
 #include <blacktree/grpc/transport.hpp>
@@ -36,10 +40,20 @@ std::string random_hex(std::size_t n) {
   return out;
 }
 
-// Every job assignment and outcome, with ids (never tokens: Job's token is a
-// core::Secret and is never formatted).
-struct LogDispatchObserver : core::DispatcherObserver {
+// Every job assignment and outcome, logged with ids (never tokens: Job's
+// token is a core::Secret and is never formatted), counted for /metrics and,
+// with the queue's event publisher, published as progress events.
+struct DispatchObserver : core::DispatcherObserver {
+  static constexpr bool wants_progress = true;
+  using EventFn = std::function<void(const core::ProgressEvent&, const core::JobResult*)>;
+
   spdlog::logger* log = nullptr;
+  blacktree::orchestrator::Metrics* metrics = nullptr;
+  const EventFn* events = nullptr;  // may point at an empty function
+
+  void on_progress(const core::ProgressEvent& event) {
+    if (*events) (*events)(event, nullptr);
+  }
   void on_received(const core::Job& job) { log->debug("job {} received{}", job.id, job.redelivered ? " (redelivered)" : ""); }
   void on_assigned(const core::Job& job, const core::WorkerInfo& worker) {
     log->info("job {} assigned to worker {} at {}", job.id, worker.id, worker.address);
@@ -49,6 +63,8 @@ struct LogDispatchObserver : core::DispatcherObserver {
     log->warn("job {} not accepted by worker {}: {} ({})", job.id, worker.id, detail, ec.message());
   }
   void on_finished(const core::Job& job, const core::JobResult& result) {
+    metrics->observe(result);
+    if (*events) (*events)(core::ProgressEvent{job.id, result.worker_id, core::Phase::finished, {}}, &result);
     if (result.success) {
       log->info("job {} succeeded on worker {}", job.id, result.worker_id);
     } else {
@@ -78,7 +94,8 @@ struct LogHealthObserver : core::HealthObserver {
 
 struct Settings {
   std::string listen = "0.0.0.0:50051";
-  std::string queue = "stdio";
+  std::string queue = "amqp";
+  std::string http_listen = "0.0.0.0:9090";
   std::string token;
   std::uint32_t ping_interval_ms = 1000;
   std::uint32_t ping_timeout_ms = 500;
@@ -157,6 +174,7 @@ struct Plane {
   Settings settings;
   Logger log;
   std::string id;
+  blacktree::orchestrator::Metrics metrics;
   asio::io_context io;
   asio::executor_work_guard<asio::io_context::executor_type> work;
   core::WorkerPool pool;
@@ -169,15 +187,44 @@ struct Plane {
   std::vector<std::thread> threads;
 };
 
+std::pair<std::string, int> split_host_port(const std::string& address) {
+  const auto colon = address.rfind(':');
+  if (colon == std::string::npos) return {address, 0};
+  return {address.substr(0, colon), blacktree::service::port_of(address)};
+}
+
+// Runs the dispatcher on `source` and `sink` until SIGTERM/SIGINT, then
+// drains: stop_intake(), let running jobs finish until the deadline, hand
+// back the rest.
 template <class Source, class Sink>
 int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset_t& signals,
-                          const std::function<void()>& stop_intake) {
+                          const std::function<void()>& stop_intake, const std::function<std::string()>& queue_ready,
+                          const DispatchObserver::EventFn& events) {
   core::DispatcherOptions options;
   options.max_attempts = plane.settings.max_attempts;
   options.placement_timeout = std::chrono::seconds(plane.settings.placement_timeout_s);
-  core::Dispatcher<Source, blacktree::grpc::GrpcTransport, Sink, core::WorkerPool, LogDispatchObserver> dispatcher(
-      plane.io.get_executor(), source, plane.transport, sink, plane.pool, options,
-      LogDispatchObserver{{}, plane.log.get()});
+  DispatchObserver observer;
+  observer.log = plane.log.get();
+  observer.metrics = &plane.metrics;
+  observer.events = &events;
+  core::Dispatcher<Source, blacktree::grpc::GrpcTransport, Sink, core::WorkerPool, DispatchObserver> dispatcher(
+      plane.io.get_executor(), source, plane.transport, sink, plane.pool, options, observer);
+
+  blacktree::orchestrator::OpsServer ops(
+      [&] {
+        auto why = queue_ready();
+        return why;
+      },
+      [&] { return plane.metrics.render(dispatcher.stats(), plane.pool.snapshot()); });
+  if (!plane.settings.http_listen.empty()) {
+    const auto [host, port] = split_host_port(plane.settings.http_listen);
+    const int bound = ops.start(host, port);
+    if (bound == 0) {
+      plane.log->error("cannot serve /healthz and /metrics on {}: is the port free?", plane.settings.http_listen);
+      return 1;
+    }
+    plane.log->info("serving /healthz and /metrics on port {}", bound);
+  }
   dispatcher.start();
 
   int signal_number = 0;
@@ -195,6 +242,7 @@ int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset
   plane.log->info("stopped: {} received, {} succeeded, {} failed, {} dead-lettered, {} handed back",
                   final_stats.received, final_stats.succeeded, final_stats.failed, final_stats.dead_lettered,
                   final_stats.handed_back);
+  ops.stop();
   return 0;
 }
 
@@ -216,9 +264,47 @@ int main(int argc, char** argv) {
   app.add_option("--listen", s.listen, "where to serve gRPC for workers and admins (host:port)")
       ->envname("ORCHESTRATOR_LISTEN")
       ->capture_default_str();
-  app.add_option("--queue", s.queue, "where jobs come from: stdio (JobRequest JSON lines in, JobResponse lines out)")
+  app.add_option("--queue", s.queue,
+                 "where jobs come from: amqp (RabbitMQ), or stdio (JobRequest JSON lines in, JobResponse lines out)")
       ->envname("BLACKTREE_QUEUE")
-      ->check(CLI::IsMember({"stdio"}))
+      ->check(CLI::IsMember({"amqp", "stdio"}))
+      ->capture_default_str();
+  app.add_option("--http-listen", s.http_listen, "where to serve /healthz and /metrics (host:port; empty: off)")
+      ->envname("BLACKTREE_HTTP_LISTEN")
+      ->capture_default_str();
+  blacktree::amqp::AmqpOptions amqp;
+  std::string amqp_password_file;
+  std::uint32_t heartbeat_s = static_cast<std::uint32_t>(amqp.heartbeat.count());
+  app.add_option("--mq-url", amqp.url, "the broker, amqp[s]://user:password@host:port/vhost")
+      ->envname("MQ_URL")
+      ->capture_default_str();
+  app.add_option("--mq-password-file", amqp_password_file, "file holding the broker password (overrides the URL's)")
+      ->envname("MQ_PASSWORD_FILE");
+  app.add_option("--mq-tls-ca-file", amqp.tls.ca_file, "CA bundle for amqps (default: the system's)")
+      ->envname("MQ_TLS_CA_FILE");
+  app.add_option("--mq-tls-cert-file", amqp.tls.cert_file, "client certificate for amqps")->envname("MQ_TLS_CERT_FILE");
+  app.add_option("--mq-tls-key-file", amqp.tls.key_file, "client key for amqps")->envname("MQ_TLS_KEY_FILE");
+  app.add_option("--mq-heartbeat-s", heartbeat_s, "AMQP heartbeat (0: off)")
+      ->envname("MQ_HEARTBEAT_S")
+      ->capture_default_str();
+  app.add_option("--execute-queue", amqp.execute_queue, "queue the jobs come from")
+      ->envname("BLACKTREE_EXECUTE_QUEUE")
+      ->capture_default_str();
+  app.add_option("--status-queue", amqp.status_queue, "queue the final statuses go to")
+      ->envname("BLACKTREE_STATUS_QUEUE")
+      ->capture_default_str();
+  app.add_option("--status-exchange", amqp.status_exchange, "exchange statuses are published to (default: \"\")")
+      ->envname("BLACKTREE_STATUS_EXCHANGE");
+  app.add_option("--status-routing-key", amqp.status_routing_key, "routing key for statuses (default: the status queue)")
+      ->envname("BLACKTREE_STATUS_ROUTING_KEY");
+  app.add_option("--events-exchange", amqp.events_exchange, "topic exchange for progress events (job.<jobId>)")
+      ->envname("BLACKTREE_EVENTS_EXCHANGE")
+      ->capture_default_str();
+  app.add_option("--dead-letter-exchange", amqp.dead_letter_exchange, "where invalid jobs go, with their reason")
+      ->envname("BLACKTREE_DEAD_LETTER_EXCHANGE")
+      ->capture_default_str();
+  app.add_option("--dead-letter-queue", amqp.dead_letter_queue, "queue bound to the dead-letter exchange")
+      ->envname("BLACKTREE_DEAD_LETTER_QUEUE")
       ->capture_default_str();
   app.add_option("--registration-token-file", token_file,
                  "file holding the token workers must present (env BLACKTREE_REGISTRATION_TOKEN also works)")
@@ -251,9 +337,14 @@ int main(int argc, char** argv) {
   try {
     if (!token_file.empty()) s.token = blacktree::service::read_secret_file(token_file, "--registration-token-file");
     else if (const char* env = std::getenv("BLACKTREE_REGISTRATION_TOKEN")) s.token = env;
+    if (!amqp_password_file.empty()) {
+      amqp.password = blacktree::core::Secret(blacktree::service::read_secret_file(amqp_password_file, "--mq-password-file"));
+    }
   } catch (const CLI::Error& e) {
     return app.exit(e);
   }
+  amqp.heartbeat = std::chrono::seconds(heartbeat_s);
+  amqp.connection_name = "blacktree-orchestrator";
 
   auto log = blacktree::service::make_logger("orchestrator", log_options);
   Plane plane(s, log);
@@ -265,12 +356,39 @@ int main(int argc, char** argv) {
             s.queue, s.token.empty() ? "not required" : "required");
 
   int rc = 0;
-  {
+  if (s.queue == "stdio") {
     core::InMemoryQueue queue(plane.io.get_executor());
     blacktree::orchestrator::StdoutStatusSink sink(plane.io.get_executor());
     blacktree::orchestrator::StdinFeeder feeder(queue);
     feeder.start();
-    rc = dispatch_until_signal(plane, queue, sink, signals, [&feeder] { feeder.stop(); });
+    rc = dispatch_until_signal(
+        plane, queue, sink, signals, [&feeder] { feeder.stop(); }, [] { return std::string(); }, {});
+  } else {
+    try {
+      blacktree::amqp::AmqpJobSource source(plane.io.get_executor(), amqp);
+      blacktree::amqp::AmqpStatusSink sink(plane.io.get_executor(), amqp);
+      blacktree::amqp::AmqpEventPublisher events(amqp);
+      log->info("jobs from {} on {}, statuses to {}, events to exchange {}", amqp.execute_queue, source.endpoint(),
+                amqp.effective_status_routing_key(), amqp.events_exchange);
+      const DispatchObserver::EventFn publish = [&events, &plane](const core::ProgressEvent& event,
+                                                                  const core::JobResult* result) {
+        const bool queued = result ? events.publish_result(event, *result) : events.publish(event);
+        if (!queued) plane.metrics.events_dropped.fetch_add(1, std::memory_order_relaxed);
+      };
+      const auto ready = [&source, &sink] {
+        if (!source.connected()) return "not connected to the broker (jobs): " + source.last_error();
+        if (!sink.connected()) return std::string("not connected to the broker (statuses)");
+        return std::string();
+      };
+      rc = dispatch_until_signal(plane, source, sink, signals, [&source] { source.cancel_consumer(); }, ready,
+                                 publish);
+      events.stop();
+      sink.stop();
+      source.stop();
+    } catch (const std::invalid_argument& e) {
+      log->error("{}", e.what());
+      rc = 2;
+    }
   }
   plane.stop();
   return rc;

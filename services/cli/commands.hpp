@@ -1,0 +1,64 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+// The `blacktree` commands, each a plain function of its settings so main.cpp
+// stays flag wiring. They print what a person needs and return the exit code.
+
+#include <blacktree/amqp/options.hpp>
+#include <blacktree/core/job.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace blacktree::cli {
+
+/// Exit codes, the same for every command (documented in `blacktree --help`).
+enum ExitCode : int {
+  exit_ok = 0,
+  exit_job_failed = 1,     ///< submit --wait: the job ran and failed
+  exit_unreachable = 2,    ///< the broker or the orchestrator could not be used
+  exit_wait_timeout = 3,   ///< submit --wait: no result in time (the job may still run)
+  exit_usage = 64,         ///< bad flags or configuration (EX_USAGE)
+};
+
+struct SubmitSettings {
+  // The job (the seed's JobRequest; labels and timeout are extensions).
+  std::string repo;
+  std::string branch = "main";
+  std::string dockerfile = "Dockerfile";
+  std::string context = ".";
+  std::string image;
+  std::string region;
+  std::vector<std::string> labels;
+  std::string job_id;  ///< empty: a random UUID v4
+  std::uint32_t timeout_s = 0;
+  core::Secret token;  ///< resolved by main from --token-env / --token-file
+
+  // The broker: url, password, tls, execute_queue and events_exchange are
+  // read from `amqp`, named and defaulted as for the orchestrator.
+  amqp::AmqpOptions amqp;
+  std::string exchange;  ///< "" (the default exchange): routing key = amqp.execute_queue
+  std::uint32_t connect_timeout_s = 10;
+
+  bool wait = false;
+  std::uint32_t wait_timeout_s = 3600;
+};
+
+struct WorkersSettings {
+  std::string orchestrator_addr = "127.0.0.1:50051";
+  core::Secret token;  ///< registration token; empty: none sent
+  std::uint32_t timeout_s = 10;
+  bool json = false;
+};
+
+/// The job the settings describe (its id a random UUID v4 when none is
+/// given). Returns "" or what is wrong with the flags, naming the flag.
+std::string build_job(const SubmitSettings& settings, core::Job& job);
+int run_submit(const SubmitSettings& settings);
+int run_workers(const WorkersSettings& settings);
+
+/// A random RFC 4122 version-4 UUID, lower-case.
+std::string random_uuid_v4();
+
+}  // namespace blacktree::cli

@@ -1,0 +1,177 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+//
+// blacktree: the command-line client. `submit` queues a build job (and with
+// --wait follows it); `workers` lists what the orchestrator knows. Flags
+// only here; the commands are in submit.cpp and workers.cpp.
+
+#include "../common/service.hpp"
+#include "commands.hpp"
+
+#include <blacktree/version.hpp>
+
+#include <fmt/format.h>
+
+#include <cstdlib>
+#include <set>
+
+namespace {
+
+namespace cli = blacktree::cli;
+namespace service = blacktree::service;
+
+// service::YamlConfig flattens `submit: {mq-url: ...}` to "submit-mq-url";
+// CLI11 finds a subcommand's option only through the item's parents, so move
+// the subcommand's name there.
+class SubcommandYamlConfig final : public CLI::Config {
+ public:
+  explicit SubcommandYamlConfig(std::set<std::string> subcommands) : subcommands_(std::move(subcommands)) {}
+
+  std::string to_config(const CLI::App*, bool, bool, std::string) const override { return {}; }
+
+  std::vector<CLI::ConfigItem> from_config(std::istream& input) const override {
+    auto items = yaml_.from_config(input);
+    for (auto& item : items) {
+      const auto dash = item.name.find('-');
+      if (dash == std::string::npos || !item.parents.empty()) continue;
+      if (const auto sub = item.name.substr(0, dash); subcommands_.count(sub) != 0) {
+        item.parents = {sub};
+        item.name = item.name.substr(dash + 1);
+      }
+    }
+    return items;
+  }
+
+ private:
+  service::YamlConfig yaml_;
+  std::set<std::string> subcommands_;
+};
+
+constexpr const char* exit_codes_text =
+    "Exit codes: 0 done (submit --wait: the job succeeded); 1 the job failed; 2 the broker or the "
+    "orchestrator could not be used; 3 no result within --wait-timeout-s (the job may still run); 64 bad "
+    "flags or configuration.";
+
+void add_submit_options(CLI::App& submit, cli::SubmitSettings& s, std::string& token_env, std::string& token_file,
+                        std::string& password_file) {
+  submit.add_option("--repo", s.repo, "repository to build: owner/name (GitHub) or a git URL")->required();
+  submit.add_option("--branch", s.branch, "branch to build")->capture_default_str();
+  submit.add_option("--dockerfile", s.dockerfile, "Dockerfile path inside the repository")->capture_default_str();
+  submit.add_option("--context", s.context, "build context directory inside the repository")->capture_default_str();
+  submit.add_option("--image", s.image, "image to push, e.g. registry.example.com/team/app:1.2")->required();
+  submit.add_option("--region", s.region, "run only on a worker in this region (the label region=...)");
+  submit.add_option("--label", s.labels, "run only on a worker with this label, key=value (repeatable)");
+  submit.add_option("--job-id", s.job_id, "the job's id (default: a random UUID v4)");
+  submit.add_option("--timeout-s", s.timeout_s, "the job's time limit in seconds (0: the worker's default)")
+      ->capture_default_str();
+  // The token is never a flag value: argv is visible to every user of the machine (ps, /proc).
+  auto* env_opt = submit.add_option("--token-env", token_env,
+                                    "environment variable holding the GitHub token for private repositories "
+                                    "(unset: no token)")
+                      ->capture_default_str();
+  submit.add_option("--token-file", token_file, "file holding the GitHub token (instead of --token-env)")
+      ->excludes(env_opt);
+
+  submit.add_option("--mq-url", s.amqp.url, "the broker, amqp[s]://user:password@host:port/vhost")
+      ->envname("MQ_URL")
+      ->capture_default_str();
+  submit.add_option("--mq-password-file", password_file, "file holding the broker password (overrides the URL's)")
+      ->envname("MQ_PASSWORD_FILE");
+  submit.add_option("--mq-tls-ca-file", s.amqp.tls.ca_file, "CA bundle for amqps (default: the system's)")
+      ->envname("MQ_TLS_CA_FILE");
+  submit.add_option("--mq-tls-cert-file", s.amqp.tls.cert_file, "client certificate for amqps")
+      ->envname("MQ_TLS_CERT_FILE");
+  submit.add_option("--mq-tls-key-file", s.amqp.tls.key_file, "client key for amqps")->envname("MQ_TLS_KEY_FILE");
+  submit.add_option("--execute-queue", s.amqp.execute_queue, "queue the orchestrator takes jobs from")
+      ->envname("BLACKTREE_EXECUTE_QUEUE")
+      ->capture_default_str();
+  submit.add_option("--exchange", s.exchange,
+                    "exchange to publish to, with the execute queue's name as routing key (default: \"\", "
+                    "the default exchange)");
+  submit.add_option("--events-exchange", s.amqp.events_exchange,
+                    "topic exchange the orchestrator publishes progress to (--wait)")
+      ->envname("BLACKTREE_EVENTS_EXCHANGE")
+      ->capture_default_str();
+  submit.add_option("--connect-timeout-s", s.connect_timeout_s,
+                    "bound on connecting to the broker and on each of its replies")
+      ->check(CLI::Range(1u, 3600u))
+      ->capture_default_str();
+  submit.add_flag("--wait", s.wait, "follow the job's progress until its result; exit 1 if it fails");
+  submit.add_option("--wait-timeout-s", s.wait_timeout_s, "with --wait: give up waiting after this long (exit 3)")
+      ->check(CLI::Range(1u, 30u * 24 * 3600))
+      ->capture_default_str();
+}
+
+void add_workers_options(CLI::App& workers, cli::WorkersSettings& s, std::string& token_file) {
+  workers.add_option("--orchestrator-addr", s.orchestrator_addr, "the orchestrator's gRPC address (host:port)")
+      ->envname("ORCHESTRATOR_ADDR")
+      ->capture_default_str();
+  workers.add_option("--registration-token-file", token_file,
+                     "file holding the orchestrator's registration token (env BLACKTREE_REGISTRATION_TOKEN "
+                     "also works)")
+      ->envname("BLACKTREE_REGISTRATION_TOKEN_FILE");
+  workers.add_option("--rpc-timeout-s", s.timeout_s, "how long to wait for the orchestrator's answer")
+      ->check(CLI::Range(1u, 3600u))
+      ->capture_default_str();
+  workers.add_flag("--json", s.json, "print the reply as JSON (ListWorkersReply, camelCase) instead of a table");
+}
+
+// Usage errors print CLI11's message and one exit code for all of them.
+int usage_exit(const CLI::App& app, const CLI::Error& e) {
+  const int code = app.exit(e);
+  return code == 0 ? cli::exit_ok : cli::exit_usage;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"blacktree: submit build jobs to a blacktree orchestrator and see its workers"};
+  app.set_version_flag("--version", std::string(BLACKTREE_VERSION_STRING));
+  app.footer(exit_codes_text);
+  app.require_subcommand(1);
+  app.fallthrough();  // `blacktree submit --config f.yaml ...` works as well as `blacktree --config f.yaml submit`
+  service::add_config_file_option(app);
+  app.config_formatter(std::make_shared<SubcommandYamlConfig>(std::set<std::string>{"submit", "workers"}));
+
+  cli::SubmitSettings submit_settings;
+  submit_settings.amqp.url = "amqp://guest:guest@127.0.0.1:5672/";
+  std::string token_env = "GITHUB_TOKEN";
+  std::string token_file;
+  std::string password_file;
+  auto* submit = app.add_subcommand(
+      "submit", "queue a build job on the execute queue; with --wait, follow it to its result");
+  submit->footer(exit_codes_text);
+  add_submit_options(*submit, submit_settings, token_env, token_file, password_file);
+
+  cli::WorkersSettings workers_settings;
+  std::string registration_token_file;
+  auto* workers = app.add_subcommand("workers", "list the workers registered with the orchestrator");
+  workers->footer(exit_codes_text);
+  add_workers_options(*workers, workers_settings, registration_token_file);
+
+  try {
+    app.parse(argc, argv);
+    if (*submit) {
+      if (!token_file.empty()) {
+        submit_settings.token = blacktree::core::Secret(service::read_secret_file(token_file, "--token-file"));
+      } else if (const char* value = std::getenv(token_env.c_str()); value && *value) {
+        submit_settings.token = blacktree::core::Secret(value);
+      } else if (submit->get_option("--token-env")->count() > 0) {
+        fmt::print(stderr, "blacktree: warning: the environment variable {} (--token-env) is not set: "
+                           "submitting without a GitHub token\n", token_env);
+      }
+      if (!password_file.empty())
+        submit_settings.amqp.password =
+            blacktree::core::Secret(service::read_secret_file(password_file, "--mq-password-file"));
+      return cli::run_submit(submit_settings);
+    }
+    if (!registration_token_file.empty()) {
+      workers_settings.token =
+          blacktree::core::Secret(service::read_secret_file(registration_token_file, "--registration-token-file"));
+    } else if (const char* value = std::getenv("BLACKTREE_REGISTRATION_TOKEN"); value && *value) {
+      workers_settings.token = blacktree::core::Secret(value);
+    }
+    return cli::run_workers(workers_settings);
+  } catch (const CLI::Error& e) {
+    return usage_exit(app, e);
+  }
+}

@@ -1,0 +1,202 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+//
+// `blacktree submit`: one JobRequest to execute.queue, confirmed by the broker;
+// with --wait, the job's progress from the events exchange. It never reads
+// status.queue: that queue's messages belong to the control plane, and taking
+// one would steal it.
+
+#include "../common/service.hpp"
+#include "amqp_client.hpp"
+#include "commands.hpp"
+#include "progress.hpp"
+
+#include <blacktree/wire/wire.hpp>
+
+#include <fmt/format.h>
+
+#include <unistd.h>
+
+#include <array>
+#include <random>
+
+namespace blacktree::cli {
+namespace {
+
+using std::chrono::milliseconds;
+using Clock = std::chrono::steady_clock;
+
+// A job id becomes a topic routing key (`job.<id>`) that --wait binds to:
+// '*' and '#' there would be wildcards matching other jobs' events.
+std::string check_job_id(const std::string& id) {
+  if (id.size() > 200) return "--job-id: at most 200 characters";
+  for (const char ch : id) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c <= 0x20 || c == 0x7f || ch == '*' || ch == '#')
+      return "--job-id: '" + printable(id) + "' may not contain spaces, control characters, '*' or '#'";
+  }
+  return {};
+}
+
+void print_summary(const v1::JobResponse& result, const std::string& job_id, const ProgressDisplay& display) {
+  const std::string on_worker = result.worker_id().empty() ? "" : " on worker " + result.worker_id();
+  if (result.success()) {
+    fmt::print("job {} succeeded{}\n", job_id, on_worker);
+    if (!result.image_url().empty()) fmt::print("image:  {}\n", result.image_url());
+    if (!result.image_digest().empty()) fmt::print("digest: {}\n", result.image_digest());
+  } else {
+    // Without progress lines (none published, or all lost) the result's log
+    // tail is the only clue to what happened.
+    if (display.lines_shown() == 0 && !result.logs().empty()) {
+      fmt::print("--- last output of job {} ---\n{}{}", job_id, result.logs(),
+                 result.logs().back() == '\n' ? "" : "\n");
+    }
+    fmt::print("job {} failed{}: {}\n", job_id, on_worker,
+               result.error().empty() ? "(no error message)" : result.error());
+  }
+  std::fflush(stdout);
+}
+
+int follow(AmqpClient& client, const std::string& queue, const std::string& job_id, std::uint32_t timeout_s) {
+  if (auto error = client.consume(queue); !error.empty()) {
+    fmt::print(stderr, "blacktree: error: {}; job {} was queued and may still run\n", error, job_id);
+    return exit_unreachable;
+  }
+  const bool live = ::isatty(STDERR_FILENO) == 1;
+  ProgressDisplay display(stderr, live, job_id);
+  const auto deadline = Clock::now() + std::chrono::seconds(timeout_s);
+  std::string body;
+  std::string error;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
+    if (left <= milliseconds(0)) {
+      display.finish();
+      fmt::print(stderr,
+                 "blacktree: no result for job {} within {} s (--wait-timeout-s). The job may still be "
+                 "running: it was not cancelled, and its final status will reach the control plane's "
+                 "status queue.\n",
+                 job_id, timeout_s);
+      return exit_wait_timeout;
+    }
+    // A terminal's clock and spinner move every quarter second; elsewhere
+    // there is nothing to redraw, so block until an event or the deadline.
+    const auto slice = live ? std::min(left, milliseconds(250)) : left;
+    switch (client.next(slice, body, error)) {
+      case AmqpClient::Received::nothing:
+        display.tick();
+        continue;
+      case AmqpClient::Received::failed:
+        display.finish();
+        fmt::print(stderr, "blacktree: error: {}; job {} was queued and may still run\n", error, job_id);
+        return exit_unreachable;
+      case AmqpClient::Received::message:
+        break;
+    }
+    v1::JobEvent event;
+    std::string parse_error;
+    if (!wire::from_json(body, event, &parse_error)) {
+      display.finish();
+      fmt::print(stderr, "blacktree: ignoring an event that is not a JobEvent: {}\n", parse_error);
+      continue;
+    }
+    if (event.job_id() != job_id) continue;  // another job's, through a shared binding
+    display.on_event(event);
+    if (event.has_result()) {
+      display.finish();
+      print_summary(event.result(), job_id, display);
+      return event.result().success() ? exit_ok : exit_job_failed;
+    }
+  }
+}
+
+}  // namespace
+
+std::string random_uuid_v4() {
+  std::random_device device;
+  std::array<unsigned char, 16> bytes{};
+  for (auto& b : bytes) b = static_cast<unsigned char>(device() & 0xff);
+  bytes[6] = static_cast<unsigned char>((bytes[6] & 0x0f) | 0x40);  // version 4
+  bytes[8] = static_cast<unsigned char>((bytes[8] & 0x3f) | 0x80);  // RFC 4122 variant
+  std::string out;
+  for (std::size_t i = 0; i < bytes.size(); ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) out += '-';
+    out += fmt::format("{:02x}", bytes[i]);
+  }
+  return out;
+}
+
+std::string build_job(const SubmitSettings& s, core::Job& job) {
+  job = core::Job{};
+  job.id = s.job_id.empty() ? random_uuid_v4() : s.job_id;
+  if (auto error = check_job_id(job.id); !error.empty()) return error;
+  for (const auto& [flag, value] : {std::pair<const char*, const std::string&>{"--repo", s.repo},
+                                    {"--branch", s.branch},
+                                    {"--image", s.image}}) {
+    if (value.empty()) return std::string(flag) + " must not be empty";
+  }
+  job.build.repo_url = s.repo;
+  job.build.branch = s.branch;
+  job.build.dockerfile_path = s.dockerfile;
+  job.build.context_dir = s.context;
+  job.build.image_name = s.image;
+  job.build.github_token = s.token;
+  try {
+    job.required_labels = service::parse_labels(s.labels);
+  } catch (const CLI::ValidationError& e) {
+    return e.what();
+  }
+  if (!s.region.empty()) {
+    const auto it = job.required_labels.find("region");
+    if (it != job.required_labels.end() && it->second != s.region)
+      return "--region " + s.region + " contradicts --label region=" + it->second;
+    job.required_labels.insert_or_assign("region", s.region);
+  }
+  job.timeout = std::chrono::seconds(s.timeout_s);
+  return {};
+}
+
+int run_submit(const SubmitSettings& s) {
+  core::Job job;
+  if (auto error = build_job(s, job); !error.empty()) {
+    fmt::print(stderr, "blacktree: error: {}\n", error);
+    return exit_usage;
+  }
+
+  std::string error;
+  const auto endpoint = amqp::resolve_endpoint(s.amqp, &error);
+  if (!endpoint) {
+    fmt::print(stderr, "blacktree: error: {} (set --mq-url or MQ_URL)\n", error);
+    return exit_usage;
+  }
+
+  const milliseconds rpc_timeout = std::chrono::seconds(s.connect_timeout_s);
+  AmqpClient client;
+  if (error = client.open(*endpoint, s.amqp.tls, rpc_timeout); !error.empty()) {
+    fmt::print(stderr, "blacktree: error: {}\n", error);
+    return exit_unreachable;
+  }
+  // Subscribe before publishing: the orchestrator may publish the first
+  // events before we could otherwise have bound a queue, and they would be lost.
+  std::string events_queue;
+  if (s.wait) {
+    if (error = client.subscribe(s.amqp.events_exchange, "job." + job.id, events_queue); !error.empty()) {
+      fmt::print(stderr, "blacktree: error: {}; the job was not submitted\n", error);
+      return exit_unreachable;
+    }
+  }
+  if (error = client.publish_confirmed(s.exchange, s.amqp.execute_queue, wire::job_request_json(job), rpc_timeout);
+      !error.empty()) {
+    fmt::print(stderr, "blacktree: error: {}\n", error);
+    return exit_unreachable;
+  }
+  // The id alone on stdout, so `id=$(blacktree submit ...)` works; the rest on stderr.
+  fmt::print("{}\n", job.id);
+  std::fflush(stdout);
+  fmt::print(stderr, "blacktree: job {} queued on {} ({}{})\n", job.id, client.where(),
+             s.exchange.empty() ? "queue " + s.amqp.execute_queue
+                                : "exchange " + s.exchange + ", key " + s.amqp.execute_queue,
+             job.build.github_token.empty() ? ", no GitHub token" : ", with a GitHub token");
+  if (!s.wait) return exit_ok;
+  return follow(client, events_queue, job.id, s.wait_timeout_s);
+}
+
+}  // namespace blacktree::cli

@@ -1,0 +1,33 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+#include "metrics.hpp"
+
+#include <httplib.h>
+
+namespace blacktree::orchestrator {
+
+OpsServer::OpsServer(ReadyFn ready, MetricsFn metrics) : server_(std::make_unique<httplib::Server>()) {
+  server_->Get("/healthz", [ready = std::move(ready)](const httplib::Request&, httplib::Response& res) {
+    const auto why_not = ready();
+    res.status = why_not.empty() ? 200 : 503;
+    res.set_content(why_not.empty() ? "ok\n" : why_not + "\n", "text/plain");
+  });
+  server_->Get("/metrics", [metrics = std::move(metrics)](const httplib::Request&, httplib::Response& res) {
+    res.set_content(metrics(), "text/plain; version=0.0.4");
+  });
+}
+
+OpsServer::~OpsServer() { stop(); }
+
+int OpsServer::start(const std::string& host, int port) {
+  const int bound = port == 0 ? server_->bind_to_any_port(host) : (server_->bind_to_port(host, port) ? port : -1);
+  if (bound <= 0) return 0;
+  thread_ = std::thread([this] { server_->listen_after_bind(); });
+  return bound;
+}
+
+void OpsServer::stop() {
+  if (server_) server_->stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+}  // namespace blacktree::orchestrator
