@@ -42,6 +42,14 @@ inline int broker_port() {
   return port;
 }
 
+/// The amqps port (the fixture starts the broker with RABBITMQ_TLS=1).
+inline int broker_tls_port() {
+  std::ifstream in(broker_dir() + "/tls_port");
+  int port = 0;
+  if (!(in >> port)) throw std::runtime_error("no " + broker_dir() + "/tls_port: start the broker with RABBITMQ_TLS=1");
+  return port;
+}
+
 inline std::string broker_url() { return "amqp://guest:guest@127.0.0.1:" + std::to_string(broker_port()) + "/"; }
 
 /// Runs `rabbitmq.sh <command> <dir> <args>`; returns its exit status and stdout.

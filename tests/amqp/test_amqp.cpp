@@ -423,6 +423,58 @@ TEST_CASE("amqp: the event publisher never blocks when the broker is gone", "[am
   publisher.stop();
 }
 
+TEST_CASE("amqp: amqps with a CA file, hostname check and client certificate", "[amqp][tls]") {
+  asio::io_context io;
+  AmqpOptions o = test_options("tls");
+  const std::string tls_dir = t::broker_dir() + "/tls/";
+  o.url = "amqps://guest:guest@localhost:" + std::to_string(t::broker_tls_port()) + "/";
+  o.tls.ca_file = tls_dir + "ca.pem";
+  o.tls.cert_file = tls_dir + "client.pem";
+  o.tls.key_file = tls_dir + "client.key";
+  t::Client client;
+  client.declare_queue(o.execute_queue);
+  client.publish(o.execute_queue, job_json("over-tls"));
+
+  AmqpJobSource source(io.get_executor(), o);
+  AmqpStatusSink sink(io.get_executor(), o);
+  source.set_prefetch(1);
+  Received r = receive(io, source);
+  INFO(source.last_error());
+  REQUIRE_FALSE(r.ec);
+  CHECK(r.delivery.job().id == "over-tls");
+  core::JobResult status;
+  status.job_id = "over-tls";
+  status.success = true;
+  REQUIRE(t::eventually([&] { return sink.connected(); }));
+  CHECK_FALSE(publish_status(io, sink, status));
+  source.ack(r.delivery);
+  source.stop();
+  sink.stop();
+  CHECK(client.ready(o.execute_queue) == 0);
+  CHECK(client.ready(o.status_queue) == 1);
+}
+
+TEST_CASE("amqp: amqps refuses a broker whose certificate it cannot verify", "[amqp][tls]") {
+  asio::io_context io;
+  AmqpOptions o = test_options("tls-untrusted");
+  const std::string tls_dir = t::broker_dir() + "/tls/";
+  SECTION("unknown CA") {
+    o.url = "amqps://guest:guest@localhost:" + std::to_string(t::broker_tls_port()) + "/";
+  }
+  SECTION("wrong host name") {
+    o.url = "amqps://guest:guest@127.0.0.2:" + std::to_string(t::broker_tls_port()) + "/";
+    o.tls.ca_file = tls_dir + "ca.pem";
+  }
+  AmqpStatusSink sink(io.get_executor(), o);
+  REQUIRE(t::eventually([&] { return !sink.last_error().empty(); }));
+  INFO(sink.last_error());
+  CHECK(sink.last_error().find("cannot connect to amqps://") != std::string::npos);
+  CHECK_FALSE(sink.connected());
+  core::JobResult status;
+  status.job_id = "never";
+  CHECK(publish_status(io, sink, status) == core::errc::sink_unavailable);
+}
+
 TEST_CASE("amqp: a Dispatcher moves jobs from execute.queue to status.queue", "[amqp]") {
   asio::io_context io;
   AmqpOptions o = test_options("dispatcher");

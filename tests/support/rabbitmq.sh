@@ -18,18 +18,22 @@
 #   url    that URL
 #   env    the node's name and ports (sourced by this script)
 #   log/   the broker's logs (read them when something fails)
+# With RABBITMQ_TLS=1 at the first `start` of a <dir>, the node also listens
+# for amqps, with a certificate for "localhost" and 127.0.0.1 from a CA of its own:
+#   tls_port     the amqps port (amqps://guest:guest@localhost:<tls_port>/)
+#   tls/ca.pem   the CA to trust; tls/client.pem + tls/client.key a client certificate
 #
 # Exit status 0 on success; otherwise a message on stderr. `stop` on a
 # directory whose node is not running succeeds. Needs rabbitmq-server (Debian
 # package; /usr/lib/rabbitmq/bin is used directly, so no root and no su) and
-# python3 (to find free ports).
+# python3 (to find free ports); openssl with RABBITMQ_TLS=1.
 set -euo pipefail
 
 RABBIT_BIN=${RABBIT_BIN:-/usr/lib/rabbitmq/bin}
 START_TIMEOUT=${RABBITMQ_START_TIMEOUT:-90}
 
 usage() {
-  sed -n '4,25p' "$0" >&2
+  sed -n '4,31p' "$0" >&2
   exit 2
 }
 
@@ -56,12 +60,14 @@ EOF
 # The node's identity is chosen once and kept in <dir>/env, so a restart is the same node.
 if [[ ! -f "$dir/env" ]]; then
   [[ $cmd == start ]] || { echo "rabbitmq.sh: no node was ever started in $dir" >&2; exit 1; }
-  read -r amqp_port dist_port epmd_port < <(free_ports 3)
+  read -r amqp_port dist_port epmd_port tls_port < <(free_ports 4)
+  [[ ${RABBITMQ_TLS:-0} == 1 ]] || tls_port=
   cat >"$dir/env" <<EOF
 NODE_NAME=blacktree-$$-$RANDOM@localhost
 AMQP_PORT=$amqp_port
 DIST_PORT=$dist_port
 EPMD_PORT=$epmd_port
+TLS_PORT=$tls_port
 EOF
 fi
 # shellcheck disable=SC1091
@@ -70,10 +76,35 @@ source "$dir/env"
 mkdir -p "$dir/mnesia" "$dir/log" "$dir/home"
 : >"$dir/enabled_plugins.conf"
 [[ -f "$dir/enabled_plugins" ]] || echo "[]." >"$dir/enabled_plugins"
-[[ -f "$dir/rabbitmq.conf" ]] || cat >"$dir/rabbitmq.conf" <<EOF
-listeners.tcp.1 = 127.0.0.1:$AMQP_PORT
-loopback_users = none
-EOF
+make_tls() {  # a CA, a server certificate for localhost/127.0.0.1 and a client certificate
+  local t="$dir/tls" who
+  mkdir -p "$t"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=blacktree test CA" \
+    -keyout "$t/ca.key" -out "$t/ca.pem" >/dev/null 2>&1
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$t/ext.cnf"
+  for who in server client; do
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$t/$who.key" -out "$t/$who.csr" >/dev/null 2>&1
+    openssl x509 -req -in "$t/$who.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial -days 30 \
+      -extfile "$t/ext.cnf" -out "$t/$who.pem" >/dev/null 2>&1
+  done
+  chmod 644 "$t"/*.key
+}
+
+if [[ ! -f "$dir/rabbitmq.conf" ]]; then
+  {
+    echo "listeners.tcp.1 = 127.0.0.1:$AMQP_PORT"
+    echo "loopback_users = none"
+    if [[ -n ${TLS_PORT:-} ]]; then
+      make_tls
+      echo "listeners.ssl.1 = 127.0.0.1:$TLS_PORT"
+      echo "ssl_options.cacertfile = $dir/tls/ca.pem"
+      echo "ssl_options.certfile = $dir/tls/server.pem"
+      echo "ssl_options.keyfile = $dir/tls/server.key"
+      echo "ssl_options.verify = verify_none"
+      echo "ssl_options.fail_if_no_peer_cert = false"
+    fi
+  } >"$dir/rabbitmq.conf"
+fi
 
 export HOME="$dir/home"  # the Erlang cookie lives here, private to this node
 export RABBITMQ_CONF_ENV_FILE="$dir/enabled_plugins.conf"  # an empty file: ignore /etc/rabbitmq/rabbitmq-env.conf
@@ -129,6 +160,7 @@ case $cmd in
       sleep 0.5  # between questions to the node, not instead of them
     done
     "$RABBIT_BIN/rabbitmq-diagnostics" -q -n "$NODE_NAME" check_port_connectivity >/dev/null
+    [[ -z ${TLS_PORT:-} ]] || echo "$TLS_PORT" >"$dir/tls_port"
     echo "$AMQP_PORT" >"$dir/port"
     echo "amqp://guest:guest@127.0.0.1:$AMQP_PORT/" >"$dir/url"
     ;;
