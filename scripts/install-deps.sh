@@ -19,7 +19,7 @@ packages=(
   catch2
   # Real servers and tools the integration tests (and the main job) run.
   rabbitmq-server amqp-tools
-  git buildah skopeo docker-registry apache2-utils
+  git buildah skopeo docker-registry apache2-utils busybox-static tar curl
   python3 python3-pytest python3-pytest-timeout python3-pika python3-grpcio python3-protobuf
 )
 

@@ -10,6 +10,7 @@
 #include <blacktree/grpc/worker_service.hpp>
 #include <blacktree/version.hpp>
 #include <blacktree/worker/argv_runner.hpp>
+#include <blacktree/worker/build_pipeline.hpp>
 
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -58,7 +59,14 @@ int main(int argc, char** argv) {
   std::string advertise;
   std::string token_file;
   std::string token;
-  std::string runner_kind = "argv";
+  std::string runner_kind = "build";
+  blacktree::worker::BuildPipelineConfig build;
+  std::string builder_name = "buildah";
+  std::string registry_auth = "none";
+  std::string registry_username;
+  std::string registry_password_file;
+  std::string registry_credential_helper;
+  std::string work_root = build.work_root.string();
   std::vector<std::string> runner_argv;
   std::uint32_t job_timeout_s = 1800;
   std::uint32_t drain_timeout_s = 60;
@@ -85,9 +93,43 @@ int main(int argc, char** argv) {
       ->envname("WORKER_ADVERTISE_ADDR");
   app.add_option("--registration-token-file", token_file, "file holding the orchestrator's registration token")
       ->envname("BLACKTREE_REGISTRATION_TOKEN_FILE");
-  app.add_option("--runner", runner_kind, "what a job runs: argv (a fixed command)")
+  app.add_option("--runner", runner_kind,
+                 "what a job runs: build (clone, build, push the job's image) or argv (a fixed command)")
       ->envname("WORKER_RUNNER")
-      ->check(CLI::IsMember({"argv"}))
+      ->check(CLI::IsMember({"build", "argv"}))
+      ->capture_default_str();
+  app.add_option("--registry", build.registry, "for --runner build: where images are pushed, host[:port][/prefix]")
+      ->envname("REGISTRY");
+  app.add_option("--registry-auth", registry_auth, "none, password (user + password file) or helper")
+      ->envname("REGISTRY_AUTH")
+      ->check(CLI::IsMember({"none", "password", "helper"}))
+      ->capture_default_str();
+  app.add_option("--registry-username", registry_username, "for --registry-auth password")
+      ->envname("REGISTRY_USERNAME");
+  app.add_option("--registry-password-file", registry_password_file, "for --registry-auth password")
+      ->envname("REGISTRY_PASSWORD_FILE");
+  app.add_option("--registry-credential-helper", registry_credential_helper,
+                 "for --registry-auth helper: NAME of docker-credential-NAME (e.g. ecr-login)")
+      ->envname("REGISTRY_CREDENTIAL_HELPER");
+  app.add_flag("--registry-insecure", [&build](std::int64_t) { build.registry_tls_verify = false; },
+               "push over plain HTTP / without TLS verification (a local registry)")
+      ->envname("REGISTRY_INSECURE");
+  app.add_option("--builder", builder_name, "buildah (daemonless) or docker (needs a Docker engine)")
+      ->envname("WORKER_BUILDER")
+      ->check(CLI::IsMember({"buildah", "docker"}))
+      ->capture_default_str();
+  app.add_option("--work-root", work_root, "where per-job directories are made (and removed)")
+      ->envname("WORKER_WORK_ROOT")
+      ->capture_default_str();
+  app.add_option("--github-base-url", build.github_base_url, "base URL for owner/name repositories")
+      ->envname("GITHUB_BASE_URL")
+      ->capture_default_str();
+  app.add_flag("--allow-http-repos", build.allow_http_repos, "allow http:// repository URLs")
+      ->envname("WORKER_ALLOW_HTTP_REPOS");
+  app.add_flag("--allow-file-repos", build.allow_file_repos, "allow file:// repository URLs")
+      ->envname("WORKER_ALLOW_FILE_REPOS");
+  app.add_option("--log-tail-bytes", build.log_tail_bytes, "how much of a job's output its status keeps")
+      ->envname("WORKER_LOG_TAIL_BYTES")
       ->capture_default_str();
   app.add_option("--runner-argv,command", runner_argv,
                  "for --runner argv: the command and its arguments, no shell (or after `--`)")
@@ -105,7 +147,16 @@ int main(int argc, char** argv) {
     if (!token_file.empty()) token = blacktree::service::read_secret_file(token_file, "--registration-token-file");
     else if (const char* env = std::getenv("BLACKTREE_REGISTRATION_TOKEN")) token = env;
     if (runner_kind == "argv" && runner_argv.empty()) {
-      throw CLI::ValidationError("--runner-argv", "--runner argv needs the command to run, e.g. --runner-argv true");
+      throw CLI::ValidationError("--runner-argv", "--runner argv needs the command to run, e.g. -- true");
+    }
+    if (runner_kind == "build" && build.registry.empty()) {
+      throw CLI::ValidationError("--registry", "--runner build needs the registry to push to (or env REGISTRY)");
+    }
+    if (registry_auth == "password" && (registry_username.empty() || registry_password_file.empty())) {
+      throw CLI::ValidationError("--registry-auth", "password needs --registry-username and --registry-password-file");
+    }
+    if (registry_auth == "helper" && registry_credential_helper.empty()) {
+      throw CLI::ValidationError("--registry-auth", "helper needs --registry-credential-helper NAME");
     }
   } catch (const CLI::Error& e) {
     return app.exit(e);
@@ -127,11 +178,30 @@ int main(int argc, char** argv) {
   if (!region.empty()) self.labels.insert_or_assign("region", region);
 
   std::unique_ptr<blacktree::worker::JobRunner> runner;
-  {
+  if (runner_kind == "argv") {
     blacktree::worker::ArgvRunnerConfig config;
     config.argv = runner_argv;
     config.default_timeout = std::chrono::seconds(job_timeout_s);
     runner = std::make_unique<blacktree::worker::ArgvRunner>(std::move(config));
+  } else {
+    using Credentials = blacktree::worker::RegistryCredentials;
+    build.work_root = work_root;
+    build.default_timeout = std::chrono::seconds(job_timeout_s);
+    build.builder = builder_name == "docker" ? blacktree::worker::BuilderKind::docker
+                                             : blacktree::worker::BuilderKind::buildah;
+    if (registry_auth == "password") {
+      build.credentials = {Credentials::Kind::static_password, registry_username, registry_password_file, {}};
+    } else if (registry_auth == "helper") {
+      build.credentials = {Credentials::Kind::helper, {}, {}, registry_credential_helper};
+    }
+    auto pipeline = std::make_unique<blacktree::worker::BuildPipelineRunner>(build);
+    if (auto problem = pipeline->check()) {
+      log->error("the build pipeline cannot run here: {}", *problem);
+      return 1;
+    }
+    log->info("build pipeline: {} builder, pushing to {}, job directories under {}", builder_name, build.registry,
+              work_root);
+    runner = std::move(pipeline);
   }
 
   blacktree::grpc::WorkerService service(*runner, {worker_id, self.incarnation, capacity});

@@ -205,8 +205,8 @@ bool from_json(std::string_view json, google::protobuf::Message& message, std::s
   if (status.ok()) return true;
   if (error) {
     // protobuf appends the offending input on later lines; the first says what is wrong.
-    const std::string_view message(status.message().data(), status.message().size());
-    *error = std::string(message.substr(0, message.find('\n')));
+    const std::string_view text(status.message().data(), status.message().size());
+    *error = std::string(text.substr(0, text.find('\n')));
   }
   return false;
 }
