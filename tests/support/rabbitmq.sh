@@ -19,7 +19,7 @@
 #   env    the node's name and ports (sourced by this script)
 #   log/   the broker's logs (read them when something fails)
 # With RABBITMQ_TLS=1 at the first `start` of a <dir>, the node also listens
-# for amqps, with a certificate for "localhost" and 127.0.0.1 from a CA of its own:
+# for amqps on 127.0.0.1, with a certificate for the name "localhost" from a CA of its own:
 #   tls_port     the amqps port (amqps://guest:guest@localhost:<tls_port>/)
 #   tls/ca.pem   the CA to trust; tls/client.pem + tls/client.key a client certificate
 #
@@ -81,7 +81,8 @@ make_tls() {  # a CA, a server certificate for localhost/127.0.0.1 and a client 
   mkdir -p "$t"
   openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=blacktree test CA" \
     -keyout "$t/ca.key" -out "$t/ca.pem" >/dev/null 2>&1
-  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$t/ext.cnf"
+  # No IP entry: connecting to 127.0.0.1 by address is how the tests provoke a host name mismatch.
+  printf 'subjectAltName=DNS:localhost\n' >"$t/ext.cnf"
   for who in server client; do
     openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$t/$who.key" -out "$t/$who.csr" >/dev/null 2>&1
     openssl x509 -req -in "$t/$who.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial -days 30 \
