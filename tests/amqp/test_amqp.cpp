@@ -84,6 +84,16 @@ std::error_code publish_status(asio::io_context& io, AmqpStatusSink& sink, const
   return *outcome;
 }
 
+// Progress and final results to the events exchange, as amqp.hpp shows.
+struct EventObserver : core::DispatcherObserver {
+  static constexpr bool wants_progress = true;
+  AmqpEventPublisher* events;
+  void on_progress(const core::ProgressEvent& e) { events->publish(e); }
+  void on_finished(const core::Job& job, const core::JobResult& r) {
+    events->publish_result({job.id, r.worker_id, core::Phase::finished, {}}, r);
+  }
+};
+
 }  // namespace
 
 TEST_CASE("amqp: a bad MQ_URL is refused with a message that hides the password", "[amqp]") {
@@ -495,10 +505,14 @@ TEST_CASE("amqp: a Dispatcher moves jobs from execute.queue to status.queue", "[
     REQUIRE_FALSE(pool.register_worker(info));
     REQUIRE_FALSE(pool.mark_alive(id));
   }
-  core::Dispatcher dispatcher(io.get_executor(), source, transport, sink, pool);
+  // Wired as amqp.hpp shows: final results also go out as events.
+  AmqpEventPublisher events(o);
+  core::Dispatcher<AmqpJobSource, core::LoopbackTransport, AmqpStatusSink, core::WorkerPool, EventObserver>
+      dispatcher(io.get_executor(), source, transport, sink, pool, {}, EventObserver{{}, &events});
   dispatcher.start();
   REQUIRE(run_until(io, [&] { return dispatcher.stats().received >= jobs + 1 && dispatcher.stats().in_flight == 0; },
                     60s));
+  REQUIRE(t::eventually([&] { return events.stats().published == jobs + 1; }));
   CHECK(source.stats().prefetch == 4);
   REQUIRE(t::eventually([&] { return source.stats().dead_lettered == 1; }));
 

@@ -59,6 +59,7 @@ EOF
 
 # The node's identity is chosen once and kept in <dir>/env, so a restart is the same node.
 if [[ ! -f "$dir/env" ]]; then
+  [[ $cmd != stop ]] || exit 0  # nothing ever ran here
   [[ $cmd == start ]] || { echo "rabbitmq.sh: no node was ever started in $dir" >&2; exit 1; }
   read -r amqp_port dist_port epmd_port tls_port < <(free_ports 4)
   [[ ${RABBITMQ_TLS:-0} == 1 ]] || tls_port=
