@@ -29,8 +29,8 @@ class SubcommandYamlConfig final : public CLI::Config {
   std::string to_config(const CLI::App*, bool, bool, std::string) const override { return {}; }
 
   std::vector<CLI::ConfigItem> from_config(std::istream& input) const override {
-    auto items = yaml_.from_config(input);
-    for (auto& item : items) {
+    auto parsed = yaml_.from_config(input);
+    for (auto& item : parsed) {
       const auto dash = item.name.find('-');
       if (dash == std::string::npos || !item.parents.empty()) continue;
       if (const auto sub = item.name.substr(0, dash); subcommands_.count(sub) != 0) {
@@ -38,7 +38,7 @@ class SubcommandYamlConfig final : public CLI::Config {
         item.name = item.name.substr(dash + 1);
       }
     }
-    return items;
+    return parsed;
   }
 
  private:

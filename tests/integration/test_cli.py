@@ -1,0 +1,360 @@
+# Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+"""Issue 6: the `blacktree` command-line client.
+
+`workers` runs against a real orchestrator and real worker processes.
+`submit` runs against a real rabbitmq-server (tests/support/rabbitmq.sh); the
+test reads what it published with pika, and for `--wait` plays the
+orchestrator's part on the events exchange (the end-to-end path with a real
+orchestrator is tested with the main job)."""
+
+import json
+import os
+import pty
+import re
+import select
+import subprocess
+import uuid
+from pathlib import Path
+
+import pika
+import pytest
+
+from conftest import BIN_DIR, free_port, pb, wait_until
+
+CLI = str(BIN_DIR / "blacktree")
+RABBITMQ_SH = Path(__file__).resolve().parents[1] / "support" / "rabbitmq.sh"
+FREE = pb.WORKER_STATE_FREE
+UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+
+# Variables the CLI reads: the tests set them explicitly, never inherit them.
+CLI_ENV = ("GITHUB_TOKEN", "MQ_URL", "MQ_PASSWORD_FILE", "MQ_TLS_CA_FILE", "ORCHESTRATOR_ADDR",
+           "BLACKTREE_REGISTRATION_TOKEN", "BLACKTREE_REGISTRATION_TOKEN_FILE", "BLACKTREE_CONFIG",
+           "BLACKTREE_EXECUTE_QUEUE", "BLACKTREE_EVENTS_EXCHANGE")
+
+
+def cli_env(extra=None):
+    env = {k: v for k, v in os.environ.items() if k not in CLI_ENV}
+    env.update(extra or {})
+    return env
+
+
+def run_cli(*args, env=None, timeout=60):
+    return subprocess.run([CLI, *args], env=cli_env(env), capture_output=True, text=True, timeout=timeout)
+
+
+# --- workers -------------------------------------------------------------------
+
+@pytest.fixture
+def registered(cluster):
+    """An orchestrator with a registration token and two workers in two regions."""
+    orch = cluster.orchestrator(token="reg-secret")
+    cluster.worker(orch, "w-eu", region="eu", labels=["pool=gpu"], capacity=2)
+    cluster.worker(orch, "w-us", region="us")
+    orch.wait_workers(lambda ws: set(ws) == {"w-eu", "w-us"} and all(w.state == FREE for w in ws.values()),
+                      what="two free workers")
+    return orch
+
+
+def test_workers_table_lists_registered_workers(registered):
+    r = run_cli("workers", "--orchestrator-addr", f"127.0.0.1:{registered.port}",
+                env={"BLACKTREE_REGISTRATION_TOKEN": "reg-secret"})
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["ID", "STATE", "REGION", "CAPACITY", "RUNNING", "LAST", "SEEN", "ADDRESS", "LABELS"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert set(rows) == {"w-eu", "w-us"}
+    eu = rows["w-eu"]
+    # ID STATE REGION CAPACITY RUNNING <n>s ago ADDRESS LABELS
+    assert eu[1:5] == ["free", "eu", "2", "0"]
+    assert re.fullmatch(r"\d+s", eu[5]) and int(eu[5][:-1]) < 30 and eu[6] == "ago"
+    assert eu[7].startswith("127.0.0.1:")
+    assert eu[8] == "pool=gpu,region=eu"
+    assert rows["w-us"][1:5] == ["free", "us", "1", "0"]
+    assert "reg-secret" not in r.stdout + r.stderr
+
+
+def test_workers_json_with_token_file(registered, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("reg-secret\n")
+    # The address from the environment this time.
+    r = run_cli("workers", "--json", "--registration-token-file", str(token_file),
+                env={"ORCHESTRATOR_ADDR": f"127.0.0.1:{registered.port}"})
+    assert r.returncode == 0, r.stderr
+    reply = json.loads(r.stdout)
+    workers = {w["worker"]["id"]: w for w in reply["workers"]}
+    assert set(workers) == {"w-eu", "w-us"}
+    assert workers["w-eu"]["state"] == "WORKER_STATE_FREE"
+    assert workers["w-eu"]["worker"]["labels"] == {"region": "eu", "pool": "gpu"}
+    assert workers["w-eu"]["worker"]["capacity"] == 2
+    assert "lastSeen" in workers["w-us"]
+
+
+def test_workers_without_or_with_wrong_token_says_what_to_do(registered):
+    addr = f"127.0.0.1:{registered.port}"
+    r = run_cli("workers", "--orchestrator-addr", addr)
+    assert r.returncode == 2
+    assert f"the orchestrator at {addr} requires its registration token" in r.stderr
+    assert "--registration-token-file" in r.stderr and "BLACKTREE_REGISTRATION_TOKEN" in r.stderr
+    assert r.stdout == ""
+
+    r = run_cli("workers", "--orchestrator-addr", addr, env={"BLACKTREE_REGISTRATION_TOKEN": "wrong"})
+    assert r.returncode == 2
+    assert f"the orchestrator at {addr} refused the registration token" in r.stderr
+    assert "wrong" not in r.stderr.replace("refused", "")  # the token itself is not echoed
+
+
+def test_workers_unreachable_orchestrator(tmp_path):
+    addr = f"127.0.0.1:{free_port()}"
+    r = run_cli("workers", env={"ORCHESTRATOR_ADDR": addr}, timeout=30)
+    assert r.returncode == 2
+    assert f"cannot reach the orchestrator at {addr}: is it running?" in r.stderr
+    assert "--orchestrator-addr" in r.stderr and "ORCHESTRATOR_ADDR" in r.stderr
+
+
+def test_help_and_version():
+    for args, expected in [((), ["submit", "workers", "Exit codes"]),
+                           (("submit",), ["--repo", "--image", "--token-env", "--token-file", "--wait",
+                                          "--wait-timeout-s", "--mq-url", "MQ_URL", "--events-exchange"]),
+                           (("workers",), ["--orchestrator-addr", "ORCHESTRATOR_ADDR", "--json",
+                                           "--registration-token-file"])]:
+        r = run_cli(*args, "--help")
+        assert r.returncode == 0, r.stderr
+        for text in expected:
+            assert text in r.stdout, (args, text)
+    r = run_cli("--version")
+    assert r.returncode == 0 and re.search(r"\d+\.\d+\.\d+", r.stdout)
+    # No subcommand, an unknown flag, a missing required flag: usage errors.
+    assert run_cli().returncode == 64
+    assert run_cli("workers", "--no-such-flag").returncode == 64
+    assert run_cli("submit", "--repo", "a/b").returncode == 64  # --image missing
+
+
+# --- submit ----------------------------------------------------------------------
+
+class Broker:
+    def __init__(self, directory: Path):
+        self.dir = directory
+        self.port = int((directory / "port").read_text().strip())
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    def connect(self):
+        return pika.BlockingConnection(pika.URLParameters(self.url + "%2F?connection_attempts=3&retry_delay=0.5"))
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("rabbitmq")
+    subprocess.run([str(RABBITMQ_SH), "start", str(directory)], check=True, timeout=150)
+    try:
+        yield Broker(directory)
+    finally:
+        subprocess.run([str(RABBITMQ_SH), "stop", str(directory)], timeout=90)
+
+
+@pytest.fixture
+def mq(broker):
+    """A pika channel, and execute.queue declared (durable) and empty, as the orchestrator leaves it."""
+    connection = broker.connect()
+    channel = connection.channel()
+    channel.queue_declare("execute.queue", durable=True)
+    channel.queue_purge("execute.queue")
+    channel.exchange_declare("blacktree.events", exchange_type="topic", durable=True)
+    yield channel
+    connection.close()
+
+
+def take_job(channel, queue="execute.queue", timeout=20.0):
+    """The next message on `queue` (body as JSON, properties), waiting for it to arrive."""
+    def get():
+        method, props, body = channel.basic_get(queue, auto_ack=True)
+        return (json.loads(body), props) if method else None
+    return wait_until(get, timeout, f"a message on {queue}")
+
+
+SEED_FIELDS = {"jobId", "repoUrl", "branch", "dockerfilePath", "contextDir", "imageName", "githubToken"}
+
+
+def test_submit_publishes_the_seed_job_request(broker, mq):
+    token = "ghp_" + uuid.uuid4().hex
+    argv = ["submit", "--repo", "octo/app", "--branch", "release-1", "--dockerfile", "docker/Dockerfile",
+            "--context", "src", "--image", "registry.local/team/app:1.2", "--region", "eu",
+            "--label", "arch=arm64", "--label", "tier=gpu", "--job-id", "job-flags-1", "--timeout-s", "600"]
+    r = run_cli(*argv, env={"MQ_URL": broker.url, "GITHUB_TOKEN": token})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "job-flags-1\n"
+
+    job, props = take_job(mq)
+    assert SEED_FIELDS <= job.keys()
+    assert {k: job[k] for k in SEED_FIELDS} == {
+        "jobId": "job-flags-1", "repoUrl": "octo/app", "branch": "release-1", "dockerfilePath": "docker/Dockerfile",
+        "contextDir": "src", "imageName": "registry.local/team/app:1.2", "githubToken": token}
+    assert job["labels"] == {"region": "eu", "arch": "arm64", "tier": "gpu"}
+    assert job["timeoutSeconds"] == 600
+    assert props.delivery_mode == 2 and props.content_type == "application/json"
+    # The token came from the environment: not in argv, not in anything the CLI printed.
+    assert all(token not in a for a in argv)
+    assert token not in r.stdout + r.stderr
+
+
+def test_submit_defaults_and_token_file(broker, mq, tmp_path):
+    r = run_cli("submit", "--repo", "https://git.example.com/app.git", "--image", "app:latest",
+                env={"MQ_URL": broker.url})
+    assert r.returncode == 0, r.stderr
+    job_id = r.stdout.strip()
+    assert UUID4.match(job_id), job_id
+    job, _ = take_job(mq)
+    assert {k: job[k] for k in SEED_FIELDS} == {
+        "jobId": job_id, "repoUrl": "https://git.example.com/app.git", "branch": "main",
+        "dockerfilePath": "Dockerfile", "contextDir": ".", "imageName": "app:latest", "githubToken": ""}
+    assert job.get("labels", {}) == {}
+
+    # Another variable named with --token-env, and a file with --token-file.
+    r = run_cli("submit", "--repo", "o/a", "--image", "a:1", "--job-id", "env-token", "--token-env", "MY_TOKEN",
+                env={"MQ_URL": broker.url, "MY_TOKEN": "from-my-token", "GITHUB_TOKEN": "not-this-one"})
+    assert r.returncode == 0, r.stderr
+    assert take_job(mq)[0]["githubToken"] == "from-my-token"
+    token_file = tmp_path / "gh-token"
+    token_file.write_text("from-the-file\n")
+    r = run_cli("submit", "--repo", "o/a", "--image", "a:1", "--job-id", "file-token", "--token-file",
+                str(token_file), env={"MQ_URL": broker.url, "GITHUB_TOKEN": "not-this-one"})
+    assert r.returncode == 0, r.stderr
+    assert take_job(mq)[0]["githubToken"] == "from-the-file"
+
+    # A token is never a flag value.
+    r = run_cli("submit", "--repo", "o/a", "--image", "a:1", "--token", "abc", env={"MQ_URL": broker.url})
+    assert r.returncode == 64
+
+
+def test_submit_to_an_unreachable_broker_names_it_without_the_password():
+    port = free_port()
+    r = run_cli("submit", "--repo", "o/a", "--image", "a:1", "--mq-url",
+                f"amqp://admin:pw-{port}-secret@127.0.0.1:{port}/", timeout=30)
+    assert r.returncode == 2
+    assert f"127.0.0.1:{port}" in r.stderr and "connection refused" in r.stderr
+    assert "secret" not in r.stderr and "admin:" not in r.stderr
+    assert r.stdout == ""
+
+
+def test_submit_to_a_missing_queue_fails_instead_of_losing_the_job(broker, mq):
+    queue = f"no-such-queue-{uuid.uuid4().hex[:8]}"
+    r = run_cli("submit", "--repo", "o/a", "--image", "a:1", "--execute-queue", queue, env={"MQ_URL": broker.url})
+    assert r.returncode == 2
+    assert f"queue '{queue}' does not exist" in r.stderr
+    assert r.stdout == ""
+
+
+def publish_event(channel, job_id, **fields):
+    event = {"jobId": job_id, "workerId": "w-eu", **fields}
+    channel.basic_publish("blacktree.events", f"job.{job_id}", json.dumps(event),
+                          pika.BasicProperties(content_type="application/json", delivery_mode=1))
+
+
+def start_wait(broker, job_id, *extra, stderr=subprocess.PIPE, env=None):
+    argv = [CLI, "submit", "--repo", "octo/app", "--image", "registry.local/app:1", "--job-id", job_id,
+            "--wait", "--wait-timeout-s", "60", *extra]
+    return subprocess.Popen(argv, env=cli_env({"MQ_URL": broker.url, **(env or {})}), stdout=subprocess.PIPE,
+                            stderr=stderr, text=True)
+
+
+def test_submit_wait_success_prints_digest(broker, mq):
+    job_id = f"wait-ok-{uuid.uuid4().hex[:8]}"
+    token = "ghp_" + uuid.uuid4().hex
+    proc = start_wait(broker, job_id, env={"GITHUB_TOKEN": token})
+    try:
+        # The CLI binds its events queue before it publishes: once the job is
+        # queued, every event published from now on reaches it.
+        job, _ = take_job(mq)
+        assert job["jobId"] == job_id and job["githubToken"] == token
+        assert token not in Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode(errors="replace")
+        digest = "sha256:" + "ab" * 32
+        publish_event(mq, f"{job_id}-other", phase="PHASE_BUILDING", line="another job's line")
+        publish_event(mq, job_id, phase="PHASE_ACCEPTED")
+        publish_event(mq, job_id, phase="PHASE_CLONING", line="Cloning into 'src'...")
+        publish_event(mq, job_id, phase="PHASE_BUILDING", line="Step 1/2 : FROM scratch")
+        publish_event(mq, job_id, phase="PHASE_PUSHING", line="pushed registry.local/app:1")
+        publish_event(mq, job_id, phase="PHASE_FINISHED", time="2026-01-01T00:00:00Z",
+                      result={"jobId": job_id, "success": True, "logs": "...", "error": "",
+                              "imageUrl": f"registry.local/app@{digest}", "imageDigest": digest,
+                              "workerId": "w-eu"})
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert out.splitlines()[0] == job_id
+    assert f"job {job_id} succeeded on worker w-eu" in out
+    assert f"digest: {digest}" in out and f"registry.local/app@{digest}" in out
+    assert "[cloning] Cloning into 'src'..." in err
+    assert "[building] Step 1/2 : FROM scratch" in err
+    assert "another job's line" not in err + out
+    assert token not in out + err
+
+
+def test_submit_wait_failure_exits_1_with_the_jobs_error(broker, mq):
+    job_id = f"wait-bad-{uuid.uuid4().hex[:8]}"
+    proc = start_wait(broker, job_id)
+    try:
+        take_job(mq)
+        publish_event(mq, job_id, phase="PHASE_CLONING")
+        # No output lines were streamed: the summary shows the result's log tail.
+        publish_event(mq, job_id, phase="PHASE_FINISHED",
+                      result={"jobId": job_id, "success": False, "imageUrl": "", "workerId": "w-eu",
+                              "logs": "fatal: repository 'octo/app' not found\n",
+                              "error": "git clone failed: repository not found"})
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, err
+    assert f"job {job_id} failed on worker w-eu: git clone failed: repository not found" in out
+    assert "fatal: repository 'octo/app' not found" in out
+    assert "[cloning]" in err
+
+
+def test_submit_wait_timeout_exits_3(broker, mq):
+    job_id = f"wait-late-{uuid.uuid4().hex[:8]}"
+    r = run_cli("submit", "--repo", "o/a", "--image", "a:1", "--job-id", job_id, "--wait", "--wait-timeout-s", "1",
+                env={"MQ_URL": broker.url})
+    assert r.returncode == 3
+    assert r.stdout == f"{job_id}\n"
+    assert "may still be running" in r.stderr
+    assert take_job(mq)[0]["jobId"] == job_id  # published all the same
+
+
+def test_submit_wait_on_a_terminal_shows_a_live_phase_line(broker, mq):
+    job_id = f"wait-tty-{uuid.uuid4().hex[:8]}"
+    master, slave = pty.openpty()
+    proc = start_wait(broker, job_id, stderr=slave)
+    os.close(slave)
+    seen = b""
+
+    def read_until(text, timeout=20.0):
+        nonlocal seen
+
+        def check():
+            while select.select([master], [], [], 0.05)[0]:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:
+                    return text in seen
+                if not chunk:
+                    break
+                seen += chunk
+            return text in seen
+        wait_until(check, timeout, f"{text!r} on the terminal")
+
+    try:
+        take_job(mq)
+        publish_event(mq, job_id, phase="PHASE_BUILDING", line="Step 1/2 : FROM scratch")
+        read_until(b"building")
+        read_until(b"Step 1/2 : FROM scratch\n")
+        publish_event(mq, job_id, phase="PHASE_FINISHED",
+                      result={"jobId": job_id, "success": True, "imageDigest": "sha256:" + "cd" * 32})
+        out, _ = proc.communicate(timeout=30)
+        read_until(b"\r\x1b[K")
+    finally:
+        proc.kill()
+        os.close(master)
+    assert proc.returncode == 0
+    assert "digest: sha256:" + "cd" * 32 in out
+    # The live line is redrawn in place ("\r", erase line), with the job and its phase.
+    assert b"\r\x1b[K" in seen and job_id.encode() in seen
+    assert b"[building]" not in seen  # the plain format is for pipes
