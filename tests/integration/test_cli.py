@@ -324,20 +324,18 @@ def test_submit_wait_on_a_terminal_shows_a_live_phase_line(broker, mq):
     master, slave = pty.openpty()
     proc = start_wait(broker, job_id, stderr=slave)
     os.close(slave)
-    seen = b""
+    seen = bytearray()
 
     def read_until(text, timeout=20.0):
-        nonlocal seen
-
         def check():
             while select.select([master], [], [], 0.05)[0]:
                 try:
                     chunk = os.read(master, 4096)
-                except OSError:
-                    return text in seen
+                except OSError:  # EIO: the CLI has closed the terminal
+                    break
                 if not chunk:
                     break
-                seen += chunk
+                seen.extend(chunk)
             return text in seen
         wait_until(check, timeout, f"{text!r} on the terminal")
 
@@ -345,7 +343,7 @@ def test_submit_wait_on_a_terminal_shows_a_live_phase_line(broker, mq):
         take_job(mq)
         publish_event(mq, job_id, phase="PHASE_BUILDING", line="Step 1/2 : FROM scratch")
         read_until(b"building")
-        read_until(b"Step 1/2 : FROM scratch\n")
+        read_until(b"Step 1/2 : FROM scratch\r\n")  # the terminal turns "\n" into "\r\n"
         publish_event(mq, job_id, phase="PHASE_FINISHED",
                       result={"jobId": job_id, "success": True, "imageDigest": "sha256:" + "cd" * 32})
         out, _ = proc.communicate(timeout=30)
