@@ -160,6 +160,8 @@ class AmqpJobSource {
   /// Stops and joins the thread; idempotent. Acks and rejects asked for
   /// before it are still sent (and dead-letter copies confirmed, within
   /// connect_timeout) before the connection closes. See the class comment.
+  /// Blocks the caller meanwhile (at most about twice connect_timeout, when
+  /// the broker does not answer): call it at shutdown, not on a busy asio thread.
   void stop();
 
   /// True while a connection with an open channel is established (for /healthz).

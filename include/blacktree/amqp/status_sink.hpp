@@ -64,7 +64,8 @@ class AmqpStatusSink {
         token);
   }
 
-  /// Stops and joins the thread; idempotent.
+  /// Stops and joins the thread; idempotent. Blocks the caller while the
+  /// connection closes (at most connect_timeout when the broker does not answer).
   void stop();
 
   /// True while a connection with a channel in confirm mode is established (for /healthz).
