@@ -26,6 +26,24 @@ system_clock::time_point get_time(const Timestamp& t) {
       std::chrono::duration_cast<system_clock::duration>(std::chrono::nanoseconds(TimeUtil::TimestampToNanoseconds(t))));
 }
 
+// protobuf names fields as in the .proto ("(repo_url): invalid value"); the
+// person reading the error wrote the JSON name, "repoUrl".
+std::string json_field_names(std::string_view text) {
+  std::string out;
+  bool in_parens = false, upper_next = false;
+  for (const char c : text) {
+    if (c == '(') in_parens = true;
+    if (c == ')') in_parens = false;
+    if (in_parens && c == '_') {
+      upper_next = true;
+      continue;
+    }
+    out += upper_next && c >= 'a' && c <= 'z' ? static_cast<char>(c - 'a' + 'A') : c;
+    upper_next = false;
+  }
+  return out;
+}
+
 // The jobId of a message that did not parse as a JobRequest (a field of the
 // wrong type, say), so the control plane still gets a status for it.
 std::string salvage_job_id(std::string_view json) {
@@ -206,7 +224,7 @@ bool from_json(std::string_view json, google::protobuf::Message& message, std::s
   if (error) {
     // protobuf appends the offending input on later lines; the first says what is wrong.
     const std::string_view text(status.message().data(), status.message().size());
-    *error = std::string(text.substr(0, text.find('\n')));
+    *error = json_field_names(text.substr(0, text.find('\n')));
   }
   return false;
 }

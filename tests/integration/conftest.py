@@ -83,11 +83,21 @@ class Orchestrator(Process):
     stdin as JobRequest JSON lines; statuses are read from its stdout."""
 
     def __init__(self, tmp_path, port=None, token=None, extra=(), name="orchestrator",
-                 ping_interval_ms=300, ping_timeout_ms=250):
+                 ping_interval_ms=300, ping_timeout_ms=250, amqp=None):
+        """amqp: None for the stdio queue, else a dict of AMQP flags
+        (mq-url, execute-queue, status-queue, ...) without the leading --."""
         self.port = port or free_port()
+        self.http_port = free_port()
         argv = [str(BIN_DIR / "blacktree-orchestrator"), "--listen", f"127.0.0.1:{self.port}",
-                "--queue", "stdio", "--ping-interval-ms", str(ping_interval_ms),
+                "--http-listen", f"127.0.0.1:{self.http_port}",
+                "--ping-interval-ms", str(ping_interval_ms),
                 "--ping-timeout-ms", str(ping_timeout_ms), "--ping-misses", "2", *extra]
+        if amqp is None:
+            argv += ["--queue", "stdio"]
+        else:
+            argv += ["--queue", "amqp"]
+            for key, value in amqp.items():
+                argv += [f"--{key}", str(value)]
         self.token = token
         if token:
             token_file = tmp_path / f"{name}-token"
@@ -97,8 +107,33 @@ class Orchestrator(Process):
         self.statuses = []
         self._lock = threading.Lock()
         self._reader = threading.Thread(target=self._read, daemon=True)
+        self.amqp = amqp
         self._reader.start()
         self.wait_log("serving gRPC on port")
+
+    def http_get(self, path):
+        import urllib.error
+        import urllib.request
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def metrics(self):
+        """/metrics parsed as the Prometheus text format: {'name{labels}': value}."""
+        import re
+        status, text = self.http_get("/metrics")
+        assert status == 200
+        sample = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\})? (\S+)$')
+        values = {}
+        for line in text.splitlines():
+            if not line or line.startswith("# HELP ") or line.startswith("# TYPE "):
+                continue
+            m = sample.match(line)
+            assert m, f"not Prometheus text format: {line!r}"
+            values[m.group(1) + (m.group(2) or "")] = float(m.group(4))
+        return values
 
     def _read(self):
         for line in self.proc.stdout:
@@ -162,7 +197,7 @@ class Worker(Process):
         self.worker_id = worker_id
         argv = [str(BIN_DIR / "blacktree-worker"), "--orchestrator-addr", f"127.0.0.1:{orchestrator_port}",
                 "--listen", f"127.0.0.1:{self.port}", "--worker-id", worker_id, "--capacity", str(capacity),
-                "--drain-timeout-s", "20", *extra]
+                "--drain-timeout-s", "20", "--runner", "argv", *extra]
         if region:
             argv += ["--region", region]
         for label in labels:
