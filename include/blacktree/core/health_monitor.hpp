@@ -155,9 +155,10 @@ class HealthMonitor {
         ec = make_error_code(errc::worker_unreachable);  // someone else answers at that address now
       const auto known = pool.find(info->id);
       if (!known) return;
-      // A failed ping to an incarnation the worker has since replaced says
-      // nothing about the current one.
-      if (ec && known->info->incarnation != info->incarnation) return;
+      // A failed ping sent to details the worker has since replaced (it
+      // registered again, restarted, was updated) says nothing about the
+      // current registration; the next ping, sent to the current one, does.
+      if (ec && known->info != info) return;
       if (!ec) {
         it->second.misses = 0;
         observer.on_ping_ok(*info, std::chrono::steady_clock::now() - sent);
