@@ -49,7 +49,7 @@ void ProgressDisplay::on_event(const v1::JobEvent& event) {
   if (!line.empty()) {
     fmt::print(out_, "[{}] {}\n", phase_, line);
     ++lines_shown_;
-  } else if (phase_changed) {
+  } else if (phase_changed && !event.has_result()) {  // the summary reports the end
     fmt::print(out_, "[{}]{}\n", phase_, worker_id_.empty() ? "" : " on worker " + worker_id_);
   }
   std::fflush(out_);

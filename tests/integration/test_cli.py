@@ -13,13 +13,14 @@ import pty
 import re
 import select
 import subprocess
+import types
 import uuid
 from pathlib import Path
 
 import pika
 import pytest
 
-from conftest import BIN_DIR, free_port, pb, wait_until
+from conftest import BIN_DIR, Process, free_port, pb, wait_until
 
 CLI = str(BIN_DIR / "blacktree")
 RABBITMQ_SH = Path(__file__).resolve().parents[1] / "support" / "rabbitmq.sh"
@@ -356,3 +357,61 @@ def test_submit_wait_on_a_terminal_shows_a_live_phase_line(broker, mq):
     # The live line is redrawn in place ("\r", erase line), with the job and its phase.
     assert b"\r\x1b[K" in seen and job_id.encode() in seen
     assert b"[building]" not in seen  # the plain format is for pipes
+
+
+def queue_exists(broker, name):
+    connection = broker.connect()
+    try:
+        connection.channel().queue_declare(name, passive=True)
+        return True
+    except pika.exceptions.ChannelClosedByBroker:
+        return False
+    finally:
+        connection.close()
+
+
+def test_submit_wait_through_a_real_orchestrator_and_worker(broker, mq, cluster, tmp_path, monkeypatch):
+    """The whole path: CLI -> RabbitMQ -> orchestrator -> worker (argv runner)
+    -> events exchange -> CLI; and status.queue is left to the control plane."""
+    suffix = uuid.uuid4().hex[:8]
+    execute_queue, status_queue = f"execute.e2e-{suffix}", f"status.e2e-{suffix}"
+    port = free_port()
+    orch = Process("orchestrator-amqp",
+                   [str(BIN_DIR / "blacktree-orchestrator"), "--listen", f"127.0.0.1:{port}", "--queue", "amqp",
+                    "--mq-url", broker.url, "--execute-queue", execute_queue, "--status-queue", status_queue,
+                    "--http-listen", "", "--ping-interval-ms", "300", "--ping-timeout-ms", "250"],
+                   tmp_path / "orchestrator-amqp.log")
+    try:
+        orch.wait_log("serving gRPC on port")
+        monkeypatch.setenv("WORKER_RUNNER", "argv")  # a fixed command instead of a real build
+        cluster.worker(types.SimpleNamespace(port=port, token=None), "e2e-eu", region="eu",
+                       command=["sh", "-c", "echo building $BLACKTREE_JOB_ID; echo done"])
+        cluster.worker(types.SimpleNamespace(port=port, token=None), "e2e-us", region="us",
+                       command=["sh", "-c", "echo cannot build; exit 7"])
+        addr = {"ORCHESTRATOR_ADDR": f"127.0.0.1:{port}"}
+        wait_until(lambda: run_cli("workers", env=addr).stdout.count(" free ") == 2, 20, "two free workers")
+        wait_until(lambda: queue_exists(broker, execute_queue), 20, f"the orchestrator to declare {execute_queue}")
+
+        common = ["submit", "--repo", "octo/app", "--image", "registry.local/app:1", "--execute-queue", execute_queue,
+                  "--wait", "--wait-timeout-s", "60"]
+        good = run_cli(*common, "--region", "eu", "--job-id", f"e2e-good-{suffix}", env={"MQ_URL": broker.url})
+        assert good.returncode == 0, good.stderr + orch.log()
+        assert f"job e2e-good-{suffix} succeeded on worker e2e-eu" in good.stdout
+        assert f"building e2e-good-{suffix}" in good.stderr
+
+        bad = run_cli(*common, "--region", "us", "--job-id", f"e2e-bad-{suffix}", env={"MQ_URL": broker.url})
+        assert bad.returncode == 1, bad.stderr + orch.log()
+        assert f"job e2e-bad-{suffix} failed on worker e2e-us:" in bad.stdout
+        assert "exited with code 7" in bad.stdout
+        assert "cannot build" in bad.stderr
+
+        # Both statuses are still on status.queue for the control plane: the CLI took neither.
+        connection = broker.connect()
+        try:
+            channel = connection.channel()
+            wait_until(lambda: channel.queue_declare(status_queue, passive=True).method.message_count == 2, 20,
+                       "two statuses on the status queue")
+        finally:
+            connection.close()
+    finally:
+        orch.close()
