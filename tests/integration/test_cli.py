@@ -98,10 +98,10 @@ def test_workers_without_or_with_wrong_token_says_what_to_do(registered):
     assert "--registration-token-file" in r.stderr and "BLACKTREE_REGISTRATION_TOKEN" in r.stderr
     assert r.stdout == ""
 
-    r = run_cli("workers", "--orchestrator-addr", addr, env={"BLACKTREE_REGISTRATION_TOKEN": "wrong"})
+    r = run_cli("workers", "--orchestrator-addr", addr, env={"BLACKTREE_REGISTRATION_TOKEN": "not-reg-secret"})
     assert r.returncode == 2
     assert f"the orchestrator at {addr} refused the registration token" in r.stderr
-    assert "wrong" not in r.stderr.replace("refused", "")  # the token itself is not echoed
+    assert "not-reg-secret" not in r.stderr  # the token itself is not echoed
 
 
 def test_workers_unreachable_orchestrator(tmp_path):
@@ -110,6 +110,18 @@ def test_workers_unreachable_orchestrator(tmp_path):
     assert r.returncode == 2
     assert f"cannot reach the orchestrator at {addr}: is it running?" in r.stderr
     assert "--orchestrator-addr" in r.stderr and "ORCHESTRATOR_ADDR" in r.stderr
+
+
+def test_workers_reads_its_section_of_a_yaml_config(tmp_path):
+    addr = f"127.0.0.1:{free_port()}"
+    config = tmp_path / "blacktree.yaml"
+    config.write_text(f"workers:\n  orchestrator-addr: {addr}\n  rpc-timeout-s: 5\n")
+    for argv in (["--config", str(config), "workers"], ["workers", "--config", str(config)]):
+        r = run_cli(*argv, timeout=30)
+        assert r.returncode == 2 and f"cannot reach the orchestrator at {addr}" in r.stderr, r.stderr
+    config.write_text("workers:\n  no-such-setting: 1\n")
+    r = run_cli("--config", str(config), "workers")
+    assert r.returncode == 64 and "no-such-setting" in r.stderr
 
 
 def test_help_and_version():
@@ -234,6 +246,20 @@ def test_submit_to_an_unreachable_broker_names_it_without_the_password():
     assert f"127.0.0.1:{port}" in r.stderr and "connection refused" in r.stderr
     assert "secret" not in r.stderr and "admin:" not in r.stderr
     assert r.stdout == ""
+
+
+def test_submit_with_a_wrong_password_or_amqps_to_nowhere(broker):
+    r = run_cli("submit", "--repo", "o/a", "--image", "a:1",
+                "--mq-url", f"amqp://guest:not-the-password@127.0.0.1:{broker.port}/", timeout=30)
+    assert r.returncode == 2
+    assert f"cannot log in to the broker at amqp://127.0.0.1:{broker.port}/ as 'guest'" in r.stderr
+    assert "not-the-password" not in r.stderr
+
+    port = free_port()
+    r = run_cli("submit", "--repo", "o/a", "--image", "a:1", "--mq-url", f"amqps://u:tls-secret@127.0.0.1:{port}/",
+                timeout=30)
+    assert r.returncode == 2
+    assert f"amqps://127.0.0.1:{port}/" in r.stderr and "tls-secret" not in r.stderr
 
 
 def test_submit_to_a_missing_queue_fails_instead_of_losing_the_job(broker, mq):
