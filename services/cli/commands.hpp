@@ -20,6 +20,7 @@ enum ExitCode : int {
   exit_unreachable = 2,    ///< the broker or the orchestrator could not be used
   exit_wait_timeout = 3,   ///< submit --wait: no result in time (the job may still run)
   exit_usage = 64,         ///< bad flags or configuration (EX_USAGE)
+  // 128 + signal: interrupted (SIGINT, SIGTERM) while following a job, which keeps running.
 };
 
 struct SubmitSettings {

@@ -49,7 +49,7 @@ class SubcommandYamlConfig final : public CLI::Config {
 constexpr const char* exit_codes_text =
     "Exit codes: 0 done (submit --wait: the job succeeded); 1 the job failed; 2 the broker or the "
     "orchestrator could not be used; 3 no result within --wait-timeout-s (the job may still run); 64 bad "
-    "flags or configuration.";
+    "flags or configuration; 130 interrupted while following a job (the job keeps running).";
 
 void add_submit_options(CLI::App& submit, cli::SubmitSettings& s, std::string& token_env, std::string& token_file,
                         std::string& password_file) {

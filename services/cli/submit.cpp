@@ -14,9 +14,12 @@
 
 #include <fmt/format.h>
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <array>
+#include <optional>
+#include <csignal>
 #include <random>
 
 namespace blacktree::cli {
@@ -56,7 +59,35 @@ void print_summary(const v1::JobResponse& result, const std::string& job_id, con
   std::fflush(stdout);
 }
 
-int follow(AmqpClient& client, const std::string& queue, const std::string& job_id, std::uint32_t timeout_s) {
+// Ctrl-C (or SIGTERM) while following a job: held pending while blocked, so
+// the wait loop can pick it up between slices, tidy the terminal and say that
+// the job itself goes on. No handler, so no global flag.
+class InterruptsHeld {
+ public:
+  InterruptsHeld() {
+    sigemptyset(&set_);
+    sigaddset(&set_, SIGINT);
+    sigaddset(&set_, SIGTERM);
+    ::sigprocmask(SIG_BLOCK, &set_, &previous_);
+  }
+  ~InterruptsHeld() { ::sigprocmask(SIG_SETMASK, &previous_, nullptr); }
+  InterruptsHeld(const InterruptsHeld&) = delete;
+  InterruptsHeld& operator=(const InterruptsHeld&) = delete;
+
+  /// The pending SIGINT/SIGTERM, taken; 0 when none.
+  int take() {
+    const timespec zero{0, 0};
+    const int signal_number = ::sigtimedwait(&set_, nullptr, &zero);
+    return signal_number > 0 ? signal_number : 0;
+  }
+
+ private:
+  sigset_t set_{};
+  sigset_t previous_{};
+};
+
+int follow(AmqpClient& client, InterruptsHeld& interrupts, const std::string& queue, const std::string& job_id,
+           std::uint32_t timeout_s) {
   if (auto error = client.consume(queue); !error.empty()) {
     fmt::print(stderr, "blacktree: error: {}; job {} was queued and may still run\n", error, job_id);
     return exit_unreachable;
@@ -67,6 +98,12 @@ int follow(AmqpClient& client, const std::string& queue, const std::string& job_
   std::string body;
   std::string error;
   for (;;) {
+    if (const int signal_number = interrupts.take(); signal_number != 0) {
+      display.finish();
+      fmt::print(stderr, "blacktree: stopped following job {}; the job itself keeps running (it was not "
+                         "cancelled)\n", job_id);
+      return 128 + signal_number;
+    }
     const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
     if (left <= milliseconds(0)) {
       display.finish();
@@ -77,9 +114,9 @@ int follow(AmqpClient& client, const std::string& queue, const std::string& job_
                  job_id, timeout_s);
       return exit_wait_timeout;
     }
-    // A terminal's clock and spinner move every quarter second; elsewhere
-    // there is nothing to redraw, so block until an event or the deadline.
-    const auto slice = live ? std::min(left, milliseconds(250)) : left;
+    // Wake every quarter second: a terminal's clock and spinner move, and a
+    // pending Ctrl-C is noticed (being blocked, it never interrupts rabbitmq-c mid-frame).
+    const auto slice = std::min(left, milliseconds(250));
     switch (client.next(slice, body, error)) {
       case AmqpClient::Received::nothing:
         display.tick();
@@ -177,11 +214,19 @@ int run_submit(const SubmitSettings& s) {
   // Subscribe before publishing: the orchestrator may publish the first
   // events before we could otherwise have bound a queue, and they would be lost.
   std::string events_queue;
+  // Held from here, so that once the job is published an interrupt always
+  // gets the "keeps running" message (it waits at most for the broker's confirm).
+  std::optional<InterruptsHeld> interrupts;
   if (s.wait) {
+    interrupts.emplace();
     if (error = client.subscribe(s.amqp.events_exchange, "job." + job.id, events_queue); !error.empty()) {
       fmt::print(stderr, "blacktree: error: {}; the job was not submitted\n", error);
       return exit_unreachable;
     }
+  }
+  if (const int signal_number = interrupts ? interrupts->take() : 0; signal_number != 0) {
+    fmt::print(stderr, "blacktree: interrupted: job {} was not submitted\n", job.id);
+    return 128 + signal_number;
   }
   if (error = client.publish_confirmed(s.exchange, s.amqp.execute_queue, wire::job_request_json(job), rpc_timeout);
       !error.empty()) {
@@ -196,7 +241,7 @@ int run_submit(const SubmitSettings& s) {
                                 : "exchange " + s.exchange + ", key " + s.amqp.execute_queue,
              job.build.github_token.empty() ? ", no GitHub token" : ", with a GitHub token");
   if (!s.wait) return exit_ok;
-  return follow(client, events_queue, job.id, s.wait_timeout_s);
+  return follow(client, *interrupts, events_queue, job.id, s.wait_timeout_s);
 }
 
 }  // namespace blacktree::cli

@@ -12,6 +12,7 @@ import os
 import pty
 import re
 import select
+import signal
 import subprocess
 import types
 import uuid
@@ -344,6 +345,20 @@ def test_submit_wait_timeout_exits_3(broker, mq):
     assert r.stdout == f"{job_id}\n"
     assert "may still be running" in r.stderr
     assert take_job(mq)[0]["jobId"] == job_id  # published all the same
+
+
+def test_submit_wait_interrupted_says_the_job_keeps_running(broker, mq):
+    job_id = f"wait-int-{uuid.uuid4().hex[:8]}"
+    proc = start_wait(broker, job_id)
+    try:
+        take_job(mq)  # queued: the CLI is following it now
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGINT
+    assert out == f"{job_id}\n"
+    assert f"stopped following job {job_id}; the job itself keeps running" in err
 
 
 def test_submit_wait_on_a_terminal_shows_a_live_phase_line(broker, mq):
