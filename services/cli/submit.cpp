@@ -19,7 +19,6 @@
 
 #include <array>
 #include <optional>
-#include <csignal>
 #include <random>
 
 namespace blacktree::cli {
