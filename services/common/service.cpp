@@ -8,6 +8,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <charconv>
+#include <cstdlib>
 #include <chrono>
 #include <fstream>
 #include <sstream>
@@ -93,13 +94,28 @@ std::vector<CLI::ConfigItem> YamlConfig::from_config(std::istream& input) const 
   if (root.IsNull()) return result;
   if (!root.IsMap()) throw CLI::ConversionError("the configuration file must be a YAML mapping of setting: value");
   flatten(root, "", result);
+  if (app_ != nullptr) {
+    std::erase_if(result, [this](const CLI::ConfigItem& item) {
+      const CLI::Option* option = app_->get_option_no_throw("--" + item.name);
+      if (option == nullptr || option->get_envname().empty()) return false;
+      const char* value = std::getenv(option->get_envname().c_str());
+      return value != nullptr && *value != '\0';
+    });
+  }
   return result;
 }
 
 void add_config_file_option(CLI::App& app) {
-  app.config_formatter(std::make_shared<YamlConfig>());
-  app.set_config("--config", "", "YAML configuration file (flags override the environment, which overrides it)")
-      ->envname("BLACKTREE_CONFIG");
+  app.config_formatter(std::make_shared<YamlConfig>(&app));
+  // CLI11 reads the file before it looks at the environment, so
+  // BLACKTREE_CONFIG is applied here as the default file (required: a
+  // variable naming a missing file is an error, not silence).
+  const char* from_env = std::getenv("BLACKTREE_CONFIG");
+  const bool env_set = from_env != nullptr && *from_env != '\0';
+  app.set_config("--config", env_set ? from_env : "",
+                 "YAML configuration file, or env BLACKTREE_CONFIG (flags override the environment, which "
+                 "overrides the file)",
+                 env_set);
   app.allow_config_extras(CLI::config_extras_mode::error);
 }
 

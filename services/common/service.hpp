@@ -18,11 +18,17 @@ namespace blacktree::service {
 /// Reads a YAML mapping as CLI11 configuration: `ping_interval_ms: 500` or
 /// `ping-interval-ms: 500` sets `--ping-interval-ms`; nested maps join their
 /// keys with '-' (`amqp: {url: ...}` sets `--amqp-url`); sequences give
-/// multi-valued options. An unknown key is an error that names it.
+/// multi-valued options. An unknown key is an error that names it. A key
+/// whose option's environment variable is set is skipped, so the environment
+/// overrides the file (CLI11 alone would let the file win).
 class YamlConfig final : public CLI::Config {
  public:
+  explicit YamlConfig(const CLI::App* app = nullptr) : app_(app) {}
   std::string to_config(const CLI::App*, bool, bool, std::string) const override;
   std::vector<CLI::ConfigItem> from_config(std::istream& input) const override;
+
+ private:
+  const CLI::App* app_;
 };
 
 /// Adds `--config FILE` (env BLACKTREE_CONFIG) read with YamlConfig. Options

@@ -191,18 +191,20 @@ class Orchestrator(Process):
 
 
 class Worker(Process):
-    def __init__(self, tmp_path, orchestrator_port, worker_id, command, region=None, capacity=1,
-                 token=None, port=None, labels=(), extra=()):
+    def __init__(self, tmp_path, orchestrator_port, worker_id, command, region=None, capacity=None,
+                 token=None, port=None, labels=(), extra=(), env=None):
         self.port = port or free_port()
         self.worker_id = worker_id
         argv = [str(BIN_DIR / "blacktree-worker"), "--orchestrator-addr", f"127.0.0.1:{orchestrator_port}",
-                "--listen", f"127.0.0.1:{self.port}", "--worker-id", worker_id, "--capacity", str(capacity),
+                "--listen", f"127.0.0.1:{self.port}", "--worker-id", worker_id,
                 "--drain-timeout-s", "20", "--runner", "argv", *extra]
+        if capacity is not None:
+            argv += ["--capacity", str(capacity)]
         if region:
             argv += ["--region", region]
         for label in labels:
             argv += ["--label", label]
-        env = {}
+        env = dict(env or {})
         if token:
             env["BLACKTREE_REGISTRATION_TOKEN"] = token
         argv += ["--", *command]

@@ -227,6 +227,9 @@ def test_orchestrator_kill9_mid_stream_loses_nothing(cluster, broker, names, col
             if s["jobId"] in duplicates and s["redelivered"] is False:
                 assert counts[s["jobId"]] == 2  # the first, from before the kill
     assert len(duplicates) <= 6, "at most the jobs in flight at the kill may run twice"
+    # What was unacknowledged at the kill came back marked as redelivered.
+    with statuses.lock:
+        assert any(s["redelivered"] for s in statuses.statuses)
     assert again.proc.poll() is None
 
 

@@ -6,11 +6,12 @@ so these tests need no broker; the workers run the argv runner with real
 commands (`true`, `false`, `sh -c ...`)."""
 
 import collections
+import subprocess
 
 import grpc
 import pytest
 
-from conftest import health_status, job, pb, wait_until
+from conftest import BIN_DIR, health_status, job, pb, wait_until
 
 FREE = pb.WORKER_STATE_FREE
 DEAD = pb.WORKER_STATE_DEAD
@@ -187,3 +188,41 @@ def test_worker_sigterm_drains_then_deregisters(cluster):
     status = orch.status_of("in-flight")
     assert status["success"] and "finished" in status["logs"]
     orch.wait_workers(lambda ws: "drainer" not in ws, what="'drainer' deregistered")
+
+
+def test_cancel_rpc_stops_a_running_job(cluster):
+    orch = cluster.orchestrator()
+    w = cluster.worker(orch, "canceller", command=["sh", "-c", "echo going; sleep 60"])
+    orch.wait_workers(lambda ws: ws.get("canceller") and ws["canceller"].state == FREE)
+    orch.submit(job("to-cancel"))
+    wait_until(lambda: orch.list_workers()["canceller"].running == 1, what="the job running")
+    with grpc.insecure_channel(f"127.0.0.1:{w.port}") as ch:
+        cancel = ch.unary_unary("/blacktree.v1.Worker/Cancel",
+                                request_serializer=pb.CancelRequest.SerializeToString,
+                                response_deserializer=pb.CancelReply.FromString)
+        assert cancel(pb.CancelRequest(job_id="to-cancel", reason="test"), timeout=5).found
+        assert not cancel(pb.CancelRequest(job_id="no-such-job"), timeout=5).found
+    status = orch.status_of("to-cancel", timeout=15)
+    assert status["success"] is False and "cancel" in status["error"], status
+    orch.wait_workers(lambda ws: ws["canceller"].running == 0 and ws["canceller"].state == FREE)
+
+
+def test_worker_configuration_layers(cluster, tmp_path):
+    """flags > environment > YAML file > defaults, with the seed's names."""
+    orch = cluster.orchestrator()
+    config = tmp_path / "worker.yaml"
+    config.write_text("region: from-file\ncapacity: 3\nlabel: [tier=file]\nworker_id: file-id\n")
+    # The environment overrides the file's capacity; flags override its region and id.
+    w = cluster.worker(orch, "flag-id", command=["true"], region="from-flag",
+                       extra=["--config", str(config)], env={"WORKER_CAPACITY": "2"})
+    listed = orch.wait_workers(lambda ws: "flag-id" in ws, what="the configured worker")
+    info = listed["flag-id"].worker
+    assert info.capacity == 2
+    assert dict(info.labels) == {"region": "from-flag", "tier": "file"}
+    assert w.proc.poll() is None
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("no_such_setting: 1\n")
+    out = subprocess.run([str(BIN_DIR / "blacktree-worker"), "--config", str(bad), "--", "true"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0 and "no_such_setting" in (out.stdout + out.stderr).replace("-", "_")

@@ -44,6 +44,10 @@ struct DispatcherOptions {
   /// HealthMonitor revives it when it answers again). Turn off if nothing
   /// revives workers in your embedding.
   bool mark_unreachable_dead = true;
+  /// A worker that refused a job (full, draining) has fewer free slots than
+  /// the pool believes: the refused slot is kept out of use this long, so the
+  /// next attempt goes to another slot instead of straight back to it.
+  std::chrono::milliseconds refused_slot_cooldown{1000};
   /// Backoff between attempts to publish a status that the sink refused.
   std::chrono::milliseconds publish_retry_initial{50};
   std::chrono::milliseconds publish_retry_max{5000};
@@ -364,7 +368,11 @@ class Dispatcher {
         counters.not_accepted.fetch_add(1, std::memory_order_relaxed);
         const auto worker = ctx->worker;
         observer.on_not_accepted(ctx->job(), *worker, ec, result.error);
-        ctx->lease.release();
+        if (ec == errc::worker_refused && options.refused_slot_cooldown.count() > 0) {
+          park(std::move(ctx->lease));
+        } else {
+          ctx->lease.release();
+        }
         if (ec == errc::worker_unreachable && options.mark_unreachable_dead)
           pool.mark_dead(worker->id, "unreachable when offered job " + ctx->job().id + ": " + result.error);
         if (ctx->attempts >= options.max_attempts) {
@@ -382,6 +390,15 @@ class Dispatcher {
         return;
       }
       finalize(ctx, std::move(result));
+    }
+
+    // Holds a refused slot for the cooldown, then returns it (its release, or
+    // the timer's destruction with the io_context, gives it back exactly once).
+    void park(lease_type lease) {
+      auto timer = std::make_shared<asio::steady_timer>(strand, options.refused_slot_cooldown);
+      timer->async_wait([timer, held = std::make_shared<lease_type>(std::move(lease))](std::error_code) mutable {
+        held->release();
+      });
     }
 
     void on_pool_event(const WorkerEvent& event) {
