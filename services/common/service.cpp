@@ -11,6 +11,8 @@
 #include <cstdlib>
 #include <chrono>
 #include <fstream>
+#include <pthread.h>
+#include <random>
 #include <sstream>
 
 namespace blacktree::service {
@@ -178,6 +180,29 @@ int port_of(std::string_view address) {
   const auto digits = address.substr(colon + 1);
   std::from_chars(digits.data(), digits.data() + digits.size(), port);
   return port;
+}
+
+std::string random_hex(std::size_t n) {
+  std::random_device rd;
+  std::uniform_int_distribution<int> digit(0, 15);
+  std::string out;
+  for (std::size_t i = 0; i < n; ++i) out += "0123456789abcdef"[digit(rd)];
+  return out;
+}
+
+sigset_t block_termination_signals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  return signals;
+}
+
+std::string registration_token(const std::string& file) {
+  if (!file.empty()) return read_secret_file(file, "--registration-token-file");
+  const char* env = std::getenv("BLACKTREE_REGISTRATION_TOKEN");
+  return env != nullptr ? env : "";
 }
 
 }  // namespace blacktree::service

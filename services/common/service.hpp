@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <csignal>
 #include <map>
 #include <memory>
 #include <string>
@@ -54,5 +55,16 @@ std::map<std::string, std::string, std::less<>> parse_labels(const std::vector<s
 
 /// host:port -> port (0 when absent or not a number).
 int port_of(std::string_view address);
+
+/// `n` random hex digits (ids, incarnations).
+std::string random_hex(std::size_t n);
+
+/// Blocks SIGTERM and SIGINT in this thread and every thread started after
+/// it; returns the set for sigwait(). Call first thing in main().
+sigset_t block_termination_signals();
+
+/// The registration token: from `file` when given, else env
+/// BLACKTREE_REGISTRATION_TOKEN, else empty. Throws CLI::ValidationError.
+std::string registration_token(const std::string& file);
 
 }  // namespace blacktree::service

@@ -32,14 +32,6 @@ namespace {
 namespace core = blacktree::core;
 using Logger = std::shared_ptr<spdlog::logger>;
 
-std::string random_hex(std::size_t n) {
-  std::random_device rd;
-  std::uniform_int_distribution<int> digit(0, 15);
-  std::string out;
-  for (std::size_t i = 0; i < n; ++i) out += "0123456789abcdef"[digit(rd)];
-  return out;
-}
-
 // Every job assignment and outcome, logged with ids (never tokens: Job's
 // token is a core::Secret and is never formatted), counted for /metrics and,
 // with the queue's event publisher, published as progress events.
@@ -116,7 +108,7 @@ struct Plane {
   Plane(const Settings& s, Logger logger)
       : settings(s),
         log(std::move(logger)),
-        id(random_hex(16)),
+        id(blacktree::service::random_hex(16)),
         work(asio::make_work_guard(io)),
         pool(io.get_executor()),
         transport(io.get_executor(), transport_options(id)),
@@ -249,11 +241,7 @@ int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset
 }  // namespace
 
 int main(int argc, char** argv) {
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // before any thread starts: sigwait takes them
+  const sigset_t signals = blacktree::service::block_termination_signals();  // before any thread starts
 
   CLI::App app{"blacktree-orchestrator: dispatches build jobs from a queue to registered workers"};
   app.set_version_flag("--version", std::string(BLACKTREE_VERSION_STRING));
@@ -335,8 +323,7 @@ int main(int argc, char** argv) {
   blacktree::service::add_log_options(app, log_options);
   CLI11_PARSE(app, argc, argv);
   try {
-    if (!token_file.empty()) s.token = blacktree::service::read_secret_file(token_file, "--registration-token-file");
-    else if (const char* env = std::getenv("BLACKTREE_REGISTRATION_TOKEN")) s.token = env;
+    s.token = blacktree::service::registration_token(token_file);
     if (!amqp_password_file.empty()) {
       amqp.password = blacktree::core::Secret(blacktree::service::read_secret_file(amqp_password_file, "--mq-password-file"));
     }

@@ -22,14 +22,6 @@
 
 namespace {
 
-std::string random_hex(std::size_t n) {
-  std::random_device rd;
-  std::uniform_int_distribution<int> digit(0, 15);
-  std::string out;
-  for (std::size_t i = 0; i < n; ++i) out += "0123456789abcdef"[digit(rd)];
-  return out;
-}
-
 std::string host_name() {
   char buf[256] = {};
   if (::gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return "localhost";
@@ -40,11 +32,7 @@ std::string host_name() {
 
 int main(int argc, char** argv) {
   // Signals are taken by sigwait below; block them before any thread starts.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  const sigset_t signals = blacktree::service::block_termination_signals();
 
   CLI::App app{"blacktree-worker: runs build jobs handed to it by a blacktree orchestrator"};
   app.set_version_flag("--version", std::string(BLACKTREE_VERSION_STRING));
@@ -111,7 +99,8 @@ int main(int argc, char** argv) {
   app.add_option("--registry-credential-helper", registry_credential_helper,
                  "for --registry-auth helper: NAME of docker-credential-NAME (e.g. ecr-login)")
       ->envname("REGISTRY_CREDENTIAL_HELPER");
-  app.add_flag("--registry-insecure", [&build](std::int64_t) { build.registry_tls_verify = false; },
+  bool registry_insecure = false;
+  app.add_flag("--registry-insecure", registry_insecure,
                "push over plain HTTP / without TLS verification (a local registry)")
       ->envname("REGISTRY_INSECURE");
   app.add_option("--builder", builder_name, "buildah (daemonless) or docker (needs a Docker engine)")
@@ -144,8 +133,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   try {
-    if (!token_file.empty()) token = blacktree::service::read_secret_file(token_file, "--registration-token-file");
-    else if (const char* env = std::getenv("BLACKTREE_REGISTRATION_TOKEN")) token = env;
+    token = blacktree::service::registration_token(token_file);
     if (runner_kind == "argv" && runner_argv.empty()) {
       throw CLI::ValidationError("--runner-argv", "--runner argv needs the command to run, e.g. -- true");
     }
@@ -163,13 +151,13 @@ int main(int argc, char** argv) {
   }
 
   auto log = blacktree::service::make_logger("worker", log_options);
-  if (worker_id.empty()) worker_id = host_name() + "-" + random_hex(6);
+  if (worker_id.empty()) worker_id = host_name() + "-" + blacktree::service::random_hex(6);
 
   blacktree::core::WorkerInfo self;
   self.id = worker_id;
   self.capacity = capacity;
   self.version = std::string(BLACKTREE_VERSION_STRING);
-  self.incarnation = random_hex(16);
+  self.incarnation = blacktree::service::random_hex(16);
   try {
     self.labels = blacktree::service::parse_labels(label_items);
   } catch (const CLI::Error& e) {
@@ -186,6 +174,7 @@ int main(int argc, char** argv) {
   } else {
     using Credentials = blacktree::worker::RegistryCredentials;
     build.work_root = work_root;
+    build.registry_tls_verify = !registry_insecure;
     build.default_timeout = std::chrono::seconds(job_timeout_s);
     build.builder = builder_name == "docker" ? blacktree::worker::BuilderKind::docker
                                              : blacktree::worker::BuilderKind::buildah;

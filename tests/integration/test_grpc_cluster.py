@@ -6,6 +6,7 @@ so these tests need no broker; the workers run the argv runner with real
 commands (`true`, `false`, `sh -c ...`)."""
 
 import collections
+import signal
 import subprocess
 
 import grpc
@@ -180,11 +181,19 @@ def test_wrong_registration_token_is_refused(cluster):
 
 def test_worker_sigterm_drains_then_deregisters(cluster):
     orch = cluster.orchestrator()
-    w = cluster.worker(orch, "drainer", command=["sh", "-c", "sleep 1; echo finished"])
+    w = cluster.worker(orch, "drainer", command=["sh", "-c", "sleep 2; echo finished"])
     orch.wait_workers(lambda ws: ws.get("drainer") and ws["drainer"].state == FREE)
     orch.submit(job("in-flight"))
     wait_until(lambda: orch.list_workers()["drainer"].running == 1, what="the job running")
-    assert w.terminate() == 0
+    w.proc.send_signal(signal.SIGTERM)
+    # The orchestrator learns from the pings that the worker is draining and
+    # offers it nothing new: the next job goes to another worker, first try.
+    orch.wait_workers(lambda ws: ws["drainer"].state == pb.WORKER_STATE_DRAINING, what="'drainer' draining")
+    cluster.worker(orch, "other", command=["true"])
+    orch.submit(job("next"))
+    nxt = orch.status_of("next")
+    assert nxt["workerId"] == "other" and nxt["attempts"] == 1, nxt
+    assert w.proc.wait(timeout=30) == 0
     status = orch.status_of("in-flight")
     assert status["success"] and "finished" in status["logs"]
     orch.wait_workers(lambda ws: "drainer" not in ws, what="'drainer' deregistered")

@@ -475,9 +475,9 @@ class Dispatcher {
 
     void hand_back(const ContextPtr& ctx) {
       ctx->lease.release();
+      observer.on_handed_back(ctx->job());  // before reject: it empties the delivery
       source.reject(ctx->delivery, Disposition::requeue, "dispatcher stopping");
       counters.handed_back.fetch_add(1, std::memory_order_relaxed);
-      observer.on_handed_back(ctx->job());
       done(ctx);
     }
 

@@ -164,6 +164,9 @@ class HealthMonitor {
         observer.on_ping_ok(*info, std::chrono::steady_clock::now() - sent);
         const bool was_down = known->state == WorkerState::registering || known->state == WorkerState::dead;
         pool.mark_alive(info->id, reply.incarnation);
+        // A worker shutting down says so: offer it nothing new. (Not undone
+        // here when it stops saying so: a drain may also be an operator's.)
+        if (reply.state == WorkerState::draining) pool.drain(info->id);
         if (was_down) observer.on_alive(*info);
         return;
       }
