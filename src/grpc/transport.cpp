@@ -191,7 +191,8 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
                            : fmt::format("worker {} did not take the job: {}", worker_id_, describe(status));
       } else {
         ec = make_error_code(errc::worker_lost);
-        result.error = fmt::format("worker {} was lost while running the job: {}", worker_id_, describe(status));
+        // The dispatcher says "worker X was lost while running the job (...)".
+        result.error = fmt::format("its RunJob stream broke: {}", describe(status));
       }
     }
     if (result.job_id.empty()) result.job_id = job_id_;
