@@ -297,13 +297,16 @@ void WorkerService::set_ping_listener(PingListener listener) {
       result.logs += fmt::format("\n[blacktree: {} output lines were not streamed: the caller read too slowly]",
                                  dropped);
     }
+    // Free the slot before the result goes out: the orchestrator reuses it
+    // as soon as it reads the result, and must not find this worker "full".
+    {
+      std::lock_guard done_lock(state->mutex);
+      state->jobs.erase(running->id);
+      state->finished.push_back(std::move(running->thread));  // joined by a later reap()
+      state->idle.notify_all();
+    }
     stream->push_event(core::ProgressEvent{job.id, worker_id, core::Phase::finished, {}});
     stream->push_result(result);
-
-    std::lock_guard done_lock(state->mutex);
-    state->jobs.erase(running->id);
-    state->finished.push_back(std::move(running->thread));
-    state->idle.notify_all();
   });
   return stream.get();
 }
