@@ -19,6 +19,7 @@
 
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
@@ -95,6 +96,7 @@ struct Settings {
   std::uint32_t max_attempts = 3;
   std::uint32_t placement_timeout_s = 0;
   std::uint32_t drain_timeout_s = 30;
+  std::uint32_t forget_dead_after_s = 600;
 };
 
 blacktree::grpc::TransportOptions transport_options(const std::string& orchestrator_id) {
@@ -150,10 +152,31 @@ struct Plane {
     server->GetHealthCheckService()->SetServingStatus(true);
     for (int i = 0; i < 2; ++i) threads.emplace_back([this] { io.run(); });
     health.start();
+    if (settings.forget_dead_after_s > 0) sweep_dead();
     return true;
   }
 
+  // Workers dead for longer than forget_dead_after_s are deregistered, so
+  // crashed workers with generated ids do not pile up. One that comes back
+  // registers again by itself.
+  void sweep_dead() {
+    sweeper.expires_after(std::chrono::seconds(std::max<std::uint32_t>(settings.forget_dead_after_s / 10, 1)));
+    sweeper.async_wait([this](std::error_code ec) {
+      if (ec) return;
+      const auto limit = std::chrono::seconds(settings.forget_dead_after_s);
+      const auto now = std::chrono::steady_clock::now();
+      for (const auto& w : pool.snapshot()) {
+        if (w.info && w.state == core::WorkerState::dead && now - w.last_seen > limit) {
+          pool.deregister(w.info->id, "dead for more than " + std::to_string(settings.forget_dead_after_s) + " s");
+          log->info("worker {} forgotten: dead for more than {} s", w.info->id, settings.forget_dead_after_s);
+        }
+      }
+      sweep_dead();
+    });
+  }
+
   void stop() {
+    asio::post(io, [this] { sweeper.cancel(); });
     health.stop();
     if (server) server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     pool.stop();
@@ -175,6 +198,7 @@ struct Plane {
   blacktree::grpc::OrchestratorService service;
   core::WorkerPool::Subscription subscription;
   std::unique_ptr<::grpc::Server> server;
+  asio::steady_timer sweeper{io};
   int port = 0;
   std::vector<std::thread> threads;
 };
@@ -319,6 +343,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--drain-timeout-s", s.drain_timeout_s, "on SIGTERM, how long running jobs may take to finish")
       ->envname("BLACKTREE_DRAIN_TIMEOUT_S")
+      ->capture_default_str();
+  app.add_option("--forget-dead-after-s", s.forget_dead_after_s,
+                 "deregister a worker dead for this long (0: keep dead workers listed)")
+      ->envname("BLACKTREE_FORGET_DEAD_AFTER_S")
       ->capture_default_str();
   blacktree::service::add_log_options(app, log_options);
   CLI11_PARSE(app, argc, argv);

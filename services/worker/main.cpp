@@ -16,6 +16,7 @@
 #include <grpcpp/health_check_service_interface.h>
 
 #include <csignal>
+#include <filesystem>
 #include <pthread.h>
 #include <random>
 #include <unistd.h>
@@ -182,6 +183,16 @@ int main(int argc, char** argv) {
       build.credentials = {Credentials::Kind::static_password, registry_username, registry_password_file, {}};
     } else if (registry_auth == "helper") {
       build.credentials = {Credentials::Kind::helper, {}, {}, registry_credential_helper};
+    }
+    // A previous process killed mid-job (kill -9, power loss) left its job
+    // directories, credentials included; no job runs yet, so all are stale.
+    std::error_code scan_error;
+    for (const auto& entry : std::filesystem::directory_iterator(build.work_root, scan_error)) {
+      if (!entry.is_directory() || entry.path().filename().string().rfind("job-", 0) != 0) continue;
+      std::error_code ec;
+      std::filesystem::remove_all(entry.path(), ec);
+      if (ec) log->warn("cannot remove the stale job directory {}: {}", entry.path().string(), ec.message());
+      else log->info("removed the stale job directory {}", entry.path().string());
     }
     auto pipeline = std::make_unique<blacktree::worker::BuildPipelineRunner>(build);
     if (auto problem = pipeline->check()) {

@@ -235,3 +235,13 @@ def test_worker_configuration_layers(cluster, tmp_path):
     out = subprocess.run([str(BIN_DIR / "blacktree-worker"), "--config", str(bad), "--", "true"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode != 0 and "no_such_setting" in (out.stdout + out.stderr).replace("-", "_")
+
+
+def test_dead_workers_are_forgotten_after_a_while(cluster):
+    orch = cluster.orchestrator(extra=["--forget-dead-after-s", "1"])
+    w = cluster.worker(orch, "crashy", command=["true"])
+    orch.wait_workers(lambda ws: ws.get("crashy") and ws["crashy"].state == FREE)
+    w.kill9()
+    orch.wait_workers(lambda ws: "crashy" in ws and ws["crashy"].state == DEAD, what="'crashy' dead")
+    orch.wait_workers(lambda ws: "crashy" not in ws, timeout=10, what="'crashy' forgotten")
+    orch.wait_log("worker crashy forgotten")
