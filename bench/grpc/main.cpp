@@ -1,7 +1,7 @@
 // Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
 //
 // blacktree_bench_grpc [--concurrency 1,8,64] [--calls N] [--reps R] [--warmup W]
-//                      [--io-threads T] [--capacity C]
+//                      [--io-threads T] [--capacity C] [--split 0|1]
 //
 // RunJob round trips with a runner that succeeds at once, closed loop with
 // `concurrency` calls in flight, on 127.0.0.1 in one process:
@@ -9,7 +9,11 @@
 //                replies) on plain gRPC callback API, both sides: the baseline
 //   bare-ping    a unary Ping on plain gRPC: the floor of any round trip
 //   blacktree    GrpcTransport::async_run -> WorkerService -> JobRunner
-// Each row alternates the three `reps` times on fresh clients against servers
+// and, with --split 1 (default), the two halves crossed, to see which side
+// costs what:
+//   transport>bare  GrpcTransport against the bare server
+//   bare>service    the bare client against WorkerService
+// Each row alternates the competitors `reps` times on fresh clients against servers
 // that stay up; calls/s and CPU per call are medians, latency percentiles
 // are over every call of every rep. Ratios are blacktree / baseline.
 
@@ -71,6 +75,7 @@ int main(int argc, char** argv) {
   std::vector<std::size_t> concurrencies{1, 8, 64};
   std::size_t calls = 10000, reps = 3, warmup = 500;
   unsigned io_threads = 2, capacity = 0;
+  bool split = true;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     const char* value = argv[i + 1];
@@ -80,10 +85,11 @@ int main(int argc, char** argv) {
     else if (flag == "--warmup") warmup = std::strtoull(value, nullptr, 10);
     else if (flag == "--io-threads") io_threads = static_cast<unsigned>(std::strtoul(value, nullptr, 10));
     else if (flag == "--capacity") capacity = static_cast<unsigned>(std::strtoul(value, nullptr, 10));
+    else if (flag == "--split") split = std::strtoul(value, nullptr, 10) != 0;
     else {
       std::fprintf(stderr,
                    "usage: %s [--concurrency 1,8,64] [--calls N] [--reps R] [--warmup W] [--io-threads T] "
-                   "[--capacity C]\n",
+                   "[--capacity C] [--split 0|1]\n",
                    argv[0]);
       return 2;
     }
@@ -108,24 +114,42 @@ int main(int argc, char** argv) {
       run_bare_ping(bare_server->address(), concurrency, warmup);
       run_blacktree(blacktree_server->address(), concurrency, warmup, io_threads);
 
-      Summary stream, ping, ours;
+      Summary stream, ping, ours, client_only, server_only;
       for (std::size_t r = 0; r < reps; ++r) {
         stream.add(run_bare_stream(bare_server->address(), concurrency, calls), calls);
         ping.add(run_bare_ping(bare_server->address(), concurrency, calls), calls);
         ours.add(run_blacktree(blacktree_server->address(), concurrency, calls, io_threads), calls);
+        if (split) {
+          client_only.add(run_blacktree(bare_server->address(), concurrency, calls, io_threads), calls);
+          server_only.add(run_bare_stream(blacktree_server->address(), concurrency, calls), calls);
+        }
       }
       struct Row {
         const char* name;
         Summary* s;
       };
-      for (const Row row : {Row{"bare-stream", &stream}, Row{"bare-ping", &ping}, Row{"blacktree", &ours}}) {
+      std::vector<Row> rows{Row{"bare-stream", &stream}, Row{"bare-ping", &ping}, Row{"blacktree", &ours}};
+      if (split) {
+        rows.push_back(Row{"transport>bare", &client_only});
+        rows.push_back(Row{"bare>service", &server_only});
+      }
+      for (const Row row : rows) {
         std::printf("%5zu  %-12s %10.0f %9.0f %9.0f %11.1f %7zu\n", concurrency, row.name, row.s->calls_per_s(),
                     row.s->p(50), row.s->p(99), median(row.s->cpu_us), row.s->errors);
       }
       std::printf("%5zu  ratios: calls/s blacktree/bare-stream %.2f, blacktree/bare-ping %.2f; "
-                  "p50 latency blacktree/bare-stream %.2f; cpu/call blacktree/bare-stream %.2f\n\n",
+                  "p50 latency blacktree/bare-stream %.2f; cpu/call blacktree/bare-stream %.2f\n",
                   concurrency, ours.calls_per_s() / stream.calls_per_s(), ours.calls_per_s() / ping.calls_per_s(),
                   ours.p(50) / stream.p(50), median(ours.cpu_us) / median(stream.cpu_us));
+      if (split) {
+        std::printf("%5zu  split: transport>bare %.2f, bare>service %.2f of bare-stream calls/s; cpu/call added by "
+                    "the transport %+.1f us, by the service %+.1f us\n",
+                    concurrency, client_only.calls_per_s() / stream.calls_per_s(),
+                    server_only.calls_per_s() / stream.calls_per_s(),
+                    median(client_only.cpu_us) - median(stream.cpu_us),
+                    median(server_only.cpu_us) - median(stream.cpu_us));
+      }
+      std::printf("\n");
       std::fflush(stdout);
     }
   } catch (const std::exception& e) {
