@@ -11,6 +11,7 @@
 #include <blacktree/version.hpp>
 #include <blacktree/worker/argv_runner.hpp>
 #include <blacktree/worker/build_pipeline.hpp>
+#include <blacktree/worker/noop_runner.hpp>
 
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -83,9 +84,10 @@ int main(int argc, char** argv) {
   app.add_option("--registration-token-file", token_file, "file holding the orchestrator's registration token")
       ->envname("BLACKTREE_REGISTRATION_TOKEN_FILE");
   app.add_option("--runner", runner_kind,
-                 "what a job runs: build (clone, build, push the job's image) or argv (a fixed command)")
+                 "what a job runs: build (clone, build, push the job's image), argv (a fixed command) or noop "
+                 "(succeed at once: for benchmarks and plumbing checks)")
       ->envname("WORKER_RUNNER")
-      ->check(CLI::IsMember({"build", "argv"}))
+      ->check(CLI::IsMember({"build", "argv", "noop"}))
       ->capture_default_str();
   app.add_option("--registry", build.registry, "for --runner build: where images are pushed, host[:port][/prefix]")
       ->envname("REGISTRY");
@@ -167,7 +169,9 @@ int main(int argc, char** argv) {
   if (!region.empty()) self.labels.insert_or_assign("region", region);
 
   std::unique_ptr<blacktree::worker::JobRunner> runner;
-  if (runner_kind == "argv") {
+  if (runner_kind == "noop") {
+    runner = std::make_unique<blacktree::worker::NoopRunner>();
+  } else if (runner_kind == "argv") {
     blacktree::worker::ArgvRunnerConfig config;
     config.argv = runner_argv;
     config.default_timeout = std::chrono::seconds(job_timeout_s);

@@ -197,7 +197,9 @@ class Worker(Process):
         self.worker_id = worker_id
         argv = [str(BIN_DIR / "blacktree-worker"), "--orchestrator-addr", f"127.0.0.1:{orchestrator_port}",
                 "--listen", f"127.0.0.1:{self.port}", "--worker-id", worker_id,
-                "--drain-timeout-s", "20", "--runner", "argv", *extra]
+                "--drain-timeout-s", "20", *extra]
+        if "--runner" not in extra:
+            argv += ["--runner", "argv"]
         if capacity is not None:
             argv += ["--capacity", str(capacity)]
         if region:

@@ -245,3 +245,12 @@ def test_dead_workers_are_forgotten_after_a_while(cluster):
     orch.wait_workers(lambda ws: "crashy" in ws and ws["crashy"].state == DEAD, what="'crashy' dead")
     orch.wait_workers(lambda ws: "crashy" not in ws, timeout=10, what="'crashy' forgotten")
     orch.wait_log("worker crashy forgotten")
+
+
+def test_noop_runner_succeeds_at_once(cluster):
+    orch = cluster.orchestrator()
+    cluster.worker(orch, "noop", command=[], extra=["--runner", "noop"])
+    orch.wait_workers(lambda ws: ws.get("noop") and ws["noop"].state == FREE)
+    orch.submit(job("nothing-to-do"))
+    status = orch.status_of("nothing-to-do")
+    assert status["success"] and status["workerId"] == "noop" and status["logs"] == ""
