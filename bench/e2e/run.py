@@ -28,8 +28,8 @@ Phases, all against one private broker (tests/support/rabbitmq.sh):
     the orchestrator started (a) with no worker, (b) with the workers running
     `sleep` (every slot busy, so the queue stays full); after --mem-wait-s its
     VmRSS / VmHWM and the queue's unacknowledged count are read.
-The workers have no no-op runner: `true` through posix_spawn is the cheapest
-job they can run, and its cost is reported beside the figures.
+--runner noop (the default) uses the workers' no-op runner; --runner true
+runs `true` through the argv runner, to see the cost of a process per job.
 """
 
 import argparse
@@ -191,7 +191,8 @@ def start_workers(args, orchestrator, logdir, tag, command, capacity):
     for i in range(args.workers):
         argv = [str(args.bin_dir / "blacktree-worker"), "--orchestrator-addr", f"127.0.0.1:{orchestrator.port}",
                 "--listen", f"127.0.0.1:{free_port()}", "--worker-id", f"{tag}-w{i}", "--drain-timeout-s", "2",
-                "--capacity", str(capacity), "--runner", "argv", "--", *command]
+                "--capacity", str(capacity)]
+        argv += ["--runner", "noop"] if command == ["noop"] else ["--runner", "argv", "--", *command]
         ws.append(Proc(f"{tag}-w{i}", argv, logdir, wait_text="serving on port"))
     return ws
 
@@ -225,14 +226,14 @@ def run_baseline(args, broker):
 
 def run_e2e(args, broker, logdir, n, capacity, tag):
     q = names()
-    log(f"\n== end to end [{tag}]: {n} jobs, {args.workers} workers x capacity {capacity}, runner `true`")
+    log(f"\n== end to end [{tag}]: {n} jobs, {args.workers} workers x capacity {capacity}, runner {args.runner}")
     prepublish(broker, q["execute-queue"], n)
     with broker.connection() as conn:
         ch = conn.channel()
         ch.queue_declare(queue=q["status-queue"], durable=True)
         o = start_orchestrator(args, broker, q, logdir, tag)
         t_workers = time.monotonic()
-        ws = start_workers(args, o, logdir, tag, ["true"], capacity)
+        ws = start_workers(args, o, logdir, tag, [args.runner] if args.runner == "noop" else ["true"], capacity)
         series = []  # (t, statuses)
         rss_max_seen = 0
         deadline = time.monotonic() + args.timeout_s
@@ -328,6 +329,8 @@ def run_memory(args, broker, logdir, size):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", type=int, default=50000)
+    ap.add_argument("--runner", choices=["noop", "true"], default="noop",
+                    help="the workers' runner: noop (--runner noop) or `true` through the argv runner")
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--capacity", type=int, default=4)
     ap.add_argument("--extra-capacity", type=int, default=0,
