@@ -25,8 +25,6 @@
 
 #include <csignal>
 #include <future>
-#include <pthread.h>
-#include <random>
 
 namespace {
 
@@ -227,11 +225,7 @@ int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset
       plane.io.get_executor(), source, plane.transport, sink, plane.pool, options, observer);
 
   blacktree::orchestrator::OpsServer ops(
-      [&] {
-        auto why = queue_ready();
-        return why;
-      },
-      [&] { return plane.metrics.render(dispatcher.stats(), plane.pool.snapshot()); });
+      queue_ready, [&] { return plane.metrics.render(dispatcher.stats(), plane.pool.snapshot()); });
   if (!plane.settings.http_listen.empty()) {
     const auto [host, port] = split_host_port(plane.settings.http_listen);
     const int bound = ops.start(host, port);

@@ -18,8 +18,6 @@
 
 #include <csignal>
 #include <filesystem>
-#include <pthread.h>
-#include <random>
 #include <unistd.h>
 
 namespace {
