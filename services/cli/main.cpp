@@ -21,10 +21,12 @@ namespace service = blacktree::service;
 
 // service::YamlConfig flattens `submit: {mq-url: ...}` to "submit-mq-url";
 // CLI11 finds a subcommand's option only through the item's parents, so move
-// the subcommand's name there.
+// the subcommand's name there. A key whose option's environment variable is
+// set is dropped: the environment overrides the file, as in the services.
 class SubcommandYamlConfig final : public CLI::Config {
  public:
-  explicit SubcommandYamlConfig(std::set<std::string> subcommands) : subcommands_(std::move(subcommands)) {}
+  SubcommandYamlConfig(const CLI::App* app, std::set<std::string> subcommands)
+      : app_(app), subcommands_(std::move(subcommands)) {}
 
   std::string to_config(const CLI::App*, bool, bool, std::string) const override { return {}; }
 
@@ -38,10 +40,19 @@ class SubcommandYamlConfig final : public CLI::Config {
         item.name = item.name.substr(dash + 1);
       }
     }
+    std::erase_if(parsed, [this](const CLI::ConfigItem& item) {
+      const CLI::App* owner = app_;
+      if (!item.parents.empty()) owner = app_->get_subcommand(item.parents.front());  // one of subcommands_
+      const CLI::Option* option = owner ? owner->get_option_no_throw("--" + item.name) : nullptr;
+      if (option == nullptr || option->get_envname().empty()) return false;
+      const char* value = std::getenv(option->get_envname().c_str());
+      return value != nullptr && *value != '\0';
+    });
     return parsed;
   }
 
  private:
+  const CLI::App* app_;
   service::YamlConfig yaml_;
   std::set<std::string> subcommands_;
 };
@@ -130,7 +141,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.fallthrough();  // `blacktree submit --config f.yaml ...` works as well as `blacktree --config f.yaml submit`
   service::add_config_file_option(app);
-  app.config_formatter(std::make_shared<SubcommandYamlConfig>(std::set<std::string>{"submit", "workers"}));
+  app.config_formatter(std::make_shared<SubcommandYamlConfig>(&app, std::set<std::string>{"submit", "workers"}));
 
   cli::SubmitSettings submit_settings;
   submit_settings.amqp.url = "amqp://guest:guest@127.0.0.1:5672/";

@@ -456,3 +456,18 @@ def test_submit_wait_through_a_real_orchestrator_and_worker(broker, mq, cluster,
             connection.close()
     finally:
         orch.close()
+
+
+def test_environment_overrides_the_cli_config_file(tmp_path):
+    """flags > environment > YAML, as in the services: ORCHESTRATOR_ADDR beats the file."""
+    import os as _os
+    import subprocess as _sp
+    from conftest import BIN_DIR as _BIN, free_port as _free
+    config = tmp_path / "cli.yaml"
+    file_port, env_port = _free(), _free()
+    config.write_text(f"workers:\n  orchestrator-addr: 127.0.0.1:{file_port}\n")
+    env = dict(_os.environ, ORCHESTRATOR_ADDR=f"127.0.0.1:{env_port}")
+    out = _sp.run([str(_BIN / "blacktree"), "--config", str(config), "workers"], env=env, capture_output=True,
+                  text=True, timeout=30)
+    assert out.returncode == 2
+    assert f"127.0.0.1:{env_port}" in out.stderr and f"127.0.0.1:{file_port}" not in out.stderr
