@@ -133,6 +133,13 @@ bool Connection::heartbeat_expired() const noexcept {
   return std::chrono::steady_clock::now() - last_received_ > 2 * heartbeat_ + std::chrono::seconds(1);
 }
 
+bool Connection::wait_for_traffic(const Waker& waker) {
+  if (has_buffered()) return false;
+  const PollResult polled = wait(fd(), waker, poll_timeout());
+  if (polled.socket_ready) note_received();
+  return !polled.socket_ready && !polled.woken && heartbeat_expired();
+}
+
 std::chrono::milliseconds Connection::poll_timeout() const noexcept {
   if (heartbeat_.count() == 0) return std::chrono::milliseconds(-1);
   return std::chrono::duration_cast<std::chrono::milliseconds>(heartbeat_) / 2;

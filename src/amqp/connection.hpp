@@ -84,6 +84,11 @@ class Connection {
   void note_received() noexcept { last_received_ = std::chrono::steady_clock::now(); }
   /// True when the broker has said nothing for more than two heartbeat intervals.
   bool heartbeat_expired() const noexcept;
+  /// The idle step every connection thread shares: returns at once when
+  /// rabbitmq-c already holds data; otherwise waits for the socket, the waker
+  /// or the heartbeat timeout. True when the broker has missed its
+  /// heartbeats: the caller tears the connection down.
+  bool wait_for_traffic(const Waker& waker);
   /// How long the owner may wait in poll() and still send heartbeats in time.
   std::chrono::milliseconds poll_timeout() const noexcept;
 

@@ -83,13 +83,7 @@ class PublisherLoop {
         teardown(std::move(error));
         continue;
       }
-      if (conn_.has_buffered()) continue;
-      const PollResult polled = wait(conn_.fd(), state_->waker, conn_.poll_timeout());
-      if (polled.socket_ready) {
-        conn_.note_received();
-      } else if (!polled.woken && conn_.heartbeat_expired()) {
-        teardown("lost the connection to " + where_ + ": missed heartbeats");
-      }
+      if (conn_.wait_for_traffic(state_->waker)) teardown("lost the connection to " + where_ + ": missed heartbeats");
     }
   }
 

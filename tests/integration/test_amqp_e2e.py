@@ -9,7 +9,6 @@ import collections
 import json
 import subprocess
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -222,11 +221,10 @@ def test_orchestrator_kill9_mid_stream_loses_nothing(cluster, broker, names, col
     duplicates = sorted(k for k, n in counts.items() if n > 1)
     print(f"kill -9 mid-stream: {len(ids)} jobs, {len(duplicates)} duplicate statuses: {duplicates}")
     assert set(counts) == set(ids)
-    # A duplicate can only come from a redelivery, and says so.
+    # A duplicate can only come from a redelivery, and its later status says so.
     with statuses.lock:
-        for s in statuses.statuses:
-            if s["jobId"] in duplicates and s["redelivered"] is False:
-                assert counts[s["jobId"]] == 2  # the first, from before the kill
+        for dup in duplicates:
+            assert any(s["redelivered"] for s in statuses.statuses if s["jobId"] == dup), dup
     assert len(duplicates) <= 6, "at most the jobs in flight at the kill may run twice"
     # What was unacknowledged at the kill came back marked as redelivered.
     with statuses.lock:
@@ -262,7 +260,6 @@ def test_sigterm_mid_stream_requeues_the_rest(cluster, broker, names, collectors
 
     assert orch.terminate(timeout=60) == 0
     assert "draining" in orch.log()
-    time.sleep(0)  # nothing to wait for: the orchestrator has exited
     wait_until(lambda: broker.unacked(names["execute-queue"]) == 0, timeout=30, what="nothing left unacked")
     remaining = [json.loads(body)["jobId"] for _, body in drain(broker, names["execute-queue"])]
     done = set(statuses.ids())
