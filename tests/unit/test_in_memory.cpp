@@ -617,6 +617,65 @@ TEST_CASE("LoopbackTransport: a silent endpoint's ping times out after its deadl
   CHECK(p->reply.worker_id.empty());
 }
 
+TEST_CASE("LoopbackTransport: a pending ping is cancelled through its cancellation slot", "[in_memory][transport]") {
+  asio::io_context io;
+  LoopbackTransport transport(io.get_executor());
+  auto w = make_worker("w1");
+  transport.add_endpoint(w.address, 1);
+  transport.set_mode(w.address, Mode::silent);
+
+  asio::cancellation_signal signal;
+  auto o = std::make_shared<PingOutcome>();
+  // A deadline no test waits for: only the cancellation can complete it.
+  transport.async_ping(w, std::chrono::hours(1),
+                       asio::bind_cancellation_slot(signal.slot(), [o](std::error_code ec, core::PingReply reply) {
+                         o->done = true;
+                         o->ec = ec;
+                         o->reply = std::move(reply);
+                       }));
+  run_ready(io);
+  CHECK_FALSE(o->done);
+
+  signal.emit(asio::cancellation_type::terminal);
+  CHECK_FALSE(o->done);  // never inline
+  REQUIRE(run_until(io, [&] { return o->done; }, 2s));
+  CHECK(o->ec == asio::error::operation_aborted);
+  CHECK(o->reply.worker_id.empty());
+
+  // The deadline's timer went with it: nothing is left to wait for.
+  io.restart();
+  io.run_for(2s);
+  CHECK(io.stopped());
+  signal.emit(asio::cancellation_type::terminal);  // a second cancellation changes nothing
+  run_ready(io);
+  CHECK(o->ec == asio::error::operation_aborted);
+}
+
+TEST_CASE("LoopbackTransport: a ping cancelled from another thread completes once", "[in_memory][transport][threads]") {
+  asio::io_context io;
+  LoopbackTransport transport(io.get_executor());
+  auto w = make_worker("w1");
+  transport.add_endpoint(w.address, 1);
+  transport.set_mode(w.address, Mode::silent);
+
+  asio::cancellation_signal signal;
+  std::atomic<int> completions{0};
+  std::error_code seen;
+  transport.async_ping(w, 5ms, asio::bind_cancellation_slot(signal.slot(), [&](std::error_code ec, core::PingReply) {
+                         seen = ec;
+                         ++completions;
+                       }));
+  // Deadline and cancellation race; whichever wins, the handler runs once.
+  std::thread canceller([&] { signal.emit(asio::cancellation_type::terminal); });
+  REQUIRE(run_until(io, [&] { return completions.load() == 1; }, 2s));
+  canceller.join();
+  io.restart();
+  io.run_for(2s);
+  CHECK(io.stopped());
+  CHECK(completions.load() == 1);
+  CHECK((seen == asio::error::operation_aborted || seen == core::errc::ping_timeout));
+}
+
 TEST_CASE("LoopbackTransport: a runner reports progress and completes later", "[in_memory][transport]") {
   asio::io_context io;
   LoopbackTransport transport(io.get_executor());
@@ -844,6 +903,60 @@ TEST_CASE("InMemoryStatusSink: held confirms stay pending until confirm_held", "
   REQUIRE(run_until(io, [&] { return p3->done; }, 2s));
   CHECK(sink.size() == 3);
   CHECK(sink.confirm_held() == 0);
+}
+
+TEST_CASE("InMemoryStatusSink: a held publish is cancelled through its cancellation slot", "[in_memory][sink]") {
+  asio::io_context io;
+  InMemoryStatusSink sink(io.get_executor());
+  sink.hold_confirms(true);
+  asio::cancellation_signal signal;
+  auto cancelled = std::make_shared<Published>();
+  core::JobResult r;
+  r.job_id = "j1";
+  sink.async_publish(r, asio::bind_cancellation_slot(signal.slot(), [cancelled](std::error_code ec) {
+                       cancelled->done = true;
+                       cancelled->ec = ec;
+                     }));
+  auto kept = publish(sink, "j2");
+  run_ready(io);
+  REQUIRE(sink.held() == 2);
+
+  signal.emit(asio::cancellation_type::terminal);
+  CHECK_FALSE(cancelled->done);  // never inline
+  REQUIRE(run_until(io, [&] { return cancelled->done; }, 2s));
+  CHECK(cancelled->ec == asio::error::operation_aborted);
+  CHECK(sink.held() == 1);
+
+  // The withdrawn status is never confirmed; the other one still is.
+  CHECK(sink.confirm_held() == 1);
+  REQUIRE(run_until(io, [&] { return kept->done; }, 2s));
+  CHECK_FALSE(kept->ec);
+  const auto results = sink.results();
+  REQUIRE(results.size() == 1);
+  CHECK(results[0].job_id == "j2");
+
+  signal.emit(asio::cancellation_type::terminal);  // after completion: nothing happens
+  run_ready(io);
+  CHECK(sink.size() == 1);
+}
+
+TEST_CASE("InMemoryStatusSink: a cancellation after the sink is gone does nothing", "[in_memory][sink]") {
+  asio::io_context io;
+  asio::cancellation_signal signal;
+  auto p = std::make_shared<Published>();
+  {
+    InMemoryStatusSink sink(io.get_executor());
+    sink.hold_confirms(true);
+    core::JobResult r;
+    r.job_id = "j1";
+    sink.async_publish(r, asio::bind_cancellation_slot(signal.slot(), [p](std::error_code ec) {
+                         p->done = true;
+                         p->ec = ec;
+                       }));
+  }
+  signal.emit(asio::cancellation_type::terminal);
+  run_ready(io);
+  CHECK_FALSE(p->done);  // the sink destroyed the handler with itself, uninvoked
 }
 
 TEST_CASE("InMemoryStatusSink: fail_next fails exactly that many publishes", "[in_memory][sink]") {
