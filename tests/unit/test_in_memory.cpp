@@ -111,17 +111,21 @@ struct Held {
 
 struct PingOutcome {
   bool done = false;
+  int completions = 0;
   std::error_code ec;
   core::PingReply reply;
 };
 
-std::shared_ptr<PingOutcome> ping(LoopbackTransport& t, const core::WorkerInfo& w, std::chrono::milliseconds deadline) {
+// `slot`: where a test may cancel the ping; by default nobody can.
+std::shared_ptr<PingOutcome> ping(LoopbackTransport& t, const core::WorkerInfo& w, std::chrono::milliseconds deadline,
+                                  asio::cancellation_slot slot = {}) {
   auto o = std::make_shared<PingOutcome>();
-  t.async_ping(w, deadline, [o](std::error_code ec, core::PingReply reply) {
-    o->done = true;
-    o->ec = ec;
-    o->reply = std::move(reply);
-  });
+  t.async_ping(w, deadline, asio::bind_cancellation_slot(slot, [o](std::error_code ec, core::PingReply reply) {
+                 o->done = true;
+                 ++o->completions;
+                 o->ec = ec;
+                 o->reply = std::move(reply);
+               }));
   return o;
 }
 
@@ -617,63 +621,47 @@ TEST_CASE("LoopbackTransport: a silent endpoint's ping times out after its deadl
   CHECK(p->reply.worker_id.empty());
 }
 
-TEST_CASE("LoopbackTransport: a pending ping is cancelled through its cancellation slot", "[in_memory][transport]") {
+TEST_CASE("LoopbackTransport: a pending ping is cancelled through its cancellation slot",
+          "[in_memory][transport][threads]") {
   asio::io_context io;
   LoopbackTransport transport(io.get_executor());
   auto w = make_worker("w1");
   transport.add_endpoint(w.address, 1);
   transport.set_mode(w.address, Mode::silent);
-
   asio::cancellation_signal signal;
-  auto o = std::make_shared<PingOutcome>();
-  // A deadline no test waits for: only the cancellation can complete it.
-  transport.async_ping(w, std::chrono::hours(1),
-                       asio::bind_cancellation_slot(signal.slot(), [o](std::error_code ec, core::PingReply reply) {
-                         o->done = true;
-                         o->ec = ec;
-                         o->reply = std::move(reply);
-                       }));
-  run_ready(io);
-  CHECK_FALSE(o->done);
 
-  signal.emit(asio::cancellation_type::terminal);
-  CHECK_FALSE(o->done);  // never inline
-  REQUIRE(run_until(io, [&] { return o->done; }, 2s));
-  CHECK(o->ec == asio::error::operation_aborted);
-  CHECK(o->reply.worker_id.empty());
+  SECTION("it completes at once with operation_aborted, and its deadline's timer goes with it") {
+    // A deadline no test waits for: only the cancellation can complete it.
+    auto o = ping(transport, w, std::chrono::hours(1), signal.slot());
+    run_ready(io);
+    CHECK_FALSE(o->done);
 
-  // The deadline's timer went with it: nothing is left to wait for.
-  io.restart();
-  io.run_for(2s);
-  CHECK(io.stopped());
-  signal.emit(asio::cancellation_type::terminal);  // a second cancellation changes nothing
-  run_ready(io);
-  CHECK(o->ec == asio::error::operation_aborted);
-}
+    signal.emit(asio::cancellation_type::terminal);
+    CHECK_FALSE(o->done);  // never inline
+    REQUIRE(run_until(io, [&] { return o->done; }, 2s));
+    CHECK(o->ec == asio::error::operation_aborted);
+    CHECK(o->reply.worker_id.empty());
 
-TEST_CASE("LoopbackTransport: a ping cancelled from another thread completes once", "[in_memory][transport][threads]") {
-  asio::io_context io;
-  LoopbackTransport transport(io.get_executor());
-  auto w = make_worker("w1");
-  transport.add_endpoint(w.address, 1);
-  transport.set_mode(w.address, Mode::silent);
+    io.restart();
+    io.run_for(2s);
+    CHECK(io.stopped());  // nothing left to wait for
+    signal.emit(asio::cancellation_type::terminal);  // a second cancellation changes nothing
+    run_ready(io);
+    CHECK(o->completions == 1);
+    CHECK(o->ec == asio::error::operation_aborted);
+  }
 
-  asio::cancellation_signal signal;
-  std::atomic<int> completions{0};
-  std::error_code seen;
-  transport.async_ping(w, 5ms, asio::bind_cancellation_slot(signal.slot(), [&](std::error_code ec, core::PingReply) {
-                         seen = ec;
-                         ++completions;
-                       }));
-  // Deadline and cancellation race; whichever wins, the handler runs once.
-  std::thread canceller([&] { signal.emit(asio::cancellation_type::terminal); });
-  REQUIRE(run_until(io, [&] { return completions.load() == 1; }, 2s));
-  canceller.join();
-  io.restart();
-  io.run_for(2s);
-  CHECK(io.stopped());
-  CHECK(completions.load() == 1);
-  CHECK((seen == asio::error::operation_aborted || seen == core::errc::ping_timeout));
+  SECTION("cancelled from another thread while its deadline passes, it completes once") {
+    auto o = ping(transport, w, 5ms, signal.slot());
+    std::thread canceller([&] { signal.emit(asio::cancellation_type::terminal); });
+    REQUIRE(run_until(io, [&] { return o->done; }, 2s));
+    canceller.join();
+    io.restart();
+    io.run_for(2s);
+    CHECK(io.stopped());
+    CHECK(o->completions == 1);
+    CHECK((o->ec == asio::error::operation_aborted || o->ec == core::errc::ping_timeout));
+  }
 }
 
 TEST_CASE("LoopbackTransport: a runner reports progress and completes later", "[in_memory][transport]") {
