@@ -21,11 +21,9 @@
 #include <asio/async_result.hpp>
 #include <asio/cancellation_type.hpp>
 #include <asio/error.hpp>
-#include <asio/execution/outstanding_work.hpp>
 #include <asio/io_context.hpp>
 #include <asio/posix/stream_descriptor.hpp>
 #include <asio/post.hpp>
-#include <asio/prefer.hpp>
 #include <asio/read_until.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/strand.hpp>
@@ -141,39 +139,10 @@ std::string describe_wait_status(int status) {
 // ---------------------------------------------------------------------------
 // The transport.
 
-// A completion handler of any type, kept until the run ends, then posted to
-// its associated executor (never invoked inline, as concepts.hpp requires).
-// Until then that executor counts the run as outstanding work.
-class RunCompletion {
- public:
-  template <class Handler>
-  RunCompletion(Handler handler, const asio::any_io_executor& fallback)
-      : impl_(std::make_unique<Impl<Handler>>(std::move(handler), fallback)) {}
-
-  void post(std::error_code ec, bt::JobResult result) {
-    if (auto impl = std::move(impl_)) impl->post(ec, std::move(result));  // at most once
-  }
-
- private:
-  struct Base {
-    virtual ~Base() = default;
-    virtual void post(std::error_code, bt::JobResult) = 0;
-  };
-  template <class Handler>
-  struct Impl final : Base {
-    Impl(Handler h, const asio::any_io_executor& fallback)
-        : work(asio::prefer(asio::get_associated_executor(h, fallback), asio::execution::outstanding_work.tracked)),
-          handler(std::move(h)) {}
-    void post(std::error_code ec, bt::JobResult result) override {
-      asio::post(work, [h = std::move(handler), ec, r = std::move(result)]() mutable {
-        std::move(h)(ec, std::move(r));
-      });
-    }
-    asio::any_io_executor work;
-    Handler handler;
-  };
-  std::unique_ptr<Base> impl_;
-};
+// The run's completion handler, whatever its type, kept until the run ends.
+// bt::CompletionHandler posts it to its associated executor (never inline, as
+// concepts.hpp requires) and counts the run as outstanding work until then.
+using RunCompletion = bt::CompletionHandler<void(std::error_code, bt::JobResult)>;
 
 /// Workers are slot holders in this process, known by address; async_run
 /// runs the job's payload (see split_argv) as a child process and reports
@@ -346,7 +315,7 @@ class LocalProcessTransport {
       for (const auto& line : tail) result.logs += line + '\n';
       forget(shared, address, id);
       report(bt::Phase::finished, {});
-      completion.post(aborted ? asio::error::operation_aborted : std::error_code{}, std::move(result));
+      completion.complete(aborted ? asio::error::operation_aborted : std::error_code{}, std::move(result));
     }
   };
 
@@ -385,7 +354,7 @@ class LocalProcessTransport {
       result.job_id = job.id;
       result.worker_id = worker.id;
       result.error = std::move(error);
-      run->completion.post(ec, std::move(result));
+      run->completion.complete(ec, std::move(result));
       return nullptr;
     };
 

@@ -2,6 +2,7 @@
 #pragma once
 
 // Everything in blacktree::core, for programs that want one include.
+#include <blacktree/core/completion_handler.hpp>
 #include <blacktree/core/concepts.hpp>
 #include <blacktree/core/dispatcher.hpp>
 #include <blacktree/core/error.hpp>

@@ -9,9 +9,9 @@
 #include <blacktree/core/error-inl.hpp>
 #include <blacktree/core/in_memory-inl.hpp>
 #include <blacktree/core/job-inl.hpp>
-#include <blacktree/core/worker_pool.hpp>
+#include <blacktree/core/worker_pool-inl.hpp>
 
 namespace blacktree::core {
 template class BasicWorkerPool<std::mutex>;
-template class BasicWorkerPool<null_mutex>;
+template class BasicWorkerPool<detail::null_mutex>;
 }  // namespace blacktree::core

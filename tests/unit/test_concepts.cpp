@@ -5,9 +5,17 @@
 // case exists so the suite reports them.
 
 #include <blacktree/core/concepts.hpp>
+#include <blacktree/core/dispatcher.hpp>
 #include <blacktree/core/in_memory.hpp>
+#include <blacktree/core/worker_pool.hpp>
 
 #include <catch2/catch.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <string_view>
 
 namespace core = blacktree::core;
 
@@ -78,7 +86,146 @@ struct Sink {
   void async_publish(const core::JobResult&, H&&) requires Publish {}
 };
 
+// --- Optional capabilities ---------------------------------------------------
+// A source that limits what it takes, spelt right, declared or not.
+template <bool Declared>
+struct PrefetchSource : Source<true, true, true> {
+  static constexpr bool prefetch_control = Declared;
+  void set_prefetch(std::size_t) {}
+};
+// The misspelling the declaration exists to catch: without it the dispatcher
+// would find no set_prefetch and take every message the queue holds.
+template <bool Declared>
+struct MisspeltPrefetchSource : Source<true, true, true> {
+  static constexpr bool prefetch_control = Declared;
+  void set_prefech(std::size_t) {}
+};
+struct UndeclaredMisspeltSource : Source<true, true, true> {
+  void set_prefech(std::size_t) {}
+};
+// A type its program cannot change, declared through the trait instead.
+struct ThirdPartySource : Source<true, true, true> {
+  void set_prefetch_count(std::size_t) {}
+};
+
+template <bool Declared>
+struct InvalidDelivery : GoodDelivery {
+  static constexpr bool reports_invalid = Declared;
+  std::string_view invalid_reason() const { return {}; }
+};
+struct MisspeltInvalidDelivery : GoodDelivery {
+  static constexpr bool reports_invalid = true;
+  std::string_view invalid_reasn() const { return {}; }
+};
+
+// What a Dispatcher template accepts: naming it with a source its
+// constraints reject is a compile error, so this concept is false.
+template <class S>
+concept DispatcherAccepts = requires { typename core::Dispatcher<S, core::LoopbackTransport, core::InMemoryStatusSink>; };
+
+// --- LeasePool ---------------------------------------------------------------
+template <bool Current, bool Generation>
+struct LeaseModel {
+  void release() {}
+  bool current() const requires Current { return true; }
+  std::shared_ptr<const core::WorkerInfo> worker_info() const { return nullptr; }
+  std::uint64_t generation() const requires Generation { return 0; }
+};
+struct SubscriptionModel {
+  void reset() {}
+};
+// The smallest pool a Dispatcher accepts; each flag removes one expression.
+template <bool Acquire, bool Subscribe, bool Capacity, bool MarkDead, class L = LeaseModel<true, true>>
+struct PoolModel {
+  using Lease = L;
+  using Subscription = SubscriptionModel;
+  template <class H>
+  void async_acquire(core::Labels, H&&) requires Acquire {}
+  template <class F>
+  Subscription subscribe(F&&) requires Subscribe { return {}; }
+  std::size_t alive_capacity() const requires Capacity { return 0; }
+  void mark_dead(std::string_view, std::string) requires MarkDead {}
+};
+using GoodPool = PoolModel<true, true, true, true>;
+
+// --- ObservesDispatcher ------------------------------------------------------
+struct ProgressObserver : core::DispatcherObserver {
+  static constexpr bool wants_progress = true;
+  void on_progress(const core::ProgressEvent&) {}
+};
+// Every hook but on_publish_failed, and not derived from DispatcherObserver.
+struct ObserverWithoutPublishFailed {
+  static constexpr bool wants_progress = false;
+  void on_received(const core::Job&) {}
+  void on_assigned(const core::Job&, const core::WorkerInfo&) {}
+  void on_not_accepted(const core::Job&, const core::WorkerInfo&, std::error_code, std::string_view) {}
+  void on_progress(const core::ProgressEvent&) {}
+  void on_finished(const core::Job&, const core::JobResult&) {}
+  void on_dead_lettered(const core::Job&, std::string_view) {}
+  void on_handed_back(const core::Job&) {}
+};
+struct CompleteObserver : ObserverWithoutPublishFailed {
+  void on_publish_failed(const core::Job&, std::error_code) {}
+};
+// wants_progress must be known at compile time (it decides whether progress is wired).
+struct ObserverWithRuntimeFlag : CompleteObserver {
+  static inline bool wants_progress = false;
+};
+struct ObserverWithoutFlag : CompleteObserver {
+  int wants_progress = 0;  // a data member, not a constant
+};
+
 }  // namespace
+
+template <>
+struct core::job_source_traits<ThirdPartySource> {
+  static constexpr bool prefetch_control = true;
+};
+
+// Optional capabilities: found by their expressions, required once declared.
+static_assert(core::PrefetchControl<PrefetchSource<false>>);
+static_assert(core::JobSource<PrefetchSource<false>>);
+static_assert(core::JobSource<PrefetchSource<true>>);
+static_assert(core::JobSource<core::InMemoryQueue> && core::PrefetchControl<core::InMemoryQueue> &&
+              core::job_source_traits<core::InMemoryQueue>::prefetch_control);
+static_assert(!core::PrefetchControl<MisspeltPrefetchSource<true>>);
+static_assert(!core::JobSource<MisspeltPrefetchSource<true>>);      // declared, misspelt: rejected
+static_assert(core::JobSource<MisspeltPrefetchSource<false>>);      // declared absent: accepted
+static_assert(core::JobSource<UndeclaredMisspeltSource>);           // undeclared: optional, so accepted...
+static_assert(!core::PrefetchControl<UndeclaredMisspeltSource>);    // ...and the dispatcher will not call it
+static_assert(!core::JobSource<ThirdPartySource>);                  // declared through the trait
+static_assert(core::ReportsInvalid<InvalidDelivery<false>> && core::Delivery<InvalidDelivery<false>>);
+static_assert(core::Delivery<InvalidDelivery<true>>);
+static_assert(core::ReportsInvalid<core::InMemoryQueue::Delivery> &&
+              core::delivery_traits<core::InMemoryQueue::Delivery>::reports_invalid);
+static_assert(!core::Delivery<MisspeltInvalidDelivery>);
+static_assert(!core::JobSource<Source<true, true, true, MisspeltInvalidDelivery>>);
+// Where it matters: the Dispatcher refuses such a source at compile time.
+static_assert(DispatcherAccepts<core::InMemoryQueue>);
+static_assert(DispatcherAccepts<PrefetchSource<true>>);
+static_assert(!DispatcherAccepts<MisspeltPrefetchSource<true>>);
+static_assert(!DispatcherAccepts<Source<true, true, true, MisspeltInvalidDelivery>>);
+
+// LeasePool: the shipped pools and the archetype pass; each missing expression fails.
+static_assert(core::LeasePool<core::WorkerPool>);
+static_assert(core::LeasePool<core::WorkerPoolSt>);
+static_assert(core::LeasePool<GoodPool>);
+static_assert(!core::LeasePool<PoolModel<false, true, true, true>>);
+static_assert(!core::LeasePool<PoolModel<true, false, true, true>>);
+static_assert(!core::LeasePool<PoolModel<true, true, false, true>>);
+static_assert(!core::LeasePool<PoolModel<true, true, true, false>>);
+static_assert(!core::LeasePool<PoolModel<true, true, true, true, LeaseModel<false, true>>>);
+static_assert(!core::LeasePool<PoolModel<true, true, true, true, LeaseModel<true, false>>>);
+static_assert(!core::LeasePool<core::InMemoryQueue>);
+
+// ObservesDispatcher
+static_assert(core::ObservesDispatcher<core::DispatcherObserver>);
+static_assert(core::ObservesDispatcher<ProgressObserver>);
+static_assert(core::ObservesDispatcher<CompleteObserver>);
+static_assert(!core::ObservesDispatcher<ObserverWithoutPublishFailed>);
+static_assert(!core::ObservesDispatcher<ObserverWithRuntimeFlag>);
+static_assert(!core::ObservesDispatcher<ObserverWithoutFlag>);
+static_assert(!core::ObservesDispatcher<int>);
 
 // The archetypes themselves satisfy the concepts...
 static_assert(core::Delivery<GoodDelivery>);
@@ -107,6 +254,8 @@ static_assert(!core::StatusSink<SinkWithWrongPublish>);
 static_assert(!core::StatusSink<core::InMemoryQueue>);
 
 TEST_CASE("Concepts: models accepted, a type missing any required expression rejected", "[concepts]") {
+  // Including a source that declares set_prefetch and misspells it, a pool
+  // without mark_dead and an observer without on_publish_failed.
   // Everything above is a static_assert; reaching here means all of them held.
   SUCCEED("concept checks passed at compile time");
 }

@@ -111,17 +111,21 @@ struct Held {
 
 struct PingOutcome {
   bool done = false;
+  int completions = 0;
   std::error_code ec;
   core::PingReply reply;
 };
 
-std::shared_ptr<PingOutcome> ping(LoopbackTransport& t, const core::WorkerInfo& w, std::chrono::milliseconds deadline) {
+// `slot`: where a test may cancel the ping; by default nobody can.
+std::shared_ptr<PingOutcome> ping(LoopbackTransport& t, const core::WorkerInfo& w, std::chrono::milliseconds deadline,
+                                  asio::cancellation_slot slot = {}) {
   auto o = std::make_shared<PingOutcome>();
-  t.async_ping(w, deadline, [o](std::error_code ec, core::PingReply reply) {
-    o->done = true;
-    o->ec = ec;
-    o->reply = std::move(reply);
-  });
+  t.async_ping(w, deadline, asio::bind_cancellation_slot(slot, [o](std::error_code ec, core::PingReply reply) {
+                 o->done = true;
+                 ++o->completions;
+                 o->ec = ec;
+                 o->reply = std::move(reply);
+               }));
   return o;
 }
 
@@ -617,6 +621,49 @@ TEST_CASE("LoopbackTransport: a silent endpoint's ping times out after its deadl
   CHECK(p->reply.worker_id.empty());
 }
 
+TEST_CASE("LoopbackTransport: a pending ping is cancelled through its cancellation slot",
+          "[in_memory][transport][threads]") {
+  asio::io_context io;
+  LoopbackTransport transport(io.get_executor());
+  auto w = make_worker("w1");
+  transport.add_endpoint(w.address, 1);
+  transport.set_mode(w.address, Mode::silent);
+  asio::cancellation_signal signal;
+
+  SECTION("it completes at once with operation_aborted, and its deadline's timer goes with it") {
+    // A deadline no test waits for: only the cancellation can complete it.
+    auto o = ping(transport, w, std::chrono::hours(1), signal.slot());
+    run_ready(io);
+    CHECK_FALSE(o->done);
+
+    signal.emit(asio::cancellation_type::terminal);
+    CHECK_FALSE(o->done);  // never inline
+    REQUIRE(run_until(io, [&] { return o->done; }, 2s));
+    CHECK(o->ec == asio::error::operation_aborted);
+    CHECK(o->reply.worker_id.empty());
+
+    io.restart();
+    io.run_for(2s);
+    CHECK(io.stopped());  // nothing left to wait for
+    signal.emit(asio::cancellation_type::terminal);  // a second cancellation changes nothing
+    run_ready(io);
+    CHECK(o->completions == 1);
+    CHECK(o->ec == asio::error::operation_aborted);
+  }
+
+  SECTION("cancelled from another thread while its deadline passes, it completes once") {
+    auto o = ping(transport, w, 5ms, signal.slot());
+    std::thread canceller([&] { signal.emit(asio::cancellation_type::terminal); });
+    REQUIRE(run_until(io, [&] { return o->done; }, 2s));
+    canceller.join();
+    io.restart();
+    io.run_for(2s);
+    CHECK(io.stopped());
+    CHECK(o->completions == 1);
+    CHECK((o->ec == asio::error::operation_aborted || o->ec == core::errc::ping_timeout));
+  }
+}
+
 TEST_CASE("LoopbackTransport: a runner reports progress and completes later", "[in_memory][transport]") {
   asio::io_context io;
   LoopbackTransport transport(io.get_executor());
@@ -844,6 +891,60 @@ TEST_CASE("InMemoryStatusSink: held confirms stay pending until confirm_held", "
   REQUIRE(run_until(io, [&] { return p3->done; }, 2s));
   CHECK(sink.size() == 3);
   CHECK(sink.confirm_held() == 0);
+}
+
+TEST_CASE("InMemoryStatusSink: a held publish is cancelled through its cancellation slot", "[in_memory][sink]") {
+  asio::io_context io;
+  InMemoryStatusSink sink(io.get_executor());
+  sink.hold_confirms(true);
+  asio::cancellation_signal signal;
+  auto cancelled = std::make_shared<Published>();
+  core::JobResult r;
+  r.job_id = "j1";
+  sink.async_publish(r, asio::bind_cancellation_slot(signal.slot(), [cancelled](std::error_code ec) {
+                       cancelled->done = true;
+                       cancelled->ec = ec;
+                     }));
+  auto kept = publish(sink, "j2");
+  run_ready(io);
+  REQUIRE(sink.held() == 2);
+
+  signal.emit(asio::cancellation_type::terminal);
+  CHECK_FALSE(cancelled->done);  // never inline
+  REQUIRE(run_until(io, [&] { return cancelled->done; }, 2s));
+  CHECK(cancelled->ec == asio::error::operation_aborted);
+  CHECK(sink.held() == 1);
+
+  // The withdrawn status is never confirmed; the other one still is.
+  CHECK(sink.confirm_held() == 1);
+  REQUIRE(run_until(io, [&] { return kept->done; }, 2s));
+  CHECK_FALSE(kept->ec);
+  const auto results = sink.results();
+  REQUIRE(results.size() == 1);
+  CHECK(results[0].job_id == "j2");
+
+  signal.emit(asio::cancellation_type::terminal);  // after completion: nothing happens
+  run_ready(io);
+  CHECK(sink.size() == 1);
+}
+
+TEST_CASE("InMemoryStatusSink: a cancellation after the sink is gone does nothing", "[in_memory][sink]") {
+  asio::io_context io;
+  asio::cancellation_signal signal;
+  auto p = std::make_shared<Published>();
+  {
+    InMemoryStatusSink sink(io.get_executor());
+    sink.hold_confirms(true);
+    core::JobResult r;
+    r.job_id = "j1";
+    sink.async_publish(r, asio::bind_cancellation_slot(signal.slot(), [p](std::error_code ec) {
+                         p->done = true;
+                         p->ec = ec;
+                       }));
+  }
+  signal.emit(asio::cancellation_type::terminal);
+  run_ready(io);
+  CHECK_FALSE(p->done);  // the sink destroyed the handler with itself, uninvoked
 }
 
 TEST_CASE("InMemoryStatusSink: fail_next fails exactly that many publishes", "[in_memory][sink]") {

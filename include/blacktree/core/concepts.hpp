@@ -1,19 +1,30 @@
 // Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
 #pragma once
 
-// The three things the core is parameterised on. Each concept lists the exact
-// expressions it requires; the in-memory models in in_memory.hpp satisfy all
-// three (checked there with static_assert), and tests/unit/test_concepts.cpp
-// checks that a type missing any one expression is rejected.
+// What the core is parameterised on. Each concept lists the exact
+// expressions it requires; the in-memory models in in_memory.hpp satisfy the
+// source, transport and sink concepts, WorkerPool and DispatcherObserver the
+// last two (checked with static_assert next to each), and
+// tests/unit/test_concepts.cpp checks that a type missing any one expression
+// is rejected.
+//
+// Optional capabilities (a source that limits what it takes, a delivery that
+// can be invalid) are concepts of their own, found by their expressions, plus
+// a trait that declares them: a type that declares a capability and then
+// misspells its member fails the main concept, instead of silently losing it.
 //
 // Common rules for every asynchronous operation below (asio's rules):
 //  - the completion handler is never invoked from inside the initiating call;
 //    it is invoked as if posted to its associated executor;
 //  - if the handler has an associated cancellation slot, the operation should
 //    support terminal cancellation through it and then complete with
-//    asio::error::operation_aborted. The slot's handler may be invoked from
+//    asio::error::operation_aborted (each operation below says what a
+//    cancellation leaves behind). The slot's handler may be invoked from
 //    another thread than the one completing the operation, so it must be
 //    thread-safe with respect to the operation's own completion.
+//
+// core::CompletionHandler (completion_handler.hpp) keeps a handler of any
+// type until the operation completes, following the first rule.
 
 #include <blacktree/core/error.hpp>
 #include <blacktree/core/job.hpp>
@@ -21,10 +32,17 @@
 #include <chrono>
 #include <concepts>
 #include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
 #include <string_view>
 #include <system_error>
+#include <type_traits>
 
 namespace blacktree::core {
+
+struct WorkerEvent;  // worker_pool.hpp
+
 namespace detail {
 
 // Minimal handlers ("archetypes") used to state the required expressions.
@@ -41,25 +59,89 @@ struct ping_handler_archetype {
 struct publish_handler_archetype {
   void operator()(std::error_code) {}
 };
+template <class Lease>
+struct acquire_handler_archetype {
+  void operator()(std::error_code, Lease) {}
+};
+struct listener_archetype {
+  void operator()(const WorkerEvent&) const {}
+};
+
+// `T::prefetch_control` / `T::reports_invalid` as a constant, false when T
+// declares no such member.
+template <class T>
+struct declares_prefetch_control : std::false_type {};
+template <class T>
+  requires requires { typename std::bool_constant<static_cast<bool>(T::prefetch_control)>; }
+struct declares_prefetch_control<T> : std::bool_constant<static_cast<bool>(T::prefetch_control)> {};
+
+template <class T>
+struct declares_reports_invalid : std::false_type {};
+template <class T>
+  requires requires { typename std::bool_constant<static_cast<bool>(T::reports_invalid)>; }
+struct declares_reports_invalid<T> : std::bool_constant<static_cast<bool>(T::reports_invalid)> {};
 
 }  // namespace detail
+
+// ---------------------------------------------------------------------------
+// Optional capabilities, and the traits that declare them (asio style: a
+// trait a type can satisfy with a member, or that a program specializes for
+// a type it cannot change).
+
+/// A delivery that can tell the message was invalid.
+///
+/// Required, for `const D d`:
+///  - `d.invalid_reason()` -> convertible to `std::string_view`: non-empty when
+///    the message could not be turned into a valid job (bad JSON, a missing
+///    field). The dispatcher then dead-letters it with that reason, after
+///    publishing a failure status if `d.job().id` is known.
+template <class D>
+concept ReportsInvalid = requires(const D& d) {
+  { d.invalid_reason() } -> std::convertible_to<std::string_view>;
+};
+
+/// Declares that `D` models ReportsInvalid, so that Delivery<D> fails to
+/// compile if it does not. True when `D` has `static constexpr bool
+/// reports_invalid = true;`; specialize it for a type you cannot change.
+template <class D>
+struct delivery_traits {
+  static constexpr bool reports_invalid = detail::declares_reports_invalid<D>::value;
+};
+
+/// A source that limits how many unsettled deliveries it holds.
+///
+/// Required, for `S s`, `std::size_t n`:
+///  - `s.set_prefetch(n)`: the dispatcher's promise to hold at most `n`
+///    unsettled deliveries; a broker-backed source sets its QoS from it so
+///    the broker holds the rest. Without it, a source's own buffering is the
+///    only limit on what it takes (no back-pressure from the workers).
+template <class S>
+concept PrefetchControl = requires(S& s, std::size_t n) { s.set_prefetch(n); };
+
+/// Declares that `S` models PrefetchControl, so that JobSource<S> fails to
+/// compile if it does not. True when `S` has `static constexpr bool
+/// prefetch_control = true;`; specialize it for a type you cannot change.
+template <class S>
+struct job_source_traits {
+  static constexpr bool prefetch_control = detail::declares_prefetch_control<S>::value;
+};
+
+// ---------------------------------------------------------------------------
+// The concepts
 
 /// A message taken from a JobSource, not yet settled.
 ///
 /// Required, for `const D d`:
 ///  - `D` is movable;
-///  - `d.job()` -> convertible to `const Job&`, valid as long as `d` lives.
-/// Optional:
-///  - `d.invalid_reason()` -> convertible to `std::string_view`: non-empty when
-///    the message could not be turned into a valid job (bad JSON, a missing
-///    field). The dispatcher then dead-letters it with that reason, after
-///    publishing a failure status if `d.job().id` is known.
+///  - `d.job()` -> convertible to `const Job&`, valid as long as `d` lives;
+///  - if `delivery_traits<D>::reports_invalid`: ReportsInvalid<D>.
+/// Optional: ReportsInvalid<D> (the dispatcher uses it whenever present).
 /// A delivery destroyed without being settled is handed back to the source
 /// (the way a broker redelivers what a closed channel never acked).
 template <class D>
 concept Delivery = std::movable<D> && requires(const D& d) {
   { d.job() } -> std::convertible_to<const Job&>;
-};
+} && (!delivery_traits<D>::reports_invalid || ReportsInvalid<D>);
 
 /// Where jobs come from (a queue).
 ///
@@ -67,13 +149,16 @@ concept Delivery = std::movable<D> && requires(const D& d) {
 /// `std::string_view reason`:
 ///  - `typename S::delivery_type` models Delivery;
 ///  - `s.async_receive(h)`: completes `h(std::error_code, delivery_type)` with
-///    the next delivery; errc::source_closed when no more will come;
+///    the next delivery; errc::source_closed when no more will come.
+///    Cancellation (terminal): the receive completes with
+///    asio::error::operation_aborted and takes no message;
 ///  - `s.ack(d)`: the job is finished with; the source forgets it;
-///  - `s.reject(d, x, reason)`: requeue it (it did not run) or dead-letter it.
-/// Optional:
-///  - `s.set_prefetch(std::size_t n)`: the dispatcher's promise to hold at
-///    most `n` unsettled deliveries; a broker-backed source sets its QoS from
-///    it so the broker holds the rest.
+///  - `s.reject(d, x, reason)`: requeue it (it did not run) or dead-letter it;
+///  - if `job_source_traits<S>::prefetch_control`: PrefetchControl<S>.
+/// Optional: PrefetchControl<S> (the dispatcher uses it whenever present).
+/// A source whose memory must not grow with its queue's depth should declare
+/// `static constexpr bool prefetch_control = true;`: a misspelt `set_prefetch`
+/// is then a compile error, not a source that silently takes everything.
 template <class S>
 concept JobSource =
     requires { typename S::delivery_type; } && Delivery<typename S::delivery_type> &&
@@ -81,7 +166,7 @@ concept JobSource =
       s.async_receive(detail::receive_handler_archetype<typename S::delivery_type>{});
       s.ack(d);
       s.reject(d, x, reason);
-    };
+    } && (!job_source_traits<S>::prefetch_control || PrefetchControl<S>);
 
 /// How the dispatcher reaches workers.
 ///
@@ -93,9 +178,12 @@ concept JobSource =
 ///    or failure. errc::worker_unreachable / errc::worker_refused: the worker
 ///    never accepted the job. errc::worker_lost (or any other error): it may
 ///    have started. On error, JobResult::error carries the detail. `j` stays
-///    valid until `h` is invoked.
+///    valid until `h` is invoked. Cancellation (terminal): the transport lets
+///    go of the run (tells the worker to stop when it can) and completes with
+///    asio::error::operation_aborted; the job may have partly run.
 ///  - `t.async_ping(w, deadline, h)`: completes `h(std::error_code, PingReply)`
-///    within `deadline`.
+///    within `deadline`. Cancellation (terminal): completes at once with
+///    asio::error::operation_aborted, without waiting for the deadline.
 template <class T>
 concept WorkerTransport = requires(T& t, const WorkerInfo& w, const Job& j, ProgressCallback p,
                                    std::chrono::milliseconds deadline) {
@@ -108,10 +196,78 @@ concept WorkerTransport = requires(T& t, const WorkerInfo& w, const Job& j, Prog
 /// Required, for `K k`, `const JobResult r`:
 ///  - `k.async_publish(r, h)`: completes `h(std::error_code)`; no error means
 ///    the status is durable (a broker confirmed it). `r` stays valid until `h`
-///    is invoked.
+///    is invoked. Cancellation (terminal): completes at once with
+///    asio::error::operation_aborted; the status may or may not become
+///    durable (what a broker already took cannot be recalled), so the caller
+///    treats it as not confirmed.
 template <class K>
 concept StatusSink = requires(K& k, const JobResult& r) {
   k.async_publish(r, detail::publish_handler_archetype{});
 };
+
+/// The worker pool a Dispatcher leases slots from (WorkerPool, WorkerPoolSt).
+///
+/// Required, for `P p`, `typename P::Lease l`, `const typename P::Lease cl`,
+/// `typename P::Subscription s`, `Labels labels`, `std::string_view id`,
+/// `std::string reason`, and `f` callable as `f(const WorkerEvent&)`:
+///  - `typename P::Lease`: default-constructible and movable, one leased slot;
+///    `l.release()` returns it (once; later calls do nothing);
+///    `cl.current()` -> convertible to `bool`: the worker is still the live
+///    incarnation the slot was taken from;
+///    `cl.worker_info()` -> convertible to `std::shared_ptr<const WorkerInfo>`;
+///    `cl.generation()` -> convertible to `std::uint64_t`, as in
+///    WorkerEvent::lost_generation;
+///  - `typename P::Subscription`: default-constructible and movable;
+///    `s.reset()` unsubscribes;
+///  - `p.async_acquire(labels, h)`: completes `h(std::error_code, Lease)` with a
+///    slot of a live worker offering `labels`; cancellation (terminal)
+///    completes it with asio::error::operation_aborted;
+///  - `p.subscribe(f)` -> `Subscription`: `f` sees every WorkerEvent;
+///  - `p.alive_capacity()` -> convertible to `std::size_t`, callable from any
+///    thread: the slots of live workers that take jobs;
+///  - `p.mark_dead(id, reason)`: the worker stopped answering; its leases are void.
+template <class P>
+concept LeasePool =
+    requires { typename P::Lease; typename P::Subscription; } && std::default_initializable<typename P::Lease> &&
+    std::movable<typename P::Lease> && std::default_initializable<typename P::Subscription> &&
+    std::movable<typename P::Subscription> &&
+    requires(P& p, typename P::Lease& l, const typename P::Lease& cl, typename P::Subscription& s, Labels labels,
+             std::string_view id, std::string reason) {
+      l.release();
+      { cl.current() } -> std::convertible_to<bool>;
+      { cl.worker_info() } -> std::convertible_to<std::shared_ptr<const WorkerInfo>>;
+      { cl.generation() } -> std::convertible_to<std::uint64_t>;
+      s.reset();
+      p.async_acquire(labels, detail::acquire_handler_archetype<typename P::Lease>{});
+      { p.subscribe(detail::listener_archetype{}) } -> std::same_as<typename P::Subscription>;
+      { p.alive_capacity() } -> std::convertible_to<std::size_t>;
+      p.mark_dead(id, reason);
+    };
+
+/// The hooks a Dispatcher reports to (see DispatcherObserver, whose hooks do
+/// nothing: derive from it and hide the ones you want).
+///
+/// Required, for `O o`, `const Job j`, `const WorkerInfo w`, `const JobResult r`,
+/// `const ProgressEvent e`, `std::error_code ec`, `std::string_view text`:
+///  - `O` is move-constructible (the dispatcher keeps its own);
+///  - `O::wants_progress`: a constant expression convertible to `bool`; when
+///    false, transports get no progress callback and on_progress is never called;
+///  - `o.on_received(j)`, `o.on_assigned(j, w)`, `o.on_not_accepted(j, w, ec, text)`,
+///    `o.on_progress(e)`, `o.on_finished(j, r)`, `o.on_dead_lettered(j, text)`,
+///    `o.on_handed_back(j)`, `o.on_publish_failed(j, ec)`.
+template <class O>
+concept ObservesDispatcher =
+    std::move_constructible<O> && requires { typename std::bool_constant<static_cast<bool>(O::wants_progress)>; } &&
+    requires(O& o, const Job& j, const WorkerInfo& w, const JobResult& r, const ProgressEvent& e, std::error_code ec,
+             std::string_view text) {
+      o.on_received(j);
+      o.on_assigned(j, w);
+      o.on_not_accepted(j, w, ec, text);
+      o.on_progress(e);
+      o.on_finished(j, r);
+      o.on_dead_lettered(j, text);
+      o.on_handed_back(j);
+      o.on_publish_failed(j, ec);
+    };
 
 }  // namespace blacktree::core

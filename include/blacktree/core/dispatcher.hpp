@@ -1,8 +1,8 @@
 // Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
 #pragma once
 
+#include <blacktree/core/completion_handler.hpp>
 #include <blacktree/core/concepts.hpp>
-#include <blacktree/core/detail/erased_handler.hpp>
 #include <blacktree/core/error.hpp>
 #include <blacktree/core/job.hpp>
 #include <blacktree/core/worker_pool.hpp>
@@ -80,12 +80,14 @@ struct DispatcherObserver {
   void on_handed_back(const Job&) {}
   void on_publish_failed(const Job&, std::error_code) {}
 };
+static_assert(ObservesDispatcher<DispatcherObserver>);
 
 /// Moves jobs from a source to workers and their statuses to a sink:
 /// receive -> acquire a worker slot -> run -> publish the status -> ack.
 ///
 ///  - It holds at most as many unsettled deliveries as the pool has live
-///    capacity (and tells the source so through set_prefetch when it has it),
+///    capacity (and tells the source so through set_prefetch when it models
+///    PrefetchControl),
 ///    so memory does not grow with the depth of the queue.
 ///  - A job its worker never accepted is offered to another worker; a job
 ///    whose worker was lost mid-run gets a failure status saying so; a job
@@ -100,8 +102,8 @@ struct DispatcherObserver {
 /// transport, sink and pool must outlive it. Destroying it abandons what is in
 /// flight: unsettled deliveries are dropped, which a broker (and the
 /// in-memory queue) answers by delivering them again.
-template <JobSource Source, WorkerTransport Transport, StatusSink Sink, class Pool = WorkerPool,
-          class Observer = DispatcherObserver>
+template <JobSource Source, WorkerTransport Transport, StatusSink Sink, LeasePool Pool = WorkerPool,
+          ObservesDispatcher Observer = DispatcherObserver>
 class Dispatcher {
  public:
   using executor_type = asio::strand<asio::any_io_executor>;
@@ -143,7 +145,7 @@ class Dispatcher {
   auto async_stop(std::chrono::milliseconds deadline, Token&& token) {
     return asio::async_initiate<Token, void(std::error_code)>(
         [impl = impl_, deadline](auto handler) {
-          detail::erased_handler<void(std::error_code)> erased(std::move(handler), impl->strand);
+          CompletionHandler<void(std::error_code)> erased(std::move(handler), impl->strand);
           asio::dispatch(impl->strand, [impl, deadline, h = std::move(erased)]() mutable {
             impl->begin_stop(deadline, std::move(h));
           });
@@ -219,7 +221,7 @@ class Dispatcher {
     std::size_t prefetch_told = std::numeric_limits<std::size_t>::max();
     std::unordered_set<ContextPtr> active;
     std::unique_ptr<asio::steady_timer> stop_timer;
-    std::vector<detail::erased_handler<void(std::error_code)>> stop_handlers;
+    std::vector<CompletionHandler<void(std::error_code)>> stop_handlers;
 
     std::size_t limit() const {
       const std::size_t capacity = pool.alive_capacity();
@@ -227,7 +229,7 @@ class Dispatcher {
     }
 
     void tell_prefetch() {
-      if constexpr (requires(Source& s, std::size_t n) { s.set_prefetch(n); }) {
+      if constexpr (PrefetchControl<Source>) {
         const std::size_t n = limit();
         if (n != prefetch_told) {
           prefetch_told = n;
@@ -279,7 +281,7 @@ class Dispatcher {
     }
 
     static std::string invalid_reason(const Context& ctx) {
-      if constexpr (requires(const delivery_type& d) { d.invalid_reason(); }) {
+      if constexpr (ReportsInvalid<delivery_type>) {
         std::string_view reason = ctx.delivery.invalid_reason();
         if (!reason.empty()) return std::string(reason);
       }
@@ -492,7 +494,7 @@ class Dispatcher {
       maybe_finish_stop();
     }
 
-    void begin_stop(std::chrono::milliseconds deadline, detail::erased_handler<void(std::error_code)> handler) {
+    void begin_stop(std::chrono::milliseconds deadline, CompletionHandler<void(std::error_code)> handler) {
       stop_handlers.push_back(std::move(handler));
       if (stopping) {
         maybe_finish_stop();

@@ -338,22 +338,21 @@ BLACKTREE_INLINE void LoopbackTransport::start_call(const std::shared_ptr<CallSt
   asio::post(executor_, [runner, call] { runner(Call(call)); });
 }
 
-BLACKTREE_INLINE void LoopbackTransport::start_ping(const WorkerInfo& worker, std::chrono::milliseconds deadline,
-                                                    PingHandler handler) {
+BLACKTREE_INLINE std::shared_ptr<LoopbackTransport::PendingPing> LoopbackTransport::start_ping(
+    const WorkerInfo& worker, std::chrono::milliseconds deadline, PingHandler handler) {
   std::unique_lock lock(shared_->mutex);
   auto endpoint = find_locked(worker.address);
   if (!endpoint || endpoint->mode == Mode::unreachable) {
     lock.unlock();
     handler.complete(errc::worker_unreachable, PingReply{});
-    return;
+    return nullptr;
   }
   if (endpoint->mode == Mode::silent) {
     lock.unlock();
-    auto timer = std::make_shared<asio::steady_timer>(executor_, deadline);
-    timer->async_wait([timer, h = std::move(handler)](std::error_code) mutable {
-      h.complete(errc::ping_timeout, PingReply{});
-    });
-    return;
+    auto ping = std::make_shared<PendingPing>(executor_, std::move(handler));
+    ping->timer.expires_after(deadline);
+    ping->timer.async_wait([ping](std::error_code) { finish_ping(ping, errc::ping_timeout); });
+    return ping;
   }
   PingReply reply;
   reply.worker_id = worker.id;
@@ -363,72 +362,108 @@ BLACKTREE_INLINE void LoopbackTransport::start_ping(const WorkerInfo& worker, st
   for (auto& [id, call] : endpoint->calls) reply.running_jobs.push_back(call->job->id);
   lock.unlock();
   handler.complete(std::error_code{}, std::move(reply));
+  return nullptr;
+}
+
+BLACKTREE_INLINE void LoopbackTransport::finish_ping(const std::shared_ptr<PendingPing>& ping, std::error_code ec) {
+  if (ping->done.exchange(true, std::memory_order_acq_rel)) return;
+  auto handler = std::move(ping->handler);
+  handler.complete(ec, PingReply{});
+}
+
+BLACKTREE_INLINE void LoopbackTransport::CancelPing::operator()(asio::cancellation_type type) {
+  if ((type & (asio::cancellation_type::terminal | asio::cancellation_type::partial |
+               asio::cancellation_type::total)) == asio::cancellation_type::none)
+    return;
+  auto ping = ping_.lock();
+  if (!ping) return;
+  finish_ping(ping, asio::error::operation_aborted);
+  asio::post(ping->strand, [ping] { ping->timer.cancel(); });
 }
 
 // ---------------------------------------------------------------------------
 // InMemoryStatusSink
 
 BLACKTREE_INLINE InMemoryStatusSink::InMemoryStatusSink(asio::any_io_executor executor)
-    : executor_(std::move(executor)) {}
+    : executor_(std::move(executor)), state_(std::make_shared<State>()) {}
 
-BLACKTREE_INLINE void InMemoryStatusSink::start_publish(const JobResult& result, PublishHandler handler) {
-  std::unique_lock lock(mutex_);
-  if (fail_next_ > 0) {
-    --fail_next_;
+BLACKTREE_INLINE std::uint64_t InMemoryStatusSink::start_publish(const JobResult& result, PublishHandler handler) {
+  std::unique_lock lock(state_->mutex);
+  if (state_->fail_next > 0) {
+    --state_->fail_next;
     lock.unlock();
     handler.complete(errc::sink_unavailable);
-    return;
+    return 0;
   }
-  if (hold_) {
-    held_.emplace_back(result, std::move(handler));
-    return;
+  if (state_->hold) {
+    const std::uint64_t id = state_->next_held++;
+    state_->held.push_back(Held{id, result, std::move(handler)});
+    return id;
   }
-  results_.push_back(result);
+  state_->results.push_back(result);
   lock.unlock();
-  confirmed_.notify_all();
+  state_->confirmed.notify_all();
   handler.complete(std::error_code{});
+  return 0;
+}
+
+BLACKTREE_INLINE void InMemoryStatusSink::CancelPublish::operator()(asio::cancellation_type type) {
+  if ((type & (asio::cancellation_type::terminal | asio::cancellation_type::partial |
+               asio::cancellation_type::total)) == asio::cancellation_type::none)
+    return;
+  auto state = state_.lock();
+  if (!state) return;
+  PublishHandler handler;
+  {
+    std::lock_guard lock(state->mutex);
+    auto it = std::find_if(state->held.begin(), state->held.end(), [this](const Held& h) { return h.id == id_; });
+    if (it == state->held.end()) return;  // already confirmed
+    handler = std::move(it->handler);
+    state->held.erase(it);
+  }
+  handler.complete(asio::error::operation_aborted);
 }
 
 BLACKTREE_INLINE void InMemoryStatusSink::hold_confirms(bool hold) {
-  std::lock_guard lock(mutex_);
-  hold_ = hold;
+  std::lock_guard lock(state_->mutex);
+  state_->hold = hold;
 }
 
 BLACKTREE_INLINE std::size_t InMemoryStatusSink::confirm_held() {
-  std::vector<std::pair<JobResult, PublishHandler>> held;
+  std::list<Held> held;
   {
-    std::lock_guard lock(mutex_);
-    held.swap(held_);
-    for (auto& [result, handler] : held) results_.push_back(result);
+    std::lock_guard lock(state_->mutex);
+    held.swap(state_->held);
+    for (auto& h : held) state_->results.push_back(h.result);
   }
-  confirmed_.notify_all();
-  for (auto& [result, handler] : held) handler.complete(std::error_code{});
+  state_->confirmed.notify_all();
+  for (auto& h : held) h.handler.complete(std::error_code{});
   return held.size();
 }
 
 BLACKTREE_INLINE void InMemoryStatusSink::fail_next(std::size_t n) {
-  std::lock_guard lock(mutex_);
-  fail_next_ = n;
+  std::lock_guard lock(state_->mutex);
+  state_->fail_next = n;
 }
 
 BLACKTREE_INLINE std::vector<JobResult> InMemoryStatusSink::results() const {
-  std::lock_guard lock(mutex_);
-  return results_;
+  std::lock_guard lock(state_->mutex);
+  return state_->results;
 }
 
 BLACKTREE_INLINE std::size_t InMemoryStatusSink::size() const {
-  std::lock_guard lock(mutex_);
-  return results_.size();
+  std::lock_guard lock(state_->mutex);
+  return state_->results.size();
 }
 
 BLACKTREE_INLINE std::size_t InMemoryStatusSink::held() const {
-  std::lock_guard lock(mutex_);
-  return held_.size();
+  std::lock_guard lock(state_->mutex);
+  return state_->held.size();
 }
 
 BLACKTREE_INLINE bool InMemoryStatusSink::wait_for(std::size_t n, std::chrono::milliseconds timeout) const {
-  std::unique_lock lock(mutex_);
-  return confirmed_.wait_for(lock, timeout, [&] { return results_.size() >= n; });
+  std::unique_lock lock(state_->mutex);
+  return state_->confirmed.wait_for(lock, timeout, [&] { return state_->results.size() >= n; });
 }
 
 }  // namespace blacktree::core

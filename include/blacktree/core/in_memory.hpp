@@ -6,9 +6,9 @@
 // process, and a status sink that keeps what it confirms. Embed the core with
 // no broker at all, or use them to test code built on it.
 
+#include <blacktree/core/completion_handler.hpp>
 #include <blacktree/core/concepts.hpp>
 #include <blacktree/core/detail/config.hpp>
-#include <blacktree/core/detail/erased_handler.hpp>
 #include <blacktree/core/error.hpp>
 #include <blacktree/core/job.hpp>
 
@@ -18,6 +18,7 @@
 #include <asio/cancellation_type.hpp>
 #include <asio/error.hpp>
 #include <asio/steady_timer.hpp>
+#include <asio/strand.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -56,6 +57,8 @@ class InMemoryQueue {
 
   class Delivery {
    public:
+    static constexpr bool reports_invalid = true;  // see delivery_traits
+
     Delivery() = default;
     Delivery(Delivery&&) noexcept = default;
     Delivery& operator=(Delivery&& other) noexcept;
@@ -73,6 +76,7 @@ class InMemoryQueue {
     Message message_;
   };
   using delivery_type = Delivery;
+  static constexpr bool prefetch_control = true;  // see job_source_traits
 
   explicit InMemoryQueue(asio::any_io_executor executor);
   InMemoryQueue(const InMemoryQueue&) = delete;
@@ -105,7 +109,7 @@ class InMemoryQueue {
   std::vector<DeadLetter> dead_letters() const;
 
  private:
-  using ReceiveHandler = detail::erased_handler<void(std::error_code, Delivery)>;
+  using ReceiveHandler = CompletionHandler<void(std::error_code, Delivery)>;
   struct Receiver {
     std::uint64_t id;
     ReceiveHandler handler;
@@ -225,18 +229,22 @@ class LoopbackTransport {
         token, std::move(progress));
   }
 
+  /// A silent endpoint's ping waits for its deadline (errc::ping_timeout);
+  /// cancelling it completes it at once with asio::error::operation_aborted.
   template <class Token>
   auto async_ping(const WorkerInfo& worker, std::chrono::milliseconds deadline, Token&& token) {
     return asio::async_initiate<Token, void(std::error_code, PingReply)>(
         [this, &worker, deadline](auto handler) {
-          start_ping(worker, deadline, PingHandler(std::move(handler), executor_));
+          auto slot = asio::get_associated_cancellation_slot(handler);
+          auto ping = start_ping(worker, deadline, PingHandler(std::move(handler), executor_));
+          if (ping && slot.is_connected()) slot.template emplace<CancelPing>(ping);
         },
         token);
   }
 
  private:
-  using RunHandler = detail::erased_handler<void(std::error_code, JobResult)>;
-  using PingHandler = detail::erased_handler<void(std::error_code, PingReply)>;
+  using RunHandler = CompletionHandler<void(std::error_code, JobResult)>;
+  using PingHandler = CompletionHandler<void(std::error_code, PingReply)>;
 
   struct Endpoint {
     std::string address;
@@ -284,10 +292,32 @@ class LoopbackTransport {
    private:
     std::weak_ptr<CallState> call_;
   };
+  // A ping waiting for its deadline. The timer lives on a strand of its own:
+  // a cancellation may come from any thread, and it must cancel the timer
+  // (so no wait outlives the ping) without racing the timer's completion.
+  struct PendingPing {
+    PendingPing(const asio::any_io_executor& ex, PingHandler h)
+        : strand(asio::make_strand(ex)), timer(strand), handler(std::move(h)) {}
+    asio::strand<asio::any_io_executor> strand;
+    asio::steady_timer timer;
+    std::atomic<bool> done{false};  // the first of deadline and cancellation completes
+    PingHandler handler;
+  };
+  class CancelPing {
+   public:
+    explicit CancelPing(std::weak_ptr<PendingPing> ping) : ping_(std::move(ping)) {}
+    void operator()(asio::cancellation_type type);
+
+   private:
+    std::weak_ptr<PendingPing> ping_;
+  };
 
   std::shared_ptr<CallState> start_run(const WorkerInfo& worker, const Job& job, ProgressCallback progress,
                                        RunHandler handler);
-  void start_ping(const WorkerInfo& worker, std::chrono::milliseconds deadline, PingHandler handler);
+  // Returns the pending ping, or null when it completed at once.
+  std::shared_ptr<PendingPing> start_ping(const WorkerInfo& worker, std::chrono::milliseconds deadline,
+                                          PingHandler handler);
+  static void finish_ping(const std::shared_ptr<PendingPing>& ping, std::error_code ec);
   static bool finish(const std::shared_ptr<CallState>& call, std::error_code ec, JobResult result);
   static void end_calls(const std::shared_ptr<Endpoint>& endpoint, std::error_code ec, const std::string& detail,
                         std::unique_lock<std::mutex>& lock);
@@ -302,15 +332,23 @@ class LoopbackTransport {
 /// back (to show that nothing is acked before its status is durable) and
 /// fail publishes (to exercise retries).
 class InMemoryStatusSink {
+  struct State;
+
  public:
   explicit InMemoryStatusSink(asio::any_io_executor executor);
   InMemoryStatusSink(const InMemoryStatusSink&) = delete;
   InMemoryStatusSink& operator=(const InMemoryStatusSink&) = delete;
 
+  /// Cancelling a held publish withdraws its status (it is never confirmed)
+  /// and completes it with asio::error::operation_aborted.
   template <class Token>
   auto async_publish(const JobResult& result, Token&& token) {
     return asio::async_initiate<Token, void(std::error_code)>(
-        [this, &result](auto handler) { start_publish(result, PublishHandler(std::move(handler), executor_)); },
+        [this, &result](auto handler) {
+          auto slot = asio::get_associated_cancellation_slot(handler);
+          const std::uint64_t held_id = start_publish(result, PublishHandler(std::move(handler), executor_));
+          if (held_id != 0 && slot.is_connected()) slot.template emplace<CancelPublish>(state_, held_id);
+        },
         token);
   }
 
@@ -328,16 +366,37 @@ class InMemoryStatusSink {
   bool wait_for(std::size_t n, std::chrono::milliseconds timeout) const;
 
  private:
-  using PublishHandler = detail::erased_handler<void(std::error_code)>;
-  void start_publish(const JobResult& result, PublishHandler handler);
+  using PublishHandler = CompletionHandler<void(std::error_code)>;
+  struct Held {
+    std::uint64_t id;
+    JobResult result;
+    PublishHandler handler;
+  };
+  // Shared with cancellation handlers, which may outlive the sink.
+  struct State {
+    mutable std::mutex mutex;
+    mutable std::condition_variable confirmed;
+    std::vector<JobResult> results;
+    std::list<Held> held;
+    std::uint64_t next_held = 1;
+    bool hold = false;
+    std::size_t fail_next = 0;
+  };
+  class CancelPublish {
+   public:
+    CancelPublish(std::weak_ptr<State> state, std::uint64_t id) : state_(std::move(state)), id_(id) {}
+    void operator()(asio::cancellation_type type);
+
+   private:
+    std::weak_ptr<State> state_;
+    std::uint64_t id_;
+  };
+
+  // Returns the id of the held publish, or 0 when it completed at once.
+  std::uint64_t start_publish(const JobResult& result, PublishHandler handler);
 
   asio::any_io_executor executor_;
-  mutable std::mutex mutex_;
-  mutable std::condition_variable confirmed_;
-  std::vector<JobResult> results_;
-  std::vector<std::pair<JobResult, PublishHandler>> held_;
-  bool hold_ = false;
-  std::size_t fail_next_ = 0;
+  std::shared_ptr<State> state_;
 };
 
 static_assert(JobSource<InMemoryQueue>);

@@ -1,7 +1,10 @@
 // Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
 #pragma once
 
-#include <blacktree/core/detail/erased_handler.hpp>
+#include <blacktree/core/completion_handler.hpp>
+#include <blacktree/core/concepts.hpp>
+#include <blacktree/core/detail/config.hpp>
+#include <blacktree/core/detail/null_mutex.hpp>
 #include <blacktree/core/error.hpp>
 #include <blacktree/core/job.hpp>
 
@@ -26,13 +29,6 @@
 #include <vector>
 
 namespace blacktree::core {
-
-/// A mutex that does nothing, for a pool used from one thread (WorkerPoolSt).
-struct null_mutex {
-  void lock() noexcept {}
-  void unlock() noexcept {}
-  bool try_lock() noexcept { return true; }
-};
 
 /// A worker as the pool sees it at one moment.
 struct WorkerSnapshot {
@@ -222,7 +218,7 @@ class BasicWorkerPool {
   struct Waiter {
     std::uint64_t id = 0;
     Labels labels;
-    detail::erased_handler<void(std::error_code, Lease)> handler;
+    CompletionHandler<void(std::error_code, Lease)> handler;
   };
 
   struct StringHash {
@@ -247,8 +243,8 @@ class BasicWorkerPool {
 
   // Work collected under the lock, done after it is released.
   struct Deferred {
-    std::vector<std::pair<detail::erased_handler<void(std::error_code, Lease)>, Lease>> grants;
-    std::vector<detail::erased_handler<void(std::error_code, Lease)>> failures;
+    std::vector<std::pair<CompletionHandler<void(std::error_code, Lease)>, Lease>> grants;
+    std::vector<CompletionHandler<void(std::error_code, Lease)>> failures;
     std::error_code failure_code;
     std::vector<WorkerEvent> events;
   };
@@ -291,68 +287,9 @@ class BasicWorkerPool {
 /// The thread-safe pool.
 using WorkerPool = BasicWorkerPool<std::mutex>;
 /// A pool used from a single thread (or strand): no locking.
-using WorkerPoolSt = BasicWorkerPool<null_mutex>;
+using WorkerPoolSt = BasicWorkerPool<detail::null_mutex>;
 
-// ---------------------------------------------------------------------------
-// Implementation
-
-template <class Mutex>
-bool BasicWorkerPool<Mutex>::Lease::current() const {
-  if (!state_) return false;
-  std::lock_guard lock(state_->mutex);
-  return !record_->removed && record_->generation == generation_ && holds_leases(record_->state);
-}
-
-template <class Mutex>
-void BasicWorkerPool<Mutex>::Lease::release() noexcept {
-  if (!state_) return;
-  auto state = std::move(state_);
-  auto record = std::move(record_);
-  info_.reset();
-  Deferred deferred;
-  {
-    std::lock_guard lock(state->mutex);
-    // A voided lease's slot was reclaimed when the worker died, restarted or left.
-    if (record->removed || record->generation != generation_ || !holds_leases(record->state)) return;
-    --record->in_use;
-    if (record->state != WorkerState::draining) {
-      if (!state->waiters.empty()) offer_slots(state, record, deferred);
-      refresh(*state, *record);
-    }
-  }
-  finish(state, deferred);
-}
-
-template <class Mutex>
-void BasicWorkerPool<Mutex>::Subscription::reset() noexcept {
-  if (auto state = state_.lock()) {
-    std::lock_guard lock(state->mutex);
-    state->listeners.erase(id_);
-  }
-  state_.reset();
-}
-
-template <class Mutex>
-void BasicWorkerPool<Mutex>::CancelWaiter::operator()(asio::cancellation_type type) {
-  if ((type & (asio::cancellation_type::terminal | asio::cancellation_type::partial |
-               asio::cancellation_type::total)) == asio::cancellation_type::none)
-    return;
-  auto state = state_.lock();
-  if (!state) return;
-  detail::erased_handler<void(std::error_code, Lease)> handler;
-  {
-    std::lock_guard lock(state->mutex);
-    for (auto it = state->waiters.begin(); it != state->waiters.end(); ++it) {
-      if (it->id == id_) {
-        handler = std::move(it->handler);
-        state->waiters.erase(it);
-        break;
-      }
-    }
-  }
-  if (handler) handler.complete(asio::error::operation_aborted, Lease{});
-}
-
+// Member templates: instantiated per completion handler, so always here.
 template <class Mutex>
 template <class Handler>
 void BasicWorkerPool<Mutex>::initiate_acquire(Handler handler, Labels labels) {
@@ -360,7 +297,7 @@ void BasicWorkerPool<Mutex>::initiate_acquire(Handler handler, Labels labels) {
   std::unique_lock lock(state_->mutex);
   if (state_->stopped) {
     lock.unlock();
-    detail::erased_handler<void(std::error_code, Lease)>(std::move(handler), state_->executor)
+    CompletionHandler<void(std::error_code, Lease)>(std::move(handler), state_->executor)
         .complete(errc::pool_stopped, Lease{});
     return;
   }
@@ -382,339 +319,16 @@ void BasicWorkerPool<Mutex>::initiate_acquire(Handler handler, Labels labels) {
   if (slot.is_connected()) slot.template emplace<CancelWaiter>(state_, id);
 }
 
-template <class Mutex>
-typename BasicWorkerPool<Mutex>::Record* BasicWorkerPool<Mutex>::find_free(State& st, const Labels& required) noexcept {
-  if (required.empty()) return st.free_list.empty() ? nullptr : st.free_list.front();
-  for (Record* rec : st.free_list)
-    if (labels_match(required, rec->info->labels)) return rec;
-  return nullptr;
-}
-
-template <class Mutex>
-void BasicWorkerPool<Mutex>::set_state(State& st, Record& rec, WorkerState next) {
-  const bool was = counts_as_capacity(rec.state);
-  const bool now = counts_as_capacity(next);
-  if (was && !now) st.alive_capacity.fetch_sub(rec.info->capacity, std::memory_order_acq_rel);
-  if (!was && now) st.alive_capacity.fetch_add(rec.info->capacity, std::memory_order_acq_rel);
-  rec.state = next;
-}
-
-// Derives free/busy from the slots in use and keeps free-list membership exact:
-// listed if and only if live, not draining, and with a free slot.
-template <class Mutex>
-void BasicWorkerPool<Mutex>::refresh(State& st, Record& rec) {
-  if (counts_as_capacity(rec.state))
-    set_state(st, rec, rec.in_use < rec.info->capacity ? WorkerState::free : WorkerState::busy);
-  const bool should_list = rec.state == WorkerState::free && !rec.removed;
-  if (should_list && !rec.listed) {
-    rec.position = st.free_list.insert(st.free_list.end(), &rec);
-    rec.listed = true;
-  } else if (!should_list && rec.listed) {
-    st.free_list.erase(rec.position);
-    rec.listed = false;
-  }
-}
-
-template <class Mutex>
-void BasicWorkerPool<Mutex>::take_slot(State& st, Record& rec) {
-  ++rec.in_use;
-  refresh(st, rec);
-  if (rec.listed) st.free_list.splice(st.free_list.end(), st.free_list, rec.position);  // round robin
-}
-
-template <class Mutex>
-void BasicWorkerPool<Mutex>::offer_slots(const std::shared_ptr<State>& st, const std::shared_ptr<Record>& rec,
-                                         Deferred& out) {
-  auto it = st->waiters.begin();
-  while (counts_as_capacity(rec->state) && rec->in_use < rec->info->capacity && it != st->waiters.end()) {
-    if (!labels_match(it->labels, rec->info->labels)) {
-      ++it;
-      continue;
-    }
-    take_slot(*st, *rec);
-    out.grants.emplace_back(std::move(it->handler), Lease(st, rec));
-    it = st->waiters.erase(it);
-  }
-}
-
-template <class Mutex>
-void BasicWorkerPool<Mutex>::void_leases(State& st, Record& rec, WorkerEvent& event) {
-  if (holds_leases(rec.state) && rec.in_use > 0) {
-    event.leases_lost = true;
-    event.lost_generation = rec.generation;
-  }
-  ++rec.generation;
-  rec.in_use = 0;
-  (void)st;
-}
-
-template <class Mutex>
-WorkerEvent BasicWorkerPool<Mutex>::make_event(const Record& rec, WorkerState from, std::string reason) {
-  WorkerEvent event;
-  event.info = rec.info;
-  event.from = from;
-  event.to = rec.state;
-  event.reason = std::move(reason);
-  return event;
-}
-
-template <class Mutex>
-WorkerSnapshot BasicWorkerPool<Mutex>::snapshot_of(const Record& rec) {
-  return WorkerSnapshot{rec.info, rec.state, rec.in_use, rec.generation, rec.last_seen};
-}
-
-template <class Mutex>
-void BasicWorkerPool<Mutex>::finish(const std::shared_ptr<State>& st, Deferred& deferred) {
-  for (auto& [handler, lease] : deferred.grants) handler.complete(std::error_code{}, std::move(lease));
-  for (auto& handler : deferred.failures) handler.complete(deferred.failure_code, Lease{});
-  if (deferred.events.empty()) return;
-  std::vector<std::shared_ptr<Listener>> listeners;
-  {
-    std::lock_guard lock(st->mutex);
-    listeners.reserve(st->listeners.size());
-    for (auto& [id, listener] : st->listeners) listeners.push_back(listener);
-  }
-  for (const auto& event : deferred.events)
-    for (const auto& listener : listeners) (*listener)(event);
-}
-
-template <class Mutex>
-std::error_code BasicWorkerPool<Mutex>::register_worker(WorkerInfo info) {
-  if (info.id.empty() || info.address.empty() || info.capacity == 0) return errc::invalid_worker;
-  Deferred deferred;
-  {
-    std::lock_guard lock(state_->mutex);
-    if (state_->stopped) return errc::pool_stopped;
-    auto it = state_->workers.find(info.id);
-    if (it == state_->workers.end()) {
-      auto rec = std::make_shared<Record>();
-      rec->info = std::make_shared<const WorkerInfo>(std::move(info));
-      rec->last_seen = std::chrono::steady_clock::now();
-      state_->workers.emplace(rec->info->id, rec);
-      auto event = make_event(*rec, WorkerState::registering, "registered");
-      event.added = true;
-      deferred.events.push_back(std::move(event));
-    } else {
-      auto& rec = *it->second;
-      rec.last_seen = std::chrono::steady_clock::now();
-      const WorkerState from = rec.state;
-      if (info.incarnation != rec.info->incarnation || rec.state == WorkerState::dead) {
-        WorkerEvent event;
-        void_leases(*state_, rec, event);
-        set_state(*state_, rec, WorkerState::registering);
-        rec.info = std::make_shared<const WorkerInfo>(std::move(info));
-        refresh(*state_, rec);
-        auto changed = make_event(rec, from, "registered again");
-        changed.leases_lost = event.leases_lost;
-        changed.lost_generation = event.lost_generation;
-        deferred.events.push_back(std::move(changed));
-      } else {
-        apply_update(state_, it->second, std::move(info), deferred);
-      }
-    }
-  }
-  finish(state_, deferred);
-  return {};
-}
-
-// Same incarnation: new details in place; leases stay valid.
-template <class Mutex>
-void BasicWorkerPool<Mutex>::apply_update(const std::shared_ptr<State>& st, const std::shared_ptr<Record>& rec,
-                                          WorkerInfo info, Deferred& out) {
-  const bool counted = counts_as_capacity(rec->state);
-  if (counted) st->alive_capacity.fetch_sub(rec->info->capacity, std::memory_order_acq_rel);
-  rec->info = std::make_shared<const WorkerInfo>(std::move(info));
-  if (counted) st->alive_capacity.fetch_add(rec->info->capacity, std::memory_order_acq_rel);
-  offer_slots(st, rec, out);
-  refresh(*st, *rec);
-}
-
-template <class Mutex>
-std::error_code BasicWorkerPool<Mutex>::update_worker(WorkerInfo info) {
-  if (info.id.empty() || info.address.empty() || info.capacity == 0) return errc::invalid_worker;
-  Deferred deferred;
-  {
-    std::lock_guard lock(state_->mutex);
-    auto it = state_->workers.find(info.id);
-    if (it == state_->workers.end()) return errc::unknown_worker;
-    info.incarnation = it->second->info->incarnation;
-    apply_update(state_, it->second, std::move(info), deferred);
-  }
-  finish(state_, deferred);
-  return {};
-}
-
-template <class Mutex>
-std::error_code BasicWorkerPool<Mutex>::mark_alive(std::string_view id, std::string_view incarnation) {
-  Deferred deferred;
-  {
-    std::lock_guard lock(state_->mutex);
-    auto it = state_->workers.find(id);
-    if (it == state_->workers.end()) return errc::unknown_worker;
-    auto& rec = it->second;
-    rec->last_seen = std::chrono::steady_clock::now();
-    const WorkerState from = rec->state;
-    WorkerEvent lost;
-    if (!incarnation.empty() && incarnation != rec->info->incarnation) {
-      void_leases(*state_, *rec, lost);
-      auto info = *rec->info;
-      info.incarnation = std::string(incarnation);
-      rec->info = std::make_shared<const WorkerInfo>(std::move(info));
-    }
-    if (rec->state == WorkerState::registering || rec->state == WorkerState::dead) {
-      rec->in_use = 0;
-      set_state(*state_, *rec, WorkerState::free);
-    }
-    if (from != rec->state || lost.leases_lost) {
-      offer_slots(state_, rec, deferred);
-      refresh(*state_, *rec);
-      auto event = make_event(*rec, from, lost.leases_lost ? "restarted" : "answering");
-      event.leases_lost = lost.leases_lost;
-      event.lost_generation = lost.lost_generation;
-      deferred.events.push_back(std::move(event));
-    }
-  }
-  finish(state_, deferred);
-  return {};
-}
-
-template <class Mutex>
-std::error_code BasicWorkerPool<Mutex>::mark_dead(std::string_view id, std::string reason) {
-  Deferred deferred;
-  {
-    std::lock_guard lock(state_->mutex);
-    auto it = state_->workers.find(id);
-    if (it == state_->workers.end()) return errc::unknown_worker;
-    auto& rec = *it->second;
-    if (rec.state == WorkerState::dead) return {};
-    const WorkerState from = rec.state;
-    WorkerEvent event;
-    void_leases(*state_, rec, event);
-    set_state(*state_, rec, WorkerState::dead);
-    refresh(*state_, rec);
-    auto changed = make_event(rec, from, std::move(reason));
-    changed.leases_lost = event.leases_lost;
-    changed.lost_generation = event.lost_generation;
-    deferred.events.push_back(std::move(changed));
-  }
-  finish(state_, deferred);
-  return {};
-}
-
-template <class Mutex>
-std::error_code BasicWorkerPool<Mutex>::drain(std::string_view id) {
-  Deferred deferred;
-  {
-    std::lock_guard lock(state_->mutex);
-    auto it = state_->workers.find(id);
-    if (it == state_->workers.end()) return errc::unknown_worker;
-    auto& rec = *it->second;
-    if (rec.state != WorkerState::free && rec.state != WorkerState::busy) return {};
-    const WorkerState from = rec.state;
-    set_state(*state_, rec, WorkerState::draining);
-    refresh(*state_, rec);
-    deferred.events.push_back(make_event(rec, from, "draining"));
-  }
-  finish(state_, deferred);
-  return {};
-}
-
-template <class Mutex>
-std::error_code BasicWorkerPool<Mutex>::resume(std::string_view id) {
-  Deferred deferred;
-  {
-    std::lock_guard lock(state_->mutex);
-    auto it = state_->workers.find(id);
-    if (it == state_->workers.end()) return errc::unknown_worker;
-    auto& rec = it->second;
-    if (rec->state != WorkerState::draining) return {};
-    set_state(*state_, *rec, WorkerState::free);
-    offer_slots(state_, rec, deferred);
-    refresh(*state_, *rec);
-    deferred.events.push_back(make_event(*rec, WorkerState::draining, "resumed"));
-  }
-  finish(state_, deferred);
-  return {};
-}
-
-template <class Mutex>
-std::error_code BasicWorkerPool<Mutex>::deregister(std::string_view id, std::string reason) {
-  Deferred deferred;
-  {
-    std::lock_guard lock(state_->mutex);
-    auto it = state_->workers.find(id);
-    if (it == state_->workers.end()) return errc::unknown_worker;
-    auto rec = it->second;
-    state_->workers.erase(it);
-    const WorkerState from = rec->state;
-    WorkerEvent event;
-    void_leases(*state_, *rec, event);
-    set_state(*state_, *rec, WorkerState::dead);
-    rec->removed = true;
-    refresh(*state_, *rec);
-    auto removed = make_event(*rec, from, std::move(reason));
-    removed.removed = true;
-    removed.leases_lost = event.leases_lost;
-    removed.lost_generation = event.lost_generation;
-    deferred.events.push_back(std::move(removed));
-  }
-  finish(state_, deferred);
-  return {};
-}
-
-template <class Mutex>
-void BasicWorkerPool<Mutex>::stop() {
-  Deferred deferred;
-  deferred.failure_code = errc::pool_stopped;
-  {
-    std::lock_guard lock(state_->mutex);
-    state_->stopped = true;
-    for (auto& waiter : state_->waiters) deferred.failures.push_back(std::move(waiter.handler));
-    state_->waiters.clear();
-  }
-  finish(state_, deferred);
-}
-
-template <class Mutex>
-typename BasicWorkerPool<Mutex>::Subscription BasicWorkerPool<Mutex>::subscribe(Listener listener) {
-  std::lock_guard lock(state_->mutex);
-  const auto id = state_->next_listener_id++;
-  state_->listeners.emplace(id, std::make_shared<Listener>(std::move(listener)));
-  return Subscription(state_, id);
-}
-
-template <class Mutex>
-std::size_t BasicWorkerPool<Mutex>::size() const {
-  std::lock_guard lock(state_->mutex);
-  return state_->workers.size();
-}
-
-template <class Mutex>
-std::size_t BasicWorkerPool<Mutex>::waiting() const {
-  std::lock_guard lock(state_->mutex);
-  return state_->waiters.size();
-}
-
-template <class Mutex>
-std::optional<WorkerSnapshot> BasicWorkerPool<Mutex>::find(std::string_view id) const {
-  std::lock_guard lock(state_->mutex);
-  auto it = state_->workers.find(id);
-  if (it == state_->workers.end()) return std::nullopt;
-  return snapshot_of(*it->second);
-}
-
-template <class Mutex>
-std::vector<WorkerSnapshot> BasicWorkerPool<Mutex>::snapshot() const {
-  std::lock_guard lock(state_->mutex);
-  std::vector<WorkerSnapshot> out;
-  out.reserve(state_->workers.size());
-  for (const auto& [id, rec] : state_->workers) out.push_back(snapshot_of(*rec));
-  return out;
-}
-
 #ifndef BLACKTREE_HEADER_ONLY
 extern template class BasicWorkerPool<std::mutex>;
-extern template class BasicWorkerPool<null_mutex>;
+extern template class BasicWorkerPool<detail::null_mutex>;
 #endif
 
+static_assert(LeasePool<WorkerPool>);
+static_assert(LeasePool<WorkerPoolSt>);
+
 }  // namespace blacktree::core
+
+#ifdef BLACKTREE_HEADER_ONLY
+#include <blacktree/core/worker_pool-inl.hpp>
+#endif
