@@ -35,6 +35,15 @@ function(blacktree_target_warnings)
   endforeach()
 endfunction()
 
+# blacktree_add_library(<component> <source>...)
+# The static library blacktree_<component>, named blacktree::<component> in
+# this build (an ALIAS) and in the installed package (EXPORT_NAME) alike.
+function(blacktree_add_library component)
+  add_library(blacktree_${component} STATIC ${ARGN})
+  add_library(blacktree::${component} ALIAS blacktree_${component})
+  set_target_properties(blacktree_${component} PROPERTIES EXPORT_NAME ${component})
+endfunction()
+
 # blacktree_install_component(<component> TARGETS <target>...)
 # Installs the targets of one package component into an export set of its
 # own, blacktree-<component>-targets.cmake, which blacktreeConfig.cmake loads
