@@ -34,3 +34,35 @@ function(blacktree_target_warnings)
     endif()
   endforeach()
 endfunction()
+
+# blacktree_add_library(<component> <source>...)
+# The static library blacktree_<component>, named blacktree::<component> in
+# this build (an ALIAS) and in the installed package (EXPORT_NAME) alike.
+function(blacktree_add_library component)
+  add_library(blacktree_${component} STATIC ${ARGN})
+  add_library(blacktree::${component} ALIAS blacktree_${component})
+  set_target_properties(blacktree_${component} PROPERTIES EXPORT_NAME ${component})
+endfunction()
+
+# blacktree_install_component(<component> TARGETS <target>...)
+# Installs the targets of one package component into an export set of its
+# own, blacktree-<component>-targets.cmake, which blacktreeConfig.cmake loads
+# only when the component (or one that depends on it) is asked for and its
+# dependencies are found. Records the component in the global property
+# BLACKTREE_INSTALLED_COMPONENTS for the package config.
+function(blacktree_install_component component)
+  cmake_parse_arguments(PARSE_ARGV 1 arg "" "" "TARGETS")
+  if(NOT arg_TARGETS OR arg_UNPARSED_ARGUMENTS)
+    message(FATAL_ERROR "blacktree_install_component(${component} TARGETS <target>...)")
+  endif()
+  install(TARGETS ${arg_TARGETS}
+    EXPORT blacktree-${component}-targets
+    ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+    LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+    RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+  install(EXPORT blacktree-${component}-targets
+    NAMESPACE blacktree::
+    FILE blacktree-${component}-targets.cmake
+    DESTINATION ${BLACKTREE_INSTALL_CMAKEDIR})
+  set_property(GLOBAL APPEND PROPERTY BLACKTREE_INSTALLED_COMPONENTS ${component})
+endfunction()

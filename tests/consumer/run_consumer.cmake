@@ -1,8 +1,12 @@
 # Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
 #
 # Driver for the consumer tests (cmake -P; registered by tests/CMakeLists.txt).
-#   MODE=find_package      install BUILD_DIR into a fresh prefix, check the package
-#                          config, build examples/ as its own project against it, run it
+#   MODE=install           install BUILD_DIR into a fresh PREFIX
+#   MODE=find_package      check the package config in PREFIX, build examples/ as its
+#                          own project against it, run it
+#   MODE=components        configure tests/consumer/components against PREFIX once and
+#                          build its program per component (COMPONENTS, comma-separated)
+#   MODE=run               run PROGRAM, a path relative to WORK_DIR (MODE=components's)
 #   MODE=add_subdirectory  build tests/consumer/add_subdirectory (blacktree vendored),
 #                          run the example linked to blacktree::core and to
 #                          blacktree::core-header-only
@@ -10,7 +14,8 @@
 # "consumer.<mode>: step '<step>' failed".
 #
 # Inputs (-D): MODE WORK_DIR SOURCE_DIR BUILD_DIR CONFIG GENERATOR MAKE_PROGRAM
-#              CXX_COMPILER CXX_FLAGS SANITIZE WERROR EXPECTED_VERSION
+#              CXX_COMPILER CXX_COMPILER_LAUNCHER CXX_FLAGS SANITIZE WERROR
+#              EXPECTED_VERSION, and PREFIX, COMPONENTS, PROGRAM as above
 # Environment: BLACKTREE_CONSUMER_JOBS (default 2) build jobs per consumer build.
 
 cmake_minimum_required(VERSION 3.21)
@@ -55,6 +60,9 @@ endif()
 if(CXX_COMPILER)
   list(APPEND configure_args "-DCMAKE_CXX_COMPILER=${CXX_COMPILER}")
 endif()
+if(CXX_COMPILER_LAUNCHER)
+  list(APPEND configure_args "-DCMAKE_CXX_COMPILER_LAUNCHER=${CXX_COMPILER_LAUNCHER}")
+endif()
 if(CONFIG)
   list(APPEND configure_args "-DCMAKE_BUILD_TYPE=${CONFIG}")
   set(config_args --config "${CONFIG}")
@@ -73,38 +81,60 @@ function(run_program name dir exe)
   message(FATAL_ERROR "consumer.${MODE}: step '${name}' failed: no ${exe} under ${dir}")
 endfunction()
 
+if(MODE STREQUAL "run")
+  get_filename_component(program_dir "${WORK_DIR}/${PROGRAM}" DIRECTORY)
+  get_filename_component(program_name "${PROGRAM}" NAME)
+  run_program(run "${program_dir}" "${program_name}")
+  return()
+endif()
+
 file(REMOVE_RECURSE "${WORK_DIR}")
 file(MAKE_DIRECTORY "${WORK_DIR}")
+set(prefix "${PREFIX}")
 
-if(MODE STREQUAL "find_package")
-  set(prefix "${WORK_DIR}/prefix")
-
-  # 1. Install the build under test into a prefix nothing else uses.
-  step(install "${CMAKE_COMMAND}" --install "${BUILD_DIR}" --prefix "${prefix}" ${config_args})
-
-  # 2. The package itself: version check, both targets, header-only define.
-  step(check-package "${CMAKE_COMMAND}"
-    -S "${SOURCE_DIR}/tests/consumer/find_package_check" -B "${WORK_DIR}/check"
-    ${configure_args} "-DCMAKE_PREFIX_PATH=${prefix}" "-DEXPECTED_PREFIX=${prefix}"
-    "-DEXPECTED_VERSION=${EXPECTED_VERSION}")
-
-  # 3. examples/ as a project of its own, finding blacktree in the prefix.
-  set(build "${WORK_DIR}/examples")
-  step(configure-examples "${CMAKE_COMMAND}" -S "${SOURCE_DIR}/examples" -B "${build}"
-    ${configure_args} "-DCMAKE_PREFIX_PATH=${prefix}")
+# check_found_in_prefix(<step> <build dir>): blacktree was found in the fresh
+# prefix, not in some other installation.
+function(check_found_in_prefix name build)
   file(STRINGS "${build}/CMakeCache.txt" found_dir REGEX "^blacktree_DIR:")
   string(REGEX REPLACE "^blacktree_DIR:[A-Z]+=" "" found_dir "${found_dir}")
   file(REAL_PATH "${prefix}" real_prefix)
   file(REAL_PATH "${found_dir}" real_found_dir)
   string(FIND "${real_found_dir}/" "${real_prefix}/" at)
   if(NOT at EQUAL 0)
-    message(FATAL_ERROR "consumer.find_package: step 'configure-examples' failed: "
+    message(FATAL_ERROR "consumer.${MODE}: step '${name}' failed: "
       "blacktree was found in '${found_dir}', not in the fresh prefix '${prefix}'")
   endif()
+endfunction()
+
+if(MODE STREQUAL "install")
+  # Into a prefix nothing else uses (the other modes' fixture).
+  file(REMOVE_RECURSE "${prefix}")
+  step(install "${CMAKE_COMMAND}" --install "${BUILD_DIR}" --prefix "${prefix}" ${config_args})
+
+elseif(MODE STREQUAL "find_package")
+  # 1. The package itself: version check, both targets, header-only define.
+  step(check-package "${CMAKE_COMMAND}"
+    -S "${SOURCE_DIR}/tests/consumer/find_package_check" -B "${WORK_DIR}/check"
+    ${configure_args} "-DCMAKE_PREFIX_PATH=${prefix}" "-DEXPECTED_PREFIX=${prefix}"
+    "-DEXPECTED_VERSION=${EXPECTED_VERSION}")
+
+  # 2. examples/ as a project of its own, finding blacktree in the prefix.
+  set(build "${WORK_DIR}/examples")
+  step(configure-examples "${CMAKE_COMMAND}" -S "${SOURCE_DIR}/examples" -B "${build}"
+    ${configure_args} "-DCMAKE_PREFIX_PATH=${prefix}")
+  check_found_in_prefix(configure-examples "${build}")
   step(build-examples "${CMAKE_COMMAND}" --build "${build}" ${config_args} --parallel ${jobs})
 
-  # 4. The example must run and succeed.
+  # 3. The example must run and succeed.
   run_program(run-example "${build}" blacktree_example_local_process)
+
+elseif(MODE STREQUAL "components")
+  # One configure for all components (each finds blacktree in a directory of
+  # its own); ctest runs the programs (consumer.component.<name>).
+  step(configure "${CMAKE_COMMAND}" -S "${SOURCE_DIR}/tests/consumer/components" -B "${WORK_DIR}"
+    ${configure_args} "-DCMAKE_PREFIX_PATH=${prefix}" "-DBLACKTREE_COMPONENTS=${COMPONENTS}")
+  check_found_in_prefix(configure "${WORK_DIR}")
+  step(build "${CMAKE_COMMAND}" --build "${WORK_DIR}" ${config_args} --parallel ${jobs})
 
 elseif(MODE STREQUAL "add_subdirectory")
   set(build "${WORK_DIR}/build")
@@ -115,7 +145,8 @@ elseif(MODE STREQUAL "add_subdirectory")
   run_program(run-example-header-only "${build}" consumer_local_process_header_only)
 
 else()
-  message(FATAL_ERROR "run_consumer.cmake: unknown MODE '${MODE}' (find_package or add_subdirectory)")
+  message(FATAL_ERROR "run_consumer.cmake: unknown MODE '${MODE}' "
+                      "(install, find_package, components, run or add_subdirectory)")
 endif()
 
 message(STATUS "consumer.${MODE}: all steps passed")

@@ -14,25 +14,22 @@
 // offending include into an adapter, or behind a concept the adapter models.
 
 #include "all_core_headers.hpp"  // generated: every non -inl header of the core
+#include "heavy_includes.hpp"
 
-// gRPC (grpc++ and the C core; every grpcpp header reaches one of these).
-#if defined(GRPCPP_GRPCPP_H) || defined(GRPCPP_SUPPORT_CONFIG_H) || defined(GRPCPP_IMPL_CODEGEN_CONFIG_H) || \
-    defined(GRPC_GRPC_H) || defined(GRPC_SUPPORT_PORT_PLATFORM_H) || defined(GRPC_IMPL_CODEGEN_PORT_PLATFORM_H)
+#ifdef BLACKTREE_SAW_GRPC
 #error "a blacktree core header includes gRPC; only blacktree::grpc may"
 #endif
 
-// protobuf (generated code and the runtime both include stubs/common.h).
-#if defined(GOOGLE_PROTOBUF_VERSION) || defined(GOOGLE_PROTOBUF_COMMON_H__)
+#ifdef BLACKTREE_SAW_PROTOBUF
 #error "a blacktree core header includes protobuf; only the proto/gRPC targets may"
 #endif
 
-// rabbitmq-c (<amqp.h> in 0.11, <rabbitmq-c/amqp.h> in 0.12+).
-#if defined(AMQP_H) || defined(AMQP_VERSION_MAJOR) || defined(RABBITMQ_C_AMQP_H)
+#ifdef BLACKTREE_SAW_RABBITMQ
 #error "a blacktree core header includes rabbitmq-c; only blacktree::amqp may"
 #endif
 
-// fmt/spdlog: the services log with them; the core reports through error
-// codes and observers and must not force a logging library on its users.
-#if defined(FMT_VERSION) || defined(SPDLOG_VER_MAJOR)
+// The core reports through error codes and observers and must not force a
+// logging library on its users.
+#ifdef BLACKTREE_SAW_FMT
 #error "a blacktree core header includes fmt or spdlog; the core must not depend on them"
 #endif
