@@ -144,6 +144,12 @@ std::string describe_wait_status(int status) {
 // concepts.hpp requires) and counts the run as outstanding work until then.
 using RunCompletion = bt::CompletionHandler<void(std::error_code, bt::JobResult)>;
 
+// This example's jobs carry their command line as text (a std::string payload).
+std::string_view command_of(const bt::Job& job) {
+  const auto* text = job.payload.get<std::string>();
+  return text != nullptr ? std::string_view(*text) : std::string_view();
+}
+
 /// Workers are slot holders in this process, known by address; async_run
 /// runs the job's payload (see split_argv) as a child process and reports
 /// each line of its output as progress. Models bt::WorkerTransport.
@@ -273,13 +279,13 @@ class LocalProcessTransport {
 
     void add_line(std::string line) {
       if (line.size() > kLogLineLimit) line.resize(kLogLineLimit);
-      report(bt::Phase::building, line);  // a process has no clone or push phases
+      report(bt::Phase::running, line);  // a process has one stage: it runs
       tail.push_back(std::move(line));
       if (tail.size() > kTailLines) tail.pop_front();
     }
 
     void report(bt::Phase phase, std::string line) {
-      if (progress) progress(bt::ProgressEvent{job_id, worker_id, phase, std::move(line)});
+      if (progress) progress(bt::ProgressEvent{job_id, worker_id, phase, {}, std::move(line)});
     }
 
     // From any thread (cancellation) or the strand (timeout).
@@ -371,7 +377,7 @@ class LocalProcessTransport {
 
     // From here on the worker has accepted the job: a failure to start it is
     // the job's failure (a status), not the transport's (an error code).
-    const auto args = split_argv(job.payload);
+    const auto args = split_argv(command_of(job));
     pid_t pid = -1;
     int output = -1;
     const int err = args.empty() ? EINVAL : spawn(args, pid, output);
@@ -426,7 +432,7 @@ static_assert(bt::WorkerTransport<LocalProcessTransport>);
 struct ConsoleObserver : bt::DispatcherObserver {
   static constexpr bool wants_progress = true;
   void on_assigned(const bt::Job& job, const bt::WorkerInfo& worker) {
-    std::cout << "  [" << job.id << "] -> " << worker.id << " runs '" << job.payload << "'\n";
+    std::cout << "  [" << job.id << "] -> " << worker.id << " runs '" << command_of(job) << "'\n";
   }
   void on_progress(const bt::ProgressEvent& event) {
     if (!event.line.empty()) std::cout << "  [" << event.job_id << "] | " << event.line << '\n';
@@ -483,7 +489,7 @@ void print_report(const std::vector<bt::JobResult>& results, const std::vector<b
     for (std::string line; std::getline(logs, line);) std::cout << "      log | " << line << '\n';
   }
   std::cout << "\nDead letters (" << dead.size() << "):\n";
-  for (const auto& d : dead) std::cout << "  payload '" << d.job.payload << "': " << d.reason << '\n';
+  for (const auto& d : dead) std::cout << "  payload '" << command_of(d.job) << "': " << d.reason << '\n';
 }
 
 // What differs from kCases; empty when every job ended as expected.
@@ -493,7 +499,7 @@ std::vector<std::string> check(const std::vector<bt::JobResult>& results,
   for (const Case& c : kCases) {
     if (c.outcome == Case::dead_lettered) {
       if (std::none_of(dead.begin(), dead.end(), [&](const auto& d) {
-            return d.job.payload == c.payload && d.reason.find(c.must_mention) != std::string::npos;
+            return command_of(d.job) == c.payload && d.reason.find(c.must_mention) != std::string::npos;
           }))
         problems.push_back("'" + c.payload + "' was not dead-lettered for '" + c.must_mention + "'");
       continue;
@@ -553,7 +559,7 @@ int main() {
   for (const Case& c : kCases) {
     bt::Job job;
     job.id = c.id;
-    job.payload = c.payload;
+    job.payload = bt::Payload(c.payload);
     job.required_labels = c.labels;
     job.timeout = c.timeout;
     queue.publish(std::move(job));

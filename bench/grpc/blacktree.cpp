@@ -10,6 +10,7 @@
 
 #include <blacktree/grpc/transport.hpp>
 #include <blacktree/grpc/worker_service.hpp>
+#include <blacktree/worker/build_spec.hpp>
 
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
@@ -79,7 +80,8 @@ Sample run_blacktree(const std::string& address, std::size_t concurrency, std::s
     sample = loop.run([&](std::size_t chain) {
       core::Job job;
       job.id = "bench-" + std::to_string(next_id.fetch_add(1));
-      job.build = {"octo/hello", "main", "Dockerfile", ".", "registry.example/hello:1", core::Secret("t")};
+      job.payload = core::Payload(blacktree::worker::BuildSpec{"octo/hello", "main", "Dockerfile", ".",
+                                                               "registry.example/hello:1", core::Secret("t"), {}});
       // The dispatcher hands every event on (to the events exchange); count them instead.
       transport.async_run(worker, job, [&events](const core::ProgressEvent&) { events.fetch_add(1); },
                           [&loop, chain](std::error_code ec, core::JobResult result) {

@@ -75,7 +75,8 @@ int main(int argc, char** argv) {
 
     core::Job job;
     job.id = "bench";
-    job.build = {"acme/app", "main", "app/Dockerfile", "app", "app:bench", core::Secret(token)};
+    job.payload =
+        core::Payload(bw::BuildSpec{"acme/app", "main", "app/Dockerfile", "app", "app:bench", core::Secret(token), {}});
 
     // The same three commands by hand, as a person (or the seed's worker) would
     // run them: same storage driver, isolation, auth file and digest file.

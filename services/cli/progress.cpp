@@ -12,7 +12,7 @@ namespace blacktree::cli {
 
 std::string phase_name(v1::Phase phase) {
   if (phase == v1::PHASE_UNSPECIFIED) return "unknown";
-  return std::string(core::to_string(wire::from_proto(phase)));
+  return std::string(wire::phase_name(phase));
 }
 
 std::string printable(std::string_view text) {

@@ -11,6 +11,7 @@
 #include "progress.hpp"
 
 #include <blacktree/wire/wire.hpp>
+#include <blacktree/worker/build_spec.hpp>
 
 #include <fmt/format.h>
 
@@ -128,10 +129,9 @@ int follow(AmqpClient& client, InterruptsHeld& interrupts, const std::string& qu
         break;
     }
     v1::JobEvent event;
-    std::string parse_error;
-    if (!wire::from_json(body, event, &parse_error)) {
+    if (auto read = wire::from_json(body, event); !read) {
       display.finish();
-      fmt::print(stderr, "blacktree: ignoring an event that is not a JobEvent: {}\n", parse_error);
+      fmt::print(stderr, "blacktree: ignoring an event that is not a JobEvent: {}\n", read.error().message());
       continue;
     }
     if (event.job_id() != job_id) continue;  // another job's, through a shared binding
@@ -169,12 +169,7 @@ std::string build_job(const SubmitSettings& s, core::Job& job) {
                                     {"--image", s.image}}) {
     if (value.empty()) return std::string(flag) + " must not be empty";
   }
-  job.build.repo_url = s.repo;
-  job.build.branch = s.branch;
-  job.build.dockerfile_path = s.dockerfile;
-  job.build.context_dir = s.context;
-  job.build.image_name = s.image;
-  job.build.github_token = s.token;
+  job.payload = core::Payload(worker::BuildSpec{s.repo, s.branch, s.dockerfile, s.context, s.image, s.token, {}});
   try {
     job.required_labels = service::parse_labels(s.labels);
   } catch (const CLI::ValidationError& e) {
@@ -238,7 +233,7 @@ int run_submit(const SubmitSettings& s) {
   fmt::print(stderr, "blacktree: job {} queued on {} ({}{})\n", job.id, client.where(),
              s.exchange.empty() ? "queue " + s.amqp.execute_queue
                                 : "exchange " + s.exchange + ", key " + s.amqp.execute_queue,
-             job.build.github_token.empty() ? ", no GitHub token" : ", with a GitHub token");
+             s.token.empty() ? ", no GitHub token" : ", with a GitHub token");
   if (!s.wait) return exit_ok;
   return follow(client, *interrupts, events_queue, job.id, s.wait_timeout_s);
 }

@@ -285,8 +285,9 @@ void WorkerService::set_ping_listener(PingListener listener) {
     { std::lock_guard sync(state->mutex); }
     const auto& worker_id = state->options.worker_id;
     const auto started = std::chrono::system_clock::now();
-    worker::EmitFn emit = [&](core::Phase phase, std::string_view line) {
-      stream->push_event(core::ProgressEvent{job.id, worker_id, phase, std::string(line)});
+    worker::EmitFn emit = [&](std::string_view stage, std::string_view line) {
+      stream->push_event(
+          core::ProgressEvent{job.id, worker_id, core::Phase::running, std::string(stage), std::string(line)});
     };
     core::JobResult result = state->runner.run(job, emit, running->stop.get_token());
     result.job_id = job.id;

@@ -1,6 +1,8 @@
 // Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
 #include <blacktree/wire/wire.hpp>
 
+#include <blacktree/worker/build_spec.hpp>
+
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/time_util.h>
@@ -61,32 +63,32 @@ std::string salvage_job_id(std::string_view json) {
 v1::JobRequest to_proto(const core::Job& job) {
   v1::JobRequest out;
   out.set_job_id(job.id);
-  out.set_repo_url(job.build.repo_url);
-  out.set_branch(job.build.branch);
-  out.set_dockerfile_path(job.build.dockerfile_path);
-  out.set_context_dir(job.build.context_dir);
-  out.set_image_name(job.build.image_name);
-  out.set_github_token(job.build.github_token.reveal());
+  if (const auto* spec = job.payload.get<worker::BuildSpec>()) {
+    out.set_repo_url(spec->repo_url);
+    out.set_branch(spec->branch);
+    out.set_dockerfile_path(spec->dockerfile_path);
+    out.set_context_dir(spec->context_dir);
+    out.set_image_name(spec->image_name);
+    out.set_github_token(spec->github_token.reveal());
+    out.set_payload(spec->payload);
+  } else if (const auto* text = job.payload.get<std::string>()) {
+    out.set_payload(*text);
+  }
   for (const auto& [key, value] : job.required_labels) (*out.mutable_labels())[key] = value;
   out.set_timeout_seconds(static_cast<std::uint32_t>(
       std::chrono::duration_cast<std::chrono::seconds>(job.timeout + std::chrono::milliseconds(999)).count()));
-  out.set_payload(job.payload);
   return out;
 }
 
 core::Job from_proto(const v1::JobRequest& request) {
   core::Job job;
   job.id = request.job_id();
-  job.build.repo_url = request.repo_url();
-  job.build.branch = request.branch();
-  job.build.dockerfile_path = request.dockerfile_path();
-  job.build.context_dir = request.context_dir();
-  job.build.image_name = request.image_name();
-  job.build.github_token = core::Secret(request.github_token());
+  job.payload = core::Payload(worker::BuildSpec{request.repo_url(), request.branch(), request.dockerfile_path(),
+                                                request.context_dir(), request.image_name(),
+                                                core::Secret(request.github_token()), request.payload()});
   for (const auto& [key, value] : request.labels()) job.required_labels.emplace(key, value);
   if (!request.region().empty()) job.required_labels.insert_or_assign("region", request.region());
   job.timeout = std::chrono::seconds(request.timeout_seconds());
-  job.payload = request.payload();
   return job;
 }
 
@@ -128,25 +130,31 @@ core::JobResult from_proto(const v1::JobResponse& response) {
   return result;
 }
 
-v1::Phase to_proto(core::Phase phase) {
+v1::Phase to_proto(core::Phase phase, std::string_view stage) {
   switch (phase) {
     case core::Phase::accepted: return v1::PHASE_ACCEPTED;
-    case core::Phase::cloning: return v1::PHASE_CLONING;
-    case core::Phase::building: return v1::PHASE_BUILDING;
-    case core::Phase::pushing: return v1::PHASE_PUSHING;
+    case core::Phase::running:
+      if (stage == worker::stage::cloning) return v1::PHASE_CLONING;
+      if (stage == worker::stage::pushing) return v1::PHASE_PUSHING;
+      return v1::PHASE_BUILDING;
     case core::Phase::finished: return v1::PHASE_FINISHED;
   }
   return v1::PHASE_UNSPECIFIED;
 }
 
-core::Phase from_proto(v1::Phase phase) {
+PhaseAndStage from_proto(v1::Phase phase) {
   switch (phase) {
-    case v1::PHASE_CLONING: return core::Phase::cloning;
-    case v1::PHASE_BUILDING: return core::Phase::building;
-    case v1::PHASE_PUSHING: return core::Phase::pushing;
-    case v1::PHASE_FINISHED: return core::Phase::finished;
-    default: return core::Phase::accepted;
+    case v1::PHASE_CLONING: return {core::Phase::running, worker::stage::cloning};
+    case v1::PHASE_BUILDING: return {core::Phase::running, worker::stage::building};
+    case v1::PHASE_PUSHING: return {core::Phase::running, worker::stage::pushing};
+    case v1::PHASE_FINISHED: return {core::Phase::finished, {}};
+    default: return {core::Phase::accepted, {}};
   }
+}
+
+std::string_view phase_name(v1::Phase phase) {
+  const auto [core_phase, stage] = from_proto(phase);
+  return stage.empty() ? core::to_string(core_phase) : stage;
 }
 
 v1::WorkerState to_proto(core::WorkerState state) {
@@ -196,13 +204,14 @@ v1::JobEvent to_proto(const core::ProgressEvent& event) {
   v1::JobEvent out;
   out.set_job_id(event.job_id);
   out.set_worker_id(event.worker_id);
-  out.set_phase(to_proto(event.phase));
+  out.set_phase(to_proto(event.phase, event.stage));
   out.set_line(event.line);
   return out;
 }
 
 core::ProgressEvent from_proto(const v1::JobEvent& event) {
-  return core::ProgressEvent{event.job_id(), event.worker_id(), from_proto(event.phase()), event.line()};
+  const auto [phase, stage] = from_proto(event.phase());
+  return core::ProgressEvent{event.job_id(), event.worker_id(), phase, std::string(stage), event.line()};
 }
 
 // --- JSON --------------------------------------------------------------------
@@ -215,27 +224,23 @@ std::string to_json(const google::protobuf::Message& message) {
   return out;
 }
 
-bool from_json(std::string_view json, google::protobuf::Message& message, std::string* error) {
+core::Result<void> from_json(std::string_view json, google::protobuf::Message& message) {
   google::protobuf::util::JsonParseOptions options;
   options.ignore_unknown_fields = true;  // SPEC: extensions allowed, unknown fields ignored
   const auto status = google::protobuf::util::JsonStringToMessage(
       google::protobuf::StringPiece(json.data(), json.size()), &message, options);
-  if (status.ok()) return true;
-  if (error) {
-    // protobuf appends the offending input on later lines; the first says what is wrong.
-    const std::string_view text(status.message().data(), status.message().size());
-    *error = json_field_names(text.substr(0, text.find('\n')));
-  }
-  return false;
+  if (status.ok()) return {};
+  // protobuf appends the offending input on later lines; the first says what is wrong.
+  const std::string_view text(status.message().data(), status.message().size());
+  return core::Error{errc::invalid_json, json_field_names(text.substr(0, text.find('\n')))};
 }
 
 ParsedJob parse_job_request(std::string_view json) {
   ParsedJob parsed;
   v1::JobRequest request;
-  std::string why;
-  if (!from_json(json, request, &why)) {
+  if (auto read = from_json(json, request); !read) {
     parsed.job.id = salvage_job_id(json);
-    parsed.error = "the message is not a valid JobRequest JSON object: " + why;
+    parsed.error = "the message is not a valid JobRequest JSON object: " + read.error().message();
     return parsed;
   }
   if (request.dockerfile_path().empty()) request.set_dockerfile_path("Dockerfile");
@@ -263,9 +268,9 @@ std::string job_request_json(const core::Job& job) {
 
 std::string job_response_json(const core::JobResult& result) { return to_json(to_proto(result)); }
 
-std::optional<core::JobResult> parse_job_response(std::string_view json, std::string* error) {
+core::Result<core::JobResult> parse_job_response(std::string_view json) {
   v1::JobResponse response;
-  if (!from_json(json, response, error)) return std::nullopt;
+  if (auto read = from_json(json, response); !read) return std::move(read).error();
   return from_proto(response);
 }
 

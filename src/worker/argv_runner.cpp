@@ -1,6 +1,7 @@
 // Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
 #include <blacktree/worker/argv_runner.hpp>
 
+#include <blacktree/worker/build_spec.hpp>
 #include <blacktree/worker/log.hpp>
 #include <blacktree/worker/process.hpp>
 
@@ -27,21 +28,24 @@ core::JobResult ArgvRunner::run(const core::Job& job, const EmitFn& emit, std::s
     spec.env = minimal_environment();
     for (const auto& [key, value] : config_.env) spec.env[key] = value;
     spec.env["BLACKTREE_JOB_ID"] = job.id;
-    spec.env["BLACKTREE_JOB_PAYLOAD"] = job.payload;
+    // The payload's text: an embedder's std::string, or a JobRequest's `payload` field.
+    const auto* build = job.payload.get<BuildSpec>();
+    const auto* text = job.payload.get<std::string>();
+    spec.env["BLACKTREE_JOB_PAYLOAD"] = text != nullptr ? *text : build != nullptr ? build->payload : std::string();
     spec.cwd = config_.cwd;
     spec.timeout = job.timeout.count() > 0 ? job.timeout : config_.default_timeout;
     spec.kill_grace = config_.kill_grace;
 
     Redactor redactor;
-    redactor.add(job.build.github_token.reveal());
+    if (build != nullptr) redactor.add(build->github_token.reveal());
     LogTail tail(config_.log_tail_bytes);
-    if (emit) emit(core::Phase::building, {});
+    if (emit) emit(stage::building, {});
     const auto outcome = run_process(
         spec,
         [&](std::string_view raw) {
           const std::string line = redactor.apply(raw);
           tail.append(line);
-          if (emit) emit(core::Phase::building, line);
+          if (emit) emit(stage::building, line);
         },
         stop);
     result.logs = tail.text();

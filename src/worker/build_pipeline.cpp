@@ -123,11 +123,11 @@ struct JobFailure {
 // One job's state: its directory, what it has printed, its secrets.
 class PipelineJob {
  public:
-  PipelineJob(const BuildPipelineConfig& config, const Builder& builder, const core::Job& job, const EmitFn& emit,
-              std::stop_token stop)
-      : config_(config), builder_(builder), job_(job), emit_(emit), stop_(std::move(stop)),
+  PipelineJob(const BuildPipelineConfig& config, const Builder& builder, const core::Job& job, const BuildSpec& spec,
+              const EmitFn& emit, std::stop_token stop)
+      : config_(config), builder_(builder), job_(job), spec_(spec), emit_(emit), stop_(std::move(stop)),
         tail_(config.log_tail_bytes) {
-    redactor_.add(job.build.github_token.reveal());
+    redactor_.add(spec.github_token.reveal());
     const milliseconds limit = job.timeout.count() > 0 && (config.default_timeout.count() == 0 ||
                                                            job.timeout < config.default_timeout)
                                    ? job.timeout
@@ -161,7 +161,7 @@ class PipelineJob {
 
  private:
   void execute(core::JobResult& result) {
-    const auto& spec = job_.build;
+    const auto& spec = spec_;
     // --- validation: before anything runs ---
     const std::string context_dir = spec.context_dir.empty() ? "." : spec.context_dir;
     const std::string dockerfile_path =
@@ -187,7 +187,7 @@ class PipelineJob {
     ctx_.env = minimal_environment(dir_ / "home");
 
     // --- clone ---
-    phase(core::Phase::cloning);
+    begin_stage(stage::cloning);
     clone(*location);
     const fs::path clone_root = dir_ / "src";
     if (auto e = check_inside_clone("contextDir", clone_root, context_dir, true)) fail(*e);
@@ -201,10 +201,10 @@ class PipelineJob {
     write_credentials();
 
     // --- build ---
-    phase(core::Phase::building);
+    begin_stage(stage::building);
     {
       std::string last_step;
-      auto outcome = run_step(core::Phase::building, builder_.build_command(ctx_), "build", &last_step);
+      auto outcome = run_step(stage::building, builder_.build_command(ctx_), "build", &last_step);
       if (!outcome.ok()) {
         if (any_line_contains(recent_, {"unauthorized", "authentication required"})) {
           fail(fmt::format("registry {} refused the worker's credentials while pulling a base image ({} {}): {}",
@@ -217,9 +217,9 @@ class PipelineJob {
     }
 
     // --- push ---
-    phase(core::Phase::pushing);
+    begin_stage(stage::pushing);
     std::vector<std::string> push_output;
-    auto outcome = run_step(core::Phase::pushing, builder_.push_command(ctx_), "push", nullptr, &push_output);
+    auto outcome = run_step(stage::pushing, builder_.push_command(ctx_), "push", nullptr, &push_output);
     if (!outcome.ok()) {
       if (any_line_contains(recent_, {"unauthorized", "authentication required", "denied", "401", "403"})) {
         fail(fmt::format("registry {} refused the push of {}: authentication or authorization failed; check the "
@@ -237,21 +237,21 @@ class PipelineJob {
     // by skopeo and containers/image, and the digest alone is exact.
     const auto tag_colon = image_ref.find(':', image_ref.rfind('/'));
     result.image_url = fmt::format("{}@{}", image_ref.substr(0, tag_colon), *digest);
-    log_line(core::Phase::pushing, fmt::format("pushed {}", result.image_url));
+    log_line(stage::pushing, fmt::format("pushed {}", result.image_url));
   }
 
   [[noreturn]] void fail(std::string error) { throw JobFailure{std::move(error)}; }
 
-  void phase(core::Phase p) {
-    if (emit_) emit_(p, {});
+  void begin_stage(std::string_view stage) {
+    if (emit_) emit_(stage, {});
   }
 
-  void log_line(core::Phase p, std::string_view raw) {
+  void log_line(std::string_view stage, std::string_view raw) {
     const std::string line = redactor_.apply(raw);
     tail_.append(line);
     recent_.push_back(line);
     while (recent_.size() > std::max<std::size_t>(config_.error_output_lines, 1)) recent_.pop_front();
-    if (emit_) emit_(p, line);
+    if (emit_) emit_(stage, line);
   }
 
   std::string recent_text() const {
@@ -264,7 +264,7 @@ class PipelineJob {
   }
 
   // Runs one tool within the job's deadline; a timeout or cancel ends the job.
-  ProcessOutcome run_step(core::Phase p, ProcessSpec spec, std::string_view what, std::string* last_step = nullptr,
+  ProcessOutcome run_step(std::string_view stage, ProcessSpec spec, std::string_view what, std::string* last_step = nullptr,
                           std::vector<std::string>* output = nullptr) {
     recent_.clear();
     if (stop_.stop_requested()) fail_cancelled(what);
@@ -279,7 +279,7 @@ class PipelineJob {
         [&](std::string_view line) {
           if (last_step != nullptr && line.rfind("STEP ", 0) == 0) *last_step = redactor_.apply(line);
           if (output != nullptr) output->emplace_back(line);
-          log_line(p, line);
+          log_line(stage, line);
         },
         stop_);
     if (outcome.end == ProcessOutcome::End::timed_out) fail_timed_out(what);
@@ -321,7 +321,7 @@ class PipelineJob {
   }
 
   void clone(const RepoLocation& location) {
-    const auto& spec = job_.build;
+    const auto& spec = spec_;
     ProcessSpec git;
     git.env = ctx_.env;
     git.cwd = dir_;
@@ -346,7 +346,7 @@ class PipelineJob {
     }
     git.argv = {config_.git_program, "clone",          "--depth=1", "--single-branch", "--no-tags",
                 "--branch",          spec.branch,       "--",        location.url,      (dir_ / "src").string()};
-    const auto outcome = run_step(core::Phase::cloning, std::move(git), "clone");
+    const auto outcome = run_step(stage::cloning, std::move(git), "clone");
     if (outcome.ok()) {
       check_clone_config();
       return;
@@ -368,7 +368,7 @@ class PipelineJob {
 
   // Belt and braces: the token must not have reached the clone's config.
   void check_clone_config() {
-    const auto& token = job_.build.github_token.reveal();
+    const auto& token = spec_.github_token.reveal();
     if (token.empty()) return;
     std::ifstream in(dir_ / "src" / ".git" / "config");
     std::stringstream content;
@@ -477,6 +477,7 @@ class PipelineJob {
   const BuildPipelineConfig& config_;
   const Builder& builder_;
   const core::Job& job_;
+  const BuildSpec& spec_;
   const EmitFn& emit_;
   std::stop_token stop_;
   Redactor redactor_;
@@ -524,8 +525,15 @@ std::optional<std::string> BuildPipelineRunner::check() const {
 }
 
 core::JobResult BuildPipelineRunner::run(const core::Job& job, const EmitFn& emit, std::stop_token stop) {
+  const auto* spec = job.payload.get<BuildSpec>();
+  if (spec == nullptr) {
+    core::JobResult result;
+    result.job_id = job.id;
+    result.error = "the job carries no build (its payload is not a worker::BuildSpec): this worker runs build jobs only";
+    return result;
+  }
   try {
-    PipelineJob pipeline_job(config_, *builder_, job, emit, std::move(stop));
+    PipelineJob pipeline_job(config_, *builder_, job, *spec, emit, std::move(stop));
     return pipeline_job.run();
   } catch (const std::exception& e) {  // run() must never throw
     core::JobResult result;

@@ -13,6 +13,7 @@
 #include <blacktree/core/in_memory.hpp>
 #include <blacktree/core/worker_pool.hpp>
 #include <blacktree/wire/wire.hpp>
+#include <blacktree/worker/build_spec.hpp>
 
 #include <asio/bind_cancellation_slot.hpp>
 #include <asio/cancellation_signal.hpp>
@@ -151,10 +152,12 @@ TEST_CASE("amqp: publish, receive, ack, with unknown fields ignored", "[amqp]") 
   const core::Job& job = r.delivery.job();
   CHECK(r.delivery.invalid_reason().empty());
   CHECK(job.id == "job-1");
-  CHECK(job.build.repo_url == "octo/hello");
-  CHECK(job.build.branch == "main");
-  CHECK(job.build.image_name == "registry.example/hello:1");
-  CHECK(job.build.github_token.reveal() == "ghp_secret");
+  const auto* spec = job.payload.get<blacktree::worker::BuildSpec>();
+  REQUIRE(spec);
+  CHECK(spec->repo_url == "octo/hello");
+  CHECK(spec->branch == "main");
+  CHECK(spec->image_name == "registry.example/hello:1");
+  CHECK(spec->github_token.reveal() == "ghp_secret");
   CHECK_FALSE(job.redelivered);
   CHECK(source.connected());
   source.ack(r.delivery);
@@ -373,8 +376,7 @@ TEST_CASE("amqp: the status sink confirms, and the status is the seed's JSON", "
   CHECK(m->content_type == "application/json");
   for (const char* field : {"\"jobId\"", "\"success\"", "\"logs\"", "\"imageUrl\"", "\"error\""})
     CHECK(m->body.find(field) != std::string::npos);
-  std::string error;
-  auto back = blacktree::wire::parse_job_response(m->body, &error);
+  auto back = blacktree::wire::parse_job_response(m->body);
   REQUIRE(back);
   CHECK(back->job_id == "job-42");
   CHECK(back->success);
@@ -396,7 +398,7 @@ TEST_CASE("amqp: progress events reach the events exchange", "[amqp]") {
   reader.declare_queue(queue);
   reader.bind(queue, o.events_exchange, "job.#");
 
-  core::ProgressEvent event{"job-7", "w1", core::Phase::building, "Step 2/5 : RUN make"};
+  core::ProgressEvent event{"job-7", "w1", core::Phase::running, "building", "Step 2/5 : RUN make"};
   CHECK(publisher.publish(event));
   core::JobResult result;
   result.job_id = "job-7";
@@ -422,7 +424,7 @@ TEST_CASE("amqp: the event publisher never blocks when the broker is gone", "[am
   const auto start = std::chrono::steady_clock::now();
   std::size_t accepted = 0;
   for (int i = 0; i < 10000; ++i)
-    accepted += publisher.publish(core::ProgressEvent{"j", "w", core::Phase::building, "line " + std::to_string(i)});
+    accepted += publisher.publish(core::ProgressEvent{"j", "w", core::Phase::running, "building", "line " + std::to_string(i)});
   const auto took = std::chrono::steady_clock::now() - start;
   CHECK(took < 2s);  // generous for a loaded machine; a blocking publish would take forever
   CHECK(accepted == 100);

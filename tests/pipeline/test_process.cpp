@@ -174,10 +174,10 @@ TEST_CASE("ArgvRunner runs its command per job with BLACKTREE_JOB_ID", "[argv_ru
   blacktree::core::Job job;
   job.id = "job-42";
   std::mutex m;
-  std::vector<std::pair<blacktree::core::Phase, std::string>> events;
-  auto emit = [&](blacktree::core::Phase p, std::string_view l) {
+  std::vector<std::pair<std::string, std::string>> events;
+  auto emit = [&](std::string_view stage, std::string_view l) {
     std::lock_guard lock(m);
-    events.emplace_back(p, std::string(l));
+    events.emplace_back(std::string(stage), std::string(l));
   };
   auto result = runner.run(job, emit, {});
   CHECK(result.success);
@@ -185,7 +185,7 @@ TEST_CASE("ArgvRunner runs its command per job with BLACKTREE_JOB_ID", "[argv_ru
   CHECK(result.error.empty());
   CHECK(result.logs == "job=job-42\nhi\n");
   REQUIRE(events.size() == 3);
-  for (auto& [phase, line] : events) CHECK(phase == blacktree::core::Phase::building);
+  for (auto& [stage, line] : events) CHECK(stage == "building");
   CHECK(events[1].second == "job=job-42");
 
   cfg.env["CODE"] = "7";
@@ -210,7 +210,7 @@ TEST_CASE("ArgvRunner honours the job's timeout and cancellation", "[argv_runner
   job.timeout = 0ms;
   std::stop_source stop;
   result = runner.run(
-      job, [&](blacktree::core::Phase, std::string_view line) { if (line == "started") stop.request_stop(); },
+      job, [&](std::string_view, std::string_view line) { if (line == "started") stop.request_stop(); },
       stop.get_token());
   CHECK_FALSE(result.success);
   CHECK_THAT(result.error, Catch::Contains("cancelled"));

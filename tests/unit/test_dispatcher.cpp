@@ -510,7 +510,7 @@ struct CountingObserver : core::DispatcherObserver {
   void on_finished(const core::Job&, const core::JobResult&) { ++counts->finished; }
   void on_dead_lettered(const core::Job&, std::string_view) { ++counts->dead_lettered; }
   void on_progress(const core::ProgressEvent& e) {
-    counts->progress.push_back(std::string(core::to_string(e.phase)) + ":" + e.line);
+    counts->progress.push_back(e.stage + ":" + e.line);
   }
 };
 }  // namespace
@@ -518,8 +518,8 @@ struct CountingObserver : core::DispatcherObserver {
 TEST_CASE("Dispatcher: observers see each step, progress included", "[dispatcher]") {
   Fixture f;
   f.add_worker("w1", 1, {}, [](LoopbackTransport::Call call) {
-    call.progress(core::Phase::cloning, "Cloning into 'repo'...");
-    call.progress(core::Phase::building);
+    call.progress("cloning", "Cloning into 'repo'...");
+    call.progress("building");
     call.complete(core::JobResult{});
   });
   f.publish(1);

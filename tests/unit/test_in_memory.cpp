@@ -235,7 +235,7 @@ TEST_CASE("InMemoryQueue: reject(requeue) redelivers the job marked redelivered"
   asio::io_context io;
   InMemoryQueue queue(io.get_executor());
   auto job = make_job("j1", {{"region", "eu"}});
-  job.payload = "bytes";
+  job.payload = core::Payload(std::string("bytes"));
   queue.publish(job);
 
   auto d = take(io, queue);
@@ -248,7 +248,8 @@ TEST_CASE("InMemoryQueue: reject(requeue) redelivers the job marked redelivered"
   auto again = take(io, queue);
   CHECK(again.job().id == "j1");
   CHECK(again.job().redelivered);
-  CHECK(again.job().payload == "bytes");
+  REQUIRE(again.job().payload.get<std::string>());
+  CHECK(*again.job().payload.get<std::string>() == "bytes");
   CHECK(again.job().required_labels == core::Labels{{"region", "eu"}});
   queue.ack(again);
   CHECK(queue.acked() == 1);
@@ -685,9 +686,9 @@ TEST_CASE("LoopbackTransport: a runner reports progress and completes later", "[
 
   // The worker reports from its own thread, as a real transport's reader does.
   std::thread worker_thread([call] {
-    call.progress(core::Phase::cloning, "Cloning into 'app'...");
-    call.progress(core::Phase::building);
-    call.progress(core::Phase::pushing, "pushed sha256:abc");
+    call.progress("cloning", "Cloning into 'app'...");
+    call.progress("building");
+    call.progress("pushing", "pushed sha256:abc");
   });
   worker_thread.join();
   run_ready(io);
@@ -697,11 +698,11 @@ TEST_CASE("LoopbackTransport: a runner reports progress and completes later", "[
     REQUIRE(events.size() == 3);
     CHECK(events[0].job_id == "j1");
     CHECK(events[0].worker_id == "w1");
-    CHECK(events[0].phase == core::Phase::cloning);
+    CHECK(events[0].stage == "cloning");
     CHECK(events[0].line == "Cloning into 'app'...");
-    CHECK(events[1].phase == core::Phase::building);
+    CHECK(events[1].stage == "building");
     CHECK(events[1].line.empty());
-    CHECK(events[2].phase == core::Phase::pushing);
+    CHECK(events[2].stage == "pushing");
   }
 
   bool first = false, second = true;
@@ -722,7 +723,7 @@ TEST_CASE("LoopbackTransport: a runner reports progress and completes later", "[
   CHECK(o->result.job_id == "j1");
   CHECK(o->result.worker_id == "w1");
 
-  call.progress(core::Phase::finished, "too late");  // after completion: dropped
+  call.progress("pushing", "too late");  // after completion: dropped
   std::lock_guard lock(mutex);
   CHECK(events.size() == 3);
 }

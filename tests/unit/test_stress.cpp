@@ -123,7 +123,7 @@ TEST_CASE("Stress: every job gets exactly one status while workers come and go",
     transport.add_endpoint(info.address, capacity, [&io](LoopbackTransport::Call call) {
       const auto h = std::hash<std::string>{}(call.job().id);
       auto timer = std::make_shared<asio::steady_timer>(io, std::chrono::microseconds(h % 2000));
-      call.progress(core::Phase::building, "step 1/1");
+      call.progress("building", "step 1/1");
       timer->async_wait([timer, call, h](std::error_code) {
         core::JobResult r;
         r.success = h % 20 != 0;

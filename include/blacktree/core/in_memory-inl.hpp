@@ -167,9 +167,10 @@ BLACKTREE_INLINE LoopbackTransport::~LoopbackTransport() {
 BLACKTREE_INLINE const Job& LoopbackTransport::Call::job() const noexcept { return *state_->job; }
 BLACKTREE_INLINE const WorkerInfo& LoopbackTransport::Call::worker() const noexcept { return *state_->worker; }
 
-BLACKTREE_INLINE void LoopbackTransport::Call::progress(Phase phase, std::string line) const {
+BLACKTREE_INLINE void LoopbackTransport::Call::progress(std::string_view stage, std::string_view line) const {
   if (state_->done.load(std::memory_order_acquire) || !state_->progress) return;
-  state_->progress(ProgressEvent{state_->job->id, state_->worker->id, phase, std::move(line)});
+  state_->progress(ProgressEvent{state_->job->id, state_->worker->id, Phase::running, std::string(stage),
+                                 std::string(line)});
 }
 
 BLACKTREE_INLINE bool LoopbackTransport::Call::complete(JobResult result) const {

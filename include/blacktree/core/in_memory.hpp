@@ -192,7 +192,9 @@ class LoopbackTransport {
    public:
     const Job& job() const noexcept;
     const WorkerInfo& worker() const noexcept;
-    void progress(Phase phase, std::string line = {}) const;
+    /// A Phase::running event: `stage` names what the job is doing, `line`
+    /// is one line of its output (empty for a bare stage change).
+    void progress(std::string_view stage, std::string_view line = {}) const;
     bool complete(JobResult result) const;
     bool fail(std::error_code ec, std::string detail) const;
 

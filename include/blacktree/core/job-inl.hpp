@@ -30,9 +30,7 @@ BLACKTREE_INLINE std::string to_string(const Labels& labels) {
 BLACKTREE_INLINE std::string_view to_string(Phase phase) noexcept {
   switch (phase) {
     case Phase::accepted: return "accepted";
-    case Phase::cloning: return "cloning";
-    case Phase::building: return "building";
-    case Phase::pushing: return "pushing";
+    case Phase::running: return "running";
     case Phase::finished: return "finished";
   }
   return "unknown";

@@ -11,9 +11,12 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <ostream>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -47,14 +50,52 @@ class Secret {
   std::string value_;
 };
 
-/// What blacktree's own worker builds (the seed's JobRequest fields).
-struct BuildSpec {
-  std::string repo_url;         ///< `owner/name` (GitHub) or a full git URL
-  std::string branch;
-  std::string dockerfile_path;
-  std::string context_dir;
-  std::string image_name;
-  Secret github_token;
+/// What a job is about, for whoever runs it: an immutable value of any type,
+/// shared (copying a Job copies a pointer) and never read by the core. The
+/// runner asks for the type it expects and gets nullptr for any other, so a
+/// job meant for another kind of worker is refused, not misread.
+///   job.payload = core::Payload(worker::BuildSpec{...});
+///   if (const auto* spec = job.payload.get<worker::BuildSpec>()) ...
+class Payload {
+ public:
+  /// No payload: has_value() is false and get<T>() is nullptr for every T.
+  Payload() = default;
+
+  /// Holds a copy of `value`. Text (a literal, a string_view) is held as a
+  /// std::string: a payload outlives the buffer it was made from.
+  template <class T>
+    requires(!std::is_same_v<std::remove_cvref_t<T>, Payload> && !std::is_array_v<std::remove_cvref_t<T>> &&
+             !std::is_pointer_v<std::remove_cvref_t<T>> &&
+             !std::is_same_v<std::remove_cvref_t<T>, std::string_view>)
+  explicit Payload(T&& value) : Payload(make<std::remove_cvref_t<T>>(std::forward<T>(value))) {}
+  explicit Payload(const char* text) : Payload(make<std::string>(text)) {}
+  explicit Payload(std::string_view text) : Payload(make<std::string>(text)) {}
+
+  /// A payload holding a T constructed from `args`.
+  template <class T, class... Args>
+  static Payload make(Args&&... args) {
+    static_assert(std::is_same_v<T, std::remove_cvref_t<T>>, "a payload holds a plain value type");
+    Payload out;
+    out.value_ = std::make_shared<const T>(std::forward<Args>(args)...);
+    out.type_ = &typeid(T);
+    return out;
+  }
+
+  /// The value when it is a T, else nullptr (also when there is none).
+  template <class T>
+  const T* get() const noexcept {
+    if (!value_ || *type_ != typeid(std::remove_cv_t<T>)) return nullptr;
+    return static_cast<const T*>(value_.get());
+  }
+
+  bool has_value() const noexcept { return value_ != nullptr; }
+  explicit operator bool() const noexcept { return has_value(); }
+
+ private:
+  // type_info, not the address of a per-type tag: the identity must hold
+  // across shared libraries, where one tag can exist twice.
+  std::shared_ptr<const void> value_;
+  const std::type_info* type_ = nullptr;
 };
 
 /// One unit of work as the dispatcher sees it.
@@ -63,21 +104,24 @@ struct Job {
   Labels required_labels;               ///< only a worker offering all of them runs the job
   std::chrono::milliseconds timeout{0};  ///< 0: the worker's default
   bool redelivered = false;             ///< the source delivered this job before
-  BuildSpec build;                      ///< the build, for blacktree's own worker
-  std::string payload;                  ///< opaque bytes for embedders whose jobs are not builds
+  Payload payload;                      ///< what the job is about; only its runner reads it
 };
 
-/// Where a running job is. Transports report these as progress events.
-enum class Phase : std::uint8_t { accepted, cloning, building, pushing, finished };
+/// Where a job is, as far as the core can tell. What a running job is doing
+/// (blacktree's build runner: "cloning", "building", "pushing") is its
+/// ProgressEvent::stage, named by the runner.
+enum class Phase : std::uint8_t { accepted, running, finished };
 
 BLACKTREE_INLINE std::string_view to_string(Phase phase) noexcept;
 
-/// A progress report from a worker: a phase change, a log line, or both.
+/// A progress report from a worker: a phase or stage change, a log line, or both.
 struct ProgressEvent {
   std::string job_id;
   std::string worker_id;
   Phase phase = Phase::accepted;
-  std::string line;  ///< one line of output; empty for a bare phase change
+  // Braced defaults: {job, worker, Phase::finished} stays a complete initializer.
+  std::string stage{};  ///< the runner's name for what a running job is doing; empty otherwise
+  std::string line{};   ///< one line of output; empty for a bare phase or stage change
 };
 
 /// Called by a transport for each progress event, from any thread. May be empty.

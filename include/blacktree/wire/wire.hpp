@@ -7,10 +7,11 @@
 // adapter converts through here, so a field is added in one place.
 
 #include <blacktree/core/job.hpp>
+#include <blacktree/core/result.hpp>
+#include <blacktree/wire/error.hpp>
 
 #include <blacktree/v1/blacktree.pb.h>
 
-#include <optional>
 #include <string>
 #include <string_view>
 
@@ -20,15 +21,30 @@ namespace v1 = ::blacktree::v1;
 
 // --- core <-> proto --------------------------------------------------------
 
+/// A JobRequest is a build: the job's payload is a worker::BuildSpec
+/// (<blacktree/worker/build_spec.hpp>). A job whose payload is a std::string
+/// (an embedder's opaque text) travels in the `payload` field alone.
 v1::JobRequest to_proto(const core::Job& job);
-/// `region` folds into required_labels["region"]; timeout_seconds into timeout.
+/// The payload is a worker::BuildSpec. `region` folds into
+/// required_labels["region"]; timeout_seconds into timeout.
 core::Job from_proto(const v1::JobRequest& request);
 
 v1::JobResponse to_proto(const core::JobResult& result);
 core::JobResult from_proto(const v1::JobResponse& response);
 
-v1::Phase to_proto(core::Phase phase);
-core::Phase from_proto(v1::Phase phase);
+/// The proto has one phase per build stage: a running job maps by its stage
+/// ("cloning", "building", "pushing"); any other stage of a running job is
+/// PHASE_BUILDING, the proto's "doing the work".
+v1::Phase to_proto(core::Phase phase, std::string_view stage);
+/// The phase and, for PHASE_CLONING/BUILDING/PUSHING, the stage of a running job.
+struct PhaseAndStage {
+  core::Phase phase = core::Phase::accepted;
+  std::string_view stage;
+};
+PhaseAndStage from_proto(v1::Phase phase);
+/// What a person reads for a proto phase: the stage of a running job
+/// ("cloning"), else the phase ("accepted", "finished").
+std::string_view phase_name(v1::Phase phase);
 
 v1::WorkerState to_proto(core::WorkerState state);
 core::WorkerState from_proto(v1::WorkerState state);
@@ -61,17 +77,17 @@ std::string job_request_json(const core::Job& job);
 /// The seed's JobResponse JSON (every seed field present, extensions after).
 std::string job_response_json(const core::JobResult& result);
 
-/// Reads a JobResponse back (for clients and tests). nullopt and `error` set
-/// when it is not one.
-std::optional<core::JobResult> parse_job_response(std::string_view json, std::string* error = nullptr);
+/// Reads a JobResponse back (for clients and tests); errc::invalid_json when
+/// it is not one.
+core::Result<core::JobResult> parse_job_response(std::string_view json);
 
 /// A progress event as JSON, with the final result when it is the last one.
 std::string job_event_json(const core::ProgressEvent& event, const core::JobResult* result = nullptr);
 
 /// Any message to JSON / from JSON with blacktree's options (camelCase names,
-/// default values printed, unknown fields ignored). Returns false and sets
-/// `error` when parsing fails.
+/// default values printed, unknown fields ignored). from_json fails with
+/// errc::invalid_json and a message naming the JSON field and what is wrong.
 std::string to_json(const google::protobuf::Message& message);
-bool from_json(std::string_view json, google::protobuf::Message& message, std::string* error = nullptr);
+core::Result<void> from_json(std::string_view json, google::protobuf::Message& message);
 
 }  // namespace blacktree::wire

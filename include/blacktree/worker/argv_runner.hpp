@@ -20,7 +20,8 @@ struct ArgvRunnerConfig {
   std::vector<std::string> argv;
   /// Extra environment on top of PATH/HOME/LANG (minimal_environment()); the
   /// worker's own environment is not inherited. BLACKTREE_JOB_ID (the job's
-  /// id) and BLACKTREE_JOB_PAYLOAD (Job::payload) are always set.
+  /// id) and BLACKTREE_JOB_PAYLOAD (the job's payload text: a std::string
+  /// payload, or a BuildSpec's `payload`) are always set.
   std::map<std::string, std::string, std::less<>> env;
   /// Working directory; empty: the worker's own.
   std::filesystem::path cwd;
@@ -33,7 +34,7 @@ struct ArgvRunnerConfig {
 };
 
 /// Runs ArgvRunnerConfig::argv for each job. Success iff it exits with 0; every
-/// output line is emitted in Phase::building; on failure `error` says how it
+/// output line is emitted in stage "building"; on failure `error` says how it
 /// ended (exit code, signal, timeout, cancellation). Stateless between jobs and
 /// safe to call from several threads at once.
 class ArgvRunner final : public JobRunner {

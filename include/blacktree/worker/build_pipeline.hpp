@@ -15,6 +15,7 @@
 //   digest     the pushed manifest digest
 // It is removed after the job, success or failure.
 
+#include <blacktree/worker/build_spec.hpp>
 #include <blacktree/worker/job_runner.hpp>
 #include <blacktree/worker/process.hpp>
 #include <blacktree/worker/validation.hpp>
@@ -138,11 +139,12 @@ class Builder {
 std::unique_ptr<Builder> make_buildah_builder(const BuildPipelineConfig& config);
 std::unique_ptr<Builder> make_docker_builder(const BuildPipelineConfig& config);
 
-/// Clone, build, push: the worker's JobRunner for core::BuildSpec jobs.
+/// Clone, build, push: the worker's JobRunner for jobs whose payload is a
+/// BuildSpec (a job with another payload, or none, fails saying so).
 /// Stateless between jobs and safe to run several jobs at once (each in its
 /// own directory with its own storage and credentials).
 ///
-/// How the job's fields are read (core::BuildSpec):
+/// How the BuildSpec's fields are read:
 ///  - repo_url: `owner/name` -> `<github_base_url>/owner/name.git`, or a full
 ///    URL (https; http/file only when allowed); never with credentials in it.
 ///  - branch: cloned shallow (--depth=1 --single-branch --no-tags).
@@ -155,8 +157,8 @@ std::unique_ptr<Builder> make_docker_builder(const BuildPipelineConfig& config);
 ///    GIT_CONFIG_* environment variables; may be empty for public repositories.
 /// The result: image_url = `<registry>/<name>@sha256:...` (repository and
 /// digest, no tag: tools refuse references with both), image_digest, logs
-/// (bounded, redacted tail), error (redacted). Progress: Phase::cloning,
-/// building, pushing, each followed by the lines of that phase.
+/// (bounded, redacted tail), error (redacted). Progress: the stages
+/// "cloning", "building", "pushing" (stage::), each followed by its lines.
 class BuildPipelineRunner final : public JobRunner {
  public:
   explicit BuildPipelineRunner(BuildPipelineConfig config);

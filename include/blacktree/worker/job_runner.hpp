@@ -14,11 +14,12 @@
 
 namespace blacktree::worker {
 
-/// Reports progress from inside a run: a phase change (line empty) or one line
-/// of output in the current phase. May be called from any thread the runner
-/// uses, never after run() returned. The service forwards these as
-/// RunJob progress events.
-using EmitFn = std::function<void(core::Phase phase, std::string_view line)>;
+/// Reports progress from inside a run: a stage change (line empty) or one line
+/// of output in the current stage (BuildPipelineRunner's stages are in
+/// build_spec.hpp). May be called from any thread the runner uses, never
+/// after run() returned. The service forwards these as RunJob progress
+/// events of a core::Phase::running job.
+using EmitFn = std::function<void(std::string_view stage, std::string_view line)>;
 
 /// What a worker does with a job.
 class JobRunner {
