@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include <condition_variable>
+#include <exception>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -160,6 +161,22 @@ class RunStream final : public ::grpc::ServerWriteReactor<v1::RunJobReply> {
   std::shared_ptr<RunStream> self_;
 };
 
+// The runner's result; a runner that throws (against its contract) fails its
+// job instead of ending the process: an exception must not leave this thread.
+core::JobResult run_guarded(worker::JobRunner& runner, const core::Job& job, const worker::EmitFn& emit,
+                            std::stop_token stop) {
+  core::JobResult failed;
+  failed.success = false;
+  try {
+    return runner.run(job, emit, std::move(stop));
+  } catch (const std::exception& e) {
+    failed.error = fmt::format("the job runner failed: {}", e.what());
+  } catch (...) {
+    failed.error = "the job runner failed with an exception that is not a std::exception";
+  }
+  return failed;
+}
+
 struct RunningJob {
   std::string id;
   std::stop_source stop;
@@ -221,6 +238,30 @@ bool WorkerService::wait_idle(std::chrono::milliseconds timeout) {
 void WorkerService::cancel_all(std::string_view /*reason*/) {
   std::lock_guard lock(state_->mutex);
   for (auto& [id, job] : state_->jobs) job->stop.request_stop();
+}
+
+core::Result<void> WorkerService::shutdown(Registrar* registrar, const ShutdownOptions& options) {
+  drain();
+  core::Result<void> outcome;
+  if (!wait_idle(options.drain_timeout)) {
+    const auto cancelled = running();
+    cancel_all(options.reason);
+    if (wait_idle(options.cancel_grace)) {
+      outcome = core::Error{errc::drain_deadline_exceeded,
+                            fmt::format("drain deadline ({} ms) passed: cancelled {} job(s)",
+                                        options.drain_timeout.count(), cancelled)};
+    } else {
+      outcome = core::Error{errc::jobs_still_running,
+                            fmt::format("drain deadline ({} ms) passed: cancelled {} job(s), and {} still ran {} ms "
+                                        "later (a runner that ignores its stop token?)",
+                                        options.drain_timeout.count(), cancelled, running(),
+                                        options.cancel_grace.count())};
+    }
+  }
+  // Deregistering only now: until the jobs end, their results still go out
+  // through streams the orchestrator holds, and pings tell it we drain.
+  if (registrar) (void)registrar->stop_and_deregister(options.reason);
+  return outcome;
 }
 
 std::size_t WorkerService::running() const {
@@ -288,7 +329,7 @@ void WorkerService::set_ping_listener(PingListener listener) {
     worker::EmitFn emit = [&](core::Phase phase, std::string_view line) {
       stream->push_event(core::ProgressEvent{job.id, worker_id, phase, std::string(line)});
     };
-    core::JobResult result = state->runner.run(job, emit, running->stop.get_token());
+    core::JobResult result = run_guarded(state->runner, job, emit, running->stop.get_token());
     result.job_id = job.id;
     result.worker_id = worker_id;
     if (result.started_at == std::chrono::system_clock::time_point{}) result.started_at = started;
