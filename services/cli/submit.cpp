@@ -175,11 +175,9 @@ std::string build_job(const SubmitSettings& s, core::Job& job) {
   job.build.context_dir = s.context;
   job.build.image_name = s.image;
   job.build.github_token = s.token;
-  try {
-    job.required_labels = service::parse_labels(s.labels);
-  } catch (const CLI::ValidationError& e) {
-    return e.what();
-  }
+  auto labels = service::parse_labels(s.labels);
+  if (!labels) return labels.error().message();
+  job.required_labels = std::move(*labels);
   if (!s.region.empty()) {
     const auto it = job.required_labels.find("region");
     if (it != job.required_labels.end() && it->second != s.region)

@@ -330,9 +330,10 @@ int main(int argc, char** argv) {
   blacktree::service::add_log_options(app, log_options);
   CLI11_PARSE(app, argc, argv);
   try {
-    s.token = blacktree::service::registration_token(token_file);
+    s.token = blacktree::service::value_or_usage_error(blacktree::service::registration_token(token_file));
     if (!amqp_password_file.empty()) {
-      amqp.password = blacktree::core::Secret(blacktree::service::read_secret_file(amqp_password_file, "--mq-password-file"));
+      amqp.password = blacktree::core::Secret(blacktree::service::value_or_usage_error(
+          blacktree::service::read_secret_file(amqp_password_file, "--mq-password-file")));
     }
   } catch (const CLI::Error& e) {
     return app.exit(e);
