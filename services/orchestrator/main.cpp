@@ -17,6 +17,7 @@
 #include <blacktree/grpc/orchestrator_service.hpp>
 #include <blacktree/grpc/transport.hpp>
 #include <blacktree/version.hpp>
+#include <blacktree/wire/line_feeder.hpp>
 
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
@@ -26,6 +27,8 @@
 
 #include <csignal>
 #include <future>
+
+#include <unistd.h>
 
 namespace {
 
@@ -354,8 +357,12 @@ int main(int argc, char** argv) {
   if (s.queue == "stdio") {
     core::InMemoryQueue queue(plane.io.get_executor());
     blacktree::orchestrator::StdoutStatusSink sink(plane.io.get_executor());
-    blacktree::orchestrator::StdinFeeder feeder(queue);
-    feeder.start();
+    blacktree::wire::LineFeeder feeder(STDIN_FILENO, blacktree::wire::job_request_lines(queue));
+    if (auto started = feeder.start(); !started) {
+      log->error("cannot read jobs from standard input: {}", started.error().message());
+      plane.stop();
+      return 1;
+    }
     rc = dispatch_until_signal(
         plane, queue, sink, signals, [&feeder] { feeder.stop(); }, [] { return std::string(); }, {});
   } else {
