@@ -32,8 +32,8 @@ class Refusal final : public ::grpc::ServerWriteReactor<v1::RunJobReply> {
 // resulting OnWriteDone inline on the calling thread.
 class RunStream final : public ::grpc::ServerWriteReactor<v1::RunJobReply> {
  public:
-  RunStream(std::size_t max_lines, std::function<void()> on_cancel)
-      : max_lines_(max_lines), on_cancel_(std::move(on_cancel)) {}
+  RunStream(std::size_t max_lines, std::function<void()> on_cancel, std::function<void()> on_done)
+      : max_lines_(max_lines), on_cancel_(std::move(on_cancel)), on_done_(std::move(on_done)) {}
 
   void hold(std::shared_ptr<RunStream> self) { self_ = std::move(self); }
 
@@ -89,6 +89,7 @@ class RunStream final : public ::grpc::ServerWriteReactor<v1::RunJobReply> {
       done_ = true;
       self = std::move(self_);
     }
+    if (on_done_) on_done_();
     // `self` may be the last reference: *this ends with this scope.
   }
 
@@ -147,6 +148,7 @@ class RunStream final : public ::grpc::ServerWriteReactor<v1::RunJobReply> {
 
   const std::size_t max_lines_;
   std::function<void()> on_cancel_;
+  std::function<void()> on_done_;
 
   mutable std::mutex mutex_;
   std::deque<std::pair<v1::RunJobReply, bool>> outbox_;
@@ -195,6 +197,10 @@ struct WorkerService::State {
   std::condition_variable idle;
   bool draining = false;
   std::map<std::string, std::shared_ptr<RunningJob>, std::less<>> jobs;
+  // Accepted RunJob streams gRPC has not finished with: a job's slot is freed
+  // before its result is sent, and a drain must not end (and deregister,
+  // which makes the orchestrator call the job lost) before the result is out.
+  std::size_t open_streams = 0;
   std::vector<std::thread> finished;  // threads whose job ended, to join
   std::string orchestrator_id;
   PingListener ping_listener;
@@ -232,7 +238,7 @@ void WorkerService::drain() {
 
 bool WorkerService::wait_idle(std::chrono::milliseconds timeout) {
   std::unique_lock lock(state_->mutex);
-  return state_->idle.wait_for(lock, timeout, [&] { return state_->jobs.empty(); });
+  return state_->idle.wait_for(lock, timeout, [&] { return state_->jobs.empty() && state_->open_streams == 0; });
 }
 
 void WorkerService::cancel_all(std::string_view /*reason*/) {
@@ -312,10 +318,17 @@ void WorkerService::set_ping_listener(PingListener listener) {
 
   auto running = std::make_shared<RunningJob>();
   running->id = job.id;
-  auto stream = std::make_shared<RunStream>(options.max_buffered_lines,
-                                            [weak = std::weak_ptr<RunningJob>(running)] {
-                                              if (auto r = weak.lock()) r->stop.request_stop();
-                                            });
+  auto stream = std::make_shared<RunStream>(
+      options.max_buffered_lines,
+      [weak = std::weak_ptr<RunningJob>(running)] {
+        if (auto r = weak.lock()) r->stop.request_stop();
+      },
+      [state = state_] {
+        std::lock_guard done_lock(state->mutex);
+        --state->open_streams;
+        state->idle.notify_all();
+      });
+  ++state_->open_streams;
   stream->hold(stream);
   stream->push_accepted(options.worker_id);
   state_->jobs.emplace(job.id, running);

@@ -62,7 +62,8 @@ class WorkerService final : public ::blacktree::v1::Worker::CallbackService {
 
   /// Takes no new jobs from now on (pings report draining).
   void drain();
-  /// Waits until no job runs; false if `timeout` passed first.
+  /// Waits until no job runs and every result has been sent (or its caller
+  /// went away); false if `timeout` passed first.
   bool wait_idle(std::chrono::milliseconds timeout);
   /// Stops every running job (their results say why).
   void cancel_all(std::string_view reason);
