@@ -117,6 +117,21 @@ struct Rig {
     return outcome;
   }
 
+  // Starts job `id` and returns once its runner runs it.
+  std::future<std::pair<std::error_code, core::JobResult>> run_started(const std::string& id) {
+    auto started = runner.next_start();
+    auto outcome = run(id);
+    REQUIRE(started.wait_for(30s) == std::future_status::ready);
+    return outcome;
+  }
+
+  core::Result<void> shutdown(std::chrono::milliseconds drain_timeout, std::chrono::milliseconds cancel_grace) {
+    bgrpc::ShutdownOptions options;
+    options.drain_timeout = drain_timeout;
+    options.cancel_grace = cancel_grace;
+    return service.shutdown(nullptr, options);
+  }
+
   static std::pair<std::error_code, core::JobResult> wait(std::future<std::pair<std::error_code, core::JobResult>>& f) {
     REQUIRE(f.wait_for(30s) == std::future_status::ready);
     return f.get();
@@ -162,15 +177,8 @@ TEST_CASE("WorkerService: a runner that throws fails its job and the worker goes
 
 TEST_CASE("WorkerService: shutdown lets a running job finish within the drain deadline", "[worker_service]") {
   Rig rig;
-  auto started = rig.runner.next_start();
-  auto job = rig.run("until-go");
-  REQUIRE(started.wait_for(30s) == std::future_status::ready);
-
-  auto stopped = std::async(std::launch::async, [&] {
-    bgrpc::ShutdownOptions options;
-    options.drain_timeout = 30s;
-    return rig.service.shutdown(nullptr, options);
-  });
+  auto job = rig.run_started("until-go");
+  auto stopped = std::async(std::launch::async, [&] { return rig.shutdown(30s, 30s); });
   // Draining: a new job is refused, so the orchestrator offers it elsewhere.
   auto refused = rig.run("fine");
   // The drain may not have begun when the offer arrives; then it runs and succeeds.
@@ -188,14 +196,8 @@ TEST_CASE("WorkerService: shutdown lets a running job finish within the drain de
 
 TEST_CASE("WorkerService: shutdown cancels what still runs at the drain deadline", "[worker_service]") {
   Rig rig;
-  auto started = rig.runner.next_start();
-  auto job = rig.run("until-cancelled");
-  REQUIRE(started.wait_for(30s) == std::future_status::ready);
-
-  bgrpc::ShutdownOptions options;
-  options.drain_timeout = 100ms;
-  options.cancel_grace = 30s;
-  const auto outcome = rig.service.shutdown(nullptr, options);
+  auto job = rig.run_started("until-cancelled");
+  const auto outcome = rig.shutdown(100ms, 30s);
   REQUIRE_FALSE(outcome.has_value());
   CHECK(outcome.error().code() == bgrpc::errc::drain_deadline_exceeded);
   CHECK_THAT(outcome.error().message(), Catch::Contains("cancelled 1 job(s)"));
@@ -208,14 +210,8 @@ TEST_CASE("WorkerService: shutdown cancels what still runs at the drain deadline
 
 TEST_CASE("WorkerService: shutdown gives up on a job that ignores cancellation", "[worker_service]") {
   Rig rig;
-  auto started = rig.runner.next_start();
-  auto job = rig.run("until-go");
-  REQUIRE(started.wait_for(30s) == std::future_status::ready);
-
-  bgrpc::ShutdownOptions options;
-  options.drain_timeout = 50ms;
-  options.cancel_grace = 50ms;
-  const auto outcome = rig.service.shutdown(nullptr, options);
+  auto job = rig.run_started("until-go");
+  const auto outcome = rig.shutdown(50ms, 50ms);
   REQUIRE_FALSE(outcome.has_value());
   CHECK(outcome.error().code() == bgrpc::errc::jobs_still_running);
   CHECK(rig.service.running() == 1);
