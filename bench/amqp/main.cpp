@@ -10,6 +10,8 @@
 
 #include "bench.hpp"
 
+#include <CLI/CLI.hpp>
+
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -39,17 +41,14 @@ double median(std::vector<double> v) {
 int main(int argc, char** argv) {
   Config config;
   std::size_t reps = 3;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i];
-    const std::size_t value = std::strtoull(argv[i + 1], nullptr, 10);
-    if (flag == "--jobs") config.jobs = value;
-    else if (flag == "--window") config.window = value;
-    else if (flag == "--reps") reps = std::max<std::size_t>(1, value);
-    else {
-      std::fprintf(stderr, "usage: %s [--jobs N] [--window W] [--reps R]\n", argv[0]);
-      return 2;
-    }
-  }
+  CLI::App app{"blacktree_bench_amqp: a raw rabbitmq-c loop vs AmqpJobSource + Dispatcher + AmqpStatusSink",
+               "blacktree_bench_amqp"};
+  app.add_option("--jobs", config.jobs, "jobs per measurement")->capture_default_str();
+  app.add_option("--window", config.window, "jobs in flight")->capture_default_str();
+  app.add_option("--reps", reps, "measurements per figure; the median is reported")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
 
   std::string broker_dir;
   if (const char* url = std::getenv("MQ_URL"); url && *url) {

@@ -13,13 +13,12 @@
 
 #include "dispatch.hpp"
 
+#include <CLI/CLI.hpp>
+
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <exception>
 #include <string>
-#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -42,74 +41,31 @@ struct Options {
 constexpr double target_ratio = 0.5;     // blacktree jobs/s >= 0.5 x asio jobs/s
 constexpr double target_scaling = 0.8;   // largest worker count >= 0.8 x smallest
 
-void usage(const char* argv0) {
-  std::printf(
-      "usage: %s [options]\n"
-      "  --workers=A,B,...     registered workers per row (default 2,64,10000)\n"
-      "  --jobs=N              blacktree jobs per measurement (default 300000)\n"
-      "  --baseline-jobs=N     asio::thread_pool jobs per measurement (default 16000000)\n"
-      "  --reps=N              measurements per figure; the median is reported (default 3)\n"
-      "  --samples=N           acquire/release samples per measurement (default 5000000)\n"
-      "  --capacity=N          slots per worker (default 1)\n"
-      "  --threads=N           threads for both the io_context and the thread_pool (default 2)\n"
-      "  --throughput-only | --latency-only\n"
-      "Pick job counts so each measurement takes 1-3 s (printed as 's/run').\n",
-      argv0);
-}
-
-std::size_t to_count(std::string_view flag, std::string_view text) {
-  char* end = nullptr;
-  const std::string s(text);
-  const unsigned long long v = std::strtoull(s.c_str(), &end, 10);
-  if (s.empty() || *end != '\0' || v == 0) {
-    std::fprintf(stderr, "%.*s: expected a positive integer, got '%s'\n", static_cast<int>(flag.size()), flag.data(),
-                 s.c_str());
-    std::exit(2);
-  }
-  return static_cast<std::size_t>(v);
-}
-
-Options parse(int argc, char** argv) {
-  Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view arg = argv[i];
-    const auto eq = arg.find('=');
-    const std::string_view name = arg.substr(0, eq);
-    const std::string_view value = eq == std::string_view::npos ? std::string_view{} : arg.substr(eq + 1);
-    if (name == "--help" || name == "-h") {
-      usage(argv[0]);
-      std::exit(0);
-    } else if (name == "--workers") {
-      o.workers.clear();
-      std::size_t at = 0;
-      while (at <= value.size()) {
-        const std::size_t comma = std::min(value.find(',', at), value.size());
-        o.workers.push_back(to_count(name, value.substr(at, comma - at)));
-        at = comma + 1;
-      }
-    } else if (name == "--jobs") {
-      o.jobs = to_count(name, value);
-    } else if (name == "--baseline-jobs") {
-      o.baseline_jobs = to_count(name, value);
-    } else if (name == "--reps") {
-      o.reps = to_count(name, value);
-    } else if (name == "--samples") {
-      o.samples = to_count(name, value);
-    } else if (name == "--capacity") {
-      o.capacity = static_cast<std::uint32_t>(to_count(name, value));
-    } else if (name == "--threads") {
-      o.threads = static_cast<unsigned>(to_count(name, value));
-    } else if (name == "--throughput-only") {
-      o.latency = false;
-    } else if (name == "--latency-only") {
-      o.throughput = false;
-    } else {
-      std::fprintf(stderr, "unknown argument: %s\n", argv[i]);
-      usage(argv[0]);
-      std::exit(2);
-    }
-  }
-  return o;
+// Flags as the services take them (CLI11): `--jobs 1000` or `--jobs=1000`.
+void add_options(CLI::App& app, Options& o) {
+  app.footer("Pick job counts so each measurement takes 1-3 s (printed as 's/run').");
+  app.add_option("--workers", o.workers, "registered workers per row, A,B,...")
+      ->delimiter(',')
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--jobs", o.jobs, "blacktree jobs per measurement")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--baseline-jobs", o.baseline_jobs, "asio::thread_pool jobs per measurement")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--reps", o.reps, "measurements per figure; the median is reported")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--samples", o.samples, "acquire/release samples per measurement")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--capacity", o.capacity, "slots per worker")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--threads", o.threads, "threads for both the io_context and the thread_pool")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  auto* throughput_only = app.add_flag_callback("--throughput-only", [&o] { o.latency = false; },
+                                                "measure throughput only");
+  app.add_flag_callback("--latency-only", [&o] { o.throughput = false; }, "measure acquire/release latency only")
+      ->excludes(throughput_only);
 }
 
 double median(std::vector<double> v) {
@@ -203,7 +159,11 @@ void latency(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) try {
-  const Options o = parse(argc, argv);
+  CLI::App app{"blacktree_bench_dispatch: no-op jobs through Dispatcher + WorkerPool vs asio::thread_pool",
+               "blacktree_bench_dispatch"};
+  Options o;
+  add_options(app, o);
+  CLI11_PARSE(app, argc, argv);
   std::printf("blacktree_bench_dispatch: %u hardware threads\n", std::thread::hardware_concurrency());
 #if !defined(__OPTIMIZE__)
   std::printf("WARNING: built without optimisation; these figures mean nothing (build with Release)\n");

@@ -19,10 +19,10 @@
 
 #include "bench.hpp"
 
+#include <CLI/CLI.hpp>
+
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <exception>
 #include <string>
 #include <vector>
@@ -58,17 +58,6 @@ struct Summary {
   double p(double q) { return percentile(latency, q); }
 };
 
-std::vector<std::size_t> parse_list(const char* text) {
-  std::vector<std::size_t> out;
-  for (const char* p = text; *p;) {
-    char* end = nullptr;
-    out.push_back(std::strtoull(p, &end, 10));
-    p = *end == ',' ? end + 1 : end;
-    if (end == p && *p) break;
-  }
-  return out;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -76,24 +65,21 @@ int main(int argc, char** argv) {
   std::size_t calls = 10000, reps = 3, warmup = 500;
   unsigned io_threads = 2, capacity = 0;
   bool split = true;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i];
-    const char* value = argv[i + 1];
-    if (flag == "--concurrency") concurrencies = parse_list(value);
-    else if (flag == "--calls") calls = std::strtoull(value, nullptr, 10);
-    else if (flag == "--reps") reps = std::max<std::size_t>(1, std::strtoull(value, nullptr, 10));
-    else if (flag == "--warmup") warmup = std::strtoull(value, nullptr, 10);
-    else if (flag == "--io-threads") io_threads = static_cast<unsigned>(std::strtoul(value, nullptr, 10));
-    else if (flag == "--capacity") capacity = static_cast<unsigned>(std::strtoul(value, nullptr, 10));
-    else if (flag == "--split") split = std::strtoul(value, nullptr, 10) != 0;
-    else {
-      std::fprintf(stderr,
-                   "usage: %s [--concurrency 1,8,64] [--calls N] [--reps R] [--warmup W] [--io-threads T] "
-                   "[--capacity C] [--split 0|1]\n",
-                   argv[0]);
-      return 2;
-    }
-  }
+  CLI::App app{"blacktree_bench_grpc: RunJob round trips through GrpcTransport vs bare gRPC", "blacktree_bench_grpc"};
+  app.add_option("--concurrency", concurrencies, "calls in flight per row, A,B,...")
+      ->delimiter(',')
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--calls", calls, "calls per measurement")->capture_default_str();
+  app.add_option("--reps", reps, "measurements per figure; the median is reported")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--warmup", warmup, "calls before measuring")->capture_default_str();
+  app.add_option("--io-threads", io_threads, "threads of the client's io_context")->capture_default_str();
+  app.add_option("--capacity", capacity, "the worker's capacity (0: twice the largest concurrency)")
+      ->capture_default_str();
+  app.add_option("--split", split, "0|1: also measure the two halves crossed (transport>bare, bare>service)")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
   const std::size_t max_concurrency = *std::max_element(concurrencies.begin(), concurrencies.end());
   // A worker removes a finished job from its table just after sending the
   // result, so a closed loop at exactly `capacity` would see spurious

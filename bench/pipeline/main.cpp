@@ -14,6 +14,8 @@
 
 #include <blacktree/worker/build_pipeline.hpp>
 
+#include <CLI/CLI.hpp>
+
 #include "pipeline_support.hpp"
 
 #include <algorithm>
@@ -47,7 +49,11 @@ std::string quote(const std::string& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const int iterations = argc > 1 ? std::max(1, std::atoi(argv[1])) : 5;
+  CLI::App app{"blacktree_bench_pipeline: BuildPipelineRunner vs the same git/buildah commands by hand",
+               "blacktree_bench_pipeline"};
+  int iterations = 5;
+  app.add_option("iterations", iterations, "builds per side")->check(CLI::PositiveNumber)->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
   try {
     TempDir tmp("blacktree-bench-pipeline-");
     std::random_device rd;

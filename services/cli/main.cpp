@@ -163,7 +163,8 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
     if (*submit) {
       if (!token_file.empty()) {
-        submit_settings.token = blacktree::core::Secret(service::read_secret_file(token_file, "--token-file"));
+        submit_settings.token = blacktree::core::Secret(
+            service::value_or_usage_error(service::read_secret_file(token_file, "--token-file")));
       } else if (const char* value = std::getenv(token_env.c_str()); value && *value) {
         submit_settings.token = blacktree::core::Secret(value);
       } else if (submit->get_option("--token-env")->count() > 0) {
@@ -172,12 +173,14 @@ int main(int argc, char** argv) {
       }
       if (!password_file.empty())
         submit_settings.amqp.password =
-            blacktree::core::Secret(service::read_secret_file(password_file, "--mq-password-file"));
+            blacktree::core::Secret(service::value_or_usage_error(
+                service::read_secret_file(password_file, "--mq-password-file")));
       return cli::run_submit(submit_settings);
     }
     if (!registration_token_file.empty()) {
       workers_settings.token =
-          blacktree::core::Secret(service::read_secret_file(registration_token_file, "--registration-token-file"));
+          blacktree::core::Secret(service::value_or_usage_error(
+              service::read_secret_file(registration_token_file, "--registration-token-file")));
     } else if (const char* value = std::getenv("BLACKTREE_REGISTRATION_TOKEN"); value && *value) {
       workers_settings.token = blacktree::core::Secret(value);
     }

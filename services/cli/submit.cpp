@@ -170,11 +170,9 @@ std::string build_job(const SubmitSettings& s, core::Job& job) {
     if (value.empty()) return std::string(flag) + " must not be empty";
   }
   job.payload = core::Payload(worker::BuildSpec{s.repo, s.branch, s.dockerfile, s.context, s.image, s.token, {}});
-  try {
-    job.required_labels = service::parse_labels(s.labels);
-  } catch (const CLI::ValidationError& e) {
-    return e.what();
-  }
+  auto labels = service::parse_labels(s.labels);
+  if (!labels) return labels.error().message();
+  job.required_labels = std::move(*labels);
   if (!s.region.empty()) {
     const auto it = job.required_labels.find("region");
     if (it != job.required_labels.end() && it->second != s.region)

@@ -145,18 +145,24 @@ std::shared_ptr<spdlog::logger> make_logger(const std::string& name, const LogOp
   return logger;
 }
 
-std::string read_secret_file(const std::string& path, std::string_view option) {
+core::Result<std::string> read_secret_file(const std::string& path, std::string_view option) {
   std::ifstream in(path);
-  if (!in) throw CLI::ValidationError(std::string(option), fmt::format("cannot read the file {}", path));
+  if (!in) {
+    return core::Error{std::make_error_code(std::errc::io_error),
+                       fmt::format("{}: cannot read the file {}", option, path)};
+  }
   std::stringstream buffer;
   buffer << in.rdbuf();
   std::string value = buffer.str();
   while (!value.empty() && (value.back() == '\n' || value.back() == '\r')) value.pop_back();
-  if (value.empty()) throw CLI::ValidationError(std::string(option), fmt::format("the file {} is empty", path));
+  if (value.empty()) {
+    return core::Error{std::make_error_code(std::errc::invalid_argument),
+                       fmt::format("{}: the file {} is empty", option, path)};
+  }
   return value;
 }
 
-std::map<std::string, std::string, std::less<>> parse_labels(const std::vector<std::string>& items) {
+core::Result<std::map<std::string, std::string, std::less<>>> parse_labels(const std::vector<std::string>& items) {
   std::map<std::string, std::string, std::less<>> labels;
   for (const auto& item : items) {
     std::stringstream parts(item);
@@ -165,7 +171,8 @@ std::map<std::string, std::string, std::less<>> parse_labels(const std::vector<s
       if (pair.empty()) continue;
       const auto eq = pair.find('=');
       if (eq == std::string::npos || eq == 0) {
-        throw CLI::ValidationError("--label", fmt::format("'{}' is not key=value", pair));
+        return core::Error{std::make_error_code(std::errc::invalid_argument),
+                           fmt::format("--label: '{}' is not key=value", pair)};
       }
       labels.insert_or_assign(pair.substr(0, eq), pair.substr(eq + 1));
     }
@@ -199,10 +206,10 @@ sigset_t block_termination_signals() {
   return signals;
 }
 
-std::string registration_token(const std::string& file) {
+core::Result<std::string> registration_token(const std::string& file) {
   if (!file.empty()) return read_secret_file(file, "--registration-token-file");
   const char* env = std::getenv("BLACKTREE_REGISTRATION_TOKEN");
-  return env != nullptr ? env : "";
+  return std::string(env != nullptr ? env : "");
 }
 
 }  // namespace blacktree::service

@@ -4,6 +4,8 @@
 // What both executables need and nothing else does: layered configuration
 // (flags > environment > YAML file > defaults) and logging set-up.
 
+#include <blacktree/core/result.hpp>
+
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
@@ -46,12 +48,12 @@ void add_log_options(CLI::App& app, LogOptions& options);
 /// JSON object per line ({"time","level","logger","msg"}).
 std::shared_ptr<spdlog::logger> make_logger(const std::string& name, const LogOptions& options);
 
-/// Reads a secret from a file (trailing newline dropped); throws CLI::ValidationError
-/// naming the option when it cannot.
-std::string read_secret_file(const std::string& path, std::string_view option);
+/// Reads a secret from a file (trailing newline dropped); an error names the
+/// option and the file ("--token-file: the file /x is empty").
+core::Result<std::string> read_secret_file(const std::string& path, std::string_view option);
 
-/// "k=v,k2=v2" or repeated "k=v" into labels; throws CLI::ValidationError on a bad item.
-std::map<std::string, std::string, std::less<>> parse_labels(const std::vector<std::string>& items);
+/// "k=v,k2=v2" or repeated "k=v" into labels; an error names the bad item.
+core::Result<std::map<std::string, std::string, std::less<>>> parse_labels(const std::vector<std::string>& items);
 
 /// host:port -> port (0 when absent or not a number).
 int port_of(std::string_view address);
@@ -64,7 +66,16 @@ std::string random_hex(std::size_t n);
 sigset_t block_termination_signals();
 
 /// The registration token: from `file` when given, else env
-/// BLACKTREE_REGISTRATION_TOKEN, else empty. Throws CLI::ValidationError.
-std::string registration_token(const std::string& file);
+/// BLACKTREE_REGISTRATION_TOKEN, else empty.
+core::Result<std::string> registration_token(const std::string& file);
+
+/// For main()'s flag handling, where CLI11 reports usage errors by exception
+/// and app.exit() prints them: the value, or CLI::ValidationError carrying
+/// the error's message (same exit code as a bad flag).
+template <class T>
+T value_or_usage_error(core::Result<T> result) {
+  if (!result) throw CLI::ValidationError(result.error().message());
+  return std::move(*result);
+}
 
 }  // namespace blacktree::service

@@ -6,16 +6,18 @@
 // (WorkerPool, HealthMonitor, Dispatcher) with the gRPC transport plugged in.
 
 #include "../common/service.hpp"
-#include "metrics.hpp"
+#include "ops_server.hpp"
 #include "stdio_queue.hpp"
 
 #include <blacktree/amqp/event_publisher.hpp>
 #include <blacktree/amqp/job_source.hpp>
 #include <blacktree/amqp/status_sink.hpp>
 #include <blacktree/core.hpp>
+#include <blacktree/core/prometheus.hpp>
 #include <blacktree/grpc/orchestrator_service.hpp>
 #include <blacktree/grpc/transport.hpp>
 #include <blacktree/version.hpp>
+#include <blacktree/wire/line_feeder.hpp>
 
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
@@ -26,6 +28,8 @@
 #include <csignal>
 #include <future>
 
+#include <unistd.h>
+
 namespace {
 
 namespace core = blacktree::core;
@@ -34,12 +38,11 @@ using Logger = std::shared_ptr<spdlog::logger>;
 // Every job assignment and outcome, logged with ids (never tokens: Job's
 // token is a core::Secret and is never formatted), counted for /metrics and,
 // with the queue's event publisher, published as progress events.
-struct DispatchObserver : core::DispatcherObserver {
+struct DispatchObserver : core::PrometheusObserver {
   static constexpr bool wants_progress = true;
   using EventFn = std::function<void(const core::ProgressEvent&, const core::JobResult*)>;
 
   spdlog::logger* log = nullptr;
-  blacktree::orchestrator::Metrics* metrics = nullptr;
   const EventFn* events = nullptr;  // may point at an empty function
 
   void on_progress(const core::ProgressEvent& event) {
@@ -54,7 +57,7 @@ struct DispatchObserver : core::DispatcherObserver {
     log->warn("job {} not accepted by worker {}: {} ({})", job.id, worker.id, detail, ec.message());
   }
   void on_finished(const core::Job& job, const core::JobResult& result) {
-    metrics->observe(result);
+    core::PrometheusObserver::on_finished(job, result);
     if (*events) (*events)(core::ProgressEvent{job.id, result.worker_id, core::Phase::finished, {}}, &result);
     if (result.success) {
       log->info("job {} succeeded on worker {}", job.id, result.worker_id);
@@ -81,6 +84,9 @@ struct LogHealthObserver : core::HealthObserver {
     log->warn("worker {} is dead: {}", worker.id, reason);
   }
   void on_alive(const core::WorkerInfo& worker) { log->info("worker {} answers pings", worker.id); }
+  void on_forgotten(const core::WorkerInfo& worker, std::string_view reason) {
+    log->info("worker {} forgotten: {}", worker.id, reason);
+  }
 };
 
 struct Settings {
@@ -103,6 +109,15 @@ blacktree::grpc::TransportOptions transport_options(const std::string& orchestra
   return options;
 }
 
+core::HealthOptions health_options(const Settings& s) {
+  core::HealthOptions options;
+  options.interval = std::chrono::milliseconds(s.ping_interval_ms);
+  options.timeout = std::chrono::milliseconds(s.ping_timeout_ms);
+  options.misses_before_dead = s.ping_misses;
+  options.forget_dead_after = std::chrono::seconds(s.forget_dead_after_s);
+  return options;
+}
+
 // Everything but the queue: pool, transport, health, gRPC server.
 struct Plane {
   Plane(const Settings& s, Logger logger)
@@ -112,10 +127,8 @@ struct Plane {
         work(asio::make_work_guard(io)),
         pool(io.get_executor()),
         transport(io.get_executor(), transport_options(id)),
-        health(io.get_executor(), transport, pool,
-               core::HealthOptions{std::chrono::milliseconds(s.ping_interval_ms),
-                                   std::chrono::milliseconds(s.ping_timeout_ms), s.ping_misses},
-               LogHealthObserver{{}, log.get()}),
+        channels(transport.forget_removed_workers(pool)),
+        health(io.get_executor(), transport, pool, health_options(s), LogHealthObserver{{}, log.get()}),
         service(pool,
                 {id, s.token, std::chrono::milliseconds(s.ping_interval_ms),
                  std::chrono::milliseconds(s.ping_timeout_ms)},
@@ -128,11 +141,7 @@ struct Plane {
                   }
                 }) {
     subscription = pool.subscribe([this](const core::WorkerEvent& event) {
-      if (!event.info) return;
-      if (event.removed) {
-        transport.forget(event.info->id);
-        return;
-      }
+      if (!event.info || event.removed) return;
       if (event.from != event.to) {
         log->info("worker {} {} -> {}{}{}", event.info->id, core::to_string(event.from), core::to_string(event.to),
                   event.reason.empty() ? "" : ": ", event.reason);
@@ -150,31 +159,10 @@ struct Plane {
     server->GetHealthCheckService()->SetServingStatus(true);
     for (int i = 0; i < 2; ++i) threads.emplace_back([this] { io.run(); });
     health.start();
-    if (settings.forget_dead_after_s > 0) sweep_dead();
     return true;
   }
 
-  // Workers dead for longer than forget_dead_after_s are deregistered, so
-  // crashed workers with generated ids do not pile up. One that comes back
-  // registers again by itself.
-  void sweep_dead() {
-    sweeper.expires_after(std::chrono::seconds(std::max<std::uint32_t>(settings.forget_dead_after_s / 10, 1)));
-    sweeper.async_wait([this](std::error_code ec) {
-      if (ec) return;
-      const auto limit = std::chrono::seconds(settings.forget_dead_after_s);
-      const auto now = std::chrono::steady_clock::now();
-      for (const auto& w : pool.snapshot()) {
-        if (w.info && w.state == core::WorkerState::dead && now - w.last_seen > limit) {
-          pool.deregister(w.info->id, "dead for more than " + std::to_string(settings.forget_dead_after_s) + " s");
-          log->info("worker {} forgotten: dead for more than {} s", w.info->id, settings.forget_dead_after_s);
-        }
-      }
-      sweep_dead();
-    });
-  }
-
   void stop() {
-    asio::post(io, [this] { sweeper.cancel(); });
     health.stop();
     if (server) server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     pool.stop();
@@ -187,16 +175,16 @@ struct Plane {
   Settings settings;
   Logger log;
   std::string id;
-  blacktree::orchestrator::Metrics metrics;
+  core::PrometheusMetrics metrics;
   asio::io_context io;
   asio::executor_work_guard<asio::io_context::executor_type> work;
   core::WorkerPool pool;
   blacktree::grpc::GrpcTransport transport;
+  core::WorkerPool::Subscription channels;  // workers the pool removes lose their gRPC channel
   core::HealthMonitor<blacktree::grpc::GrpcTransport, core::WorkerPool, LogHealthObserver> health;
   blacktree::grpc::OrchestratorService service;
   core::WorkerPool::Subscription subscription;
   std::unique_ptr<::grpc::Server> server;
-  asio::steady_timer sweeper{io};
   int port = 0;
   std::vector<std::thread> threads;
 };
@@ -218,8 +206,8 @@ int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset
   options.max_attempts = plane.settings.max_attempts;
   options.placement_timeout = std::chrono::seconds(plane.settings.placement_timeout_s);
   DispatchObserver observer;
-  observer.log = plane.log.get();
   observer.metrics = &plane.metrics;
+  observer.log = plane.log.get();
   observer.events = &events;
   core::Dispatcher<Source, blacktree::grpc::GrpcTransport, Sink, core::WorkerPool, DispatchObserver> dispatcher(
       plane.io.get_executor(), source, plane.transport, sink, plane.pool, options, observer);
@@ -345,9 +333,10 @@ int main(int argc, char** argv) {
   blacktree::service::add_log_options(app, log_options);
   CLI11_PARSE(app, argc, argv);
   try {
-    s.token = blacktree::service::registration_token(token_file);
+    s.token = blacktree::service::value_or_usage_error(blacktree::service::registration_token(token_file));
     if (!amqp_password_file.empty()) {
-      amqp.password = blacktree::core::Secret(blacktree::service::read_secret_file(amqp_password_file, "--mq-password-file"));
+      amqp.password = blacktree::core::Secret(blacktree::service::value_or_usage_error(
+          blacktree::service::read_secret_file(amqp_password_file, "--mq-password-file")));
     }
   } catch (const CLI::Error& e) {
     return app.exit(e);
@@ -368,8 +357,12 @@ int main(int argc, char** argv) {
   if (s.queue == "stdio") {
     core::InMemoryQueue queue(plane.io.get_executor());
     blacktree::orchestrator::StdoutStatusSink sink(plane.io.get_executor());
-    blacktree::orchestrator::StdinFeeder feeder(queue);
-    feeder.start();
+    blacktree::wire::LineFeeder feeder(STDIN_FILENO, blacktree::wire::job_request_lines(queue));
+    if (auto started = feeder.start(); !started) {
+      log->error("cannot read jobs from standard input: {}", started.error().message());
+      plane.stop();
+      return 1;
+    }
     rc = dispatch_until_signal(
         plane, queue, sink, signals, [&feeder] { feeder.stop(); }, [] { return std::string(); }, {});
   } else {
@@ -382,7 +375,7 @@ int main(int argc, char** argv) {
       const DispatchObserver::EventFn publish = [&events, &plane](const core::ProgressEvent& event,
                                                                   const core::JobResult* result) {
         const bool queued = result ? events.publish_result(event, *result) : events.publish(event);
-        if (!queued) plane.metrics.events_dropped.fetch_add(1, std::memory_order_relaxed);
+        if (!queued) plane.metrics.count_event_dropped();
       };
       const auto ready = [&source, &sink] {
         if (!source.connected()) return "not connected to the broker (jobs): " + source.last_error();

@@ -1,5 +1,5 @@
 // Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
-#include "metrics.hpp"
+#include "ops_server.hpp"
 
 #include <httplib.h>
 

@@ -134,7 +134,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   try {
-    token = blacktree::service::registration_token(token_file);
+    token = blacktree::service::value_or_usage_error(blacktree::service::registration_token(token_file));
     if (runner_kind == "argv" && runner_argv.empty()) {
       throw CLI::ValidationError("--runner-argv", "--runner argv needs the command to run, e.g. -- true");
     }
@@ -159,11 +159,9 @@ int main(int argc, char** argv) {
   self.capacity = capacity;
   self.version = std::string(BLACKTREE_VERSION_STRING);
   self.incarnation = blacktree::service::random_hex(16);
-  try {
-    self.labels = blacktree::service::parse_labels(label_items);
-  } catch (const CLI::Error& e) {
-    return app.exit(e);
-  }
+  auto labels = blacktree::service::parse_labels(label_items);
+  if (!labels) return app.exit(CLI::ValidationError(labels.error().message()));
+  self.labels = std::move(*labels);
   if (!region.empty()) self.labels.insert_or_assign("region", region);
 
   std::unique_ptr<blacktree::worker::JobRunner> runner;
@@ -243,13 +241,9 @@ int main(int argc, char** argv) {
   sigwait(&signals, &signal_number);
   log->info("received {}: draining (up to {} s for {} running job(s))", strsignal(signal_number), drain_timeout_s,
             service.running());
-  service.drain();
-  if (!service.wait_idle(std::chrono::seconds(drain_timeout_s))) {
-    log->warn("drain deadline passed: cancelling {} job(s)", service.running());
-    service.cancel_all("the worker is shutting down");
-    service.wait_idle(std::chrono::seconds(30));
-  }
-  registrar.stop_and_deregister("the worker is shutting down");
+  blacktree::grpc::ShutdownOptions shutdown;
+  shutdown.drain_timeout = std::chrono::seconds(drain_timeout_s);
+  if (auto drained = service.shutdown(&registrar, shutdown); !drained) log->warn("{}", drained.error().message());
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   log->info("worker {} stopped", worker_id);
   return 0;

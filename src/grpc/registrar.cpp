@@ -1,6 +1,8 @@
 // Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
 #include <blacktree/grpc/registrar.hpp>
 
+#include "status.hpp"
+
 #include <blacktree/wire/wire.hpp>
 
 #include <blacktree/v1/blacktree.grpc.pb.h>
@@ -65,7 +67,7 @@ std::uint64_t Registrar::registrations() const {
   return registrations_;
 }
 
-bool Registrar::try_register(std::string* error) {
+core::Result<void> Registrar::try_register() {
   auto stub = make_stub(options_.orchestrator_address);
   ::grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + options_.call_timeout);
@@ -76,12 +78,7 @@ bool Registrar::try_register(std::string* error) {
   v1::RegisterRequest request;
   *request.mutable_worker() = wire::to_proto(options_.self);
   v1::RegisterReply reply;
-  const auto status = stub->Register(&context, request, &reply);
-  if (!status.ok()) {
-    *error = status.error_message().empty() ? fmt::format("gRPC status {}", static_cast<int>(status.error_code()))
-                                            : status.error_message();
-    return false;
-  }
+  if (auto registered = detail::to_result(stub->Register(&context, request, &reply)); !registered) return registered;
   {
     std::lock_guard lock(mutex_);
     registered_ = true;
@@ -91,22 +88,22 @@ bool Registrar::try_register(std::string* error) {
     ++registrations_;
   }
   if (on_registered_) on_registered_(reply.orchestrator_id());
-  return true;
+  return {};
 }
 
 void Registrar::run(std::stop_token stop) {
   auto backoff = options_.backoff_initial;
   while (!stop.stop_requested()) {
-    std::string error;
     if (!registered()) {
-      if (try_register(&error)) {
+      const auto attempt = try_register();
+      if (attempt) {
         backoff = options_.backoff_initial;
         if (log_) log_(fmt::format("registered with orchestrator {} at {}", orchestrator_id(), options_.orchestrator_address));
         continue;
       }
       if (log_) {
-        log_(fmt::format("registration with {} failed: {}; retrying in {} ms", options_.orchestrator_address, error,
-                         backoff.count()));
+        log_(fmt::format("registration with {} failed: {}; retrying in {} ms", options_.orchestrator_address,
+                         attempt.error().message(), backoff.count()));
       }
       std::unique_lock lock(mutex_);
       wake_.wait_for(lock, stop, backoff, [] { return false; });
@@ -131,12 +128,12 @@ void Registrar::run(std::stop_token stop) {
   }
 }
 
-void Registrar::stop_and_deregister(std::string_view reason) {
+core::Result<void> Registrar::stop_and_deregister(std::string_view reason) {
   thread_.request_stop();
   if (thread_.joinable()) thread_.join();
   {
     std::lock_guard lock(mutex_);
-    if (stopped_ || !registered_) return;
+    if (stopped_ || !registered_) return {};
     stopped_ = true;
   }
   auto stub = make_stub(options_.orchestrator_address);
@@ -149,12 +146,13 @@ void Registrar::stop_and_deregister(std::string_view reason) {
   request.set_worker_id(options_.self.id);
   request.set_reason(std::string(reason));
   v1::DeregisterReply reply;
-  const auto status = stub->Deregister(&context, request, &reply);
+  auto deregistered = detail::to_result(stub->Deregister(&context, request, &reply));
   if (log_) {
-    log_(status.ok() ? std::string("deregistered")
-                     : fmt::format("deregistration failed: {} (the orchestrator will notice by pings)",
-                                   status.error_message()));
+    log_(deregistered ? std::string("deregistered")
+                      : fmt::format("deregistration failed: {} (the orchestrator will notice by pings)",
+                                    deregistered.error().message()));
   }
+  return deregistered;
 }
 
 }  // namespace blacktree::grpc

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include <condition_variable>
+#include <exception>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -31,8 +32,8 @@ class Refusal final : public ::grpc::ServerWriteReactor<v1::RunJobReply> {
 // resulting OnWriteDone inline on the calling thread.
 class RunStream final : public ::grpc::ServerWriteReactor<v1::RunJobReply> {
  public:
-  RunStream(std::size_t max_lines, std::function<void()> on_cancel)
-      : max_lines_(max_lines), on_cancel_(std::move(on_cancel)) {}
+  RunStream(std::size_t max_lines, std::function<void()> on_cancel, std::function<void()> on_done)
+      : max_lines_(max_lines), on_cancel_(std::move(on_cancel)), on_done_(std::move(on_done)) {}
 
   void hold(std::shared_ptr<RunStream> self) { self_ = std::move(self); }
 
@@ -88,6 +89,7 @@ class RunStream final : public ::grpc::ServerWriteReactor<v1::RunJobReply> {
       done_ = true;
       self = std::move(self_);
     }
+    if (on_done_) on_done_();
     // `self` may be the last reference: *this ends with this scope.
   }
 
@@ -146,6 +148,7 @@ class RunStream final : public ::grpc::ServerWriteReactor<v1::RunJobReply> {
 
   const std::size_t max_lines_;
   std::function<void()> on_cancel_;
+  std::function<void()> on_done_;
 
   mutable std::mutex mutex_;
   std::deque<std::pair<v1::RunJobReply, bool>> outbox_;
@@ -159,6 +162,22 @@ class RunStream final : public ::grpc::ServerWriteReactor<v1::RunJobReply> {
   bool done_ = false;
   std::shared_ptr<RunStream> self_;
 };
+
+// The runner's result; a runner that throws (against its contract) fails its
+// job instead of ending the process: an exception must not leave this thread.
+core::JobResult run_guarded(worker::JobRunner& runner, const core::Job& job, const worker::EmitFn& emit,
+                            std::stop_token stop) {
+  core::JobResult failed;
+  failed.success = false;
+  try {
+    return runner.run(job, emit, std::move(stop));
+  } catch (const std::exception& e) {
+    failed.error = fmt::format("the job runner failed: {}", e.what());
+  } catch (...) {
+    failed.error = "the job runner failed with an exception that is not a std::exception";
+  }
+  return failed;
+}
 
 struct RunningJob {
   std::string id;
@@ -178,6 +197,10 @@ struct WorkerService::State {
   std::condition_variable idle;
   bool draining = false;
   std::map<std::string, std::shared_ptr<RunningJob>, std::less<>> jobs;
+  // Accepted RunJob streams gRPC has not finished with: a job's slot is freed
+  // before its result is sent, and a drain must not end (and deregister,
+  // which makes the orchestrator call the job lost) before the result is out.
+  std::size_t open_streams = 0;
   std::vector<std::thread> finished;  // threads whose job ended, to join
   std::string orchestrator_id;
   PingListener ping_listener;
@@ -215,12 +238,36 @@ void WorkerService::drain() {
 
 bool WorkerService::wait_idle(std::chrono::milliseconds timeout) {
   std::unique_lock lock(state_->mutex);
-  return state_->idle.wait_for(lock, timeout, [&] { return state_->jobs.empty(); });
+  return state_->idle.wait_for(lock, timeout, [&] { return state_->jobs.empty() && state_->open_streams == 0; });
 }
 
 void WorkerService::cancel_all(std::string_view /*reason*/) {
   std::lock_guard lock(state_->mutex);
   for (auto& [id, job] : state_->jobs) job->stop.request_stop();
+}
+
+core::Result<void> WorkerService::shutdown(Registrar* registrar, const ShutdownOptions& options) {
+  drain();
+  core::Result<void> outcome;
+  if (!wait_idle(options.drain_timeout)) {
+    const auto cancelled = running();
+    cancel_all(options.reason);
+    if (wait_idle(options.cancel_grace)) {
+      outcome = core::Error{errc::drain_deadline_exceeded,
+                            fmt::format("drain deadline ({} ms) passed: cancelled {} job(s)",
+                                        options.drain_timeout.count(), cancelled)};
+    } else {
+      outcome = core::Error{errc::jobs_still_running,
+                            fmt::format("drain deadline ({} ms) passed: cancelled {} job(s), and {} still ran {} ms "
+                                        "later (a runner that ignores its stop token?)",
+                                        options.drain_timeout.count(), cancelled, running(),
+                                        options.cancel_grace.count())};
+    }
+  }
+  // Deregistering only now: until the jobs end, their results still go out
+  // through streams the orchestrator holds, and pings tell it we drain.
+  if (registrar) (void)registrar->stop_and_deregister(options.reason);
+  return outcome;
 }
 
 std::size_t WorkerService::running() const {
@@ -271,10 +318,17 @@ void WorkerService::set_ping_listener(PingListener listener) {
 
   auto running = std::make_shared<RunningJob>();
   running->id = job.id;
-  auto stream = std::make_shared<RunStream>(options.max_buffered_lines,
-                                            [weak = std::weak_ptr<RunningJob>(running)] {
-                                              if (auto r = weak.lock()) r->stop.request_stop();
-                                            });
+  auto stream = std::make_shared<RunStream>(
+      options.max_buffered_lines,
+      [weak = std::weak_ptr<RunningJob>(running)] {
+        if (auto r = weak.lock()) r->stop.request_stop();
+      },
+      [state = state_] {
+        std::lock_guard done_lock(state->mutex);
+        --state->open_streams;
+        state->idle.notify_all();
+      });
+  ++state_->open_streams;
   stream->hold(stream);
   stream->push_accepted(options.worker_id);
   state_->jobs.emplace(job.id, running);
@@ -289,7 +343,7 @@ void WorkerService::set_ping_listener(PingListener listener) {
       stream->push_event(
           core::ProgressEvent{job.id, worker_id, core::Phase::running, std::string(stage), std::string(line)});
     };
-    core::JobResult result = state->runner.run(job, emit, running->stop.get_token());
+    core::JobResult result = run_guarded(state->runner, job, emit, running->stop.get_token());
     result.job_id = job.id;
     result.worker_id = worker_id;
     if (result.started_at == std::chrono::system_clock::time_point{}) result.started_at = started;

@@ -69,6 +69,12 @@ class HealthLog {
     ++alive_[id];
     events_.push_back(id + ":alive");
   }
+  void forgotten(const std::string& id, std::string reason) {
+    std::lock_guard lock(mutex_);
+    ++forgotten_[id];
+    events_.push_back(id + ":forgotten");
+    forgotten_reasons_.push_back(std::move(reason));
+  }
   void enter() {
     if (inside_.fetch_add(1, std::memory_order_acq_rel) != 0) overlapped_.store(true);
   }
@@ -79,6 +85,11 @@ class HealthLog {
   int pings(const std::string& id) const { return oks(id) + fails(id); }
   int deaths(const std::string& id) const { return count(dead_, id); }
   int revivals(const std::string& id) const { return count(alive_, id); }
+  int forgettings(const std::string& id) const { return count(forgotten_, id); }
+  std::vector<std::string> forgotten_reasons() const {
+    std::lock_guard lock(mutex_);
+    return forgotten_reasons_;
+  }
   bool overlapped() const { return overlapped_.load(); }
   std::vector<Failure> failures() const {
     std::lock_guard lock(mutex_);
@@ -101,10 +112,11 @@ class HealthLog {
   }
 
   mutable std::mutex mutex_;
-  std::map<std::string, int> ok_, failed_, dead_, alive_;
+  std::map<std::string, int> ok_, failed_, dead_, alive_, forgotten_;
   std::vector<Failure> failures_;
   std::vector<std::string> events_;
   std::vector<std::string> dead_reasons_;
+  std::vector<std::string> forgotten_reasons_;
   std::atomic<int> inside_{0};
   std::atomic<bool> overlapped_{false};
 };
@@ -139,6 +151,12 @@ struct RecordingObserver : core::HealthObserver {
   void on_alive(const core::WorkerInfo& w) {
     Scope scope(*log);
     log->alive(w.id);
+  }
+  void on_forgotten(const core::WorkerInfo& w, std::string_view reason) {
+    Scope scope(*log);
+    // Deregistered before the hook runs, so its owner may drop what it keeps.
+    CHECK_FALSE((pool && pool->find(w.id)));
+    log->forgotten(w.id, std::string(reason));
   }
 };
 
@@ -689,4 +707,71 @@ TEST_CASE("HealthMonitor: many workers on a multi-threaded io_context converge",
     CHECK(log->deaths(id(i)) == (flaky(i) ? 1 : 0));
   }
   CHECK_FALSE(log->overlapped());  // hooks run on the monitor's strand, one at a time
+}
+
+TEST_CASE("HealthMonitor: a worker dead longer than forget_dead_after is deregistered and reported",
+          "[health_monitor]") {
+  Rig rig;
+  auto options = fast(2);
+  options.forget_dead_after = 100ms;
+  CountingTransport counting(rig.transport);
+  CountingMonitor monitor(rig.io.get_executor(), counting, rig.pool, options, rig.observer());
+  auto w1 = rig.add("w1");
+  rig.add("w2");
+  monitor.start();
+  REQUIRE(rig.wait_state("w1", WorkerState::free));
+  REQUIRE(rig.wait_state("w2", WorkerState::free));
+
+  rig.transport.set_mode(w1.address, Mode::unreachable);
+  REQUIRE(rig.wait_state("w1", WorkerState::dead));
+  const auto dead_at = std::chrono::steady_clock::now();
+  // Still listed (and still pinged) while dead for less than the limit.
+  CHECK(rig.log->forgettings("w1") == 0);
+
+  REQUIRE(run_until(rig.io, [&] { return rig.log->forgettings("w1") == 1; }));
+  CHECK(std::chrono::steady_clock::now() - dead_at >= 50ms);  // not at the first dead tick
+  CHECK_FALSE(rig.pool.find("w1"));
+  REQUIRE(rig.log->forgotten_reasons().size() == 1);
+  CHECK(rig.log->forgotten_reasons().front() == "dead for more than 100 ms");
+
+  // Forgotten once, pinged no more; the live worker is untouched.
+  const int sent_w1 = counting.sent("w1");
+  const int sent_w2 = counting.sent("w2");
+  REQUIRE(run_until(rig.io, [&] { return counting.sent("w2") >= sent_w2 + 5; }));
+  CHECK(counting.sent("w1") == sent_w1);
+  CHECK(rig.log->forgettings("w1") == 1);
+  CHECK(rig.log->forgettings("w2") == 0);
+  CHECK(rig.state("w2") == WorkerState::free);
+
+  // One that comes back registers again and is used again.
+  rig.transport.set_mode(w1.address, Mode::up);
+  REQUIRE_FALSE(rig.pool.register_worker(w1));
+  REQUIRE(rig.wait_state("w1", WorkerState::free));
+}
+
+TEST_CASE("HealthMonitor: whole seconds of forget_dead_after read as seconds", "[health_monitor]") {
+  Rig rig;
+  auto options = fast(1);
+  options.forget_dead_after = 1s;
+  Monitor monitor(rig.io.get_executor(), rig.transport, rig.pool, options, rig.observer());
+  auto w1 = rig.add("w1");
+  monitor.start();
+  REQUIRE(rig.wait_state("w1", WorkerState::free));
+  rig.transport.set_mode(w1.address, Mode::unreachable);
+  REQUIRE(run_until(rig.io, [&] { return rig.log->forgettings("w1") == 1; }, 5s));
+  CHECK(rig.log->forgotten_reasons() == std::vector<std::string>{"dead for more than 1 s"});
+}
+
+TEST_CASE("HealthMonitor: without forget_dead_after a dead worker stays listed", "[health_monitor]") {
+  Rig rig;
+  Monitor monitor(rig.io.get_executor(), rig.transport, rig.pool, fast(1), rig.observer());
+  auto w1 = rig.add("w1");
+  monitor.start();
+  REQUIRE(rig.wait_state("w1", WorkerState::free));
+  rig.transport.set_mode(w1.address, Mode::unreachable);
+  REQUIRE(rig.wait_state("w1", WorkerState::dead));
+  const int fails = rig.log->fails("w1");
+  REQUIRE(run_until(rig.io, [&] { return rig.log->fails("w1") >= fails + 10; }));  // 10 intervals dead
+  CHECK(rig.state("w1") == WorkerState::dead);
+  CHECK(rig.log->forgettings("w1") == 0);
 }

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -27,6 +28,11 @@ struct HealthOptions {
   std::chrono::milliseconds interval{1000};  ///< between pings of one worker
   std::chrono::milliseconds timeout{500};    ///< a ping's deadline
   std::uint32_t misses_before_dead = 2;      ///< consecutive failed pings that make a worker dead
+  /// A worker dead for longer than this (since it last answered) is
+  /// deregistered, so crashed workers with generated ids do not pile up; one
+  /// that comes back registers again by itself. Checked once per `interval`.
+  /// Zero keeps dead workers listed.
+  std::chrono::milliseconds forget_dead_after{0};
 };
 
 /// Hooks for logs and metrics; all do nothing by default (see DispatcherObserver).
@@ -36,6 +42,9 @@ struct HealthObserver {
   void on_ping_failed(const WorkerInfo&, std::error_code, std::uint32_t /*misses*/) {}
   void on_dead(const WorkerInfo&, std::string_view /*reason*/) {}
   void on_alive(const WorkerInfo&) {}  ///< registering or dead, now answering
+  /// Dead longer than HealthOptions::forget_dead_after: deregistered from the
+  /// pool just before this call (its owner may drop what it keeps per worker).
+  void on_forgotten(const WorkerInfo&, std::string_view /*reason*/) {}
 };
 
 /// Pings every registered worker on an interval. A worker that answers is
@@ -43,7 +52,8 @@ struct HealthObserver {
 /// voids its old leases); one that misses `misses_before_dead` pings in a row
 /// is marked dead, which takes it out of the free set and makes the
 /// dispatcher report its running jobs lost. A newly registered worker is
-/// pinged at once, so it takes jobs as soon as it is known to answer.
+/// pinged at once, so it takes jobs as soon as it is known to answer. With
+/// `forget_dead_after` set, a worker dead for longer is deregistered.
 template <WorkerTransport Transport, class Pool = WorkerPool, class Observer = HealthObserver>
 class HealthMonitor {
  public:
@@ -125,11 +135,35 @@ class HealthMonitor {
       known.reserve(workers.size());
       for (const auto& w : workers) known.insert(w.info->id);
       std::erase_if(probes, [&](const auto& entry) { return !known.contains(entry.first); });
-      for (const auto& w : workers) probe(w.info);
+      const auto now = std::chrono::steady_clock::now();
+      for (const auto& w : workers) {
+        if (should_forget(w, now)) {
+          forget(w.info);
+        } else {
+          probe(w.info);
+        }
+      }
       timer.expires_after(options.interval);
       timer.async_wait([self = this->shared_from_this()](std::error_code ec) {
         if (!ec) self->tick();
       });
+    }
+
+    bool should_forget(const WorkerSnapshot& w, std::chrono::steady_clock::time_point now) const {
+      return options.forget_dead_after.count() > 0 && w.state == WorkerState::dead &&
+             now - w.last_seen > options.forget_dead_after;
+    }
+
+    void forget(const std::shared_ptr<const WorkerInfo>& info) {
+      const auto after = options.forget_dead_after;
+      std::string reason = "dead for more than " + (after.count() % 1000 == 0
+                                                        ? std::to_string(after.count() / 1000) + " s"
+                                                        : std::to_string(after.count()) + " ms");
+      // Registered again (or gone) since the snapshot: not ours to forget.
+      const auto current = pool.find(info->id);
+      if (!current || current->info != info || current->state != WorkerState::dead) return;
+      if (pool.deregister(info->id, reason)) return;
+      observer.on_forgotten(*info, reason);
     }
 
     void probe(const std::shared_ptr<const WorkerInfo>& info) {

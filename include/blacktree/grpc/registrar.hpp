@@ -11,6 +11,8 @@
 // One thread of its own, waiting on a condition variable, never polling.
 
 #include <blacktree/core/job.hpp>
+#include <blacktree/core/result.hpp>
+#include <blacktree/grpc/error.hpp>
 
 #include <chrono>
 #include <condition_variable>
@@ -46,8 +48,11 @@ class Registrar {
   void start();
   /// Told by the worker service on every ping.
   void on_ping(std::string_view orchestrator_id);
-  /// Stops the thread, then deregisters (bounded by call_timeout).
-  void stop_and_deregister(std::string_view reason);
+  /// Stops the thread, then deregisters (bounded by call_timeout). Success
+  /// too when there was nothing to deregister (never registered, or already
+  /// done); otherwise the orchestrator's refusal or why it was not reached,
+  /// also told to `log` (the orchestrator notices by pings either way).
+  core::Result<void> stop_and_deregister(std::string_view reason);
 
   bool registered() const;
   std::string orchestrator_id() const;
@@ -55,7 +60,7 @@ class Registrar {
 
  private:
   void run(std::stop_token stop);
-  bool try_register(std::string* error);
+  core::Result<void> try_register();
 
   RegistrarOptions options_;
   std::function<void(const std::string&)> on_registered_;

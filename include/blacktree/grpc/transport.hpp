@@ -18,6 +18,7 @@
 #include <blacktree/core/concepts.hpp>
 #include <blacktree/core/detail/erased_handler.hpp>
 #include <blacktree/core/job.hpp>
+#include <blacktree/core/worker_pool.hpp>
 
 #include <asio/any_io_executor.hpp>
 #include <asio/async_result.hpp>
@@ -81,6 +82,18 @@ class GrpcTransport {
 
   /// Drops the channel of a worker that left. Calls in flight keep theirs.
   void forget(std::string_view worker_id);
+
+  /// Keeps the channels in step with `pool`: every worker the pool removes
+  /// (deregistered, or forgotten by the health monitor after
+  /// HealthOptions::forget_dead_after) loses its channel, so channels do not
+  /// pile up with crashed workers. Lasts as long as the returned subscription,
+  /// which must not outlive this transport.
+  template <class Pool>
+  [[nodiscard]] typename Pool::Subscription forget_removed_workers(Pool& pool) {
+    return pool.subscribe([this](const core::WorkerEvent& event) {
+      if (event.removed && event.info) forget(event.info->id);
+    });
+  }
 
   /// Calls started and not yet finished (for tests and metrics).
   std::size_t calls_in_flight() const;

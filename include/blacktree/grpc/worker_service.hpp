@@ -13,8 +13,14 @@
 //  - Log lines are buffered per job up to a bound; when a slow caller lets the
 //    buffer fill, further lines are dropped and counted (phase changes and the
 //    result are never dropped).
+//  - A runner that throws fails its job (the error names the exception's
+//    message); the worker goes on: no exception leaves a job's thread.
+//  - shutdown() is the whole of a graceful stop: drain, wait, cancel, deregister.
 
 #include <blacktree/core/job.hpp>
+#include <blacktree/core/result.hpp>
+#include <blacktree/grpc/error.hpp>
+#include <blacktree/grpc/registrar.hpp>
 #include <blacktree/worker/job_runner.hpp>
 
 #include <blacktree/v1/blacktree.grpc.pb.h>
@@ -36,6 +42,15 @@ struct WorkerServiceOptions {
   std::size_t max_buffered_lines = 4096;  ///< per job, waiting to be sent
 };
 
+struct ShutdownOptions {
+  /// How long running jobs may take to finish by themselves.
+  std::chrono::milliseconds drain_timeout{60'000};
+  /// How long jobs cancelled at the drain deadline may take to report.
+  std::chrono::milliseconds cancel_grace{30'000};
+  /// Sent to the orchestrator with the deregistration.
+  std::string reason = "the worker is shutting down";
+};
+
 class WorkerService final : public ::blacktree::v1::Worker::CallbackService {
  public:
   /// Called for every ping with the pinging orchestrator's id.
@@ -47,10 +62,21 @@ class WorkerService final : public ::blacktree::v1::Worker::CallbackService {
 
   /// Takes no new jobs from now on (pings report draining).
   void drain();
-  /// Waits until no job runs; false if `timeout` passed first.
+  /// Waits until no job runs and every result has been sent (or its caller
+  /// went away); false if `timeout` passed first.
   bool wait_idle(std::chrono::milliseconds timeout);
   /// Stops every running job (their results say why).
   void cancel_all(std::string_view reason);
+
+  /// A graceful stop: takes no new jobs (pings report draining, so the
+  /// orchestrator offers nothing more), lets running jobs finish until
+  /// `drain_timeout`, cancels what still runs and waits up to `cancel_grace`
+  /// for it to report, then deregisters through `registrar` (when given).
+  /// Blocks. An error says what could not end by itself:
+  /// errc::drain_deadline_exceeded (jobs were cancelled) or
+  /// errc::jobs_still_running (cancelled jobs had not ended either); the
+  /// deregistration's own outcome goes to the registrar's log.
+  core::Result<void> shutdown(Registrar* registrar, const ShutdownOptions& options = {});
 
   std::size_t running() const;
   std::vector<std::string> running_jobs() const;

@@ -1,0 +1,61 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+// The error codes of blacktree::grpc, for the core::Result its fallible
+// functions return (registration, deregistration, a worker's shutdown). The
+// transport's async operations report the core's own codes
+// (core::errc::worker_unreachable, ...), which the dispatcher branches on.
+
+#include <string>
+#include <system_error>
+
+namespace blacktree::grpc {
+
+enum class errc {
+  unavailable = 1,          ///< the peer could not be reached (not listening, network down, name not found)
+  deadline_exceeded,        ///< the call got no answer within its deadline
+  unauthenticated,          ///< the peer refused our credentials (no token, or the wrong one)
+  rejected,                 ///< the peer answered and refused the request (invalid, unknown, not now)
+  call_failed,              ///< any other gRPC failure
+  drain_deadline_exceeded,  ///< a shutdown cancelled jobs still running at its drain deadline
+  jobs_still_running,       ///< cancelled jobs had not ended when a shutdown gave up waiting
+};
+
+}  // namespace blacktree::grpc
+
+template <>
+struct std::is_error_code_enum<blacktree::grpc::errc> : std::true_type {};
+
+namespace blacktree::grpc {
+
+namespace detail {
+
+class error_category_impl final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "blacktree.grpc"; }
+
+  std::string message(int value) const override {
+    switch (static_cast<errc>(value)) {
+      case errc::unavailable: return "peer unavailable";
+      case errc::deadline_exceeded: return "call deadline exceeded";
+      case errc::unauthenticated: return "credentials refused";
+      case errc::rejected: return "request rejected";
+      case errc::call_failed: return "gRPC call failed";
+      case errc::drain_deadline_exceeded: return "drain deadline exceeded; running jobs cancelled";
+      case errc::jobs_still_running: return "cancelled jobs still running";
+    }
+    return "unknown blacktree.grpc error " + std::to_string(value);
+  }
+};
+
+}  // namespace detail
+
+/// One object for the whole program (an inline function's static), so codes compare equal.
+inline const std::error_category& error_category() noexcept {
+  static const detail::error_category_impl category;
+  return category;
+}
+
+inline std::error_code make_error_code(errc e) noexcept { return {static_cast<int>(e), error_category()}; }
+
+}  // namespace blacktree::grpc
