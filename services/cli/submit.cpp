@@ -10,6 +10,7 @@
 #include "progress.hpp"
 
 #include <blacktree/amqp/client.hpp>
+#include <blacktree/core/error.hpp>
 #include <blacktree/wire/wire.hpp>
 
 #include <fmt/format.h>
@@ -29,12 +30,13 @@ using Clock = std::chrono::steady_clock;
 
 // A job id becomes a topic routing key (`job.<id>`) that --wait binds to:
 // '*' and '#' there would be wildcards matching other jobs' events.
-std::string check_job_id(const std::string& id) {
-  if (id.size() > 200) return "--job-id: at most 200 characters";
+core::Result<void> check_job_id(const std::string& id) {
+  if (id.size() > 200) return core::Error{core::errc::invalid_job, "--job-id: at most 200 characters"};
   for (const char ch : id) {
     const auto c = static_cast<unsigned char>(ch);
     if (c <= 0x20 || c == 0x7f || ch == '*' || ch == '#')
-      return "--job-id: '" + printable(id) + "' may not contain spaces, control characters, '*' or '#'";
+      return core::Error{core::errc::invalid_job, "--job-id: '" + printable(id) +
+                                                      "' may not contain spaces, control characters, '*' or '#'"};
   }
   return {};
 }
@@ -173,14 +175,14 @@ std::string random_uuid_v4() {
   return out;
 }
 
-std::string build_job(const SubmitSettings& s, core::Job& job) {
-  job = core::Job{};
+core::Result<core::Job> build_job(const SubmitSettings& s) {
+  core::Job job;
   job.id = s.job_id.empty() ? random_uuid_v4() : s.job_id;
-  if (auto error = check_job_id(job.id); !error.empty()) return error;
+  if (auto checked = check_job_id(job.id); !checked) return std::move(checked).error();
   for (const auto& [flag, value] : {std::pair<const char*, const std::string&>{"--repo", s.repo},
                                     {"--branch", s.branch},
                                     {"--image", s.image}}) {
-    if (value.empty()) return std::string(flag) + " must not be empty";
+    if (value.empty()) return core::Error{core::errc::invalid_job, std::string(flag) + " must not be empty"};
   }
   job.build.repo_url = s.repo;
   job.build.branch = s.branch;
@@ -190,25 +192,26 @@ std::string build_job(const SubmitSettings& s, core::Job& job) {
   job.build.github_token = s.token;
   try {
     job.required_labels = service::parse_labels(s.labels);
-  } catch (const CLI::ValidationError& e) {
-    return e.what();
+  } catch (const CLI::ValidationError& e) {  // parse_labels' way of refusing a label
+    return core::Error{core::errc::invalid_job, e.what()};
   }
   if (!s.region.empty()) {
     const auto it = job.required_labels.find("region");
     if (it != job.required_labels.end() && it->second != s.region)
-      return "--region " + s.region + " contradicts --label region=" + it->second;
+      return core::Error{core::errc::invalid_job, "--region " + s.region + " contradicts --label region=" + it->second};
     job.required_labels.insert_or_assign("region", s.region);
   }
   job.timeout = std::chrono::seconds(s.timeout_s);
-  return {};
+  return job;
 }
 
 int run_submit(const SubmitSettings& s) {
-  core::Job job;
-  if (auto error = build_job(s, job); !error.empty()) {
-    fmt::print(stderr, "blacktree: error: {}\n", error);
+  auto built = build_job(s);
+  if (!built) {
+    fmt::print(stderr, "blacktree: error: {}\n", built.error().message());
     return exit_usage;
   }
+  const core::Job& job = *built;
 
   const milliseconds rpc_timeout = std::chrono::seconds(s.connect_timeout_s);
   amqp::AmqpOptions options = s.amqp;
