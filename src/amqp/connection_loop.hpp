@@ -39,7 +39,9 @@ class ConnectionWork {
   /// arrived (without blocking). A failure tears the connection down.
   virtual core::Result<void> on_ready(Connection& conn) = 0;
   /// The connection is gone (torn down after a failure, or closed by stop()):
-  /// forget or fail what belonged to it.
+  /// forget or fail what belonged to it. Also called once more as the loop
+  /// ends, connected or not, so that nothing queued is left waiting: it must
+  /// be idempotent.
   virtual void on_disconnected() {}
   /// Woken while there is no connection (waiting to retry): what other
   /// threads asked for meanwhile cannot be done on this connection.

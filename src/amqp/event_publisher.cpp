@@ -27,13 +27,13 @@ struct PublisherState {
   PublisherState(AmqpOptions options, AmqpEndpoint endpoint)
       : loop(std::move(options), std::move(endpoint), "events") {}
 
-  ConnectionLoop loop;
-
   mutable std::mutex mutex;
   std::deque<Event> buffer;  // while disconnected, events wait here (up to its bound)
   bool stopping = false;
 
   std::atomic<std::uint64_t> published{0}, dropped{0};
+
+  ConnectionLoop loop;  // last: its thread may use everything above until stop() joins it
 };
 
 namespace {

@@ -28,13 +28,13 @@ struct SinkState {
 
   SinkState(AmqpOptions options, AmqpEndpoint endpoint) : loop(std::move(options), std::move(endpoint), "status") {}
 
-  ConnectionLoop loop;
-
   mutable std::mutex mutex;
   std::deque<Publish> queue;
   bool stopping = false;
 
   std::atomic<std::uint64_t> published{0}, confirmed{0}, failed{0};
+
+  ConnectionLoop loop;  // last: its thread may use everything above until stop() joins it
 
   void fail(PublishHandler& handler) {
     failed.fetch_add(1);
