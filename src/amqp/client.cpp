@@ -37,7 +37,8 @@ core::Result<void> AmqpClient::open(const AmqpOptions& options, std::string_view
 }
 
 core::Result<std::string> AmqpClient::subscribe(const std::string& exchange, const std::string& routing_key) {
-  if (auto declared = conn_->declare_exchange(channel, exchange, "topic"); !declared) return std::move(declared).error();
+  if (auto declared = conn_->declare_exchange(channel, exchange, "topic"); !declared)
+    return std::move(declared).error();
   amqp_connection_state_t state = conn_->get();
   amqp_queue_declare_ok_t* declared = amqp_queue_declare(state, channel, amqp_empty_bytes, /*passive=*/0,
                                                          /*durable=*/0, /*exclusive=*/1, /*auto_delete=*/1,
@@ -83,8 +84,9 @@ core::Result<void> AmqpClient::publish_confirmed(const std::string& exchange, co
     const int rc = amqp_simple_wait_frame_noblock(state, &frame, &tv);
     if (rc == AMQP_STATUS_TIMEOUT) continue;
     if (rc != AMQP_STATUS_OK) {
-      return core::Error{errc::connection_lost, "lost the connection to " + where + " before it confirmed the message (" +
-                                                    amqp_error_string2(rc) + "): it may or may not have been queued"};
+      return core::Error{errc::connection_lost, "lost the connection to " + where +
+                                                    " before it confirmed the message (" + amqp_error_string2(rc) +
+                                                    "): it may or may not have been queued"};
     }
     if (frame.frame_type != AMQP_FRAME_METHOD) continue;  // the returned message's header and body
     if (auto open = detail::closed_by_broker(*conn_, frame); !open)

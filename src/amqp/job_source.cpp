@@ -261,7 +261,8 @@ class SourceWork final : public ConnectionWork {
       const int rc = ok ? amqp_basic_ack(conn_->get(), consume_channel, it->second, 0)
                         : amqp_basic_reject(conn_->get(), consume_channel, it->second, 1);
       (ok ? state_->dead_lettered : state_->requeued).fetch_add(1);
-      if (rc != AMQP_STATUS_OK) return conn_->lost(std::string("cannot settle a dead-lettered job: ") + amqp_error_string2(rc));
+      if (rc != AMQP_STATUS_OK)
+        return conn_->lost(std::string("cannot settle a dead-lettered job: ") + amqp_error_string2(rc));
     }
     dead_letter_pending_.erase(begin, end);
     return {};
