@@ -6,6 +6,7 @@
 
 #include <blacktree/amqp/options.hpp>
 #include <blacktree/core/job.hpp>
+#include <blacktree/core/result.hpp>
 
 #include <cstdint>
 #include <string>
@@ -54,8 +55,8 @@ struct WorkersSettings {
 };
 
 /// The job the settings describe (its id a random UUID v4 when none is
-/// given). Returns "" or what is wrong with the flags, naming the flag.
-std::string build_job(const SubmitSettings& settings, core::Job& job);
+/// given), or core::errc::invalid_job saying what is wrong, naming the flag.
+core::Result<core::Job> build_job(const SubmitSettings& settings);
 int run_submit(const SubmitSettings& settings);
 int run_workers(const WorkersSettings& settings);
 

@@ -6,10 +6,11 @@
 // one would steal it.
 
 #include "../common/service.hpp"
-#include "amqp_client.hpp"
 #include "commands.hpp"
 #include "progress.hpp"
 
+#include <blacktree/amqp/client.hpp>
+#include <blacktree/core/error.hpp>
 #include <blacktree/wire/wire.hpp>
 #include <blacktree/worker/build_spec.hpp>
 
@@ -30,12 +31,13 @@ using Clock = std::chrono::steady_clock;
 
 // A job id becomes a topic routing key (`job.<id>`) that --wait binds to:
 // '*' and '#' there would be wildcards matching other jobs' events.
-std::string check_job_id(const std::string& id) {
-  if (id.size() > 200) return "--job-id: at most 200 characters";
+core::Result<void> check_job_id(const std::string& id) {
+  if (id.size() > 200) return core::Error{core::errc::invalid_job, "--job-id: at most 200 characters"};
   for (const char ch : id) {
     const auto c = static_cast<unsigned char>(ch);
     if (c <= 0x20 || c == 0x7f || ch == '*' || ch == '#')
-      return "--job-id: '" + printable(id) + "' may not contain spaces, control characters, '*' or '#'";
+      return core::Error{core::errc::invalid_job, "--job-id: '" + printable(id) +
+                                                      "' may not contain spaces, control characters, '*' or '#'"};
   }
   return {};
 }
@@ -86,17 +88,30 @@ class InterruptsHeld {
   sigset_t previous_{};
 };
 
-int follow(AmqpClient& client, InterruptsHeld& interrupts, const std::string& queue, const std::string& job_id,
+// What a person does about a failed connect, in this command's flags.
+std::string open_hint(const core::Error& error) {
+  if (error.code() == amqp::errc::connect_failed) return ". Is RabbitMQ running there? (set --mq-url or MQ_URL)";
+  if (error.code() == amqp::errc::login_failed) return ". Check the credentials and vhost in --mq-url / MQ_URL";
+  if (error.code() == amqp::errc::tls_setup_failed) return " (--mq-tls-ca-file, --mq-tls-cert-file, --mq-tls-key-file)";
+  return "";
+}
+
+std::string publish_hint(const core::Error& error, const SubmitSettings& s) {
+  if (error.code() != amqp::errc::unroutable) return "";
+  return s.exchange.empty() ? "; start the orchestrator first (it declares the queue) or check --execute-queue"
+                            : "; check --exchange and --execute-queue";
+}
+
+int follow(amqp::AmqpClient& client, InterruptsHeld& interrupts, const std::string& queue, const std::string& job_id,
            std::uint32_t timeout_s) {
-  if (auto error = client.consume(queue); !error.empty()) {
-    fmt::print(stderr, "blacktree: error: {}; job {} was queued and may still run\n", error, job_id);
+  if (auto consuming = client.consume(queue); !consuming) {
+    fmt::print(stderr, "blacktree: error: {}; job {} was queued and may still run\n", consuming.error().message(),
+               job_id);
     return exit_unreachable;
   }
   const bool live = ::isatty(STDERR_FILENO) == 1;
   ProgressDisplay display(stderr, live, job_id);
   const auto deadline = Clock::now() + std::chrono::seconds(timeout_s);
-  std::string body;
-  std::string error;
   for (;;) {
     if (const int signal_number = interrupts.take(); signal_number != 0) {
       display.finish();
@@ -117,19 +132,19 @@ int follow(AmqpClient& client, InterruptsHeld& interrupts, const std::string& qu
     // Wake every quarter second: a terminal's clock and spinner move, and a
     // pending Ctrl-C is noticed (being blocked, it never interrupts rabbitmq-c mid-frame).
     const auto slice = std::min(left, milliseconds(250));
-    switch (client.next(slice, body, error)) {
-      case AmqpClient::Received::nothing:
-        display.tick();
-        continue;
-      case AmqpClient::Received::failed:
-        display.finish();
-        fmt::print(stderr, "blacktree: error: {}; job {} was queued and may still run\n", error, job_id);
-        return exit_unreachable;
-      case AmqpClient::Received::message:
-        break;
+    auto received = client.next(slice);
+    if (!received) {
+      display.finish();
+      fmt::print(stderr, "blacktree: error: {}; job {} was queued and may still run\n", received.error().message(),
+                 job_id);
+      return exit_unreachable;
+    }
+    if (!*received) {
+      display.tick();
+      continue;
     }
     v1::JobEvent event;
-    if (auto read = wire::from_json(body, event); !read) {
+    if (auto read = wire::from_json(**received, event); !read) {
       display.finish();
       fmt::print(stderr, "blacktree: ignoring an event that is not a JobEvent: {}\n", read.error().message());
       continue;
@@ -160,47 +175,47 @@ std::string random_uuid_v4() {
   return out;
 }
 
-std::string build_job(const SubmitSettings& s, core::Job& job) {
-  job = core::Job{};
+core::Result<core::Job> build_job(const SubmitSettings& s) {
+  core::Job job;
   job.id = s.job_id.empty() ? random_uuid_v4() : s.job_id;
-  if (auto error = check_job_id(job.id); !error.empty()) return error;
+  if (auto checked = check_job_id(job.id); !checked) return std::move(checked).error();
   for (const auto& [flag, value] : {std::pair<const char*, const std::string&>{"--repo", s.repo},
                                     {"--branch", s.branch},
                                     {"--image", s.image}}) {
-    if (value.empty()) return std::string(flag) + " must not be empty";
+    if (value.empty()) return core::Error{core::errc::invalid_job, std::string(flag) + " must not be empty"};
   }
   job.payload = core::Payload(worker::BuildSpec{s.repo, s.branch, s.dockerfile, s.context, s.image, s.token, {}});
   auto labels = service::parse_labels(s.labels);
-  if (!labels) return labels.error().message();
+  if (!labels) return core::Error{core::errc::invalid_job, labels.error().message()};
   job.required_labels = std::move(*labels);
   if (!s.region.empty()) {
     const auto it = job.required_labels.find("region");
     if (it != job.required_labels.end() && it->second != s.region)
-      return "--region " + s.region + " contradicts --label region=" + it->second;
+      return core::Error{core::errc::invalid_job, "--region " + s.region + " contradicts --label region=" + it->second};
     job.required_labels.insert_or_assign("region", s.region);
   }
   job.timeout = std::chrono::seconds(s.timeout_s);
-  return {};
+  return job;
 }
 
 int run_submit(const SubmitSettings& s) {
-  core::Job job;
-  if (auto error = build_job(s, job); !error.empty()) {
-    fmt::print(stderr, "blacktree: error: {}\n", error);
+  auto built = build_job(s);
+  if (!built) {
+    fmt::print(stderr, "blacktree: error: {}\n", built.error().message());
     return exit_usage;
   }
-
-  std::string error;
-  const auto endpoint = amqp::resolve_endpoint(s.amqp, &error);
-  if (!endpoint) {
-    fmt::print(stderr, "blacktree: error: {} (set --mq-url or MQ_URL)\n", error);
-    return exit_usage;
-  }
+  const core::Job& job = *built;
 
   const milliseconds rpc_timeout = std::chrono::seconds(s.connect_timeout_s);
-  AmqpClient client;
-  if (error = client.open(*endpoint, s.amqp.tls, rpc_timeout); !error.empty()) {
-    fmt::print(stderr, "blacktree: error: {}\n", error);
+  amqp::AmqpOptions options = s.amqp;
+  options.connect_timeout = rpc_timeout;
+  amqp::AmqpClient client;
+  if (auto opened = client.open(options, "cli"); !opened) {
+    if (opened.error().code() == amqp::errc::invalid_url) {
+      fmt::print(stderr, "blacktree: error: {} (set --mq-url or MQ_URL)\n", opened.error().message());
+      return exit_usage;
+    }
+    fmt::print(stderr, "blacktree: error: {}{}\n", opened.error().message(), open_hint(opened.error()));
     return exit_unreachable;
   }
   // Subscribe before publishing: the orchestrator may publish the first
@@ -211,18 +226,26 @@ int run_submit(const SubmitSettings& s) {
   std::optional<InterruptsHeld> interrupts;
   if (s.wait) {
     interrupts.emplace();
-    if (error = client.subscribe(s.amqp.events_exchange, "job." + job.id, events_queue); !error.empty()) {
-      fmt::print(stderr, "blacktree: error: {}; the job was not submitted\n", error);
+    auto subscribed = client.subscribe(s.amqp.events_exchange, "job." + job.id);
+    if (!subscribed) {
+      const std::string error = subscribed.error().message();
+      fmt::print(stderr, "blacktree: error: {}{}; the job was not submitted\n", error,
+                 error.find("406") != std::string::npos
+                     ? ". It exists with other settings: set --events-exchange to the orchestrator's events exchange"
+                     : "");
       return exit_unreachable;
     }
+    events_queue = std::move(*subscribed);
   }
   if (const int signal_number = interrupts ? interrupts->take() : 0; signal_number != 0) {
     fmt::print(stderr, "blacktree: interrupted: job {} was not submitted\n", job.id);
     return 128 + signal_number;
   }
-  if (error = client.publish_confirmed(s.exchange, s.amqp.execute_queue, wire::job_request_json(job), rpc_timeout);
-      !error.empty()) {
-    fmt::print(stderr, "blacktree: error: {}\n", error);
+  if (auto published =
+          client.publish_confirmed(s.exchange, s.amqp.execute_queue, wire::job_request_json(job), rpc_timeout);
+      !published) {
+    fmt::print(stderr, "blacktree: error: {}{}\n", published.error().with_context("job " + job.id).message(),
+               publish_hint(published.error(), s));
     return exit_unreachable;
   }
   // The id alone on stdout, so `id=$(blacktree submit ...)` works; the rest on stderr.

@@ -7,7 +7,6 @@
 #include <netdb.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,14 +17,15 @@
 
 namespace blacktree::amqp::detail {
 
-namespace {
-
 timeval to_timeval(std::chrono::milliseconds ms) {
+  ms = std::max(ms, std::chrono::milliseconds(0));
   timeval tv{};
   tv.tv_sec = static_cast<time_t>(ms.count() / 1000);
   tv.tv_usec = static_cast<suseconds_t>((ms.count() % 1000) * 1000);
   return tv;
 }
+
+namespace {
 
 std::string close_text(const char* what, std::uint16_t code, amqp_bytes_t text) {
   return std::string(what) + " (" + std::to_string(code) + " " + std::string(to_view(text)) + ")";
@@ -92,20 +92,9 @@ std::string describe_reply(const amqp_rpc_reply_t& reply) {
   return "unknown rabbitmq-c reply";
 }
 
-// --- Waker -------------------------------------------------------------------
-
-Waker::Waker() : fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
-Waker::~Waker() {
-  if (fd_ >= 0) ::close(fd_);
-}
-void Waker::notify() noexcept {
-  const std::uint64_t one = 1;
-  // A full counter (2^64-2 pending wake-ups) still wakes the reader: nothing to handle.
-  [[maybe_unused]] auto n = ::write(fd_, &one, sizeof one);
-}
-void Waker::drain() noexcept {
-  std::uint64_t value = 0;
-  [[maybe_unused]] auto n = ::read(fd_, &value, sizeof value);
+core::Result<void> check_reply(const amqp_rpc_reply_t& reply, errc code, std::string_view context) {
+  if (reply.reply_type == AMQP_RESPONSE_NORMAL) return {};
+  return core::Error{code, std::string(context) + ": " + describe_reply(reply)};
 }
 
 PollResult wait(int socket_fd, const Waker& waker, std::chrono::milliseconds timeout) noexcept {
@@ -133,66 +122,55 @@ bool Connection::heartbeat_expired() const noexcept {
   return std::chrono::steady_clock::now() - last_received_ > 2 * heartbeat_ + std::chrono::seconds(1);
 }
 
-bool Connection::wait_for_traffic(const Waker& waker) {
-  if (has_buffered()) return false;
-  const PollResult polled = wait(fd(), waker, poll_timeout());
-  if (polled.socket_ready) note_received();
-  return !polled.socket_ready && !polled.woken && heartbeat_expired();
-}
-
 std::chrono::milliseconds Connection::poll_timeout() const noexcept {
   if (heartbeat_.count() == 0) return std::chrono::milliseconds(-1);
   return std::chrono::duration_cast<std::chrono::milliseconds>(heartbeat_) / 2;
 }
 
-std::string Connection::open(const AmqpEndpoint& endpoint, const AmqpOptions& options, std::string_view role) {
+core::Result<void> Connection::open(const AmqpEndpoint& endpoint, const AmqpOptions& options,
+                                    std::string_view role) {
   abandon();
-  const std::string where = endpoint.describe();
+  where_ = endpoint.describe();
+  auto fail = [this](errc code, std::string message) {
+    abandon();
+    return core::Error{code, std::move(message)};
+  };
   state_ = amqp_new_connection();
-  if (!state_) return "cannot connect to " + where + ": out of memory";
+  if (!state_) return fail(errc::connect_failed, "cannot connect to " + where_ + ": out of memory");
 
   amqp_socket_t* socket = nullptr;
   if (endpoint.tls) {
     socket = amqp_ssl_socket_new(state_);
-    if (!socket) {
-      abandon();
-      return "cannot connect to " + where + ": cannot create a TLS socket";
-    }
+    if (!socket) return fail(errc::connect_failed, "cannot connect to " + where_ + ": cannot create a TLS socket");
     amqp_ssl_socket_set_verify_peer(socket, options.tls.verify_peer ? 1 : 0);
     amqp_ssl_socket_set_verify_hostname(socket, options.tls.verify_hostname ? 1 : 0);
     if (!options.tls.ca_file.empty()) {
-      if (int rc = amqp_ssl_socket_set_cacert(socket, options.tls.ca_file.c_str()); rc != AMQP_STATUS_OK) {
-        abandon();
-        return "cannot use CA file " + options.tls.ca_file + " for " + where + ": " + amqp_error_string2(rc);
-      }
+      if (int rc = amqp_ssl_socket_set_cacert(socket, options.tls.ca_file.c_str()); rc != AMQP_STATUS_OK)
+        return fail(errc::tls_setup_failed,
+                    "cannot use CA file " + options.tls.ca_file + " for " + where_ + ": " + amqp_error_string2(rc));
     }
     if (!options.tls.cert_file.empty()) {
       if (int rc = amqp_ssl_socket_set_key(socket, options.tls.cert_file.c_str(), options.tls.key_file.c_str());
-          rc != AMQP_STATUS_OK) {
-        abandon();
-        return "cannot use client certificate " + options.tls.cert_file + " / key " + options.tls.key_file +
-               " for " + where + ": " + amqp_error_string2(rc);
-      }
+          rc != AMQP_STATUS_OK)
+        return fail(errc::tls_setup_failed, "cannot use client certificate " + options.tls.cert_file + " / key " +
+                                                options.tls.key_file + " for " + where_ + ": " +
+                                                amqp_error_string2(rc));
     }
   } else {
     socket = amqp_tcp_socket_new(state_);
-    if (!socket) {
-      abandon();
-      return "cannot connect to " + where + ": cannot create a socket";
-    }
+    if (!socket) return fail(errc::connect_failed, "cannot connect to " + where_ + ": cannot create a socket");
   }
 
   timeval timeout = to_timeval(options.connect_timeout);
   if (int rc = amqp_socket_open_noblock(socket, endpoint.host.c_str(), endpoint.port, &timeout);
       rc != AMQP_STATUS_OK) {
-    abandon();
     std::string detail = amqp_error_string2(rc);
     if (rc == AMQP_STATUS_SOCKET_ERROR || rc == AMQP_STATUS_TCP_ERROR || rc == AMQP_STATUS_SOCKET_CLOSED) {
       // rabbitmq-c's text is generic ("a socket error occurred"); ask the network what it was.
       if (std::string why = probe_tcp(endpoint.host, endpoint.port, options.connect_timeout); !why.empty())
         detail = why;
     }
-    return "cannot connect to " + where + ": " + detail;
+    return fail(errc::connect_failed, "cannot connect to " + where_ + ": " + detail);
   }
   amqp_set_handshake_timeout(state_, &timeout);
   amqp_set_rpc_timeout(state_, &timeout);
@@ -209,33 +187,31 @@ std::string Connection::open(const AmqpEndpoint& endpoint, const AmqpOptions& op
       endpoint.username.c_str(), endpoint.password.reveal().c_str());
   if (login.reply_type != AMQP_RESPONSE_NORMAL) {
     std::string detail = describe_reply(login);
-    abandon();
     if (login.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
         login.library_error == AMQP_STATUS_CONNECTION_CLOSED)
       detail += " (RabbitMQ does this when the username or password is wrong)";
-    return "cannot log in to " + where + " as '" + endpoint.username + "': " + detail;
+    return fail(errc::login_failed,
+                "cannot log in to the broker at " + where_ + " as '" + endpoint.username + "': " + detail);
   }
   // The broker may have lowered our heartbeat; rabbitmq-c keeps the agreed value.
   heartbeat_ = std::chrono::seconds(amqp_get_heartbeat(state_));
   note_received();
 
   amqp_channel_open(state_, 1);
-  if (auto error = describe_reply(amqp_get_rpc_reply(state_)); !error.empty()) {
-    abandon();
-    return "cannot open a channel on " + where + ": " + error;
-  }
-  return {};
+  auto opened = check_reply(amqp_get_rpc_reply(state_), errc::channel_closed, "cannot open a channel on " + where_);
+  if (!opened) abandon();
+  return opened;
 }
 
-std::string Connection::open_channel(amqp_channel_t ch) {
+core::Result<void> Connection::open_channel(amqp_channel_t ch) {
   amqp_channel_open(state_, ch);
-  return describe_reply(amqp_get_rpc_reply(state_));
+  return check_reply(amqp_get_rpc_reply(state_), errc::channel_closed,
+                     "cannot open channel " + std::to_string(ch) + " on " + where_);
 }
 
-std::string Connection::reopen_after_channel_error(amqp_channel_t ch) {
+core::Result<void> Connection::reopen_after_channel_error(amqp_channel_t ch) {
   amqp_channel_close_ok_t ok{};
-  if (int rc = amqp_send_method(state_, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok); rc != AMQP_STATUS_OK)
-    return amqp_error_string2(rc);
+  if (int rc = amqp_send_method(state_, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok); rc != AMQP_STATUS_OK) return lost(rc);
   return open_channel(ch);
 }
 
@@ -247,41 +223,43 @@ bool precondition_failed(const amqp_rpc_reply_t& reply) {
 }
 }  // namespace
 
-std::string Connection::declare_queue(amqp_channel_t ch, const std::string& name) {
+core::Result<void> Connection::declare_queue(amqp_channel_t ch, const std::string& name) {
   amqp_queue_declare(state_, ch, to_bytes(name), 0, 1, 0, 0, amqp_empty_table);
   amqp_rpc_reply_t reply = amqp_get_rpc_reply(state_);
   if (precondition_failed(reply)) {
     // It exists with other arguments (a control plane's DLX, a quorum queue): use it as it is.
-    if (auto error = reopen_after_channel_error(ch); !error.empty())
-      return "cannot reopen the channel after declaring queue '" + name + "': " + error;
+    if (auto reopened = reopen_after_channel_error(ch); !reopened)
+      return reopened.error().with_context("cannot reopen the channel after declaring queue '" + name + "'");
     amqp_queue_declare(state_, ch, to_bytes(name), 1, 0, 0, 0, amqp_empty_table);
     reply = amqp_get_rpc_reply(state_);
   }
-  if (auto error = describe_reply(reply); !error.empty()) return "cannot declare queue '" + name + "': " + error;
-  return {};
+  return check_reply(reply, errc::declare_failed, "cannot declare queue '" + name + "'");
 }
 
-std::string Connection::declare_exchange(amqp_channel_t ch, const std::string& name, const std::string& type) {
+core::Result<void> Connection::declare_exchange(amqp_channel_t ch, const std::string& name, const std::string& type) {
   amqp_exchange_declare(state_, ch, to_bytes(name), to_bytes(type), 0, 1, 0, 0, amqp_empty_table);
-  if (auto error = describe_reply(amqp_get_rpc_reply(state_)); !error.empty())
-    return "cannot declare " + type + " exchange '" + name + "': " + error;
-  return {};
+  return check_reply(amqp_get_rpc_reply(state_), errc::declare_failed,
+                     "cannot declare " + type + " exchange '" + name + "' on " + where_);
 }
 
-std::string Connection::bind_queue(amqp_channel_t ch, const std::string& queue, const std::string& exchange,
-                                   const std::string& key) {
+core::Result<void> Connection::bind_queue(amqp_channel_t ch, const std::string& queue, const std::string& exchange,
+                                          const std::string& key) {
   amqp_queue_bind(state_, ch, to_bytes(queue), to_bytes(exchange), to_bytes(key), amqp_empty_table);
-  if (auto error = describe_reply(amqp_get_rpc_reply(state_)); !error.empty())
-    return "cannot bind queue '" + queue + "' to exchange '" + exchange + "': " + error;
-  return {};
+  return check_reply(amqp_get_rpc_reply(state_), errc::declare_failed,
+                     "cannot bind queue '" + queue + "' to exchange '" + exchange + "'");
 }
 
-std::string Connection::confirm_select(amqp_channel_t ch) {
+core::Result<void> Connection::confirm_select(amqp_channel_t ch) {
   amqp_confirm_select(state_, ch);
-  if (auto error = describe_reply(amqp_get_rpc_reply(state_)); !error.empty())
-    return "cannot enable publisher confirms: " + error;
-  return {};
+  return check_reply(amqp_get_rpc_reply(state_), errc::channel_closed,
+                     "cannot enable publisher confirms on " + where_);
 }
+
+core::Error Connection::lost(std::string_view detail) const {
+  return {errc::connection_lost, "lost the connection to " + where_ + ": " + std::string(detail)};
+}
+
+core::Error Connection::lost(int status) const { return lost(amqp_error_string2(status)); }
 
 void Connection::close() noexcept {
   if (!state_) return;
@@ -296,19 +274,21 @@ void Connection::abandon() noexcept {
   heartbeat_ = std::chrono::seconds(0);
 }
 
-std::string closed_by_broker(Connection& conn, const amqp_frame_t& frame, const std::string& where) {
+core::Result<void> closed_by_broker(Connection& conn, const amqp_frame_t& frame) {
   if (frame.frame_type != AMQP_FRAME_METHOD) return {};
   if (frame.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD) {
     const auto* m = static_cast<const amqp_channel_close_t*>(frame.payload.method.decoded);
-    return "the broker at " + where + " closed channel " + std::to_string(frame.channel) + " (" +
-           std::to_string(m->reply_code) + " " + std::string(to_view(m->reply_text)) + ")";
+    return core::Error{errc::channel_closed, "the broker at " + conn.where() + " closed channel " +
+                                                 std::to_string(frame.channel) + " (" + std::to_string(m->reply_code) +
+                                                 " " + std::string(to_view(m->reply_text)) + ")"};
   }
   if (frame.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD) {
     const auto* m = static_cast<const amqp_connection_close_t*>(frame.payload.method.decoded);
     amqp_connection_close_ok_t ok{};
     amqp_send_method(conn.get(), 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
-    return "the broker at " + where + " closed the connection (" + std::to_string(m->reply_code) + " " +
-           std::string(to_view(m->reply_text)) + ")";
+    return core::Error{errc::connection_lost, "the broker at " + conn.where() + " closed the connection (" +
+                                                  std::to_string(m->reply_code) + " " +
+                                                  std::string(to_view(m->reply_text)) + ")"};
   }
   return {};
 }

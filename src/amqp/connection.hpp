@@ -1,11 +1,17 @@
 // Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
 #pragma once
 
-// Private to src/amqp: a rabbitmq-c connection owned by one thread, the
-// eventfd that wakes that thread, and the poll() that waits on both. Nothing
-// here throws; failures come back as messages a person can act on.
+// Private to src/amqp: a rabbitmq-c connection owned by one thread, and the
+// poll() that waits on its socket and a waker. Both the connection loop of
+// the adapters (connection_loop.hpp) and the blocking AmqpClient open their
+// connections here. Nothing here throws; failures come back as core::Error
+// with an amqp::errc and a message a person can act on.
 
+#include <blacktree/amqp/error.hpp>
 #include <blacktree/amqp/options.hpp>
+#include <blacktree/core/result.hpp>
+
+#include "common/waker.hpp"
 
 #include <amqp.h>
 
@@ -16,29 +22,20 @@
 
 namespace blacktree::amqp::detail {
 
+using blacktree::detail::Waker;
+
 /// Text for a failed rabbitmq-c call ("" when `reply` is normal).
 std::string describe_reply(const amqp_rpc_reply_t& reply);
+/// Success when `reply` is normal, else `code` with "context: what the broker or rabbitmq-c said".
+core::Result<void> check_reply(const amqp_rpc_reply_t& reply, errc code, std::string_view context);
+
 inline std::string_view to_view(amqp_bytes_t bytes) {
   return {static_cast<const char*>(bytes.bytes), bytes.len};
 }
 inline amqp_bytes_t to_bytes(std::string_view s) {
   return amqp_bytes_t{s.size(), const_cast<char*>(s.data())};
 }
-
-/// An eventfd: other threads notify(), the owning thread polls fd() and drain()s.
-class Waker {
- public:
-  Waker();
-  ~Waker();
-  Waker(const Waker&) = delete;
-  Waker& operator=(const Waker&) = delete;
-  void notify() noexcept;
-  void drain() noexcept;
-  int fd() const noexcept { return fd_; }
-
- private:
-  int fd_ = -1;
-};
+timeval to_timeval(std::chrono::milliseconds ms);
 
 struct PollResult {
   bool socket_ready = false;  ///< readable, or an error/hang-up to be read
@@ -56,23 +53,32 @@ class Connection {
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  /// Connects, logs in and opens channel 1. Returns "" or what went wrong.
-  std::string open(const AmqpEndpoint& endpoint, const AmqpOptions& options, std::string_view role);
+  /// Connects (TLS for amqps), logs in as "<connection_name> <role>" and
+  /// opens channel 1. Errors: tls_setup_failed, connect_failed, login_failed,
+  /// channel_closed.
+  core::Result<void> open(const AmqpEndpoint& endpoint, const AmqpOptions& options, std::string_view role);
   bool is_open() const noexcept { return state_ != nullptr; }
   amqp_connection_state_t get() const noexcept { return state_; }
   int fd() const noexcept;
+  /// The broker, as messages name it: "amqp://host:5672/" (no credentials).
+  const std::string& where() const noexcept { return where_; }
   /// rabbitmq-c holds frames or bytes it has not handed out yet: read them
   /// before waiting on the socket, which will not signal them.
   bool has_buffered() const noexcept;
 
-  /// Opens channel `ch` (> 1; 1 is opened by open()). Returns "" or the error.
-  std::string open_channel(amqp_channel_t ch);
+  /// Opens channel `ch` (> 1; 1 is opened by open()).
+  core::Result<void> open_channel(amqp_channel_t ch);
   /// Declares a durable queue; one that exists with other arguments is used as it is.
-  std::string declare_queue(amqp_channel_t ch, const std::string& name);
-  std::string declare_exchange(amqp_channel_t ch, const std::string& name, const std::string& type);
-  std::string bind_queue(amqp_channel_t ch, const std::string& queue, const std::string& exchange,
-                         const std::string& key);
-  std::string confirm_select(amqp_channel_t ch);
+  core::Result<void> declare_queue(amqp_channel_t ch, const std::string& name);
+  core::Result<void> declare_exchange(amqp_channel_t ch, const std::string& name, const std::string& type);
+  core::Result<void> bind_queue(amqp_channel_t ch, const std::string& queue, const std::string& exchange,
+                                const std::string& key);
+  core::Result<void> confirm_select(amqp_channel_t ch);
+
+  /// errc::connection_lost, "lost the connection to <where>: <detail>".
+  core::Error lost(std::string_view detail) const;
+  /// The same, for a rabbitmq-c status code.
+  core::Error lost(int status) const;
 
   /// Polite close (bounded by the RPC timeout), then frees everything.
   void close() noexcept;
@@ -80,45 +86,41 @@ class Connection {
   void abandon() noexcept;
 
   /// Heartbeat bookkeeping: rabbitmq-c only notices a silent broker while it
-  /// blocks in a read, which this design never does, so the owner tracks it.
+  /// blocks in a read, which the connection loop never does, so the loop tracks it.
   void note_received() noexcept { last_received_ = std::chrono::steady_clock::now(); }
   /// True when the broker has said nothing for more than two heartbeat intervals.
   bool heartbeat_expired() const noexcept;
-  /// The idle step every connection thread shares: returns at once when
-  /// rabbitmq-c already holds data; otherwise waits for the socket, the waker
-  /// or the heartbeat timeout. True when the broker has missed its
-  /// heartbeats: the caller tears the connection down.
-  bool wait_for_traffic(const Waker& waker);
   /// How long the owner may wait in poll() and still send heartbeats in time.
   std::chrono::milliseconds poll_timeout() const noexcept;
 
  private:
-  std::string reopen_after_channel_error(amqp_channel_t ch);
+  core::Result<void> reopen_after_channel_error(amqp_channel_t ch);
 
   amqp_connection_state_t state_ = nullptr;
+  std::string where_;
   std::chrono::seconds heartbeat_{0};
   std::chrono::steady_clock::time_point last_received_{};
 };
 
-/// "" unless `frame` is the broker closing a channel or the connection (then
-/// answered with close-ok and described for a person).
-std::string closed_by_broker(Connection& conn, const amqp_frame_t& frame, const std::string& where);
+/// Success unless `frame` is the broker closing a channel (channel_closed) or
+/// the connection (connection_lost, answered with close-ok).
+core::Result<void> closed_by_broker(Connection& conn, const amqp_frame_t& frame);
 
 /// Reads the method frames that have arrived, without blocking, handing each
-/// to `on_method(frame)` (which returns "" or an error). Returns "" or why the
-/// connection is unusable.
+/// to `on_method(frame)` (which returns a core::Result<void>). Fails when the
+/// connection is unusable or `on_method` fails.
 template <class OnMethod>
-std::string read_methods(Connection& conn, const std::string& where, OnMethod&& on_method) {
+core::Result<void> read_methods(Connection& conn, OnMethod&& on_method) {
   for (int i = 0; i < 256; ++i) {  // bounded, so the owner's commands get their turn
     amqp_maybe_release_buffers(conn.get());
     timeval zero{0, 0};
     amqp_frame_t frame{};
     const int rc = amqp_simple_wait_frame_noblock(conn.get(), &frame, &zero);
     if (rc == AMQP_STATUS_TIMEOUT) return {};
-    if (rc != AMQP_STATUS_OK) return "lost the connection to " + where + ": " + amqp_error_string2(rc);
+    if (rc != AMQP_STATUS_OK) return conn.lost(rc);
     if (frame.frame_type != AMQP_FRAME_METHOD) continue;  // e.g. the content of a basic.return
-    if (auto error = closed_by_broker(conn, frame, where); !error.empty()) return error;
-    if (auto error = on_method(frame); !error.empty()) return error;
+    if (auto closed = closed_by_broker(conn, frame); !closed) return closed;
+    if (auto handled = on_method(frame); !handled) return handled;
   }
   return {};
 }

@@ -1,7 +1,7 @@
 // Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
 #include <blacktree/amqp/job_source.hpp>
 
-#include "connection.hpp"
+#include "connection_loop.hpp"
 
 #include <blacktree/core/error.hpp>
 #include <blacktree/wire/wire.hpp>
@@ -14,7 +14,6 @@
 #include <list>
 #include <map>
 #include <mutex>
-#include <stdexcept>
 #include <utility>
 
 namespace blacktree::amqp {
@@ -53,12 +52,9 @@ struct SourceState : std::enable_shared_from_this<SourceState> {
   };
 
   SourceState(asio::any_io_executor ex, AmqpOptions o, AmqpEndpoint e)
-      : executor(std::move(ex)), options(std::move(o)), endpoint(std::move(e)), prefetch(options.initial_prefetch) {}
+      : executor(std::move(ex)), prefetch(o.initial_prefetch), loop(std::move(o), std::move(e), "source") {}
 
   const asio::any_io_executor executor;
-  const AmqpOptions options;
-  const AmqpEndpoint endpoint;
-  Waker waker;
 
   mutable std::mutex mutex;
   std::deque<Command> commands;
@@ -69,11 +65,11 @@ struct SourceState : std::enable_shared_from_this<SourceState> {
   bool consumer_cancelled = false;  // cancel_consumer(): sticky, whatever the prefetch says
   bool stopping = false;  // the thread is to exit
   bool closed = false;    // receives complete with source_closed
-  std::string last_error;
 
-  std::atomic<bool> connected{false};
-  std::atomic<std::uint64_t> delivered{0}, acked{0}, requeued{0}, dead_lettered{0}, connects{0};
+  std::atomic<std::uint64_t> delivered{0}, acked{0}, requeued{0}, dead_lettered{0};
   std::atomic<std::uint64_t> generation_counter{0};  // one per connection established
+
+  ConnectionLoop loop;  // last: its thread may use everything above until stop() joins it
 
   AmqpDelivery make_delivery(Incoming in) {
     AmqpDelivery d;
@@ -95,7 +91,7 @@ struct SourceState : std::enable_shared_from_this<SourceState> {
       if (stopping) return;  // the connection closes: the broker takes everything back
       commands.push_back(std::move(command));
     }
-    waker.notify();
+    loop.wake();
   }
 
   // From the connection thread: to a waiting receiver, else into `ready`.
@@ -110,137 +106,42 @@ struct SourceState : std::enable_shared_from_this<SourceState> {
     lock.unlock();
     handler.complete(std::error_code{}, make_delivery(std::move(in)));
   }
-
-  void set_error(std::string error) {
-    std::lock_guard lock(mutex);
-    last_error = std::move(error);
-  }
 };
 
 namespace {
 
-// Everything the connection thread owns. Only run() touches it.
-class SourceLoop {
+// Consumes on channel 1, dead-letters through channel 2 in confirm mode, and
+// carries out what other threads asked for (acks, rejects, the prefetch).
+class SourceWork final : public ConnectionWork {
  public:
-  explicit SourceLoop(std::shared_ptr<SourceState> state)
-      : state_(std::move(state)), backoff_(state_->options.reconnect_initial, state_->options.reconnect_max) {}
+  explicit SourceWork(std::shared_ptr<SourceState> state) : state_(std::move(state)) {}
 
-  void run() noexcept {
-    try {
-      loop();
-    } catch (const std::exception& e) {  // never across the thread boundary
-      state_->set_error(std::string("amqp source thread failed: ") + e.what());
-    }
-    if (conn_.is_open()) finish();
-    state_->connected = false;
-    if (conn_.is_open()) conn_.close();  // the broker requeues whatever was not acked
-  }
-
- private:
-  // Stopping: send the acks and rejects asked for before stop(), and wait
-  // (boundedly) for the confirms of dead-letter copies, so that a graceful
-  // shutdown settles everything it was told to.
-  void finish() noexcept {
-    try {
-      // No new deliveries while the last acks and dead letters go out.
-      if (consuming_) {
-        amqp_basic_cancel(conn_.get(), consume_channel, to_bytes(consumer_tag_));
-        consuming_ = false;
-      }
-      std::string error = handle_commands();
-      const auto deadline = std::chrono::steady_clock::now() + state_->options.connect_timeout;
-      while (error.empty() && !dead_letter_pending_.empty() && std::chrono::steady_clock::now() < deadline) {
-        error = read_available();
-        if (!error.empty() || dead_letter_pending_.empty() || conn_.has_buffered()) continue;
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-        if (wait(conn_.fd(), state_->waker, std::max(left, std::chrono::milliseconds(1))).woken) state_->waker.drain();
-      }
-      if (!error.empty()) teardown(std::move(error));
-    } catch (...) {
-      teardown("amqp source: out of memory while stopping");
-    }
-  }
-
-  bool stopping() const {
-    std::lock_guard lock(state_->mutex);
-    return state_->stopping;
-  }
-
-  void loop() {
-    while (!stopping()) {
-      if (!conn_.is_open()) {
-        if (std::string error = connect(); !error.empty()) {
-          teardown(std::move(error));
-          wait_for_retry(backoff_.next());
-          continue;
-        }
-        backoff_.reset();
-      }
-      std::string error = handle_commands();
-      if (error.empty()) error = sync_consumer();
-      if (error.empty()) error = read_available();
-      if (!error.empty()) {
-        teardown(std::move(error));
-        continue;
-      }
-      if (conn_.wait_for_traffic(state_->waker)) teardown("lost the connection to " + state_->endpoint.describe() + ": missed heartbeats");
-    }
-  }
-
-  // Sleeps `delay` unless stopped; commands meanwhile are for a dead connection.
-  void wait_for_retry(std::chrono::milliseconds delay) {
-    const auto until = std::chrono::steady_clock::now() + delay;
-    while (!stopping()) {
-      const auto now = std::chrono::steady_clock::now();
-      if (now >= until) return;
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - now) + std::chrono::milliseconds(1);
-      if (wait(-1, state_->waker, left).woken) discard_commands();
-    }
-  }
-
-  void discard_commands() {
-    state_->waker.drain();
-    std::lock_guard lock(state_->mutex);
-    state_->commands.clear();
-  }
-
-  std::string connect() {
-    const AmqpOptions& o = state_->options;
-    if (auto error = conn_.open(state_->endpoint, o, "source"); !error.empty()) return error;
+  core::Result<void> on_connected(Connection& conn) override {
+    conn_ = &conn;
+    const AmqpOptions& o = state_->loop.options();
     if (o.declare) {
-      if (auto error = conn_.declare_queue(consume_channel, o.execute_queue); !error.empty()) return error;
-      if (!o.dead_letter_exchange.empty()) {
-        if (auto error = conn_.declare_exchange(consume_channel, o.dead_letter_exchange, o.dead_letter_exchange_type);
-            !error.empty())
-          return error;
-      }
-      if (!o.dead_letter_queue.empty()) {
-        if (auto error = conn_.declare_queue(consume_channel, o.dead_letter_queue); !error.empty()) return error;
-        if (!o.dead_letter_exchange.empty()) {
-          const std::string key = o.dead_letter_exchange_type == "topic" ? "#" : o.execute_queue;
-          if (auto error = conn_.bind_queue(consume_channel, o.dead_letter_queue, o.dead_letter_exchange, key);
-              !error.empty())
-            return error;
-        }
-      }
+      if (auto declared = declare(o); !declared) return declared;
     }
-    if (auto error = conn_.open_channel(dead_letter_channel); !error.empty())
-      return "cannot open the dead-letter channel: " + error;
-    if (auto error = conn_.confirm_select(dead_letter_channel); !error.empty()) return error;
+    if (auto opened = conn.open_channel(dead_letter_channel); !opened)
+      return opened.error().with_context("cannot open the dead-letter channel");
+    if (auto confirming = conn.confirm_select(dead_letter_channel); !confirming) return confirming;
     generation_ = state_->generation_counter.fetch_add(1) + 1;
     consuming_ = false;
     qos_applied_ = 0;
     dead_letter_seq_ = 0;
     dead_letter_pending_.clear();
-    state_->connects.fetch_add(1);
-    state_->connected = true;
     return {};
   }
 
-  void teardown(std::string error) {
-    if (!error.empty()) state_->set_error(std::move(error));
-    state_->connected = false;
-    conn_.abandon();
+  core::Result<void> on_ready(Connection& conn) override {
+    conn_ = &conn;
+    if (auto handled = handle_commands(); !handled) return handled;
+    if (auto synced = sync_consumer(); !synced) return synced;
+    return read_available();
+  }
+
+  void on_disconnected() override {
+    conn_ = nullptr;
     consuming_ = false;
     dead_letter_pending_.clear();
     // Buffered deliveries of the dead connection: the broker redelivers them.
@@ -248,8 +149,51 @@ class SourceLoop {
     state_->ready.clear();
   }
 
-  std::string handle_commands() {
-    state_->waker.drain();
+  // Commands meanwhile are for a dead connection.
+  void on_woken_offline() override {
+    std::lock_guard lock(state_->mutex);
+    state_->commands.clear();
+  }
+
+  // Send the acks and rejects asked for before stop(), and wait (boundedly)
+  // for the confirms of dead-letter copies, so that a graceful shutdown
+  // settles everything it was told to.
+  core::Result<void> on_stopping(Connection& conn) override {
+    conn_ = &conn;
+    // No new deliveries while the last acks and dead letters go out.
+    if (consuming_) {
+      amqp_basic_cancel(conn.get(), consume_channel, to_bytes(consumer_tag_));
+      consuming_ = false;
+    }
+    Waker& waker = state_->loop.waker();
+    auto settled = handle_commands();
+    const auto deadline = std::chrono::steady_clock::now() + state_->loop.options().connect_timeout;
+    while (settled && !dead_letter_pending_.empty() && std::chrono::steady_clock::now() < deadline) {
+      settled = read_available();
+      if (!settled || dead_letter_pending_.empty() || conn.has_buffered()) continue;
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (wait(conn.fd(), waker, std::max(left, std::chrono::milliseconds(1))).woken) waker.drain();
+    }
+    return settled;
+  }
+
+ private:
+  core::Result<void> declare(const AmqpOptions& o) {
+    if (auto declared = conn_->declare_queue(consume_channel, o.execute_queue); !declared) return declared;
+    if (!o.dead_letter_exchange.empty()) {
+      if (auto declared = conn_->declare_exchange(consume_channel, o.dead_letter_exchange, o.dead_letter_exchange_type);
+          !declared)
+        return declared;
+    }
+    if (o.dead_letter_queue.empty()) return {};
+    if (auto declared = conn_->declare_queue(consume_channel, o.dead_letter_queue); !declared) return declared;
+    if (o.dead_letter_exchange.empty()) return {};
+    const std::string key = o.dead_letter_exchange_type == "topic" ? "#" : o.execute_queue;
+    return conn_->bind_queue(consume_channel, o.dead_letter_queue, o.dead_letter_exchange, key);
+  }
+
+  core::Result<void> handle_commands() {
     std::deque<Command> commands;
     {
       std::lock_guard lock(state_->mutex);
@@ -260,25 +204,24 @@ class SourceLoop {
       int rc = AMQP_STATUS_OK;
       switch (c.kind) {
         case Command::Kind::ack:
-          rc = amqp_basic_ack(conn_.get(), consume_channel, c.tag, 0);
+          rc = amqp_basic_ack(conn_->get(), consume_channel, c.tag, 0);
           state_->acked.fetch_add(1);
           break;
         case Command::Kind::requeue:
-          rc = amqp_basic_reject(conn_.get(), consume_channel, c.tag, 1);
+          rc = amqp_basic_reject(conn_->get(), consume_channel, c.tag, 1);
           state_->requeued.fetch_add(1);
           break;
         case Command::Kind::dead_letter:
           rc = publish_dead_letter(c);
           break;
       }
-      if (rc != AMQP_STATUS_OK)
-        return "lost the connection to " + state_->endpoint.describe() + ": " + amqp_error_string2(rc);
+      if (rc != AMQP_STATUS_OK) return conn_->lost(rc);
     }
     return {};
   }
 
   int publish_dead_letter(const Command& c) {
-    const AmqpOptions& o = state_->options;
+    const AmqpOptions& o = state_->loop.options();
     amqp_table_entry_t headers[3]{};
     auto set = [&](int i, const char* key, const std::string& value) {
       headers[i].key = amqp_cstring_bytes(key);
@@ -299,14 +242,14 @@ class SourceLoop {
     // Through a named exchange the original routing key travels on; through
     // the default exchange the key must name the dead-letter queue.
     const std::string& key = o.dead_letter_exchange.empty() ? o.dead_letter_queue : c.routing_key;
-    const int rc = amqp_basic_publish(conn_.get(), dead_letter_channel, to_bytes(o.dead_letter_exchange),
+    const int rc = amqp_basic_publish(conn_->get(), dead_letter_channel, to_bytes(o.dead_letter_exchange),
                                       to_bytes(key), 0, 0, &props, to_bytes(c.body));
     if (rc == AMQP_STATUS_OK) dead_letter_pending_.emplace(++dead_letter_seq_, c.tag);
     return rc;
   }
 
   // The broker confirmed (or refused) dead-letter publishes up to `seq`.
-  std::string on_dead_letter_confirm(std::uint64_t seq, bool multiple, bool ok) {
+  core::Result<void> on_dead_letter_confirm(std::uint64_t seq, bool multiple, bool ok) {
     auto end = multiple ? dead_letter_pending_.upper_bound(seq) : dead_letter_pending_.find(seq);
     auto begin = multiple ? dead_letter_pending_.begin() : end;
     if (!multiple) {
@@ -315,10 +258,11 @@ class SourceLoop {
     }
     for (auto it = begin; it != end; ++it) {
       // Confirmed: the copy is safe, drop the original. Refused: give the original back.
-      const int rc = ok ? amqp_basic_ack(conn_.get(), consume_channel, it->second, 0)
-                        : amqp_basic_reject(conn_.get(), consume_channel, it->second, 1);
+      const int rc = ok ? amqp_basic_ack(conn_->get(), consume_channel, it->second, 0)
+                        : amqp_basic_reject(conn_->get(), consume_channel, it->second, 1);
       (ok ? state_->dead_lettered : state_->requeued).fetch_add(1);
-      if (rc != AMQP_STATUS_OK) return std::string("cannot settle a dead-lettered job: ") + amqp_error_string2(rc);
+      if (rc != AMQP_STATUS_OK)
+        return conn_->lost(std::string("cannot settle a dead-lettered job: ") + amqp_error_string2(rc));
     }
     dead_letter_pending_.erase(begin, end);
     return {};
@@ -326,31 +270,33 @@ class SourceLoop {
 
   // Makes the broker's consumer match the prefetch: AMQP's 0 is "unlimited",
   // ours is "nothing", so 0 means no consumer at all.
-  std::string sync_consumer() {
+  core::Result<void> sync_consumer() {
     std::size_t wanted;
     {
       std::lock_guard lock(state_->mutex);
       wanted = state_->consumer_cancelled ? 0 : std::min<std::size_t>(state_->prefetch, 65535);
     }
-    amqp_connection_state_t c = conn_.get();
-    const std::string& queue = state_->options.execute_queue;
+    amqp_connection_state_t c = conn_->get();
+    const std::string& queue = state_->loop.options().execute_queue;
     if (wanted > 0 && wanted != qos_applied_) {
       // global: a channel-wide limit, which RabbitMQ applies at once to the
       // running consumer (a per-consumer one only to consumers started later).
       amqp_basic_qos(c, consume_channel, 0, static_cast<std::uint16_t>(wanted), 1);
-      if (auto error = describe_reply(amqp_get_rpc_reply(c)); !error.empty()) return "basic.qos failed: " + error;
+      if (auto set = check_reply(amqp_get_rpc_reply(c), errc::consume_failed, "basic.qos failed"); !set) return set;
       qos_applied_ = wanted;
     }
     if (wanted > 0 && !consuming_) {
       amqp_basic_consume_ok_t* ok =
           amqp_basic_consume(c, consume_channel, to_bytes(queue), amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
-      if (auto error = describe_reply(amqp_get_rpc_reply(c)); !error.empty() || !ok)
-        return "cannot consume from queue '" + queue + "': " + error;
+      const std::string context = "cannot consume from queue '" + queue + "'";
+      if (auto started = check_reply(amqp_get_rpc_reply(c), errc::consume_failed, context); !started) return started;
+      if (!ok) return core::Error{errc::consume_failed, context};
       consumer_tag_.assign(to_view(ok->consumer_tag));
       consuming_ = true;
     } else if (wanted == 0 && consuming_) {
       amqp_basic_cancel(c, consume_channel, to_bytes(consumer_tag_));
-      if (auto error = describe_reply(amqp_get_rpc_reply(c)); !error.empty()) return "basic.cancel failed: " + error;
+      if (auto cancelled = check_reply(amqp_get_rpc_reply(c), errc::consume_failed, "basic.cancel failed"); !cancelled)
+        return cancelled;
       consuming_ = false;
       // Buffered and never handed out: straight back to the queue.
       std::deque<Incoming> ready;
@@ -359,8 +305,7 @@ class SourceLoop {
         ready.swap(state_->ready);
       }
       for (const auto& in : ready) {
-        if (int rc = amqp_basic_reject(c, consume_channel, in.tag, 1); rc != AMQP_STATUS_OK)
-          return std::string("cannot requeue: ") + amqp_error_string2(rc);
+        if (int rc = amqp_basic_reject(c, consume_channel, in.tag, 1); rc != AMQP_STATUS_OK) return conn_->lost(rc);
         state_->requeued.fetch_add(1);
       }
     }
@@ -368,8 +313,8 @@ class SourceLoop {
   }
 
   // Reads whatever has arrived, without blocking on the socket.
-  std::string read_available() {
-    amqp_connection_state_t c = conn_.get();
+  core::Result<void> read_available() {
+    amqp_connection_state_t c = conn_->get();
     for (int i = 0; i < 256; ++i) {  // bounded, so commands get their turn under a flood
       amqp_maybe_release_buffers(c);
       timeval zero{0, 0};
@@ -386,20 +331,18 @@ class SourceLoop {
         amqp_frame_t frame{};
         const int rc = amqp_simple_wait_frame_noblock(c, &frame, &zero);
         if (rc == AMQP_STATUS_TIMEOUT) return {};
-        if (rc != AMQP_STATUS_OK)
-          return "lost the connection to " + state_->endpoint.describe() + ": " + amqp_error_string2(rc);
-        if (auto error = on_frame(frame); !error.empty()) return error;
+        if (rc != AMQP_STATUS_OK) return conn_->lost(rc);
+        if (auto handled = on_frame(frame); !handled) return handled;
         continue;
       }
-      return "lost the connection to " + state_->endpoint.describe() + ": " + describe_reply(reply);
+      return conn_->lost(describe_reply(reply));
     }
     return {};
   }
 
-  std::string on_frame(const amqp_frame_t& frame) {
+  core::Result<void> on_frame(const amqp_frame_t& frame) {
     if (frame.frame_type != AMQP_FRAME_METHOD) return {};
-    const auto where = state_->endpoint.describe();
-    if (auto error = closed_by_broker(conn_, frame, where); !error.empty()) return error;
+    if (auto closed = closed_by_broker(*conn_, frame); !closed) return closed;
     switch (frame.payload.method.id) {
       case AMQP_BASIC_ACK_METHOD: {
         const auto* m = static_cast<const amqp_basic_ack_t*>(frame.payload.method.decoded);
@@ -411,7 +354,8 @@ class SourceLoop {
       }
       case AMQP_BASIC_CANCEL_METHOD:
         // The queue was deleted or failed over: start again, declaring it anew.
-        return "the broker at " + where + " cancelled the consumer of '" + state_->options.execute_queue + "'";
+        return core::Error{errc::consume_failed, "the broker at " + conn_->where() + " cancelled the consumer of '" +
+                                                     state_->loop.options().execute_queue + "'"};
       default:
         return {};
     }
@@ -421,7 +365,7 @@ class SourceLoop {
     state_->delivered.fetch_add(1);
     if (!consuming_) {
       // Arrived while the consumer was being cancelled (prefetch 0): not ours to hold.
-      amqp_basic_reject(conn_.get(), consume_channel, envelope.delivery_tag, 1);
+      amqp_basic_reject(conn_->get(), consume_channel, envelope.delivery_tag, 1);
       state_->requeued.fetch_add(1);
       return;
     }
@@ -441,8 +385,7 @@ class SourceLoop {
   }
 
   std::shared_ptr<SourceState> state_;
-  Connection conn_;
-  Backoff backoff_;
+  Connection* conn_ = nullptr;  // the loop's, between on_connected and on_disconnected
   std::uint64_t generation_ = 0;
   bool consuming_ = false;
   std::size_t qos_applied_ = 0;
@@ -491,20 +434,11 @@ void AmqpDelivery::hand_back() noexcept {
 
 // --- AmqpJobSource -------------------------------------------------------------
 
-namespace {
-AmqpEndpoint resolve_or_throw(const AmqpOptions& options) {
-  std::string error;
-  auto endpoint = resolve_endpoint(options, &error);
-  if (!endpoint) throw std::invalid_argument(error);
-  return *endpoint;
-}
-}  // namespace
-
 AmqpJobSource::AmqpJobSource(asio::any_io_executor executor, AmqpOptions options) : executor_(executor) {
-  AmqpEndpoint endpoint = resolve_or_throw(options);
+  AmqpEndpoint endpoint = detail::resolve_or_throw(options);
   endpoint_description_ = endpoint.describe();
   state_ = std::make_shared<detail::SourceState>(std::move(executor), std::move(options), std::move(endpoint));
-  thread_ = std::thread([state = state_] { detail::SourceLoop(state).run(); });
+  state_->loop.start(std::make_unique<detail::SourceWork>(state_));
 }
 
 AmqpJobSource::~AmqpJobSource() { stop(); }
@@ -514,11 +448,7 @@ void AmqpJobSource::stop() {
     std::lock_guard lock(state_->mutex);
     state_->stopping = true;  // what was asked before still goes out; nothing after
   }
-  state_->waker.notify();
-  {
-    std::lock_guard lock(stop_mutex_);
-    if (thread_.joinable()) thread_.join();
-  }
+  state_->loop.stop();
   std::list<detail::SourceState::Receiver> receivers;
   {
     std::lock_guard lock(state_->mutex);
@@ -598,7 +528,7 @@ void AmqpJobSource::set_prefetch(std::size_t n) {
     if (state_->prefetch == n) return;
     state_->prefetch = n;
   }
-  state_->waker.notify();
+  state_->loop.wake();
 }
 
 void AmqpJobSource::cancel_consumer() {
@@ -606,15 +536,12 @@ void AmqpJobSource::cancel_consumer() {
     std::lock_guard lock(state_->mutex);
     state_->consumer_cancelled = true;
   }
-  state_->waker.notify();
+  state_->loop.wake();
 }
 
-bool AmqpJobSource::connected() const noexcept { return state_->connected.load(); }
+bool AmqpJobSource::connected() const noexcept { return state_->loop.connected(); }
 
-std::string AmqpJobSource::last_error() const {
-  std::lock_guard lock(state_->mutex);
-  return state_->last_error;
-}
+std::string AmqpJobSource::last_error() const { return state_->loop.last_error(); }
 
 AmqpSourceStats AmqpJobSource::stats() const {
   AmqpSourceStats s;
@@ -622,8 +549,8 @@ AmqpSourceStats AmqpJobSource::stats() const {
   s.acked = state_->acked.load();
   s.requeued = state_->requeued.load();
   s.dead_lettered = state_->dead_lettered.load();
-  s.connects = state_->connects.load();
-  s.connected = state_->connected.load();
+  s.connects = state_->loop.connects();
+  s.connected = state_->loop.connected();
   std::lock_guard lock(state_->mutex);
   s.prefetch = state_->prefetch;
   return s;

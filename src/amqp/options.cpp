@@ -1,8 +1,12 @@
 // Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
 #include <blacktree/amqp/options.hpp>
 
+#include "connection_loop.hpp"
+
 #include <amqp.h>
 
+#include <stdexcept>
+#include <utility>
 #include <vector>
 
 namespace blacktree::amqp {
@@ -17,11 +21,8 @@ std::string AmqpEndpoint::describe() const {
   return out;
 }
 
-std::optional<AmqpEndpoint> resolve_endpoint(const AmqpOptions& options, std::string* error) {
-  auto fail = [&](std::string message) -> std::optional<AmqpEndpoint> {
-    if (error) *error = std::move(message);
-    return std::nullopt;
-  };
+core::Result<AmqpEndpoint> resolve_endpoint(const AmqpOptions& options) {
+  auto fail = [](std::string message) { return core::Error{errc::invalid_url, std::move(message)}; };
   const std::string& url = options.url;
   if (url.rfind("amqp://", 0) != 0 && url.rfind("amqps://", 0) != 0)
     return fail("invalid MQ_URL: it must start with amqp:// or amqps://");
@@ -53,4 +54,13 @@ std::optional<AmqpEndpoint> resolve_endpoint(const AmqpOptions& options, std::st
   return endpoint;
 }
 
+namespace detail {
+
+AmqpEndpoint resolve_or_throw(const AmqpOptions& options) {
+  auto endpoint = resolve_endpoint(options);
+  if (!endpoint) throw std::invalid_argument(endpoint.error().message());
+  return std::move(*endpoint);
+}
+
+}  // namespace detail
 }  // namespace blacktree::amqp

@@ -6,6 +6,8 @@
 //   AmqpJobSource       core::JobSource on execute.queue (job_source.hpp)
 //   AmqpStatusSink      core::StatusSink on status.queue (status_sink.hpp)
 //   AmqpEventPublisher  best-effort progress events (event_publisher.hpp)
+//   AmqpClient          a blocking client for short-lived programs (client.hpp)
+//   amqp::errc          the adapter's error codes (error.hpp)
 // None of these headers includes amqp.h.
 //
 // Wiring them into a Dispatcher (the orchestrator's shape):
@@ -34,6 +36,8 @@
 // Lifetimes: the io_context (executor) must outlive the source and sink, and
 // they must outlive the Dispatcher.
 
+#include <blacktree/amqp/client.hpp>
+#include <blacktree/amqp/error.hpp>
 #include <blacktree/amqp/event_publisher.hpp>
 #include <blacktree/amqp/job_source.hpp>
 #include <blacktree/amqp/options.hpp>

@@ -13,9 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 
 namespace blacktree::amqp {
 
@@ -64,8 +62,6 @@ class AmqpEventPublisher {
   bool enqueue(const core::ProgressEvent& event, const core::JobResult* result);
 
   std::shared_ptr<detail::PublisherState> state_;
-  std::mutex stop_mutex_;
-  std::thread thread_;
 };
 
 }  // namespace blacktree::amqp

@@ -29,11 +29,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <system_error>
-#include <thread>
 
 namespace blacktree::amqp {
 
@@ -197,8 +195,6 @@ class AmqpJobSource {
   asio::any_io_executor executor_;
   std::string endpoint_description_;
   std::shared_ptr<detail::SourceState> state_;
-  std::mutex stop_mutex_;
-  std::thread thread_;
 };
 
 static_assert(core::JobSource<AmqpJobSource>);

@@ -6,7 +6,9 @@
 // its own connection with it. Defaults match the seed design, so a control
 // plane written for it works unchanged.
 
+#include <blacktree/amqp/error.hpp>
 #include <blacktree/core/job.hpp>
+#include <blacktree/core/result.hpp>
 
 #include <chrono>
 #include <cstddef>
@@ -98,8 +100,9 @@ struct AmqpEndpoint {
   std::string describe() const;
 };
 
-/// Parses `options.url` and applies the overrides. On failure returns
-/// nullopt and sets `error` (e.g. "invalid MQ_URL: the scheme must be amqp or amqps").
-std::optional<AmqpEndpoint> resolve_endpoint(const AmqpOptions& options, std::string* error = nullptr);
+/// Parses `options.url` and applies the overrides. Fails with
+/// errc::invalid_url and a message that never contains the password
+/// (e.g. "invalid MQ_URL: it must start with amqp:// or amqps://").
+core::Result<AmqpEndpoint> resolve_endpoint(const AmqpOptions& options);
 
 }  // namespace blacktree::amqp

@@ -15,10 +15,8 @@
 
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <system_error>
-#include <thread>
 
 namespace blacktree::amqp {
 
@@ -82,8 +80,6 @@ class AmqpStatusSink {
   asio::any_io_executor executor_;
   std::string endpoint_description_;
   std::shared_ptr<detail::SinkState> state_;
-  std::mutex stop_mutex_;
-  std::thread thread_;
 };
 
 static_assert(core::StatusSink<AmqpStatusSink>);

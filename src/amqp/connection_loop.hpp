@@ -1,0 +1,116 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+// Private to src/amqp: the one "connection thread" of the adapters. A
+// ConnectionLoop owns a rabbitmq-c connection on a thread of its own and the
+// reconnect policy: connect with backoff, heartbeats, wake-ups, stop. What is
+// declared on each connection and what is done on it is the adapter's,
+// through ConnectionWork.
+//
+//   struct State { ConnectionLoop loop; ...; };        // shared with the adapter's callers
+//   class Work : public ConnectionWork { ... };         // holds a shared_ptr<State>
+//   state->loop.start(std::make_unique<Work>(state));   // in the adapter's constructor
+//   ... other threads queue work and call state->loop.wake() ...
+//   state->loop.stop();                                 // in the adapter's stop(): joins
+
+#include "connection.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+namespace blacktree::amqp::detail {
+
+/// What an adapter does on the connection its ConnectionLoop keeps open.
+/// Every call comes from the loop's thread, one at a time; an exception that
+/// escapes one ends the loop (recorded as its last error), never the process.
+class ConnectionWork {
+ public:
+  virtual ~ConnectionWork() = default;
+  /// A new connection is up, channel 1 open: declare, open further channels,
+  /// reset what belongs to one connection. A failure tears it down and retries.
+  virtual core::Result<void> on_connected(Connection& conn) = 0;
+  /// One turn on the live connection, after a wake-up, traffic or a
+  /// heartbeat interval: send what other threads asked for, read what has
+  /// arrived (without blocking). A failure tears the connection down.
+  virtual core::Result<void> on_ready(Connection& conn) = 0;
+  /// The connection is gone (torn down after a failure, or closed by stop()):
+  /// forget or fail what belonged to it. Also called once more as the loop
+  /// ends, connected or not, so that nothing queued is left waiting: it must
+  /// be idempotent.
+  virtual void on_disconnected() {}
+  /// Woken while there is no connection (waiting to retry): what other
+  /// threads asked for meanwhile cannot be done on this connection.
+  virtual void on_woken_offline() {}
+  /// stop() was called with the connection up: settle what was asked before
+  /// it, within the loop's connect_timeout. A failure abandons the connection.
+  virtual core::Result<void> on_stopping(Connection& /*conn*/) { return {}; }
+};
+
+/// The adapters' constructors report a URL they cannot use by throwing
+/// std::invalid_argument with resolve_endpoint's message (a constructor has
+/// no Result to return; it throws on the caller's thread, never on the loop's).
+AmqpEndpoint resolve_or_throw(const AmqpOptions& options);
+
+class ConnectionLoop {
+ public:
+  /// `role` names the connection to the broker ("<connection_name> <role>").
+  ConnectionLoop(AmqpOptions options, AmqpEndpoint endpoint, std::string role);
+  ~ConnectionLoop() { stop(); }
+  ConnectionLoop(const ConnectionLoop&) = delete;
+  ConnectionLoop& operator=(const ConnectionLoop&) = delete;
+
+  /// Starts the thread, which connects and then runs `work` until stop().
+  void start(std::unique_ptr<ConnectionWork> work);
+  /// Wakes the thread (another thread queued work for it). Any thread.
+  void wake() noexcept { waker_.notify(); }
+  /// Ends the loop (see ConnectionWork::on_stopping) and joins the thread.
+  /// Idempotent; any thread but the loop's own.
+  void stop();
+
+  /// For bounded waits inside on_stopping().
+  Waker& waker() noexcept { return waker_; }
+  const AmqpOptions& options() const noexcept { return options_; }
+  const AmqpEndpoint& endpoint() const noexcept { return endpoint_; }
+
+  /// True while a connection is up and on_connected() succeeded.
+  bool connected() const noexcept { return connected_.load(); }
+  /// Connections established, the first one included.
+  std::uint64_t connects() const noexcept { return connects_.load(); }
+  /// The last problem, for a person; empty if none yet.
+  std::string last_error() const;
+  void set_error(std::string message);
+
+ private:
+  void run(ConnectionWork& work) noexcept;
+  void loop(ConnectionWork& work);
+  core::Result<void> connect(ConnectionWork& work);
+  void teardown(ConnectionWork& work, const core::Error& error);
+  void wait_for_retry(ConnectionWork& work, std::chrono::milliseconds delay);
+  /// Waits for traffic, a wake-up or a heartbeat interval; false when the
+  /// broker has missed its heartbeats.
+  bool wait_for_traffic();
+
+  const AmqpOptions options_;
+  const AmqpEndpoint endpoint_;
+  const std::string role_;
+  Waker waker_;
+  std::atomic<bool> stop_requested_{false};
+  std::atomic<bool> connected_{false};
+  std::atomic<std::uint64_t> connects_{0};
+  mutable std::mutex error_mutex_;
+  std::string last_error_;
+
+  // The thread's own.
+  Connection conn_;
+  Backoff backoff_;
+
+  std::mutex stop_mutex_;
+  std::thread thread_;
+};
+
+}  // namespace blacktree::amqp::detail

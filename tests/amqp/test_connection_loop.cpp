@@ -1,0 +1,130 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+//
+// detail::ConnectionLoop, the one connection thread under the job source,
+// status sink and event publisher, with a ConnectionWork of the test's own,
+// against the fixture's RabbitMQ.
+
+#include "amqp/connection_loop.hpp"
+
+#include "amqp_test_support.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+
+namespace {
+
+using namespace std::chrono_literals;
+using blacktree::amqp::AmqpOptions;
+namespace amqp = blacktree::amqp;
+namespace core = blacktree::core;
+namespace t = blacktree::amqp::test;
+
+// What the loop did, seen from the test's thread.
+struct Seen {
+  std::atomic<int> connected{0}, ready{0}, disconnected{0}, woken_offline{0}, stopping{0};
+  std::atomic<bool> asked{false};      // the test asks for one turn of work...
+  std::atomic<bool> done{false};       // ...and the work did it
+  std::atomic<bool> fail_once{false};  // the next turn fails
+};
+
+class Work final : public amqp::detail::ConnectionWork {
+ public:
+  Work(std::shared_ptr<Seen> seen, std::string queue) : seen_(std::move(seen)), queue_(std::move(queue)) {}
+
+  core::Result<void> on_connected(amqp::detail::Connection& conn) override {
+    ++seen_->connected;
+    return conn.declare_queue(1, queue_);
+  }
+  core::Result<void> on_ready(amqp::detail::Connection&) override {
+    ++seen_->ready;
+    if (seen_->fail_once.exchange(false)) return core::Error{amqp::errc::publish_failed, "the test's failure"};
+    if (seen_->asked.exchange(false)) seen_->done = true;
+    return {};
+  }
+  void on_disconnected() override { ++seen_->disconnected; }
+  void on_woken_offline() override { ++seen_->woken_offline; }
+  core::Result<void> on_stopping(amqp::detail::Connection&) override {
+    ++seen_->stopping;
+    return {};
+  }
+
+ private:
+  std::shared_ptr<Seen> seen_;
+  std::string queue_;
+};
+
+AmqpOptions loop_options() {
+  AmqpOptions o;
+  o.url = t::broker_url();
+  o.reconnect_initial = 20ms;
+  o.reconnect_max = 100ms;
+  o.heartbeat = 5s;
+  return o;
+}
+
+amqp::AmqpEndpoint endpoint_of(const AmqpOptions& o) { return std::move(*amqp::resolve_endpoint(o)); }
+
+}  // namespace
+
+TEST_CASE("amqp: the connection loop connects, works when woken, and settles at stop", "[amqp]") {
+  auto seen = std::make_shared<Seen>();
+  const AmqpOptions o = loop_options();
+  const std::string queue = t::unique_name("loop");
+  amqp::detail::ConnectionLoop loop(o, endpoint_of(o), "loop-test");
+  loop.start(std::make_unique<Work>(seen, queue));
+  REQUIRE(t::eventually([&] { return loop.connected(); }));
+  CHECK(loop.connects() == 1);
+  CHECK(seen->connected == 1);
+  t::Client control;
+  CHECK(control.ready(queue) == 0);  // on_connected declared it
+
+  seen->asked = true;
+  loop.wake();
+  REQUIRE(t::eventually([&] { return seen->done.load(); }));
+
+  loop.stop();
+  CHECK_FALSE(loop.connected());
+  CHECK(seen->stopping == 1);
+  CHECK(seen->disconnected == 1);
+  CHECK(loop.last_error().empty());
+  loop.stop();  // idempotent
+}
+
+TEST_CASE("amqp: a failed turn tears the connection down and the loop connects again", "[amqp]") {
+  auto seen = std::make_shared<Seen>();
+  const AmqpOptions o = loop_options();
+  amqp::detail::ConnectionLoop loop(o, endpoint_of(o), "loop-test");
+  loop.start(std::make_unique<Work>(seen, t::unique_name("loop")));
+  REQUIRE(t::eventually([&] { return loop.connected(); }));
+
+  seen->fail_once = true;
+  loop.wake();
+  REQUIRE(t::eventually([&] { return loop.connects() == 2 && loop.connected(); }));
+  CHECK(seen->connected == 2);
+  CHECK(seen->disconnected == 1);
+  CHECK(loop.last_error() == "the test's failure");
+  loop.stop();
+}
+
+TEST_CASE("amqp: the connection loop retries an unreachable broker until stopped", "[amqp]") {
+  auto seen = std::make_shared<Seen>();
+  AmqpOptions o = loop_options();
+  o.url = "amqp://guest:guest@127.0.0.1:1/";  // nothing listens on port 1
+  amqp::detail::ConnectionLoop loop(o, endpoint_of(o), "loop-test");
+  loop.start(std::make_unique<Work>(seen, "unused"));
+  REQUIRE(t::eventually([&] { return !loop.last_error().empty(); }));
+  CHECK(loop.last_error().find("cannot connect to amqp://127.0.0.1:1/") != std::string::npos);
+
+  // Work asked for while there is no connection is the work's to drop.
+  loop.wake();
+  REQUIRE(t::eventually([&] { return seen->woken_offline > 0; }));
+
+  const auto before = std::chrono::steady_clock::now();
+  loop.stop();
+  CHECK(std::chrono::steady_clock::now() - before < 2s);  // a stop wakes the retry wait
+  CHECK(loop.connects() == 0);
+  CHECK(seen->connected == 0);
+  CHECK(seen->stopping == 0);
+}
