@@ -16,6 +16,9 @@ packages=(
   libasio-dev libfmt-dev libspdlog-dev libyaml-cpp-dev libcli11-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   librabbitmq-dev libcpp-httplib-dev
+  # The worker's JSON (a credential helper's reply, docker's config.json):
+  # saves a hand-written parser and formatter. Header-only, build time only.
+  nlohmann-json3-dev
   catch2
   # Real servers and tools the integration tests (and the main job) run.
   rabbitmq-server amqp-tools

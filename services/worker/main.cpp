@@ -11,6 +11,7 @@
 #include <blacktree/version.hpp>
 #include <blacktree/worker/argv_runner.hpp>
 #include <blacktree/worker/build_pipeline.hpp>
+#include <blacktree/worker/job_dir.hpp>
 #include <blacktree/worker/noop_runner.hpp>
 
 #include <grpcpp/grpcpp.h>
@@ -186,17 +187,15 @@ int main(int argc, char** argv) {
     }
     // A previous process killed mid-job (kill -9, power loss) left its job
     // directories, credentials included; no job runs yet, so all are stale.
-    std::error_code scan_error;
-    for (const auto& entry : std::filesystem::directory_iterator(build.work_root, scan_error)) {
-      if (!entry.is_directory() || entry.path().filename().string().rfind("job-", 0) != 0) continue;
-      std::error_code ec;
-      std::filesystem::remove_all(entry.path(), ec);
-      if (ec) log->warn("cannot remove the stale job directory {}: {}", entry.path().string(), ec.message());
-      else log->info("removed the stale job directory {}", entry.path().string());
+    for (const auto& stale : blacktree::worker::remove_stale_job_dirs(build.work_root)) {
+      if (stale.error)
+        log->warn("cannot remove the stale job directory {}: {}", stale.path.string(), stale.error.message());
+      else
+        log->info("removed the stale job directory {}", stale.path.string());
     }
     auto pipeline = std::make_unique<blacktree::worker::BuildPipelineRunner>(build);
-    if (auto problem = pipeline->check()) {
-      log->error("the build pipeline cannot run here: {}", *problem);
+    if (auto usable = pipeline->check(); !usable) {
+      log->error("the build pipeline cannot run here: {}", usable.error().message());
       return 1;
     }
     log->info("build pipeline: {} builder, pushing to {}, job directories under {}", builder_name, build.registry,

@@ -5,6 +5,8 @@
 
 #include <blacktree/worker/build_pipeline.hpp>
 
+#include <blacktree/worker/error.hpp>
+
 #include <fmt/format.h>
 
 #include <cstdlib>
@@ -23,6 +25,8 @@ std::string trim(std::string s) {
   while (i < s.size() && s[i] == ' ') ++i;
   return s.substr(i);
 }
+
+core::Error no_digest(std::string why) { return core::Error{errc::no_digest, std::move(why)}; }
 
 bool program_exists(const std::string& program) {
   if (program.find('/') != std::string::npos) return ::access(program.c_str(), X_OK) == 0;
@@ -44,11 +48,12 @@ class BuildahBuilder final : public Builder {
 
   std::string_view name() const noexcept override { return "buildah"; }
 
-  std::optional<std::string> unavailable_reason() const override {
+  core::Result<void> available() const override {
     if (!program_exists(config_.buildah_program)) {
-      return fmt::format("'{}' is not installed or not in PATH", config_.buildah_program);
+      return core::Error{errc::tool_unavailable,
+                         fmt::format("'{}' is not installed or not in PATH", config_.buildah_program)};
     }
-    return std::nullopt;
+    return {};
   }
 
   ProcessSpec build_command(const BuildContext& ctx) const override {
@@ -71,13 +76,15 @@ class BuildahBuilder final : public Builder {
     return spec;
   }
 
-  std::optional<std::string> pushed_digest(const BuildContext& ctx,
-                                           const std::vector<std::string>& /*push_output*/) const override {
+  core::Result<std::string> pushed_digest(const BuildContext& ctx,
+                                          const std::vector<std::string>& /*push_output*/) const override {
     std::ifstream in(ctx.digest_file);
     std::string digest;
-    if (!std::getline(in, digest)) return std::nullopt;
+    if (!std::getline(in, digest)) return no_digest(fmt::format("{} is missing or empty", ctx.digest_file.string()));
     digest = trim(digest);
-    if (digest.rfind("sha256:", 0) != 0) return std::nullopt;
+    if (digest.rfind("sha256:", 0) != 0) {
+      return no_digest(fmt::format("{} holds no sha256 digest", ctx.digest_file.string()));
+    }
     return digest;
   }
 
@@ -114,9 +121,10 @@ class DockerBuilder final : public Builder {
 
   std::string_view name() const noexcept override { return "docker"; }
 
-  std::optional<std::string> unavailable_reason() const override {
+  core::Result<void> available() const override {
     if (!program_exists(config_.docker_program)) {
-      return fmt::format("'{}' is not installed or not in PATH", config_.docker_program);
+      return core::Error{errc::tool_unavailable,
+                         fmt::format("'{}' is not installed or not in PATH", config_.docker_program)};
     }
     ProcessSpec probe;
     probe.argv = {config_.docker_program, "version", "--format", "{{.Server.Version}}"};
@@ -126,10 +134,10 @@ class DockerBuilder final : public Builder {
     std::string output;
     const auto outcome = run_process(probe, [&](std::string_view l) { output.append(l).append("\n"); });
     if (!outcome.ok()) {
-      return fmt::format("no Docker engine is reachable ({} {}): {}", config_.docker_program, outcome.describe(),
-                         trim(output));
+      return core::Error{errc::tool_unavailable, fmt::format("no Docker engine is reachable ({} {}): {}",
+                                                             config_.docker_program, outcome.describe(), trim(output))};
     }
-    return std::nullopt;
+    return {};
   }
 
   ProcessSpec build_command(const BuildContext& ctx) const override {
@@ -147,15 +155,15 @@ class DockerBuilder final : public Builder {
     return spec;
   }
 
-  std::optional<std::string> pushed_digest(const BuildContext& /*ctx*/,
-                                           const std::vector<std::string>& push_output) const override {
+  core::Result<std::string> pushed_digest(const BuildContext& /*ctx*/,
+                                          const std::vector<std::string>& push_output) const override {
     // "latest: digest: sha256:<hex> size: 528"
     static const std::regex digest_re("digest: (sha256:[0-9a-f]{64})");
     for (auto it = push_output.rbegin(); it != push_output.rend(); ++it) {
       std::smatch m;
       if (std::regex_search(*it, m, digest_re)) return m[1].str();
     }
-    return std::nullopt;
+    return no_digest("the push printed no 'digest: sha256:...' line");
   }
 
   std::vector<ProcessSpec> cleanup_commands(const BuildContext& ctx) const override {

@@ -1,6 +1,12 @@
 // Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
 #include <blacktree/worker/process.hpp>
 
+#include "common/waker.hpp"
+#include "util.hpp"
+
+#include <blacktree/core/result.hpp>
+#include <blacktree/worker/error.hpp>
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -17,7 +23,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <spawn.h>
-#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -94,11 +99,6 @@ std::string signal_name(int sig) {
   return abbrev != nullptr ? fmt::format("SIG{}", abbrev) : fmt::format("signal {}", sig);
 }
 
-std::string format_duration(milliseconds d) {
-  if (d.count() % 1000 == 0) return fmt::format("{}s", d.count() / 1000);
-  return fmt::format("{:.1f}s", static_cast<double>(d.count()) / 1000.0);
-}
-
 bool is_executable_file(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(path.c_str(), X_OK) == 0;
@@ -106,7 +106,7 @@ bool is_executable_file(const std::string& path) {
 
 // argv[0] resolved against PATH; the child's PATH wins because that is the
 // environment the caller chose for the tool.
-std::optional<std::string> resolve_program(const std::string& name, const ProcessSpec& spec) {
+core::Result<std::string> resolve_program(const std::string& name, const ProcessSpec& spec) {
   if (name.find('/') != std::string::npos) return name;
   std::string path;
   if (auto it = spec.env.find("PATH"); it != spec.env.end()) {
@@ -126,7 +126,7 @@ std::optional<std::string> resolve_program(const std::string& name, const Proces
     if (is_executable_file(candidate)) return candidate;
     start = end + 1;
   }
-  return std::nullopt;
+  return core::Error{errc::tool_unavailable, fmt::format("'{}' not found in PATH", name)};
 }
 
 // Every live descendant of `root` (not `root` itself) and every member of its
@@ -287,7 +287,7 @@ std::string ProcessOutcome::describe() const {
     case End::signalled:
       return fmt::format("killed by {}", signal_name(signal));
     case End::timed_out:
-      return fmt::format("timed out after {} and was killed", format_duration(elapsed));
+      return fmt::format("timed out after {} and was killed", detail::format_duration(elapsed));
     case End::cancelled:
       return "cancelled and killed";
     case End::failed_to_start:
@@ -326,7 +326,7 @@ ProcessOutcome run_process(const ProcessSpec& spec, const LineFn& on_line, std::
 
   const auto program = resolve_program(spec.argv.front(), spec);
   if (!program) {
-    outcome.error = fmt::format("'{}' not found in PATH", spec.argv.front());
+    outcome.error = program.error().message();
     return finish(ProcessOutcome::End::failed_to_start);
   }
   if (!spec.cwd.empty()) {
@@ -344,7 +344,7 @@ ProcessOutcome run_process(const ProcessSpec& spec, const LineFn& on_line, std::
   }
   Fd read_end(pipe_fds[0]);
   Fd write_end(pipe_fds[1]);
-  Fd wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  blacktree::detail::Waker wake;
   if (!wake.valid()) {
     outcome.error = fmt::format("eventfd: {}", errno_text(errno));
     return finish(ProcessOutcome::End::failed_to_start);
@@ -423,10 +423,7 @@ ProcessOutcome run_process(const ProcessSpec& spec, const LineFn& on_line, std::
   }
 
   Child child(pid, Fd(pidfd_open(pid)));
-  std::stop_callback on_stop(stop, [fd = wake.get()] {
-    const std::uint64_t one = 1;
-    [[maybe_unused]] auto n = ::write(fd, &one, sizeof one);
-  });
+  std::stop_callback on_stop(stop, [&wake] { wake.notify(); });
 
   LineSplitter lines(on_line);
   // time_point::max() stands for "not set" (std::optional<time_point> trips
@@ -489,7 +486,7 @@ ProcessOutcome run_process(const ProcessSpec& spec, const LineFn& on_line, std::
     const int pipe_idx = pipe_open ? static_cast<int>(nfds) : -1;
     if (pipe_open) fds[nfds++] = {read_end.get(), POLLIN, 0};
     if (!child_exited && child.pidfd() >= 0) fds[nfds++] = {child.pidfd(), POLLIN, 0};
-    if (!child_exited && !killed_because) fds[nfds++] = {wake.get(), POLLIN, 0};
+    if (!child_exited && !killed_because) fds[nfds++] = {wake.fd(), POLLIN, 0};
     const int ready = ::poll(fds, nfds, timeout_ms);
     if (ready < 0 && errno != EINTR) break;
     if (pipe_idx >= 0 && ready > 0 && (fds[pipe_idx].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {

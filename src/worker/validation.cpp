@@ -1,6 +1,8 @@
 // Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
 #include <blacktree/worker/validation.hpp>
 
+#include <blacktree/worker/error.hpp>
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -56,8 +58,10 @@ bool is_path_component(std::string_view c) {
 
 }  // namespace
 
-std::optional<std::string> validate_branch(std::string_view b) {
-  const auto fail = [](std::string_view rule) { return fmt::format("branch: {}", rule); };
+core::Result<void> validate_branch(std::string_view b) {
+  const auto fail = [](std::string_view rule) {
+    return core::Error{errc::invalid_field, fmt::format("branch: {}", rule)};
+  };
   if (b.empty()) return fail("must not be empty");
   if (b.front() == '-') return fail("must not start with '-' (it would be read as an option)");
   if (b.size() > 255) return fail("must be at most 255 characters");
@@ -79,17 +83,19 @@ std::optional<std::string> validate_branch(std::string_view b) {
       return fail("no component may end with '.lock' (git ref name rules)");
     }
   }
-  return std::nullopt;
+  return {};
 }
 
-std::optional<std::string> validate_repo_path(std::string_view field, std::string_view path, bool allow_dot) {
-  const auto fail = [field](std::string_view rule) { return fmt::format("{}: {}", field, rule); };
+core::Result<void> validate_repo_path(std::string_view field, std::string_view path, bool allow_dot) {
+  const auto fail = [field](std::string_view rule) {
+    return core::Error{errc::invalid_field, fmt::format("{}: {}", field, rule)};
+  };
   if (path.empty()) return fail("must not be empty");
   if (path.size() > 1024) return fail("must be at most 1024 characters");
   if (has_control(path) || path.find('\0') != std::string_view::npos) return fail("must not contain control characters");
   if (path.front() == '/') return fail("must be relative to the repository root, not absolute");
   if (path == ".") {
-    if (allow_dot) return std::nullopt;
+    if (allow_dot) return {};
     return fail("must name a file, not the repository root");
   }
   if (path.back() == '/') return fail("must be normalised (no trailing '/')");
@@ -98,11 +104,13 @@ std::optional<std::string> validate_repo_path(std::string_view field, std::strin
     if (component.empty()) return fail("must be normalised (no empty component, '//')");
     if (component == ".") return fail("must be normalised (no '.' component)");
   }
-  return std::nullopt;
+  return {};
 }
 
-std::optional<std::string> validate_image_name(std::string_view name) {
-  const auto fail = [](std::string_view rule) { return fmt::format("imageName: {}", rule); };
+core::Result<void> validate_image_name(std::string_view name) {
+  const auto fail = [](std::string_view rule) {
+    return core::Error{errc::invalid_field, fmt::format("imageName: {}", rule)};
+  };
   if (name.empty()) return fail("must not be empty");
   if (name.size() > 255) return fail("must be at most 255 characters");
   if (name.find('@') != std::string_view::npos) {
@@ -135,14 +143,12 @@ std::optional<std::string> validate_image_name(std::string_view name) {
           component));
     }
   }
-  return std::nullopt;
+  return {};
 }
 
-std::optional<RepoLocation> resolve_repo_url(std::string_view repo_url, const RepoUrlRules& rules,
-                                             std::string& error) {
-  const auto fail = [&error](std::string_view rule) -> std::optional<RepoLocation> {
-    error = fmt::format("repoUrl: {}", rule);
-    return std::nullopt;
+core::Result<RepoLocation> resolve_repo_url(std::string_view repo_url, const RepoUrlRules& rules) {
+  const auto fail = [](std::string_view rule) {
+    return core::Error{errc::invalid_field, fmt::format("repoUrl: {}", rule)};
   };
   if (repo_url.empty()) return fail("must not be empty");
   if (repo_url.size() > 2048) return fail("must be at most 2048 characters");
@@ -170,9 +176,10 @@ std::optional<RepoLocation> resolve_repo_url(std::string_view repo_url, const Re
     std::string url = fmt::format("{}/{}/{}", base, parts[0], parts[1]);
     if (url.size() < 4 || url.substr(url.size() - 4) != ".git") url += ".git";
     // The base URL comes from configuration, but goes through the same rules.
-    std::string base_error;
-    auto location = resolve_repo_url(url, rules, base_error);
-    if (!location) return fail(fmt::format("the configured GitHub base URL is not usable: {}", base_error));
+    auto location = resolve_repo_url(url, rules);
+    if (!location) {
+      return fail(fmt::format("the configured GitHub base URL is not usable: {}", location.error().message()));
+    }
     return location;
   }
 
@@ -201,32 +208,37 @@ std::optional<RepoLocation> resolve_repo_url(std::string_view repo_url, const Re
   return RepoLocation{std::string(repo_url), fmt::format("{}://{}/", scheme, authority)};
 }
 
-std::optional<std::string> check_inside_clone(std::string_view field, const std::filesystem::path& clone_root,
-                                              std::string_view relative, bool want_directory) {
+core::Result<void> check_inside_clone(std::string_view field, const std::filesystem::path& clone_root,
+                                      std::string_view relative, bool want_directory) {
   namespace fs = std::filesystem;
+  const auto invalid = [](std::string message) { return core::Error{errc::invalid_field, std::move(message)}; };
   std::error_code ec;
   const fs::path root = fs::canonical(clone_root, ec);
-  if (ec) return fmt::format("{}: the clone directory cannot be resolved: {}", field, ec.message());
+  if (ec) return invalid(fmt::format("{}: the clone directory cannot be resolved: {}", field, ec.message()));
   const fs::path candidate = clone_root / fs::path(std::string(relative));
   // Refuse escapes before asking whether the target exists, so that a link
   // to a missing file outside is still reported as an escape.
   fs::path resolved = fs::weakly_canonical(candidate, ec);
-  if (ec) return fmt::format("{}: '{}' cannot be resolved: {}", field, relative, ec.message());
+  if (ec) return invalid(fmt::format("{}: '{}' cannot be resolved: {}", field, relative, ec.message()));
   const auto [root_end, _] = std::mismatch(root.begin(), root.end(), resolved.begin(), resolved.end());
   if (root_end != root.end()) {
-    return fmt::format("{}: '{}' resolves outside the repository through a symlink", field, relative);
+    return invalid(fmt::format("{}: '{}' resolves outside the repository through a symlink", field, relative));
   }
   const fs::path rel = resolved.lexically_relative(root);
   if (!rel.empty() && *rel.begin() == ".git") {
-    return fmt::format("{}: '{}' must not point into the repository's .git directory", field, relative);
+    return invalid(fmt::format("{}: '{}' must not point into the repository's .git directory", field, relative));
   }
   const auto status = fs::status(resolved, ec);
   if (ec || !fs::exists(status)) {
-    return fmt::format("{}: '{}' does not exist in the repository", field, relative);
+    return invalid(fmt::format("{}: '{}' does not exist in the repository", field, relative));
   }
-  if (want_directory && !fs::is_directory(status)) return fmt::format("{}: '{}' is not a directory", field, relative);
-  if (!want_directory && !fs::is_regular_file(status)) return fmt::format("{}: '{}' is not a regular file", field, relative);
-  return std::nullopt;
+  if (want_directory && !fs::is_directory(status)) {
+    return invalid(fmt::format("{}: '{}' is not a directory", field, relative));
+  }
+  if (!want_directory && !fs::is_regular_file(status)) {
+    return invalid(fmt::format("{}: '{}' is not a regular file", field, relative));
+  }
+  return {};
 }
 
 }  // namespace blacktree::worker

@@ -15,7 +15,9 @@
 //   digest     the pushed manifest digest
 // It is removed after the job, success or failure.
 
+#include <blacktree/core/result.hpp>
 #include <blacktree/worker/build_spec.hpp>
+#include <blacktree/worker/error.hpp>
 #include <blacktree/worker/job_runner.hpp>
 #include <blacktree/worker/process.hpp>
 #include <blacktree/worker/validation.hpp>
@@ -124,14 +126,15 @@ class Builder {
  public:
   virtual ~Builder() = default;
   virtual std::string_view name() const noexcept = 0;
-  /// Why this backend cannot run on this host (no engine, no binary), or nullopt.
-  virtual std::optional<std::string> unavailable_reason() const = 0;
+  /// Succeeds when this backend can run on this host; else says why (no
+  /// engine, no binary: errc::tool_unavailable).
+  virtual core::Result<void> available() const = 0;
   virtual ProcessSpec build_command(const BuildContext& ctx) const = 0;
   virtual ProcessSpec push_command(const BuildContext& ctx) const = 0;
   /// The pushed manifest digest ("sha256:..."), from the digest file or the
-  /// push's output lines; nullopt if it cannot be found.
-  virtual std::optional<std::string> pushed_digest(const BuildContext& ctx,
-                                                   const std::vector<std::string>& push_output) const = 0;
+  /// push's output lines; errc::no_digest if it cannot be found.
+  virtual core::Result<std::string> pushed_digest(const BuildContext& ctx,
+                                                  const std::vector<std::string>& push_output) const = 0;
   /// Commands that remove the job's local image and intermediate containers.
   virtual std::vector<ProcessSpec> cleanup_commands(const BuildContext& ctx) const = 0;
 };
@@ -165,12 +168,12 @@ class BuildPipelineRunner final : public JobRunner {
 
   core::JobResult run(const core::Job& job, const EmitFn& emit, std::stop_token stop) override;
 
-  /// Why this runner cannot run jobs on this host as configured (no
-  /// registry, builder or git missing, no Docker engine, work_root not
-  /// writable, password file unreadable), or nullopt. For the worker service
-  /// to call at startup and refuse to register; run() reports the same
-  /// problems per job anyway.
-  std::optional<std::string> check() const;
+  /// Succeeds when this runner can run jobs on this host as configured; else
+  /// says why (no registry, builder or git missing, no Docker engine,
+  /// work_root not writable, password file unreadable). For the worker
+  /// service to call at startup and refuse to register; run() reports the
+  /// same problems per job anyway.
+  core::Result<void> check() const;
 
   const BuildPipelineConfig& config() const noexcept { return config_; }
 

@@ -2,13 +2,15 @@
 #pragma once
 
 // The checks a build job's user-supplied fields pass before anything runs.
-// Each returns std::nullopt when the value is acceptable, else an error that
-// names the field and the rule ("branch: must not start with '-'"), ready to
-// be a job's failure status. They are pure functions of the text, except
+// Each succeeds when the value is acceptable, else fails with
+// errc::invalid_field and a message that names the field and the rule
+// ("branch: must not start with '-'"), ready to be a job's failure status. They are pure functions of the text, except
 // check_inside_clone, which resolves symlinks on disk after the clone.
 
+#include <blacktree/core/result.hpp>
+#include <blacktree/worker/error.hpp>
+
 #include <filesystem>
-#include <optional>
 #include <string>
 #include <string_view>
 
@@ -16,19 +18,19 @@ namespace blacktree::worker {
 
 /// A git branch name as `git check-ref-format --branch` accepts it, and not
 /// starting with '-' (it would be read as an option).
-std::optional<std::string> validate_branch(std::string_view branch);
+core::Result<void> validate_branch(std::string_view branch);
 
 /// A path inside the repository: relative, normalised (no empty, '.' or '..'
 /// components, no trailing '/'), no control characters. `field` names it in
 /// the error ("dockerfilePath", "contextDir"). `allow_dot`: "." (the
 /// repository root) is accepted.
-std::optional<std::string> validate_repo_path(std::string_view field, std::string_view path, bool allow_dot);
+core::Result<void> validate_repo_path(std::string_view field, std::string_view path, bool allow_dot);
 
 /// An image name the worker pushes under its configured registry:
 /// `path[/path...][:tag]`, each path component lowercase [a-z0-9] separated
 /// by '.', '_', '__' or '-'; the tag [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}; no
 /// registry host (the worker chooses the registry) and no digest.
-std::optional<std::string> validate_image_name(std::string_view image_name);
+core::Result<void> validate_image_name(std::string_view image_name);
 
 /// Where a repoUrl points: `owner/name` on the configured GitHub base, or a
 /// full URL whose scheme is https (http and file only when allowed). URLs
@@ -42,13 +44,13 @@ struct RepoUrlRules {
   bool allow_http = false;
   bool allow_file = false;
 };
-/// The location, or an error naming repoUrl and the rule (in `error`).
-std::optional<RepoLocation> resolve_repo_url(std::string_view repo_url, const RepoUrlRules& rules, std::string& error);
+/// The location, or an error naming repoUrl and the rule.
+core::Result<RepoLocation> resolve_repo_url(std::string_view repo_url, const RepoUrlRules& rules);
 
 /// After the clone: `relative` (already validated) resolved with symlinks
 /// followed must exist and stay inside `clone_root`. `want_directory` checks
 /// its type. Errors name `field` and the rule.
-std::optional<std::string> check_inside_clone(std::string_view field, const std::filesystem::path& clone_root,
-                                              std::string_view relative, bool want_directory);
+core::Result<void> check_inside_clone(std::string_view field, const std::filesystem::path& clone_root,
+                                      std::string_view relative, bool want_directory);
 
 }  // namespace blacktree::worker

@@ -1,0 +1,155 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+#include <blacktree/wire/wire.hpp>
+
+#include <blacktree/worker/build_spec.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <string>
+
+namespace core = blacktree::core;
+namespace wire = blacktree::wire;
+namespace bw = blacktree::worker;
+namespace v1 = blacktree::v1;
+
+namespace {
+
+const bw::BuildSpec& build_of(const core::Job& job) {
+  const auto* spec = job.payload.get<bw::BuildSpec>();
+  REQUIRE(spec != nullptr);
+  return *spec;
+}
+
+}  // namespace
+
+TEST_CASE("wire: a seed JobRequest becomes a job whose payload is its BuildSpec", "[wire]") {
+  const auto parsed = wire::parse_job_request(
+      R"({"jobId":"j1","repoUrl":"octo/hello","branch":"main","imageName":"hello:1","githubToken":"ghp_x",)"
+      R"("region":"eu-west-1","labels":{"arch":"arm64"},"timeoutSeconds":90,"payload":"opaque",)"
+      R"("futureField":{"nested":[1,2]}})");
+  INFO(parsed.error);
+  REQUIRE(parsed.error.empty());
+  const core::Job& job = parsed.job;
+  CHECK(job.id == "j1");
+  CHECK(job.required_labels == core::Labels{{"arch", "arm64"}, {"region", "eu-west-1"}});
+  CHECK(job.timeout == std::chrono::seconds(90));
+  const auto& spec = build_of(job);
+  CHECK(spec.repo_url == "octo/hello");
+  CHECK(spec.branch == "main");
+  CHECK(spec.image_name == "hello:1");
+  CHECK(spec.github_token.reveal() == "ghp_x");
+  CHECK(spec.payload == "opaque");
+  // The seed's defaults.
+  CHECK(spec.dockerfile_path == "Dockerfile");
+  CHECK(spec.context_dir == ".");
+}
+
+TEST_CASE("wire: an invalid JobRequest says which field and keeps the jobId it could read", "[wire]") {
+  auto parsed = wire::parse_job_request(R"({"jobId":"j2","branch":"main"})");
+  CHECK(parsed.error == "the JobRequest lacks required field(s): repoUrl, imageName");
+  CHECK(parsed.job.id == "j2");
+
+  parsed = wire::parse_job_request(R"({"jobId":"j3","repoUrl":5,"branch":"main","imageName":"a"})");
+  CHECK_THAT(parsed.error, Catch::StartsWith("the message is not a valid JobRequest JSON object: ") &&
+                               Catch::Contains("repoUrl") && !Catch::Contains("repo_url"));
+  CHECK(parsed.job.id == "j3");
+
+  parsed = wire::parse_job_request("not json");
+  CHECK_THAT(parsed.error, Catch::StartsWith("the message is not a valid JobRequest JSON object: "));
+  CHECK(parsed.job.id.empty());
+}
+
+TEST_CASE("wire: from_json fails with wire::errc::invalid_json naming the JSON field", "[wire]") {
+  v1::JobResponse response;
+  const auto read = wire::from_json(R"({"jobId":"j","imageUrl":[1]})", response);
+  REQUIRE_FALSE(read);
+  CHECK(read.error().code() == wire::errc::invalid_json);
+  CHECK(read.error().code().category().name() == std::string("blacktree.wire"));
+  CHECK_THAT(read.error().message(), Catch::Contains("imageUrl"));
+  CHECK(wire::from_json(R"({"jobId":"j","unknownField":1})", response));
+}
+
+TEST_CASE("wire: a JobRequest round-trips through JSON and the proto", "[wire]") {
+  core::Job job;
+  job.id = "j4";
+  job.required_labels = {{"region", "eu"}};
+  job.timeout = std::chrono::seconds(30);
+  job.payload = core::Payload(bw::BuildSpec{"acme/app", "dev", "app/Dockerfile", "app", "app:v2", core::Secret("t0k")});
+  const std::string json = wire::job_request_json(job);
+  CHECK_THAT(json, Catch::Contains(R"("repoUrl":"acme/app")") && Catch::Contains(R"("githubToken":"t0k")"));
+  const auto back = wire::parse_job_request(json);
+  REQUIRE(back.error.empty());
+  CHECK(back.job.id == "j4");
+  CHECK(back.job.required_labels == job.required_labels);
+  CHECK(back.job.timeout == job.timeout);
+  const auto& spec = build_of(back.job);
+  CHECK(spec.branch == "dev");
+  CHECK(spec.dockerfile_path == "app/Dockerfile");
+  CHECK(spec.context_dir == "app");
+  CHECK(spec.image_name == "app:v2");
+  CHECK(spec.github_token.reveal() == "t0k");
+  CHECK(wire::job_request_json(back.job) == json);  // byte-for-byte stable
+}
+
+TEST_CASE("wire: a job with a text payload travels in the payload field", "[wire]") {
+  core::Job job;
+  job.id = "j5";
+  job.payload = core::Payload("echo hi");
+  const auto request = wire::to_proto(job);
+  CHECK(request.payload() == "echo hi");
+  CHECK(request.repo_url().empty());
+  CHECK(build_of(wire::from_proto(request)).payload == "echo hi");
+  core::Job none;
+  none.id = "j6";
+  CHECK(wire::to_proto(none).payload().empty());
+}
+
+TEST_CASE("wire: a JobResponse round-trips with every seed field present", "[wire]") {
+  core::JobResult result;
+  result.job_id = "j7";
+  result.success = false;
+  result.error = "build step failed";
+  result.worker_id = "w1";
+  result.attempts = 2;
+  const std::string json = wire::job_response_json(result);
+  for (const char* field : {"\"jobId\"", "\"success\"", "\"logs\"", "\"imageUrl\"", "\"error\""}) {
+    CHECK(json.find(field) != std::string::npos);
+  }
+  CHECK(json.find("receivedAt") == std::string::npos);  // unset times are absent
+  const auto back = wire::parse_job_response(json);
+  REQUIRE(back);
+  CHECK(back->job_id == "j7");
+  CHECK_FALSE(back->success);
+  CHECK(back->error == "build step failed");
+  CHECK(back->worker_id == "w1");
+  CHECK(back->attempts == 2);
+
+  const auto bad = wire::parse_job_response("[1,2]");
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error().code() == wire::errc::invalid_json);
+}
+
+TEST_CASE("wire: phases and stages map onto the proto's phases both ways", "[wire]") {
+  CHECK(wire::to_proto(core::Phase::accepted, {}) == v1::PHASE_ACCEPTED);
+  CHECK(wire::to_proto(core::Phase::running, bw::stage::cloning) == v1::PHASE_CLONING);
+  CHECK(wire::to_proto(core::Phase::running, bw::stage::building) == v1::PHASE_BUILDING);
+  CHECK(wire::to_proto(core::Phase::running, bw::stage::pushing) == v1::PHASE_PUSHING);
+  CHECK(wire::to_proto(core::Phase::running, "compiling") == v1::PHASE_BUILDING);
+  CHECK(wire::to_proto(core::Phase::finished, {}) == v1::PHASE_FINISHED);
+  for (auto phase : {v1::PHASE_ACCEPTED, v1::PHASE_CLONING, v1::PHASE_BUILDING, v1::PHASE_PUSHING,
+                     v1::PHASE_FINISHED}) {
+    const auto [core_phase, stage] = wire::from_proto(phase);
+    CHECK(wire::to_proto(core_phase, stage) == phase);
+  }
+  CHECK(wire::phase_name(v1::PHASE_CLONING) == "cloning");
+  CHECK(wire::phase_name(v1::PHASE_FINISHED) == "finished");
+
+  const core::ProgressEvent event{"j8", "w1", core::Phase::running, "pushing", "pushed"};
+  const auto json = wire::job_event_json(event);
+  CHECK_THAT(json, Catch::Contains(R"("phase":"PHASE_PUSHING")") && Catch::Contains(R"("line":"pushed")"));
+  const auto back = wire::from_proto(wire::to_proto(event));
+  CHECK(back.phase == core::Phase::running);
+  CHECK(back.stage == "pushing");
+  CHECK(back.line == "pushed");
+}
