@@ -6,6 +6,7 @@
 #include <blacktree/core/concepts.hpp>
 #include <blacktree/core/dispatcher.hpp>
 #include <blacktree/core/error.hpp>
+#include <blacktree/core/error_category.hpp>
 #include <blacktree/core/health_monitor.hpp>
 #include <blacktree/core/in_memory.hpp>
 #include <blacktree/core/job.hpp>

@@ -1,28 +1,23 @@
 // Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
 #include <blacktree/wire/error.hpp>
 
-#include <string>
+#include <blacktree/core/error_category.hpp>
 
 namespace blacktree::wire {
 namespace {
 
-class Category final : public std::error_category {
- public:
-  const char* name() const noexcept override { return "blacktree.wire"; }
-
-  std::string message(int value) const override {
-    switch (static_cast<errc>(value)) {
-      case errc::invalid_json: return "invalid JSON for the message";
-    }
-    return "unknown blacktree.wire error " + std::to_string(value);
+std::string_view describe(errc e) noexcept {
+  switch (e) {
+    case errc::invalid_json: return "invalid JSON for the message";
   }
-};
+  return {};
+}
 
 }  // namespace
 
 const std::error_category& error_category() noexcept {
-  // A category must be one object for error_code comparison to work; it holds no state.
-  static const Category category;
+  // One object for the program, so that error_codes compare equal; it holds no state.
+  static const core::EnumErrorCategory<errc> category("blacktree.wire", describe);
   return category;
 }
 

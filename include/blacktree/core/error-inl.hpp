@@ -5,37 +5,34 @@
 #include <blacktree/core/error.hpp>
 #endif
 
+#include <blacktree/core/error_category.hpp>
+
 namespace blacktree::core {
 namespace detail {
 
-class error_category_impl final : public std::error_category {
- public:
-  const char* name() const noexcept override { return "blacktree"; }
-
-  std::string message(int value) const override {
-    switch (static_cast<errc>(value)) {
-      case errc::worker_unreachable: return "worker unreachable";
-      case errc::worker_refused: return "worker refused the job";
-      case errc::worker_lost: return "worker lost while running the job";
-      case errc::ping_timeout: return "ping timed out";
-      case errc::no_matching_worker: return "no worker with the required labels became free";
-      case errc::unknown_worker: return "unknown worker";
-      case errc::invalid_worker: return "invalid worker registration";
-      case errc::invalid_job: return "invalid job";
-      case errc::pool_stopped: return "worker pool stopped";
-      case errc::source_closed: return "job source closed";
-      case errc::sink_unavailable: return "status sink unavailable";
-      case errc::stop_deadline_exceeded: return "stop deadline exceeded; running jobs handed back";
-    }
-    return "unknown blacktree error " + std::to_string(value);
+inline std::string_view describe(errc e) noexcept {
+  switch (e) {
+    case errc::worker_unreachable: return "worker unreachable";
+    case errc::worker_refused: return "worker refused the job";
+    case errc::worker_lost: return "worker lost while running the job";
+    case errc::ping_timeout: return "ping timed out";
+    case errc::no_matching_worker: return "no worker with the required labels became free";
+    case errc::unknown_worker: return "unknown worker";
+    case errc::invalid_worker: return "invalid worker registration";
+    case errc::invalid_job: return "invalid job";
+    case errc::pool_stopped: return "worker pool stopped";
+    case errc::source_closed: return "job source closed";
+    case errc::sink_unavailable: return "status sink unavailable";
+    case errc::stop_deadline_exceeded: return "stop deadline exceeded; running jobs handed back";
   }
-};
+  return {};
+}
 
 }  // namespace detail
 
 BLACKTREE_INLINE const std::error_category& error_category() noexcept {
-  // A category must be one object for error_code comparison to work; it holds no state.
-  static const detail::error_category_impl category;
+  // One object for the program, so that error_codes compare equal; it holds no state.
+  static const EnumErrorCategory<errc> category("blacktree", detail::describe);
   return category;
 }
 

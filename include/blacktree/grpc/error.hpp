@@ -28,33 +28,7 @@ struct std::is_error_code_enum<blacktree::grpc::errc> : std::true_type {};
 
 namespace blacktree::grpc {
 
-namespace detail {
-
-class error_category_impl final : public std::error_category {
- public:
-  const char* name() const noexcept override { return "blacktree.grpc"; }
-
-  std::string message(int value) const override {
-    switch (static_cast<errc>(value)) {
-      case errc::unavailable: return "peer unavailable";
-      case errc::deadline_exceeded: return "call deadline exceeded";
-      case errc::unauthenticated: return "credentials refused";
-      case errc::rejected: return "request rejected";
-      case errc::call_failed: return "gRPC call failed";
-      case errc::drain_deadline_exceeded: return "drain deadline exceeded; running jobs cancelled";
-      case errc::jobs_still_running: return "cancelled jobs still running";
-    }
-    return "unknown blacktree.grpc error " + std::to_string(value);
-  }
-};
-
-}  // namespace detail
-
-/// One object for the whole program (an inline function's static), so codes compare equal.
-inline const std::error_category& error_category() noexcept {
-  static const detail::error_category_impl category;
-  return category;
-}
+const std::error_category& error_category() noexcept;
 
 inline std::error_code make_error_code(errc e) noexcept { return {static_cast<int>(e), error_category()}; }
 
