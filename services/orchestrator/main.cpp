@@ -7,7 +7,6 @@
 
 #include "../common/service.hpp"
 #include "ops_server.hpp"
-#include "stdio_queue.hpp"
 
 #include <blacktree/amqp/event_publisher.hpp>
 #include <blacktree/amqp/job_source.hpp>
@@ -18,6 +17,7 @@
 #include <blacktree/grpc/transport.hpp>
 #include <blacktree/version.hpp>
 #include <blacktree/wire/line_feeder.hpp>
+#include <blacktree/wire/line_status_sink.hpp>
 
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
@@ -356,7 +356,7 @@ int main(int argc, char** argv) {
   int rc = 0;
   if (s.queue == "stdio") {
     core::InMemoryQueue queue(plane.io.get_executor());
-    blacktree::orchestrator::StdoutStatusSink sink(plane.io.get_executor());
+    blacktree::wire::LineStatusSink sink(plane.io.get_executor(), STDOUT_FILENO);
     blacktree::wire::LineFeeder feeder(STDIN_FILENO, blacktree::wire::job_request_lines(queue));
     if (auto started = feeder.start(); !started) {
       log->error("cannot read jobs from standard input: {}", started.error().message());
