@@ -157,7 +157,9 @@ def test_full_worker_refuses_and_job_goes_elsewhere(cluster):
     for i in range(7):
         orch.submit(job(f"r{i}"))
     statuses = [orch.status_of(f"r{i}") for i in range(7)]
-    assert all(s["success"] for s in statuses), [(s.get("jobId"), s.get("workerId"), s.get("error"), s.get("logs", "")[-300:]) for s in statuses]
+    failed = [(s.get("jobId"), s.get("workerId"), s.get("error"), s.get("logs", "")[-300:])
+              for s in statuses if not s["success"]]
+    assert all(s["success"] for s in statuses), failed
     assert len(orch.results()) == 7
     assert "is full" in orch.log()
     assert small.proc.poll() is None
