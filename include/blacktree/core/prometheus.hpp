@@ -35,35 +35,27 @@
 namespace blacktree::core {
 namespace prometheus {
 
+namespace detail {
+// Backslash and line feed escaped; double quotes too where the text is quoted.
+inline std::string escape(std::string_view text, bool quoted) {
+  std::string out;
+  out.reserve(text.size());
+  for (const char c : text) {
+    if (c == '\\') out += "\\\\";
+    else if (c == '\n') out += "\\n";
+    else if (c == '"' && quoted) out += "\\\"";
+    else out += c;
+  }
+  return out;
+}
+}  // namespace detail
+
 /// A label value as the text format wants it: backslash, double quote and
 /// line feed escaped.
-inline std::string escape_label_value(std::string_view value) {
-  std::string out;
-  out.reserve(value.size());
-  for (const char c : value) {
-    switch (c) {
-      case '\\': out += "\\\\"; break;
-      case '"': out += "\\\""; break;
-      case '\n': out += "\\n"; break;
-      default: out += c;
-    }
-  }
-  return out;
-}
+inline std::string escape_label_value(std::string_view value) { return detail::escape(value, true); }
 
 /// HELP text: backslash and line feed escaped (quotes are literal there).
-inline std::string escape_help(std::string_view help) {
-  std::string out;
-  out.reserve(help.size());
-  for (const char c : help) {
-    switch (c) {
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      default: out += c;
-    }
-  }
-  return out;
-}
+inline std::string escape_help(std::string_view help) { return detail::escape(help, false); }
 
 /// The shortest text that reads back as `value`: "0.25", "3600" (no ".0"),
 /// exponent notation only below 1e-4 or from 1e16 ("1e-05", "1e+16"), and
