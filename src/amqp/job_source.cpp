@@ -45,7 +45,7 @@ struct Command {
 };
 
 struct SourceState : std::enable_shared_from_this<SourceState> {
-  using ReceiveHandler = core::detail::erased_handler<void(std::error_code, AmqpDelivery)>;
+  using ReceiveHandler = core::CompletionHandler<void(std::error_code, AmqpDelivery)>;
   struct Receiver {
     std::uint64_t id;
     ReceiveHandler handler;

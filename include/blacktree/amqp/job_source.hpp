@@ -17,8 +17,8 @@
 //   dispatcher.async_stop(deadline, [&](std::error_code) { source.stop(); sink.stop(); });
 
 #include <blacktree/amqp/options.hpp>
+#include <blacktree/core/completion_handler.hpp>
 #include <blacktree/core/concepts.hpp>
-#include <blacktree/core/detail/erased_handler.hpp>
 #include <blacktree/core/job.hpp>
 
 #include <asio/any_io_executor.hpp>
@@ -172,7 +172,7 @@ class AmqpJobSource {
   const std::string& endpoint() const noexcept { return endpoint_description_; }
 
  private:
-  using ReceiveHandler = core::detail::erased_handler<void(std::error_code, AmqpDelivery)>;
+  using ReceiveHandler = core::CompletionHandler<void(std::error_code, AmqpDelivery)>;
 
   class CancelReceive {
    public:
