@@ -374,7 +374,7 @@ class SourceWork final : public ConnectionWork {
     wire::ParsedJob parsed = wire::parse_job_request(in.body);
     in.job = std::move(parsed.job);
     in.job.redelivered = envelope.redelivered != 0;
-    in.invalid_reason = std::move(parsed.error);
+    if (!parsed.valid) in.invalid_reason = parsed.valid.error().message();
     in.exchange.assign(to_view(envelope.exchange));
     in.routing_key.assign(to_view(envelope.routing_key));
     if (envelope.message.properties._flags & AMQP_BASIC_CONTENT_TYPE_FLAG)
