@@ -37,8 +37,13 @@ int main() {
   worker.id = "worker-1";
   worker.address = "in-process";
   worker.capacity = 2;
-  pool.register_worker(worker);
-  pool.mark_alive(worker.id);  // a HealthMonitor does this when a worker answers its ping
+  if (auto registered = pool.register_worker(worker); !registered) {
+    std::fprintf(stderr, "hello: %s\n", registered.error().message().c_str());
+    return 1;
+  }
+  // A HealthMonitor does this when a worker answers its ping. (It cannot fail:
+  // the worker registered just now.)
+  (void)pool.mark_alive(worker.id);
 
   dispatcher.start();
   for (const char* id : {"alpha", "beta", "bad", "gamma"}) {

@@ -547,8 +547,8 @@ int main() {
     info.capacity = 2;
     info.incarnation = transport.incarnation();
     transport.add_worker(info.address, info.capacity);
-    if (const auto ec = pool.register_worker(std::move(info))) {
-      std::cerr << "local_process: cannot register worker-" << region << ": " << ec.message() << '\n';
+    if (auto registered = pool.register_worker(std::move(info)); !registered) {
+      std::cerr << "local_process: cannot register worker-" << region << ": " << registered.error().message() << '\n';
       return 1;
     }
   }

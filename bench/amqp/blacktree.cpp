@@ -39,7 +39,8 @@ double run_blacktree(const Config& config, const std::string& queue, const std::
   worker.capacity = static_cast<std::uint32_t>(config.window);
   worker.incarnation = "1";
   transport.add_endpoint(worker.address, worker.capacity);
-  if (pool.register_worker(worker) || pool.mark_alive(worker.id)) throw std::runtime_error("cannot register worker");
+  if (auto r = pool.register_worker(worker); !r) throw std::runtime_error(r.error().message());
+  if (auto r = pool.mark_alive(worker.id); !r) throw std::runtime_error(r.error().message());
 
   // Connected first, so the clock measures jobs, not the handshake.
   while (!(source.connected() && sink.connected())) std::this_thread::sleep_for(std::chrono::milliseconds(5));

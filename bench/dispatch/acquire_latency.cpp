@@ -30,8 +30,8 @@ void add_workers(bt::WorkerPool& pool, std::size_t workers) {
     info.address = numbered("lo:", i);
     info.capacity = 1;
     const std::string id = info.id;
-    if (auto ec = pool.register_worker(std::move(info))) throw std::runtime_error("register: " + ec.message());
-    if (auto ec = pool.mark_alive(id)) throw std::runtime_error("mark_alive: " + ec.message());
+    if (auto r = pool.register_worker(std::move(info)); !r) throw std::runtime_error(r.error().message());
+    if (auto r = pool.mark_alive(id); !r) throw std::runtime_error(r.error().message());
   }
 }
 

@@ -75,8 +75,8 @@ Throughput run_blacktree(const DispatchConfig& config) {
     info.id = id;
     info.address = std::move(address);
     info.capacity = config.capacity;
-    if (auto ec = pool.register_worker(std::move(info))) throw std::runtime_error("register: " + ec.message());
-    if (auto ec = pool.mark_alive(id)) throw std::runtime_error("mark_alive: " + ec.message());
+    if (auto r = pool.register_worker(std::move(info)); !r) throw std::runtime_error(r.error().message());
+    if (auto r = pool.mark_alive(id); !r) throw std::runtime_error(r.error().message());
   }
   for (std::size_t j = 0; j < config.jobs; ++j) {
     bt::Job job;

@@ -45,7 +45,7 @@ struct Command {
 };
 
 struct SourceState : std::enable_shared_from_this<SourceState> {
-  using ReceiveHandler = core::detail::erased_handler<void(std::error_code, AmqpDelivery)>;
+  using ReceiveHandler = core::CompletionHandler<void(std::error_code, AmqpDelivery)>;
   struct Receiver {
     std::uint64_t id;
     ReceiveHandler handler;
@@ -374,7 +374,7 @@ class SourceWork final : public ConnectionWork {
     wire::ParsedJob parsed = wire::parse_job_request(in.body);
     in.job = std::move(parsed.job);
     in.job.redelivered = envelope.redelivered != 0;
-    in.invalid_reason = std::move(parsed.error);
+    if (!parsed.valid) in.invalid_reason = parsed.valid.error().message();
     in.exchange.assign(to_view(envelope.exchange));
     in.routing_key.assign(to_view(envelope.routing_key));
     if (envelope.message.properties._flags & AMQP_BASIC_CONTENT_TYPE_FLAG)

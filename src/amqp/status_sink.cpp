@@ -20,7 +20,7 @@ constexpr amqp_channel_t publish_channel = 1;
 }
 
 struct SinkState {
-  using PublishHandler = core::detail::erased_handler<void(std::error_code)>;
+  using PublishHandler = core::CompletionHandler<void(std::error_code)>;
   struct Publish {
     std::string body;
     PublishHandler handler;

@@ -4,7 +4,6 @@
 #include <blacktree/core/error.hpp>
 #include <blacktree/wire/wire.hpp>
 
-#include <fmt/format.h>
 #include <google/protobuf/util/time_util.h>
 
 namespace blacktree::grpc {
@@ -54,19 +53,12 @@ OrchestratorService::OrchestratorService(core::WorkerPool& pool, OrchestratorSer
                                                           v1::RegisterReply* reply) {
   if (auto status = authorize(*context); !status.ok()) return finish(context, status);
   core::WorkerInfo info = wire::from_proto(request->worker());
-  if (info.id.empty() || info.address.empty() || info.capacity == 0) {
-    return finish(context, {::grpc::StatusCode::INVALID_ARGUMENT,
-                            fmt::format("a registration needs a worker id, an address and a capacity > 0 "
-                                        "(got id '{}', address '{}', capacity {})",
-                                        info.id, info.address, info.capacity)});
-  }
   const bool known = pool_.find(info.id).has_value();
   // register_worker handles both: a new incarnation (a restart) starts over
-  // and voids the old one's leases; the same incarnation just updates.
-  if (const auto ec = pool_.register_worker(info)) {
-    return finish(context, {::grpc::StatusCode::INVALID_ARGUMENT,
-                            fmt::format("registration of worker '{}' refused: {}", info.id, ec.message())});
-  }
+  // and voids the old one's leases; the same incarnation just updates. Its
+  // error says which rule the registration broke.
+  if (auto registered = pool_.register_worker(info); !registered)
+    return finish(context, {::grpc::StatusCode::INVALID_ARGUMENT, registered.error().message()});
   reply->set_orchestrator_id(options_.orchestrator_id);
   reply->set_ping_interval_ms(static_cast<std::uint32_t>(options_.ping_interval.count()));
   reply->set_ping_timeout_ms(static_cast<std::uint32_t>(options_.ping_timeout.count()));
@@ -80,10 +72,8 @@ OrchestratorService::OrchestratorService(core::WorkerPool& pool, OrchestratorSer
   if (auto status = authorize(*context); !status.ok()) return finish(context, status);
   auto snapshot = pool_.find(request->worker_id());
   const std::string reason = request->reason().empty() ? "the worker deregistered" : request->reason();
-  if (const auto ec = pool_.deregister(request->worker_id(), reason)) {
-    return finish(context, {::grpc::StatusCode::NOT_FOUND,
-                            fmt::format("worker '{}' is not registered: {}", request->worker_id(), ec.message())});
-  }
+  if (auto removed = pool_.deregister(request->worker_id(), reason); !removed)
+    return finish(context, {::grpc::StatusCode::NOT_FOUND, removed.error().message()});
   if (listener_ && snapshot && snapshot->info) listener_(*snapshot->info, false, reason);
   return finish(context, ::grpc::Status::OK);
 }

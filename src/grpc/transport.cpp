@@ -104,7 +104,7 @@ namespace {
 class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
                       public std::enable_shared_from_this<RunCall> {
  public:
-  using Handler = core::detail::erased_handler<void(std::error_code, core::JobResult)>;
+  using Handler = core::CompletionHandler<void(std::error_code, core::JobResult)>;
 
   RunCall(std::shared_ptr<GrpcTransport::Impl> impl, std::shared_ptr<GrpcTransport::Impl::Endpoint> endpoint,
           const core::WorkerInfo& worker, const core::Job& job, core::ProgressCallback progress, Handler handler)

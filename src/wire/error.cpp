@@ -9,6 +9,7 @@ namespace {
 std::string_view describe(errc e) noexcept {
   switch (e) {
     case errc::invalid_json: return "invalid JSON for the message";
+    case errc::missing_field: return "a required field of the message is missing";
   }
   return {};
 }

@@ -78,10 +78,10 @@ void LineFeeder::stop() {
 LineFeeder::LineHandler job_request_lines(core::InMemoryQueue& queue) {
   return [&queue](std::string line) {
     auto parsed = parse_job_request(line);
-    if (parsed.error.empty()) {
+    if (parsed.valid) {
       queue.publish(std::move(parsed.job));
     } else {
-      queue.publish_invalid(std::move(parsed.job), std::move(parsed.error));
+      queue.publish_invalid(std::move(parsed.job), parsed.valid.error().message());
     }
   };
 }

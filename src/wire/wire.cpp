@@ -240,7 +240,8 @@ ParsedJob parse_job_request(std::string_view json) {
   v1::JobRequest request;
   if (auto read = from_json(json, request); !read) {
     parsed.job.id = salvage_job_id(json);
-    parsed.error = "the message is not a valid JobRequest JSON object: " + read.error().message();
+    parsed.valid = core::Error{errc::invalid_json,
+                               "the message is not a valid JobRequest JSON object: " + read.error().message()};
     return parsed;
   }
   if (request.dockerfile_path().empty()) request.set_dockerfile_path("Dockerfile");
@@ -257,7 +258,8 @@ ParsedJob parse_job_request(std::string_view json) {
   require(request.repo_url(), "repoUrl");
   require(request.branch(), "branch");
   require(request.image_name(), "imageName");
-  if (!missing.empty()) parsed.error = "the JobRequest lacks required field(s): " + missing;
+  if (!missing.empty())
+    parsed.valid = core::Error{errc::missing_field, "the JobRequest lacks required field(s): " + missing};
   return parsed;
 }
 

@@ -28,8 +28,8 @@ TEST_CASE("wire: a seed JobRequest becomes a job whose payload is its BuildSpec"
       R"({"jobId":"j1","repoUrl":"octo/hello","branch":"main","imageName":"hello:1","githubToken":"ghp_x",)"
       R"("region":"eu-west-1","labels":{"arch":"arm64"},"timeoutSeconds":90,"payload":"opaque",)"
       R"("futureField":{"nested":[1,2]}})");
-  INFO(parsed.error);
-  REQUIRE(parsed.error.empty());
+  INFO((parsed.valid ? std::string() : parsed.valid.error().message()));
+  REQUIRE(parsed.valid);
   const core::Job& job = parsed.job;
   CHECK(job.id == "j1");
   CHECK(job.required_labels == core::Labels{{"arch", "arm64"}, {"region", "eu-west-1"}});
@@ -47,16 +47,23 @@ TEST_CASE("wire: a seed JobRequest becomes a job whose payload is its BuildSpec"
 
 TEST_CASE("wire: an invalid JobRequest says which field and keeps the jobId it could read", "[wire]") {
   auto parsed = wire::parse_job_request(R"({"jobId":"j2","branch":"main"})");
-  CHECK(parsed.error == "the JobRequest lacks required field(s): repoUrl, imageName");
+  REQUIRE_FALSE(parsed.valid);
+  CHECK(parsed.valid.error().message() == "the JobRequest lacks required field(s): repoUrl, imageName");
+  CHECK(parsed.valid.error().code() == wire::errc::missing_field);
   CHECK(parsed.job.id == "j2");
 
   parsed = wire::parse_job_request(R"({"jobId":"j3","repoUrl":5,"branch":"main","imageName":"a"})");
-  CHECK_THAT(parsed.error, Catch::StartsWith("the message is not a valid JobRequest JSON object: ") &&
-                               Catch::Contains("repoUrl") && !Catch::Contains("repo_url"));
+  REQUIRE_FALSE(parsed.valid);
+  CHECK_THAT(parsed.valid.error().message(),
+             Catch::StartsWith("the message is not a valid JobRequest JSON object: ") &&
+                 Catch::Contains("repoUrl") && !Catch::Contains("repo_url"));
+  CHECK(parsed.valid.error().code() == wire::errc::invalid_json);
   CHECK(parsed.job.id == "j3");
 
   parsed = wire::parse_job_request("not json");
-  CHECK_THAT(parsed.error, Catch::StartsWith("the message is not a valid JobRequest JSON object: "));
+  REQUIRE_FALSE(parsed.valid);
+  CHECK_THAT(parsed.valid.error().message(), Catch::StartsWith("the message is not a valid JobRequest JSON object: "));
+  CHECK(parsed.valid.error().code() == wire::errc::invalid_json);
   CHECK(parsed.job.id.empty());
 }
 
@@ -79,7 +86,7 @@ TEST_CASE("wire: a JobRequest round-trips through JSON and the proto", "[wire]")
   const std::string json = wire::job_request_json(job);
   CHECK_THAT(json, Catch::Contains(R"("repoUrl":"acme/app")") && Catch::Contains(R"("githubToken":"t0k")"));
   const auto back = wire::parse_job_request(json);
-  REQUIRE(back.error.empty());
+  REQUIRE(back.valid);
   CHECK(back.job.id == "j4");
   CHECK(back.job.required_labels == job.required_labels);
   CHECK(back.job.timeout == job.timeout);

@@ -36,8 +36,8 @@ struct Fixture {
     transport.add_endpoint("loopback:" + id, capacity, std::move(runner));
     auto info = make_worker(id, capacity, std::move(labels));
     info.incarnation = transport.incarnation(info.address);
-    REQUIRE_FALSE(pool.register_worker(info));
-    REQUIRE_FALSE(pool.mark_alive(id));
+    REQUIRE(pool.register_worker(info));
+    REQUIRE(pool.mark_alive(id));
   }
 
   void publish(int n, const std::string& prefix = "job-") {
@@ -233,8 +233,8 @@ TEST_CASE("Dispatcher: a worker that refuses (full) is skipped, the job still ge
   Held held;
   // The pool believes "full" has 3 slots; its endpoint takes only 1 at a time.
   f.transport.add_endpoint("loopback:full", 1, held.runner());
-  REQUIRE_FALSE(f.pool.register_worker(make_worker("full", 3)));
-  REQUIRE_FALSE(f.pool.mark_alive("full"));
+  REQUIRE(f.pool.register_worker(make_worker("full", 3)));
+  REQUIRE(f.pool.mark_alive("full"));
   f.add_worker("spare", 5);
   f.publish(6);
   TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool);
@@ -251,8 +251,8 @@ TEST_CASE("Dispatcher: a worker that refuses (full) is skipped, the job still ge
 TEST_CASE("Dispatcher: after max_attempts refusals a job fails with the reason", "[dispatcher]") {
   Fixture f;
   f.transport.add_endpoint("loopback:w1", 0);  // refuses everything
-  REQUIRE_FALSE(f.pool.register_worker(make_worker("w1")));
-  REQUIRE_FALSE(f.pool.mark_alive("w1"));
+  REQUIRE(f.pool.register_worker(make_worker("w1")));
+  REQUIRE(f.pool.mark_alive("w1"));
   f.publish(1);
   core::DispatcherOptions options;
   options.max_attempts = 3;

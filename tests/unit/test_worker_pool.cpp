@@ -41,8 +41,8 @@ std::shared_ptr<Grant> acquire(WorkerPool& pool, core::Labels labels = {}) {
 }
 
 void add_alive(WorkerPool& pool, const std::string& id, std::uint32_t capacity = 1, core::Labels labels = {}) {
-  REQUIRE_FALSE(pool.register_worker(make_worker(id, capacity, std::move(labels))));
-  REQUIRE_FALSE(pool.mark_alive(id));
+  REQUIRE(pool.register_worker(make_worker(id, capacity, std::move(labels))));
+  REQUIRE(pool.mark_alive(id));
 }
 
 WorkerState state_of(const WorkerPool& pool, const std::string& id) {
@@ -56,7 +56,7 @@ WorkerState state_of(const WorkerPool& pool, const std::string& id) {
 TEST_CASE("WorkerPool: a registered worker takes jobs only once it is alive", "[worker_pool]") {
   asio::io_context io;
   WorkerPool pool(io.get_executor());
-  REQUIRE_FALSE(pool.register_worker(make_worker("w1")));
+  REQUIRE(pool.register_worker(make_worker("w1")));
   CHECK(state_of(pool, "w1") == WorkerState::registering);
   CHECK(pool.alive_capacity() == 0);
 
@@ -64,7 +64,7 @@ TEST_CASE("WorkerPool: a registered worker takes jobs only once it is alive", "[
   run_ready(io);
   CHECK_FALSE(grant->done);  // registering workers are not handed out
 
-  REQUIRE_FALSE(pool.mark_alive("w1"));
+  REQUIRE(pool.mark_alive("w1"));
   REQUIRE(run_until(io, [&] { return grant->done; }));
   CHECK_FALSE(grant->ec);
   CHECK(grant->worker() == "w1");
@@ -76,15 +76,33 @@ TEST_CASE("WorkerPool: registration is validated", "[worker_pool]") {
   asio::io_context io;
   WorkerPool pool(io.get_executor());
   auto no_id = make_worker("");
-  CHECK(pool.register_worker(no_id) == core::errc::invalid_worker);
+  CHECK(pool.register_worker(no_id).error().code() == core::errc::invalid_worker);
   auto no_address = make_worker("w");
   no_address.address.clear();
-  CHECK(pool.register_worker(no_address) == core::errc::invalid_worker);
-  CHECK(pool.register_worker(make_worker("w", 0)) == core::errc::invalid_worker);
-  CHECK(pool.mark_alive("nobody") == core::errc::unknown_worker);
-  CHECK(pool.mark_dead("nobody", "x") == core::errc::unknown_worker);
-  CHECK(pool.deregister("nobody", "x") == core::errc::unknown_worker);
+  CHECK(pool.register_worker(no_address).error().code() == core::errc::invalid_worker);
+  CHECK(pool.register_worker(make_worker("w", 0)).error().code() == core::errc::invalid_worker);
+  CHECK(pool.mark_alive("nobody").error().code() == core::errc::unknown_worker);
+  CHECK(pool.mark_dead("nobody", "x").error().code() == core::errc::unknown_worker);
+  CHECK(pool.deregister("nobody", "x").error().code() == core::errc::unknown_worker);
   CHECK(pool.size() == 0);
+}
+
+TEST_CASE("WorkerPool: an error names the worker and the rule it broke", "[worker_pool]") {
+  asio::io_context io;
+  WorkerPool pool(io.get_executor());
+  auto no_address = make_worker("w1", 0);
+  no_address.address.clear();
+  CHECK(pool.register_worker(no_address).error().message() ==
+        "a registration needs a non-empty id, an address and a capacity of at least 1 "
+        "(got id 'w1', address '', capacity 0)");
+  CHECK(pool.drain("nobody").error().message() == "worker 'nobody' is not registered");
+  CHECK(pool.resume("nobody").error().code() == core::errc::unknown_worker);
+  CHECK(pool.update_worker(make_worker("nobody")).error().message() == "worker 'nobody' is not registered");
+  pool.stop();
+  const auto stopped = pool.register_worker(make_worker("w2"));
+  REQUIRE_FALSE(stopped);
+  CHECK(stopped.error().code() == core::errc::pool_stopped);
+  CHECK(stopped.error().message() == "the worker pool is stopped: worker 'w2' was not registered");
 }
 
 TEST_CASE("WorkerPool: capacity slots, and acquire waits without polling until a slot returns", "[worker_pool]") {
@@ -194,8 +212,8 @@ TEST_CASE("WorkerPool: a lease returns its slot exactly once", "[worker_pool][se
   moved.release();
   moved.release();       // second release: nothing
   first->lease.release();  // moved-from: nothing
-  REQUIRE_FALSE(pool.mark_alive("w1"));  // "free" again: nothing
-  REQUIRE_FALSE(pool.register_worker(make_worker("w1")));  // same incarnation again: nothing
+  REQUIRE(pool.mark_alive("w1"));  // "free" again: nothing
+  REQUIRE(pool.register_worker(make_worker("w1")));  // same incarnation again: nothing
 
   auto a = acquire(pool);
   auto b = acquire(pool);
@@ -243,7 +261,7 @@ TEST_CASE("WorkerPool: a dead worker is never handed out, not even to a pending 
   run_ready(io);
   REQUIRE_FALSE(waiter->done);
 
-  REQUIRE_FALSE(pool.mark_dead("w1", "missed pings"));
+  REQUIRE(pool.mark_dead("w1", "missed pings"));
   CHECK(state_of(pool, "w1") == WorkerState::dead);
   CHECK(pool.alive_capacity() == 0);
   CHECK_FALSE(holder->lease.current());
@@ -258,7 +276,7 @@ TEST_CASE("WorkerPool: a dead worker is never handed out, not even to a pending 
   CHECK_FALSE(later->done);
 
   // It answers again: free with its full capacity, the oldest waiter first.
-  REQUIRE_FALSE(pool.mark_alive("w1"));
+  REQUIRE(pool.mark_alive("w1"));
   REQUIRE(run_until(io, [&] { return waiter->done; }));
   CHECK(waiter->worker() == "w1");
   CHECK_FALSE(later->done);
@@ -277,7 +295,7 @@ TEST_CASE("WorkerPool: a worker that died mid-job is not put back as free", "[wo
 
   std::vector<core::WorkerEvent> events;
   auto subscription = pool.subscribe([&](const core::WorkerEvent& e) { events.push_back(e); });
-  REQUIRE_FALSE(pool.mark_dead("w1", "missed 2 pings"));
+  REQUIRE(pool.mark_dead("w1", "missed 2 pings"));
   REQUIRE(events.size() == 1);
   CHECK(events[0].to == WorkerState::dead);
   CHECK(events[0].leases_lost);
@@ -300,17 +318,17 @@ TEST_CASE("WorkerPool: a new incarnation voids the old leases, the same one keep
   REQUIRE(run_until(io, [&] { return held->done; }));
 
   // The same incarnation re-registering (it thought we forgot it) changes nothing.
-  REQUIRE_FALSE(pool.register_worker(make_worker("w1", 1)));
+  REQUIRE(pool.register_worker(make_worker("w1", 1)));
   CHECK(held->lease.current());
   CHECK(state_of(pool, "w1") == WorkerState::busy);
 
   // The process restarted: what ran on the old one is lost.
   auto restarted = make_worker("w1", 1);
   restarted.incarnation = "2";
-  REQUIRE_FALSE(pool.register_worker(restarted));
+  REQUIRE(pool.register_worker(restarted));
   CHECK_FALSE(held->lease.current());
   CHECK(state_of(pool, "w1") == WorkerState::registering);
-  REQUIRE_FALSE(pool.mark_alive("w1"));
+  REQUIRE(pool.mark_alive("w1"));
   held->lease.release();  // stale: must not add a second slot
   auto a = acquire(pool);
   auto b = acquire(pool);
@@ -319,7 +337,7 @@ TEST_CASE("WorkerPool: a new incarnation voids the old leases, the same one keep
   CHECK_FALSE(b->done);
 
   // A ping reporting yet another incarnation voids leases too.
-  REQUIRE_FALSE(pool.mark_alive("w1", "3"));
+  REQUIRE(pool.mark_alive("w1", "3"));
   CHECK_FALSE(a->lease.current());
   CHECK(pool.find("w1")->info->incarnation == "3");
   REQUIRE(run_until(io, [&] { return b->done; }));
@@ -332,7 +350,7 @@ TEST_CASE("WorkerPool: draining takes no new jobs, running ones finish, resume u
   auto running = acquire(pool);
   REQUIRE(run_until(io, [&] { return running->done; }));
 
-  REQUIRE_FALSE(pool.drain("w1"));
+  REQUIRE(pool.drain("w1"));
   CHECK(state_of(pool, "w1") == WorkerState::draining);
   CHECK(pool.alive_capacity() == 0);
   CHECK(running->lease.current());
@@ -343,10 +361,10 @@ TEST_CASE("WorkerPool: draining takes no new jobs, running ones finish, resume u
   run_ready(io);
   CHECK_FALSE(next->done);
   CHECK(pool.find("w1")->in_use == 0);
-  REQUIRE_FALSE(pool.mark_alive("w1"));  // a ping does not undo a drain
+  REQUIRE(pool.mark_alive("w1"));  // a ping does not undo a drain
   CHECK(state_of(pool, "w1") == WorkerState::draining);
 
-  REQUIRE_FALSE(pool.resume("w1"));
+  REQUIRE(pool.resume("w1"));
   REQUIRE(run_until(io, [&] { return next->done; }));
   CHECK(pool.alive_capacity() == 2);
 }
@@ -362,7 +380,7 @@ TEST_CASE("WorkerPool: deregistration removes the worker and voids its leases", 
 
   std::vector<core::WorkerEvent> events;
   auto subscription = pool.subscribe([&](const core::WorkerEvent& e) { events.push_back(e); });
-  REQUIRE_FALSE(pool.deregister("w1", "worker shutting down"));
+  REQUIRE(pool.deregister("w1", "worker shutting down"));
   CHECK(pool.size() == 0);
   REQUIRE(events.size() == 1);
   CHECK(events[0].removed);
@@ -384,9 +402,9 @@ TEST_CASE("WorkerPool: update changes capacity and labels in place", "[worker_po
   auto b = acquire(pool, {{"gpu", "yes"}});
   REQUIRE(run_until(io, [&] { return a->done; }));
   CHECK_FALSE(b->done);
-  CHECK(pool.update_worker(make_worker("nobody")) == core::errc::unknown_worker);
+  CHECK(pool.update_worker(make_worker("nobody")).error().code() == core::errc::unknown_worker);
 
-  REQUIRE_FALSE(pool.update_worker(make_worker("w1", 2, {{"gpu", "yes"}})));
+  REQUIRE(pool.update_worker(make_worker("w1", 2, {{"gpu", "yes"}})));
   REQUIRE(run_until(io, [&] { return b->done; }));
   CHECK(b->worker() == "w1");
   CHECK(a->lease.current());
@@ -399,14 +417,14 @@ TEST_CASE("WorkerPool: lifecycle events reach subscribers, slot churn does not",
   std::vector<core::WorkerEvent> events;
   auto subscription = pool.subscribe([&](const core::WorkerEvent& e) { events.push_back(e); });
 
-  REQUIRE_FALSE(pool.register_worker(make_worker("w1")));
-  REQUIRE_FALSE(pool.mark_alive("w1"));
+  REQUIRE(pool.register_worker(make_worker("w1")));
+  REQUIRE(pool.mark_alive("w1"));
   auto g = acquire(pool);
   REQUIRE(run_until(io, [&] { return g->done; }));
   g->lease.release();
-  REQUIRE_FALSE(pool.mark_dead("w1", "gone"));
-  REQUIRE_FALSE(pool.mark_alive("w1"));
-  REQUIRE_FALSE(pool.deregister("w1", "bye"));
+  REQUIRE(pool.mark_dead("w1", "gone"));
+  REQUIRE(pool.mark_alive("w1"));
+  REQUIRE(pool.deregister("w1", "bye"));
 
   REQUIRE(events.size() == 5);
   CHECK(events[0].added);
@@ -420,7 +438,7 @@ TEST_CASE("WorkerPool: lifecycle events reach subscribers, slot churn does not",
   CHECK(events[4].removed);
 
   subscription.reset();
-  REQUIRE_FALSE(pool.register_worker(make_worker("w2")));
+  REQUIRE(pool.register_worker(make_worker("w2")));
   CHECK(events.size() == 5);
 }
 
@@ -459,7 +477,7 @@ TEST_CASE("WorkerPool: stop fails pending and later acquires", "[worker_pool]") 
   auto later = acquire(pool);
   REQUIRE(run_until(io, [&] { return later->done; }));
   CHECK(later->ec == core::errc::pool_stopped);
-  CHECK(pool.register_worker(make_worker("w1")) == core::errc::pool_stopped);
+  CHECK(pool.register_worker(make_worker("w1")).error().code() == core::errc::pool_stopped);
 }
 
 TEST_CASE("WorkerPool: a completion is never invoked inside async_acquire", "[worker_pool]") {
@@ -488,8 +506,8 @@ TEST_CASE("WorkerPool: leases outliving the pool are harmless", "[worker_pool]")
 TEST_CASE("WorkerPoolSt: the single-threaded pool behaves the same", "[worker_pool]") {
   asio::io_context io;
   core::WorkerPoolSt pool(io.get_executor());
-  REQUIRE_FALSE(pool.register_worker(make_worker("w1", 1)));
-  REQUIRE_FALSE(pool.mark_alive("w1"));
+  REQUIRE(pool.register_worker(make_worker("w1", 1)));
+  REQUIRE(pool.mark_alive("w1"));
   std::optional<core::WorkerPoolSt::Lease> lease;
   pool.async_acquire({}, [&](std::error_code, core::WorkerPoolSt::Lease l) { lease = std::move(l); });
   REQUIRE(run_until(io, [&] { return lease.has_value(); }));

@@ -17,8 +17,8 @@
 //   dispatcher.async_stop(deadline, [&](std::error_code) { source.stop(); sink.stop(); });
 
 #include <blacktree/amqp/options.hpp>
+#include <blacktree/core/completion_handler.hpp>
 #include <blacktree/core/concepts.hpp>
-#include <blacktree/core/detail/erased_handler.hpp>
 #include <blacktree/core/job.hpp>
 
 #include <asio/any_io_executor.hpp>
@@ -49,6 +49,10 @@ struct SourceState;
 /// but deliveries may be settled and destroyed on any thread.
 class AmqpDelivery {
  public:
+  /// It can tell an invalid message (core::ReportsInvalid): declared, so that
+  /// a misspelt invalid_reason fails to compile instead of going unused.
+  static constexpr bool reports_invalid = true;
+
   AmqpDelivery() = default;
   AmqpDelivery(AmqpDelivery&& other) noexcept = default;
   AmqpDelivery& operator=(AmqpDelivery&& other) noexcept;
@@ -118,6 +122,9 @@ struct AmqpSourceStats {
 class AmqpJobSource {
  public:
   using delivery_type = AmqpDelivery;
+  /// It takes back-pressure (core::PrefetchControl): declared, so that a
+  /// misspelt set_prefetch fails to compile instead of losing the broker's QoS.
+  static constexpr bool prefetch_control = true;
 
   /// Starts connecting in the background. Throws std::invalid_argument when
   /// `options.url` cannot be parsed (the message says why, without the password).
@@ -172,7 +179,7 @@ class AmqpJobSource {
   const std::string& endpoint() const noexcept { return endpoint_description_; }
 
  private:
-  using ReceiveHandler = core::detail::erased_handler<void(std::error_code, AmqpDelivery)>;
+  using ReceiveHandler = core::CompletionHandler<void(std::error_code, AmqpDelivery)>;
 
   class CancelReceive {
    public:
@@ -197,6 +204,8 @@ class AmqpJobSource {
   std::shared_ptr<detail::SourceState> state_;
 };
 
+static_assert(core::ReportsInvalid<AmqpDelivery>);
+static_assert(core::PrefetchControl<AmqpJobSource>);
 static_assert(core::JobSource<AmqpJobSource>);
 
 }  // namespace blacktree::amqp

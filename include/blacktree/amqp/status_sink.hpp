@@ -6,8 +6,8 @@
 // confirms, and reports success only once the broker has confirmed.
 
 #include <blacktree/amqp/options.hpp>
+#include <blacktree/core/completion_handler.hpp>
 #include <blacktree/core/concepts.hpp>
-#include <blacktree/core/detail/erased_handler.hpp>
 #include <blacktree/core/job.hpp>
 
 #include <asio/any_io_executor.hpp>
@@ -74,7 +74,7 @@ class AmqpStatusSink {
   const std::string& endpoint() const noexcept { return endpoint_description_; }
 
  private:
-  using PublishHandler = core::detail::erased_handler<void(std::error_code)>;
+  using PublishHandler = core::CompletionHandler<void(std::error_code)>;
   void start_publish(const core::JobResult& result, PublishHandler handler);
 
   asio::any_io_executor executor_;

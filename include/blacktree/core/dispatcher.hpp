@@ -375,8 +375,10 @@ class Dispatcher {
         } else {
           ctx->lease.release();
         }
-        if (ec == errc::worker_unreachable && options.mark_unreachable_dead)
-          pool.mark_dead(worker->id, "unreachable when offered job " + ctx->job().id + ": " + result.error);
+        if (ec == errc::worker_unreachable && options.mark_unreachable_dead) {
+          // Fails only if the worker was deregistered meanwhile: nothing to mark then.
+          (void)pool.mark_dead(worker->id, "unreachable when offered job " + ctx->job().id + ": " + result.error);
+        }
         if (ctx->attempts >= options.max_attempts) {
           fail(ctx, "no worker accepted the job after " + std::to_string(ctx->attempts) + " attempts; last, " +
                         worker->id + ": " + (result.error.empty() ? ec.message() : result.error));

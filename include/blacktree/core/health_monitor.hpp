@@ -162,7 +162,7 @@ class HealthMonitor {
       // Registered again (or gone) since the snapshot: not ours to forget.
       const auto current = pool.find(info->id);
       if (!current || current->info != info || current->state != WorkerState::dead) return;
-      if (pool.deregister(info->id, reason)) return;
+      if (!pool.deregister(info->id, reason)) return;
       observer.on_forgotten(*info, reason);
     }
 
@@ -197,10 +197,12 @@ class HealthMonitor {
         it->second.misses = 0;
         observer.on_ping_ok(*info, std::chrono::steady_clock::now() - sent);
         const bool was_down = known->state == WorkerState::registering || known->state == WorkerState::dead;
-        pool.mark_alive(info->id, reply.incarnation);
+        // Fails only if the worker was deregistered since pool.find above:
+        // then there is nothing left to mark.
+        (void)pool.mark_alive(info->id, reply.incarnation);
         // A worker shutting down says so: offer it nothing new. (Not undone
         // here when it stops saying so: a drain may also be an operator's.)
-        if (reply.state == WorkerState::draining) pool.drain(info->id);
+        if (reply.state == WorkerState::draining) (void)pool.drain(info->id);
         if (was_down) observer.on_alive(*info);
         return;
       }
@@ -209,7 +211,7 @@ class HealthMonitor {
       if (misses >= options.misses_before_dead && known->state != WorkerState::dead) {
         std::string reason = "missed " + std::to_string(misses) + " pings in a row (last: " + ec.message() + ")";
         observer.on_dead(*info, reason);
-        pool.mark_dead(info->id, std::move(reason));
+        (void)pool.mark_dead(info->id, std::move(reason));  // deregistered meanwhile: nothing to mark
       }
     }
 

@@ -167,12 +167,26 @@ void BasicWorkerPool<Mutex>::finish(const std::shared_ptr<State>& st, Deferred& 
 }
 
 template <class Mutex>
-std::error_code BasicWorkerPool<Mutex>::register_worker(WorkerInfo info) {
-  if (info.id.empty() || info.address.empty() || info.capacity == 0) return errc::invalid_worker;
+Result<void> BasicWorkerPool<Mutex>::check(const WorkerInfo& info) {
+  if (!info.id.empty() && !info.address.empty() && info.capacity > 0) return {};
+  return Error{errc::invalid_worker, "a registration needs a non-empty id, an address and a capacity of at least 1 "
+                                     "(got id '" + info.id + "', address '" + info.address + "', capacity " +
+                                     std::to_string(info.capacity) + ")"};
+}
+
+template <class Mutex>
+Error BasicWorkerPool<Mutex>::not_registered(std::string_view id) {
+  return Error{errc::unknown_worker, "worker '" + std::string(id) + "' is not registered"};
+}
+
+template <class Mutex>
+Result<void> BasicWorkerPool<Mutex>::register_worker(WorkerInfo info) {
+  if (auto valid = check(info); !valid) return valid;
   Deferred deferred;
   {
     std::lock_guard lock(state_->mutex);
-    if (state_->stopped) return errc::pool_stopped;
+    if (state_->stopped)
+      return Error{errc::pool_stopped, "the worker pool is stopped: worker '" + info.id + "' was not registered"};
     auto it = state_->workers.find(info.id);
     if (it == state_->workers.end()) {
       auto rec = std::make_shared<Record>();
@@ -218,13 +232,13 @@ void BasicWorkerPool<Mutex>::apply_update(const std::shared_ptr<State>& st, cons
 }
 
 template <class Mutex>
-std::error_code BasicWorkerPool<Mutex>::update_worker(WorkerInfo info) {
-  if (info.id.empty() || info.address.empty() || info.capacity == 0) return errc::invalid_worker;
+Result<void> BasicWorkerPool<Mutex>::update_worker(WorkerInfo info) {
+  if (auto valid = check(info); !valid) return valid;
   Deferred deferred;
   {
     std::lock_guard lock(state_->mutex);
     auto it = state_->workers.find(info.id);
-    if (it == state_->workers.end()) return errc::unknown_worker;
+    if (it == state_->workers.end()) return not_registered(info.id);
     info.incarnation = it->second->info->incarnation;
     apply_update(state_, it->second, std::move(info), deferred);
   }
@@ -233,12 +247,12 @@ std::error_code BasicWorkerPool<Mutex>::update_worker(WorkerInfo info) {
 }
 
 template <class Mutex>
-std::error_code BasicWorkerPool<Mutex>::mark_alive(std::string_view id, std::string_view incarnation) {
+Result<void> BasicWorkerPool<Mutex>::mark_alive(std::string_view id, std::string_view incarnation) {
   Deferred deferred;
   {
     std::lock_guard lock(state_->mutex);
     auto it = state_->workers.find(id);
-    if (it == state_->workers.end()) return errc::unknown_worker;
+    if (it == state_->workers.end()) return not_registered(id);
     auto& rec = it->second;
     rec->last_seen = std::chrono::steady_clock::now();
     const WorkerState from = rec->state;
@@ -267,12 +281,12 @@ std::error_code BasicWorkerPool<Mutex>::mark_alive(std::string_view id, std::str
 }
 
 template <class Mutex>
-std::error_code BasicWorkerPool<Mutex>::mark_dead(std::string_view id, std::string reason) {
+Result<void> BasicWorkerPool<Mutex>::mark_dead(std::string_view id, std::string reason) {
   Deferred deferred;
   {
     std::lock_guard lock(state_->mutex);
     auto it = state_->workers.find(id);
-    if (it == state_->workers.end()) return errc::unknown_worker;
+    if (it == state_->workers.end()) return not_registered(id);
     auto& rec = *it->second;
     if (rec.state == WorkerState::dead) return {};
     const WorkerState from = rec.state;
@@ -290,12 +304,12 @@ std::error_code BasicWorkerPool<Mutex>::mark_dead(std::string_view id, std::stri
 }
 
 template <class Mutex>
-std::error_code BasicWorkerPool<Mutex>::drain(std::string_view id) {
+Result<void> BasicWorkerPool<Mutex>::drain(std::string_view id) {
   Deferred deferred;
   {
     std::lock_guard lock(state_->mutex);
     auto it = state_->workers.find(id);
-    if (it == state_->workers.end()) return errc::unknown_worker;
+    if (it == state_->workers.end()) return not_registered(id);
     auto& rec = *it->second;
     if (rec.state != WorkerState::free && rec.state != WorkerState::busy) return {};
     const WorkerState from = rec.state;
@@ -308,12 +322,12 @@ std::error_code BasicWorkerPool<Mutex>::drain(std::string_view id) {
 }
 
 template <class Mutex>
-std::error_code BasicWorkerPool<Mutex>::resume(std::string_view id) {
+Result<void> BasicWorkerPool<Mutex>::resume(std::string_view id) {
   Deferred deferred;
   {
     std::lock_guard lock(state_->mutex);
     auto it = state_->workers.find(id);
-    if (it == state_->workers.end()) return errc::unknown_worker;
+    if (it == state_->workers.end()) return not_registered(id);
     auto& rec = it->second;
     if (rec->state != WorkerState::draining) return {};
     set_state(*state_, *rec, WorkerState::free);
@@ -326,12 +340,12 @@ std::error_code BasicWorkerPool<Mutex>::resume(std::string_view id) {
 }
 
 template <class Mutex>
-std::error_code BasicWorkerPool<Mutex>::deregister(std::string_view id, std::string reason) {
+Result<void> BasicWorkerPool<Mutex>::deregister(std::string_view id, std::string reason) {
   Deferred deferred;
   {
     std::lock_guard lock(state_->mutex);
     auto it = state_->workers.find(id);
-    if (it == state_->workers.end()) return errc::unknown_worker;
+    if (it == state_->workers.end()) return not_registered(id);
     auto rec = it->second;
     state_->workers.erase(it);
     const WorkerState from = rec->state;

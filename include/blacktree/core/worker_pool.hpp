@@ -7,6 +7,7 @@
 #include <blacktree/core/detail/null_mutex.hpp>
 #include <blacktree/core/error.hpp>
 #include <blacktree/core/job.hpp>
+#include <blacktree/core/result.hpp>
 
 #include <asio/any_io_executor.hpp>
 #include <asio/associated_cancellation_slot.hpp>
@@ -159,25 +160,29 @@ class BasicWorkerPool {
   /// or re-registers a known id. A new incarnation, or a worker that was dead,
   /// starts over in `registering` and the old incarnation's leases are void.
   /// The same live incarnation registering again only updates its details.
-  std::error_code register_worker(WorkerInfo info);
+  /// Fails with errc::invalid_worker (no id, no address or capacity 0) or
+  /// errc::pool_stopped.
+  Result<void> register_worker(WorkerInfo info);
 
   /// Changes a live worker's address, labels, capacity or version in place.
-  std::error_code update_worker(WorkerInfo info);
+  /// Fails with errc::invalid_worker or errc::unknown_worker.
+  Result<void> update_worker(WorkerInfo info);
 
   /// The worker answered (registration probe or ping). `registering` and
   /// `dead` become free. A non-empty `incarnation` that differs from the known
   /// one means the worker restarted: its leases are void.
-  std::error_code mark_alive(std::string_view id, std::string_view incarnation = {});
+  /// This and the calls below fail only with errc::unknown_worker.
+  Result<void> mark_alive(std::string_view id, std::string_view incarnation = {});
 
   /// The worker stopped answering: out of the free set, its leases void.
-  std::error_code mark_dead(std::string_view id, std::string reason);
+  Result<void> mark_dead(std::string_view id, std::string reason);
 
   /// Takes no new jobs; running ones finish. `resume` undoes it.
-  std::error_code drain(std::string_view id);
-  std::error_code resume(std::string_view id);
+  Result<void> drain(std::string_view id);
+  Result<void> resume(std::string_view id);
 
   /// Forgets the worker. Its outstanding leases are void.
-  std::error_code deregister(std::string_view id, std::string reason);
+  Result<void> deregister(std::string_view id, std::string reason);
 
   /// Leases a slot of a live worker offering every label in `required`.
   /// Completion: `void(std::error_code, Lease)`; errc::pool_stopped after
@@ -280,6 +285,8 @@ class BasicWorkerPool {
   static void finish(const std::shared_ptr<State>& st, Deferred& deferred);
   static WorkerEvent make_event(const Record& rec, WorkerState from, std::string reason = {});
   static WorkerSnapshot snapshot_of(const Record& rec);
+  static Result<void> check(const WorkerInfo& info);
+  static Error not_registered(std::string_view id);
 
   std::shared_ptr<State> state_;
 };

@@ -15,8 +15,8 @@
 //    either way the worker never ran the job, so it may go to another one;
 //  - the stream broke after `accepted` and before the result -> errc::worker_lost.
 
+#include <blacktree/core/completion_handler.hpp>
 #include <blacktree/core/concepts.hpp>
-#include <blacktree/core/detail/erased_handler.hpp>
 #include <blacktree/core/job.hpp>
 #include <blacktree/core/worker_pool.hpp>
 
@@ -101,8 +101,8 @@ class GrpcTransport {
   struct Impl;  // internal, shared with the calls in flight
 
  private:
-  using RunHandler = core::detail::erased_handler<void(std::error_code, core::JobResult)>;
-  using PingHandler = core::detail::erased_handler<void(std::error_code, core::PingReply)>;
+  using RunHandler = core::CompletionHandler<void(std::error_code, core::JobResult)>;
+  using PingHandler = core::CompletionHandler<void(std::error_code, core::PingReply)>;
 
   // Cancellation-slot handler: cancels the RunJob call (thread-safe).
   struct CancelFn {

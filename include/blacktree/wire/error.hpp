@@ -9,6 +9,7 @@ namespace blacktree::wire {
 /// which field and which rule, in the JSON's own names ("repoUrl").
 enum class errc {
   invalid_json = 1,  ///< not JSON, not an object, or a field of the wrong type
+  missing_field,     ///< a required field is absent or empty
 };
 
 }  // namespace blacktree::wire

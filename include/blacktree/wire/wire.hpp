@@ -57,12 +57,14 @@ core::ProgressEvent from_proto(const v1::JobEvent& event);
 
 // --- the seed's JSON ------------------------------------------------------
 
-/// A JobRequest read off the queue. `error` is empty when the message is a
-/// valid job; otherwise it says what is wrong (for the status and the
-/// dead-letter header), and `job.id` holds the jobId when one could be read.
+/// A JobRequest read off the queue. When the message is not a valid job,
+/// `valid` holds an Error (errc::invalid_json or errc::missing_field) that
+/// says what is wrong, for the status and the dead-letter header; `job` then
+/// holds what could be read, at least the jobId when there is one, so that a
+/// failure status can still name the job.
 struct ParsedJob {
   core::Job job;
-  std::string error;
+  core::Result<void> valid;
 };
 
 /// Parses and validates a seed JobRequest: a JSON object with non-empty
