@@ -130,6 +130,9 @@ using ProgressCallback = std::function<void(const ProgressEvent&)>;
 /// The final status of a job (the seed's JobResponse plus extensions).
 struct JobResult {
   std::string job_id;
+  /// Stable per (job, run): the same on every retry of this status, so a consumer can drop
+  /// exact duplicates. The dispatcher assigns it; the AMQP sink sends it as `message-id`.
+  std::string status_id;
   bool success = false;
   std::string logs;       ///< a bounded tail of the job's output
   std::string image_url;
