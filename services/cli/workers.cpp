@@ -98,7 +98,12 @@ int run_workers(const WorkersSettings& s) {
     fmt::print(stderr, "blacktree: error: --orchestrator-addr must be host:port\n");
     return exit_usage;
   }
-  auto stub = v1::Orchestrator::NewStub(::grpc::CreateChannel(s.orchestrator_addr, ::grpc::InsecureChannelCredentials()));
+  auto credentials = grpc::channel_credentials(s.tls);
+  if (!credentials) {
+    fmt::print(stderr, "blacktree: error: {}\n", credentials.error().message());
+    return exit_usage;
+  }
+  auto stub = v1::Orchestrator::NewStub(::grpc::CreateChannel(s.orchestrator_addr, *credentials));
   ::grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(s.timeout_s));
   if (!s.token.empty()) context.AddMetadata("authorization", "Bearer " + s.token.reveal());
