@@ -420,7 +420,8 @@ def test_submit_wait_through_a_real_orchestrator_and_worker(broker, mq, cluster,
     orch = Process("orchestrator-amqp",
                    [str(BIN_DIR / "blacktree-orchestrator"), "--listen", f"127.0.0.1:{port}", "--queue", "amqp",
                     "--mq-url", broker.url, "--execute-queue", execute_queue, "--status-queue", status_queue,
-                    "--http-listen", "", "--ping-interval-ms", "300", "--ping-timeout-ms", "250"],
+                    "--http-listen", "", "--ping-interval-ms", "300", "--ping-timeout-ms", "250",
+                    "--insecure"],  # about the CLI's AMQP path, not gRPC's security
                    tmp_path / "orchestrator-amqp.log")
     try:
         orch.wait_log("serving gRPC on port")
