@@ -24,7 +24,8 @@ std::string explain(const ::grpc::Status& status, const std::string& address, st
   const std::string where = "the orchestrator at " + address;
   switch (status.error_code()) {
     case ::grpc::StatusCode::UNAVAILABLE:
-      return "cannot reach " + where + ": is it running? (set --orchestrator-addr or ORCHESTRATOR_ADDR) [" +
+      return "cannot reach " + where + ": is it running? (set --orchestrator-addr or ORCHESTRATOR_ADDR) Under "
+             "mutual TLS, a certificate from its CA is needed (--tls-cert, --tls-key, --tls-ca) [" +
              status.error_message() + "]";
     case ::grpc::StatusCode::DEADLINE_EXCEEDED:
       return where + " did not answer within " + std::to_string(timeout_s) +
