@@ -36,7 +36,7 @@ struct OrchestratorServiceOptions {
   std::uint32_t max_worker_capacity = 64;
   /// When set, every Register issues the worker a fresh secret (returned in
   /// RegisterReply.worker_secret), which the transport sends with every call.
-  std::shared_ptr<WorkerSecrets> worker_secrets;
+  std::shared_ptr<WorkerSecrets> worker_secrets{};
 };
 
 class OrchestratorService final : public ::blacktree::v1::Orchestrator::CallbackService {

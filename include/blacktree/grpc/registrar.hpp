@@ -40,7 +40,7 @@ struct RegistrarOptions {
   std::uint32_t missed_pings = 3;  ///< silent ping intervals before registering again
   /// Channel credentials to the orchestrator (see channel_credentials());
   /// insecure when null.
-  std::shared_ptr<::grpc::ChannelCredentials> credentials;
+  std::shared_ptr<::grpc::ChannelCredentials> credentials{};
 };
 
 class Registrar {

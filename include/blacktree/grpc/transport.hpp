@@ -51,7 +51,7 @@ struct TransportOptions {
   std::shared_ptr<::grpc::ChannelCredentials> credentials;
   /// When set, every call to a worker carries the secret its registration
   /// was issued (see WorkerSecrets), without which the worker obeys nothing.
-  std::shared_ptr<WorkerSecrets> worker_secrets;
+  std::shared_ptr<WorkerSecrets> worker_secrets{};
 };
 
 class GrpcTransport {
