@@ -13,6 +13,7 @@
 #include <blacktree/amqp/status_sink.hpp>
 #include <blacktree/core.hpp>
 #include <blacktree/core/prometheus.hpp>
+#include <blacktree/grpc/credentials.hpp>
 #include <blacktree/grpc/orchestrator_service.hpp>
 #include <blacktree/grpc/transport.hpp>
 #include <blacktree/version.hpp>
@@ -20,6 +21,7 @@
 #include <blacktree/wire/line_status_sink.hpp>
 
 #include <asio/executor_work_guard.hpp>
+#include <fmt/format.h>
 #include <asio/io_context.hpp>
 #include <asio/steady_timer.hpp>
 #include <grpcpp/grpcpp.h>
@@ -101,11 +103,34 @@ struct Settings {
   std::uint32_t placement_timeout_s = 0;
   std::uint32_t drain_timeout_s = 30;
   std::uint32_t forget_dead_after_s = 600;
+  blacktree::service::TlsFlags tls;
+  std::uint32_t max_worker_capacity = 64;
 };
 
-blacktree::grpc::TransportOptions transport_options(const std::string& orchestrator_id) {
+blacktree::grpc::TlsOptions tls_options(const Settings& s) {
+  return {s.tls.cert, s.tls.key, s.tls.ca, std::chrono::seconds(s.tls.reload_interval_s)};
+}
+
+blacktree::grpc::TransportOptions transport_options(const std::string& orchestrator_id, const Settings& s,
+                                                    std::shared_ptr<blacktree::grpc::WorkerSecrets> secrets) {
   blacktree::grpc::TransportOptions options;
   options.orchestrator_id = orchestrator_id;
+  // main() checked the files before the plane is built.
+  options.credentials = *blacktree::grpc::channel_credentials(tls_options(s));
+  options.worker_secrets = std::move(secrets);
+  return options;
+}
+
+blacktree::grpc::OrchestratorServiceOptions service_options(const std::string& orchestrator_id, const Settings& s,
+                                                            std::shared_ptr<blacktree::grpc::WorkerSecrets> secrets) {
+  blacktree::grpc::OrchestratorServiceOptions options;
+  options.orchestrator_id = orchestrator_id;
+  options.registration_token = s.token;
+  options.ping_interval = std::chrono::milliseconds(s.ping_interval_ms);
+  options.ping_timeout = std::chrono::milliseconds(s.ping_timeout_ms);
+  options.require_worker_certificate = tls_options(s).enabled();
+  options.max_worker_capacity = s.max_worker_capacity;
+  options.worker_secrets = std::move(secrets);
   return options;
 }
 
@@ -124,14 +149,13 @@ struct Plane {
       : settings(s),
         log(std::move(logger)),
         id(blacktree::service::random_hex(16)),
+        secrets(std::make_shared<blacktree::grpc::WorkerSecrets>()),
         work(asio::make_work_guard(io)),
         pool(io.get_executor()),
-        transport(io.get_executor(), transport_options(id)),
+        transport(io.get_executor(), transport_options(id, s, secrets)),
         channels(transport.forget_removed_workers(pool)),
         health(io.get_executor(), transport, pool, health_options(s), LogHealthObserver{{}, log.get()}),
-        service(pool,
-                {id, s.token, std::chrono::milliseconds(s.ping_interval_ms),
-                 std::chrono::milliseconds(s.ping_timeout_ms)},
+        service(pool, service_options(id, s, secrets),
                 [this](const core::WorkerInfo& worker, bool registered, std::string_view detail) {
                   if (registered) {
                     log->info("worker {} {} at {} (capacity {}, labels {}, version {})", worker.id, detail,
@@ -152,7 +176,7 @@ struct Plane {
   bool start_server() {
     ::grpc::EnableDefaultHealthCheckService(true);
     ::grpc::ServerBuilder builder;
-    builder.AddListeningPort(settings.listen, ::grpc::InsecureServerCredentials(), &port);
+    builder.AddListeningPort(settings.listen, *blacktree::grpc::server_credentials(tls_options(settings)), &port);
     builder.RegisterService(&service);
     server = builder.BuildAndStart();
     if (!server || port == 0) return false;
@@ -175,6 +199,7 @@ struct Plane {
   Settings settings;
   Logger log;
   std::string id;
+  std::shared_ptr<blacktree::grpc::WorkerSecrets> secrets;  // per registration, shared by service and transport
   core::PrometheusMetrics metrics;
   asio::io_context io;
   asio::executor_work_guard<asio::io_context::executor_type> work;
@@ -188,6 +213,13 @@ struct Plane {
   int port = 0;
   std::vector<std::thread> threads;
 };
+
+// Said at start and on every /healthz while --insecure is given.
+std::string insecure_notice(const Settings& s) {
+  return fmt::format("warning: --insecure: gRPC runs {} and {}", tls_options(s).enabled() ? "with mutual TLS" : "without TLS",
+                     s.token.empty() ? "without a registration token: anyone who reaches the port can register"
+                                     : "with a registration token");
+}
 
 std::pair<std::string, int> split_host_port(const std::string& address) {
   const auto colon = address.rfind(':');
@@ -213,7 +245,8 @@ int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset
       plane.io.get_executor(), source, plane.transport, sink, plane.pool, options, observer);
 
   blacktree::orchestrator::OpsServer ops(
-      queue_ready, [&] { return plane.metrics.render(dispatcher.stats(), plane.pool.snapshot()); });
+      queue_ready, [&] { return plane.metrics.render(dispatcher.stats(), plane.pool.snapshot()); },
+      plane.settings.tls.insecure ? insecure_notice(plane.settings) : std::string());
   if (!plane.settings.http_listen.empty()) {
     const auto [host, port] = split_host_port(plane.settings.http_listen);
     const int bound = ops.start(host, port);
@@ -330,10 +363,19 @@ int main(int argc, char** argv) {
                  "deregister a worker dead for this long (0: keep dead workers listed)")
       ->envname("BLACKTREE_FORGET_DEAD_AFTER_S")
       ->capture_default_str();
+  app.add_option("--max-worker-capacity", s.max_worker_capacity, "a registration offering more slots is refused")
+      ->envname("BLACKTREE_MAX_WORKER_CAPACITY")
+      ->check(CLI::Range(1u, 65535u))
+      ->capture_default_str();
+  blacktree::service::add_tls_options(app, s.tls, true);
   blacktree::service::add_log_options(app, log_options);
   CLI11_PARSE(app, argc, argv);
   try {
     s.token = blacktree::service::value_or_usage_error(blacktree::service::registration_token(token_file));
+    const auto tls = tls_options(s);
+    if (tls.enabled()) blacktree::service::value_or_usage_error(blacktree::grpc::check_tls_files(tls));
+    blacktree::service::value_or_usage_error(
+        blacktree::grpc::require_authentication("orchestrator", tls.enabled(), !s.token.empty(), s.tls.insecure));
     if (!amqp_password_file.empty()) {
       amqp.password = blacktree::core::Secret(blacktree::service::value_or_usage_error(
           blacktree::service::read_secret_file(amqp_password_file, "--mq-password-file")));
@@ -350,8 +392,10 @@ int main(int argc, char** argv) {
     log->error("cannot listen on {}: is the address valid and the port free?", s.listen);
     return 1;
   }
-  log->info("orchestrator {} serving gRPC on port {} (queue: {}, registration token {})", plane.id, plane.port,
-            s.queue, s.token.empty() ? "not required" : "required");
+  log->info("orchestrator {} serving gRPC on port {} (queue: {}, registration token {}, {})", plane.id, plane.port,
+            s.queue, s.token.empty() ? "not required" : "required",
+            tls_options(s).enabled() ? "mutual TLS" : "plaintext");
+  if (s.tls.insecure) log->warn("{}", insecure_notice(s));
 
   int rc = 0;
   if (s.queue == "stdio") {
