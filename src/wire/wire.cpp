@@ -109,41 +109,34 @@ class StrictJson {
     }
   }
 
-  bool object(int depth) {
+  // The members of an object or the elements of an array, from its opening bracket.
+  template <class Member>
+  bool members(char close, const char* expected, Member&& member) {
     ++i_;
     skip_space();
-    if (!at_end() && s_[i_] == '}') return ++i_, true;
+    if (!at_end() && s_[i_] == close) return ++i_, true;
     for (;;) {
       skip_space();
+      if (!member()) return false;
+      skip_space();
+      if (at_end() || s_[i_] != ',') return expect(close, expected);
+      ++i_;
+    }
+  }
+
+  bool object(int depth) {
+    return members('}', "expected ',' or '}' in an object", [&] {
       if (at_end() || s_[i_] != '"') return fail("an object key must be a double-quoted string");
       if (!string()) return false;
       skip_space();
       if (!expect(':', "expected ':' after an object key")) return false;
       skip_space();
-      if (!value(depth)) return false;
-      skip_space();
-      if (!at_end() && s_[i_] == ',') {
-        ++i_;
-        continue;
-      }
-      return expect('}', "expected ',' or '}' in an object");
-    }
+      return value(depth);
+    });
   }
 
   bool array(int depth) {
-    ++i_;
-    skip_space();
-    if (!at_end() && s_[i_] == ']') return ++i_, true;
-    for (;;) {
-      skip_space();
-      if (!value(depth)) return false;
-      skip_space();
-      if (!at_end() && s_[i_] == ',') {
-        ++i_;
-        continue;
-      }
-      return expect(']', "expected ',' or ']' in an array");
-    }
+    return members(']', "expected ',' or ']' in an array", [&] { return value(depth); });
   }
 
   bool literal(std::string_view word) {
