@@ -10,6 +10,7 @@
 
 #include <blacktree/amqp/event_publisher.hpp>
 #include <blacktree/amqp/job_source.hpp>
+#include <blacktree/amqp/metrics.hpp>
 #include <blacktree/amqp/status_sink.hpp>
 #include <blacktree/core.hpp>
 #include <blacktree/core/prometheus.hpp>
@@ -72,9 +73,22 @@ struct DispatchObserver : core::PrometheusObserver {
     log->warn("job {} dead-lettered: {}", job.id.empty() ? "(without jobId)" : job.id, reason);
   }
   void on_handed_back(const core::Job& job) { log->info("job {} handed back to the queue", job.id); }
+  // Every held job retries every few seconds while statuses cannot go out;
+  // the sink logs the cause once, and this a line a minute, not one per retry.
   void on_publish_failed(const core::Job& job, std::error_code ec) {
-    log->warn("job {}: status not confirmed yet ({}); retrying", job.id, ec.message());
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_publish_warning_ < std::chrono::minutes(1)) {
+      ++publish_failures_unlogged_;
+      log->debug("job {}: status not confirmed yet ({}); retrying", job.id, ec.message());
+      return;
+    }
+    log->warn("job {}: status not confirmed yet ({}); retrying ({} more such retries in the last minute)", job.id,
+              ec.message(), publish_failures_unlogged_);
+    last_publish_warning_ = now;
+    publish_failures_unlogged_ = 0;
   }
+  std::chrono::steady_clock::time_point last_publish_warning_{};
+  std::uint64_t publish_failures_unlogged_ = 0;
 };
 
 struct LogHealthObserver : core::HealthObserver {
@@ -233,7 +247,8 @@ std::pair<std::string, int> split_host_port(const std::string& address) {
 template <class Source, class Sink>
 int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset_t& signals,
                           const std::function<void()>& stop_intake, const std::function<std::string()>& queue_ready,
-                          const DispatchObserver::EventFn& events) {
+                          const DispatchObserver::EventFn& events,
+                          const std::function<std::string()>& more_metrics = {}) {
   core::DispatcherOptions options;
   options.max_attempts = plane.settings.max_attempts;
   options.placement_timeout = std::chrono::seconds(plane.settings.placement_timeout_s);
@@ -245,7 +260,11 @@ int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset
       plane.io.get_executor(), source, plane.transport, sink, plane.pool, options, observer);
 
   blacktree::orchestrator::OpsServer ops(
-      queue_ready, [&] { return plane.metrics.render(dispatcher.stats(), plane.pool.snapshot()); },
+      queue_ready,
+      [&] {
+        return plane.metrics.render(dispatcher.stats(), plane.pool.snapshot()) +
+               (more_metrics ? more_metrics() : std::string());
+      },
       plane.settings.tls.insecure ? insecure_notice(plane.settings) : std::string());
   if (!plane.settings.http_listen.empty()) {
     const auto [host, port] = split_host_port(plane.settings.http_listen);
@@ -333,6 +352,11 @@ int main(int argc, char** argv) {
   app.add_option("--dead-letter-queue", amqp.dead_letter_queue, "queue bound to the dead-letter exchange")
       ->envname("BLACKTREE_DEAD_LETTER_QUEUE")
       ->capture_default_str();
+  app.add_option("--mq-max-message-bytes", amqp.max_message_size,
+                 "a job message larger than this is dead-lettered unread")
+      ->envname("BLACKTREE_MQ_MAX_MESSAGE_BYTES")
+      ->check(CLI::Range(std::size_t{1024}, std::size_t{128} << 20))
+      ->capture_default_str();
   app.add_option("--registration-token-file", token_file,
                  "file holding the token workers must present (env BLACKTREE_REGISTRATION_TOKEN also works)")
       ->envname("BLACKTREE_REGISTRATION_TOKEN_FILE");
@@ -387,6 +411,13 @@ int main(int argc, char** argv) {
   amqp.connection_name = "blacktree-orchestrator";
 
   auto log = blacktree::service::make_logger("orchestrator", log_options);
+  amqp.log = [log](blacktree::amqp::LogLevel level, std::string_view message) {
+    using blacktree::amqp::LogLevel;
+    log->log(level == LogLevel::error     ? spdlog::level::err
+             : level == LogLevel::warning ? spdlog::level::warn
+                                          : spdlog::level::info,
+             "{}", message);
+  };
   Plane plane(s, log);
   if (!plane.start_server()) {
     log->error("cannot listen on {}: is the address valid and the port free?", s.listen);
@@ -423,11 +454,14 @@ int main(int argc, char** argv) {
       };
       const auto ready = [&source, &sink] {
         if (!source.connected()) return "not connected to the broker (jobs): " + source.last_error();
-        if (!sink.connected()) return std::string("not connected to the broker (statuses)");
+        if (!sink.connected()) return "not connected to the broker (statuses): " + sink.last_error();
         return std::string();
       };
       rc = dispatch_until_signal(plane, source, sink, signals, [&source] { source.cancel_consumer(); }, ready,
-                                 publish);
+                                 publish, [&] {
+                                   return blacktree::amqp::prometheus_text(source.stats(), sink.stats(),
+                                                                           events.stats());
+                                 });
       events.stop();
       sink.stop();
       source.stop();
