@@ -59,6 +59,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> runner_argv;
   std::uint32_t job_timeout_s = 1800;
   std::uint32_t drain_timeout_s = 60;
+  std::uint32_t heartbeat_interval_ms = 5000;
   blacktree::service::LogOptions log_options;
 
   app.add_option("--orchestrator-addr", orchestrator, "the orchestrator's gRPC address (host:port)")
@@ -130,6 +131,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--drain-timeout-s", drain_timeout_s, "on SIGTERM, how long running jobs may take to finish")
       ->envname("WORKER_DRAIN_TIMEOUT_S")
+      ->capture_default_str();
+  app.add_option("--heartbeat-interval-ms", heartbeat_interval_ms,
+                 "how often a running job's stream carries a heartbeat when nothing else is sent (0: never)")
+      ->envname("WORKER_HEARTBEAT_INTERVAL_MS")
       ->capture_default_str();
   blacktree::service::add_log_options(app, log_options);
   CLI11_PARSE(app, argc, argv);
@@ -203,7 +208,12 @@ int main(int argc, char** argv) {
     runner = std::move(pipeline);
   }
 
-  blacktree::grpc::WorkerService service(*runner, {worker_id, self.incarnation, capacity});
+  blacktree::grpc::WorkerServiceOptions service_options;
+  service_options.worker_id = worker_id;
+  service_options.incarnation = self.incarnation;
+  service_options.capacity = capacity;
+  service_options.heartbeat_interval = std::chrono::milliseconds(heartbeat_interval_ms);
+  blacktree::grpc::WorkerService service(*runner, std::move(service_options));
 
   ::grpc::EnableDefaultHealthCheckService(true);
   ::grpc::ServerBuilder builder;
