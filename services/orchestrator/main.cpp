@@ -101,11 +101,15 @@ struct Settings {
   std::uint32_t placement_timeout_s = 0;
   std::uint32_t drain_timeout_s = 30;
   std::uint32_t forget_dead_after_s = 600;
+  std::uint32_t accept_timeout_ms = 10'000;
+  std::uint32_t heartbeat_timeout_ms = 30'000;
 };
 
-blacktree::grpc::TransportOptions transport_options(const std::string& orchestrator_id) {
+blacktree::grpc::TransportOptions transport_options(const Settings& s, const std::string& orchestrator_id) {
   blacktree::grpc::TransportOptions options;
   options.orchestrator_id = orchestrator_id;
+  options.accept_timeout = std::chrono::milliseconds(s.accept_timeout_ms);
+  options.heartbeat_timeout = std::chrono::milliseconds(s.heartbeat_timeout_ms);
   return options;
 }
 
@@ -126,7 +130,7 @@ struct Plane {
         id(blacktree::service::random_hex(16)),
         work(asio::make_work_guard(io)),
         pool(io.get_executor()),
-        transport(io.get_executor(), transport_options(id)),
+        transport(io.get_executor(), transport_options(s, id)),
         channels(transport.forget_removed_workers(pool)),
         health(io.get_executor(), transport, pool, health_options(s), LogHealthObserver{{}, log.get()}),
         service(pool,
@@ -140,6 +144,11 @@ struct Plane {
                     log->info("worker {} deregistered: {}", worker.id, detail);
                   }
                 }) {
+    // A leaving worker's last results are taken before its leases are voided
+    // (bounded below the worker's own Deregister deadline).
+    service.settle_runs_before_deregister([this](const std::string& worker_id, std::function<void()> then) {
+      transport.when_runs_ended(worker_id, std::chrono::seconds(2), std::move(then));
+    });
     subscription = pool.subscribe([this](const core::WorkerEvent& event) {
       if (!event.info || event.removed) return;
       if (event.from != event.to) {
@@ -329,6 +338,17 @@ int main(int argc, char** argv) {
   app.add_option("--forget-dead-after-s", s.forget_dead_after_s,
                  "deregister a worker dead for this long (0: keep dead workers listed)")
       ->envname("BLACKTREE_FORGET_DEAD_AFTER_S")
+      ->capture_default_str();
+  app.add_option("--accept-timeout-ms", s.accept_timeout_ms,
+                 "how long a worker may take to accept an offered job before it goes elsewhere (the worker is "
+                 "not taken for dead)")
+      ->envname("BLACKTREE_ACCEPT_TIMEOUT_MS")
+      ->check(CLI::Range(10u, 600000u))
+      ->capture_default_str();
+  app.add_option("--heartbeat-timeout-ms", s.heartbeat_timeout_ms,
+                 "a running job's stream silent this long (no heartbeat) is reported lost and the job cancelled "
+                 "on the worker (0: never)")
+      ->envname("BLACKTREE_HEARTBEAT_TIMEOUT_MS")
       ->capture_default_str();
   blacktree::service::add_log_options(app, log_options);
   CLI11_PARSE(app, argc, argv);

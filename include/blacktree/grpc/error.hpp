@@ -19,6 +19,7 @@ enum class errc {
   call_failed,              ///< any other gRPC failure
   drain_deadline_exceeded,  ///< a shutdown cancelled jobs still running at its drain deadline
   jobs_still_running,       ///< cancelled jobs had not ended when a shutdown gave up waiting
+  worker_id_in_use,         ///< the orchestrator knows another live worker by this worker's id
 };
 
 }  // namespace blacktree::grpc
