@@ -192,7 +192,8 @@ class Orchestrator(Process):
 
 class Worker(Process):
     def __init__(self, tmp_path, orchestrator_port, worker_id, command, region=None, capacity=None,
-                 token=None, port=None, labels=(), extra=(), env=None):
+                 token=None, port=None, labels=(), extra=(), env=None, name=None):
+        """name: the process's (and its log's) name when two processes share a worker id."""
         self.port = port or free_port()
         self.worker_id = worker_id
         argv = [str(BIN_DIR / "blacktree-worker"), "--orchestrator-addr", f"127.0.0.1:{orchestrator_port}",
@@ -210,7 +211,8 @@ class Worker(Process):
         if token:
             env["BLACKTREE_REGISTRATION_TOKEN"] = token
         argv += ["--", *command]
-        super().__init__(worker_id, argv, tmp_path / f"{worker_id}.log", env=env)
+        name = name or worker_id
+        super().__init__(name, argv, tmp_path / f"{name}.log", env=env)
         self.wait_log("serving on port")
 
 
