@@ -83,7 +83,7 @@ class Orchestrator(Process):
     stdin as JobRequest JSON lines; statuses are read from its stdout."""
 
     def __init__(self, tmp_path, port=None, token=None, extra=(), name="orchestrator",
-                 ping_interval_ms=300, ping_timeout_ms=250, amqp=None):
+                 ping_interval_ms=300, ping_timeout_ms=250, amqp=None, ping_misses=2):
         """amqp: None for the stdio queue, else a dict of AMQP flags
         (mq-url, execute-queue, status-queue, ...) without the leading --."""
         self.port = port or free_port()
@@ -91,7 +91,7 @@ class Orchestrator(Process):
         argv = [str(BIN_DIR / "blacktree-orchestrator"), "--listen", f"127.0.0.1:{self.port}",
                 "--http-listen", f"127.0.0.1:{self.http_port}",
                 "--ping-interval-ms", str(ping_interval_ms),
-                "--ping-timeout-ms", str(ping_timeout_ms), "--ping-misses", "2", *extra]
+                "--ping-timeout-ms", str(ping_timeout_ms), "--ping-misses", str(ping_misses), *extra]
         if amqp is None:
             argv += ["--queue", "stdio"]
         else:

@@ -348,3 +348,34 @@ def test_a_slow_offer_does_not_mark_the_worker_dead(cluster):
     assert status["success"] and status["workerId"] == "slowpoke", status
     assert "slowpoke is dead" not in orch.log()
     assert orch.list_workers()["slowpoke"].state != DEAD
+
+
+def test_a_stream_without_heartbeats_is_lost_and_a_quiet_one_is_not(cluster):
+    orch = cluster.orchestrator(ping_interval_ms=5000, ping_timeout_ms=4000, ping_misses=5,
+                                extra=["--heartbeat-timeout-ms", "600"])
+    w = cluster.worker(orch, "beating", command=["sh", "-c", "sleep 2; echo quiet but alive"],
+                       extra=["--heartbeat-interval-ms", "100"])
+    orch.wait_workers(lambda ws: ws.get("beating") and ws["beating"].state == FREE)
+    # Quiet for longer than the timeout: the heartbeats carry it.
+    orch.submit(job("quiet"))
+    status = orch.status_of("quiet", timeout=20)
+    assert status["success"] and "quiet but alive" in status["logs"], status
+
+    # A stream that carries nothing (the worker frozen) is reported lost long
+    # before the run deadline, and the job is cancelled on the worker.
+    orch.submit(job("frozen"))
+    wait_until(lambda: orch.list_workers()["beating"].running == 1, what="the job running")
+    w.proc.send_signal(signal.SIGSTOP)
+    try:
+        status = orch.status_of("frozen", timeout=20)
+    finally:
+        w.proc.send_signal(signal.SIGCONT)
+    assert not status["success"] and "heartbeat" in status["error"], status
+
+    def worker_runs_nothing():
+        with grpc.insecure_channel(f"127.0.0.1:{w.port}") as ch:
+            ping = ch.unary_unary("/blacktree.v1.Worker/Ping", request_serializer=pb.PingRequest.SerializeToString,
+                                  response_deserializer=pb.PingReply.FromString)
+            return not ping(pb.PingRequest(), timeout=5).running_jobs
+    wait_until(worker_runs_nothing, what="the frozen job cancelled on the worker")
+    assert orch.list_workers()["beating"].state != DEAD
