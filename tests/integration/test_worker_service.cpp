@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <functional>
 #include <future>
 #include <map>
 #include <memory>
@@ -247,32 +248,53 @@ TEST_CASE("WorkerService: shutdown gives up on a job that ignores cancellation",
   CHECK(result.success);
 }
 
+namespace {
+
+// A real OrchestratorService on a free loopback port, and a Registrar that
+// registers `rig`'s worker with it. Configure `orchestrator`, then start().
+struct Orchestrated {
+  explicit Orchestrated(Rig& r)
+      : rig(r), pool(r.io.get_executor()), orchestrator(pool, {"orchestrator-1", "", 1000ms, 500ms}) {}
+  ~Orchestrated() {
+    if (server) server->Shutdown(std::chrono::system_clock::now() + 2s);
+  }
+
+  void start() {
+    ::grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", ::grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(&orchestrator);
+    server = builder.BuildAndStart();
+    REQUIRE(server);
+    bgrpc::RegistrarOptions options;
+    options.orchestrator_address = "127.0.0.1:" + std::to_string(port);
+    options.self = rig.worker;
+    registrar = std::make_unique<bgrpc::Registrar>(
+        options, [&](const std::string&) { std::call_once(once, [&] { registered.set_value(); }); },
+        std::function<void(std::string_view)>{});
+    registrar->start();
+    REQUIRE(registered.get_future().wait_for(30s) == std::future_status::ready);
+    REQUIRE(pool.find(rig.worker.id));
+  }
+
+  Rig& rig;
+  core::WorkerPool pool;
+  bgrpc::OrchestratorService orchestrator;
+  std::unique_ptr<::grpc::Server> server;
+  std::promise<void> registered;  // told by the registrar, so they outlive it
+  std::once_flag once;
+  std::unique_ptr<bgrpc::Registrar> registrar;
+};
+
+}  // namespace
+
 TEST_CASE("WorkerService: shutdown deregisters through the registrar", "[worker_service]") {
   Rig rig("leaving");
-  core::WorkerPool pool(rig.io.get_executor());
-  bgrpc::OrchestratorService orchestrator(pool, {"orchestrator-1", "", 1000ms, 500ms});
-  ::grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", ::grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&orchestrator);
-  auto server = builder.BuildAndStart();
-  REQUIRE(server);
-
-  bgrpc::RegistrarOptions options;
-  options.orchestrator_address = "127.0.0.1:" + std::to_string(port);
-  options.self = rig.worker;
-  std::promise<void> registered;
-  std::once_flag once;
-  bgrpc::Registrar registrar(
-      options, [&](const std::string&) { std::call_once(once, [&] { registered.set_value(); }); }, {});
-  registrar.start();
-  REQUIRE(registered.get_future().wait_for(30s) == std::future_status::ready);
-  REQUIRE(pool.find("leaving"));
-
-  const auto outcome = rig.service.shutdown(&registrar);
+  Orchestrated orchestrated(rig);
+  orchestrated.start();
+  const auto outcome = rig.service.shutdown(orchestrated.registrar.get());
   CHECK(outcome.has_value());
-  CHECK_FALSE(pool.find("leaving"));
-  server->Shutdown(std::chrono::system_clock::now() + 2s);
+  CHECK_FALSE(orchestrated.pool.find("leaving"));
 }
 
 TEST_CASE("WorkerService: a RunJob for a job it already runs attaches to the run", "[worker_service]") {
@@ -372,7 +394,13 @@ class SilentWorker final : public ::blacktree::v1::Worker::CallbackService {
 };
 
 struct TransportRig {
-  explicit TransportRig(bgrpc::TransportOptions options) : transport(io.get_executor(), std::move(options)) {
+  // `tune` adjusts the test's transport options.
+  explicit TransportRig(const std::function<void(bgrpc::TransportOptions&)>& tune)
+      : transport(io.get_executor(), [&] {
+          auto options = test_transport_options();
+          tune(options);
+          return options;
+        }()) {
     thread = std::thread([this] { io.run(); });
   }
   ~TransportRig() {
@@ -403,9 +431,7 @@ struct TransportRig {
 TEST_CASE("GrpcTransport: a stream without heartbeats is lost and the job cancelled on the worker",
           "[worker_service]") {
   SilentWorker silent(true);
-  auto options = test_transport_options();
-  options.heartbeat_timeout = 300ms;
-  TransportRig rig(options);
+  TransportRig rig([](auto& options) { options.heartbeat_timeout = 300ms; });
   auto [ec, result] = rig.run(silent.info(), "hung");
   CHECK(ec == core::errc::worker_lost);
   CHECK_THAT(result.error, Catch::Contains("heartbeat"));
@@ -414,9 +440,7 @@ TEST_CASE("GrpcTransport: a stream without heartbeats is lost and the job cancel
 
 TEST_CASE("GrpcTransport: a worker slow to accept refused the offer; it is not unreachable", "[worker_service]") {
   SilentWorker silent(false);
-  auto options = test_transport_options();
-  options.accept_timeout = 200ms;
-  TransportRig rig(options);
+  TransportRig rig([](auto& options) { options.accept_timeout = 200ms; });
   auto [ec, result] = rig.run(silent.info(), "offered");
   CHECK(ec == core::errc::worker_refused);
   CHECK_THAT(result.error, Catch::Contains("did not accept the job within 200 ms"));
@@ -437,26 +461,12 @@ TEST_CASE("WorkerService: heartbeats keep a quiet job's stream alive", "[worker_
 
 TEST_CASE("WorkerService: a leaving worker's last result is taken before its leases are voided", "[worker_service]") {
   Rig rig("leaving");
-  core::WorkerPool pool(rig.io.get_executor());
-  bgrpc::OrchestratorService orchestrator(pool, {"orchestrator-1", "", 1000ms, 500ms});
-  orchestrator.settle_runs_before_deregister([&rig](const std::string& id, std::function<void()> then) {
+  Orchestrated orchestrated(rig);
+  auto& pool = orchestrated.pool;
+  orchestrated.orchestrator.settle_runs_before_deregister([&rig](const std::string& id, std::function<void()> then) {
     rig.transport.when_runs_ended(id, 2500ms, std::move(then));
   });
-  ::grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", ::grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&orchestrator);
-  auto server = builder.BuildAndStart();
-  REQUIRE(server);
-  bgrpc::RegistrarOptions options;
-  options.orchestrator_address = "127.0.0.1:" + std::to_string(port);
-  options.self = rig.worker;
-  std::promise<void> registered;
-  std::once_flag once;
-  bgrpc::Registrar registrar(
-      options, [&](const std::string&) { std::call_once(once, [&] { registered.set_value(); }); }, {});
-  registrar.start();
-  REQUIRE(registered.get_future().wait_for(30s) == std::future_status::ready);
+  orchestrated.start();
 
   // What a dispatcher sees, in its order: results and pool events on one executor.
   std::mutex mutex;
@@ -490,7 +500,7 @@ TEST_CASE("WorkerService: a leaving worker's last result is taken before its lea
         done.set_value();
       });
   REQUIRE(started.wait_for(30s) == std::future_status::ready);
-  auto stopped = std::async(std::launch::async, [&] { return rig.service.shutdown(&registrar); });
+  auto stopped = std::async(std::launch::async, [&] { return rig.service.shutdown(orchestrated.registrar.get()); });
   rig.runner.go();
   REQUIRE(stopped.wait_for(30s) == std::future_status::ready);
   REQUIRE(done.get_future().wait_for(30s) == std::future_status::ready);
@@ -505,5 +515,4 @@ TEST_CASE("WorkerService: a leaving worker's last result is taken before its lea
     std::this_thread::yield();
   }
   CHECK(seen == std::vector<std::string>{"result", "removed"});
-  server->Shutdown(std::chrono::system_clock::now() + 2s);
 }
