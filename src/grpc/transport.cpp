@@ -192,6 +192,7 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
           accepted_ = true;
         }
         watch_heartbeats(announced);
+        if (progress_) progress_(core::ProgressEvent{job_id_, worker_id_, core::Phase::accepted, {}});
         break;
       }
       case v1::RunJobReply::kEvent:

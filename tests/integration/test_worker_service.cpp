@@ -134,12 +134,13 @@ struct Rig {
   }
 
   // Starts job `id`; the future holds the transport's outcome.
-  std::future<std::pair<std::error_code, core::JobResult>> run(const std::string& id) {
+  std::future<std::pair<std::error_code, core::JobResult>> run(const std::string& id,
+                                                              core::ProgressCallback progress = {}) {
     auto done = std::make_shared<std::promise<std::pair<std::error_code, core::JobResult>>>();
     auto outcome = done->get_future();
     jobs.push_back(std::make_unique<core::Job>());
     jobs.back()->id = id;
-    transport.async_run(worker, *jobs.back(), {}, [done](std::error_code ec, core::JobResult result) {
+    transport.async_run(worker, *jobs.back(), std::move(progress), [done](std::error_code ec, core::JobResult result) {
       done->set_value({ec, std::move(result)});
     });
     return outcome;
@@ -300,7 +301,12 @@ TEST_CASE("WorkerService: shutdown deregisters through the registrar", "[worker_
 TEST_CASE("WorkerService: a RunJob for a job it already runs attaches to the run", "[worker_service]") {
   Rig rig;
   auto first = rig.run_started("until-go");
-  auto second = rig.run("until-go");
+  std::promise<core::Phase> first_phase;
+  auto second_phase = first_phase.get_future();
+  auto second = rig.run("until-go", [&first_phase, once = std::make_shared<std::once_flag>()](
+                                        const core::ProgressEvent& event) {
+    std::call_once(*once, [&] { first_phase.set_value(event.phase); });
+  });
   // Attached: the second caller is accepted and waits for the same run.
   const auto deadline = std::chrono::steady_clock::now() + 30s;
   while (rig.service.callers("until-go") < 2) {
@@ -308,6 +314,9 @@ TEST_CASE("WorkerService: a RunJob for a job it already runs attaches to the run
     std::this_thread::yield();
   }
   CHECK(second.wait_for(200ms) == std::future_status::timeout);  // not refused
+  // Accepted, and the dispatcher hears so first.
+  REQUIRE(second_phase.wait_for(30s) == std::future_status::ready);
+  CHECK(second_phase.get() == core::Phase::accepted);
   rig.runner.go();
   auto [ec1, r1] = Rig::wait(first);
   auto [ec2, r2] = Rig::wait(second);

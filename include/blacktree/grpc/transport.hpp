@@ -64,6 +64,13 @@ struct TransportOptions {
 
 class GrpcTransport {
  public:
+  /// A run's progress callback hears Phase::accepted once the worker took the
+  /// job, before any other event of that run.
+  static constexpr bool reports_accepted = true;
+  /// Each accepted run is watched (heartbeats, keepalive): a silent worker's
+  /// run completes with errc::worker_lost without the health monitor.
+  static constexpr bool monitors_runs = true;
+
   GrpcTransport(asio::any_io_executor executor, TransportOptions options);
   GrpcTransport(const GrpcTransport&) = delete;
   GrpcTransport& operator=(const GrpcTransport&) = delete;
