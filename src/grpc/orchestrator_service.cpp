@@ -4,7 +4,6 @@
 #include <blacktree/core/error.hpp>
 #include <blacktree/wire/wire.hpp>
 
-#include <fmt/format.h>
 #include <google/protobuf/util/time_util.h>
 
 namespace blacktree::grpc {
@@ -61,15 +60,11 @@ OrchestratorService::OrchestratorService(core::WorkerPool& pool, OrchestratorSer
   // error says which rule the registration broke.
   if (auto registered = pool_.register_worker(info); !registered) {
     // A second live process with this id: ALREADY_EXISTS tells it that it is
-    // not its own input that is wrong, and where the holder of the id runs.
+    // not its own input that is wrong (the pool's message says who holds the id).
     const bool held = before && before->info && before->state != core::WorkerState::dead &&
                       (before->info->incarnation != info.incarnation || before->info->address != info.address);
-    if (held) {
-      return finish(context, {::grpc::StatusCode::ALREADY_EXISTS,
-                              fmt::format("worker id {} is held by a live worker at {}: {}", info.id,
-                                          before->info->address, registered.error().message())});
-    }
-    return finish(context, {::grpc::StatusCode::INVALID_ARGUMENT, registered.error().message()});
+    return finish(context, {held ? ::grpc::StatusCode::ALREADY_EXISTS : ::grpc::StatusCode::INVALID_ARGUMENT,
+                            registered.error().message()});
   }
   reply->set_orchestrator_id(options_.orchestrator_id);
   reply->set_ping_interval_ms(static_cast<std::uint32_t>(options_.ping_interval.count()));
