@@ -119,6 +119,8 @@ struct Settings {
   std::uint32_t forget_dead_after_s = 600;
   blacktree::service::TlsFlags tls;
   std::uint32_t max_worker_capacity = 64;
+  std::uint32_t accept_timeout_ms = 10'000;
+  std::uint32_t heartbeat_timeout_ms = 30'000;
 };
 
 blacktree::grpc::TlsOptions tls_options(const Settings& s) {
@@ -132,6 +134,8 @@ blacktree::grpc::TransportOptions transport_options(const std::string& orchestra
   // main() checked the files before the plane is built.
   options.credentials = *blacktree::grpc::channel_credentials(tls_options(s));
   options.worker_secrets = std::move(secrets);
+  options.accept_timeout = std::chrono::milliseconds(s.accept_timeout_ms);
+  options.heartbeat_timeout = std::chrono::milliseconds(s.heartbeat_timeout_ms);
   return options;
 }
 
@@ -178,6 +182,11 @@ struct Plane {
                     log->info("worker {} deregistered: {}", worker.id, detail);
                   }
                 }) {
+    // A leaving worker's last results are taken before its leases are voided
+    // (bounded below the worker's own Deregister deadline).
+    service.settle_runs_before_deregister([this](const std::string& worker_id, std::function<void()> then) {
+      transport.when_runs_ended(worker_id, std::chrono::seconds(2), std::move(then));
+    });
     subscription = pool.subscribe([this](const core::WorkerEvent& event) {
       if (!event.info || event.removed) return;
       if (event.from != event.to) {
@@ -390,6 +399,17 @@ int main(int argc, char** argv) {
   app.add_option("--max-worker-capacity", s.max_worker_capacity, "a registration offering more slots is refused")
       ->envname("BLACKTREE_MAX_WORKER_CAPACITY")
       ->check(CLI::Range(1u, 65535u))
+      ->capture_default_str();
+  app.add_option("--accept-timeout-ms", s.accept_timeout_ms,
+                 "how long a worker may take to accept an offered job before it goes elsewhere (the worker is "
+                 "not taken for dead)")
+      ->envname("BLACKTREE_ACCEPT_TIMEOUT_MS")
+      ->check(CLI::Range(10u, 600000u))
+      ->capture_default_str();
+  app.add_option("--heartbeat-timeout-ms", s.heartbeat_timeout_ms,
+                 "a running job's stream silent this long (no heartbeat) is reported lost and the job cancelled "
+                 "on the worker (0: never)")
+      ->envname("BLACKTREE_HEARTBEAT_TIMEOUT_MS")
       ->capture_default_str();
   blacktree::service::add_tls_options(app, s.tls, true);
   blacktree::service::add_log_options(app, log_options);

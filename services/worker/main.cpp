@@ -60,6 +60,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> runner_argv;
   std::uint32_t job_timeout_s = 1800;
   std::uint32_t drain_timeout_s = 60;
+  std::uint32_t heartbeat_interval_ms = 5000;
   blacktree::service::LogOptions log_options;
   blacktree::service::TlsFlags tls_flags;
   std::string orchestrator_name = "blacktree-orchestrator";
@@ -138,6 +139,10 @@ int main(int argc, char** argv) {
                  "under mutual TLS, the name the orchestrator's certificate must carry (common name or DNS SAN) for "
                  "this worker to obey its calls")
       ->envname("BLACKTREE_ORCHESTRATOR_NAME")
+      ->capture_default_str();
+  app.add_option("--heartbeat-interval-ms", heartbeat_interval_ms,
+                 "how often a running job's stream carries a heartbeat when nothing else is sent (0: never)")
+      ->envname("WORKER_HEARTBEAT_INTERVAL_MS")
       ->capture_default_str();
   blacktree::service::add_tls_options(app, tls_flags, true);
   blacktree::service::add_log_options(app, log_options);
@@ -220,7 +225,12 @@ int main(int argc, char** argv) {
     runner = std::move(pipeline);
   }
 
-  blacktree::grpc::WorkerService service(*runner, {worker_id, self.incarnation, capacity});
+  blacktree::grpc::WorkerServiceOptions service_options;
+  service_options.worker_id = worker_id;
+  service_options.incarnation = self.incarnation;
+  service_options.capacity = capacity;
+  service_options.heartbeat_interval = std::chrono::milliseconds(heartbeat_interval_ms);
+  blacktree::grpc::WorkerService service(*runner, std::move(service_options));
   // Obeys only the orchestrator it registered with: its certificate (under
   // mutual TLS) and that registration's secret (unless --insecure).
   service.set_caller_policy({tls.enabled() ? orchestrator_name : std::string(), !tls_flags.insecure});

@@ -16,6 +16,7 @@ std::string_view describe(errc e) noexcept {
     case errc::drain_deadline_exceeded: return "drain deadline exceeded; running jobs cancelled";
     case errc::jobs_still_running: return "cancelled jobs still running";
     case errc::invalid_credentials: return "credentials unusable";
+    case errc::worker_id_in_use: return "worker id in use by another live worker";
   }
   return {};
 }

@@ -73,12 +73,19 @@ OrchestratorService::OrchestratorService(core::WorkerPool& pool, OrchestratorSer
                                         options_.max_worker_capacity)});
   }
   core::WorkerInfo info = wire::from_proto(request->worker());
-  const bool known = pool_.find(info.id).has_value();
+  const auto before = pool_.find(info.id);
+  const bool known = before.has_value();
   // register_worker handles both: a new incarnation (a restart) starts over
   // and voids the old one's leases; the same incarnation just updates. Its
   // error says which rule the registration broke.
-  if (auto registered = pool_.register_worker(info); !registered)
-    return finish(context, {::grpc::StatusCode::INVALID_ARGUMENT, registered.error().message()});
+  if (auto registered = pool_.register_worker(info); !registered) {
+    // A second live process with this id: ALREADY_EXISTS tells it that it is
+    // not its own input that is wrong (the pool's message says who holds the id).
+    const bool held = before && before->info && before->state != core::WorkerState::dead &&
+                      (before->info->incarnation != info.incarnation || before->info->address != info.address);
+    return finish(context, {held ? ::grpc::StatusCode::ALREADY_EXISTS : ::grpc::StatusCode::INVALID_ARGUMENT,
+                            registered.error().message()});
+  }
   reply->set_orchestrator_id(options_.orchestrator_id);
   reply->set_ping_interval_ms(static_cast<std::uint32_t>(options_.ping_interval.count()));
   reply->set_ping_timeout_ms(static_cast<std::uint32_t>(options_.ping_timeout.count()));
@@ -93,13 +100,45 @@ OrchestratorService::OrchestratorService(core::WorkerPool& pool, OrchestratorSer
   if (auto status = authorize(*context); !status.ok()) return finish(context, status);
   if (auto status = check_worker_identity(options_, *context, request->worker_id()); !status.ok())
     return finish(context, status);
-  auto snapshot = pool_.find(request->worker_id());
-  const std::string reason = request->reason().empty() ? "the worker deregistered" : request->reason();
-  if (auto removed = pool_.deregister(request->worker_id(), reason); !removed)
-    return finish(context, {::grpc::StatusCode::NOT_FOUND, removed.error().message()});
-  if (options_.worker_secrets) options_.worker_secrets->forget(request->worker_id());
-  if (listener_ && snapshot && snapshot->info) listener_(*snapshot->info, false, reason);
-  return finish(context, ::grpc::Status::OK);
+  auto* reactor = context->DefaultReactor();
+  auto leave = [this, reactor, id = request->worker_id(),
+                reason = request->reason().empty() ? std::string("the worker deregistered") : request->reason()] {
+    auto snapshot = pool_.find(id);
+    if (auto removed = pool_.deregister(id, reason); !removed) {
+      reactor->Finish({::grpc::StatusCode::NOT_FOUND, removed.error().message()});
+      return;
+    }
+    if (options_.worker_secrets) options_.worker_secrets->forget(id);
+    if (listener_ && snapshot && snapshot->info) listener_(*snapshot->info, false, reason);
+    reactor->Finish(::grpc::Status::OK);
+  };
+  std::function<void(const std::string&, std::function<void()>)> settle;
+  {
+    std::lock_guard lock(settle_->mutex);
+    settle = settle_->runs_ended;
+  }
+  if (!settle) {
+    leave();
+    return reactor;
+  }
+  // Only once the results its last streams carried were taken: leaving voids
+  // the worker's leases, and a result still being read would be called lost.
+  settle(request->worker_id(), [alive = settle_, leave = std::move(leave)] {
+    std::lock_guard lock(alive->mutex);
+    if (alive->open) leave();
+  });
+  return reactor;
+}
+
+void OrchestratorService::settle_runs_before_deregister(
+    std::function<void(const std::string& worker_id, std::function<void()> then)> runs_ended) {
+  std::lock_guard lock(settle_->mutex);
+  settle_->runs_ended = std::move(runs_ended);
+}
+
+OrchestratorService::~OrchestratorService() {
+  std::lock_guard lock(settle_->mutex);
+  settle_->open = false;
 }
 
 ::grpc::ServerUnaryReactor* OrchestratorService::ListWorkers(::grpc::CallbackServerContext* context,

@@ -85,7 +85,10 @@ core::Result<void> Registrar::try_register() {
   v1::RegisterRequest request;
   *request.mutable_worker() = wire::to_proto(options_.self);
   v1::RegisterReply reply;
-  if (auto registered = detail::to_result(stub->Register(&context, request, &reply)); !registered) return registered;
+  const auto status = stub->Register(&context, request, &reply);
+  if (status.error_code() == ::grpc::StatusCode::ALREADY_EXISTS)
+    return core::Error{errc::worker_id_in_use, status.error_message()};
+  if (auto registered = detail::to_result(status); !registered) return registered;
   {
     std::lock_guard lock(mutex_);
     registered_ = true;
@@ -109,7 +112,14 @@ void Registrar::run(std::stop_token stop) {
         if (log_) log_(fmt::format("registered with orchestrator {} at {}", orchestrator_id(), options_.orchestrator_address));
         continue;
       }
-      if (log_) {
+      if (log_ && attempt.error().code() == errc::worker_id_in_use) {
+        // Not flapping: this process waits, and takes the id over once the
+        // orchestrator has seen the other one stop or die.
+        log_(fmt::format("another live worker already uses worker id {}, so {} refused this one: {}; is a second "
+                         "process running with the same --worker-id? Retrying in {} ms",
+                         options_.self.id, options_.orchestrator_address, attempt.error().message(),
+                         backoff.count()));
+      } else if (log_) {
         log_(fmt::format("registration with {} failed: {}; retrying in {} ms", options_.orchestrator_address,
                          attempt.error().message(), backoff.count()));
       }

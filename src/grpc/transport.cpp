@@ -7,13 +7,17 @@
 #include <blacktree/v1/blacktree.grpc.pb.h>
 
 #include <asio/steady_timer.hpp>
+#include <asio/strand.hpp>
 #include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <functional>
 #include <mutex>
 #include <unordered_map>
+#include <vector>
 
 namespace blacktree::grpc {
 namespace {
@@ -26,9 +30,10 @@ std::string describe(const ::grpc::Status& status) {
                      static_cast<int>(status.error_code()));
 }
 
+// ALREADY_EXISTS is no refusal: it is how a worker that cannot attach says it
+// runs the job already, and running it elsewhere would run it twice at once.
 bool is_refusal(::grpc::StatusCode code) {
-  return code == ::grpc::StatusCode::RESOURCE_EXHAUSTED || code == ::grpc::StatusCode::FAILED_PRECONDITION ||
-         code == ::grpc::StatusCode::ALREADY_EXISTS;
+  return code == ::grpc::StatusCode::RESOURCE_EXHAUSTED || code == ::grpc::StatusCode::FAILED_PRECONDITION;
 }
 
 std::chrono::system_clock::time_point deadline_in(std::chrono::milliseconds d) {
@@ -53,8 +58,25 @@ struct GrpcTransport::Impl {
   std::size_t in_flight = 0;
   bool closing = false;
   // Every RunJob stream in flight, so the destructor can cancel them.
+  struct Run {
+    std::string worker_id;
+    std::function<void()> cancel;
+  };
   std::uint64_t next_run = 1;
-  std::unordered_map<std::uint64_t, std::function<void()>> runs;
+  std::unordered_map<std::uint64_t, Run> runs;
+  // when_runs_ended callers, by worker id; each runs once (see Once).
+  struct Once {
+    std::atomic<bool> done{false};
+    std::function<void()> fn;
+    void operator()() {
+      if (!done.exchange(true)) fn();
+    }
+  };
+  std::unordered_multimap<std::string, std::shared_ptr<Once>> run_waiters;
+
+  bool runs_to(std::string_view worker_id) const {  // with `mutex` held
+    return std::any_of(runs.begin(), runs.end(), [&](const auto& run) { return run.second.worker_id == worker_id; });
+  }
 
   // One shared stub per worker, replaced when the worker's address changes.
   std::shared_ptr<Endpoint> endpoint_for(const core::WorkerInfo& worker) {
@@ -94,13 +116,25 @@ struct GrpcTransport::Impl {
     return true;
   }
   void end_call(std::uint64_t run_id = 0) {
-    std::lock_guard lock(mutex);
-    if (run_id) runs.erase(run_id);
-    if (--in_flight == 0) idle.notify_all();
+    std::vector<std::shared_ptr<Once>> ready;
+    {
+      std::lock_guard lock(mutex);
+      if (auto it = runs.find(run_id); it != runs.end()) {
+        const auto worker_id = std::move(it->second.worker_id);
+        runs.erase(it);
+        if (!runs_to(worker_id)) {
+          auto [first, last] = run_waiters.equal_range(worker_id);
+          for (auto w = first; w != last; ++w) ready.push_back(std::move(w->second));
+          run_waiters.erase(first, last);
+        }
+      }
+      if (--in_flight == 0) idle.notify_all();
+    }
+    for (const auto& waiter : ready) (*waiter)();  // outside the lock: they may call in again
   }
-  std::uint64_t add_run(std::function<void()> cancel) {
+  std::uint64_t add_run(std::string worker_id, std::function<void()> cancel) {
     std::lock_guard lock(mutex);
-    runs.emplace(next_run, std::move(cancel));
+    runs.emplace(next_run, Run{std::move(worker_id), std::move(cancel)});
     return next_run++;
   }
 };
@@ -121,7 +155,9 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
         job_id_(job.id),
         progress_(std::move(progress)),
         handler_(std::move(handler)),
-        accept_timer_(impl_->executor) {
+        strand_(asio::make_strand(impl_->executor)),
+        accept_timer_(strand_),
+        heartbeat_timer_(strand_) {
     *request_.mutable_job() = wire::to_proto(job);
     const auto run_deadline = job.timeout.count() > 0 ? job.timeout + impl_->options.run_deadline_margin
                                                       : impl_->options.default_run_deadline;
@@ -131,7 +167,7 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
 
   void start() {
     self_ = shared_from_this();
-    run_id_ = impl_->add_run([weak = weak_from_this()] {
+    run_id_ = impl_->add_run(worker_id_, [weak = weak_from_this()] {
       if (auto self = weak.lock()) self->cancel();
     });
     accept_timer_.expires_after(impl_->options.accept_timeout);
@@ -154,10 +190,17 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
 
   void OnReadDone(bool ok) override {
     if (!ok) return;  // the stream ended; OnDone has the status
+    last_message_.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
     switch (reply_.kind_case()) {
       case v1::RunJobReply::kAccepted: {
-        std::lock_guard lock(mutex_);
-        accepted_ = true;
+        const auto announced = std::chrono::milliseconds(reply_.accepted().heartbeat_interval_ms());
+        {
+          std::lock_guard lock(mutex_);
+          if (accepted_) break;
+          accepted_ = true;
+        }
+        watch_heartbeats(announced);
+        if (progress_) progress_(core::ProgressEvent{job_id_, worker_id_, core::Phase::accepted, {}});
         break;
       }
       case v1::RunJobReply::kEvent:
@@ -173,6 +216,8 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
         has_result_ = true;
         break;
       }
+      case v1::RunJobReply::kHeartbeat:
+        break;  // its arrival is all it says
       default:
         break;  // a newer worker's message kind: ignore it
     }
@@ -180,7 +225,10 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
   }
 
   void OnDone(const ::grpc::Status& status) override {
-    asio::post(accept_timer_.get_executor(), [self = self_] { self->accept_timer_.cancel(); });
+    asio::post(strand_, [self = self_] {
+      self->accept_timer_.cancel();
+      self->heartbeat_timer_.cancel();
+    });
     std::error_code ec;
     core::JobResult result;
     {
@@ -191,12 +239,18 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
         ec = asio::error::operation_aborted;
         result.error = "the run was cancelled by the orchestrator";
       } else if (!accepted_) {
-        ec = is_refusal(status.error_code()) ? make_error_code(errc::worker_refused)
-                                             : make_error_code(errc::worker_unreachable);
+        // A worker slow to accept refused this offer; only pings may call it dead.
+        ec = is_refusal(status.error_code()) || accept_timed_out_ ? make_error_code(errc::worker_refused)
+                                                                  : make_error_code(errc::worker_unreachable);
         result.error = accept_timed_out_
                            ? fmt::format("worker {} did not accept the job within {} ms", worker_id_,
                                          impl_->options.accept_timeout.count())
                            : fmt::format("worker {} did not take the job: {}", worker_id_, describe(status));
+      } else if (silent_for_.count() > 0) {
+        ec = make_error_code(errc::worker_lost);
+        result.error = fmt::format("its RunJob stream carried nothing, not even a heartbeat, for {} ms; the job "
+                                   "was cancelled on the worker",
+                                   silent_for_.count());
       } else {
         ec = make_error_code(errc::worker_lost);
         // The dispatcher says "worker X was lost while running the job (...)".
@@ -213,6 +267,54 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
   }
 
  private:
+  // Watches an accepted stream of a worker that announced heartbeats: silent
+  // for the timeout, the job is lost; the worker is told to cancel it, since
+  // the stream that would tell it may be the thing that is stuck.
+  void watch_heartbeats(std::chrono::milliseconds announced) {
+    const auto configured = impl_->options.heartbeat_timeout;
+    if (announced.count() == 0 || configured.count() == 0) return;
+    const auto timeout = std::max(configured, 3 * announced);
+    asio::post(strand_, [self = shared_from_this(), timeout] { self->check_heartbeat(timeout); });
+  }
+
+  void check_heartbeat(std::chrono::milliseconds timeout) {
+    const auto last = std::chrono::steady_clock::time_point(
+        std::chrono::steady_clock::duration(last_message_.load(std::memory_order_relaxed)));
+    if (std::chrono::steady_clock::now() - last >= timeout) {
+      {
+        std::lock_guard lock(mutex_);
+        if (has_result_ || cancelled_) return;
+        silent_for_ = timeout;
+      }
+      send_cancel(fmt::format("no message on the RunJob stream for {} ms", timeout.count()));
+      context_.TryCancel();
+      return;
+    }
+    heartbeat_timer_.expires_at(last + timeout);
+    heartbeat_timer_.async_wait([weak = weak_from_this(), timeout](std::error_code ec) {
+      if (ec) return;
+      if (auto self = weak.lock()) self->check_heartbeat(timeout);
+    });
+  }
+
+  // Best effort, bounded by the accept timeout; counted as a call in flight.
+  void send_cancel(std::string reason) {
+    if (!impl_->begin_call()) return;
+    struct CancelCall {
+      ::grpc::ClientContext context;
+      v1::CancelRequest request;
+      v1::CancelReply reply;
+    };
+    auto call = std::make_shared<CancelCall>();
+    call->context.set_deadline(deadline_in(impl_->options.accept_timeout));
+    call->request.set_job_id(job_id_);
+    call->request.set_reason(std::move(reason));
+    endpoint_->stub->async()->Cancel(&call->context, &call->request, &call->reply,
+                                     [impl = impl_, endpoint = endpoint_, call](const ::grpc::Status&) {
+                                       impl->end_call();
+                                     });
+  }
+
   void on_accept_timeout() {
     {
       std::lock_guard lock(mutex_);
@@ -228,7 +330,10 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
   std::string job_id_;
   core::ProgressCallback progress_;
   Handler handler_;
+  asio::strand<asio::any_io_executor> strand_;  // the timers' (the io_context may run on several threads)
   asio::steady_timer accept_timer_;
+  asio::steady_timer heartbeat_timer_;
+  std::atomic<std::chrono::steady_clock::rep> last_message_{0};
 
   ::grpc::ClientContext context_;
   v1::RunJobRequest request_;
@@ -239,6 +344,7 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
   bool accept_timed_out_ = false;
   bool cancelled_ = false;
   bool has_result_ = false;
+  std::chrono::milliseconds silent_for_{0};  // set: reported lost for want of heartbeats
   core::JobResult result_;
   std::shared_ptr<RunCall> self_;
   std::uint64_t run_id_ = 0;
@@ -259,13 +365,13 @@ GrpcTransport::GrpcTransport(asio::any_io_executor executor, TransportOptions op
 }
 
 GrpcTransport::~GrpcTransport() {
-  std::unordered_map<std::uint64_t, std::function<void()>> runs;
+  std::vector<std::function<void()>> cancels;
   {
     std::lock_guard lock(impl_->mutex);
     impl_->closing = true;
-    runs = impl_->runs;
+    for (const auto& [id, run] : impl_->runs) cancels.push_back(run.cancel);
   }
-  for (auto& [id, cancel] : runs) cancel();  // outside the lock: OnDone takes it
+  for (auto& cancel : cancels) cancel();  // outside the lock: OnDone takes it
   // gRPC owns the reactors until OnDone; pings end by their short deadlines.
   std::unique_lock lock(impl_->mutex);
   impl_->idle.wait(lock, [&] { return impl_->in_flight == 0; });
@@ -318,6 +424,22 @@ void GrpcTransport::start_ping(const core::WorkerInfo& worker, std::chrono::mill
         shared_handler->complete(ec, std::move(reply));
         impl->end_call();
       });
+}
+
+void GrpcTransport::when_runs_ended(std::string_view worker_id, std::chrono::milliseconds timeout,
+                                    std::function<void()> then) {
+  auto waiter = std::make_shared<Impl::Once>();
+  waiter->fn = std::move(then);
+  {
+    std::lock_guard lock(impl_->mutex);
+    if (impl_->runs_to(worker_id)) {
+      impl_->run_waiters.emplace(std::string(worker_id), waiter);
+      auto timer = std::make_shared<asio::steady_timer>(executor_, timeout);
+      timer->async_wait([timer, waiter](std::error_code) { (*waiter)(); });
+      return;
+    }
+  }
+  (*waiter)();
 }
 
 void GrpcTransport::forget(std::string_view worker_id) {

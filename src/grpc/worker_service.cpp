@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <exception>
 #include <deque>
@@ -17,6 +18,53 @@ namespace blacktree::grpc {
 namespace {
 
 namespace v1 = ::blacktree::v1;
+
+// `text` with every ill-formed UTF-8 sequence replaced by U+FFFD (one per
+// maximal ill-formed subpart, as Unicode recommends). A job's output is bytes,
+// protobuf string fields must be UTF-8, and one invalid byte would otherwise
+// make the orchestrator refuse the message and break the stream.
+std::string valid_utf8(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  std::size_t i = 0;
+  while (i < text.size()) {
+    const auto lead = static_cast<unsigned char>(text[i]);
+    if (lead < 0x80) {
+      out += text[i++];
+      continue;
+    }
+    std::size_t need = 0;
+    unsigned char low = 0x80, high = 0xBF;  // the range of the second byte
+    if (lead >= 0xC2 && lead <= 0xDF) {
+      need = 1;
+    } else if (lead >= 0xE0 && lead <= 0xEF) {
+      need = 2;
+      if (lead == 0xE0) low = 0xA0;   // overlong
+      if (lead == 0xED) high = 0x9F;  // surrogates
+    } else if (lead >= 0xF0 && lead <= 0xF4) {
+      need = 3;
+      if (lead == 0xF0) low = 0x90;   // overlong
+      if (lead == 0xF4) high = 0x8F;  // beyond U+10FFFF
+    }
+    std::size_t next = i + 1, got = 0;
+    for (; got < need && next < text.size(); ++got, ++next) {
+      const auto byte = static_cast<unsigned char>(text[next]);
+      if (byte < (got == 0 ? low : 0x80) || byte > (got == 0 ? high : 0xBF)) break;
+    }
+    if (need > 0 && got == need)
+      out.append(text.substr(i, need + 1));
+    else
+      out += "\xEF\xBF\xBD";
+    i = next;
+  }
+  return out;
+}
+
+void repair_utf8(std::string& text) {
+  // The common case costs one scan and no copy.
+  const bool ascii = std::all_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+  if (!ascii) text = valid_utf8(text);
+}
 
 // A RunJob the worker will not take: finished at once with the reason.
 class Refusal final : public ::grpc::ServerWriteReactor<v1::RunJobReply> {
@@ -32,17 +80,21 @@ class Refusal final : public ::grpc::ServerWriteReactor<v1::RunJobReply> {
 // resulting OnWriteDone inline on the calling thread.
 class RunStream final : public ::grpc::ServerWriteReactor<v1::RunJobReply> {
  public:
-  RunStream(std::size_t max_lines, std::function<void()> on_cancel, std::function<void()> on_done)
+  RunStream(std::size_t max_lines, std::function<void(const RunStream*)> on_cancel, std::function<void()> on_done)
       : max_lines_(max_lines), on_cancel_(std::move(on_cancel)), on_done_(std::move(on_done)) {}
 
   void hold(std::shared_ptr<RunStream> self) { self_ = std::move(self); }
 
-  void push_accepted(const std::string& worker_id) {
+  void push_accepted(const std::string& worker_id, std::chrono::milliseconds heartbeat_interval, bool attached) {
     v1::RunJobReply reply;
-    reply.mutable_accepted()->set_worker_id(worker_id);
+    auto& accepted = *reply.mutable_accepted();
+    accepted.set_worker_id(worker_id);
+    accepted.set_heartbeat_interval_ms(static_cast<std::uint32_t>(heartbeat_interval.count()));
+    accepted.set_attached(attached);
     push(std::move(reply), false, false);
   }
 
+  // `event` and `result` have valid UTF-8 in their text fields (see repair_utf8).
   void push_event(const core::ProgressEvent& event) {
     v1::RunJobReply reply;
     *reply.mutable_event() = wire::to_proto(event);
@@ -53,6 +105,20 @@ class RunStream final : public ::grpc::ServerWriteReactor<v1::RunJobReply> {
     v1::RunJobReply reply;
     *reply.mutable_result() = wire::to_proto(result);
     push(std::move(reply), false, true);
+  }
+
+  // Only onto an idle stream: anything else in flight says as much.
+  void push_heartbeat() {
+    Action action;
+    {
+      std::lock_guard lock(mutex_);
+      if (done_ || broken_ || writing_ || !outbox_.empty() || result_queued_) return;
+      v1::RunJobReply reply;
+      reply.mutable_heartbeat();
+      outbox_.emplace_back(std::move(reply), false);
+      action = next_locked();
+    }
+    perform(action);
   }
 
   std::size_t dropped_lines() const {
@@ -72,7 +138,7 @@ class RunStream final : public ::grpc::ServerWriteReactor<v1::RunJobReply> {
   }
 
   void OnCancel() override {
-    if (on_cancel_) on_cancel_();
+    if (on_cancel_) on_cancel_(this);
     Action action;
     {
       std::lock_guard lock(mutex_);
@@ -147,7 +213,7 @@ class RunStream final : public ::grpc::ServerWriteReactor<v1::RunJobReply> {
   }
 
   const std::size_t max_lines_;
-  std::function<void()> on_cancel_;
+  std::function<void(const RunStream*)> on_cancel_;
   std::function<void()> on_done_;
 
   mutable std::mutex mutex_;
@@ -179,10 +245,28 @@ core::JobResult run_guarded(worker::JobRunner& runner, const core::Job& job, con
   return failed;
 }
 
+// One run of a job, and every stream that waits for its outcome: the one that
+// started it and any attached later (the same job id offered again).
 struct RunningJob {
   std::string id;
   std::stop_source stop;
   std::thread thread;
+
+  std::mutex mutex;  // taken after State::mutex when both are
+  std::vector<std::shared_ptr<RunStream>> callers;
+  bool finished = false;  // the result is out to `callers`; no more attach
+
+  std::vector<std::shared_ptr<RunStream>> streams() {
+    std::lock_guard lock(mutex);
+    return callers;
+  }
+
+  // A caller went away: the job stops when no caller is left to want its outcome.
+  void drop(const RunStream* stream) {
+    std::lock_guard lock(mutex);
+    std::erase_if(callers, [stream](const auto& s) { return s.get() == stream; });
+    if (callers.empty() && !finished) stop.request_stop();
+  }
 };
 
 }  // namespace
@@ -229,9 +313,53 @@ struct WorkerService::State {
   }
 };
 
+namespace {
+
+// A stream for `running`, counted open until gRPC is done with it (a drain
+// waits for that). Called with State::mutex held.
+std::shared_ptr<RunStream> make_stream(const std::shared_ptr<WorkerService::State>& state,
+                                       const std::shared_ptr<RunningJob>& running) {
+  auto stream = std::make_shared<RunStream>(
+      state->options.max_buffered_lines,
+      [weak = std::weak_ptr<RunningJob>(running)](const RunStream* gone) {
+        if (auto r = weak.lock()) r->drop(gone);
+      },
+      [state] {
+        std::lock_guard done_lock(state->mutex);
+        --state->open_streams;
+        state->idle.notify_all();
+      });
+  ++state->open_streams;
+  stream->hold(stream);
+  return stream;
+}
+
+}  // namespace
+
 WorkerService::WorkerService(worker::JobRunner& runner, WorkerServiceOptions options)
     : state_(std::make_shared<State>(runner, std::move(options))) {
   if (state_->options.capacity == 0) state_->options.capacity = 1;
+  if (const auto interval = state_->options.heartbeat_interval; interval.count() > 0) {
+    heartbeats_ = std::jthread([state = state_, interval](std::stop_token stop) {
+      std::mutex mutex;
+      std::condition_variable_any tick;
+      while (!stop.stop_requested()) {
+        {
+          std::unique_lock lock(mutex);
+          tick.wait_for(lock, stop, interval, [] { return false; });
+        }
+        std::vector<std::shared_ptr<RunStream>> streams;
+        {
+          std::lock_guard lock(state->mutex);
+          for (const auto& [id, job] : state->jobs) {
+            auto callers = job->streams();
+            streams.insert(streams.end(), callers.begin(), callers.end());
+          }
+        }
+        for (const auto& stream : streams) stream->push_heartbeat();
+      }
+    });
+  }
 }
 
 WorkerService::~WorkerService() {
@@ -295,6 +423,12 @@ std::vector<std::string> WorkerService::running_jobs() const {
   return ids;
 }
 
+std::size_t WorkerService::callers(std::string_view job_id) const {
+  std::lock_guard lock(state_->mutex);
+  const auto it = state_->jobs.find(job_id);
+  return it == state_->jobs.end() ? 0 : it->second->streams().size();
+}
+
 void WorkerService::set_orchestrator_id(std::string id) {
   std::lock_guard lock(state_->mutex);
   state_->orchestrator_id = std::move(id);
@@ -323,6 +457,24 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
   const auto& options = state_->options;
 
   std::unique_lock lock(state_->mutex);
+  if (job.id.empty()) {
+    return new Refusal(::grpc::Status(::grpc::StatusCode::INVALID_ARGUMENT, "the job has no jobId"));
+  }
+  // Before the draining and capacity checks: a job this worker runs already
+  // takes no new slot, and a second run of it must never start anywhere.
+  if (auto it = state_->jobs.find(job.id); it != state_->jobs.end()) {
+    const auto& running = it->second;
+    if (running->stop.stop_requested()) {
+      return new Refusal(::grpc::Status(
+          ::grpc::StatusCode::FAILED_PRECONDITION,
+          fmt::format("worker {} is stopping job {}; offer it again once it ended", options.worker_id, job.id)));
+    }
+    auto stream = make_stream(state_, running);
+    std::lock_guard job_lock(running->mutex);
+    running->callers.push_back(stream);
+    stream->push_accepted(options.worker_id, options.heartbeat_interval, true);
+    return stream.get();
+  }
   if (state_->draining) {
     return new Refusal(::grpc::Status(::grpc::StatusCode::FAILED_PRECONDITION,
                                       fmt::format("worker {} is draining and takes no new jobs", options.worker_id)));
@@ -332,60 +484,53 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
         ::grpc::StatusCode::RESOURCE_EXHAUSTED,
         fmt::format("worker {} is full: {} of {} slots busy", options.worker_id, state_->jobs.size(), options.capacity)));
   }
-  if (job.id.empty()) {
-    return new Refusal(::grpc::Status(::grpc::StatusCode::INVALID_ARGUMENT, "the job has no jobId"));
-  }
-  if (state_->jobs.count(job.id)) {
-    return new Refusal(::grpc::Status(::grpc::StatusCode::ALREADY_EXISTS,
-                                      fmt::format("worker {} is already running job {}", options.worker_id, job.id)));
-  }
 
   auto running = std::make_shared<RunningJob>();
   running->id = job.id;
-  auto stream = std::make_shared<RunStream>(
-      options.max_buffered_lines,
-      [weak = std::weak_ptr<RunningJob>(running)] {
-        if (auto r = weak.lock()) r->stop.request_stop();
-      },
-      [state = state_] {
-        std::lock_guard done_lock(state->mutex);
-        --state->open_streams;
-        state->idle.notify_all();
-      });
-  ++state_->open_streams;
-  stream->hold(stream);
-  stream->push_accepted(options.worker_id);
+  auto stream = make_stream(state_, running);
+  running->callers.push_back(stream);
+  stream->push_accepted(options.worker_id, options.heartbeat_interval, false);
   state_->jobs.emplace(job.id, running);
 
   // The thread takes the state lock first, so `running->thread` is assigned
   // before the thread can move itself to the finished list.
-  running->thread = std::thread([state = state_, running, stream, job = std::move(job)]() mutable {
+  running->thread = std::thread([state = state_, running, job = std::move(job)]() mutable {
     { std::lock_guard sync(state->mutex); }
     const auto& worker_id = state->options.worker_id;
     const auto started = std::chrono::system_clock::now();
     worker::EmitFn emit = [&](std::string_view stage, std::string_view line) {
-      stream->push_event(
-          core::ProgressEvent{job.id, worker_id, core::Phase::running, std::string(stage), std::string(line)});
+      core::ProgressEvent event{job.id, worker_id, core::Phase::running, std::string(stage), std::string(line)};
+      repair_utf8(event.stage);
+      repair_utf8(event.line);
+      for (const auto& caller : running->streams()) caller->push_event(event);
     };
     core::JobResult result = run_guarded(state->runner, job, emit, running->stop.get_token());
     result.job_id = job.id;
     result.worker_id = worker_id;
     if (result.started_at == std::chrono::system_clock::time_point{}) result.started_at = started;
     result.finished_at = std::chrono::system_clock::now();
-    if (const auto dropped = stream->dropped_lines()) {
-      result.logs += fmt::format("\n[blacktree: {} output lines were not streamed: the caller read too slowly]",
-                                 dropped);
-    }
+    for (auto* text : {&result.logs, &result.error, &result.image_url, &result.image_digest}) repair_utf8(*text);
     // Free the slot before the result goes out: the orchestrator reuses it
     // as soon as it reads the result, and must not find this worker "full".
+    std::vector<std::shared_ptr<RunStream>> callers;
     {
       std::lock_guard done_lock(state->mutex);
       state->jobs.erase(running->id);
       state->finished.push_back(std::move(running->thread));  // joined by a later reap()
+      std::lock_guard job_lock(running->mutex);
+      running->finished = true;
+      callers = running->callers;
       state->idle.notify_all();
     }
-    stream->push_event(core::ProgressEvent{job.id, worker_id, core::Phase::finished, {}});
-    stream->push_result(result);
+    for (const auto& caller : callers) {
+      core::JobResult mine = result;
+      if (const auto dropped = caller->dropped_lines()) {
+        mine.logs += fmt::format("\n[blacktree: {} output lines were not streamed: the caller read too slowly]",
+                                 dropped);
+      }
+      caller->push_event(core::ProgressEvent{job.id, worker_id, core::Phase::finished, {}});
+      caller->push_result(mine);
+    }
   });
   return stream.get();
 }

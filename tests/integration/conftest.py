@@ -83,7 +83,8 @@ class Orchestrator(Process):
     stdin as JobRequest JSON lines; statuses are read from its stdout."""
 
     def __init__(self, tmp_path, port=None, token=None, extra=(), name="orchestrator",
-                 ping_interval_ms=300, ping_timeout_ms=250, amqp=None, tls=None, admin=None, insecure=None):
+                 ping_interval_ms=300, ping_timeout_ms=250, amqp=None, tls=None, admin=None, insecure=None,
+                 ping_misses=2):
         """amqp: None for the stdio queue, else a dict of AMQP flags
         (mq-url, execute-queue, status-queue, ...) without the leading --.
         tls: the Identity it serves mutual TLS with (None: plaintext); admin:
@@ -94,7 +95,7 @@ class Orchestrator(Process):
         argv = [str(BIN_DIR / "blacktree-orchestrator"), "--listen", f"127.0.0.1:{self.port}",
                 "--http-listen", f"127.0.0.1:{self.http_port}",
                 "--ping-interval-ms", str(ping_interval_ms),
-                "--ping-timeout-ms", str(ping_timeout_ms), "--ping-misses", "2", *extra]
+                "--ping-timeout-ms", str(ping_timeout_ms), "--ping-misses", str(ping_misses), *extra]
         if amqp is None:
             argv += ["--queue", "stdio"]
         else:
@@ -204,7 +205,8 @@ class Orchestrator(Process):
 
 class Worker(Process):
     def __init__(self, tmp_path, orchestrator_port, worker_id, command, region=None, capacity=None,
-                 token=None, port=None, labels=(), extra=(), env=None, tls=None, insecure=None):
+                 token=None, port=None, labels=(), extra=(), env=None, tls=None, insecure=None, name=None):
+        """name: the process's (and its log's) name when two processes share a worker id."""
         self.port = port or free_port()
         self.worker_id = worker_id
         argv = [str(BIN_DIR / "blacktree-worker"), "--orchestrator-addr", f"127.0.0.1:{orchestrator_port}",
@@ -226,7 +228,8 @@ class Worker(Process):
         if token:
             env["BLACKTREE_REGISTRATION_TOKEN"] = token
         argv += ["--", *command]
-        super().__init__(worker_id, argv, tmp_path / f"{worker_id}.log", env=env)
+        name = name or worker_id
+        super().__init__(name, argv, tmp_path / f"{name}.log", env=env)
         self.wait_log("serving on port")
 
 

@@ -68,11 +68,12 @@ def amqp_flags(broker, names):
     return {"mq-url": broker.url, **names}
 
 
-def publish(broker, queue, bodies, persistent=True):
-    """Publishes with publisher confirms, like a control plane should."""
+def publish(broker, queue, bodies, persistent=True, arguments=None):
+    """Publishes with publisher confirms, like a control plane should.
+    arguments: the queue's declared arguments (x-queue-type, ...)."""
     with broker.connection() as conn:
         ch = conn.channel()
-        ch.queue_declare(queue=queue, durable=True)
+        ch.queue_declare(queue=queue, durable=True, arguments=arguments)
         ch.confirm_delivery()
         props = pika.BasicProperties(delivery_mode=2 if persistent else 1, content_type="application/json")
         for body in bodies:

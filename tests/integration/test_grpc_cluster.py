@@ -263,3 +263,126 @@ def test_noop_runner_succeeds_at_once(cluster):
     orch.submit(job("nothing-to-do"))
     status = orch.status_of("nothing-to-do")
     assert status["success"] and status["workerId"] == "noop" and status["logs"] == ""
+
+
+# --- issue 12: delivery under faults ------------------------------------------
+
+def runner_log_command(log, body="sleep 1"):
+    """An argv command that logs its start and end per job id to `log`."""
+    return ["sh", "-c", f'echo "start $BLACKTREE_JOB_ID" >> {log}; {body}; echo "end $BLACKTREE_JOB_ID" >> {log}; '
+                        f'echo "done $BLACKTREE_JOB_ID"']
+
+
+def test_a_job_the_worker_already_runs_is_attached_to_not_run_again(cluster, tmp_path):
+    runs = tmp_path / "runs.log"
+    orch = cluster.orchestrator()
+    cluster.worker(orch, "once", command=runner_log_command(runs, "sleep 1.5"), capacity=2)
+    orch.wait_workers(lambda ws: ws.get("once") and ws["once"].state == FREE)
+    # The same job delivered twice (as a broker redelivers it after a lost
+    # connection): the second delivery must not start a second run.
+    orch.submit(job("twice"))
+    wait_until(lambda: runs.exists() and "start twice" in runs.read_text(), what="the first run started")
+    orch.submit(job("twice"))
+    statuses = orch.wait_statuses(2, timeout=30)
+    assert all(s["jobId"] == "twice" and s["success"] and "done twice" in s["logs"] for s in statuses), statuses
+    assert runs.read_text().count("start twice") == 1, runs.read_text()
+
+
+def test_output_that_is_not_utf8_never_silences_the_worker(cluster):
+    orch = cluster.orchestrator()
+    # Invalid UTF-8 in a line, and a last line cut inside a character.
+    w = cluster.worker(orch, "bytes", command=["sh", "-c", r"printf 'before \377\376 after\n'; printf 'cut \342\202'"])
+    orch.wait_workers(lambda ws: ws.get("bytes") and ws["bytes"].state == FREE)
+    for name in ("first", "second"):
+        orch.submit(job(name))
+        status = orch.status_of(name, timeout=20)
+        assert status["success"] and status["workerId"] == "bytes", status
+        assert "before \ufffd\ufffd after" in status["logs"] and "cut \ufffd" in status["logs"], status
+    assert w.proc.poll() is None
+
+
+def test_worker_sigterm_delivers_the_real_status_of_chatty_jobs(cluster):
+    orch = cluster.orchestrator()
+    w = cluster.worker(orch, "chatty", capacity=4, command=[
+        "sh", "-c", "sleep 1; seq -f \"chatty line %g of $BLACKTREE_JOB_ID\" 1 200000; echo pushed"])
+    orch.wait_workers(lambda ws: ws.get("chatty") and ws["chatty"].state == FREE)
+    for i in range(4):
+        orch.submit(job(f"chatty-{i}"))
+    wait_until(lambda: orch.list_workers()["chatty"].running == 4, what="four jobs running")
+    w.proc.send_signal(signal.SIGTERM)
+    assert w.proc.wait(timeout=60) == 0
+    for i in range(4):
+        status = orch.status_of(f"chatty-{i}", timeout=20)
+        assert status["success"] and "pushed" in status["logs"], (status["error"], status["logs"][-200:])
+    orch.wait_workers(lambda ws: "chatty" not in ws, what="'chatty' deregistered")
+
+
+def test_a_second_worker_with_the_same_id_is_refused(cluster, tmp_path):
+    runs = tmp_path / "runs.log"
+    orch = cluster.orchestrator()
+    first = cluster.worker(orch, "twin", command=runner_log_command(runs, "sleep 0.2"))
+    orch.wait_workers(lambda ws: ws.get("twin") and ws["twin"].state == FREE)
+    second = cluster.worker(orch, "twin", command=runner_log_command(runs, "sleep 0.2"), name="twin-2")
+    second.wait_log("another live worker")
+    # The first keeps its registration and its jobs; nothing flaps.
+    for i in range(6):
+        orch.submit(job(f"twin-job-{i}"))
+    statuses = [orch.status_of(f"twin-job-{i}") for i in range(6)]
+    assert all(s["success"] for s in statuses), statuses
+    assert orch.list_workers()["twin"].worker.address == f"127.0.0.1:{first.port}"
+    assert "twin registered again" not in orch.log()
+    assert "lost" not in orch.log()
+    assert first.proc.poll() is None and second.proc.poll() is None
+    # When the first goes away, the second takes over the id.
+    first.terminate()
+    orch.wait_workers(lambda ws: ws.get("twin") and ws["twin"].worker.address == f"127.0.0.1:{second.port}"
+                      and ws["twin"].state == FREE, timeout=30, what="the second 'twin' registered")
+
+
+def test_a_slow_offer_does_not_mark_the_worker_dead(cluster):
+    # Pings are patient; the offer is not.
+    orch = cluster.orchestrator(ping_interval_ms=2000, ping_timeout_ms=1500,
+                                extra=["--accept-timeout-ms", "300", "--max-attempts", "10"])
+    w = cluster.worker(orch, "slowpoke", command=["sh", "-c", "echo ok"])
+    orch.wait_workers(lambda ws: ws.get("slowpoke") and ws["slowpoke"].state == FREE)
+    w.proc.send_signal(signal.SIGSTOP)
+    try:
+        orch.submit(job("patient"))
+        orch.wait_log("not accepted by worker slowpoke")
+    finally:
+        w.proc.send_signal(signal.SIGCONT)
+    status = orch.status_of("patient", timeout=30)
+    assert status["success"] and status["workerId"] == "slowpoke", status
+    assert "slowpoke is dead" not in orch.log()
+    assert orch.list_workers()["slowpoke"].state != DEAD
+
+
+def test_a_stream_without_heartbeats_is_lost_and_a_quiet_one_is_not(cluster):
+    orch = cluster.orchestrator(ping_interval_ms=5000, ping_timeout_ms=4000, ping_misses=5,
+                                extra=["--heartbeat-timeout-ms", "600"])
+    w = cluster.worker(orch, "beating", command=["sh", "-c", "sleep 2; echo quiet but alive"],
+                       extra=["--heartbeat-interval-ms", "100"])
+    orch.wait_workers(lambda ws: ws.get("beating") and ws["beating"].state == FREE)
+    # Quiet for longer than the timeout: the heartbeats carry it.
+    orch.submit(job("quiet"))
+    status = orch.status_of("quiet", timeout=20)
+    assert status["success"] and "quiet but alive" in status["logs"], status
+
+    # A stream that carries nothing (the worker frozen) is reported lost long
+    # before the run deadline, and the job is cancelled on the worker.
+    orch.submit(job("frozen"))
+    wait_until(lambda: orch.list_workers()["beating"].running == 1, what="the job running")
+    w.proc.send_signal(signal.SIGSTOP)
+    try:
+        status = orch.status_of("frozen", timeout=20)
+    finally:
+        w.proc.send_signal(signal.SIGCONT)
+    assert not status["success"] and "heartbeat" in status["error"], status
+
+    def worker_runs_nothing():
+        with grpc.insecure_channel(f"127.0.0.1:{w.port}") as ch:
+            ping = ch.unary_unary("/blacktree.v1.Worker/Ping", request_serializer=pb.PingRequest.SerializeToString,
+                                  response_deserializer=pb.PingReply.FromString)
+            return not ping(pb.PingRequest(), timeout=5).running_jobs
+    wait_until(worker_runs_nothing, what="the frozen job cancelled on the worker")
+    assert orch.list_workers()["beating"].state != DEAD

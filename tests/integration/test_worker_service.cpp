@@ -13,16 +13,21 @@
 
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
+#include <asio/post.hpp>
 #include <catch2/catch.hpp>
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <condition_variable>
+#include <functional>
 #include <future>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace core = blacktree::core;
 namespace bgrpc = blacktree::grpc;
@@ -37,6 +42,7 @@ class ScriptedRunner final : public blacktree::worker::JobRunner {
   core::JobResult run(const core::Job& job, const blacktree::worker::EmitFn&, std::stop_token stop) override {
     {
       std::lock_guard lock(mutex_);
+      ++starts_[job.id];
       if (armed_) started_.set_value();
       armed_ = false;
     }
@@ -66,6 +72,10 @@ class ScriptedRunner final : public blacktree::worker::JobRunner {
     armed_ = true;
     return started_.get_future();
   }
+  int starts(const std::string& id) {
+    std::lock_guard lock(mutex_);
+    return starts_[id];
+  }
   void go() {
     std::lock_guard lock(mutex_);
     go_ = true;
@@ -78,13 +88,31 @@ class ScriptedRunner final : public blacktree::worker::JobRunner {
   bool go_ = false;
   bool armed_ = false;
   std::promise<void> started_;
+  std::map<std::string, int> starts_;
 };
+
+bgrpc::TransportOptions test_transport_options() {
+  return bgrpc::TransportOptions{"orchestrator-1", 5s, 30s, 5s, nullptr};
+}
+
+bgrpc::WorkerServiceOptions test_worker_options(std::string id) {
+  bgrpc::WorkerServiceOptions options;
+  options.worker_id = std::move(id);
+  options.incarnation = "incarnation-1";
+  options.capacity = 2;
+  return options;
+}
 
 // A WorkerService on a free loopback port, and a GrpcTransport to call it.
 struct Rig {
-  explicit Rig(std::string id = "w1")
-      : service(runner, {id, "incarnation-1", 2}),
-        transport(io.get_executor(), bgrpc::TransportOptions{"orchestrator-1", 5s, 30s, 5s, nullptr}) {
+  explicit Rig(std::string id = "w1", bgrpc::TransportOptions transport_options = test_transport_options(),
+               std::chrono::milliseconds heartbeat_interval = 5s)
+      : service(runner, [&] {
+          auto options = test_worker_options(id);
+          options.heartbeat_interval = heartbeat_interval;
+          return options;
+        }()),
+        transport(io.get_executor(), std::move(transport_options)) {
     ::grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", ::grpc::InsecureServerCredentials(), &port);
     builder.RegisterService(&service);
@@ -106,12 +134,13 @@ struct Rig {
   }
 
   // Starts job `id`; the future holds the transport's outcome.
-  std::future<std::pair<std::error_code, core::JobResult>> run(const std::string& id) {
+  std::future<std::pair<std::error_code, core::JobResult>> run(const std::string& id,
+                                                              core::ProgressCallback progress = {}) {
     auto done = std::make_shared<std::promise<std::pair<std::error_code, core::JobResult>>>();
     auto outcome = done->get_future();
     jobs.push_back(std::make_unique<core::Job>());
     jobs.back()->id = id;
-    transport.async_run(worker, *jobs.back(), {}, [done](std::error_code ec, core::JobResult result) {
+    transport.async_run(worker, *jobs.back(), std::move(progress), [done](std::error_code ec, core::JobResult result) {
       done->set_value({ec, std::move(result)});
     });
     return outcome;
@@ -220,30 +249,279 @@ TEST_CASE("WorkerService: shutdown gives up on a job that ignores cancellation",
   CHECK(result.success);
 }
 
+namespace {
+
+// A real OrchestratorService on a free loopback port, and a Registrar that
+// registers `rig`'s worker with it. Configure `orchestrator`, then start().
+struct Orchestrated {
+  explicit Orchestrated(Rig& r)
+      : rig(r), pool(r.io.get_executor()), orchestrator(pool, {"orchestrator-1", "", 1000ms, 500ms}) {}
+  ~Orchestrated() {
+    if (server) server->Shutdown(std::chrono::system_clock::now() + 2s);
+  }
+
+  void start() {
+    ::grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", ::grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(&orchestrator);
+    server = builder.BuildAndStart();
+    REQUIRE(server);
+    bgrpc::RegistrarOptions options;
+    options.orchestrator_address = "127.0.0.1:" + std::to_string(port);
+    options.self = rig.worker;
+    registrar = std::make_unique<bgrpc::Registrar>(
+        options, [&](const std::string&) { std::call_once(once, [&] { registered.set_value(); }); },
+        std::function<void(std::string_view)>{});
+    registrar->start();
+    REQUIRE(registered.get_future().wait_for(30s) == std::future_status::ready);
+    REQUIRE(pool.find(rig.worker.id));
+  }
+
+  Rig& rig;
+  core::WorkerPool pool;
+  bgrpc::OrchestratorService orchestrator;
+  std::unique_ptr<::grpc::Server> server;
+  std::promise<void> registered;  // told by the registrar, so they outlive it
+  std::once_flag once;
+  std::unique_ptr<bgrpc::Registrar> registrar;
+};
+
+}  // namespace
+
 TEST_CASE("WorkerService: shutdown deregisters through the registrar", "[worker_service]") {
   Rig rig("leaving");
-  core::WorkerPool pool(rig.io.get_executor());
-  bgrpc::OrchestratorService orchestrator(pool, {"orchestrator-1", "", 1000ms, 500ms});
-  ::grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", ::grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&orchestrator);
-  auto server = builder.BuildAndStart();
-  REQUIRE(server);
-
-  bgrpc::RegistrarOptions options;
-  options.orchestrator_address = "127.0.0.1:" + std::to_string(port);
-  options.self = rig.worker;
-  std::promise<void> registered;
-  std::once_flag once;
-  bgrpc::Registrar registrar(
-      options, [&](const std::string&) { std::call_once(once, [&] { registered.set_value(); }); }, {});
-  registrar.start();
-  REQUIRE(registered.get_future().wait_for(30s) == std::future_status::ready);
-  REQUIRE(pool.find("leaving"));
-
-  const auto outcome = rig.service.shutdown(&registrar);
+  Orchestrated orchestrated(rig);
+  orchestrated.start();
+  const auto outcome = rig.service.shutdown(orchestrated.registrar.get());
   CHECK(outcome.has_value());
+  CHECK_FALSE(orchestrated.pool.find("leaving"));
+}
+
+TEST_CASE("WorkerService: a RunJob for a job it already runs attaches to the run", "[worker_service]") {
+  Rig rig;
+  auto first = rig.run_started("until-go");
+  std::promise<core::Phase> first_phase;
+  auto second_phase = first_phase.get_future();
+  auto second = rig.run("until-go", [&first_phase, once = std::make_shared<std::once_flag>()](
+                                        const core::ProgressEvent& event) {
+    std::call_once(*once, [&] { first_phase.set_value(event.phase); });
+  });
+  // Attached: the second caller is accepted and waits for the same run.
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (rig.service.callers("until-go") < 2) {
+    REQUIRE(std::chrono::steady_clock::now() < deadline);
+    std::this_thread::yield();
+  }
+  CHECK(second.wait_for(200ms) == std::future_status::timeout);  // not refused
+  // Accepted, and the dispatcher hears so first.
+  REQUIRE(second_phase.wait_for(30s) == std::future_status::ready);
+  CHECK(second_phase.get() == core::Phase::accepted);
+  rig.runner.go();
+  auto [ec1, r1] = Rig::wait(first);
+  auto [ec2, r2] = Rig::wait(second);
+  CHECK_FALSE(ec1);
+  CHECK_FALSE(ec2);
+  CHECK(r1.success);
+  CHECK(r2.success);
+  CHECK(r2.job_id == "until-go");
+  CHECK(rig.runner.starts("until-go") == 1);
+}
+
+namespace {
+
+// A worker that misbehaves in the protocol, on a real gRPC server: it accepts
+// a job (announcing heartbeats it will never send) or never accepts it, then
+// stays silent until the caller cancels. Cancel calls are recorded.
+class SilentWorker final : public ::blacktree::v1::Worker::CallbackService {
+ public:
+  explicit SilentWorker(bool accept) : accept_(accept) {
+    ::grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", ::grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(this);
+    server_ = builder.BuildAndStart();
+    REQUIRE(server_);
+  }
+  ~SilentWorker() override { server_->Shutdown(std::chrono::system_clock::now() + 2s); }
+
+  core::WorkerInfo info() const {
+    core::WorkerInfo worker;
+    worker.id = "silent";
+    worker.address = "127.0.0.1:" + std::to_string(port_);
+    worker.capacity = 1;
+    return worker;
+  }
+
+  ::grpc::ServerWriteReactor<::blacktree::v1::RunJobReply>* RunJob(
+      ::grpc::CallbackServerContext*, const ::blacktree::v1::RunJobRequest*) override {
+    class Reactor final : public ::grpc::ServerWriteReactor<::blacktree::v1::RunJobReply> {
+     public:
+      explicit Reactor(bool accept) {
+        if (!accept) return;
+        accepted_.mutable_accepted()->set_worker_id("silent");
+        accepted_.mutable_accepted()->set_heartbeat_interval_ms(50);
+        StartWrite(&accepted_);
+      }
+      void OnWriteDone(bool) override {}
+      void OnCancel() override { Finish(::grpc::Status::CANCELLED); }
+      void OnDone() override { delete this; }
+
+     private:
+      ::blacktree::v1::RunJobReply accepted_;
+    };
+    return new Reactor(accept_);
+  }
+
+  ::grpc::ServerUnaryReactor* Cancel(::grpc::CallbackServerContext* context,
+                                     const ::blacktree::v1::CancelRequest* request,
+                                     ::blacktree::v1::CancelReply* reply) override {
+    {
+      std::lock_guard lock(mutex_);
+      cancelled_.push_back(request->job_id());
+      cv_.notify_all();
+    }
+    reply->set_found(true);
+    auto* reactor = context->DefaultReactor();
+    reactor->Finish(::grpc::Status::OK);
+    return reactor;
+  }
+
+  bool wait_cancelled(const std::string& job_id) {
+    std::unique_lock lock(mutex_);
+    return cv_.wait_for(lock, 30s, [&] {
+      return std::find(cancelled_.begin(), cancelled_.end(), job_id) != cancelled_.end();
+    });
+  }
+
+ private:
+  bool accept_;
+  int port_ = 0;
+  std::unique_ptr<::grpc::Server> server_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::vector<std::string> cancelled_;
+};
+
+struct TransportRig {
+  // `tune` adjusts the test's transport options.
+  explicit TransportRig(const std::function<void(bgrpc::TransportOptions&)>& tune)
+      : transport(io.get_executor(), [&] {
+          auto options = test_transport_options();
+          tune(options);
+          return options;
+        }()) {
+    thread = std::thread([this] { io.run(); });
+  }
+  ~TransportRig() {
+    work.reset();
+    io.stop();
+    thread.join();
+  }
+  std::pair<std::error_code, core::JobResult> run(const core::WorkerInfo& worker, const std::string& id) {
+    std::promise<std::pair<std::error_code, core::JobResult>> done;
+    auto outcome = done.get_future();
+    core::Job job;
+    job.id = id;
+    transport.async_run(worker, job, {}, [&done](std::error_code ec, core::JobResult result) {
+      done.set_value({ec, std::move(result)});
+    });
+    REQUIRE(outcome.wait_for(30s) == std::future_status::ready);
+    return outcome.get();
+  }
+
+  asio::io_context io;
+  asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(io);
+  bgrpc::GrpcTransport transport;
+  std::thread thread;
+};
+
+}  // namespace
+
+TEST_CASE("GrpcTransport: a stream without heartbeats is lost and the job cancelled on the worker",
+          "[worker_service]") {
+  SilentWorker silent(true);
+  TransportRig rig([](auto& options) { options.heartbeat_timeout = 300ms; });
+  auto [ec, result] = rig.run(silent.info(), "hung");
+  CHECK(ec == core::errc::worker_lost);
+  CHECK_THAT(result.error, Catch::Contains("heartbeat"));
+  CHECK(silent.wait_cancelled("hung"));
+}
+
+TEST_CASE("GrpcTransport: a worker slow to accept refused the offer; it is not unreachable", "[worker_service]") {
+  SilentWorker silent(false);
+  TransportRig rig([](auto& options) { options.accept_timeout = 200ms; });
+  auto [ec, result] = rig.run(silent.info(), "offered");
+  CHECK(ec == core::errc::worker_refused);
+  CHECK_THAT(result.error, Catch::Contains("did not accept the job within 200 ms"));
+}
+
+TEST_CASE("WorkerService: heartbeats keep a quiet job's stream alive", "[worker_service]") {
+  auto options = test_transport_options();
+  options.heartbeat_timeout = 300ms;
+  Rig rig("w1", options, 50ms);
+  auto job = rig.run_started("until-go");
+  // Quiet for longer than the heartbeat timeout: heartbeats must carry it.
+  CHECK(job.wait_for(1s) == std::future_status::timeout);
+  rig.runner.go();
+  auto [ec, result] = Rig::wait(job);
+  CHECK_FALSE(ec);
+  CHECK(result.success);
+}
+
+TEST_CASE("WorkerService: a leaving worker's last result is taken before its leases are voided", "[worker_service]") {
+  Rig rig("leaving");
+  Orchestrated orchestrated(rig);
+  auto& pool = orchestrated.pool;
+  orchestrated.orchestrator.settle_runs_before_deregister([&rig](const std::string& id, std::function<void()> then) {
+    rig.transport.when_runs_ended(id, 2500ms, std::move(then));
+  });
+  orchestrated.start();
+
+  // What a dispatcher sees, in its order: results and pool events on one executor.
+  std::mutex mutex;
+  std::vector<std::string> seen;
+  std::promise<void> left;
+  auto left_future = left.get_future().share();
+  auto subscription = pool.subscribe([&](const core::WorkerEvent& event) {
+    if (!event.removed) return;
+    left.set_value();
+    asio::post(rig.io, [&] {
+      std::lock_guard lock(mutex);
+      seen.push_back("removed");
+    });
+  });
+  std::promise<void> done;
+  core::Job job;
+  job.id = "until-go";
+  auto started = rig.runner.next_start();
+  // The orchestrator reads the stream's last messages late (a busy machine):
+  // here, not before the worker has left or 2 s passed.
+  rig.transport.async_run(
+      rig.worker, job,
+      [left_future](const core::ProgressEvent& event) {
+        if (event.phase == core::Phase::finished) (void)left_future.wait_for(2s);
+      },
+      [&](std::error_code ec, core::JobResult result) {
+        CHECK_FALSE(ec);
+        CHECK(result.success);
+        std::lock_guard lock(mutex);
+        seen.push_back("result");
+        done.set_value();
+      });
+  REQUIRE(started.wait_for(30s) == std::future_status::ready);
+  auto stopped = std::async(std::launch::async, [&] { return rig.service.shutdown(orchestrated.registrar.get()); });
+  rig.runner.go();
+  REQUIRE(stopped.wait_for(30s) == std::future_status::ready);
+  REQUIRE(done.get_future().wait_for(30s) == std::future_status::ready);
   CHECK_FALSE(pool.find("leaving"));
-  server->Shutdown(std::chrono::system_clock::now() + 2s);
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  for (;;) {
+    {
+      std::lock_guard lock(mutex);
+      if (seen.size() == 2) break;
+    }
+    REQUIRE(std::chrono::steady_clock::now() < deadline);
+    std::this_thread::yield();
+  }
+  CHECK(seen == std::vector<std::string>{"result", "removed"});
 }

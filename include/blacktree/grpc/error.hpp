@@ -20,6 +20,7 @@ enum class errc {
   drain_deadline_exceeded,  ///< a shutdown cancelled jobs still running at its drain deadline
   jobs_still_running,       ///< cancelled jobs had not ended when a shutdown gave up waiting
   invalid_credentials,      ///< TLS files missing, unreadable or not PEM; or no authentication at all without --insecure
+  worker_id_in_use,         ///< the orchestrator knows another live worker by this worker's id
 };
 
 }  // namespace blacktree::grpc

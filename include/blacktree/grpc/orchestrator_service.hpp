@@ -6,8 +6,9 @@
 // list them. When a registration token is configured, every call must carry
 // `authorization: Bearer <token>` metadata; under mutual TLS a worker's
 // certificate must name the worker it registers or deregisters; a capacity
-// above max_worker_capacity is refused. A refusal says what is wrong without
-// echoing what was sent.
+// above max_worker_capacity is refused; a second live process with a
+// registered worker's id is refused with ALREADY_EXISTS. A refusal says what
+// is wrong without echoing what was sent.
 
 #include <blacktree/core/worker_pool.hpp>
 #include <blacktree/grpc/credentials.hpp>
@@ -16,8 +17,9 @@
 
 #include <chrono>
 #include <cstdint>
-#include <memory>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -45,6 +47,14 @@ class OrchestratorService final : public ::blacktree::v1::Orchestrator::Callback
   using Listener = std::function<void(const core::WorkerInfo& worker, bool registered, std::string_view detail)>;
 
   OrchestratorService(core::WorkerPool& pool, OrchestratorServiceOptions options, Listener listener = {});
+  ~OrchestratorService() override;
+
+  /// A deregistration waits for `runs_ended(worker_id, then)` to call `then`
+  /// (from any thread): when the orchestrator holds no RunJob stream of that
+  /// worker any more, or after a bound of its choosing. Call before serving.
+  /// GrpcTransport::when_runs_ended is meant for it.
+  void settle_runs_before_deregister(
+      std::function<void(const std::string& worker_id, std::function<void()> then)> runs_ended);
 
   ::grpc::ServerUnaryReactor* Register(::grpc::CallbackServerContext* context, const v1::RegisterRequest* request,
                                        v1::RegisterReply* reply) override;
@@ -60,6 +70,12 @@ class OrchestratorService final : public ::blacktree::v1::Orchestrator::Callback
   core::WorkerPool& pool_;
   OrchestratorServiceOptions options_;
   Listener listener_;
+  struct Settle {
+    std::mutex mutex;
+    bool open = true;  // false once this service is gone
+    std::function<void(const std::string&, std::function<void()>)> runs_ended;
+  };
+  std::shared_ptr<Settle> settle_ = std::make_shared<Settle>();
 };
 
 }  // namespace blacktree::grpc

@@ -8,6 +8,8 @@
 // orchestrator id (the orchestrator restarted and a new one reached us), or no
 // ping at all for `missed_pings` ping intervals (the orchestrator restarted and
 // does not know our address). On stop it deregisters, once, best effort.
+// Refused because another live worker uses the same id, it says so and keeps
+// retrying (backoff_max apart): it takes the id over once that one is gone.
 // One thread of its own, waiting on a condition variable, never polling.
 
 #include <blacktree/core/job.hpp>

@@ -10,10 +10,17 @@
 //
 // Error mapping (the distinction the dispatcher needs):
 //  - the RunJob stream ended before the worker sent `accepted`:
-//      RESOURCE_EXHAUSTED / FAILED_PRECONDITION / ALREADY_EXISTS -> errc::worker_refused
-//      anything else (connection refused, UNAVAILABLE, accept deadline) -> errc::worker_unreachable
+//      RESOURCE_EXHAUSTED / FAILED_PRECONDITION, or no `accepted` within
+//      accept_timeout (a slow worker is not a dead one) -> errc::worker_refused
+//      anything else (connection refused, UNAVAILABLE) -> errc::worker_unreachable
 //    either way the worker never ran the job, so it may go to another one;
-//  - the stream broke after `accepted` and before the result -> errc::worker_lost.
+//  - ALREADY_EXISTS (a worker that runs the job already and cannot attach)
+//    -> errc::worker_lost: running it elsewhere would run it twice at once;
+//  - `accepted` with attached=true is an accepted run like any other: the
+//    stream carries the running job's remaining events and its one result;
+//  - the stream broke after `accepted` and before the result, or carried
+//    nothing for heartbeat_timeout (then the worker is told to Cancel the
+//    job) -> errc::worker_lost.
 
 #include <blacktree/core/completion_handler.hpp>
 #include <blacktree/core/concepts.hpp>
@@ -26,6 +33,7 @@
 #include <asio/associated_cancellation_slot.hpp>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -52,10 +60,21 @@ struct TransportOptions {
   /// When set, every call to a worker carries the secret its registration
   /// was issued (see WorkerSecrets), without which the worker obeys nothing.
   std::shared_ptr<WorkerSecrets> worker_secrets{};
+  /// An accepted stream of a worker that announced heartbeats, silent this
+  /// long (at least three of its heartbeat intervals), is reported lost and
+  /// the job cancelled on the worker. 0: never.
+  std::chrono::milliseconds heartbeat_timeout{30'000};
 };
 
 class GrpcTransport {
  public:
+  /// A run's progress callback hears Phase::accepted once the worker took the
+  /// job, before any other event of that run.
+  static constexpr bool reports_accepted = true;
+  /// Each accepted run is watched (heartbeats, keepalive): a silent worker's
+  /// run completes with errc::worker_lost without the health monitor.
+  static constexpr bool monitors_runs = true;
+
   GrpcTransport(asio::any_io_executor executor, TransportOptions options);
   GrpcTransport(const GrpcTransport&) = delete;
   GrpcTransport& operator=(const GrpcTransport&) = delete;
@@ -83,6 +102,13 @@ class GrpcTransport {
         },
         token);
   }
+
+  /// Calls `then` once no RunJob stream to worker `worker_id` is in flight
+  /// (each one's handler has been given its outcome), or after `timeout`,
+  /// whichever comes first; at once when there is none. From any thread.
+  /// For a deregistration: the results a leaving worker sent last are taken
+  /// before its leases are voided (OrchestratorService::settle_runs_before_deregister).
+  void when_runs_ended(std::string_view worker_id, std::chrono::milliseconds timeout, std::function<void()> then);
 
   /// Drops the channel of a worker that left. Calls in flight keep theirs.
   void forget(std::string_view worker_id);

@@ -8,8 +8,14 @@
 //  - A job is refused, never queued, when the worker is full
 //    (RESOURCE_EXHAUSTED) or draining (FAILED_PRECONDITION), with a message
 //    that says so; the orchestrator then offers it to another worker.
+//  - A job id it already runs is attached to, not started again: the new
+//    caller gets the rest of the run's events and its one result.
 //  - A caller that goes away (orchestrator restart, network loss) cancels its
-//    job: the runner's stop_token is triggered.
+//    job, unless another caller is attached: the runner's stop_token is triggered.
+//  - Every running job's stream carries a heartbeat when idle for
+//    `heartbeat_interval`, so the caller can tell it from a stuck one.
+//  - A job's output is bytes: text that is not UTF-8 is repaired (U+FFFD)
+//    before it goes into a message, so it can never break the stream.
 //  - Log lines are buffered per job up to a bound; when a slow caller lets the
 //    buffer fill, further lines are dropped and counted (phase changes and the
 //    result are never dropped).
@@ -32,6 +38,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 namespace blacktree::grpc {
@@ -41,6 +48,9 @@ struct WorkerServiceOptions {
   std::string incarnation;  ///< new for every process start
   std::uint32_t capacity = 1;
   std::size_t max_buffered_lines = 4096;  ///< per job, waiting to be sent
+  /// How often every running job's stream carries a heartbeat (0: never), so
+  /// the orchestrator can tell a live stream from a stuck one.
+  std::chrono::milliseconds heartbeat_interval{5000};
 };
 
 struct ShutdownOptions {
@@ -81,6 +91,8 @@ class WorkerService final : public ::blacktree::v1::Worker::CallbackService {
 
   std::size_t running() const;
   std::vector<std::string> running_jobs() const;
+  /// Streams waiting for the result of running job `job_id` (0: not running).
+  std::size_t callers(std::string_view job_id) const;
 
   /// The orchestrator this worker is registered with; pings from any other
   /// answer registered=false.
@@ -105,6 +117,7 @@ class WorkerService final : public ::blacktree::v1::Worker::CallbackService {
 
  private:
   std::shared_ptr<State> state_;
+  std::jthread heartbeats_;  // stopped and joined first, before state_ is let go
 };
 
 }  // namespace blacktree::grpc
