@@ -68,6 +68,10 @@ struct BuildPipelineConfig {
   bool allow_http_repos = false;
   /// Also accept file:// repoUrls (tests only).
   bool allow_file_repos = false;
+  /// Hosts besides the GitHub base URL's that a job's githubToken may be sent
+  /// to: "host" (any port) or "host:port". A job with a token whose repoUrl
+  /// names any other host fails before a connection is made.
+  std::vector<std::string> token_hosts;
   std::string git_program = "git";
 
   // --- build ---
