@@ -193,6 +193,7 @@ class PipelineJob {
       spec.timeout = std::chrono::duration_cast<milliseconds>(deadline_ - now);
     }
     spec.kill_grace = config_.kill_grace;
+    spec.redactor = &redactor_;
     auto outcome = run_process(
         spec,
         [&](std::string_view line) {

@@ -6,6 +6,7 @@
 
 #include <blacktree/core/result.hpp>
 #include <blacktree/worker/error.hpp>
+#include <blacktree/worker/log.hpp>
 
 #include <fmt/format.h>
 
@@ -240,7 +241,7 @@ class JobCgroup {
 // The child's output, cut into lines.
 class LineSplitter {
  public:
-  explicit LineSplitter(const LineFn& on_line) : on_line_(on_line) {}
+  LineSplitter(const LineFn& on_line, const Redactor* redactor) : on_line_(on_line), redactor_(redactor) {}
 
   void feed(const char* data, std::size_t n) {
     for (std::size_t i = 0; i < n; ++i) {
@@ -249,7 +250,7 @@ class LineSplitter {
         flush();
       } else {
         partial_.push_back(c);
-        if (partial_.size() >= max_line_bytes) flush();
+        if (partial_.size() >= max_line_bytes) cut();
       }
     }
   }
@@ -260,10 +261,27 @@ class LineSplitter {
  private:
   void flush() {
     if (!partial_.empty() && partial_.back() == '\r') partial_.pop_back();
+    if (redactor_ != nullptr) partial_ = redactor_->apply(partial_);
     if (on_line_) on_line_(partial_);
     partial_.clear();
   }
+  // An over-long line goes out in pieces. A secret may straddle the cut, so
+  // the piece is redacted whole and its last longest()-1 bytes (which may
+  // hold the start of a secret) stay for the next piece.
+  void cut() {
+    if (redactor_ == nullptr || redactor_->empty()) {
+      if (on_line_) on_line_(partial_);
+      partial_.clear();
+      return;
+    }
+    std::string redacted = redactor_->apply(partial_);
+    const std::size_t keep = std::min(redactor_->longest() - 1, redacted.size());
+    partial_ = redacted.substr(redacted.size() - keep);
+    redacted.resize(redacted.size() - keep);
+    if (on_line_ && !redacted.empty()) on_line_(redacted);
+  }
   const LineFn& on_line_;
+  const Redactor* redactor_;
   std::string partial_;
 };
 
@@ -588,7 +606,7 @@ ProcessOutcome run_process(const ProcessSpec& spec, const LineFn& on_line, std::
   Child child(pid, Fd(pidfd_open(pid)), std::move(cgroup));
   std::stop_callback on_stop(stop, [&wake] { wake.notify(); });
 
-  LineSplitter lines(on_line);
+  LineSplitter lines(on_line, spec.redactor);
   // time_point::max() stands for "not set" (std::optional<time_point> trips
   // GCC 12's -Wmaybe-uninitialized).
   constexpr auto never = Clock::time_point::max();

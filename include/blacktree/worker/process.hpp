@@ -19,6 +19,8 @@
 
 namespace blacktree::worker {
 
+class Redactor;
+
 /// How run_process keeps everything a process starts inside its reach, so
 /// that nothing outlives it (daemons that setsid and double-fork included).
 enum class Containment {
@@ -59,6 +61,10 @@ struct ProcessSpec {
   /// stopped (cancel or timeout).
   std::chrono::milliseconds kill_grace{std::chrono::seconds(3)};
   Containment containment = Containment::automatic;
+  /// When set, every line is redacted with it before `on_line` sees it, and
+  /// an over-long line is cut only where no secret straddles the cut (the
+  /// last `longest() - 1` bytes wait for the next piece). Must outlive the call.
+  const Redactor* redactor = nullptr;
 };
 
 /// How a process ended.
