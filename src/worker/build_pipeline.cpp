@@ -93,6 +93,7 @@ class PipelineJob {
     const auto location = resolve_repo_url(
         spec.repo_url, RepoUrlRules{config_.github_base_url, config_.allow_http_repos, config_.allow_file_repos});
     if (!location) fail(location.error().message());
+    if (!spec.github_token.empty()) check(check_token_host(*location, config_.github_base_url, config_.token_hosts));
     if (config_.registry.empty()) fail("worker configuration: no registry is configured to push to");
     std::string image_ref = fmt::format("{}/{}", config_.registry, spec.image_name);
     if (spec.image_name.find(':') == std::string::npos) image_ref += ":latest";
