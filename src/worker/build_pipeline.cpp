@@ -5,6 +5,7 @@
 #include <blacktree/worker/build_pipeline.hpp>
 
 #include "git.hpp"
+#include "netbox.hpp"
 #include "registry_auth.hpp"
 #include "util.hpp"
 
@@ -349,6 +350,18 @@ core::Result<void> BuildPipelineRunner::check() const {
   if (auto available = builder_->available(); !available) {
     return core::Error{errc::tool_unavailable,
                        fmt::format("builder {}: {}", builder_->name(), available.error().message())};
+  }
+  if (auto box = detail::check_network_box(config_); !box) return box;
+  if (config_.build_network == BuildNetwork::private_network) {
+    ProcessSpec slirp;
+    slirp.argv = {config_.slirp4netns_program, "--version"};
+    slirp.env = minimal_environment();
+    slirp.timeout = std::chrono::seconds(30);
+    if (const auto outcome = run_process(slirp, {}); !outcome.ok()) {
+      return core::Error{errc::tool_unavailable,
+                         fmt::format("slirp4netns_program '{}' (build_network private): {}", config_.slirp4netns_program,
+                                     outcome.describe())};
+    }
   }
   ProcessSpec git;
   git.argv = {config_.git_program, "--version"};

@@ -895,7 +895,8 @@ std::string host_address() {
 // RUN lines that try each address and print REACHED or BLOCKED for it; the
 // first tries to lift the block (a RUN step must not be able to).
 std::string probe_steps(int loopback_port, const std::string& host_ip, int host_port) {
-  std::string steps = "RUN ip route del unreachable 169.254.0.0/16 2>&1 || true\n";
+  std::string steps = "RUN ip route del unreachable 169.254.0.0/16 2>&1 || true\n"
+                      "RUN if ip route | grep -q '^default'; then echo HAS-DEFAULT-ROUTE; fi\n";
   const auto probe = [&](const std::string& name, const std::string& ip, int port) {
     // nc exits 1 when it cannot connect; connected, it waits for the peer
     // (or the timeout kills it).
@@ -926,11 +927,28 @@ TEST_CASE("RUN steps cannot reach the worker host's loopback, its addresses or t
   auto r = runner.run(job, {}, {});
   INFO(r.error << "\n" << r.logs);
   REQUIRE(r.success);
-  CHECK_THAT(r.logs, Catch::Contains("LOOPBACK-BLOCKED") && Catch::Contains("METADATA-BLOCKED"));
-  CHECK_THAT(r.logs, !Catch::Contains("-REACHED"));
-  if (!host_ip.empty()) CHECK_THAT(r.logs, Catch::Contains("HOSTADDR-BLOCKED"));
+  // (a line of its own: the RUN commands echoed in the log hold both words)
+  CHECK_THAT(r.logs, Catch::Contains("\nLOOPBACK-BLOCKED\n") && Catch::Contains("\nMETADATA-BLOCKED\n"));
+  CHECK_THAT(r.logs, !Catch::Contains("\nLOOPBACK-REACHED\n") && !Catch::Contains("\nMETADATA-REACHED\n") &&
+                         !Catch::Contains("\nHOSTADDR-REACHED\n"));
+  if (!host_ip.empty()) CHECK_THAT(r.logs, Catch::Contains("\nHOSTADDR-BLOCKED\n"));
+  CHECK_THAT(r.logs, Catch::Contains("\nHAS-DEFAULT-ROUTE\n"));  // outbound traffic has a way out
   CHECK(loopback.accepted() == 0);
   CHECK(everywhere.accepted() == 0);
+
+  // none: not even a way out.
+  auto cfg = env.config();
+  cfg.build_network = bw::BuildNetwork::none;
+  r = bw::BuildPipelineRunner(cfg).run(job, {}, {});
+  REQUIRE(r.success);
+  CHECK_THAT(r.logs, Catch::Contains("\nLOOPBACK-BLOCKED\n") && !Catch::Contains("\nHAS-DEFAULT-ROUTE\n"));
+
+  // host: the worker's network, as the operator asked (and the probe tells).
+  cfg.build_network = bw::BuildNetwork::host;
+  r = bw::BuildPipelineRunner(cfg).run(job, {}, {});
+  REQUIRE(r.success);
+  CHECK_THAT(r.logs, Catch::Contains("\nLOOPBACK-REACHED\n"));
+  CHECK(loopback.accepted() == 1);
 }
 
 TEST_CASE("a daemon a RUN step starts is gone when the job's status arrives", "[pipeline][security]") {
