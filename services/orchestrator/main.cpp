@@ -247,6 +247,7 @@ int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset
 }  // namespace
 
 int main(int argc, char** argv) {
+  blacktree::service::disable_core_dumps();  // tokens and credentials live in this memory
   const sigset_t signals = blacktree::service::block_termination_signals();  // before any thread starts
 
   CLI::App app{"blacktree-orchestrator: dispatches build jobs from a queue to registered workers"};
@@ -377,8 +378,16 @@ int main(int argc, char** argv) {
         const bool queued = result ? events.publish_result(event, *result) : events.publish(event);
         if (!queued) plane.metrics.count_event_dropped();
       };
-      const auto ready = [&source, &sink] {
-        if (!source.connected()) return "not connected to the broker (jobs): " + source.last_error();
+      // The reason names the broker user: it goes to the log (once per
+      // reason), not to /healthz, which anyone who can reach the port reads.
+      const auto ready = [&source, &sink, &log, logged = std::string()]() mutable {
+        if (!source.connected()) {
+          if (auto why = source.last_error(); why != logged) {
+            log->warn("not connected to the broker (jobs): {}", why);
+            logged = std::move(why);
+          }
+          return std::string("not connected to the broker (jobs); the reason is in the orchestrator's log");
+        }
         if (!sink.connected()) return std::string("not connected to the broker (statuses)");
         return std::string();
       };
