@@ -96,6 +96,7 @@ class PipelineJob {
     if (!location) fail(location.error().message());
     if (!spec.github_token.empty()) check(check_token_host(*location, config_.github_base_url, config_.token_hosts));
     if (config_.registry.empty()) fail("worker configuration: no registry is configured to push to");
+    if (auto box = detail::check_network_box(config_); !box) fail("worker configuration: " + box.error().message());
     std::string image_ref = fmt::format("{}/{}", config_.registry, spec.image_name);
     if (spec.image_name.find(':') == std::string::npos) image_ref += ":latest";
 

@@ -792,6 +792,7 @@ TEST_CASE("the docker backend builds and pushes when a Docker engine runs", "[pi
   env.create_sample_repo("acme/app", "COPY hello.txt /srv/hello.txt\n");
   auto cfg = env.config();
   cfg.builder = bw::BuilderKind::docker;
+  cfg.build_network = bw::BuildNetwork::host;  // the engine's networks are not the worker's to box
   bw::BuildPipelineRunner runner(cfg);
   auto r = runner.run(env.job("docker"), {}, {});
   INFO(r.error << "\n" << r.logs);
