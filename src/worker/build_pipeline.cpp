@@ -353,25 +353,23 @@ core::Result<void> BuildPipelineRunner::check() const {
                        fmt::format("builder {}: {}", builder_->name(), available.error().message())};
   }
   if (auto box = detail::check_network_box(config_); !box) return box;
+  // A tool that answers --version is installed and runs.
+  const auto runs = [](const std::string& program, std::string_view setting) -> core::Result<void> {
+    ProcessSpec probe;
+    probe.argv = {program, "--version"};
+    probe.env = minimal_environment();
+    probe.timeout = std::chrono::seconds(30);
+    if (const auto outcome = run_process(probe, {}); !outcome.ok()) {
+      return core::Error{errc::tool_unavailable, fmt::format("{} '{}': {}", setting, program, outcome.describe())};
+    }
+    return {};
+  };
   if (config_.build_network == BuildNetwork::private_network) {
-    ProcessSpec slirp;
-    slirp.argv = {config_.slirp4netns_program, "--version"};
-    slirp.env = minimal_environment();
-    slirp.timeout = std::chrono::seconds(30);
-    if (const auto outcome = run_process(slirp, {}); !outcome.ok()) {
-      return core::Error{errc::tool_unavailable,
-                         fmt::format("slirp4netns_program '{}' (build_network private): {}", config_.slirp4netns_program,
-                                     outcome.describe())};
+    if (auto slirp = runs(config_.slirp4netns_program, "slirp4netns_program (build_network private)"); !slirp) {
+      return slirp;
     }
   }
-  ProcessSpec git;
-  git.argv = {config_.git_program, "--version"};
-  git.env = minimal_environment();
-  git.timeout = std::chrono::seconds(30);
-  if (const auto outcome = run_process(git, {}); !outcome.ok()) {
-    return core::Error{errc::tool_unavailable,
-                       fmt::format("git_program '{}': {}", config_.git_program, outcome.describe())};
-  }
+  if (auto git = runs(config_.git_program, "git_program"); !git) return git;
   std::error_code ec;
   fs::create_directories(config_.work_root, ec);
   if (ec || ::access(config_.work_root.c_str(), W_OK | X_OK) != 0) {
