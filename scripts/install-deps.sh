@@ -24,6 +24,9 @@ packages=(
   rabbitmq-server amqp-tools
   git buildah skopeo docker-registry apache2-utils busybox-static tar curl
   python3 python3-pytest python3-pytest-timeout python3-pika python3-grpcio python3-protobuf
+  # A build's network box (--build-network private): a network namespace per
+  # build (unshare, from util-linux), routes in it (ip), user-mode NAT out.
+  slirp4netns iproute2 util-linux
 )
 
 missing=()

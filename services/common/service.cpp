@@ -12,6 +12,8 @@
 #include <chrono>
 #include <fstream>
 #include <pthread.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <random>
 #include <sstream>
 
@@ -79,7 +81,44 @@ class JsonFormatter final : public spdlog::formatter {
   std::unique_ptr<spdlog::formatter> clone() const override { return std::make_unique<JsonFormatter>(); }
 };
 
+// %v with escape_log_text: a message quoting untrusted text (a jobId with a
+// newline in it) cannot start a line of its own.
+class EscapedPayload final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&, spdlog::memory_buf_t& dest) override {
+    const std::string text = escape_log_text(std::string_view(msg.payload.data(), msg.payload.size()));
+    dest.append(text.data(), text.data() + text.size());
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override { return std::make_unique<EscapedPayload>(); }
+};
+
 }  // namespace
+
+std::string escape_log_text(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (const char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (u < 0x20 || u == 0x7f) {
+      out += fmt::format("\\x{:02x}", u);
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+void disable_core_dumps() {
+  const rlimit none{0, 0};
+  ::setrlimit(RLIMIT_CORE, &none);
+  ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+}
 
 std::string YamlConfig::to_config(const CLI::App*, bool, bool, std::string) const {
   return {};  // writing configuration back is not supported
@@ -138,7 +177,9 @@ std::shared_ptr<spdlog::logger> make_logger(const std::string& name, const LogOp
   if (options.format == "json") {
     logger->set_formatter(std::make_unique<JsonFormatter>());
   } else {
-    logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%-5l%$ [%n] %v");
+    auto text = std::make_unique<spdlog::pattern_formatter>();
+    text->add_flag<EscapedPayload>('*').set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%-5l%$ [%n] %*");
+    logger->set_formatter(std::move(text));
   }
   logger->set_level(spdlog::level::from_str(options.level));
   logger->flush_on(spdlog::level::trace);  // tests and log shippers read lines as they come

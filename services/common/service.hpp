@@ -49,6 +49,18 @@ void add_log_options(CLI::App& app, LogOptions& options);
 /// JSON object per line ({"time","level","logger","msg"}).
 std::shared_ptr<spdlog::logger> make_logger(const std::string& name, const LogOptions& options);
 
+/// `text` with control characters escaped (\n, \r, \t, \xHH): what the
+/// text log format does to every message, so that untrusted text in one (a
+/// jobId holding a newline) cannot write a line that looks like another log line.
+std::string escape_log_text(std::string_view text);
+
+/// No core dumps, and the process not dumpable (no ptrace attach, no
+/// /proc/<pid>/mem or environ for other processes of the same user): a core
+/// or a debugger would hold the tokens and credentials in memory. Programs
+/// the process starts get their own dumpable flag back at exec; the zero
+/// core limit is inherited. Call first thing in main().
+void disable_core_dumps();
+
 /// Reads a secret from a file (trailing newline dropped); an error names the
 /// option and the file ("--token-file: the file /x is empty").
 core::Result<std::string> read_secret_file(const std::string& path, std::string_view option);

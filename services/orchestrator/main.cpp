@@ -308,6 +308,7 @@ int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset
 }  // namespace
 
 int main(int argc, char** argv) {
+  blacktree::service::disable_core_dumps();  // tokens and credentials live in this memory
   const sigset_t signals = blacktree::service::block_termination_signals();  // before any thread starts
 
   CLI::App app{"blacktree-orchestrator: dispatches build jobs from a queue to registered workers"};
@@ -472,9 +473,13 @@ int main(int argc, char** argv) {
         const bool queued = result ? events.publish_result(event, *result) : events.publish(event);
         if (!queued) plane.metrics.count_event_dropped();
       };
+      // The reasons name the broker user: AmqpOptions::log puts them in the
+      // log, not on /healthz, which anyone who can reach the port reads.
       const auto ready = [&source, &sink] {
-        if (!source.connected()) return "not connected to the broker (jobs): " + source.last_error();
-        if (!sink.connected()) return "not connected to the broker (statuses): " + sink.last_error();
+        if (!source.connected())
+          return std::string("not connected to the broker (jobs); the reason is in the orchestrator's log");
+        if (!sink.connected())
+          return std::string("not connected to the broker (statuses); the reason is in the orchestrator's log");
         return std::string();
       };
       rc = dispatch_until_signal(plane, source, sink, signals, [&source] { source.cancel_consumer(); }, ready,

@@ -34,6 +34,7 @@ std::string host_name() {
 
 int main(int argc, char** argv) {
   // Signals are taken by sigwait below; block them before any thread starts.
+  blacktree::service::disable_core_dumps();  // tokens and credentials live in this memory
   const sigset_t signals = blacktree::service::block_termination_signals();
 
   CLI::App app{"blacktree-worker: runs build jobs handed to it by a blacktree orchestrator"};
@@ -123,6 +124,22 @@ int main(int argc, char** argv) {
       ->envname("WORKER_ALLOW_HTTP_REPOS");
   app.add_flag("--allow-file-repos", build.allow_file_repos, "allow file:// repository URLs")
       ->envname("WORKER_ALLOW_FILE_REPOS");
+  app.add_option("--token-hosts", build.token_hosts,
+                 "hosts besides the GitHub base URL's that a job's githubToken may be sent to: host or host:port "
+                 "(repeatable, or comma-separated)")
+      ->envname("WORKER_TOKEN_HOSTS")
+      ->delimiter(',');
+  std::string build_network = "private";
+  app.add_option("--build-network", build_network,
+                 "the network of a build's RUN steps: none (loopback only), private (outbound through slirp4netns, "
+                 "no route to this host or 169.254.0.0/16) or host (this host's network, trusted Dockerfiles only)")
+      ->envname("WORKER_BUILD_NETWORK")
+      ->check(CLI::IsMember({"none", "private", "host"}))
+      ->capture_default_str();
+  app.add_option("--build-network-blocked", build.build_network_blocked,
+                 "more IPv4 addresses or CIDRs a private build has no route to (repeatable, or comma-separated)")
+      ->envname("WORKER_BUILD_NETWORK_BLOCKED")
+      ->delimiter(',');
   app.add_option("--log-tail-bytes", build.log_tail_bytes, "how much of a job's output its status keeps")
       ->envname("WORKER_LOG_TAIL_BYTES")
       ->capture_default_str();
@@ -175,6 +192,8 @@ int main(int argc, char** argv) {
   }
 
   auto log = blacktree::service::make_logger("worker", log_options);
+  log->info("a job's processes are contained by {}",
+            blacktree::worker::to_string(blacktree::worker::automatic_containment()));
   if (worker_id.empty()) worker_id = host_name() + "-" + blacktree::service::random_hex(6);
 
   blacktree::core::WorkerInfo self;
@@ -200,6 +219,9 @@ int main(int argc, char** argv) {
     build.work_root = work_root;
     build.registry_tls_verify = !registry_insecure;
     build.default_timeout = std::chrono::seconds(job_timeout_s);
+    build.build_network = build_network == "none"   ? blacktree::worker::BuildNetwork::none
+                          : build_network == "host" ? blacktree::worker::BuildNetwork::host
+                                                    : blacktree::worker::BuildNetwork::private_network;
     build.builder = builder_name == "docker" ? blacktree::worker::BuilderKind::docker
                                              : blacktree::worker::BuilderKind::buildah;
     if (registry_auth == "password") {

@@ -47,6 +47,21 @@ std::string json_field_names(std::string_view text) {
   return out;
 }
 
+// protobuf's "invalid value <value> for type T": the value may be a secret
+// (a numeric githubToken): the field and the rule are enough. Its "for type
+// github_token" names a field, which json_field_names renames.
+std::string without_value(std::string_view text) {
+  std::string out(text);
+  const auto value = out.find("invalid value ");
+  const auto type = out.find(" for type ", value == std::string::npos ? 0 : value);
+  if (value != std::string::npos && type != std::string::npos) out.erase(value + 13, type - value - 13);
+  if (const auto field = out.find("for type "); field != std::string::npos && out.find('_', field) != std::string::npos &&
+                                                  out.compare(field + 9, 5, "TYPE_") != 0) {
+    out.insert(field + 9, "(").push_back(')');
+  }
+  return out;
+}
+
 // The jobId of a message that did not parse as a JobRequest (a field of the
 // wrong type, say), so the control plane still gets a status for it.
 std::string salvage_job_id(std::string_view json) {
@@ -402,7 +417,7 @@ core::Result<void> from_json(std::string_view json, google::protobuf::Message& m
   if (status.ok()) return {};
   // protobuf appends the offending input on later lines; the first says what is wrong.
   const std::string_view text(status.message().data(), status.message().size());
-  return core::Error{errc::invalid_json, json_field_names(text.substr(0, text.find('\n')))};
+  return core::Error{errc::invalid_json, json_field_names(without_value(text.substr(0, text.find('\n'))))};
 }
 
 core::Result<void> check_job_id(std::string_view id) {

@@ -38,12 +38,12 @@ core::JobResult ArgvRunner::run(const core::Job& job, const EmitFn& emit, std::s
 
     Redactor redactor;
     if (build != nullptr) redactor.add(build->github_token.reveal());
+    spec.redactor = &redactor;
     LogTail tail(config_.log_tail_bytes);
     if (emit) emit(stage::building, {});
     const auto outcome = run_process(
         spec,
-        [&](std::string_view raw) {
-          const std::string line = redactor.apply(raw);
+        [&](std::string_view line) {  // redacted by run_process
           tail.append(line);
           if (emit) emit(stage::building, line);
         },

@@ -5,6 +5,7 @@
 #include <blacktree/worker/build_pipeline.hpp>
 
 #include "git.hpp"
+#include "netbox.hpp"
 #include "registry_auth.hpp"
 #include "util.hpp"
 
@@ -93,7 +94,9 @@ class PipelineJob {
     const auto location = resolve_repo_url(
         spec.repo_url, RepoUrlRules{config_.github_base_url, config_.allow_http_repos, config_.allow_file_repos});
     if (!location) fail(location.error().message());
+    if (!spec.github_token.empty()) check(check_token_host(*location, config_.github_base_url, config_.token_hosts));
     if (config_.registry.empty()) fail("worker configuration: no registry is configured to push to");
+    if (auto box = detail::check_network_box(config_); !box) fail("worker configuration: " + box.error().message());
     std::string image_ref = fmt::format("{}/{}", config_.registry, spec.image_name);
     if (spec.image_name.find(':') == std::string::npos) image_ref += ":latest";
 
@@ -193,6 +196,7 @@ class PipelineJob {
       spec.timeout = std::chrono::duration_cast<milliseconds>(deadline_ - now);
     }
     spec.kill_grace = config_.kill_grace;
+    spec.redactor = &redactor_;
     auto outcome = run_process(
         spec,
         [&](std::string_view line) {
@@ -348,14 +352,24 @@ core::Result<void> BuildPipelineRunner::check() const {
     return core::Error{errc::tool_unavailable,
                        fmt::format("builder {}: {}", builder_->name(), available.error().message())};
   }
-  ProcessSpec git;
-  git.argv = {config_.git_program, "--version"};
-  git.env = minimal_environment();
-  git.timeout = std::chrono::seconds(30);
-  if (const auto outcome = run_process(git, {}); !outcome.ok()) {
-    return core::Error{errc::tool_unavailable,
-                       fmt::format("git_program '{}': {}", config_.git_program, outcome.describe())};
+  if (auto box = detail::check_network_box(config_); !box) return box;
+  // A tool that answers --version is installed and runs.
+  const auto runs = [](const std::string& program, std::string_view setting) -> core::Result<void> {
+    ProcessSpec probe;
+    probe.argv = {program, "--version"};
+    probe.env = minimal_environment();
+    probe.timeout = std::chrono::seconds(30);
+    if (const auto outcome = run_process(probe, {}); !outcome.ok()) {
+      return core::Error{errc::tool_unavailable, fmt::format("{} '{}': {}", setting, program, outcome.describe())};
+    }
+    return {};
+  };
+  if (config_.build_network == BuildNetwork::private_network) {
+    if (auto slirp = runs(config_.slirp4netns_program, "slirp4netns_program (build_network private)"); !slirp) {
+      return slirp;
+    }
   }
+  if (auto git = runs(config_.git_program, "git_program"); !git) return git;
   std::error_code ec;
   fs::create_directories(config_.work_root, ec);
   if (ec || ::access(config_.work_root.c_str(), W_OK | X_OK) != 0) {

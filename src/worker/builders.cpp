@@ -7,6 +7,8 @@
 
 #include <blacktree/worker/error.hpp>
 
+#include "netbox.hpp"
+
 #include <fmt/format.h>
 
 #include <cstdlib>
@@ -62,9 +64,14 @@ class BuildahBuilder final : public Builder {
                                        fmt::format("--tls-verify={}", config_.registry_tls_verify)});
     if (!ctx.auth_file.empty()) spec.argv.insert(spec.argv.end(), {"--authfile", ctx.auth_file.string()});
     for (const auto& arg : config_.build_args) spec.argv.insert(spec.argv.end(), {"--build-arg", arg});
+    // RUN steps in chroot isolation share the build's network (buildah's own
+    // --network needs an OCI runtime): the whole build step goes into the box.
+    // slirp4netns answers DNS on 10.0.2.3; the host's resolver may be a
+    // loopback address the box cannot reach.
+    if (config_.build_network == BuildNetwork::private_network) spec.argv.insert(spec.argv.end(), {"--dns", "10.0.2.3"});
     spec.argv.insert(spec.argv.end(),
                      {"-f", ctx.dockerfile.string(), "-t", ctx.image_ref, ctx.context_dir.string()});
-    return spec;
+    return detail::in_network_box(std::move(spec), config_);
   }
 
   ProcessSpec push_command(const BuildContext& ctx) const override {
@@ -143,6 +150,8 @@ class DockerBuilder final : public Builder {
   ProcessSpec build_command(const BuildContext& ctx) const override {
     ProcessSpec spec = base(ctx);
     spec.argv.push_back("build");
+    if (config_.build_network == BuildNetwork::none) spec.argv.insert(spec.argv.end(), {"--network", "none"});
+    if (config_.build_network == BuildNetwork::host) spec.argv.insert(spec.argv.end(), {"--network", "host"});
     for (const auto& arg : config_.build_args) spec.argv.insert(spec.argv.end(), {"--build-arg", arg});
     spec.argv.insert(spec.argv.end(), {"--progress", "plain", "-f", ctx.dockerfile.string(), "-t", ctx.image_ref,
                                        ctx.context_dir.string()});

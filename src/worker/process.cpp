@@ -6,23 +6,24 @@
 
 #include <blacktree/core/result.hpp>
 #include <blacktree/worker/error.hpp>
+#include <blacktree/worker/log.hpp>
 
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <optional>
+#include <sstream>
 #include <system_error>
-#include <unordered_map>
 #include <utility>
 
 #include <fcntl.h>
 #include <poll.h>
-#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -83,17 +84,6 @@ int pidfd_open(pid_t pid) noexcept {
 #endif
 }
 
-int pidfd_send_signal(int pidfd, int sig) noexcept {
-#ifdef SYS_pidfd_send_signal
-  return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0));
-#else
-  (void)pidfd;
-  (void)sig;
-  errno = ENOSYS;
-  return -1;
-#endif
-}
-
 std::string signal_name(int sig) {
   const char* abbrev = ::sigabbrev_np(sig);
   return abbrev != nullptr ? fmt::format("SIG{}", abbrev) : fmt::format("signal {}", sig);
@@ -129,58 +119,129 @@ core::Result<std::string> resolve_program(const std::string& name, const Process
   return core::Error{errc::tool_unavailable, fmt::format("'{}' not found in PATH", name)};
 }
 
-// Every live descendant of `root` (not `root` itself) and every member of its
-// process group `root` (orphans reparented away from it included), from
-// /proc. Each is held as a pidfd so that signalling or awaiting it later
-// cannot hit a recycled pid.
-std::vector<Fd> descendants_of(pid_t root) {
-  std::unordered_map<pid_t, std::vector<pid_t>> children;
-  std::vector<pid_t> group;
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
-    const std::string name = entry.path().filename().string();
-    if (name.empty() || !std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-      continue;
-    }
-    std::ifstream in(entry.path() / "stat");
-    std::string stat;
-    if (!std::getline(in, stat)) continue;
-    // "pid (comm) state ppid ...": comm may hold spaces and ')', so parse
-    // from the last ')'.
-    const auto close = stat.rfind(')');
-    if (close == std::string::npos || close + 4 >= stat.size()) continue;
-    const char* p = stat.c_str() + close + 2;  // at state
-    ++p;                                       // past the state letter
-    char* end = nullptr;
-    const long ppid = std::strtol(p, &end, 10);
-    const long pgrp = std::strtol(end, nullptr, 10);
-    const auto pid = static_cast<pid_t>(std::stol(name));
-    children[static_cast<pid_t>(ppid)].push_back(pid);
-    if (pgrp == root && pid != root) group.push_back(pid);
+// --- containment -------------------------------------------------------------
+
+// Where this process's own cgroup v2 directory is ("" when there is no
+// cgroup2 mount, or we may not create cgroups under it): read once.
+std::string find_own_cgroup_dir() {
+  std::ifstream cgroups("/proc/self/cgroup");
+  std::string own;
+  for (std::string line; std::getline(cgroups, line);) {
+    if (line.rfind("0::", 0) == 0) own = line.substr(3);
   }
-  std::vector<pid_t> found = group;
-  std::vector<pid_t> todo{root};
-  while (!todo.empty()) {
-    const pid_t parent = todo.back();
-    todo.pop_back();
-    auto it = children.find(parent);
-    if (it == children.end()) continue;
-    for (pid_t child : it->second) {
-      if (std::find(found.begin(), found.end(), child) == found.end()) found.push_back(child);
-      todo.push_back(child);
-    }
+  if (own.empty()) return {};
+  std::ifstream mounts("/proc/self/mountinfo");
+  for (std::string line; std::getline(mounts, line);) {
+    // "id parent major:minor root mount-point options ... - fstype source super-options"
+    const auto dash = line.find(" - ");
+    if (dash == std::string::npos || line.compare(dash + 3, 8, "cgroup2 ") != 0) continue;
+    std::istringstream fields(line.substr(0, dash));
+    std::string id, parent, dev, root, mount_point;
+    fields >> id >> parent >> dev >> root >> mount_point;
+    if (root != "/" && own.rfind(root, 0) != 0) continue;  // our cgroup is not below this mount's root
+    const std::string relative = root == "/" ? own : own.substr(root.size());
+    std::string dir = mount_point + relative;
+    while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+    if (::access((dir + "/cgroup.procs").c_str(), W_OK) == 0 && ::access(dir.c_str(), W_OK) == 0) return dir;
   }
-  std::vector<Fd> out;
-  for (pid_t pid : found) {
-    if (int fd = pidfd_open(pid); fd >= 0) out.emplace_back(fd);
-  }
-  return out;
+  return {};
 }
+
+const std::string& own_cgroup_dir() {
+  static const std::string dir = find_own_cgroup_dir();
+  return dir;
+}
+
+// Set once a cgroup could not be used (no cgroup.kill, a move refused), so
+// later processes go straight to the next containment.
+std::atomic<bool> cgroups_unusable{false};
+std::atomic<unsigned long> cgroup_counter{0};
+
+bool can_unshare_pid() { return ::geteuid() == 0; }
+
+// A cgroup v2 of its own for one process and everything it starts: killing
+// it needs no list of pids (cgroup.kill), and populated 0 in cgroup.events
+// says when the last member is gone. Nothing on the host is walked.
+class JobCgroup {
+ public:
+  static std::optional<JobCgroup> create() {
+    if (cgroups_unusable.load() || own_cgroup_dir().empty()) return std::nullopt;
+    std::string dir = fmt::format("{}/blacktree-{}-{}", own_cgroup_dir(), ::getpid(), ++cgroup_counter);
+    if (::mkdir(dir.c_str(), 0755) != 0) {
+      cgroups_unusable = true;
+      return std::nullopt;
+    }
+    JobCgroup group(std::move(dir));
+    group.procs_ = Fd(::open((group.dir_ + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC));
+    group.kill_ = Fd(::open((group.dir_ + "/cgroup.kill").c_str(), O_WRONLY | O_CLOEXEC));
+    group.events_ = Fd(::open((group.dir_ + "/cgroup.events").c_str(), O_RDONLY | O_CLOEXEC));
+    if (!group.procs_.valid() || !group.kill_.valid() || !group.events_.valid()) {
+      cgroups_unusable = true;  // Linux < 5.14 has no cgroup.kill
+      return std::nullopt;
+    }
+    return group;
+  }
+
+  JobCgroup(JobCgroup&& other) noexcept
+      : dir_(std::exchange(other.dir_, {})), procs_(std::move(other.procs_)), kill_(std::move(other.kill_)),
+        events_(std::move(other.events_)) {}
+  JobCgroup& operator=(JobCgroup&&) = delete;
+  JobCgroup(const JobCgroup&) = delete;
+  JobCgroup& operator=(const JobCgroup&) = delete;
+  ~JobCgroup() {
+    if (dir_.empty()) return;
+    kill_all();
+    wait_empty(Clock::now() + reap_limit);
+    procs_.reset();
+    kill_.reset();
+    events_.reset();
+    ::rmdir(dir_.c_str());
+  }
+
+  int procs_fd() const noexcept { return procs_.get(); }
+
+  void kill_all() const noexcept {
+    if (kill_.valid()) (void)!::write(kill_.get(), "1", 1);
+  }
+
+  // For the graceful signal only (SIGTERM): the members of this one cgroup.
+  void signal_members(int sig) const {
+    std::ifstream in(dir_ + "/cgroup.procs");
+    for (long pid = 0; in >> pid;) {
+      if (pid > 0) ::kill(static_cast<pid_t>(pid), sig);
+    }
+  }
+
+  bool empty() const {
+    std::ifstream in(dir_ + "/cgroup.events");
+    for (std::string key, value; in >> key >> value;) {
+      if (key == "populated") return value == "0";
+    }
+    return true;
+  }
+
+  // cgroup.events raises POLLPRI when "populated" changes.
+  void wait_empty(Clock::time_point deadline) const {
+    while (!empty()) {
+      const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
+      if (left <= 0) return;
+      pollfd p{events_.get(), POLLPRI, 0};
+      ::poll(&p, 1, static_cast<int>(std::min<long long>(left, 100)));
+    }
+  }
+
+ private:
+  explicit JobCgroup(std::string dir) : dir_(std::move(dir)) {}
+  std::string dir_;
+  Fd procs_;
+  Fd kill_;
+  Fd events_;
+};
 
 // The child's output, cut into lines.
 class LineSplitter {
  public:
-  explicit LineSplitter(const LineFn& on_line) : on_line_(on_line) {}
+  LineSplitter(const LineFn& on_line, const Redactor* redactor) : on_line_(on_line), redactor_(redactor) {}
 
   void feed(const char* data, std::size_t n) {
     for (std::size_t i = 0; i < n; ++i) {
@@ -189,7 +250,7 @@ class LineSplitter {
         flush();
       } else {
         partial_.push_back(c);
-        if (partial_.size() >= max_line_bytes) flush();
+        if (partial_.size() >= max_line_bytes) cut();
       }
     }
   }
@@ -200,17 +261,35 @@ class LineSplitter {
  private:
   void flush() {
     if (!partial_.empty() && partial_.back() == '\r') partial_.pop_back();
+    if (redactor_ != nullptr) partial_ = redactor_->apply(partial_);
     if (on_line_) on_line_(partial_);
     partial_.clear();
   }
+  // An over-long line goes out in pieces. A secret may straddle the cut, so
+  // the piece is redacted whole and its last longest()-1 bytes (which may
+  // hold the start of a secret) stay for the next piece.
+  void cut() {
+    if (redactor_ == nullptr || redactor_->empty()) {
+      if (on_line_) on_line_(partial_);
+      partial_.clear();
+      return;
+    }
+    std::string redacted = redactor_->apply(partial_);
+    const std::size_t keep = std::min(redactor_->longest() - 1, redacted.size());
+    partial_ = redacted.substr(redacted.size() - keep);
+    redacted.resize(redacted.size() - keep);
+    if (on_line_ && !redacted.empty()) on_line_(redacted);
+  }
   const LineFn& on_line_;
+  const Redactor* redactor_;
   std::string partial_;
 };
 
-// The spawned child and everything needed to stop it.
+// The spawned child and everything needed to stop it and all it started.
 class Child {
  public:
-  Child(pid_t pid, Fd pidfd) : pid_(pid), pidfd_(std::move(pidfd)) {}
+  Child(pid_t pid, Fd pidfd, std::optional<JobCgroup> cgroup)
+      : pid_(pid), pidfd_(std::move(pidfd)), cgroup_(std::move(cgroup)) {}
   Child(const Child&) = delete;
   Child& operator=(const Child&) = delete;
   // Reached unreaped only when a callback threw: the process must not
@@ -233,13 +312,19 @@ class Child {
     return info.si_pid == pid_;
   }
 
-  // Signals the process group and every known descendant. While the child is
-  // not reaped its pid (the group id) cannot be reused, so kill(-pid) is safe.
+  // Signals everything the child started. With a cgroup that is every
+  // member, wherever it moved in the process tree; under a PID namespace
+  // killing the child (`unshare --kill-child`) ends the namespace; else the
+  // process group. While the child is not reaped its pid (the group id)
+  // cannot be reused, so kill(-pid) is safe.
   void signal_tree(int sig) {
-    if (!reaped_) {
-      for (auto& fd : descendants_of(pid_)) known_.push_back(std::move(fd));
+    if (cgroup_) {
+      if (sig == SIGKILL) {
+        cgroup_->kill_all();
+      } else {
+        cgroup_->signal_members(sig);
+      }
     }
-    for (const auto& fd : known_) pidfd_send_signal(fd.get(), sig);
     if (!reaped_) {
       ::kill(-pid_, sig);
       ::kill(pid_, sig);
@@ -257,26 +342,95 @@ class Child {
     return status;
   }
 
-  // Waits (bounded) until every descendant we signalled is gone, so that the
-  // caller may rely on "nothing of it is left" once run_process returns.
+  // Waits (bounded) until nothing the child started is left, so that the
+  // caller may rely on "nothing of it is left" once run_process returns. A
+  // PID namespace is empty once its first process was reaped (the kernel
+  // kills and waits for the rest before that process can exit).
   void wait_descendants_gone(Clock::time_point deadline) {
-    for (const auto& fd : known_) {
-      for (;;) {
-        const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
-        if (left.count() <= 0) return;
-        pollfd p{fd.get(), POLLIN, 0};
-        const int r = ::poll(&p, 1, static_cast<int>(left.count()));
-        if (r >= 0 || errno != EINTR) break;
-      }
-    }
+    if (cgroup_) cgroup_->wait_empty(deadline);
   }
 
  private:
   pid_t pid_;
   Fd pidfd_;
-  std::vector<Fd> known_;
+  std::optional<JobCgroup> cgroup_;
   bool reaped_ = false;
 };
+
+// What the forked child reports through its error pipe when it cannot exec.
+struct SpawnFailure {
+  int stage;  // 0: joining the cgroup, 1: chdir, 2: exec
+  int error;
+};
+
+// Everything the forked child needs, prepared before fork: after it only
+// async-signal-safe calls are allowed (the worker has other threads).
+struct SpawnPlan {
+  const char* program = nullptr;
+  char* const* argv = nullptr;
+  char* const* envp = nullptr;
+  const char* cwd = nullptr;
+  int stdin_fd = -1;
+  int output_fd = -1;
+  int cgroup_procs_fd = -1;
+};
+
+// fork + exec rather than posix_spawn: the child must enter its cgroup
+// before it runs a single instruction of the program, or a fast fork in it
+// could leave a grandchild outside.
+pid_t spawn(const SpawnPlan& plan, SpawnFailure& failure) {
+  int err_fds[2];
+  if (::pipe2(err_fds, O_CLOEXEC) != 0) {
+    failure = {2, errno};
+    return -1;
+  }
+  Fd err_read(err_fds[0]);
+  Fd err_write(err_fds[1]);
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    failure = {2, errno};
+    return -1;
+  }
+  if (pid == 0) {
+    const auto fail = [&](int stage) {
+      const SpawnFailure f{stage, errno};
+      (void)!::write(err_write.get(), &f, sizeof f);
+      ::_exit(127);
+    };
+    if (plan.cgroup_procs_fd >= 0 && ::write(plan.cgroup_procs_fd, "0", 1) != 1) fail(0);
+    // Own process group, default dispositions and an empty mask: the
+    // worker's threads may block or ignore signals (SIGPIPE, SIGTERM) that a
+    // tool must see normally.
+    ::setpgid(0, 0);
+    for (int sig = 1; sig < NSIG; ++sig) {
+      if (sig != SIGKILL && sig != SIGSTOP) ::signal(sig, SIG_DFL);
+    }
+    sigset_t empty_mask;
+    ::sigemptyset(&empty_mask);
+    ::sigprocmask(SIG_SETMASK, &empty_mask, nullptr);
+    ::dup2(plan.stdin_fd, STDIN_FILENO);
+    ::dup2(plan.output_fd, STDOUT_FILENO);
+    ::dup2(plan.output_fd, STDERR_FILENO);
+    if (plan.cwd != nullptr && ::chdir(plan.cwd) != 0) fail(1);
+    // Descriptors another thread opened without O_CLOEXEC must not leak into a job.
+#ifdef SYS_close_range
+    ::syscall(SYS_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */);
+#endif
+    ::execve(plan.program, plan.argv, plan.envp);
+    fail(2);
+  }
+  err_write.reset();
+  ssize_t n;
+  while ((n = ::read(err_read.get(), &failure, sizeof failure)) < 0 && errno == EINTR) {
+  }
+  if (n == static_cast<ssize_t>(sizeof failure)) {
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    return -1;
+  }
+  return pid;  // exec succeeded: the pipe closed without a word
+}
 
 }  // namespace
 
@@ -294,6 +448,21 @@ std::string ProcessOutcome::describe() const {
       return fmt::format("could not start: {}", error);
   }
   return "unknown outcome";
+}
+
+Containment automatic_containment() {
+  if (!cgroups_unusable.load() && !own_cgroup_dir().empty()) return Containment::cgroup;
+  return can_unshare_pid() ? Containment::pid_namespace : Containment::process_group;
+}
+
+std::string_view to_string(Containment containment) noexcept {
+  switch (containment) {
+    case Containment::automatic: return "automatic";
+    case Containment::cgroup: return "cgroup";
+    case Containment::pid_namespace: return "pid_namespace";
+    case Containment::process_group: return "process_group";
+  }
+  return "unknown";
 }
 
 std::map<std::string, std::string, std::less<>> minimal_environment(const std::filesystem::path& home) {
@@ -376,56 +545,68 @@ ProcessOutcome run_process(const ProcessSpec& spec, const LineFn& on_line, std::
   std::vector<char*> envp;
   for (auto& s : env_strings) envp.push_back(s.data());
   envp.push_back(nullptr);
+
+  Containment containment = spec.containment == Containment::automatic ? automatic_containment() : spec.containment;
+  std::optional<JobCgroup> cgroup = containment == Containment::cgroup ? JobCgroup::create() : std::nullopt;
+  if (containment == Containment::cgroup && !cgroup) {
+    containment = can_unshare_pid() ? Containment::pid_namespace : Containment::process_group;
+  }
+  std::string program_path = *program;
   std::vector<std::string> argv_copy = spec.argv;
+  if (containment == Containment::pid_namespace) {
+    // The program becomes the first process of a PID namespace of its own:
+    // when it ends, or `unshare` is killed (--kill-child), the kernel ends
+    // everything else in the namespace, daemons included.
+    ProcessSpec lookup;
+    lookup.env = spec.env;
+    const auto unshare = resolve_program("unshare", lookup);
+    if (!unshare) {
+      outcome.error = "containment pid_namespace needs util-linux's 'unshare' in PATH";
+      return finish(ProcessOutcome::End::failed_to_start);
+    }
+    argv_copy.insert(argv_copy.begin(), {"unshare", "--pid", "--fork", "--kill-child", "--", *program});
+    argv_copy.erase(argv_copy.begin() + 6);  // the original argv[0]: *program replaces it
+    program_path = *unshare;
+  }
   std::vector<char*> argv;
   for (auto& s : argv_copy) argv.push_back(s.data());
   argv.push_back(nullptr);
 
-  posix_spawn_file_actions_t actions;
-  posix_spawnattr_t attr;
-  ::posix_spawn_file_actions_init(&actions);
-  ::posix_spawnattr_init(&attr);
-  if (input_read.valid()) {
-    ::posix_spawn_file_actions_adddup2(&actions, input_read.get(), STDIN_FILENO);
-  } else {
-    ::posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  Fd dev_null;
+  if (!input_read.valid()) dev_null = Fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  SpawnPlan plan;
+  plan.program = program_path.c_str();
+  plan.argv = argv.data();
+  plan.envp = envp.data();
+  plan.cwd = spec.cwd.empty() ? nullptr : spec.cwd.c_str();
+  plan.stdin_fd = input_read.valid() ? input_read.get() : dev_null.get();
+  plan.output_fd = write_end.get();
+  plan.cgroup_procs_fd = cgroup ? cgroup->procs_fd() : -1;
+  SpawnFailure failure{};
+  pid_t pid = spawn(plan, failure);
+  if (pid < 0 && failure.stage == 0) {
+    // The cgroup refused the move (a parent with controllers enabled for its
+    // children, say): contain it the next best way, now and from now on.
+    cgroups_unusable = true;
+    cgroup.reset();
+    plan.cgroup_procs_fd = -1;
+    pid = spawn(plan, failure);
   }
-  ::posix_spawn_file_actions_adddup2(&actions, write_end.get(), STDOUT_FILENO);
-  ::posix_spawn_file_actions_adddup2(&actions, write_end.get(), STDERR_FILENO);
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
-  // Descriptors another thread opened without O_CLOEXEC must not leak into a job.
-  ::posix_spawn_file_actions_addclosefrom_np(&actions, 3);
-#endif
-  if (!spec.cwd.empty()) ::posix_spawn_file_actions_addchdir_np(&actions, spec.cwd.c_str());
-  // Own process group (so one kill reaches everything it forks), an empty
-  // signal mask and default dispositions: the worker's threads may block or
-  // ignore signals (SIGPIPE, SIGTERM) that a tool must see normally.
-  sigset_t empty_mask;
-  sigset_t defaults;
-  ::sigemptyset(&empty_mask);
-  ::sigfillset(&defaults);
-  ::sigdelset(&defaults, SIGKILL);
-  ::sigdelset(&defaults, SIGSTOP);
-  ::posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  ::posix_spawnattr_setpgroup(&attr, 0);
-  ::posix_spawnattr_setsigmask(&attr, &empty_mask);
-  ::posix_spawnattr_setsigdefault(&attr, &defaults);
-
-  pid_t pid = -1;
-  const int spawn_error = ::posix_spawn(&pid, program->c_str(), &actions, &attr, argv.data(), envp.data());
-  ::posix_spawn_file_actions_destroy(&actions);
-  ::posix_spawnattr_destroy(&attr);
   input_read.reset();
+  dev_null.reset();
   write_end.reset();  // only the child holds it now: EOF once it and its children are gone
-  if (spawn_error != 0) {
-    outcome.error = fmt::format("{}: {}", *program, errno_text(spawn_error));
+  if (pid < 0) {
+    outcome.error = failure.stage == 1
+                        ? fmt::format("cannot enter the working directory {}: {}", spec.cwd.string(),
+                                      errno_text(failure.error))
+                        : fmt::format("{}: {}", *program, errno_text(failure.error));
     return finish(ProcessOutcome::End::failed_to_start);
   }
 
-  Child child(pid, Fd(pidfd_open(pid)));
+  Child child(pid, Fd(pidfd_open(pid)), std::move(cgroup));
   std::stop_callback on_stop(stop, [&wake] { wake.notify(); });
 
-  LineSplitter lines(on_line);
+  LineSplitter lines(on_line, spec.redactor);
   // time_point::max() stands for "not set" (std::optional<time_point> trips
   // GCC 12's -Wmaybe-uninitialized).
   constexpr auto never = Clock::time_point::max();

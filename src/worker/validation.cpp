@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <vector>
 
+#include <cctype>
 #include <climits>
 #include <cstdlib>
 
@@ -31,6 +32,35 @@ std::vector<std::string_view> split(std::string_view s, char sep) {
     if (end == std::string_view::npos) return out;
     start = end + 1;
   }
+}
+
+std::string lowercase(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return out;
+}
+
+// host[:port] of a URL's authority, lowercase, the scheme's default port
+// dropped (https://github.com:443 is https://github.com).
+std::string normalised_host(std::string_view scheme, std::string_view authority) {
+  std::string host = lowercase(authority);
+  const auto bracket = host.rfind(']');
+  const auto colon = host.rfind(':');
+  if (colon != std::string::npos && (bracket == std::string::npos || colon > bracket)) {
+    const std::string_view port = std::string_view(host).substr(colon + 1);
+    if (port.empty() || (scheme == "https" && port == "443") || (scheme == "http" && port == "80")) host.resize(colon);
+  }
+  return host;
+}
+
+// The host part of host[:port] (an IPv6 literal keeps its brackets).
+std::string_view host_without_port(std::string_view host) {
+  const auto bracket = host.rfind(']');
+  const auto colon = host.rfind(':');
+  if (colon != std::string_view::npos && (bracket == std::string_view::npos || colon > bracket)) {
+    return host.substr(0, colon);
+  }
+  return host;
 }
 
 bool is_lower_alnum(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
@@ -188,7 +218,7 @@ core::Result<RepoLocation> resolve_repo_url(std::string_view repo_url, const Rep
   if (scheme == "file") {
     if (!rules.allow_file) return fail("file:// URLs are not allowed by this worker's configuration");
     if (rest.empty() || rest.front() != '/') return fail("a file:// URL must hold an absolute path");
-    return RepoLocation{std::string(repo_url), ""};
+    return RepoLocation{std::string(repo_url), "", ""};
   }
   if (scheme != "https" && !(scheme == "http" && rules.allow_http)) {
     return fail(scheme == "http" ? "http:// URLs are not allowed by this worker's configuration (use https)"
@@ -205,7 +235,29 @@ core::Result<RepoLocation> resolve_repo_url(std::string_view repo_url, const Rep
   for (auto component : split(rest.substr(path_start + 1), '/')) {
     if (component == "..") return fail("must not contain '..' path components");
   }
-  return RepoLocation{std::string(repo_url), fmt::format("{}://{}/", scheme, authority)};
+  return RepoLocation{std::string(repo_url), fmt::format("{}://{}/", scheme, authority),
+                      normalised_host(scheme, authority)};
+}
+
+core::Result<void> check_token_host(const RepoLocation& location, std::string_view github_base_url,
+                                    const std::vector<std::string>& token_hosts) {
+  if (location.host.empty()) return {};  // file://: the token is never attached
+  std::string base_host;
+  if (const auto scheme_end = github_base_url.find("://"); scheme_end != std::string_view::npos) {
+    const std::string_view rest = github_base_url.substr(scheme_end + 3);
+    base_host = normalised_host(github_base_url.substr(0, scheme_end), rest.substr(0, rest.find_first_of("/?#")));
+  }
+  if (!base_host.empty() && location.host == base_host) return {};
+  for (const auto& entry : token_hosts) {
+    const std::string allowed = lowercase(entry);
+    if (allowed == location.host || allowed == host_without_port(location.host)) return {};
+  }
+  return core::Error{
+      errc::invalid_field,
+      fmt::format("repoUrl: the githubToken may be sent only to the GitHub base URL's host ({}) or a host in "
+                  "token_hosts, and '{}' is neither; the job was stopped before connecting (send the job without "
+                  "a token, or add the host to token_hosts)",
+                  base_host.empty() ? "none configured" : base_host, location.host)};
 }
 
 core::Result<void> check_inside_clone(std::string_view field, const std::filesystem::path& clone_root,

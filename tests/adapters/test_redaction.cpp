@@ -50,3 +50,60 @@ TEST_CASE("LogTail: keeps the newest lines and says how much it dropped", "[reda
   CHECK_THAT(text, Catch::StartsWith("[... ") && Catch::EndsWith("four\n"));
   CHECK_THAT(text, !Catch::Contains("one"));
 }
+
+#ifdef BLACKTREE_TEST_SERVICE_COMMON
+#include "service.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+TEST_CASE("service logs: untrusted text cannot write a line of its own in the text format", "[redaction][security]") {
+  char path[] = "/tmp/blacktree-log-XXXXXX";
+  const int file = ::mkstemp(path);
+  REQUIRE(file >= 0);
+  const int saved = ::dup(STDERR_FILENO);
+  ::dup2(file, STDERR_FILENO);
+  {
+    auto log = blacktree::service::make_logger("worker", {});
+    log->info("job {} accepted", "evil\n2026-01-01T00:00:00.000 INFO  [worker] job evil succeeded\x1b[2K\r");
+    log->flush();
+  }
+  ::dup2(saved, STDERR_FILENO);
+  ::close(saved);
+  ::close(file);
+  std::ifstream in(path);
+  std::stringstream content;
+  content << in.rdbuf();
+  ::unlink(path);
+  const std::string text = content.str();
+  INFO(text);
+  CHECK(std::count(text.begin(), text.end(), '\n') == 1);  // one message, one line
+  CHECK_THAT(text, Catch::Contains("job evil\\n2026-01-01T00:00:00.000 INFO  [worker] job evil succeeded\\x1b[2K\\r accepted"));
+  CHECK(blacktree::service::escape_log_text("a\tb\x7f") == "a\\tb\\x7f");
+}
+
+TEST_CASE("service: disable_core_dumps leaves no core limit and a process that cannot be dumped or traced",
+          "[security]") {
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {  // in a child: the test process itself stays debuggable
+    blacktree::service::disable_core_dumps();
+    rlimit core{};
+    ::getrlimit(RLIMIT_CORE, &core);
+    const bool ok = core.rlim_cur == 0 && core.rlim_max == 0 && ::prctl(PR_GET_DUMPABLE) == 0;
+    ::_exit(ok ? 0 : 1);
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+}
+#endif

@@ -1,4 +1,5 @@
 // Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+#include <blacktree/wire/wire.hpp>
 #include <blacktree/worker/job_dir.hpp>
 #include <blacktree/worker/validation.hpp>
 
@@ -12,6 +13,8 @@
 #include <fstream>
 #include <random>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <sys/stat.h>
 
@@ -147,4 +150,46 @@ TEST_CASE("write_private_file: mode 0600, never over an existing file", "[util]"
   REQUIRE_FALSE(again);
   CHECK(again.error().code() == bw::errc::io_failed);
   CHECK_THAT(again.error().message(), Catch::StartsWith("cannot create " + file.string()));
+}
+
+TEST_CASE("wire: a JobRequest that does not parse is reported by field and rule, never by its value",
+          "[wire][security]") {
+  const std::string secret = "ghs_NeverEchoThis0123456789";
+  const std::string head = R"({"jobId":"j1","repoUrl":"a/b","branch":"main","imageName":"x",)";
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {head + R"("githubToken":987654321012})", "githubToken"},
+      {head + R"("githubToken":[")" + secret + R"("]})", "githubToken"},
+      {head + R"("githubToken":{")" + secret + R"(":1}})", "githubToken"},
+      {head + R"("timeoutSeconds":")" + secret + R"("})", "timeoutSeconds"},
+      {head + R"("githubToken":")" + secret + R"(", )" + secret + "}", ""},
+  };
+  for (const auto& [json, field] : cases) {
+    const auto parsed = blacktree::wire::parse_job_request(json);
+    REQUIRE_FALSE(parsed.valid);
+    const std::string message = parsed.valid.error().message();
+    INFO(message);
+    if (!field.empty()) CHECK(parsed.job.id == "j1");  // the status still finds its job
+    CHECK(message.find(secret) == std::string::npos);
+    CHECK(message.find("NeverEcho") == std::string::npos);
+    CHECK(message.find("987654321012") == std::string::npos);
+    if (!field.empty()) CHECK_THAT(message, Catch::Contains(field));
+  }
+}
+
+TEST_CASE("validation: check_token_host allows the GitHub base URL's host and token_hosts only", "[validation]") {
+  const auto at = [](std::string_view url) { return *bw::resolve_repo_url(url, {"https://github.com", true, true}); };
+  const std::vector<std::string> none;
+  CHECK(bw::check_token_host(at("acme/app"), "https://github.com", none));
+  CHECK(bw::check_token_host(at("https://GitHub.com:443/acme/app.git"), "https://github.com/", none));
+  CHECK(bw::check_token_host(at("file:///srv/repo.git"), "https://github.com", none));  // never gets the token
+  const auto foreign = bw::check_token_host(at("https://evil.example/acme/app.git"), "https://github.com", none);
+  REQUIRE_FALSE(foreign);
+  CHECK(foreign.error().code() == bw::errc::invalid_field);
+  CHECK_THAT(foreign.error().message(), Catch::StartsWith("repoUrl:") && Catch::Contains("token_hosts") &&
+                                            Catch::Contains("'evil.example'"));
+  CHECK_FALSE(bw::check_token_host(at("https://github.com:8443/acme/app.git"), "https://github.com", none));
+  const std::vector<std::string> allowed{"GHE.example", "git.example:8443"};
+  CHECK(bw::check_token_host(at("https://ghe.example:9999/a/b.git"), "https://github.com", allowed));
+  CHECK(bw::check_token_host(at("https://git.example:8443/a/b.git"), "https://github.com", allowed));
+  CHECK_FALSE(bw::check_token_host(at("https://git.example/a/b.git"), "https://github.com", allowed));
 }

@@ -267,3 +267,15 @@ def test_sigterm_mid_stream_requeues_the_rest(cluster, broker, names, collectors
     # Every job either finished (status) or is back in the queue; none is both lost.
     assert set(ids) == done | set(remaining), set(ids) - done - set(remaining)
     assert remaining, "the drain should have left unstarted jobs in the queue"
+
+
+def test_healthz_names_no_broker_user(cluster, broker, names):
+    # A login the broker refuses: the reason names the user, which belongs in
+    # the orchestrator's log, not on the unauthenticated /healthz.
+    url = broker.url.replace("guest:guest@", "blacktree-probe-user:wrong-password@")
+    orch = cluster.orchestrator(amqp={"mq-url": url, **names})
+    code, body = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(orch.http_get("/healthz")),
+                            timeout=30, what="/healthz not ready with a refused login")
+    assert "not connected to the broker" in body
+    assert "blacktree-probe-user" not in body and "wrong-password" not in body
+    wait_until(lambda: "blacktree-probe-user" in orch.log(), timeout=30, what="the reason in the log")

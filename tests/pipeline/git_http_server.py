@@ -9,8 +9,9 @@ accepts for installation and personal tokens.
 
 Listens on 127.0.0.1 on a free port and writes the port to FILE once it
 accepts connections. The token comes from a file so that it is not in this
-server's own argv (the tests check every /proc/*/cmdline for it). Every request line and whether it was authorised goes to
---log, so a test can check that the token never appeared in a URL.
+server's own argv (the tests check every /proc/*/cmdline for it). Every request line, whether it was authorised and
+whether it carried an Authorization header at all go to --log, so a test can check that the token never appeared
+in a URL and that a server the token is not meant for never received one.
 """
 
 import argparse
@@ -45,7 +46,8 @@ def main() -> int:
         def _record(self, authorised: bool) -> None:
             if log_file is not None:
                 with log_lock:
-                    log_file.write(f"{self.command} {self.path} authorised={authorised}\n")
+                    sent = "Authorization" in self.headers
+                    log_file.write(f"{self.command} {self.path} authorised={authorised} authorization_sent={sent}\n")
 
         def _handle(self) -> None:
             authorised = self.headers.get("Authorization") == expected

@@ -21,11 +21,16 @@
 
 #include "pipeline_support.hpp"
 
+#include <algorithm>
 #include <atomic>
+#include <csignal>
 #include <mutex>
 #include <random>
 #include <set>
 #include <thread>
+
+#include <ifaddrs.h>
+#include <net/if.h>
 
 namespace bw = blacktree::worker;
 namespace core = blacktree::core;
@@ -787,10 +792,185 @@ TEST_CASE("the docker backend builds and pushes when a Docker engine runs", "[pi
   env.create_sample_repo("acme/app", "COPY hello.txt /srv/hello.txt\n");
   auto cfg = env.config();
   cfg.builder = bw::BuilderKind::docker;
+  cfg.build_network = bw::BuildNetwork::host;  // the engine's networks are not the worker's to box
   bw::BuildPipelineRunner runner(cfg);
   auto r = runner.run(env.job("docker"), {}, {});
   INFO(r.error << "\n" << r.logs);
   CHECK(r.success);
   CHECK_THAT(env.registry.inspect(env.registry.host() + "/team/app:v1"), Catch::Contains(r.image_digest));
   CHECK(env.work_root_empty());
+}
+
+TEST_CASE("the githubToken goes only to the configured git hosts, checked before any connection",
+          "[pipeline][security]") {
+  PipelineEnv env;  // its git server is the configured GitHub base URL
+  env.create_sample_repo();
+  // Another server: a host the token is not meant for. It records every request.
+  GitServer foreign(env.tmp / "foreign", "the-foreign-servers-own-token");
+  foreign.create_repo("evil/app", {{"Dockerfile", "FROM scratch\n"}});
+  const std::string foreign_authority = "127.0.0.1:" + std::to_string(foreign.port());
+  bw::BuildPipelineRunner runner(env.config());
+
+  auto job = env.job("foreign", foreign.base_url() + "/evil/app.git");
+  auto r = runner.run(job, {}, {});
+  CHECK_FALSE(r.success);
+  CHECK_THAT(r.error, Catch::Contains("repoUrl") && Catch::Contains(foreign_authority) &&
+                          Catch::Contains("token_hosts"));
+  CHECK(read_file(foreign.requests_log()).empty());  // not even a connection
+
+  // Another name for the same server is another host too.
+  job = env.job("alias", "http://localhost:" + std::to_string(env.git.port()) + "/acme/app.git");
+  r = runner.run(job, {}, {});
+  CHECK_FALSE(r.success);
+  CHECK_THAT(r.error, Catch::Contains("token_hosts"));
+
+  // Without a token there is nothing to leak: the clone goes ahead (and the
+  // foreign server, which wants its own token, refuses it).
+  job = env.job("anonymous", foreign.base_url() + "/evil/app.git");
+  job.build.github_token = core::Secret();
+  r = runner.run(job, {}, {});
+  CHECK_THAT(r.error, Catch::Contains("githubToken is missing"));
+  CHECK_THAT(read_file(foreign.requests_log()), Catch::Contains("authorization_sent=False") &&
+                                                   !Catch::Contains("authorization_sent=True"));
+
+  // Allowed by name, the host gets the token.
+  auto cfg = env.config();
+  cfg.token_hosts = {foreign_authority};
+  bw::BuildPipelineRunner allowing(cfg);
+  job = env.job("allowed", foreign.base_url() + "/evil/app.git");
+  r = allowing.run(job, {}, {});
+  CHECK_THAT(r.error, Catch::Contains("wrong or lacks read access"));
+  CHECK_THAT(read_file(foreign.requests_log()), Catch::Contains("authorization_sent=True"));
+  CHECK(env.work_root_empty());
+}
+
+namespace {
+
+// A TCP listener of the test's own on 127.0.0.1 (or all interfaces): a RUN
+// step that connects to it would be accepted in its backlog.
+class Listener {
+ public:
+  explicit Listener(bool all_interfaces = false) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(all_interfaces ? INADDR_ANY : INADDR_LOOPBACK);
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd_, 16) != 0) {
+      throw std::runtime_error("listener");
+    }
+    socklen_t len = sizeof addr;
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+  }
+  Listener(const Listener&) = delete;
+  Listener& operator=(const Listener&) = delete;
+  ~Listener() { ::close(fd_); }
+  int port() const { return port_; }
+  /// Connections that reached it so far (each accepted and closed).
+  int accepted() {
+    int n = 0;
+    for (int c; (c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC)) >= 0; ++n) ::close(c);
+    return n;
+  }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
+
+// This host's first IPv4 address that is not loopback ("" when it has none).
+std::string host_address() {
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return {};
+  std::string found;
+  for (auto* a = list; a != nullptr && found.empty(); a = a->ifa_next) {
+    if (a->ifa_addr == nullptr || a->ifa_addr->sa_family != AF_INET || (a->ifa_flags & IFF_LOOPBACK) != 0) continue;
+    char text[INET_ADDRSTRLEN];
+    ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ifa_addr)->sin_addr, text, sizeof text);
+    found = text;
+  }
+  ::freeifaddrs(list);
+  return found;
+}
+
+// RUN lines that try each address and print REACHED or BLOCKED for it; the
+// first tries to lift the block (a RUN step must not be able to).
+std::string probe_steps(int loopback_port, const std::string& host_ip, int host_port) {
+  std::string steps = "RUN ip route del unreachable 169.254.0.0/16 2>&1 || true\n"
+                      "RUN if ip route | grep -q '^default'; then echo HAS-DEFAULT-ROUTE; fi\n";
+  const auto probe = [&](const std::string& name, const std::string& ip, int port) {
+    // nc exits 1 when it cannot connect; connected, it waits for the peer
+    // (or the timeout kills it).
+    steps += "RUN timeout 8 nc -w 3 " + ip + " " + std::to_string(port) + " </dev/null; if [ $? = 1 ]; then echo " +
+             name + "-BLOCKED; else echo " + name + "-REACHED; fi\n";
+  };
+  probe("LOOPBACK", "127.0.0.1", loopback_port);
+  probe("METADATA", "169.254.169.254", 80);
+  if (!host_ip.empty()) probe("HOSTADDR", host_ip, host_port);
+  return steps;
+}
+
+}  // namespace
+
+TEST_CASE("RUN steps cannot reach the worker host's loopback, its addresses or the metadata address",
+          "[pipeline][security]") {
+  PipelineEnv env;
+  Listener loopback;
+  Listener everywhere(true);
+  const std::string host_ip = host_address();
+  env.create_sample_repo("acme/probe", probe_steps(loopback.port(), host_ip, everywhere.port()));
+  auto job = env.job("probe", "acme/probe");
+  job.timeout = 120s;
+
+  // The default: a network of its own.
+  bw::BuildPipelineRunner runner(env.config());
+  REQUIRE(runner.check());
+  auto r = runner.run(job, {}, {});
+  INFO(r.error << "\n" << r.logs);
+  REQUIRE(r.success);
+  // (a line of its own: the RUN commands echoed in the log hold both words)
+  CHECK_THAT(r.logs, Catch::Contains("\nLOOPBACK-BLOCKED\n") && Catch::Contains("\nMETADATA-BLOCKED\n"));
+  CHECK_THAT(r.logs, !Catch::Contains("\nLOOPBACK-REACHED\n") && !Catch::Contains("\nMETADATA-REACHED\n") &&
+                         !Catch::Contains("\nHOSTADDR-REACHED\n"));
+  if (!host_ip.empty()) CHECK_THAT(r.logs, Catch::Contains("\nHOSTADDR-BLOCKED\n"));
+  CHECK_THAT(r.logs, Catch::Contains("\nHAS-DEFAULT-ROUTE\n"));  // outbound traffic has a way out
+  CHECK(loopback.accepted() == 0);
+  CHECK(everywhere.accepted() == 0);
+
+  // none: not even a way out.
+  auto cfg = env.config();
+  cfg.build_network = bw::BuildNetwork::none;
+  r = bw::BuildPipelineRunner(cfg).run(job, {}, {});
+  REQUIRE(r.success);
+  CHECK_THAT(r.logs, Catch::Contains("\nLOOPBACK-BLOCKED\n") && !Catch::Contains("\nHAS-DEFAULT-ROUTE\n"));
+
+  // host: the worker's network, as the operator asked (and the probe tells).
+  cfg.build_network = bw::BuildNetwork::host;
+  r = bw::BuildPipelineRunner(cfg).run(job, {}, {});
+  REQUIRE(r.success);
+  CHECK_THAT(r.logs, Catch::Contains("\nLOOPBACK-REACHED\n"));
+  CHECK(loopback.accepted() == 1);
+}
+
+TEST_CASE("a daemon a RUN step starts is gone when the job's status arrives", "[pipeline][security]") {
+  PipelineEnv env;
+  // A distinctive argv to find it by: sleep <random digits>.
+  const std::string marker = "9" + std::to_string(std::random_device{}() % 900000 + 100000);
+  env.create_sample_repo("acme/daemon", "RUN (setsid sleep " + marker +
+                                            " </dev/null >/dev/null 2>&1 &) ; echo daemon started\n");
+  bw::BuildPipelineRunner runner(env.config());
+  const auto r = runner.run(env.job("daemon", "acme/daemon"), {}, {});
+  INFO(r.error << "\n" << r.logs);
+  CHECK(r.success);
+  std::vector<pid_t> left;
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string cmdline = read_file(entry.path() / "cmdline");
+    std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
+    const pid_t pid = std::stoi(name);
+    if (cmdline.find("sleep " + marker) != std::string::npos && !process_gone(pid)) left.push_back(pid);
+  }
+  for (pid_t pid : left) ::kill(pid, SIGKILL);
+  CHECK(left.empty());
 }

@@ -3,6 +3,7 @@
 // run_process and ArgvRunner against real processes (/bin/sh, sleep).
 
 #include <blacktree/worker/argv_runner.hpp>
+#include <blacktree/worker/build_spec.hpp>
 #include <blacktree/worker/log.hpp>
 #include <blacktree/worker/process.hpp>
 
@@ -11,6 +12,9 @@
 #include "pipeline_support.hpp"
 
 #include <chrono>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -227,4 +231,100 @@ TEST_CASE("a throwing line callback still leaves no process behind", "[process]"
                   std::runtime_error);
   REQUIRE_FALSE(pid.empty());
   CHECK(process_gone(std::stoi(pid)));
+}
+
+namespace {
+
+// A daemon as a job might start one: a new session (so it is in no process
+// group of ours) behind a double fork (so its parent is gone and it is
+// reparented away from the job), its stdio detached (so no pipe of ours
+// tells us it is alive). It writes its pid to `pid_file` once running.
+std::string daemon_script(const std::string& pid_file) {
+  // Its pid as /proc (the host's view) numbers it, also inside a PID namespace.
+  return "(setsid sh -c 'read -r pid rest < /proc/self/stat; echo $pid > \"$0\"; exec sleep 300' '" + pid_file +
+         "' </dev/null >/dev/null 2>&1 &); "
+         "while [ ! -s '" + pid_file + "' ]; do sleep 0.05; done; echo daemon started";
+}
+
+pid_t read_pid(const std::string& pid_file) {
+  std::ifstream in(pid_file);
+  long pid = 0;
+  in >> pid;
+  return static_cast<pid_t>(pid);
+}
+
+}  // namespace
+
+TEST_CASE("a setsid + double-fork daemon started by run_process is gone when it returns", "[process][security]") {
+  blacktree::test::TempDir tmp;
+  const std::string pid_file = (tmp / "daemon.pid").string();
+  // Each containment that this host offers: the automatic choice, and the
+  // PID-namespace fallback forced (it needs root).
+  std::vector<bw::Containment> modes{bw::Containment::automatic};
+  if (::geteuid() == 0) modes.push_back(bw::Containment::pid_namespace);
+  for (const auto mode : modes) {
+    std::filesystem::remove(pid_file);
+    auto spec = sh(daemon_script(pid_file));
+    spec.containment = mode;
+    Collected out;
+    const auto outcome = bw::run_process(spec, out.fn());
+    INFO("containment " << static_cast<int>(mode) << ": " << outcome.describe());
+    CHECK(outcome.ok());
+    const pid_t daemon = read_pid(pid_file);
+    REQUIRE(daemon > 0);
+    const bool gone = process_gone(daemon);
+    if (!gone) ::kill(daemon, SIGKILL);  // a failing run must not leave it either
+    CHECK(gone);
+  }
+}
+
+TEST_CASE("ArgvRunner: a daemon the job starts is gone when the status arrives, also on timeout", "[argv_runner][security]") {
+  blacktree::test::TempDir tmp;
+  const std::string pid_file = (tmp / "daemon.pid").string();
+  bw::ArgvRunnerConfig cfg;
+  cfg.argv = {"/bin/sh", "-c", daemon_script(pid_file)};
+  bw::ArgvRunner runner(cfg);
+  blacktree::core::Job job;
+  job.id = "daemonises";
+  auto result = runner.run(job, {}, {});
+  CHECK(result.success);
+  pid_t daemon = read_pid(pid_file);
+  REQUIRE(daemon > 0);
+  bool gone = process_gone(daemon);
+  if (!gone) ::kill(daemon, SIGKILL);
+  CHECK(gone);
+
+  std::filesystem::remove(pid_file);
+  cfg.argv = {"/bin/sh", "-c", daemon_script(pid_file) + "; exec sleep 300"};
+  bw::ArgvRunner slow(cfg);
+  job.timeout = 1500ms;
+  result = slow.run(job, {}, {});
+  CHECK_THAT(result.error, Catch::Contains("timed out"));
+  daemon = read_pid(pid_file);
+  REQUIRE(daemon > 0);
+  gone = process_gone(daemon);
+  if (!gone) ::kill(daemon, SIGKILL);
+  CHECK(gone);
+}
+
+TEST_CASE("ArgvRunner: a secret straddling the 16 KiB line split never reaches the logs in pieces", "[argv_runner][security]") {
+  const std::string token = "ghs_SplitTokenAbcdefghijklmnop0123456789";
+  bw::ArgvRunnerConfig cfg;
+  // 16 KiB - 10 bytes of filler, then the token: the split falls inside it.
+  cfg.argv = {"/bin/sh", "-c", "head -c 16374 /dev/zero | tr '\\0' x; printf '%s tail\\n' \"$T\""};
+  cfg.env["T"] = token;
+  bw::ArgvRunner runner(cfg);
+  bw::BuildSpec build;
+  build.github_token = blacktree::core::Secret(token);
+  blacktree::core::Job job;
+  job.id = "split";
+  job.payload = blacktree::core::Payload(build);
+  std::string events;
+  const auto result = runner.run(job, [&](std::string_view, std::string_view l) { events.append(l).append("\n"); }, {});
+  CHECK(result.success);
+  for (const std::string* text : {&result.logs, static_cast<const std::string*>(&events)}) {
+    CHECK_THAT(*text, Catch::Contains("[redacted] tail"));
+    // Neither half, nor any 8 bytes of the token, appear anywhere.
+    for (std::size_t i = 0; i + 8 <= token.size(); ++i) CHECK(text->find(token.substr(i, 8)) == std::string::npos);
+  }
 }

@@ -53,6 +53,26 @@ enum class BuilderKind {
   docker,   ///< `docker build` with BuildKit against a running Docker engine
 };
 
+/// The network a build's RUN steps get (the build step as a whole, with
+/// buildah: base images are pulled through the same box; the clone and the
+/// push run outside it, on the worker's network).
+enum class BuildNetwork {
+  /// No network at all, loopback only: the build cannot pull base images
+  /// either (FROM scratch, or the registry's images already on the path).
+  none,
+  /// A network namespace of its own whose traffic leaves through slirp4netns
+  /// (user-mode NAT, as the worker's own connections): outbound access to
+  /// what the worker host can reach, but no route to the host's loopback, its
+  /// own addresses, link-local addresses (169.254.169.254, the cloud metadata
+  /// service) or `build_network_blocked`. The default. Needs root and
+  /// slirp4netns; buildah only.
+  private_network,
+  /// The worker's own network, loopback included: RUN steps can reach the
+  /// worker's gRPC port, local services and the metadata service. Trusted
+  /// Dockerfiles only.
+  host,
+};
+
 /// Everything a BuildPipelineRunner needs; the worker service fills it from
 /// YAML, environment and flags. Defaults are for production on a Linux host
 /// where the worker runs as root.
@@ -68,6 +88,10 @@ struct BuildPipelineConfig {
   bool allow_http_repos = false;
   /// Also accept file:// repoUrls (tests only).
   bool allow_file_repos = false;
+  /// Hosts besides the GitHub base URL's that a job's githubToken may be sent
+  /// to: "host" (any port) or "host:port". A job with a token whose repoUrl
+  /// names any other host fails before a connection is made.
+  std::vector<std::string> token_hosts;
   std::string git_program = "git";
 
   // --- build ---
@@ -80,6 +104,12 @@ struct BuildPipelineConfig {
   /// works inside containers; "oci" uses runc/crun.
   std::string buildah_isolation = "chroot";
   std::string docker_program = "docker";
+  /// See BuildNetwork.
+  BuildNetwork build_network = BuildNetwork::private_network;
+  /// More destinations (address or CIDR, IPv4) a `private` build has no route
+  /// to, e.g. the host's own LAN or VPC ranges.
+  std::vector<std::string> build_network_blocked;
+  std::string slirp4netns_program = "slirp4netns";
   /// --build-arg KEY=VALUE passed to every build (not secrets: they would end
   /// up in the image history).
   std::vector<std::string> build_args;

@@ -28,6 +28,10 @@ class Redactor {
 
   bool empty() const noexcept { return patterns_.empty(); }
 
+  /// The length of the longest text it replaces (0 when empty): a text cut
+  /// into pieces is safe to emit up to this many bytes before the cut.
+  std::size_t longest() const noexcept { return patterns_.empty() ? 0 : patterns_.front().size(); }
+
  private:
   std::vector<std::string> patterns_;  // longest first, so a longer form wins
 };

@@ -2,8 +2,9 @@
 #pragma once
 
 // Running one external command for a job: argv only (never a shell, so no
-// user-supplied text is ever parsed as shell syntax), in a process group of
-// its own so that cancellation and timeouts can kill everything it started,
+// user-supplied text is ever parsed as shell syntax), in a cgroup (or PID
+// namespace) of its own so that cancellation, timeouts and its own exit
+// end everything it started,
 // with an environment and working directory chosen by the caller (secrets
 // reach tools through the environment, never through argv).
 
@@ -17,6 +18,27 @@
 #include <vector>
 
 namespace blacktree::worker {
+
+class Redactor;
+
+/// How run_process keeps everything a process starts inside its reach, so
+/// that nothing outlives it (daemons that setsid and double-fork included).
+enum class Containment {
+  /// cgroup where this host allows it, else pid_namespace where the worker
+  /// may create one (root), else process_group. See `automatic_containment()`.
+  automatic,
+  /// A cgroup v2 of its own: `cgroup.kill` ends every member at once, and
+  /// `cgroup.events` says when none is left. Needs a writable cgroup2 mount
+  /// and Linux >= 5.14.
+  cgroup,
+  /// A PID namespace of its own (`unshare --pid --fork --kill-child`): when
+  /// the namespace's first process ends, the kernel kills the rest. Needs
+  /// CAP_SYS_ADMIN.
+  pid_namespace,
+  /// Only its process group: what leaves the group (setsid) escapes. The
+  /// last resort, for unprivileged hosts without cgroup v2.
+  process_group,
+};
 
 /// What to run and how.
 struct ProcessSpec {
@@ -33,11 +55,16 @@ struct ProcessSpec {
   /// Written to the child's stdin, which is then closed (e.g. a credential
   /// helper's request). At most 64 KiB; empty: stdin is /dev/null.
   std::string input;
-  /// 0: no limit. When it expires the process group is killed.
+  /// 0: no limit. When it expires everything the process started is killed.
   std::chrono::milliseconds timeout{0};
-  /// How long the process group gets between SIGTERM and SIGKILL when it is
+  /// How long its processes get between SIGTERM and SIGKILL when they are
   /// stopped (cancel or timeout).
   std::chrono::milliseconds kill_grace{std::chrono::seconds(3)};
+  Containment containment = Containment::automatic;
+  /// When set, every line is redacted with it before `on_line` sees it, and
+  /// an over-long line is cut only where no secret straddles the cut (the
+  /// last `longest() - 1` bytes wait for the next piece). Must outlive the call.
+  const Redactor* redactor = nullptr;
 };
 
 /// How a process ended.
@@ -68,15 +95,23 @@ struct ProcessOutcome {
 using LineFn = std::function<void(std::string_view line)>;
 
 /// Runs `spec` to completion, streaming its output to `on_line` (may be empty).
-/// Blocks. When `stop` is requested or the timeout expires, the whole process
-/// group and every descendant of the child get SIGTERM, then SIGKILL after
-/// `kill_grace`; run_process returns only once the child has been reaped.
-/// When the child exits by itself, anything it left running in its process
-/// group is killed too: nothing a job starts outlives it.
+/// Blocks. When `stop` is requested or the timeout expires, everything the
+/// process started gets SIGTERM, then SIGKILL after `kill_grace`; when it
+/// exits by itself, whatever it left running is killed. Either way
+/// run_process returns only once the child has been reaped and (under a
+/// cgroup or PID namespace, see Containment) nothing it started is left,
+/// daemons that left its process group included: nothing a job starts
+/// outlives it. No other process on the host is looked at.
 /// The embedding program must not set SIGCHLD to SIG_IGN (the exit status
 /// would be lost; run_process then reports exit code -1, a failure).
 /// Throws only what `on_line` throws (after killing and reaping the child).
 ProcessOutcome run_process(const ProcessSpec& spec, const LineFn& on_line, std::stop_token stop = {});
+
+/// What Containment::automatic means on this host now: cgroup, pid_namespace
+/// or process_group (for the worker's start-up log).
+Containment automatic_containment();
+/// "automatic", "cgroup", "pid_namespace", "process_group".
+std::string_view to_string(Containment containment) noexcept;
 
 /// PATH, HOME, LANG=C.UTF-8 (and TMPDIR when `home` is given): a starting
 /// environment for tools. PATH is the worker's own PATH (or a standard one).

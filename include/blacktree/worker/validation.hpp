@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace blacktree::worker {
 
@@ -38,6 +39,7 @@ core::Result<void> validate_image_name(std::string_view image_name);
 struct RepoLocation {
   std::string url;     ///< what git clones
   std::string origin;  ///< scheme://host[:port]/ that the token header is scoped to; "" for file://
+  std::string host;    ///< host[:port], lowercase, without the scheme's default port; "" for file://
 };
 struct RepoUrlRules {
   std::string github_base_url = "https://github.com";
@@ -46,6 +48,14 @@ struct RepoUrlRules {
 };
 /// The location, or an error naming repoUrl and the rule.
 core::Result<RepoLocation> resolve_repo_url(std::string_view repo_url, const RepoUrlRules& rules);
+
+/// Whether a job's githubToken may be sent to `location`: only when its host
+/// is the GitHub base URL's host, or matches an entry of `token_hosts`
+/// ("host" for any port, "host:port" for that port; case-insensitive). A
+/// file:// location never gets the token. Else errc::invalid_field naming
+/// repoUrl, the host and the rule.
+core::Result<void> check_token_host(const RepoLocation& location, std::string_view github_base_url,
+                                    const std::vector<std::string>& token_hosts);
 
 /// After the clone: `relative` (already validated) resolved with symlinks
 /// followed must exist and stay inside `clone_root`. `want_directory` checks
