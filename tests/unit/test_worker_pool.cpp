@@ -369,7 +369,7 @@ TEST_CASE("WorkerPool: draining takes no new jobs, running ones finish, resume u
   CHECK(pool.alive_capacity() == 2);
 }
 
-TEST_CASE("WorkerPool: deregistration removes the worker; a leaving or dead one voids its leases", "[worker_pool]") {
+TEST_CASE("WorkerPool: deregistration removes the worker, and a leaving one that dies voids its leases", "[worker_pool]") {
   asio::io_context io;
   WorkerPool pool(io.get_executor());
   add_alive(pool, "w1", 1);

@@ -76,6 +76,12 @@ template <class T>
 struct declares_prefetch_control<T> : std::bool_constant<static_cast<bool>(T::prefetch_control)> {};
 
 template <class T>
+struct declares_reports_accepted : std::false_type {};
+template <class T>
+  requires requires { typename std::bool_constant<static_cast<bool>(T::reports_accepted)>; }
+struct declares_reports_accepted<T> : std::bool_constant<static_cast<bool>(T::reports_accepted)> {};
+
+template <class T>
 struct declares_reports_invalid : std::false_type {};
 template <class T>
   requires requires { typename std::bool_constant<static_cast<bool>(T::reports_invalid)>; }
@@ -124,6 +130,20 @@ concept PrefetchControl = requires(S& s, std::size_t n) { s.set_prefetch(n); };
 template <class S>
 struct job_source_traits {
   static constexpr bool prefetch_control = detail::declares_prefetch_control<S>::value;
+};
+
+/// What a WorkerTransport promises beyond the concept. A declaration, not
+/// an expression (nothing to misspell): true when `T` has `static constexpr
+/// bool reports_accepted = true;`, or specialize it for a type you cannot
+/// change.
+///  - reports_accepted: every async_run given a non-empty progress callback
+///    calls it with a Phase::accepted event once the worker has taken the job
+///    (before any other event of that run). The dispatcher then enforces
+///    DispatcherOptions::accept_timeout itself, and knows which runs were
+///    never accepted (so they can go elsewhere).
+template <class T>
+struct worker_transport_traits {
+  static constexpr bool reports_accepted = detail::declares_reports_accepted<T>::value;
 };
 
 // ---------------------------------------------------------------------------

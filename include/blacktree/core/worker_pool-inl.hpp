@@ -291,32 +291,42 @@ Result<void> BasicWorkerPool<Mutex>::mark_alive(std::string_view id, std::string
     if (it == state_->workers.end()) return not_registered(id);
     auto& rec = it->second;
     rec->last_seen = std::chrono::steady_clock::now();
-    const WorkerState from = rec->state;
-    WorkerEvent lost;
     if (rec->leaving && !incarnation.empty() && incarnation != rec->info->incarnation) {
       // What it was finishing is gone with the old process; the new one registers by itself.
       remove(*state_, rec, "restarted while leaving (" + rec->leave_reason + ")", deferred);
-    } else if (!incarnation.empty() && incarnation != rec->info->incarnation) {
-      void_leases(*state_, *rec, lost);
+    } else {
+      mark_alive_locked(state_, rec, incarnation, deferred);
+    }
+  }
+  finish(state_, deferred);
+  return {};
+}
+
+template <class Mutex>
+void BasicWorkerPool<Mutex>::mark_alive_locked(const std::shared_ptr<State>& st, const std::shared_ptr<Record>& rec,
+                                               std::string_view incarnation, Deferred& deferred) {
+  {
+    const WorkerState from = rec->state;
+    WorkerEvent lost;
+    if (!incarnation.empty() && incarnation != rec->info->incarnation) {
+      void_leases(*st, *rec, lost);
       auto info = *rec->info;
       info.incarnation = std::string(incarnation);
       rec->info = std::make_shared<const WorkerInfo>(std::move(info));
     }
     if (rec->state == WorkerState::registering || rec->state == WorkerState::dead) {
       rec->in_use = 0;
-      set_state(*state_, *rec, WorkerState::free);
+      set_state(*st, *rec, WorkerState::free);
     }
     if (from != rec->state || lost.leases_lost) {
-      offer_slots(state_, rec, deferred);
-      refresh(*state_, *rec);
+      offer_slots(st, rec, deferred);
+      refresh(*st, *rec);
       auto event = make_event(*rec, from, lost.leases_lost ? "restarted" : "answering");
       event.leases_lost = lost.leases_lost;
       event.lost_generation = lost.lost_generation;
       deferred.events.push_back(std::move(event));
     }
   }
-  finish(state_, deferred);
-  return {};
 }
 
 template <class Mutex>

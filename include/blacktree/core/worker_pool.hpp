@@ -301,6 +301,8 @@ class BasicWorkerPool {
   static void apply_update(const std::shared_ptr<State>& st, const std::shared_ptr<Record>& rec, WorkerInfo info,
                            Deferred& out);
   static void finish(const std::shared_ptr<State>& st, Deferred& deferred);
+  static void mark_alive_locked(const std::shared_ptr<State>& st, const std::shared_ptr<Record>& rec,
+                                std::string_view incarnation, Deferred& deferred);
   static void remove(State& st, const std::shared_ptr<Record>& rec, std::string reason, Deferred& out);
   static WorkerEvent make_event(const Record& rec, WorkerState from, std::string reason = {});
   static WorkerSnapshot snapshot_of(const Record& rec);
