@@ -818,3 +818,36 @@ TEST_CASE("Dispatcher: a worker that deregisters while running a job delivers it
   CHECK(d.stats().lost == 0);
   REQUIRE(run_until(f.io, [&] { return !f.pool.find("w1"); }));
 }
+
+namespace {
+// A transport that watches its runs itself (as a heartbeat on each stream does).
+struct WatchingTransport : LoopbackTransport {
+  using LoopbackTransport::LoopbackTransport;
+  static constexpr bool monitors_runs = true;
+};
+}  // namespace
+
+TEST_CASE("Dispatcher: with a transport that watches its runs, missed pings do not fail a job whose stream lives",
+          "[dispatcher]") {
+  asio::io_context io;
+  core::InMemoryQueue queue(io.get_executor());
+  WatchingTransport transport(io.get_executor());
+  core::InMemoryStatusSink sink(io.get_executor());
+  core::WorkerPool pool(io.get_executor());
+  Held held;
+  transport.add_endpoint("loopback:w1", 1, held.runner());
+  REQUIRE(pool.register_worker(make_worker("w1")));
+  REQUIRE(pool.mark_alive("w1"));
+  core::Dispatcher<core::InMemoryQueue, WatchingTransport, core::InMemoryStatusSink> d(io.get_executor(), queue,
+                                                                                      transport, sink, pool);
+  d.start();
+  queue.publish(make_job("alive"));
+  REQUIRE(run_until(io, [&] { return held.calls.size() == 1; }));
+  REQUIRE(pool.mark_dead("w1", "missed 2 pings in a row"));
+  run_ready(io);
+  CHECK(sink.size() == 0);
+  held.succeed_all();
+  REQUIRE(run_until(io, [&] { return queue.acked() == 1; }));
+  CHECK(sink.results().at(0).success);
+  CHECK(d.stats().lost == 0);
+}

@@ -209,6 +209,7 @@ class Dispatcher {
   using Clock = std::chrono::steady_clock;
 
   static constexpr bool reports_accepted = worker_transport_traits<Transport>::reports_accepted;
+  static constexpr bool monitors_runs = worker_transport_traits<Transport>::monitors_runs;
   static constexpr bool can_try_acquire = requires(Pool& p, const Labels& l) {
     { p.try_acquire(l) } -> std::same_as<lease_type>;
   };
@@ -645,7 +646,10 @@ class Dispatcher {
 
     void on_pool_event(const WorkerEvent& event) {
       if (abandoned) return;
-      if (event.leases_lost) {
+      // Missed pings say the ping path is silent; a transport that watches its
+      // runs knows better whether they are (and reports the ones that are).
+      const bool pings_only = monitors_runs && !event.removed && event.to == WorkerState::dead;
+      if (event.leases_lost && !pings_only) {
         std::vector<ContextPtr> victims;
         for (const auto& ctx : active)
           if (ctx->stage == Stage::running && ctx->worker->id == event.info->id &&
