@@ -57,6 +57,13 @@ struct Fixture {
     return std::nullopt;
   }
 
+  /// A started dispatcher over this fixture's parts.
+  std::unique_ptr<TestDispatcher> start(core::DispatcherOptions options = {}) {
+    auto d = std::make_unique<TestDispatcher>(io.get_executor(), queue, transport, sink, pool, options);
+    d->start();
+    return d;
+  }
+
   bool stop(TestDispatcher& d, std::chrono::milliseconds deadline, std::error_code& result) {
     bool stopped = false;
     d.async_stop(deadline, [&](std::error_code ec) {
@@ -563,8 +570,7 @@ TEST_CASE("Dispatcher: a delivery of a job id already in flight attaches to it a
   f.add_worker("w1", 2, {}, held.runner());
   f.add_worker("w2", 2, {}, held.runner());
   f.queue.publish(make_job("dup"));
-  TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool);
-  d.start();
+  auto d = f.start();
   REQUIRE(run_until(f.io, [&] { return held.calls.size() == 1; }));
   auto again = make_job("dup");
   again.redelivered = true;
@@ -583,8 +589,8 @@ TEST_CASE("Dispatcher: a delivery of a job id already in flight attaches to it a
   REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 2; }));
   CHECK(f.sink.size() == 1);  // one status for both
   CHECK(f.queue.unacked() == 0);
-  CHECK(d.stats().duplicates == 1);
-  CHECK(d.stats().in_flight == 0);
+  CHECK(d->stats().duplicates == 1);
+  CHECK(d->stats().in_flight == 0);
 }
 
 TEST_CASE("Dispatcher: a redelivery of a finished job is acked without running it again",
@@ -592,8 +598,7 @@ TEST_CASE("Dispatcher: a redelivery of a finished job is acked without running i
   Fixture f;
   f.add_worker("w1");
   f.queue.publish(make_job("once"));
-  TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool);
-  d.start();
+  auto d = f.start();
   REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 1; }));
   auto again = make_job("once");
   again.redelivered = true;
@@ -602,7 +607,7 @@ TEST_CASE("Dispatcher: a redelivery of a finished job is acked without running i
   run_ready(f.io);
   CHECK(f.transport.runs_started("loopback:w1") == 1);
   CHECK(f.sink.size() == 1);
-  CHECK(d.stats().duplicates == 1);
+  CHECK(d->stats().duplicates == 1);
 }
 
 TEST_CASE("Dispatcher: the record of finished jobs is bounded in count and in time", "[dispatcher][duplicates]") {
@@ -611,8 +616,7 @@ TEST_CASE("Dispatcher: the record of finished jobs is bounded in count and in ti
   core::DispatcherOptions options;
   options.finished_record_size = 1;
   options.finished_record_ttl = 20ms;
-  TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool, options);
-  d.start();
+  auto d = f.start(options);
   f.queue.publish(make_job("a"));
   f.queue.publish(make_job("b"));
   REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 2; }));
@@ -671,8 +675,7 @@ TEST_CASE("Dispatcher: an offer not accepted in time goes elsewhere, and the wor
   f.add_worker("slow", 2, {}, held.runner());
   core::DispatcherOptions options;
   options.accept_timeout = 30ms;
-  TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool, options);
-  d.start();
+  auto d = f.start(options);
   f.queue.publish(make_job("first"));
   REQUIRE(run_until(f.io, [&] { return held.calls.size() == 1; }));
   // Accepts nothing new for a while (a stalled process); its running job is fine.
@@ -685,8 +688,8 @@ TEST_CASE("Dispatcher: an offer not accepted in time goes elsewhere, and the wor
   CHECK(second->success);
   CHECK(second->worker_id == "quick");
   CHECK(f.pool.find("slow")->state != core::WorkerState::dead);
-  CHECK(d.stats().not_accepted == 1);
-  CHECK(d.stats().lost == 0);
+  CHECK(d->stats().not_accepted == 1);
+  CHECK(d->stats().lost == 0);
 
   f.transport.set_mode("loopback:slow", LoopbackTransport::Mode::up);
   held.succeed_all();  // the first job's stream was alive all along: it is not lost
@@ -704,8 +707,7 @@ TEST_CASE("Dispatcher: a job waiting for a busy label does not keep another labe
   f.add_worker("b", 1, {{"pool", "b"}});
   for (int i = 0; i < 4; ++i) f.queue.publish(make_job("a-" + std::to_string(i), {{"pool", "a"}}));
   for (int i = 0; i < 3; ++i) f.queue.publish(make_job("b-" + std::to_string(i), {{"pool", "b"}}));
-  TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool);
-  d.start();
+  auto d = f.start();
   REQUIRE(run_until(f.io, [&] { return f.sink.size() == 3; }, 3s));
   for (const auto& r : f.sink.results()) CHECK(r.worker_id == "b");
   CHECK(held.calls.size() == 1);
@@ -725,8 +727,7 @@ TEST_CASE("Dispatcher: a job no live worker offers the labels for fails after th
   f.add_worker("us", 1, {{"region", "us"}});  // idle: the window has room
   core::DispatcherOptions options;
   options.placement_timeout = 20ms;
-  TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool, options);
-  d.start();
+  auto d = f.start(options);
   f.queue.publish(make_job("eu-0", {{"region", "eu"}}));
   REQUIRE(run_until(f.io, [&] { return held.calls.size() == 1; }));
   f.queue.publish(make_job("eu-1", {{"region", "eu"}}));  // its worker is only busy: it waits
@@ -758,8 +759,7 @@ TEST_CASE("Dispatcher: a job running past its timeout plus the grace is reported
   f.add_worker("w1", 1, {}, held.runner());
   core::DispatcherOptions options;
   options.run_timeout_grace = 20ms;
-  TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool, options);
-  d.start();
+  auto d = f.start(options);
   auto job = make_job("hung");
   job.timeout = 20ms;
   f.queue.publish(job);
@@ -769,7 +769,7 @@ TEST_CASE("Dispatcher: a job running past its timeout plus the grace is reported
   CHECK_FALSE(r->success);
   CHECK_THAT(r->error, Catch::Contains("was lost"));
   CHECK_THAT(r->error, Catch::Contains("timeout"));
-  CHECK(d.stats().lost == 1);
+  CHECK(d->stats().lost == 1);
   REQUIRE(held.calls.size() == 1);
   CHECK_FALSE(held.calls[0].complete(core::JobResult{}));  // the transport was told to cancel it
   CHECK(f.transport.running("loopback:w1") == 0);
@@ -782,8 +782,7 @@ TEST_CASE("Dispatcher: at the stop deadline a job whose status is being publishe
   f.add_worker("w1", 2, {}, held.runner());
   f.queue.publish(make_job("publishing"));
   f.queue.publish(make_job("running"));
-  TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool);
-  d.start();
+  auto d = f.start();
   REQUIRE(run_until(f.io, [&] { return held.calls.size() == 2; }));
   f.sink.hold_confirms(true);
   for (auto& call : held.calls)
@@ -791,7 +790,7 @@ TEST_CASE("Dispatcher: at the stop deadline a job whose status is being publishe
   REQUIRE(run_until(f.io, [&] { return f.sink.held() == 1; }));
 
   std::error_code result;
-  REQUIRE(f.stop(d, 30ms, result));
+  REQUIRE(f.stop(*d, 30ms, result));
   CHECK(result == core::errc::stop_deadline_exceeded);
   CHECK(f.queue.ready() == 1);  // only the job without a result is handed back
   CHECK(f.queue.unacked() == 1);
@@ -806,8 +805,7 @@ TEST_CASE("Dispatcher: a worker that deregisters while running a job delivers it
   Held held;
   f.add_worker("w1", 1, {}, held.runner());
   f.queue.publish(make_job("last"));
-  TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool);
-  d.start();
+  auto d = f.start();
   REQUIRE(run_until(f.io, [&] { return held.calls.size() == 1; }));
   REQUIRE(f.pool.deregister("w1", "graceful stop"));
   run_ready(f.io);
@@ -815,7 +813,7 @@ TEST_CASE("Dispatcher: a worker that deregisters while running a job delivers it
   held.succeed_all();
   REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 1; }));
   CHECK(f.status("last")->success);
-  CHECK(d.stats().lost == 0);
+  CHECK(d->stats().lost == 0);
   REQUIRE(run_until(f.io, [&] { return !f.pool.find("w1"); }));
 }
 

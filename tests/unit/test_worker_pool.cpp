@@ -45,6 +45,13 @@ void add_alive(WorkerPool& pool, const std::string& id, std::uint32_t capacity =
   REQUIRE(pool.mark_alive(id));
 }
 
+// An acquire that was served: the slot is held.
+std::shared_ptr<Grant> held_slot(asio::io_context& io, WorkerPool& pool) {
+  auto grant = acquire(pool);
+  REQUIRE(run_until(io, [&] { return grant->done; }));
+  return grant;
+}
+
 WorkerState state_of(const WorkerPool& pool, const std::string& id) {
   auto snapshot = pool.find(id);
   REQUIRE(snapshot);
@@ -522,8 +529,7 @@ TEST_CASE("WorkerPool: a second live process with the same worker id is refused 
   asio::io_context io;
   WorkerPool pool(io.get_executor());
   add_alive(pool, "w1", 1);
-  auto held = acquire(pool);
-  REQUIRE(run_until(io, [&] { return held->done; }));
+  auto held = held_slot(io, pool);
 
   auto other = make_worker("w1", 1);
   other.address = "10.0.0.9:50051";
@@ -555,9 +561,8 @@ TEST_CASE("WorkerPool: a worker that deregisters with jobs in flight drains and 
   asio::io_context io;
   WorkerPool pool(io.get_executor());
   add_alive(pool, "w1", 2);
-  auto first = acquire(pool);
-  auto second = acquire(pool);
-  REQUIRE(run_until(io, [&] { return first->done && second->done; }));
+  auto first = held_slot(io, pool);
+  auto second = held_slot(io, pool);
   std::vector<core::WorkerEvent> events;
   auto subscription = pool.subscribe([&](const core::WorkerEvent& e) { events.push_back(e); });
 
