@@ -6,7 +6,8 @@
 #   1. install what is missing (scripts/install-deps.sh), build;
 #   2. scripts/stack.sh up: RabbitMQ, a registry with htpasswd auth, a git
 #      server holding examples/sample-app, the orchestrator, two workers in
-#      regions eu-west and us-east;
+#      regions eu-west and us-east, gRPC between them over mutual TLS with a
+#      throwaway CA (scripts/make-certs.sh);
 #   3. `blacktree submit --wait` a job for the sample app (region eu-west),
 #      showing its progress live;
 #   4. print the final status and the digest the registry reports for the image;
@@ -69,7 +70,8 @@ Everything is still running (state and logs in $STACK_DIR):
   submit your own job:  GITHUB_TOKEN=... MQ_URL=$MQ_URL $BT submit --repo OWNER/NAME --image NAME:TAG --wait
                         (the sample again: GITHUB_TOKEN=\$(cat $GITHUB_TOKEN_FILE) MQ_URL=$MQ_URL \\
                          $BT submit --repo $REPO_URL --image sample-app:v2 --region us-east --wait)
-  see the workers:      $BT workers --orchestrator-addr $ORCHESTRATOR_ADDR
+  see the workers:      $BT workers --orchestrator-addr $ORCHESTRATOR_ADDR \\
+                          --tls-cert $BLACKTREE_TLS_CERT --tls-key $BLACKTREE_TLS_KEY --tls-ca $BLACKTREE_TLS_CA
   read the metrics:     curl $METRICS_URL
   stop everything:      bash scripts/stack.sh down
 TEXT

@@ -7,7 +7,8 @@
 #
 #   scripts/stack.sh up     start: RabbitMQ, a registry with htpasswd auth, a
 #                           git server (token required) holding examples/sample-app,
-#                           the orchestrator, and two workers (regions eu-west, us-east)
+#                           the orchestrator, and two workers (regions eu-west, us-east),
+#                           all gRPC over mutual TLS with a throwaway CA (scripts/make-certs.sh)
 #   scripts/stack.sh down   stop everything `up` started
 #   scripts/stack.sh env    print the stack's settings as shell assignments
 #
@@ -15,7 +16,9 @@
 # BUILD_DIR (default build; the binaries are in $BUILD_DIR/services).
 # After `up`, $BLACKTREE_STACK_DIR/stack.env holds MQ_URL, ORCHESTRATOR_ADDR,
 # METRICS_URL, REGISTRY, REPO_URL, GITHUB_TOKEN_FILE, REGISTRY_USER,
-# REGISTRY_PASSWORD_FILE; logs/ has one log per process.
+# REGISTRY_PASSWORD_FILE, and BLACKTREE_TLS_CERT/KEY/CA (the admin's
+# certificate, for `blacktree workers`); certs/ the CA and certificates;
+# logs/ has one log per process.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -138,12 +141,18 @@ YAML
   local git_port
   git_port=$(cat "$STACK/git/port")
 
+  echo "==> certificates (mutual TLS between orchestrator, workers and admin)"
+  local certs="$STACK/certs"
+  bash "$ROOT/scripts/make-certs.sh" "$certs" blacktree-orchestrator blacktree-admin worker-eu-west worker-us-east
+  tls_flags() { TLS=(--tls-cert "$certs/$1.pem" --tls-key "$certs/$1.key" --tls-ca "$certs/ca.pem"); }
+
   echo "==> orchestrator"
   local grpc_port http_port
   grpc_port=$(free_port)
   http_port=$(free_port)
+  tls_flags blacktree-orchestrator
   pid=$(start orchestrator env MQ_URL="$mq_url" "$BIN/blacktree-orchestrator" --listen "127.0.0.1:$grpc_port" \
-    --http-listen "127.0.0.1:$http_port")
+    --http-listen "127.0.0.1:$http_port" "${TLS[@]}")
   wait_port "$grpc_port" "$pid" orchestrator
 
   for region in eu-west us-east; do
@@ -151,7 +160,8 @@ YAML
     local wport
     wport=$(free_port)
     mkdir -p "$STACK/jobs-$region"
-    pid=$(start "worker-$region" "$BIN/blacktree-worker" --orchestrator-addr "127.0.0.1:$grpc_port" \
+    tls_flags "worker-$region"
+    pid=$(start "worker-$region" "$BIN/blacktree-worker" --orchestrator-addr "127.0.0.1:$grpc_port" "${TLS[@]}" \
       --listen "127.0.0.1:$wport" --worker-id "worker-$region" --region "$region" --capacity 2 \
       --runner build --registry "127.0.0.1:$reg_port/demo" --registry-insecure \
       --registry-auth password --registry-username blacktree --registry-password-file "$STACK/registry-password" \
@@ -169,12 +179,17 @@ REGISTRY_USER=blacktree
 REGISTRY_PASSWORD_FILE=$STACK/registry-password
 REPO_URL=http://127.0.0.1:$git_port/demo/sample-app.git
 GITHUB_TOKEN_FILE=$STACK/github-token
+BLACKTREE_TLS_CERT=$certs/blacktree-admin.pem
+BLACKTREE_TLS_KEY=$certs/blacktree-admin.key
+BLACKTREE_TLS_CA=$certs/ca.pem
 STACK_DIR=$STACK
 ENV
 
   # Ready when both workers are registered and the broker connections are up.
   deadline=$((SECONDS + 60))
-  until [[ $("$BIN/blacktree" workers --orchestrator-addr "127.0.0.1:$grpc_port" 2>/dev/null | grep -c free) -ge 2 ]] &&
+  tls_flags blacktree-admin
+  until [[ $("$BIN/blacktree" workers --orchestrator-addr "127.0.0.1:$grpc_port" "${TLS[@]}" 2>/dev/null |
+    grep -c free) -ge 2 ]] &&
     curl -fs "http://127.0.0.1:$http_port/healthz" >/dev/null 2>&1; do
     ((SECONDS < deadline)) || die "the workers did not register in time; see $STACK/logs"
     sleep 0.2
@@ -187,7 +202,7 @@ case ${1:-} in
   down) down ;;
   env) cat "$STACK/stack.env" ;;
   *)
-    sed -n '4,19p' "$0" >&2
+    sed -n '4,22p' "$0" >&2
     exit 2
     ;;
 esac

@@ -2,7 +2,7 @@
 # blacktree's test command (the README's; CI runs it through .ci/run).
 #
 #   1. scripts/install-deps.sh (as root; skipped with a note otherwise)
-#   2. build/       Ninja, RelWithDebInfo, -Werror: everything, then all of ctest
+#   2. build/       Ninja, RelWithDebInfo, unity build, -Werror: everything, then all of ctest
 #                   (unit, stress, example and consumer tests; header checks are
 #                   compiled as part of the build)
 #   3. build-tsan/  ThreadSanitizer build of the unit tests only, running the
@@ -52,6 +52,7 @@ fi
 begin "configure ${BUILD_DIR}"
 cmake -S . -B "${BUILD_DIR}" -G Ninja \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_UNITY_BUILD=ON \
   -DBLACKTREE_WERROR=ON
 
 begin "build ${BUILD_DIR}"
@@ -83,6 +84,7 @@ begin "configure ${TSAN_BUILD_DIR} (ThreadSanitizer)"
 # in the core, which the unit and stress tests exercise.
 cmake -S . -B "${TSAN_BUILD_DIR}" -G Ninja \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_UNITY_BUILD=ON \
   -DBLACKTREE_SANITIZE=thread \
   -DBLACKTREE_BUILD_EXAMPLES=OFF \
   -DBLACKTREE_CONSUMER_TESTS=OFF \

@@ -7,6 +7,7 @@
 #include <blacktree/amqp/options.hpp>
 #include <blacktree/core/job.hpp>
 #include <blacktree/core/result.hpp>
+#include <blacktree/grpc/credentials.hpp>
 
 #include <cstdint>
 #include <string>
@@ -50,6 +51,7 @@ struct SubmitSettings {
 struct WorkersSettings {
   std::string orchestrator_addr = "127.0.0.1:50051";
   core::Secret token;  ///< registration token; empty: none sent
+  grpc::TlsOptions tls;  ///< mutual TLS to the orchestrator when enabled()
   std::uint32_t timeout_s = 10;
   bool json = false;
 };

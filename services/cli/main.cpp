@@ -158,6 +158,8 @@ int main(int argc, char** argv) {
   auto* workers = app.add_subcommand("workers", "list the workers registered with the orchestrator");
   workers->footer(exit_codes_text);
   add_workers_options(*workers, workers_settings, registration_token_file);
+  service::TlsFlags workers_tls;
+  service::add_tls_options(*workers, workers_tls, false);
 
   try {
     app.parse(argc, argv);
@@ -184,6 +186,10 @@ int main(int argc, char** argv) {
     } else if (const char* value = std::getenv("BLACKTREE_REGISTRATION_TOKEN"); value && *value) {
       workers_settings.token = blacktree::core::Secret(value);
     }
+    workers_settings.tls = {workers_tls.cert, workers_tls.key, workers_tls.ca,
+                            std::chrono::seconds(workers_tls.reload_interval_s)};
+    if (workers_settings.tls.enabled())
+      service::value_or_usage_error(blacktree::grpc::check_tls_files(workers_settings.tls));
     return cli::run_workers(workers_settings);
   } catch (const CLI::Error& e) {
     return usage_exit(app, e);

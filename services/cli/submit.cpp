@@ -29,16 +29,11 @@ namespace {
 using std::chrono::milliseconds;
 using Clock = std::chrono::steady_clock;
 
-// A job id becomes a topic routing key (`job.<id>`) that --wait binds to:
-// '*' and '#' there would be wildcards matching other jobs' events.
+// The orchestrator's rule (it dead-letters a job that breaks it), which also
+// keeps '*' and '#' out of the routing key `job.<id>` that --wait binds to.
 core::Result<void> check_job_id(const std::string& id) {
-  if (id.size() > 200) return core::Error{core::errc::invalid_job, "--job-id: at most 200 characters"};
-  for (const char ch : id) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c <= 0x20 || c == 0x7f || ch == '*' || ch == '#')
-      return core::Error{core::errc::invalid_job, "--job-id: '" + printable(id) +
-                                                      "' may not contain spaces, control characters, '*' or '#'"};
-  }
+  if (auto valid = wire::check_job_id(id); !valid)
+    return core::Error{core::errc::invalid_job, "--job-id: " + valid.error().message()};
   return {};
 }
 

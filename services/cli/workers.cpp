@@ -24,7 +24,8 @@ std::string explain(const ::grpc::Status& status, const std::string& address, st
   const std::string where = "the orchestrator at " + address;
   switch (status.error_code()) {
     case ::grpc::StatusCode::UNAVAILABLE:
-      return "cannot reach " + where + ": is it running? (set --orchestrator-addr or ORCHESTRATOR_ADDR) [" +
+      return "cannot reach " + where + ": is it running? (set --orchestrator-addr or ORCHESTRATOR_ADDR) Under "
+             "mutual TLS, a certificate from its CA is needed (--tls-cert, --tls-key, --tls-ca) [" +
              status.error_message() + "]";
     case ::grpc::StatusCode::DEADLINE_EXCEEDED:
       return where + " did not answer within " + std::to_string(timeout_s) +
@@ -98,7 +99,12 @@ int run_workers(const WorkersSettings& s) {
     fmt::print(stderr, "blacktree: error: --orchestrator-addr must be host:port\n");
     return exit_usage;
   }
-  auto stub = v1::Orchestrator::NewStub(::grpc::CreateChannel(s.orchestrator_addr, ::grpc::InsecureChannelCredentials()));
+  auto credentials = grpc::channel_credentials(s.tls);
+  if (!credentials) {
+    fmt::print(stderr, "blacktree: error: {}\n", credentials.error().message());
+    return exit_usage;
+  }
+  auto stub = v1::Orchestrator::NewStub(::grpc::CreateChannel(s.orchestrator_addr, *credentials));
   ::grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(s.timeout_s));
   if (!s.token.empty()) context.AddMetadata("authorization", "Bearer " + s.token.reveal());

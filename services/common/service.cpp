@@ -162,6 +162,24 @@ core::Result<std::string> read_secret_file(const std::string& path, std::string_
   return value;
 }
 
+void add_tls_options(CLI::App& app, TlsFlags& flags, bool with_insecure) {
+  app.add_option("--tls-cert", flags.cert, "this process's certificate chain (PEM) for mutual TLS on gRPC")
+      ->envname("BLACKTREE_TLS_CERT");
+  app.add_option("--tls-key", flags.key, "its private key (PEM)")->envname("BLACKTREE_TLS_KEY");
+  app.add_option("--tls-ca", flags.ca, "the CA bundle (PEM) the peer's certificate must chain to")
+      ->envname("BLACKTREE_TLS_CA");
+  app.add_option("--tls-reload-interval-s", flags.reload_interval_s,
+                 "how often the TLS files are read again (rotation without a restart)")
+      ->envname("BLACKTREE_TLS_RELOAD_INTERVAL_S")
+      ->check(CLI::Range(1u, 86400u))
+      ->capture_default_str();
+  if (with_insecure) {
+    app.add_flag("--insecure", flags.insecure,
+                 "run without mutual TLS and without a registration token (a warning at start and in /healthz)")
+        ->envname("BLACKTREE_INSECURE");
+  }
+}
+
 core::Result<std::map<std::string, std::string, std::less<>>> parse_labels(const std::vector<std::string>& items) {
   std::map<std::string, std::string, std::less<>> labels;
   for (const auto& item : items) {

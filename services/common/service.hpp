@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include <csignal>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
@@ -69,6 +70,18 @@ sigset_t block_termination_signals();
 /// BLACKTREE_REGISTRATION_TOKEN, else empty.
 core::Result<std::string> registration_token(const std::string& file);
 
+/// Mutual TLS for gRPC (--tls-cert, --tls-key, --tls-ca,
+/// --tls-reload-interval-s; env BLACKTREE_TLS_*; YAML `tls: {cert: ...}`), and
+/// for the servers --insecure (env BLACKTREE_INSECURE).
+struct TlsFlags {
+  std::string cert;
+  std::string key;
+  std::string ca;
+  std::uint32_t reload_interval_s = 60;
+  bool insecure = false;
+};
+void add_tls_options(CLI::App& app, TlsFlags& flags, bool with_insecure);
+
 /// For main()'s flag handling, where CLI11 reports usage errors by exception
 /// and app.exit() prints them: the value, or CLI::ValidationError carrying
 /// the error's message (same exit code as a bad flag).
@@ -76,6 +89,9 @@ template <class T>
 T value_or_usage_error(core::Result<T> result) {
   if (!result) throw CLI::ValidationError(result.error().message());
   return std::move(*result);
+}
+inline void value_or_usage_error(core::Result<void> result) {
+  if (!result) throw CLI::ValidationError(result.error().message());
 }
 
 }  // namespace blacktree::service

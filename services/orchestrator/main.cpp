@@ -10,9 +10,11 @@
 
 #include <blacktree/amqp/event_publisher.hpp>
 #include <blacktree/amqp/job_source.hpp>
+#include <blacktree/amqp/metrics.hpp>
 #include <blacktree/amqp/status_sink.hpp>
 #include <blacktree/core.hpp>
 #include <blacktree/core/prometheus.hpp>
+#include <blacktree/grpc/credentials.hpp>
 #include <blacktree/grpc/orchestrator_service.hpp>
 #include <blacktree/grpc/transport.hpp>
 #include <blacktree/version.hpp>
@@ -20,6 +22,7 @@
 #include <blacktree/wire/line_status_sink.hpp>
 
 #include <asio/executor_work_guard.hpp>
+#include <fmt/format.h>
 #include <asio/io_context.hpp>
 #include <asio/steady_timer.hpp>
 #include <grpcpp/grpcpp.h>
@@ -70,9 +73,22 @@ struct DispatchObserver : core::PrometheusObserver {
     log->warn("job {} dead-lettered: {}", job.id.empty() ? "(without jobId)" : job.id, reason);
   }
   void on_handed_back(const core::Job& job) { log->info("job {} handed back to the queue", job.id); }
+  // Every held job retries every few seconds while statuses cannot go out;
+  // the sink logs the cause once, and this a line a minute, not one per retry.
   void on_publish_failed(const core::Job& job, std::error_code ec) {
-    log->warn("job {}: status not confirmed yet ({}); retrying", job.id, ec.message());
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_publish_warning_ < std::chrono::minutes(1)) {
+      ++publish_failures_unlogged_;
+      log->debug("job {}: status not confirmed yet ({}); retrying", job.id, ec.message());
+      return;
+    }
+    log->warn("job {}: status not confirmed yet ({}); retrying ({} more such retries in the last minute)", job.id,
+              ec.message(), publish_failures_unlogged_);
+    last_publish_warning_ = now;
+    publish_failures_unlogged_ = 0;
   }
+  std::chrono::steady_clock::time_point last_publish_warning_{};
+  std::uint64_t publish_failures_unlogged_ = 0;
 };
 
 struct LogHealthObserver : core::HealthObserver {
@@ -104,13 +120,36 @@ struct Settings {
   std::uint32_t run_grace_s = 60;
   std::uint32_t drain_timeout_s = 30;
   std::uint32_t forget_dead_after_s = 600;
+  blacktree::service::TlsFlags tls;
+  std::uint32_t max_worker_capacity = 64;
 };
 
-blacktree::grpc::TransportOptions transport_options(const std::string& orchestrator_id, const Settings& s) {
+blacktree::grpc::TlsOptions tls_options(const Settings& s) {
+  return {s.tls.cert, s.tls.key, s.tls.ca, std::chrono::seconds(s.tls.reload_interval_s)};
+}
+
+blacktree::grpc::TransportOptions transport_options(const std::string& orchestrator_id, const Settings& s,
+                                                    std::shared_ptr<blacktree::grpc::WorkerSecrets> secrets) {
   blacktree::grpc::TransportOptions options;
   options.orchestrator_id = orchestrator_id;
+  // main() checked the files before the plane is built.
+  options.credentials = *blacktree::grpc::channel_credentials(tls_options(s));
+  options.worker_secrets = std::move(secrets);
   // The transport applies it while it does not report acceptance to the dispatcher itself.
   options.accept_timeout = std::chrono::milliseconds(s.accept_timeout_ms);
+  return options;
+}
+
+blacktree::grpc::OrchestratorServiceOptions service_options(const std::string& orchestrator_id, const Settings& s,
+                                                            std::shared_ptr<blacktree::grpc::WorkerSecrets> secrets) {
+  blacktree::grpc::OrchestratorServiceOptions options;
+  options.orchestrator_id = orchestrator_id;
+  options.registration_token = s.token;
+  options.ping_interval = std::chrono::milliseconds(s.ping_interval_ms);
+  options.ping_timeout = std::chrono::milliseconds(s.ping_timeout_ms);
+  options.require_worker_certificate = tls_options(s).enabled();
+  options.max_worker_capacity = s.max_worker_capacity;
+  options.worker_secrets = std::move(secrets);
   return options;
 }
 
@@ -129,14 +168,13 @@ struct Plane {
       : settings(s),
         log(std::move(logger)),
         id(blacktree::service::random_hex(16)),
+        secrets(std::make_shared<blacktree::grpc::WorkerSecrets>()),
         work(asio::make_work_guard(io)),
         pool(io.get_executor()),
-        transport(io.get_executor(), transport_options(id, s)),
+        transport(io.get_executor(), transport_options(id, s, secrets)),
         channels(transport.forget_removed_workers(pool)),
         health(io.get_executor(), transport, pool, health_options(s), LogHealthObserver{{}, log.get()}),
-        service(pool,
-                {id, s.token, std::chrono::milliseconds(s.ping_interval_ms),
-                 std::chrono::milliseconds(s.ping_timeout_ms)},
+        service(pool, service_options(id, s, secrets),
                 [this](const core::WorkerInfo& worker, bool registered, std::string_view detail) {
                   if (registered) {
                     log->info("worker {} {} at {} (capacity {}, labels {}, version {})", worker.id, detail,
@@ -157,7 +195,7 @@ struct Plane {
   bool start_server() {
     ::grpc::EnableDefaultHealthCheckService(true);
     ::grpc::ServerBuilder builder;
-    builder.AddListeningPort(settings.listen, ::grpc::InsecureServerCredentials(), &port);
+    builder.AddListeningPort(settings.listen, *blacktree::grpc::server_credentials(tls_options(settings)), &port);
     builder.RegisterService(&service);
     server = builder.BuildAndStart();
     if (!server || port == 0) return false;
@@ -180,6 +218,7 @@ struct Plane {
   Settings settings;
   Logger log;
   std::string id;
+  std::shared_ptr<blacktree::grpc::WorkerSecrets> secrets;  // per registration, shared by service and transport
   core::PrometheusMetrics metrics;
   asio::io_context io;
   asio::executor_work_guard<asio::io_context::executor_type> work;
@@ -194,6 +233,13 @@ struct Plane {
   std::vector<std::thread> threads;
 };
 
+// Said at start and on every /healthz while --insecure is given.
+std::string insecure_notice(const Settings& s) {
+  return fmt::format("warning: --insecure: gRPC runs {} and {}", tls_options(s).enabled() ? "with mutual TLS" : "without TLS",
+                     s.token.empty() ? "without a registration token: anyone who reaches the port can register"
+                                     : "with a registration token");
+}
+
 std::pair<std::string, int> split_host_port(const std::string& address) {
   const auto colon = address.rfind(':');
   if (colon == std::string::npos) return {address, 0};
@@ -206,7 +252,8 @@ std::pair<std::string, int> split_host_port(const std::string& address) {
 template <class Source, class Sink>
 int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset_t& signals,
                           const std::function<void()>& stop_intake, const std::function<std::string()>& queue_ready,
-                          const DispatchObserver::EventFn& events) {
+                          const DispatchObserver::EventFn& events,
+                          const std::function<std::string()>& more_metrics = {}) {
   core::DispatcherOptions options;
   options.max_attempts = plane.settings.max_attempts;
   options.placement_timeout = std::chrono::seconds(plane.settings.placement_timeout_s);
@@ -221,7 +268,12 @@ int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset
       plane.io.get_executor(), source, plane.transport, sink, plane.pool, options, observer);
 
   blacktree::orchestrator::OpsServer ops(
-      queue_ready, [&] { return plane.metrics.render(dispatcher.stats(), plane.pool.snapshot()); });
+      queue_ready,
+      [&] {
+        return plane.metrics.render(dispatcher.stats(), plane.pool.snapshot()) +
+               (more_metrics ? more_metrics() : std::string());
+      },
+      plane.settings.tls.insecure ? insecure_notice(plane.settings) : std::string());
   if (!plane.settings.http_listen.empty()) {
     const auto [host, port] = split_host_port(plane.settings.http_listen);
     const int bound = ops.start(host, port);
@@ -308,6 +360,11 @@ int main(int argc, char** argv) {
   app.add_option("--dead-letter-queue", amqp.dead_letter_queue, "queue bound to the dead-letter exchange")
       ->envname("BLACKTREE_DEAD_LETTER_QUEUE")
       ->capture_default_str();
+  app.add_option("--mq-max-message-bytes", amqp.max_message_size,
+                 "a job message larger than this is dead-lettered unread")
+      ->envname("BLACKTREE_MQ_MAX_MESSAGE_BYTES")
+      ->check(CLI::Range(std::size_t{1024}, std::size_t{128} << 20))
+      ->capture_default_str();
   app.add_option("--registration-token-file", token_file,
                  "file holding the token workers must present (env BLACKTREE_REGISTRATION_TOKEN also works)")
       ->envname("BLACKTREE_REGISTRATION_TOKEN_FILE");
@@ -352,10 +409,19 @@ int main(int argc, char** argv) {
                  "deregister a worker dead for this long (0: keep dead workers listed)")
       ->envname("BLACKTREE_FORGET_DEAD_AFTER_S")
       ->capture_default_str();
+  app.add_option("--max-worker-capacity", s.max_worker_capacity, "a registration offering more slots is refused")
+      ->envname("BLACKTREE_MAX_WORKER_CAPACITY")
+      ->check(CLI::Range(1u, 65535u))
+      ->capture_default_str();
+  blacktree::service::add_tls_options(app, s.tls, true);
   blacktree::service::add_log_options(app, log_options);
   CLI11_PARSE(app, argc, argv);
   try {
     s.token = blacktree::service::value_or_usage_error(blacktree::service::registration_token(token_file));
+    const auto tls = tls_options(s);
+    if (tls.enabled()) blacktree::service::value_or_usage_error(blacktree::grpc::check_tls_files(tls));
+    blacktree::service::value_or_usage_error(
+        blacktree::grpc::require_authentication("orchestrator", tls.enabled(), !s.token.empty(), s.tls.insecure));
     if (!amqp_password_file.empty()) {
       amqp.password = blacktree::core::Secret(blacktree::service::value_or_usage_error(
           blacktree::service::read_secret_file(amqp_password_file, "--mq-password-file")));
@@ -367,13 +433,22 @@ int main(int argc, char** argv) {
   amqp.connection_name = "blacktree-orchestrator";
 
   auto log = blacktree::service::make_logger("orchestrator", log_options);
+  amqp.log = [log](blacktree::amqp::LogLevel level, std::string_view message) {
+    using blacktree::amqp::LogLevel;
+    log->log(level == LogLevel::error     ? spdlog::level::err
+             : level == LogLevel::warning ? spdlog::level::warn
+                                          : spdlog::level::info,
+             "{}", message);
+  };
   Plane plane(s, log);
   if (!plane.start_server()) {
     log->error("cannot listen on {}: is the address valid and the port free?", s.listen);
     return 1;
   }
-  log->info("orchestrator {} serving gRPC on port {} (queue: {}, registration token {})", plane.id, plane.port,
-            s.queue, s.token.empty() ? "not required" : "required");
+  log->info("orchestrator {} serving gRPC on port {} (queue: {}, registration token {}, {})", plane.id, plane.port,
+            s.queue, s.token.empty() ? "not required" : "required",
+            tls_options(s).enabled() ? "mutual TLS" : "plaintext");
+  if (s.tls.insecure) log->warn("{}", insecure_notice(s));
 
   int rc = 0;
   if (s.queue == "stdio") {
@@ -401,11 +476,14 @@ int main(int argc, char** argv) {
       };
       const auto ready = [&source, &sink] {
         if (!source.connected()) return "not connected to the broker (jobs): " + source.last_error();
-        if (!sink.connected()) return std::string("not connected to the broker (statuses)");
+        if (!sink.connected()) return "not connected to the broker (statuses): " + sink.last_error();
         return std::string();
       };
       rc = dispatch_until_signal(plane, source, sink, signals, [&source] { source.cancel_consumer(); }, ready,
-                                 publish);
+                                 publish, [&] {
+                                   return blacktree::amqp::prometheus_text(source.stats(), sink.stats(),
+                                                                           events.stats());
+                                 });
       events.stop();
       sink.stop();
       source.stop();

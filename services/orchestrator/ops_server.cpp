@@ -5,11 +5,14 @@
 
 namespace blacktree::orchestrator {
 
-OpsServer::OpsServer(ReadyFn ready, MetricsFn metrics) : server_(std::make_unique<httplib::Server>()) {
-  server_->Get("/healthz", [ready = std::move(ready)](const httplib::Request&, httplib::Response& res) {
+OpsServer::OpsServer(ReadyFn ready, MetricsFn metrics, std::string notice)
+    : server_(std::make_unique<httplib::Server>()) {
+  server_->Get("/healthz", [ready = std::move(ready), notice = std::move(notice)](const httplib::Request&,
+                                                                                   httplib::Response& res) {
     const auto why_not = ready();
     res.status = why_not.empty() ? 200 : 503;
-    res.set_content(why_not.empty() ? "ok\n" : why_not + "\n", "text/plain");
+    res.set_content((why_not.empty() ? "ok\n" : why_not + "\n") + (notice.empty() ? "" : notice + "\n"),
+                    "text/plain");
   });
   server_->Get("/metrics", [metrics = std::move(metrics)](const httplib::Request&, httplib::Response& res) {
     res.set_content(metrics(), "text/plain; version=0.0.4");

@@ -21,7 +21,9 @@ class OpsServer {
   using ReadyFn = std::function<std::string()>;  ///< empty: ready; otherwise why not
   using MetricsFn = std::function<std::string()>;
 
-  OpsServer(ReadyFn ready, MetricsFn metrics);
+  /// `notice` (e.g. that the orchestrator runs --insecure) is appended to
+  /// every /healthz answer.
+  OpsServer(ReadyFn ready, MetricsFn metrics, std::string notice = {});
   ~OpsServer();
   /// Binds host:port (port 0 picks one); returns the port, or 0 on failure.
   int start(const std::string& host, int port);

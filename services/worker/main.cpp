@@ -6,6 +6,7 @@
 
 #include "../common/service.hpp"
 
+#include <blacktree/grpc/credentials.hpp>
 #include <blacktree/grpc/registrar.hpp>
 #include <blacktree/grpc/worker_service.hpp>
 #include <blacktree/version.hpp>
@@ -60,6 +61,8 @@ int main(int argc, char** argv) {
   std::uint32_t job_timeout_s = 1800;
   std::uint32_t drain_timeout_s = 60;
   blacktree::service::LogOptions log_options;
+  blacktree::service::TlsFlags tls_flags;
+  std::string orchestrator_name = "blacktree-orchestrator";
 
   app.add_option("--orchestrator-addr", orchestrator, "the orchestrator's gRPC address (host:port)")
       ->envname("ORCHESTRATOR_ADDR")
@@ -131,11 +134,25 @@ int main(int argc, char** argv) {
   app.add_option("--drain-timeout-s", drain_timeout_s, "on SIGTERM, how long running jobs may take to finish")
       ->envname("WORKER_DRAIN_TIMEOUT_S")
       ->capture_default_str();
+  app.add_option("--orchestrator-name", orchestrator_name,
+                 "under mutual TLS, the name the orchestrator's certificate must carry (common name or DNS SAN) for "
+                 "this worker to obey its calls")
+      ->envname("BLACKTREE_ORCHESTRATOR_NAME")
+      ->capture_default_str();
+  blacktree::service::add_tls_options(app, tls_flags, true);
   blacktree::service::add_log_options(app, log_options);
   CLI11_PARSE(app, argc, argv);
 
+  const blacktree::grpc::TlsOptions tls{tls_flags.cert, tls_flags.key, tls_flags.ca,
+                                        std::chrono::seconds(tls_flags.reload_interval_s)};
   try {
     token = blacktree::service::value_or_usage_error(blacktree::service::registration_token(token_file));
+    if (tls.enabled()) blacktree::service::value_or_usage_error(blacktree::grpc::check_tls_files(tls));
+    blacktree::service::value_or_usage_error(
+        blacktree::grpc::require_authentication("worker", tls.enabled(), !token.empty(), tls_flags.insecure));
+    if (tls.enabled() && orchestrator_name.empty()) {
+      throw CLI::ValidationError("--orchestrator-name", "must name the orchestrator's certificate under mutual TLS");
+    }
     if (runner_kind == "argv" && runner_argv.empty()) {
       throw CLI::ValidationError("--runner-argv", "--runner argv needs the command to run, e.g. -- true");
     }
@@ -204,11 +221,20 @@ int main(int argc, char** argv) {
   }
 
   blacktree::grpc::WorkerService service(*runner, {worker_id, self.incarnation, capacity});
+  // Obeys only the orchestrator it registered with: its certificate (under
+  // mutual TLS) and that registration's secret (unless --insecure).
+  service.set_caller_policy({tls.enabled() ? orchestrator_name : std::string(), !tls_flags.insecure});
+  if (tls_flags.insecure) {
+    log->warn("--insecure: {}", tls.enabled() ? "this worker obeys any caller whose certificate names the "
+                                                  "orchestrator, without checking its registration secret"
+                                                : "this worker serves gRPC without TLS and obeys any caller "
+                                                  "that reaches its port");
+  }
 
   ::grpc::EnableDefaultHealthCheckService(true);
   ::grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(listen, ::grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen, *blacktree::grpc::server_credentials(tls), &port);
   builder.RegisterService(&service);
   auto server = builder.BuildAndStart();
   if (!server || port == 0) {
@@ -230,8 +256,13 @@ int main(int argc, char** argv) {
   registrar_options.orchestrator_address = orchestrator;
   registrar_options.self = self;
   registrar_options.registration_token = token;
+  registrar_options.credentials = *blacktree::grpc::channel_credentials(tls);
   blacktree::grpc::Registrar registrar(
-      registrar_options, [&service](const std::string& id) { service.set_orchestrator_id(id); },
+      registrar_options,
+      [&service, &registrar](const std::string& id) {
+        service.set_orchestrator_secret(registrar.worker_secret());
+        service.set_orchestrator_id(id);
+      },
       [log](std::string_view line) { log->info("{}", line); });
   service.set_ping_listener([&registrar](std::string_view id) { registrar.on_ping(id); });
   registrar.start();

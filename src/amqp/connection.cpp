@@ -262,9 +262,12 @@ core::Error Connection::lost(std::string_view detail) const {
 core::Error Connection::lost(int status) const { return lost(amqp_error_string2(status)); }
 
 void Connection::close() noexcept {
-  if (!state_) return;
-  amqp_connection_close(state_, AMQP_REPLY_SUCCESS);
+  send_close();
   abandon();
+}
+
+void Connection::send_close() noexcept {
+  if (state_) amqp_connection_close(state_, AMQP_REPLY_SUCCESS);
 }
 
 void Connection::abandon() noexcept {

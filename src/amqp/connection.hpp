@@ -82,6 +82,8 @@ class Connection {
 
   /// Polite close (bounded by the RPC timeout), then frees everything.
   void close() noexcept;
+  /// The polite part alone: connection.close, waiting for close-ok.
+  void send_close() noexcept;
   /// Frees everything without a word to the broker (after an error).
   void abandon() noexcept;
 
@@ -106,11 +108,13 @@ class Connection {
 /// the connection (connection_lost, answered with close-ok).
 core::Result<void> closed_by_broker(Connection& conn, const amqp_frame_t& frame);
 
-/// Reads the method frames that have arrived, without blocking, handing each
-/// to `on_method(frame)` (which returns a core::Result<void>). Fails when the
-/// connection is unusable or `on_method` fails.
-template <class OnMethod>
-core::Result<void> read_methods(Connection& conn, OnMethod&& on_method) {
+/// Reads the frames that have arrived, without blocking, handing each to
+/// `on_frame(frame)` (which returns a core::Result<void>): methods, and the
+/// content header and body frames that follow a basic.return or a delivery.
+/// Fails when the connection is unusable, the broker closed a channel, or
+/// `on_frame` fails.
+template <class OnFrame>
+core::Result<void> read_frames(Connection& conn, OnFrame&& on_frame) {
   for (int i = 0; i < 256; ++i) {  // bounded, so the owner's commands get their turn
     amqp_maybe_release_buffers(conn.get());
     timeval zero{0, 0};
@@ -118,11 +122,18 @@ core::Result<void> read_methods(Connection& conn, OnMethod&& on_method) {
     const int rc = amqp_simple_wait_frame_noblock(conn.get(), &frame, &zero);
     if (rc == AMQP_STATUS_TIMEOUT) return {};
     if (rc != AMQP_STATUS_OK) return conn.lost(rc);
-    if (frame.frame_type != AMQP_FRAME_METHOD) continue;  // e.g. the content of a basic.return
     if (auto closed = closed_by_broker(conn, frame); !closed) return closed;
-    if (auto handled = on_method(frame); !handled) return handled;
+    if (auto handled = on_frame(frame); !handled) return handled;
   }
   return {};
+}
+
+/// read_frames for the methods alone.
+template <class OnMethod>
+core::Result<void> read_methods(Connection& conn, OnMethod&& on_method) {
+  return read_frames(conn, [&](const amqp_frame_t& frame) {
+    return frame.frame_type == AMQP_FRAME_METHOD ? on_method(frame) : core::Result<void>();
+  });
 }
 
 /// Backoff between reconnects.

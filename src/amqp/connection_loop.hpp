@@ -17,6 +17,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -49,6 +50,9 @@ class ConnectionWork {
   /// stop() was called with the connection up: settle what was asked before
   /// it, within the loop's connect_timeout. A failure abandons the connection.
   virtual core::Result<void> on_stopping(Connection& /*conn*/) { return {}; }
+  /// When the work wants a turn even if nothing arrives (a retry it has
+  /// scheduled); max(): never.
+  virtual std::chrono::steady_clock::time_point wake_at() const { return std::chrono::steady_clock::time_point::max(); }
 };
 
 /// The adapters' constructors report a URL they cannot use by throwing
@@ -69,7 +73,9 @@ class ConnectionLoop {
   /// Wakes the thread (another thread queued work for it). Any thread.
   void wake() noexcept { waker_.notify(); }
   /// Ends the loop (see ConnectionWork::on_stopping) and joins the thread.
-  /// Idempotent; any thread but the loop's own.
+  /// Returns within about twice connect_timeout even when the broker reads
+  /// nothing (flow control, a memory alarm): then the socket is shut down
+  /// under the thread's blocked write. Idempotent; any thread but the loop's own.
   void stop();
 
   /// For bounded waits inside on_stopping().
@@ -84,16 +90,23 @@ class ConnectionLoop {
   /// The last problem, for a person; empty if none yet.
   std::string last_error() const;
   void set_error(std::string message);
+  /// To the options' log function, if any, prefixed "amqp <role>: ".
+  void log(LogLevel level, std::string_view message) const;
 
  private:
   void run(ConnectionWork& work) noexcept;
   void loop(ConnectionWork& work);
   core::Result<void> connect(ConnectionWork& work);
   void teardown(ConnectionWork& work, const core::Error& error);
+  /// After a teardown: waits the backoff, which restarts from
+  /// reconnect_initial only when the connection had been up for reconnect_max.
+  void back_off(ConnectionWork& work);
   void wait_for_retry(ConnectionWork& work, std::chrono::milliseconds delay);
-  /// Waits for traffic, a wake-up or a heartbeat interval; false when the
-  /// broker has missed its heartbeats.
-  bool wait_for_traffic();
+  /// Waits for traffic, a wake-up, the work's wake_at or a heartbeat
+  /// interval; false when the broker has missed its heartbeats.
+  bool wait_for_traffic(const ConnectionWork& work);
+  /// Frees the connection; the socket stops being stop()'s to shut down first.
+  void release_connection(bool polite) noexcept;
 
   const AmqpOptions options_;
   const AmqpEndpoint endpoint_;
@@ -104,10 +117,21 @@ class ConnectionLoop {
   std::atomic<std::uint64_t> connects_{0};
   mutable std::mutex error_mutex_;
   std::string last_error_;
+  std::string last_logged_;  // the error last logged: a retry failing alike is not logged again
 
   // The thread's own.
   Connection conn_;
   Backoff backoff_;
+  std::chrono::steady_clock::time_point connected_at_{};
+
+  // The open connection's socket, for stop() to shut down when the thread is
+  // stuck writing; -1 before the thread closes it, under fd_mutex_.
+  std::mutex fd_mutex_;
+  int open_fd_ = -1;
+
+  std::mutex done_mutex_;
+  std::condition_variable done_cv_;
+  bool done_ = false;
 
   std::mutex stop_mutex_;
   std::thread thread_;

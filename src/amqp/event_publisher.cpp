@@ -71,6 +71,17 @@ class PublisherWork final : public ConnectionWork {
       const auto& e = events[i];
       const std::string body = wire::job_event_json(e.event, e.result ? &*e.result : nullptr);
       const std::string key = o.events_routing_prefix + e.event.job_id;
+      if (key.size() > 255) {
+        // An AMQP short string: rabbitmq-c would fail the publish and the
+        // connection with it, for every event of that job.
+        state_->dropped.fetch_add(1);
+        if (!warned_long_key_) {
+          warned_long_key_ = true;
+          state_->loop.log(LogLevel::warning, "dropping the events of a job whose routing key would exceed 255 bytes (" +
+                                                  std::to_string(key.size()) + ")");
+        }
+        continue;
+      }
       const int rc = amqp_basic_publish(conn.get(), publish_channel, to_bytes(o.events_exchange), to_bytes(key), 0,
                                         0, &props, to_bytes(body));
       if (rc != AMQP_STATUS_OK) {
@@ -84,6 +95,7 @@ class PublisherWork final : public ConnectionWork {
   }
 
   std::shared_ptr<PublisherState> state_;
+  bool warned_long_key_ = false;
 };
 
 }  // namespace

@@ -1,6 +1,7 @@
 // Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
 #include <blacktree/amqp/job_source.hpp>
 
+#include "confirms.hpp"
 #include "connection_loop.hpp"
 
 #include <blacktree/core/error.hpp>
@@ -12,8 +13,8 @@
 #include <atomic>
 #include <deque>
 #include <list>
-#include <map>
 #include <mutex>
+#include <unordered_set>
 #include <utility>
 
 namespace blacktree::amqp {
@@ -66,7 +67,8 @@ struct SourceState : std::enable_shared_from_this<SourceState> {
   bool stopping = false;  // the thread is to exit
   bool closed = false;    // receives complete with source_closed
 
-  std::atomic<std::uint64_t> delivered{0}, acked{0}, requeued{0}, dead_lettered{0};
+  std::atomic<std::uint64_t> delivered{0}, acked{0}, requeued{0}, dead_lettered{0}, dead_letters_returned{0},
+      too_large{0};
   std::atomic<std::uint64_t> generation_counter{0};  // one per connection established
 
   ConnectionLoop loop;  // last: its thread may use everything above until stop() joins it
@@ -126,25 +128,23 @@ class SourceWork final : public ConnectionWork {
       return opened.error().with_context("cannot open the dead-letter channel");
     if (auto confirming = conn.confirm_select(dead_letter_channel); !confirming) return confirming;
     generation_ = state_->generation_counter.fetch_add(1) + 1;
-    consuming_ = false;
-    qos_applied_ = 0;
-    dead_letter_seq_ = 0;
-    dead_letter_pending_.clear();
+    forget_connection();
     return {};
   }
 
   core::Result<void> on_ready(Connection& conn) override {
     conn_ = &conn;
     if (auto handled = handle_commands(); !handled) return handled;
+    if (auto retried = retry_dead_letters(); !retried) return retried;
     if (auto synced = sync_consumer(); !synced) return synced;
     return read_available();
   }
 
   void on_disconnected() override {
     conn_ = nullptr;
-    consuming_ = false;
-    dead_letter_pending_.clear();
-    // Buffered deliveries of the dead connection: the broker redelivers them.
+    // Unsettled deliveries of the dead connection, buffered ones and those
+    // whose dead letter was unconfirmed: the broker redelivers them.
+    forget_connection();
     std::lock_guard lock(state_->mutex);
     state_->ready.clear();
   }
@@ -168,9 +168,9 @@ class SourceWork final : public ConnectionWork {
     Waker& waker = state_->loop.waker();
     auto settled = handle_commands();
     const auto deadline = std::chrono::steady_clock::now() + state_->loop.options().connect_timeout;
-    while (settled && !dead_letter_pending_.empty() && std::chrono::steady_clock::now() < deadline) {
+    while (settled && !dead_letters_.empty() && std::chrono::steady_clock::now() < deadline) {
       settled = read_available();
-      if (!settled || dead_letter_pending_.empty() || conn.has_buffered()) continue;
+      if (!settled || dead_letters_.empty() || conn.has_buffered()) continue;
       const auto left =
           std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
       if (wait(conn.fd(), waker, std::max(left, std::chrono::milliseconds(1))).woken) waker.drain();
@@ -178,7 +178,31 @@ class SourceWork final : public ConnectionWork {
     return settled;
   }
 
+  std::chrono::steady_clock::time_point wake_at() const override { return retry_at_; }
+
  private:
+  // A message being read off the consume channel: basic.deliver, its content
+  // header, its body frames.
+  struct Inbound {
+    bool active = false;
+    Incoming in;
+    std::string consumer_tag;
+    std::uint64_t body_size = 0;
+    std::uint64_t received = 0;
+    bool too_large = false;  // the body is dropped frame by frame, never held
+  };
+
+  void forget_connection() {
+    consuming_ = false;
+    consumer_limit_ = 0;
+    current_tags_.clear();
+    held_by_earlier_ = 0;
+    inbound_ = Inbound{};
+    dead_letters_.reset();
+    retries_.clear();
+    retry_at_ = std::chrono::steady_clock::time_point::max();
+  }
+
   core::Result<void> declare(const AmqpOptions& o) {
     if (auto declared = conn_->declare_queue(consume_channel, o.execute_queue); !declared) return declared;
     if (!o.dead_letter_exchange.empty()) {
@@ -191,6 +215,12 @@ class SourceWork final : public ConnectionWork {
     if (o.dead_letter_exchange.empty()) return {};
     const std::string key = o.dead_letter_exchange_type == "topic" ? "#" : o.execute_queue;
     return conn_->bind_queue(consume_channel, o.dead_letter_queue, o.dead_letter_exchange, key);
+  }
+
+  // A delivery of this connection is settled (acked or rejected): it no
+  // longer counts against the prefetch.
+  void settled(std::uint64_t tag) {
+    if (current_tags_.erase(tag) == 0 && held_by_earlier_ > 0) --held_by_earlier_;
   }
 
   core::Result<void> handle_commands() {
@@ -206,13 +236,15 @@ class SourceWork final : public ConnectionWork {
         case Command::Kind::ack:
           rc = amqp_basic_ack(conn_->get(), consume_channel, c.tag, 0);
           state_->acked.fetch_add(1);
+          settled(c.tag);
           break;
         case Command::Kind::requeue:
           rc = amqp_basic_reject(conn_->get(), consume_channel, c.tag, 1);
           state_->requeued.fetch_add(1);
+          settled(c.tag);
           break;
         case Command::Kind::dead_letter:
-          rc = publish_dead_letter(c);
+          rc = publish_dead_letter(std::move(c));
           break;
       }
       if (rc != AMQP_STATUS_OK) return conn_->lost(rc);
@@ -220,9 +252,9 @@ class SourceWork final : public ConnectionWork {
     return {};
   }
 
-  int publish_dead_letter(const Command& c) {
+  int publish_dead_letter(Command c) {
     const AmqpOptions& o = state_->loop.options();
-    amqp_table_entry_t headers[3]{};
+    amqp_table_entry_t headers[4]{};
     auto set = [&](int i, const char* key, const std::string& value) {
       headers[i].key = amqp_cstring_bytes(key);
       headers[i].value.kind = AMQP_FIELD_KIND_UTF8;
@@ -231,10 +263,11 @@ class SourceWork final : public ConnectionWork {
     set(0, "x-blacktree-reason", c.reason);
     set(1, "x-original-exchange", c.exchange);
     set(2, "x-original-routing-key", c.routing_key);
+    headers[3] = publish_seq_entry(dead_letters_.next_seq());
     amqp_basic_properties_t props{};
     props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_HEADERS_FLAG;
     props.delivery_mode = 2;
-    props.headers = amqp_table_t{3, headers};
+    props.headers = amqp_table_t{4, headers};
     if (!c.content_type.empty()) {
       props._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
       props.content_type = to_bytes(c.content_type);
@@ -242,156 +275,240 @@ class SourceWork final : public ConnectionWork {
     // Through a named exchange the original routing key travels on; through
     // the default exchange the key must name the dead-letter queue.
     const std::string& key = o.dead_letter_exchange.empty() ? o.dead_letter_queue : c.routing_key;
+    // mandatory: a dead letter no queue takes comes back instead of vanishing
+    // while its original is acked.
     const int rc = amqp_basic_publish(conn_->get(), dead_letter_channel, to_bytes(o.dead_letter_exchange),
-                                      to_bytes(key), 0, 0, &props, to_bytes(c.body));
-    if (rc == AMQP_STATUS_OK) dead_letter_pending_.emplace(++dead_letter_seq_, c.tag);
+                                      to_bytes(key), /*mandatory=*/1, 0, &props, to_bytes(c.body));
+    if (rc == AMQP_STATUS_OK) dead_letters_.published(std::move(c));
     return rc;
   }
 
-  // The broker confirmed (or refused) dead-letter publishes up to `seq`.
-  core::Result<void> on_dead_letter_confirm(std::uint64_t seq, bool multiple, bool ok) {
-    auto end = multiple ? dead_letter_pending_.upper_bound(seq) : dead_letter_pending_.find(seq);
-    auto begin = multiple ? dead_letter_pending_.begin() : end;
-    if (!multiple) {
-      if (end == dead_letter_pending_.end()) return {};
-      ++end;
+  // The broker confirmed, returned or refused dead-letter publishes up to `seq`.
+  core::Result<void> on_dead_letter_confirm(std::uint64_t seq, bool multiple, bool ack) {
+    for (auto& [command, outcome] : dead_letters_.on_confirm(seq, multiple, ack)) {
+      if (outcome == PublishOutcome::confirmed) {
+        // The copy is safe: drop the original.
+        if (const int rc = amqp_basic_ack(conn_->get(), consume_channel, command.tag, 0); rc != AMQP_STATUS_OK)
+          return conn_->lost(std::string("cannot settle a dead-lettered job: ") + amqp_error_string2(rc));
+        settled(command.tag);
+        state_->dead_lettered.fetch_add(1);
+        retry_backoff_.reset();
+        if (returning_) {
+          returning_ = false;
+          state_->loop.log(LogLevel::info, "dead letters reach a queue again");
+        }
+        continue;
+      }
+      // Returned or refused: the original stays unacked (requeueing it would
+      // only have it delivered, found invalid and dead-lettered again at
+      // once) and the copy is published again after a backoff.
+      if (outcome == PublishOutcome::returned) state_->dead_letters_returned.fetch_add(1);
+      if (!returning_) {  // once per episode, not per retry
+        returning_ = true;
+        const AmqpOptions& o = state_->loop.options();
+        const std::string message =
+            outcome == PublishOutcome::returned
+                ? "the broker at " + conn_->where() + " returned a dead letter (" + dead_letters_.last_return() +
+                      "): no queue is bound to exchange '" + o.dead_letter_exchange +
+                      "'; invalid jobs stay unacked and are dead-lettered again until one is"
+                : "the broker at " + conn_->where() + " refused (nacked) a dead letter; it is published again";
+        state_->loop.set_error(message);
+        state_->loop.log(LogLevel::error, message);
+      }
+      retries_.push_back(std::move(command));
+      if (retry_at_ == std::chrono::steady_clock::time_point::max())
+        retry_at_ = std::chrono::steady_clock::now() + retry_backoff_.next();
     }
-    for (auto it = begin; it != end; ++it) {
-      // Confirmed: the copy is safe, drop the original. Refused: give the original back.
-      const int rc = ok ? amqp_basic_ack(conn_->get(), consume_channel, it->second, 0)
-                        : amqp_basic_reject(conn_->get(), consume_channel, it->second, 1);
-      (ok ? state_->dead_lettered : state_->requeued).fetch_add(1);
-      if (rc != AMQP_STATUS_OK)
-        return conn_->lost(std::string("cannot settle a dead-lettered job: ") + amqp_error_string2(rc));
-    }
-    dead_letter_pending_.erase(begin, end);
     return {};
   }
 
-  // Makes the broker's consumer match the prefetch: AMQP's 0 is "unlimited",
-  // ours is "nothing", so 0 means no consumer at all.
+  core::Result<void> retry_dead_letters() {
+    if (retries_.empty() || std::chrono::steady_clock::now() < retry_at_) return {};
+    retry_at_ = std::chrono::steady_clock::time_point::max();
+    std::deque<Command> due;
+    due.swap(retries_);
+    for (auto& c : due) {
+      if (const int rc = publish_dead_letter(std::move(c)); rc != AMQP_STATUS_OK) return conn_->lost(rc);
+    }
+    return {};
+  }
+
+  // Makes the broker's consumer match the prefetch. AMQP's 0 is "unlimited",
+  // ours is "nothing", so 0 means no consumer at all. The limit is
+  // per consumer (basic.qos global=false): quorum queues refuse a global one.
+  // RabbitMQ applies a per-consumer limit only to consumers started after it,
+  // and a cancelled consumer's unsettled deliveries stop counting against
+  // any; so a new limit is a new consumer, whose limit leaves out what
+  // earlier consumers of this connection still hold. It is started again
+  // whenever those settle, until it alone holds the whole prefetch.
   core::Result<void> sync_consumer() {
     std::size_t wanted;
     {
       std::lock_guard lock(state_->mutex);
       wanted = state_->consumer_cancelled ? 0 : std::min<std::size_t>(state_->prefetch, 65535);
     }
+    auto limit = [&] { return wanted > held_by_earlier_ ? wanted - held_by_earlier_ : 0; };
+    if (consuming_ && wanted > 0 && limit() == consumer_limit_) return {};
+    if (consuming_) {
+      if (auto cancelled = cancel_consumer(); !cancelled) return cancelled;
+      if (wanted == 0) {
+        if (auto requeued = requeue_buffered(); !requeued) return requeued;
+      }
+    }
+    if (wanted == 0 || limit() == 0) return {};  // nothing to take until earlier deliveries settle
+
     amqp_connection_state_t c = conn_->get();
     const std::string& queue = state_->loop.options().execute_queue;
-    if (wanted > 0 && wanted != qos_applied_) {
-      // global: a channel-wide limit, which RabbitMQ applies at once to the
-      // running consumer (a per-consumer one only to consumers started later).
-      amqp_basic_qos(c, consume_channel, 0, static_cast<std::uint16_t>(wanted), 1);
-      if (auto set = check_reply(amqp_get_rpc_reply(c), errc::consume_failed, "basic.qos failed"); !set) return set;
-      qos_applied_ = wanted;
+    amqp_basic_qos(c, consume_channel, 0, static_cast<std::uint16_t>(limit()), /*global=*/0);
+    if (auto set = check_reply(amqp_get_rpc_reply(c), errc::consume_failed, "basic.qos failed"); !set) return set;
+    amqp_basic_consume_ok_t* ok =
+        amqp_basic_consume(c, consume_channel, to_bytes(queue), amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
+    const std::string context = "cannot consume from queue '" + queue + "'";
+    if (auto started = check_reply(amqp_get_rpc_reply(c), errc::consume_failed, context); !started) return started;
+    if (!ok) return core::Error{errc::consume_failed, context};
+    consumer_tag_.assign(to_view(ok->consumer_tag));
+    consumer_limit_ = limit();
+    consuming_ = true;
+    return {};
+  }
+
+  core::Result<void> cancel_consumer() {
+    amqp_basic_cancel(conn_->get(), consume_channel, to_bytes(consumer_tag_));
+    if (auto cancelled = check_reply(amqp_get_rpc_reply(conn_->get()), errc::consume_failed, "basic.cancel failed");
+        !cancelled)
+      return cancelled;
+    consuming_ = false;
+    held_by_earlier_ += current_tags_.size();
+    current_tags_.clear();
+    return {};
+  }
+
+  // Buffered and never handed out: straight back to the queue.
+  core::Result<void> requeue_buffered() {
+    std::deque<Incoming> ready;
+    {
+      std::lock_guard lock(state_->mutex);
+      ready.swap(state_->ready);
     }
-    if (wanted > 0 && !consuming_) {
-      amqp_basic_consume_ok_t* ok =
-          amqp_basic_consume(c, consume_channel, to_bytes(queue), amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
-      const std::string context = "cannot consume from queue '" + queue + "'";
-      if (auto started = check_reply(amqp_get_rpc_reply(c), errc::consume_failed, context); !started) return started;
-      if (!ok) return core::Error{errc::consume_failed, context};
-      consumer_tag_.assign(to_view(ok->consumer_tag));
-      consuming_ = true;
-    } else if (wanted == 0 && consuming_) {
-      amqp_basic_cancel(c, consume_channel, to_bytes(consumer_tag_));
-      if (auto cancelled = check_reply(amqp_get_rpc_reply(c), errc::consume_failed, "basic.cancel failed"); !cancelled)
-        return cancelled;
-      consuming_ = false;
-      // Buffered and never handed out: straight back to the queue.
-      std::deque<Incoming> ready;
-      {
-        std::lock_guard lock(state_->mutex);
-        ready.swap(state_->ready);
-      }
-      for (const auto& in : ready) {
-        if (int rc = amqp_basic_reject(c, consume_channel, in.tag, 1); rc != AMQP_STATUS_OK) return conn_->lost(rc);
-        state_->requeued.fetch_add(1);
-      }
+    for (const auto& in : ready) {
+      if (int rc = amqp_basic_reject(conn_->get(), consume_channel, in.tag, 1); rc != AMQP_STATUS_OK)
+        return conn_->lost(rc);
+      state_->requeued.fetch_add(1);
+      settled(in.tag);
     }
     return {};
   }
 
   // Reads whatever has arrived, without blocking on the socket.
   core::Result<void> read_available() {
-    amqp_connection_state_t c = conn_->get();
-    for (int i = 0; i < 256; ++i) {  // bounded, so commands get their turn under a flood
-      amqp_maybe_release_buffers(c);
-      timeval zero{0, 0};
-      amqp_envelope_t envelope{};
-      const amqp_rpc_reply_t reply = amqp_consume_message(c, &envelope, &zero, 0);
-      if (reply.reply_type == AMQP_RESPONSE_NORMAL) {
-        on_delivery(envelope);
-        amqp_destroy_envelope(&envelope);
-        continue;
+    return read_frames(*conn_, [this](const amqp_frame_t& frame) { return on_frame(frame); });
+  }
+
+  core::Result<void> on_frame(const amqp_frame_t& frame) {
+    const bool method = frame.frame_type == AMQP_FRAME_METHOD;
+    const auto id = method ? frame.payload.method.id : 0;
+    if (frame.channel == dead_letter_channel) {
+      if (id == AMQP_BASIC_ACK_METHOD) {
+        const auto* m = static_cast<const amqp_basic_ack_t*>(frame.payload.method.decoded);
+        return on_dead_letter_confirm(m->delivery_tag, m->multiple != 0, true);
       }
-      if (reply.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && reply.library_error == AMQP_STATUS_TIMEOUT)
-        return {};
-      if (reply.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && reply.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
-        amqp_frame_t frame{};
-        const int rc = amqp_simple_wait_frame_noblock(c, &frame, &zero);
-        if (rc == AMQP_STATUS_TIMEOUT) return {};
-        if (rc != AMQP_STATUS_OK) return conn_->lost(rc);
-        if (auto handled = on_frame(frame); !handled) return handled;
-        continue;
+      if (id == AMQP_BASIC_NACK_METHOD) {
+        const auto* m = static_cast<const amqp_basic_nack_t*>(frame.payload.method.decoded);
+        return on_dead_letter_confirm(m->delivery_tag, m->multiple != 0, false);
       }
-      return conn_->lost(describe_reply(reply));
+      dead_letters_.on_frame(frame);  // a basic.return and its content header
+      return {};
+    }
+    if (frame.channel != consume_channel) return {};
+    if (id == AMQP_BASIC_DELIVER_METHOD) {
+      on_deliver(*static_cast<const amqp_basic_deliver_t*>(frame.payload.method.decoded));
+      return {};
+    }
+    if (id == AMQP_BASIC_CANCEL_METHOD) {
+      // The queue was deleted or failed over: start again, declaring it anew.
+      return core::Error{errc::consume_failed, "the broker at " + conn_->where() + " cancelled the consumer of '" +
+                                                   state_->loop.options().execute_queue + "'"};
+    }
+    if (frame.frame_type == AMQP_FRAME_HEADER && inbound_.active) {
+      on_content_header(frame);
+    } else if (frame.frame_type == AMQP_FRAME_BODY && inbound_.active) {
+      const amqp_bytes_t fragment = frame.payload.body_fragment;
+      inbound_.received += fragment.len;
+      if (!inbound_.too_large) inbound_.in.body.append(to_view(fragment));
+      if (inbound_.received >= inbound_.body_size) finish_delivery();
     }
     return {};
   }
 
-  core::Result<void> on_frame(const amqp_frame_t& frame) {
-    if (frame.frame_type != AMQP_FRAME_METHOD) return {};
-    if (auto closed = closed_by_broker(*conn_, frame); !closed) return closed;
-    switch (frame.payload.method.id) {
-      case AMQP_BASIC_ACK_METHOD: {
-        const auto* m = static_cast<const amqp_basic_ack_t*>(frame.payload.method.decoded);
-        return on_dead_letter_confirm(m->delivery_tag, m->multiple != 0, true);
-      }
-      case AMQP_BASIC_NACK_METHOD: {
-        const auto* m = static_cast<const amqp_basic_nack_t*>(frame.payload.method.decoded);
-        return on_dead_letter_confirm(m->delivery_tag, m->multiple != 0, false);
-      }
-      case AMQP_BASIC_CANCEL_METHOD:
-        // The queue was deleted or failed over: start again, declaring it anew.
-        return core::Error{errc::consume_failed, "the broker at " + conn_->where() + " cancelled the consumer of '" +
-                                                     state_->loop.options().execute_queue + "'"};
-      default:
-        return {};
-    }
+  void on_deliver(const amqp_basic_deliver_t& m) {
+    inbound_ = Inbound{};
+    inbound_.active = true;
+    inbound_.consumer_tag.assign(to_view(m.consumer_tag));
+    inbound_.in.tag = m.delivery_tag;
+    inbound_.in.job.redelivered = m.redelivered != 0;
+    inbound_.in.exchange.assign(to_view(m.exchange));
+    inbound_.in.routing_key.assign(to_view(m.routing_key));
+    inbound_.in.generation = generation_;
   }
 
-  void on_delivery(const amqp_envelope_t& envelope) {
+  // The size is known before the first byte of the body: one over the limit
+  // is never held (rabbitmq-c's own reader would assemble all of it).
+  void on_content_header(const amqp_frame_t& frame) {
+    inbound_.body_size = frame.payload.properties.body_size;
+    const auto* props = static_cast<const amqp_basic_properties_t*>(frame.payload.properties.decoded);
+    if (props && (props->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG))
+      inbound_.in.content_type.assign(to_view(props->content_type));
+    inbound_.too_large = inbound_.body_size > state_->loop.options().max_message_size;
+    if (!inbound_.too_large) inbound_.in.body.reserve(static_cast<std::size_t>(inbound_.body_size));
+    if (inbound_.body_size == 0) finish_delivery();
+  }
+
+  void finish_delivery() {
+    Inbound done = std::move(inbound_);
+    inbound_ = Inbound{};
+    Incoming& in = done.in;
     state_->delivered.fetch_add(1);
     if (!consuming_) {
       // Arrived while the consumer was being cancelled (prefetch 0): not ours to hold.
-      amqp_basic_reject(conn_->get(), consume_channel, envelope.delivery_tag, 1);
+      amqp_basic_reject(conn_->get(), consume_channel, in.tag, 1);
       state_->requeued.fetch_add(1);
       return;
     }
-    Incoming in;
-    in.body.assign(to_view(envelope.message.body));
-    wire::ParsedJob parsed = wire::parse_job_request(in.body);
-    in.job = std::move(parsed.job);
-    in.job.redelivered = envelope.redelivered != 0;
-    if (!parsed.valid) in.invalid_reason = parsed.valid.error().message();
-    in.exchange.assign(to_view(envelope.exchange));
-    in.routing_key.assign(to_view(envelope.routing_key));
-    if (envelope.message.properties._flags & AMQP_BASIC_CONTENT_TYPE_FLAG)
-      in.content_type.assign(to_view(envelope.message.properties.content_type));
-    in.tag = envelope.delivery_tag;
-    in.generation = generation_;
+    if (done.consumer_tag == consumer_tag_)
+      current_tags_.insert(in.tag);
+    else
+      ++held_by_earlier_;  // sent to a consumer cancelled since
+    if (done.too_large) {
+      state_->too_large.fetch_add(1);
+      in.invalid_reason = "the message has " + std::to_string(done.body_size) + " bytes, more than the limit of " +
+                          std::to_string(state_->loop.options().max_message_size) +
+                          " bytes (max_message_size); its body was not read";
+    } else {
+      wire::ParsedJob parsed = wire::parse_job_request(in.body);
+      const bool redelivered = in.job.redelivered;
+      in.job = std::move(parsed.job);
+      in.job.redelivered = redelivered;
+      if (!parsed.valid) in.invalid_reason = parsed.valid.error().message();
+    }
     state_->deliver(std::move(in));
   }
 
   std::shared_ptr<SourceState> state_;
   Connection* conn_ = nullptr;  // the loop's, between on_connected and on_disconnected
   std::uint64_t generation_ = 0;
+
   bool consuming_ = false;
-  std::size_t qos_applied_ = 0;
   std::string consumer_tag_;
-  std::uint64_t dead_letter_seq_ = 0;
-  std::map<std::uint64_t, std::uint64_t> dead_letter_pending_;  // publish seq -> original delivery tag
+  std::size_t consumer_limit_ = 0;                  // the current consumer's basic.qos
+  std::unordered_set<std::uint64_t> current_tags_;  // its unsettled deliveries
+  std::size_t held_by_earlier_ = 0;                 // unsettled deliveries of consumers cancelled since
+  Inbound inbound_;
+
+  PublishConfirms<Command> dead_letters_;  // published, awaiting their confirm
+  std::deque<Command> retries_;            // returned or refused, to be published again at retry_at_
+  std::chrono::steady_clock::time_point retry_at_ = std::chrono::steady_clock::time_point::max();
+  Backoff retry_backoff_{std::chrono::milliseconds(50), std::chrono::milliseconds(5000)};  // as the dispatcher's
+  bool returning_ = false;  // dead letters are being returned: logged once until one is confirmed
 };
 
 }  // namespace
@@ -549,6 +666,8 @@ AmqpSourceStats AmqpJobSource::stats() const {
   s.acked = state_->acked.load();
   s.requeued = state_->requeued.load();
   s.dead_lettered = state_->dead_lettered.load();
+  s.dead_letters_returned = state_->dead_letters_returned.load();
+  s.too_large = state_->too_large.load();
   s.connects = state_->loop.connects();
   s.connected = state_->loop.connected();
   std::lock_guard lock(state_->mutex);

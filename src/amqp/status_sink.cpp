@@ -1,6 +1,7 @@
 // Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
 #include <blacktree/amqp/status_sink.hpp>
 
+#include "confirms.hpp"
 #include "connection_loop.hpp"
 
 #include <blacktree/core/error.hpp>
@@ -8,7 +9,6 @@
 
 #include <atomic>
 #include <deque>
-#include <map>
 #include <mutex>
 #include <utility>
 
@@ -23,6 +23,7 @@ struct SinkState {
   using PublishHandler = core::CompletionHandler<void(std::error_code)>;
   struct Publish {
     std::string body;
+    std::string status_id;
     PublishHandler handler;
   };
 
@@ -32,7 +33,7 @@ struct SinkState {
   std::deque<Publish> queue;
   bool stopping = false;
 
-  std::atomic<std::uint64_t> published{0}, confirmed{0}, failed{0};
+  std::atomic<std::uint64_t> published{0}, confirmed{0}, failed{0}, returned{0};
 
   ConnectionLoop loop;  // last: its thread may use everything above until stop() joins it
 
@@ -55,20 +56,20 @@ class SinkWork final : public ConnectionWork {
       if (auto declared = conn.declare_queue(publish_channel, o.status_queue); !declared) return declared;
     }
     if (auto confirming = conn.confirm_select(publish_channel); !confirming) return confirming;
-    seq_ = 0;
+    confirms_.reset();
     return {};
   }
 
   core::Result<void> on_ready(Connection& conn) override {
     if (auto published = publish_queued(conn); !published) return published;
-    return read_methods(conn, [&](const amqp_frame_t& frame) { return on_method(conn, frame); });
+    return read_frames(conn, [&](const amqp_frame_t& frame) { return on_frame(conn, frame); });
   }
 
   // Whatever was not confirmed may or may not be durable: report it as not,
-  // and the dispatcher publishes it again (the control plane may see it twice).
+  // and the dispatcher publishes it again (the control plane may see it twice,
+  // with the same message-id).
   void on_disconnected() override {
-    for (auto& [seq, handler] : pending_) state_->fail(handler);
-    pending_.clear();
+    for (auto& handler : confirms_.take_all()) state_->fail(handler);
     fail_queued();
   }
 
@@ -92,18 +93,27 @@ class SinkWork final : public ConnectionWork {
       queued.swap(state_->queue);
     }
     const AmqpOptions& o = state_->loop.options();
-    amqp_basic_properties_t props{};
-    props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_CONTENT_TYPE_FLAG;
-    props.delivery_mode = 2;
-    props.content_type = amqp_cstring_bytes("application/json");
     core::Result<void> result;
     for (auto& p : queued) {
       if (!result) {
         state_->fail(p.handler);
         continue;
       }
+      amqp_table_entry_t seq = publish_seq_entry(confirms_.next_seq());
+      amqp_basic_properties_t props{};
+      props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_HEADERS_FLAG;
+      props.delivery_mode = 2;
+      props.content_type = amqp_cstring_bytes("application/json");
+      props.headers = amqp_table_t{1, &seq};
+      // A short string on the wire: an id that does not fit is left out, not cut.
+      if (!p.status_id.empty() && p.status_id.size() <= 255) {
+        props._flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
+        props.message_id = to_bytes(p.status_id);
+      }
+      // mandatory: a status no queue takes comes back (basic.return) instead of vanishing.
       const int rc = amqp_basic_publish(conn.get(), publish_channel, to_bytes(o.status_exchange),
-                                        to_bytes(o.effective_status_routing_key()), 0, 0, &props, to_bytes(p.body));
+                                        to_bytes(o.effective_status_routing_key()), /*mandatory=*/1, 0, &props,
+                                        to_bytes(p.body));
       if (rc != AMQP_STATUS_OK) {
         result = core::Error{errc::publish_failed,
                              "cannot publish a status to " + conn.where() + ": " + amqp_error_string2(rc)};
@@ -111,44 +121,59 @@ class SinkWork final : public ConnectionWork {
         continue;
       }
       state_->published.fetch_add(1);
-      pending_.emplace(++seq_, std::move(p.handler));
+      confirms_.published(std::move(p.handler));
     }
     return result;
   }
 
-  core::Result<void> on_method(const Connection& conn, const amqp_frame_t& frame) {
-    const auto id = frame.payload.method.id;
-    if (id != AMQP_BASIC_ACK_METHOD && id != AMQP_BASIC_NACK_METHOD) return {};
-    std::uint64_t tag;
-    bool multiple;
-    if (id == AMQP_BASIC_ACK_METHOD) {
-      const auto* m = static_cast<const amqp_basic_ack_t*>(frame.payload.method.decoded);
-      tag = m->delivery_tag;
-      multiple = m->multiple != 0;
-    } else {
-      const auto* m = static_cast<const amqp_basic_nack_t*>(frame.payload.method.decoded);
-      tag = m->delivery_tag;
-      multiple = m->multiple != 0;
-      state_->loop.set_error("the broker at " + conn.where() + " refused (nacked) a status");
+  core::Result<void> on_frame(const Connection& conn, const amqp_frame_t& frame) {
+    if (frame.channel != publish_channel) return {};
+    const auto id = frame.frame_type == AMQP_FRAME_METHOD ? frame.payload.method.id : 0;
+    if (id != AMQP_BASIC_ACK_METHOD && id != AMQP_BASIC_NACK_METHOD) {
+      confirms_.on_frame(frame);
+      return {};
     }
-    auto end = pending_.upper_bound(tag);
-    auto begin = multiple ? pending_.begin() : pending_.find(tag);
-    if (begin == pending_.end()) return {};
-    for (auto it = begin; it != end; ++it) {
-      if (id == AMQP_BASIC_ACK_METHOD) {
-        state_->confirmed.fetch_add(1);
-        it->second.complete(std::error_code{});
-      } else {
-        state_->fail(it->second);
+    const bool ack = id == AMQP_BASIC_ACK_METHOD;
+    const auto* m = static_cast<const amqp_basic_ack_t*>(frame.payload.method.decoded);  // nack: the same prefix
+    const auto* n = static_cast<const amqp_basic_nack_t*>(frame.payload.method.decoded);
+    const std::uint64_t tag = ack ? m->delivery_tag : n->delivery_tag;
+    const bool multiple = ack ? m->multiple != 0 : n->multiple != 0;
+    for (auto& settled : confirms_.on_confirm(tag, multiple, ack)) {
+      switch (settled.outcome) {
+        case PublishOutcome::confirmed:
+          state_->confirmed.fetch_add(1);
+          if (returning_) {
+            returning_ = false;
+            state_->loop.log(LogLevel::info, "statuses reach a queue again");
+          }
+          settled.value.complete(std::error_code{});
+          break;
+        case PublishOutcome::returned:
+          state_->returned.fetch_add(1);
+          if (!returning_) {  // once per episode: the dispatcher retries it every few seconds
+            returning_ = true;
+            const AmqpOptions& o = state_->loop.options();
+            const std::string message =
+                "the broker at " + conn.where() + " returned a status (" + confirms_.last_return() +
+                "): no queue is bound to exchange '" + o.status_exchange + "' with routing key '" +
+                o.effective_status_routing_key() + "'; statuses are retried and their jobs stay unacked until one is";
+            state_->loop.set_error(message);
+            state_->loop.log(LogLevel::error, message);
+          }
+          state_->fail(settled.value);
+          break;
+        case PublishOutcome::refused:
+          state_->loop.set_error("the broker at " + conn.where() + " refused (nacked) a status");
+          state_->fail(settled.value);
+          break;
       }
     }
-    pending_.erase(begin, end);
     return {};
   }
 
   std::shared_ptr<SinkState> state_;
-  std::uint64_t seq_ = 0;
-  std::map<std::uint64_t, SinkState::PublishHandler> pending_;  // publish seq -> waiting for its confirm
+  PublishConfirms<SinkState::PublishHandler> confirms_;
+  bool returning_ = false;  // statuses are being returned: logged once until one is confirmed
 };
 
 }  // namespace
@@ -179,7 +204,7 @@ void AmqpStatusSink::start_publish(const core::JobResult& result, PublishHandler
     state_->fail(handler);
     return;
   }
-  state_->queue.push_back({std::move(body), std::move(handler)});
+  state_->queue.push_back({std::move(body), result.status_id, std::move(handler)});
   lock.unlock();
   state_->loop.wake();
 }
@@ -193,6 +218,7 @@ AmqpSinkStats AmqpStatusSink::stats() const {
   s.published = state_->published.load();
   s.confirmed = state_->confirmed.load();
   s.failed = state_->failed.load();
+  s.returned = state_->returned.load();
   s.connects = state_->loop.connects();
   s.connected = state_->loop.connected();
   return s;

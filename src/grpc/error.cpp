@@ -15,6 +15,7 @@ std::string_view describe(errc e) noexcept {
     case errc::call_failed: return "gRPC call failed";
     case errc::drain_deadline_exceeded: return "drain deadline exceeded; running jobs cancelled";
     case errc::jobs_still_running: return "cancelled jobs still running";
+    case errc::invalid_credentials: return "credentials unusable";
   }
   return {};
 }

@@ -4,7 +4,10 @@
 #include <blacktree/core/error.hpp>
 #include <blacktree/wire/wire.hpp>
 
+#include <fmt/format.h>
 #include <google/protobuf/util/time_util.h>
+
+#include <algorithm>
 
 namespace blacktree::grpc {
 namespace {
@@ -17,11 +20,23 @@ namespace v1 = ::blacktree::v1;
   return reactor;
 }
 
-// Constant-time comparison: a token must not be guessable by timing.
-bool same_secret(std::string_view a, std::string_view b) {
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  for (std::size_t i = 0; i < a.size() && i < b.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
+// Under mutual TLS the certificate, not the request, says which worker is
+// calling: worker A's certificate cannot register or deregister B.
+::grpc::Status check_worker_identity(const OrchestratorServiceOptions& options,
+                                     const ::grpc::CallbackServerContext& context, std::string_view worker_id) {
+  if (!options.require_worker_certificate) return ::grpc::Status::OK;
+  const auto names = peer_names(context);
+  if (names.empty()) {
+    return {::grpc::StatusCode::UNAUTHENTICATED,
+            "this orchestrator requires a client certificate from its CA (--tls-cert, --tls-key, --tls-ca)"};
+  }
+  if (std::find(names.begin(), names.end(), worker_id) == names.end()) {
+    return {::grpc::StatusCode::PERMISSION_DENIED,
+            fmt::format("the caller's certificate does not name worker '{}': a worker may register and deregister "
+                        "only the id its certificate names (common name or DNS subject alternative name)",
+                        worker_id)};
+  }
+  return ::grpc::Status::OK;
 }
 
 }  // namespace
@@ -32,16 +47,12 @@ OrchestratorService::OrchestratorService(core::WorkerPool& pool, OrchestratorSer
 
 ::grpc::Status OrchestratorService::authorize(const ::grpc::CallbackServerContext& context) const {
   if (options_.registration_token.empty()) return ::grpc::Status::OK;
-  const auto& metadata = context.client_metadata();
-  const auto it = metadata.find("authorization");
-  if (it == metadata.end()) {
+  const auto token = bearer_of(context);
+  if (!token) {
     return {::grpc::StatusCode::UNAUTHENTICATED,
             "this orchestrator requires a registration token: configure the worker's registration token"};
   }
-  const std::string_view value(it->second.data(), it->second.size());
-  constexpr std::string_view bearer = "Bearer ";
-  if (value.substr(0, bearer.size()) != bearer ||
-      !same_secret(value.substr(bearer.size()), options_.registration_token)) {
+  if (!same_secret(*token, options_.registration_token)) {
     return {::grpc::StatusCode::PERMISSION_DENIED,
             "the registration token is wrong: the worker's token must equal the orchestrator's"};
   }
@@ -52,6 +63,15 @@ OrchestratorService::OrchestratorService(core::WorkerPool& pool, OrchestratorSer
                                                           const v1::RegisterRequest* request,
                                                           v1::RegisterReply* reply) {
   if (auto status = authorize(*context); !status.ok()) return finish(context, status);
+  if (auto status = check_worker_identity(options_, *context, request->worker().id()); !status.ok())
+    return finish(context, status);
+  if (request->worker().capacity() > options_.max_worker_capacity) {
+    return finish(context, {::grpc::StatusCode::INVALID_ARGUMENT,
+                            fmt::format("capacity {} is above this orchestrator's maximum of {} "
+                                        "(--max-worker-capacity): register with a capacity of 1 to {}",
+                                        request->worker().capacity(), options_.max_worker_capacity,
+                                        options_.max_worker_capacity)});
+  }
   core::WorkerInfo info = wire::from_proto(request->worker());
   const bool known = pool_.find(info.id).has_value();
   // register_worker handles both: a new incarnation (a restart) starts over
@@ -62,6 +82,7 @@ OrchestratorService::OrchestratorService(core::WorkerPool& pool, OrchestratorSer
   reply->set_orchestrator_id(options_.orchestrator_id);
   reply->set_ping_interval_ms(static_cast<std::uint32_t>(options_.ping_interval.count()));
   reply->set_ping_timeout_ms(static_cast<std::uint32_t>(options_.ping_timeout.count()));
+  if (options_.worker_secrets) reply->set_worker_secret(options_.worker_secrets->issue(info.id));
   if (listener_) listener_(info, true, known ? "registered again" : "registered");
   return finish(context, ::grpc::Status::OK);
 }
@@ -70,10 +91,13 @@ OrchestratorService::OrchestratorService(core::WorkerPool& pool, OrchestratorSer
                                                             const v1::DeregisterRequest* request,
                                                             v1::DeregisterReply* /*reply*/) {
   if (auto status = authorize(*context); !status.ok()) return finish(context, status);
+  if (auto status = check_worker_identity(options_, *context, request->worker_id()); !status.ok())
+    return finish(context, status);
   auto snapshot = pool_.find(request->worker_id());
   const std::string reason = request->reason().empty() ? "the worker deregistered" : request->reason();
   if (auto removed = pool_.deregister(request->worker_id(), reason); !removed)
     return finish(context, {::grpc::StatusCode::NOT_FOUND, removed.error().message()});
+  if (options_.worker_secrets) options_.worker_secrets->forget(request->worker_id());
   if (listener_ && snapshot && snapshot->info) listener_(*snapshot->info, false, reason);
   return finish(context, ::grpc::Status::OK);
 }

@@ -17,12 +17,14 @@ namespace {
 
 namespace v1 = ::blacktree::v1;
 
-std::unique_ptr<v1::Orchestrator::Stub> make_stub(const std::string& address) {
+std::unique_ptr<v1::Orchestrator::Stub> make_stub(const std::string& address,
+                                                  const std::shared_ptr<::grpc::ChannelCredentials>& credentials) {
   ::grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  return v1::Orchestrator::NewStub(::grpc::CreateCustomChannel(address, ::grpc::InsecureChannelCredentials(), args));
+  return v1::Orchestrator::NewStub(::grpc::CreateCustomChannel(
+      address, credentials ? credentials : ::grpc::InsecureChannelCredentials(), args));
 }
 
 }  // namespace
@@ -62,13 +64,18 @@ std::string Registrar::orchestrator_id() const {
   return orchestrator_id_;
 }
 
+std::string Registrar::worker_secret() const {
+  std::lock_guard lock(mutex_);
+  return worker_secret_;
+}
+
 std::uint64_t Registrar::registrations() const {
   std::lock_guard lock(mutex_);
   return registrations_;
 }
 
 core::Result<void> Registrar::try_register() {
-  auto stub = make_stub(options_.orchestrator_address);
+  auto stub = make_stub(options_.orchestrator_address, options_.credentials);
   ::grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + options_.call_timeout);
   context.set_wait_for_ready(false);
@@ -83,6 +90,7 @@ core::Result<void> Registrar::try_register() {
     std::lock_guard lock(mutex_);
     registered_ = true;
     orchestrator_id_ = reply.orchestrator_id();
+    worker_secret_ = reply.worker_secret();
     ping_interval_ = std::chrono::milliseconds(std::max<std::uint32_t>(reply.ping_interval_ms(), 50));
     last_ping_ = std::chrono::steady_clock::now();  // the watchdog starts now
     ++registrations_;
@@ -136,7 +144,7 @@ core::Result<void> Registrar::stop_and_deregister(std::string_view reason) {
     if (stopped_ || !registered_) return {};
     stopped_ = true;
   }
-  auto stub = make_stub(options_.orchestrator_address);
+  auto stub = make_stub(options_.orchestrator_address, options_.credentials);
   ::grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + options_.call_timeout);
   if (!options_.registration_token.empty()) {

@@ -80,6 +80,13 @@ struct GrpcTransport::Impl {
     return slot;
   }
 
+  // The worker obeys only the orchestrator it registered with: the call
+  // carries that registration's secret.
+  void authorize(::grpc::ClientContext& context, const std::string& worker_id) const {
+    if (!options.worker_secrets) return;
+    if (auto secret = options.worker_secrets->find(worker_id)) attach_bearer(context, *secret);
+  }
+
   bool begin_call() {
     std::lock_guard lock(mutex);
     if (closing) return false;
@@ -119,6 +126,7 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
     const auto run_deadline = job.timeout.count() > 0 ? job.timeout + impl_->options.run_deadline_margin
                                                       : impl_->options.default_run_deadline;
     context_.set_deadline(deadline_in(run_deadline));
+    impl_->authorize(context_, worker_id_);
   }
 
   void start() {
@@ -288,6 +296,7 @@ void GrpcTransport::start_ping(const core::WorkerInfo& worker, std::chrono::mill
   auto endpoint = impl_->endpoint_for(worker);
   auto call = std::make_shared<PingCall>();
   call->context.set_deadline(deadline_in(deadline));
+  impl_->authorize(call->context, worker.id);
   call->request.set_orchestrator_id(impl_->options.orchestrator_id);
   auto shared_handler = std::make_shared<PingHandler>(std::move(handler));
   endpoint->stub->async()->Ping(

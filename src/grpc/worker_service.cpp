@@ -204,6 +204,19 @@ struct WorkerService::State {
   std::vector<std::thread> finished;  // threads whose job ended, to join
   std::string orchestrator_id;
   PingListener ping_listener;
+  CallerPolicy caller;
+  std::string orchestrator_secret;
+
+  ::grpc::Status authorize(const ::grpc::ServerContextBase& context) const {
+    CallerPolicy policy;
+    std::string secret;
+    {
+      std::lock_guard lock(mutex);
+      policy = caller;
+      secret = orchestrator_secret;
+    }
+    return authorize_orchestrator(policy, secret, context);
+  }
 
   // Joins the threads of jobs that ended. Never called with `mutex` held.
   void reap() {
@@ -292,8 +305,19 @@ void WorkerService::set_ping_listener(PingListener listener) {
   state_->ping_listener = std::move(listener);
 }
 
-::grpc::ServerWriteReactor<v1::RunJobReply>* WorkerService::RunJob(::grpc::CallbackServerContext* /*context*/,
+void WorkerService::set_caller_policy(CallerPolicy policy) {
+  std::lock_guard lock(state_->mutex);
+  state_->caller = std::move(policy);
+}
+
+void WorkerService::set_orchestrator_secret(std::string secret) {
+  std::lock_guard lock(state_->mutex);
+  state_->orchestrator_secret = std::move(secret);
+}
+
+::grpc::ServerWriteReactor<v1::RunJobReply>* WorkerService::RunJob(::grpc::CallbackServerContext* context,
                                                                    const v1::RunJobRequest* request) {
+  if (auto status = state_->authorize(*context); !status.ok()) return new Refusal(status);
   state_->reap();
   core::Job job = wire::from_proto(request->job());
   const auto& options = state_->options;
@@ -368,6 +392,11 @@ void WorkerService::set_ping_listener(PingListener listener) {
 
 ::grpc::ServerUnaryReactor* WorkerService::Ping(::grpc::CallbackServerContext* context, const v1::PingRequest* request,
                                                 v1::PingReply* reply) {
+  if (auto status = state_->authorize(*context); !status.ok()) {
+    auto* reactor = context->DefaultReactor();
+    reactor->Finish(status);
+    return reactor;
+  }
   PingListener listener;
   {
     std::lock_guard lock(state_->mutex);
@@ -391,6 +420,11 @@ void WorkerService::set_ping_listener(PingListener listener) {
 
 ::grpc::ServerUnaryReactor* WorkerService::Cancel(::grpc::CallbackServerContext* context,
                                                   const v1::CancelRequest* request, v1::CancelReply* reply) {
+  if (auto status = state_->authorize(*context); !status.ok()) {
+    auto* reactor = context->DefaultReactor();
+    reactor->Finish(status);
+    return reactor;
+  }
   {
     std::lock_guard lock(state_->mutex);
     auto it = state_->jobs.find(request->job_id());

@@ -10,6 +10,7 @@ std::string_view describe(errc e) noexcept {
   switch (e) {
     case errc::invalid_json: return "invalid JSON for the message";
     case errc::missing_field: return "a required field of the message is missing";
+    case errc::invalid_field: return "a field of the message breaks its rule";
   }
   return {};
 }

@@ -7,6 +7,7 @@
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/time_util.h>
 
+#include <cctype>
 #include <chrono>
 
 namespace blacktree::wire {
@@ -53,8 +54,175 @@ std::string salvage_job_id(std::string_view json) {
   if (!from_json(json, object)) return {};
   const auto it = object.fields().find("jobId");
   if (it == object.fields().end() || !it->second.has_string_value()) return {};
+  if (!check_job_id(it->second.string_value())) return {};
   return it->second.string_value();
 }
+
+// RFC 8259 and nothing more. protobuf's JSON reader also takes single
+// quotes, bare keys and other things no JSON library writes; a body that
+// needs them was not written by a control plane and is refused before
+// protobuf sees it. Says what is wrong and at which byte, never the text.
+class StrictJson {
+ public:
+  explicit StrictJson(std::string_view text) : s_(text) {}
+
+  /// Empty when the text is exactly one JSON value (whitespace around it allowed).
+  std::string check() {
+    skip_space();
+    if (!value(0)) return error_;
+    skip_space();
+    if (i_ != s_.size()) fail("more text after the JSON value");
+    return error_;
+  }
+
+ private:
+  static constexpr int max_depth = 64;  // protobuf refuses deeper nesting anyway
+
+  bool fail(const char* what) {
+    if (error_.empty()) error_ = std::string(what) + " at byte " + std::to_string(i_);
+    return false;
+  }
+  bool at_end() const { return i_ >= s_.size(); }
+  unsigned char peek() const { return static_cast<unsigned char>(s_[i_]); }
+  void skip_space() {
+    while (!at_end() && (peek() == ' ' || peek() == '\t' || peek() == '\n' || peek() == '\r')) ++i_;
+  }
+  bool expect(char c, const char* what) {
+    if (at_end() || s_[i_] != c) return fail(what);
+    ++i_;
+    return true;
+  }
+
+  bool value(int depth) {
+    if (depth > max_depth) return fail("nested deeper than 64 levels");
+    if (at_end()) return fail("unexpected end");
+    switch (s_[i_]) {
+      case '{': return object(depth + 1);
+      case '[': return array(depth + 1);
+      case '"': return string();
+      case 't': return literal("true");
+      case 'f': return literal("false");
+      case 'n': return literal("null");
+      default:
+        if (s_[i_] == '-' || (s_[i_] >= '0' && s_[i_] <= '9')) return number();
+        return fail("not a JSON value (strings take double quotes)");
+    }
+  }
+
+  // The members of an object or the elements of an array, from its opening bracket.
+  template <class Member>
+  bool members(char close, const char* expected, Member&& member) {
+    ++i_;
+    skip_space();
+    if (!at_end() && s_[i_] == close) return ++i_, true;
+    for (;;) {
+      skip_space();
+      if (!member()) return false;
+      skip_space();
+      if (at_end() || s_[i_] != ',') return expect(close, expected);
+      ++i_;
+    }
+  }
+
+  bool object(int depth) {
+    return members('}', "expected ',' or '}' in an object", [&] {
+      if (at_end() || s_[i_] != '"') return fail("an object key must be a double-quoted string");
+      if (!string()) return false;
+      skip_space();
+      if (!expect(':', "expected ':' after an object key")) return false;
+      skip_space();
+      return value(depth);
+    });
+  }
+
+  bool array(int depth) {
+    return members(']', "expected ',' or ']' in an array", [&] { return value(depth); });
+  }
+
+  bool literal(std::string_view word) {
+    if (s_.substr(i_, word.size()) != word) return fail("not a JSON value");
+    i_ += word.size();
+    return true;
+  }
+
+  bool digits() {
+    const std::size_t start = i_;
+    while (!at_end() && peek() >= '0' && peek() <= '9') ++i_;
+    return i_ > start || fail("expected a digit");
+  }
+
+  bool number() {
+    if (s_[i_] == '-') ++i_;
+    if (!at_end() && s_[i_] == '0') {
+      ++i_;
+    } else if (!digits()) {
+      return false;
+    }
+    if (!at_end() && s_[i_] == '.') {
+      ++i_;
+      if (!digits()) return false;
+    }
+    if (!at_end() && (s_[i_] == 'e' || s_[i_] == 'E')) {
+      ++i_;
+      if (!at_end() && (s_[i_] == '+' || s_[i_] == '-')) ++i_;
+      if (!digits()) return false;
+    }
+    return true;
+  }
+
+  bool string() {
+    ++i_;  // the opening quote
+    while (!at_end()) {
+      const unsigned char c = peek();
+      if (c == '"') return ++i_, true;
+      if (c < 0x20) return fail("a control character in a string");
+      if (c == '\\') {
+        ++i_;
+        if (at_end()) break;
+        const char e = s_[i_++];
+        if (e == 'u') {
+          for (int k = 0; k < 4; ++k, ++i_)
+            if (at_end() || !std::isxdigit(peek())) return fail("a bad \\u escape");
+        } else if (std::string_view("\"\\/bfnrt").find(e) == std::string_view::npos) {
+          return fail("a bad escape in a string");
+        }
+        continue;
+      }
+      if (c < 0x80) {
+        ++i_;
+        continue;
+      }
+      if (!utf8_sequence()) return fail("invalid UTF-8 in a string");
+    }
+    return fail("a string without its closing quote");
+  }
+
+  // One well-formed UTF-8 sequence (RFC 3629: no overlongs, no surrogates).
+  bool utf8_sequence() {
+    const unsigned char c = peek();
+    int n = 0;
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) n = 1;
+    else if (c == 0xE0) n = 2, lo = 0xA0;
+    else if (c >= 0xE1 && c <= 0xEC) n = 2;
+    else if (c == 0xED) n = 2, hi = 0x9F;
+    else if (c >= 0xEE && c <= 0xEF) n = 2;
+    else if (c == 0xF0) n = 3, lo = 0x90;
+    else if (c >= 0xF1 && c <= 0xF3) n = 3;
+    else if (c == 0xF4) n = 3, hi = 0x8F;
+    else return false;
+    ++i_;
+    for (int k = 0; k < n; ++k, ++i_) {
+      if (at_end() || peek() < lo || peek() > hi) return false;
+      lo = 0x80, hi = 0xBF;
+    }
+    return true;
+  }
+
+  std::string_view s_;
+  std::size_t i_ = 0;
+  std::string error_;
+};
 
 }  // namespace
 
@@ -103,6 +271,7 @@ v1::JobResponse to_proto(const core::JobResult& result) {
   out.set_image_digest(result.image_digest);
   out.set_redelivered(result.redelivered);
   out.set_attempts(result.attempts);
+  out.set_status_id(result.status_id);
   set_time(out.mutable_received_at(), result.received_at);
   set_time(out.mutable_started_at(), result.started_at);
   set_time(out.mutable_finished_at(), result.finished_at);
@@ -124,6 +293,7 @@ core::JobResult from_proto(const v1::JobResponse& response) {
   result.image_digest = response.image_digest();
   result.redelivered = response.redelivered();
   result.attempts = response.attempts();
+  result.status_id = response.status_id();
   result.received_at = get_time(response.received_at());
   result.started_at = get_time(response.started_at());
   result.finished_at = get_time(response.finished_at());
@@ -235,14 +405,41 @@ core::Result<void> from_json(std::string_view json, google::protobuf::Message& m
   return core::Error{errc::invalid_json, json_field_names(text.substr(0, text.find('\n')))};
 }
 
+core::Result<void> check_job_id(std::string_view id) {
+  const auto rule = [](std::string what) {
+    return core::Error{errc::invalid_field, "jobId " + std::move(what) + ": it must be 1 to " +
+                                                std::to_string(max_job_id_length) +
+                                                " characters of A-Z a-z 0-9 . _ : -"};
+  };
+  if (id.empty()) return rule("is empty");
+  if (id.size() > max_job_id_length) return rule("has " + std::to_string(id.size()) + " bytes");
+  for (std::size_t i = 0; i < id.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(id[i]);
+    if (!std::isalnum(c) && c != '.' && c != '_' && c != ':' && c != '-')
+      return rule("has a character outside the rule at byte " + std::to_string(i));
+  }
+  return {};
+}
+
 ParsedJob parse_job_request(std::string_view json) {
   ParsedJob parsed;
+  if (std::string wrong = StrictJson(json).check(); !wrong.empty()) {
+    parsed.valid = core::Error{errc::invalid_json,
+                               "the message is not a valid JobRequest JSON object: not strict JSON: " + wrong};
+    return parsed;
+  }
   v1::JobRequest request;
   if (auto read = from_json(json, request); !read) {
     parsed.job.id = salvage_job_id(json);
     parsed.valid = core::Error{errc::invalid_json,
                                "the message is not a valid JobRequest JSON object: " + read.error().message()};
     return parsed;
+  }
+  if (!request.job_id().empty()) {
+    if (auto id = check_job_id(request.job_id()); !id) {
+      parsed.valid = std::move(id);  // and no job id: nothing may carry this one further
+      return parsed;
+    }
   }
   if (request.dockerfile_path().empty()) request.set_dockerfile_path("Dockerfile");
   if (request.context_dir().empty()) request.set_context_dir(".");

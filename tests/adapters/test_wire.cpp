@@ -160,3 +160,48 @@ TEST_CASE("wire: phases and stages map onto the proto's phases both ways", "[wir
   CHECK(back.stage == "pushing");
   CHECK(back.line == "pushed");
 }
+
+TEST_CASE("wire: a jobId must be 1 to 128 of A-Z a-z 0-9 . _ : -, and the reason never echoes it", "[wire]") {
+  const auto job = [](const std::string& id) {
+    return R"({"jobId":")" + id + R"(","repoUrl":"octo/hello","branch":"main","imageName":"hello:1"})";
+  };
+  CHECK(wire::parse_job_request(job("build-42.v1_x:7")).valid);
+  CHECK(wire::parse_job_request(job(std::string(128, 'k'))).valid);
+  for (const std::string& bad : {std::string(129, 'k'), std::string(300, 'k'), std::string("has space"),
+                                 std::string("slash/id"), std::string("uni\xc3\xa9")}) {
+    const auto parsed = wire::parse_job_request(job(bad));
+    REQUIRE_FALSE(parsed.valid);
+    const std::string reason = parsed.valid.error().message();
+    INFO(reason);
+    CHECK(parsed.valid.error().code() == wire::errc::invalid_field);
+    CHECK_THAT(reason, Catch::Contains("jobId") && Catch::Contains("128"));
+    CHECK(reason.find(bad) == std::string::npos);
+    CHECK(parsed.job.id.empty());  // not an id anything may carry further
+  }
+}
+
+TEST_CASE("wire: only strict JSON is a JobRequest", "[wire]") {
+  const std::string fields = R"("repoUrl":"octo/hello","branch":"main","imageName":"hello:1")";
+  CHECK(wire::parse_job_request(" {\"jobId\":\"j\"," + fields + "}\n").valid);
+  for (const std::string& body :
+       {std::string("{'jobId':'j','repoUrl':'r','branch':'b','imageName':'i'}"), "{jobId:\"j\"," + fields + "}",
+        "{\"jobId\":\"j\"," + fields + "} trailing", "{\"jobId\":\"j\"," + fields + ",}",
+        "{\"jobId\":\"j\", /* c */ " + fields + "}", "{\"jobId\":\"j\",\"timeoutSeconds\":0x10," + fields + "}",
+        "{\"jobId\":\"j\"," + fields + "}{}", std::string(100000, '[')}) {
+    const auto parsed = wire::parse_job_request(body);
+    INFO(body.substr(0, 80));
+    REQUIRE_FALSE(parsed.valid);
+    CHECK(parsed.valid.error().code() == wire::errc::invalid_json);
+  }
+}
+
+TEST_CASE("wire: a JobResponse carries its statusId", "[wire]") {
+  core::JobResult result;
+  result.job_id = "j";
+  result.status_id = "j.1";
+  const std::string json = wire::job_response_json(result);
+  CHECK_THAT(json, Catch::Contains(R"("statusId":"j.1")"));
+  auto back = wire::parse_job_response(json);
+  REQUIRE(back);
+  CHECK(back->status_id == "j.1");
+}

@@ -19,6 +19,8 @@
 #include <asio/cancellation_signal.hpp>
 #include <asio/io_context.hpp>
 
+#include <algorithm>
+#include <mutex>
 #include <set>
 
 namespace {
@@ -48,6 +50,23 @@ AmqpOptions test_options(const std::string& stem) {
   o.heartbeat = 5s;
   return o;
 }
+
+/// Collects what the adapters log through AmqpOptions::log.
+struct LogLines {
+  std::mutex mutex;
+  std::vector<std::string> lines;
+  void attach(AmqpOptions& o) {
+    o.log = [this](blacktree::amqp::LogLevel, std::string_view line) {
+      std::lock_guard lock(mutex);
+      lines.emplace_back(line);
+    };
+  }
+  std::size_t count(const std::string& part) {
+    std::lock_guard lock(mutex);
+    return static_cast<std::size_t>(
+        std::count_if(lines.begin(), lines.end(), [&](const std::string& l) { return l.find(part) != std::string::npos; }));
+  }
+};
 
 std::string job_json(const std::string& id, const std::string& extra = "") {
   return R"({"jobId":")" + id +
@@ -127,8 +146,14 @@ TEST_CASE("amqp: an unreachable broker is reported, not fatal", "[amqp]") {
   asio::io_context io;
   AmqpOptions o = test_options("unreachable");
   o.url = "amqp://guest:secretpw@127.0.0.1:1/";  // nothing listens on port 1
+  LogLines log;
+  log.attach(o);
   AmqpJobSource source(io.get_executor(), o);
   REQUIRE(t::eventually([&] { return !source.last_error().empty(); }));
+  // Logged, once however often it is retried, and without the password.
+  REQUIRE(t::eventually([&] { return source.stats().connects == 0 && log.count("") >= 1; }));
+  CHECK(log.count("amqp source: cannot connect to amqp://127.0.0.1:1/") == 1);
+  CHECK(log.count("secretpw") == 0);
   const std::string error = source.last_error();
   INFO(error);
   CHECK(error.find("cannot connect to amqp://127.0.0.1:1/") != std::string::npos);
@@ -604,4 +629,277 @@ TEST_CASE("amqp: after a broker restart, source and sink reconnect and nothing i
   t::Client reader;
   CHECK(reader.ready(o.execute_queue) == 0);
   CHECK(reader.ready(o.status_queue) >= 4);
+}
+
+// --- delivery under faults (issue 12) -----------------------------------------
+
+TEST_CASE("amqp: a status no queue takes is not confirmed, and goes out once with its status id when the queue is back",
+          "[amqp]") {
+  asio::io_context io;
+  AmqpOptions o = test_options("unroutable-status");
+  LogLines log;
+  log.attach(o);
+  AmqpStatusSink sink(io.get_executor(), o);
+  REQUIRE(t::eventually([&] { return sink.connected(); }));
+  t::Client admin;
+  admin.delete_queue(o.status_queue);
+
+  core::JobResult result;
+  result.job_id = "lost-1";
+  result.status_id = "lost-1.run-1";
+  result.success = true;
+  // The broker confirms an unroutable message too: only basic.return tells.
+  CHECK(publish_status(io, sink, result) == core::errc::sink_unavailable);
+  CHECK(publish_status(io, sink, result) == core::errc::sink_unavailable);
+  CHECK(sink.stats().returned == 2);
+  CHECK(sink.stats().confirmed == 0);
+  CHECK(log.count("returned a status (312 NO_ROUTE)") == 1);  // once, not per retry
+  CHECK_THAT(sink.last_error(), Catch::Contains(o.status_queue));
+
+  admin.declare_queue(o.status_queue);
+  REQUIRE_FALSE(publish_status(io, sink, result));
+  t::Client reader;
+  auto m = reader.get(o.status_queue);
+  REQUIRE(m);
+  CHECK(m->message_id == "lost-1.run-1");
+  CHECK(m->body.find(R"("statusId":"lost-1.run-1")") != std::string::npos);
+  auto back = blacktree::wire::parse_job_response(m->body);
+  REQUIRE(back);
+  CHECK(back->status_id == "lost-1.run-1");
+  CHECK_FALSE(reader.get(o.status_queue, 300ms));  // the returned ones went nowhere
+  CHECK(log.count("statuses reach a queue again") == 1);
+  sink.stop();
+}
+
+TEST_CASE("amqp: with status.queue gone the job stays unacked until its status is routed", "[amqp]") {
+  asio::io_context io;
+  AmqpOptions o = test_options("unroutable-dispatch");
+  t::Client client;
+  client.declare_queue(o.execute_queue);
+  client.publish(o.execute_queue, job_json("held-1"));
+
+  AmqpJobSource source(io.get_executor(), o);
+  AmqpStatusSink sink(io.get_executor(), o);
+  REQUIRE(t::eventually([&] { return sink.connected() && source.connected(); }));
+  client.delete_queue(o.status_queue);
+  core::LoopbackTransport transport(io.get_executor());
+  core::WorkerPool pool(io.get_executor());
+  auto info = blacktree::test::make_worker("w1", 1);
+  transport.add_endpoint(info.address, 1);
+  REQUIRE(pool.register_worker(info));
+  REQUIRE(pool.mark_alive("w1"));
+  core::Dispatcher<AmqpJobSource, core::LoopbackTransport, AmqpStatusSink, core::WorkerPool> dispatcher(
+      io.get_executor(), source, transport, sink, pool);
+  dispatcher.start();
+  // Retried, and never acked meanwhile.
+  REQUIRE(run_until(io, [&] { return sink.stats().failed >= 2; }, 20s));
+  CHECK(source.stats().acked == 0);
+  CHECK(t::list_queues("messages_unacknowledged")[o.execute_queue] == 1);
+
+  client.declare_queue(o.status_queue);
+  REQUIRE(run_until(io, [&] { return source.stats().acked == 1; }, 30s));
+  t::Client reader;
+  auto m = reader.get(o.status_queue);
+  REQUIRE(m);
+  CHECK(blacktree::wire::parse_job_response(m->body)->job_id == "held-1");
+  CHECK_FALSE(reader.get(o.status_queue, 300ms));
+  dispatcher.async_stop(5s, [](std::error_code) {});
+  run_until(io, [] { return false; }, 200ms);
+  source.stop();
+  sink.stop();
+}
+
+TEST_CASE("amqp: with the dead-letter queue gone the original stays unacked until the dead letter is routed",
+          "[amqp]") {
+  asio::io_context io;
+  AmqpOptions o = test_options("unroutable-dead-letter");
+  LogLines log;
+  log.attach(o);
+  t::Client client;
+  client.declare_queue(o.execute_queue);
+  client.publish(o.execute_queue, "{not json");
+  AmqpJobSource source(io.get_executor(), o);
+  source.set_prefetch(1);
+  Received bad = receive(io, source);
+  REQUIRE_FALSE(bad.ec);
+  REQUIRE_FALSE(bad.delivery.invalid_reason().empty());
+  client.delete_queue(o.dead_letter_queue);
+  source.reject(bad.delivery, core::Disposition::dead_letter, "the message is not JSON");
+  // Returned, published again (with backoff), and the original is held, not acked nor requeued.
+  REQUIRE(t::eventually([&] { return source.stats().dead_letters_returned >= 2; }));
+  CHECK(source.stats().dead_lettered == 0);
+  CHECK(source.stats().requeued == 0);
+  CHECK(log.count("returned a dead letter") == 1);
+  CHECK(t::list_queues("messages_unacknowledged")[o.execute_queue] == 1);
+
+  client.declare_queue(o.dead_letter_queue);
+  client.bind(o.dead_letter_queue, o.dead_letter_exchange, o.execute_queue);
+  REQUIRE(t::eventually([&] { return source.stats().dead_lettered == 1; }));
+  t::Client reader;
+  auto m = reader.get(o.dead_letter_queue);
+  REQUIRE(m);
+  CHECK(m->body == "{not json");
+  CHECK(m->headers["x-blacktree-reason"] == "the message is not JSON");
+  CHECK_FALSE(reader.get(o.dead_letter_queue, 300ms));
+  REQUIRE(t::eventually([&] { return t::list_queues("messages_unacknowledged")[o.execute_queue] == 0; }));
+  CHECK(client.ready(o.execute_queue) == 0);
+  source.stop();
+}
+
+TEST_CASE("amqp: the source consumes a quorum execute.queue, and a new prefetch takes effect", "[amqp]") {
+  asio::io_context io;
+  AmqpOptions o = test_options("quorum");
+  t::Client client;
+  client.declare_quorum_queue(o.execute_queue);
+  for (int i = 0; i < 3; ++i) client.publish(o.execute_queue, job_json("q" + std::to_string(i)));
+
+  AmqpJobSource source(io.get_executor(), o);
+  source.set_prefetch(1);
+  Received first = receive(io, source);
+  INFO(source.last_error());
+  REQUIRE_FALSE(first.ec);
+  CHECK(first.delivery.job().id == "q0");
+  CHECK(receive(io, source, 1000ms).ec == asio::error::operation_aborted);  // prefetch 1 holds
+  source.set_prefetch(2);
+  Received second = receive(io, source);
+  REQUIRE_FALSE(second.ec);
+  CHECK(receive(io, source, 1000ms).ec == asio::error::operation_aborted);  // 2 held: no third
+  source.ack(first.delivery);
+  Received third = receive(io, source);
+  REQUIRE_FALSE(third.ec);
+  source.ack(second.delivery);
+  source.ack(third.delivery);
+  REQUIRE(t::eventually([&] { return source.stats().acked == 3; }));
+  CHECK(source.stats().connects == 1);
+  source.stop();
+  CHECK(client.ready(o.execute_queue) == 0);
+}
+
+TEST_CASE("amqp: after a consume failure the source reconnects with backoff", "[amqp]") {
+  asio::io_context io;
+  AmqpOptions o = test_options("consume-backoff");
+  o.declare = false;  // execute.queue does not exist: every basic.consume fails
+  o.reconnect_initial = 50ms;
+  o.reconnect_max = 400ms;
+  AmqpJobSource source(io.get_executor(), o);
+  source.set_prefetch(1);
+  REQUIRE(t::eventually([&] { return !source.last_error().empty(); }));
+  INFO(source.last_error());
+  CHECK(source.last_error().find(o.execute_queue) != std::string::npos);
+  // Measures a rate: the window is what is under test, not a wait for a condition.
+  const auto before = source.stats().connects;
+  std::this_thread::sleep_for(1500ms);
+  const auto during = source.stats().connects - before;
+  CHECK(during <= 8);  // with backoff about 4; a tight loop makes it over a hundred
+  source.stop();
+}
+
+TEST_CASE("amqp: a message over the size limit is dead-lettered unread, with the reason", "[amqp]") {
+  asio::io_context io;
+  AmqpOptions o = test_options("oversized");
+  t::Client client;
+  client.declare_queue(o.execute_queue);
+  client.publish(o.execute_queue, job_json("huge", R"(,"payload":")" + std::string(3u << 20, 'x') + "\""));
+  client.publish(o.execute_queue, job_json("small"));
+  AmqpJobSource source(io.get_executor(), o);
+  source.set_prefetch(2);
+  Received huge = receive(io, source);
+  REQUIRE_FALSE(huge.ec);
+  const std::string reason(huge.delivery.invalid_reason());
+  INFO(reason);
+  CHECK(reason.find("1048576") != std::string::npos);
+  CHECK(huge.delivery.body().empty());  // never buffered
+  CHECK(huge.delivery.job().id.empty());
+  CHECK(source.stats().too_large == 1);
+  Received small = receive(io, source);
+  REQUIRE_FALSE(small.ec);
+  CHECK(small.delivery.invalid_reason().empty());
+  CHECK(small.delivery.job().id == "small");
+  source.reject(huge.delivery, core::Disposition::dead_letter, reason);
+  source.ack(small.delivery);
+  REQUIRE(t::eventually([&] { return source.stats().dead_lettered == 1; }));
+  t::Client reader;
+  auto m = reader.get(o.dead_letter_queue);
+  REQUIRE(m);
+  CHECK(m->headers["x-blacktree-reason"] == reason);
+  source.stop();
+}
+
+TEST_CASE("amqp: a jobId that breaks the rule is refused at parse, without echoing it", "[amqp]") {
+  asio::io_context io;
+  AmqpOptions o = test_options("job-id-rule");
+  t::Client client;
+  client.declare_queue(o.execute_queue);
+  const std::string long_id(300, 'a');
+  client.publish(o.execute_queue, job_json(long_id));
+  client.publish(o.execute_queue, R"({'jobId':'single','repoUrl':'r','branch':'b','imageName':'i'})");
+  AmqpJobSource source(io.get_executor(), o);
+  source.set_prefetch(2);
+  Received too_long = receive(io, source);
+  REQUIRE_FALSE(too_long.ec);
+  const std::string reason(too_long.delivery.invalid_reason());
+  INFO(reason);
+  CHECK(reason.find("jobId") != std::string::npos);
+  CHECK(reason.find("aaaaaaaa") == std::string::npos);
+  CHECK(too_long.delivery.job().id.empty());
+  Received quoted = receive(io, source);
+  REQUIRE_FALSE(quoted.ec);
+  CHECK_FALSE(quoted.delivery.invalid_reason().empty());
+  source.stop();
+}
+
+TEST_CASE("amqp: an event whose jobId is too long for a routing key does not break the connection", "[amqp]") {
+  AmqpOptions o = test_options("events-long-id");
+  AmqpEventPublisher publisher(o);
+  REQUIRE(t::eventually([&] { return publisher.connected(); }));
+  t::Client reader;
+  const std::string queue = o.events_exchange + ".tap";
+  reader.declare_queue(queue);
+  reader.bind(queue, o.events_exchange, "job.#");
+  CHECK(publisher.publish(core::ProgressEvent{std::string(300, 'z'), "w1", core::Phase::running, "building", "x"}));
+  CHECK(publisher.publish(core::ProgressEvent{"short-1", "w1", core::Phase::running, "building", "y"}));
+  auto m = reader.get(queue);
+  REQUIRE(m);
+  CHECK(m->routing_key == "job.short-1");
+  CHECK(publisher.stats().connects == 1);
+  CHECK(publisher.stats().dropped == 1);
+  publisher.stop();
+}
+
+TEST_CASE("amqp: stop returns within its deadline while the broker blocks publishers", "[amqp][serial]") {
+  asio::io_context io;
+  AmqpOptions o = test_options("memory-alarm");
+  o.connect_timeout = 1s;
+  o.heartbeat = 30s;  // the default: a blocked connection is not ended by missed heartbeats for a minute
+  AmqpStatusSink sink(io.get_executor(), o);
+  REQUIRE(t::eventually([&] { return sink.connected(); }));
+  struct Restore {
+    ~Restore() { t::run_script("ctl", "set_vm_memory_high_watermark 0.4"); }
+  } restore;
+  REQUIRE(t::run_script("ctl", "set_vm_memory_high_watermark 0") == 0);
+  REQUIRE(t::eventually([] {
+    std::string alarms;
+    return t::run_script("ctl", "eval 'rabbit_alarm:get_alarms().'", &alarms) == 0 &&
+           alarms.find("memory") != std::string::npos;
+  }));
+  core::JobResult big;
+  big.job_id = "blocked";
+  big.logs = std::string(1u << 20, 'l');
+  int completed = 0;
+  for (int i = 0; i < 48; ++i) sink.async_publish(big, [&](std::error_code) { ++completed; });
+  // The sink's thread writes until the socket is full; the broker reads nothing more.
+  REQUIRE(t::eventually([&] { return sink.stats().published >= 1; }));
+  const auto start = std::chrono::steady_clock::now();
+  std::atomic<bool> stopped{false};
+  std::thread stopper([&] {
+    sink.stop();
+    stopped = true;
+  });
+  const bool in_time = t::eventually([&] { return stopped.load(); }, 10s);
+  CHECK(in_time);
+  stopper.join();
+  INFO("stop took " << std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count()
+                     << " ms");
+  run_until(io, [&] { return completed == 48; }, 5s);
+  CHECK(completed == 48);  // every publish completed (as failed): none left waiting
 }

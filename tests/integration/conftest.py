@@ -83,9 +83,12 @@ class Orchestrator(Process):
     stdin as JobRequest JSON lines; statuses are read from its stdout."""
 
     def __init__(self, tmp_path, port=None, token=None, extra=(), name="orchestrator",
-                 ping_interval_ms=300, ping_timeout_ms=250, amqp=None):
+                 ping_interval_ms=300, ping_timeout_ms=250, amqp=None, tls=None, admin=None, insecure=None):
         """amqp: None for the stdio queue, else a dict of AMQP flags
-        (mq-url, execute-queue, status-queue, ...) without the leading --."""
+        (mq-url, execute-queue, status-queue, ...) without the leading --.
+        tls: the Identity it serves mutual TLS with (None: plaintext); admin:
+        the Identity its admin calls use. insecure (default: neither TLS nor
+        a token) adds --insecure."""
         self.port = port or free_port()
         self.http_port = free_port()
         argv = [str(BIN_DIR / "blacktree-orchestrator"), "--listen", f"127.0.0.1:{self.port}",
@@ -98,6 +101,11 @@ class Orchestrator(Process):
             argv += ["--queue", "amqp"]
             for key, value in amqp.items():
                 argv += [f"--{key}", str(value)]
+        self.tls = tls
+        self.admin = admin
+        argv += tls.flags() if tls else []
+        if insecure if insecure is not None else not (tls or token):
+            argv.append("--insecure")
         self.token = token
         if token:
             token_file = tmp_path / f"{name}-token"
@@ -159,7 +167,10 @@ class Orchestrator(Process):
         return wait_until(lambda: len(self.results()) >= n and self.results(), timeout, f"{n} statuses")
 
     # --- admin gRPC ---------------------------------------------------------
-    def channel(self):
+    def channel(self, identity=None):
+        if self.tls:
+            identity = identity or self.admin or self.tls
+            return grpc.secure_channel(f"127.0.0.1:{self.port}", identity.channel_credentials())
         return grpc.insecure_channel(f"127.0.0.1:{self.port}")
 
     def list_workers(self, token=None):
@@ -171,9 +182,10 @@ class Orchestrator(Process):
             metadata = [("authorization", f"Bearer {token}")] if token else None
             return {w.worker.id: w for w in call(pb.ListWorkersRequest(), timeout=5, metadata=metadata).workers}
 
-    def register(self, worker: pb.WorkerInfo, token=None):
+    def register(self, worker: pb.WorkerInfo, token=None, identity=None):
+        """identity: the certificate to call with (default: the admin's)."""
         token = token if token is not None else self.token
-        with self.channel() as ch:
+        with self.channel(identity) as ch:
             call = ch.unary_unary("/blacktree.v1.Orchestrator/Register",
                                   request_serializer=pb.RegisterRequest.SerializeToString,
                                   response_deserializer=pb.RegisterReply.FromString)
@@ -192,12 +204,16 @@ class Orchestrator(Process):
 
 class Worker(Process):
     def __init__(self, tmp_path, orchestrator_port, worker_id, command, region=None, capacity=None,
-                 token=None, port=None, labels=(), extra=(), env=None):
+                 token=None, port=None, labels=(), extra=(), env=None, tls=None, insecure=None):
         self.port = port or free_port()
         self.worker_id = worker_id
         argv = [str(BIN_DIR / "blacktree-worker"), "--orchestrator-addr", f"127.0.0.1:{orchestrator_port}",
                 "--listen", f"127.0.0.1:{self.port}", "--worker-id", worker_id,
                 "--drain-timeout-s", "20", *extra]
+        self.tls = tls
+        argv += tls.flags() if tls else []
+        if insecure if insecure is not None else not (tls or token):
+            argv.append("--insecure")
         if "--runner" not in extra:
             argv += ["--runner", "argv"]
         if capacity is not None:
@@ -214,8 +230,11 @@ class Worker(Process):
         self.wait_log("serving on port")
 
 
-def health_status(port) -> int:
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+def health_status(port, identity=None) -> int:
+    """identity: the Identity to call with over mutual TLS (None: plaintext)."""
+    target = f"127.0.0.1:{port}"
+    with (grpc.secure_channel(target, identity.channel_credentials()) if identity
+          else grpc.insecure_channel(target)) as ch:
         call = ch.unary_unary("/grpc.health.v1.Health/Check",
                               request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
                               response_deserializer=health_pb2.HealthCheckResponse.FromString)
@@ -230,18 +249,25 @@ def job(job_id, **extra):
 
 
 @pytest.fixture
-def cluster(tmp_path):
-    """Starts processes on demand and stops every one at the end of the test."""
+def cluster(tmp_path, certs):
+    """Starts processes on demand and stops every one at the end of the test.
+    Every process runs mutual TLS with a certificate from the session's test
+    CA (`certs`) naming it, unless the test says tls=None; a worker follows
+    its orchestrator (plaintext beside a plaintext one)."""
     started = []
 
     class Cluster:
         def orchestrator(self, **kw):
+            kw.setdefault("tls", certs.identity(ORCHESTRATOR_NAME))
+            kw.setdefault("admin", certs.identity(ADMIN_NAME))
             o = Orchestrator(tmp_path, **kw)
             started.append(o)
             return o
 
         def worker(self, orchestrator, worker_id, command=("true",), **kw):
             kw.setdefault("token", orchestrator.token)
+            if "tls" not in kw:
+                kw["tls"] = certs.identity(worker_id) if getattr(orchestrator, "tls", None) else None
             w = Worker(tmp_path, orchestrator.port, worker_id, list(command), **kw)
             started.append(w)
             return w
@@ -249,3 +275,56 @@ def cluster(tmp_path):
     yield Cluster()
     for p in reversed(started):
         p.close()
+
+
+# --- mutual TLS --------------------------------------------------------------
+# One throwaway CA per session (scripts/make-certs.sh), a certificate per name
+# made when first asked for: the orchestrator's, an admin's, one per worker id.
+
+SOURCE_DIR = Path(os.environ.get("BLACKTREE_SOURCE_DIR", Path(__file__).resolve().parents[2]))
+ORCHESTRATOR_NAME = "blacktree-orchestrator"  # the workers' default --orchestrator-name
+ADMIN_NAME = "blacktree-admin"
+
+
+class Identity:
+    """A certificate, its key and the CA that signed it, as files."""
+
+    def __init__(self, directory: Path, name: str):
+        self.name = name
+        self.cert = directory / f"{name}.pem"
+        self.key = directory / f"{name}.key"
+        self.ca = directory / "ca.pem"
+
+    def flags(self, reload_interval_s=None):
+        out = ["--tls-cert", str(self.cert), "--tls-key", str(self.key), "--tls-ca", str(self.ca)]
+        if reload_interval_s:
+            out += ["--tls-reload-interval-s", str(reload_interval_s)]
+        return out
+
+    def channel_credentials(self):
+        return grpc.ssl_channel_credentials(root_certificates=self.ca.read_bytes(),
+                                            private_key=self.key.read_bytes(),
+                                            certificate_chain=self.cert.read_bytes())
+
+
+class CertificateAuthority:
+    def __init__(self, directory: Path):
+        self.dir = directory
+        self._lock = threading.Lock()
+
+    def make(self, *names):
+        """New key and certificate for each name (replacing any it had)."""
+        subprocess.run(["bash", str(SOURCE_DIR / "scripts" / "make-certs.sh"), str(self.dir), *names],
+                       check=True, capture_output=True, timeout=60)
+
+    def identity(self, name) -> Identity:
+        with self._lock:
+            if not (self.dir / f"{name}.pem").exists():
+                self.make(name)
+        return Identity(self.dir, name)
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory):
+    """The session's test CA: certs.identity(name) is a certificate naming `name`."""
+    return CertificateAuthority(tmp_path_factory.mktemp("certs"))

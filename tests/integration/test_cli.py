@@ -48,8 +48,10 @@ def run_cli(*args, env=None, timeout=60):
 
 @pytest.fixture
 def registered(cluster):
-    """An orchestrator with a registration token and two workers in two regions."""
-    orch = cluster.orchestrator(token="reg-secret")
+    """An orchestrator with a registration token and two workers in two regions
+    (plaintext: these tests are about the token; test_security.py and
+    test_workers_over_mutual_tls cover TLS)."""
+    orch = cluster.orchestrator(token="reg-secret", tls=None)
     cluster.worker(orch, "w-eu", region="eu", labels=["pool=gpu"], capacity=2)
     cluster.worker(orch, "w-us", region="us")
     orch.wait_workers(lambda ws: set(ws) == {"w-eu", "w-us"} and all(w.state == FREE for w in ws.values()),
@@ -103,6 +105,19 @@ def test_workers_without_or_with_wrong_token_says_what_to_do(registered):
     assert r.returncode == 2
     assert f"the orchestrator at {addr} refused the registration token" in r.stderr
     assert "not-reg-secret" not in r.stderr  # the token itself is not echoed
+
+
+def test_workers_over_mutual_tls(cluster, certs):
+    orch = cluster.orchestrator()
+    cluster.worker(orch, "w-tls")
+    orch.wait_workers(lambda ws: ws.get("w-tls") and ws["w-tls"].state == FREE, what="'w-tls' registered")
+    addr = f"127.0.0.1:{orch.port}"
+    r = run_cli("workers", "--orchestrator-addr", addr, *orch.admin.flags())
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[1].split()[0] == "w-tls"
+    # Without a certificate the handshake fails: said, not a crash.
+    r = run_cli("workers", "--orchestrator-addr", addr)
+    assert r.returncode == 2 and f"cannot reach the orchestrator at {addr}" in r.stderr
 
 
 def test_workers_unreachable_orchestrator(tmp_path):
@@ -420,7 +435,8 @@ def test_submit_wait_through_a_real_orchestrator_and_worker(broker, mq, cluster,
     orch = Process("orchestrator-amqp",
                    [str(BIN_DIR / "blacktree-orchestrator"), "--listen", f"127.0.0.1:{port}", "--queue", "amqp",
                     "--mq-url", broker.url, "--execute-queue", execute_queue, "--status-queue", status_queue,
-                    "--http-listen", "", "--ping-interval-ms", "300", "--ping-timeout-ms", "250"],
+                    "--http-listen", "", "--ping-interval-ms", "300", "--ping-timeout-ms", "250",
+                    "--insecure"],  # about the CLI's AMQP path, not gRPC's security
                    tmp_path / "orchestrator-amqp.log")
     try:
         orch.wait_log("serving gRPC on port")

@@ -12,7 +12,7 @@ import subprocess
 import grpc
 import pytest
 
-from conftest import BIN_DIR, health_status, job, pb, wait_until
+from conftest import BIN_DIR, ORCHESTRATOR_NAME, health_status, job, pb, wait_until
 
 FREE = pb.WORKER_STATE_FREE
 DEAD = pb.WORKER_STATE_DEAD
@@ -33,7 +33,7 @@ def test_workers_register_and_serve_health(cluster):
     # A real grpc.health.v1 client: every process reports SERVING.
     from grpc_health.v1 import health_pb2
     for port in [orch.port] + [w.port for w in workers]:
-        assert health_status(port) == health_pb2.HealthCheckResponse.SERVING
+        assert health_status(port, orch.admin) == health_pb2.HealthCheckResponse.SERVING
 
 
 def test_jobs_flow_and_region_is_respected(cluster):
@@ -141,9 +141,12 @@ def test_unreachable_worker_job_goes_elsewhere(cluster):
     assert max(s["attempts"] for s in statuses) == 2
 
 
-def test_full_worker_refuses_and_job_goes_elsewhere(cluster):
+def test_full_worker_refuses_and_job_goes_elsewhere(cluster, certs):
     orch = cluster.orchestrator()
-    small = cluster.worker(orch, "small", command=["sh", "-c", "sleep 1"], capacity=1)
+    # --insecure: the stale registration below, made with 'small's own
+    # certificate, issues a registration secret 'small' never sees; this test
+    # is about a full worker, so 'small' obeys the orchestrator's certificate alone.
+    small = cluster.worker(orch, "small", command=["sh", "-c", "sleep 1"], capacity=1, insecure=True)
     cluster.worker(orch, "big", command=["sh", "-c", "sleep 1"], capacity=4)
     listed = orch.wait_workers(lambda ws: len(ws) == 2 and all(w.state == FREE for w in ws.values()))
     # A stale registration claims 'small' has 3 slots (same process, same
@@ -151,7 +154,7 @@ def test_full_worker_refuses_and_job_goes_elsewhere(cluster):
     stale = pb.WorkerInfo()
     stale.CopyFrom(listed["small"].worker)
     stale.capacity = 3
-    orch.register(stale)
+    orch.register(stale, identity=certs.identity("small"))
     orch.wait_workers(lambda ws: ws["small"].worker.capacity == 3)
 
     for i in range(7):
@@ -201,13 +204,17 @@ def test_worker_sigterm_drains_then_deregisters(cluster):
     orch.wait_workers(lambda ws: "drainer" not in ws, what="'drainer' deregistered")
 
 
-def test_cancel_rpc_stops_a_running_job(cluster):
+def test_cancel_rpc_stops_a_running_job(cluster, certs):
     orch = cluster.orchestrator()
-    w = cluster.worker(orch, "canceller", command=["sh", "-c", "echo going; sleep 60"])
+    # --insecure: this test is about Cancel itself, so the worker obeys the
+    # orchestrator's certificate without the registration secret the test
+    # cannot know (test_security.py has the refusals).
+    w = cluster.worker(orch, "canceller", command=["sh", "-c", "echo going; sleep 60"], insecure=True)
     orch.wait_workers(lambda ws: ws.get("canceller") and ws["canceller"].state == FREE)
     orch.submit(job("to-cancel"))
     wait_until(lambda: orch.list_workers()["canceller"].running == 1, what="the job running")
-    with grpc.insecure_channel(f"127.0.0.1:{w.port}") as ch:
+    as_orchestrator = certs.identity(ORCHESTRATOR_NAME).channel_credentials()
+    with grpc.secure_channel(f"127.0.0.1:{w.port}", as_orchestrator) as ch:
         cancel = ch.unary_unary("/blacktree.v1.Worker/Cancel",
                                 request_serializer=pb.CancelRequest.SerializeToString,
                                 response_deserializer=pb.CancelReply.FromString)

@@ -62,8 +62,9 @@ def test_main_job_builds_and_pushes_twice(stack_dir):
             assert token not in log.read_text(errors="replace"), log
 
     # The CLI lists both workers; /metrics counts the job of this (second) stack.
+    tls = {k: v for k, v in env.items() if k.startswith("BLACKTREE_TLS_")}  # the admin's certificate (mutual TLS)
     workers = subprocess.run([str(BIN_DIR / "blacktree"), "workers", "--orchestrator-addr", env["ORCHESTRATOR_ADDR"],
-                              "--json"], capture_output=True, text=True, timeout=30)
+                              "--json"], capture_output=True, text=True, timeout=30, env=dict(os.environ, **tls))
     assert workers.returncode == 0, workers.stderr
     listed = {w["worker"]["id"]: w for w in json.loads(workers.stdout)["workers"]}
     assert set(listed) == {"worker-eu-west", "worker-us-east"}

@@ -40,5 +40,6 @@
 #include <blacktree/amqp/error.hpp>
 #include <blacktree/amqp/event_publisher.hpp>
 #include <blacktree/amqp/job_source.hpp>
+#include <blacktree/amqp/metrics.hpp>
 #include <blacktree/amqp/options.hpp>
 #include <blacktree/amqp/status_sink.hpp>

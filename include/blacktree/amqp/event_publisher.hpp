@@ -23,7 +23,7 @@ struct PublisherState;
 
 struct AmqpEventStats {
   std::uint64_t published = 0;  ///< written to the broker (not confirmed: events are best effort)
-  std::uint64_t dropped = 0;    ///< buffer full, or lost with a connection
+  std::uint64_t dropped = 0;    ///< buffer full, lost with a connection, or a routing key over 255 bytes
   std::size_t buffered = 0;     ///< waiting now
   std::uint64_t connects = 0;
   bool connected = false;

@@ -95,6 +95,10 @@ struct AmqpSourceStats {
   std::uint64_t acked = 0;
   std::uint64_t requeued = 0;       ///< rejected with requeue, or dropped unsettled
   std::uint64_t dead_lettered = 0;  ///< confirmed on the dead-letter exchange and acked
+  /// Dead letters the broker returned (no queue bound to the dead-letter
+  /// exchange): published again with backoff, the original held. Alert when it grows.
+  std::uint64_t dead_letters_returned = 0;
+  std::uint64_t too_large = 0;      ///< over max_message_size: handed on invalid, without their body
   std::uint64_t connects = 0;       ///< connections established (the first one included)
   std::size_t prefetch = 0;         ///< the last set_prefetch value
   bool connected = false;
@@ -104,15 +108,21 @@ struct AmqpSourceStats {
 /// is blocking; nothing here ever blocks the caller or an asio thread).
 ///
 ///  - Nothing is consumed while the prefetch is 0 (AMQP's prefetch 0 would
-///    mean "unlimited"); set_prefetch(n > 0) sets basic.qos and starts the
-///    consumer, set_prefetch(0) cancels it and requeues what was buffered.
+///    mean "unlimited"); set_prefetch(n > 0) sets a per-consumer basic.qos
+///    (classic and quorum queues alike) and starts a consumer, a new n
+///    starts a new one (see sync_consumer in job_source.cpp), set_prefetch(0)
+///    cancels it and requeues what was buffered.
+///  - A message over `max_message_size` is not read: it is handed on invalid,
+///    without its body, for the dispatcher to dead-letter with the reason.
 ///  - Reconnects by itself with backoff when the broker goes away; a pending
 ///    async_receive keeps waiting across reconnects. Deliveries of a dead
 ///    connection are the broker's to redeliver.
 ///  - reject(d, dead_letter, reason) publishes the message (persistent,
-///    confirmed) to the dead-letter exchange with `x-blacktree-reason` and
-///    the original exchange and routing key as headers, and acks the original
-///    only once the broker confirmed that publish.
+///    confirmed, mandatory) to the dead-letter exchange with
+///    `x-blacktree-reason` and the original exchange and routing key as
+///    headers, and acks the original only once the broker confirmed that
+///    publish and no queue refused it; a returned or nacked copy is
+///    published again with backoff (50 ms to 5 s), the original held.
 ///
 /// Thread-safety: every member function may be called from any thread.
 /// Lifetime: stop() (or the destructor) cancels the consumer, closes the

@@ -13,8 +13,10 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace blacktree::amqp {
 
@@ -26,6 +28,12 @@ struct TlsOptions {
   std::string cert_file;         ///< client certificate (PEM), for mutual TLS; optional
   std::string key_file;          ///< its private key (PEM); required with cert_file
 };
+
+enum class LogLevel : std::uint8_t { info, warning, error };
+/// Receives what the adapters have to say (a lost connection and why, a
+/// status the broker returned), from their connection threads: it must be
+/// thread-safe. Messages never contain a password.
+using LogFunction = std::function<void(LogLevel, std::string_view)>;
 
 struct AmqpOptions {
   /// The seed's MQ_URL: `amqp[s]://user:password@host:port/vhost` (RFC 3986
@@ -50,6 +58,10 @@ struct AmqpOptions {
   std::chrono::milliseconds reconnect_max{10000};
   /// Shown in the broker's management UI for each connection ("<name> source").
   std::string connection_name = "blacktree";
+  /// Where connection errors (once per distinct error, not per retry), the
+  /// reconnect after them, and returned statuses or dead letters are
+  /// reported. Empty: nowhere (last_error() and the stats still say).
+  LogFunction log;
 
   /// Declare (durable, idempotently) the queues and exchanges below on every
   /// connect. A queue that already exists with other arguments (e.g. a
@@ -61,6 +73,10 @@ struct AmqpOptions {
   /// Until set_prefetch(n > 0) is called the source consumes nothing (the
   /// Dispatcher calls it as soon as it knows its capacity).
   std::uint16_t initial_prefetch = 0;
+  /// A message whose body is larger is not read: the source discards its
+  /// body as it arrives (reading it from the broker's content header) and
+  /// hands it on as invalid, to be dead-lettered without its body.
+  std::size_t max_message_size = std::size_t{1} << 20;
 
   // --- dead letters (invalid jobs) ---
   /// Invalid jobs are published here, persistent and confirmed, with the

@@ -27,19 +27,25 @@ struct SinkState;
 struct AmqpSinkStats {
   std::uint64_t published = 0;  ///< handed to the broker
   std::uint64_t confirmed = 0;  ///< confirmed (basic.ack): completed without error
-  std::uint64_t failed = 0;     ///< nacked, lost with a connection, or refused while disconnected
+  std::uint64_t failed = 0;     ///< nacked, returned, lost with a connection, or refused while disconnected
+  /// Returned by the broker: no queue took it (status.queue deleted, an
+  /// exchange that routes nowhere). Also counted in `failed`. Alert when it grows.
+  std::uint64_t returned = 0;
   std::uint64_t connects = 0;
   bool connected = false;
 };
 
 /// Publishes statuses on a connection and thread of its own, in confirm mode
-/// (delivery_mode 2, content_type application/json) to `status_exchange`
-/// with `effective_status_routing_key()`; declares status_queue (durable).
+/// and `mandatory` (delivery_mode 2, content_type application/json, the
+/// result's status_id as `message-id`) to `status_exchange` with
+/// `effective_status_routing_key()`; declares status_queue (durable).
 ///
 /// async_publish completes without error only when the broker confirmed the
-/// message; with errc::sink_unavailable when it nacked it, when the
-/// connection was lost before the confirm, or at once while disconnected
-/// (the Dispatcher retries with backoff, meanwhile the sink reconnects).
+/// message and no queue refused it; with errc::sink_unavailable when it
+/// nacked it, returned it (no queue took it: logged once per episode through
+/// the options' log function, counted in `returned`), when the connection
+/// was lost before the confirm, or at once while disconnected (the
+/// Dispatcher retries with backoff and keeps the job unacked meanwhile).
 ///
 /// Thread-safety: every member function may be called from any thread.
 /// Lifetime: stop() (or the destructor) fails whatever is unconfirmed with

@@ -19,6 +19,7 @@ enum class errc {
   call_failed,              ///< any other gRPC failure
   drain_deadline_exceeded,  ///< a shutdown cancelled jobs still running at its drain deadline
   jobs_still_running,       ///< cancelled jobs had not ended when a shutdown gave up waiting
+  invalid_credentials,      ///< TLS files missing, unreadable or not PEM; or no authentication at all without --insecure
 };
 
 }  // namespace blacktree::grpc

@@ -4,14 +4,19 @@
 // OrchestratorService: the orchestrator side of blacktree.v1.Orchestrator.
 // Workers register into (and leave) a core::WorkerPool through it; operators
 // list them. When a registration token is configured, every call must carry
-// `authorization: Bearer <token>` metadata; a refusal says what is wrong
-// without echoing what was sent.
+// `authorization: Bearer <token>` metadata; under mutual TLS a worker's
+// certificate must name the worker it registers or deregisters; a capacity
+// above max_worker_capacity is refused. A refusal says what is wrong without
+// echoing what was sent.
 
 #include <blacktree/core/worker_pool.hpp>
+#include <blacktree/grpc/credentials.hpp>
 
 #include <blacktree/v1/blacktree.grpc.pb.h>
 
 #include <chrono>
+#include <cstdint>
+#include <memory>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -23,6 +28,15 @@ struct OrchestratorServiceOptions {
   std::string registration_token;  ///< empty: no token required
   std::chrono::milliseconds ping_interval{1000};
   std::chrono::milliseconds ping_timeout{500};
+  /// Under mutual TLS: Register and Deregister must come from a certificate
+  /// that names the worker id (common name or DNS subject alternative name),
+  /// so a worker registers, re-registers and deregisters only itself.
+  bool require_worker_certificate = false;
+  /// A registration offering more slots than this is refused.
+  std::uint32_t max_worker_capacity = 64;
+  /// When set, every Register issues the worker a fresh secret (returned in
+  /// RegisterReply.worker_secret), which the transport sends with every call.
+  std::shared_ptr<WorkerSecrets> worker_secrets{};
 };
 
 class OrchestratorService final : public ::blacktree::v1::Orchestrator::CallbackService {

@@ -18,10 +18,15 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
 #include <thread>
+
+namespace grpc {
+class ChannelCredentials;
+}
 
 namespace blacktree::grpc {
 
@@ -33,6 +38,9 @@ struct RegistrarOptions {
   std::chrono::milliseconds backoff_initial{200};
   std::chrono::milliseconds backoff_max{5000};
   std::uint32_t missed_pings = 3;  ///< silent ping intervals before registering again
+  /// Channel credentials to the orchestrator (see channel_credentials());
+  /// insecure when null.
+  std::shared_ptr<::grpc::ChannelCredentials> credentials{};
 };
 
 class Registrar {
@@ -57,6 +65,9 @@ class Registrar {
   bool registered() const;
   std::string orchestrator_id() const;
   std::uint64_t registrations() const;  ///< successful Register calls so far
+  /// The secret of the current registration (RegisterReply.worker_secret):
+  /// the orchestrator's calls carry it. Set before on_registered runs.
+  std::string worker_secret() const;
 
  private:
   void run(std::stop_token stop);
@@ -71,6 +82,7 @@ class Registrar {
   bool registered_ = false;
   bool stopped_ = false;
   std::string orchestrator_id_;
+  std::string worker_secret_;
   std::chrono::milliseconds ping_interval_{1000};
   std::chrono::steady_clock::time_point last_ping_{};
   std::uint64_t registrations_ = 0;

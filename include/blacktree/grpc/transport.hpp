@@ -19,6 +19,7 @@
 #include <blacktree/core/concepts.hpp>
 #include <blacktree/core/job.hpp>
 #include <blacktree/core/worker_pool.hpp>
+#include <blacktree/grpc/credentials.hpp>
 
 #include <asio/any_io_executor.hpp>
 #include <asio/async_result.hpp>
@@ -46,8 +47,11 @@ struct TransportOptions {
   /// Added to a job's own timeout: the worker enforces the timeout and still
   /// has to report it.
   std::chrono::milliseconds run_deadline_margin{60'000};
-  /// Channel credentials; insecure when null.
+  /// Channel credentials; insecure when null. See channel_credentials().
   std::shared_ptr<::grpc::ChannelCredentials> credentials;
+  /// When set, every call to a worker carries the secret its registration
+  /// was issued (see WorkerSecrets), without which the worker obeys nothing.
+  std::shared_ptr<WorkerSecrets> worker_secrets{};
 };
 
 class GrpcTransport {

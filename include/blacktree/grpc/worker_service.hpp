@@ -19,6 +19,7 @@
 
 #include <blacktree/core/job.hpp>
 #include <blacktree/core/result.hpp>
+#include <blacktree/grpc/credentials.hpp>
 #include <blacktree/grpc/error.hpp>
 #include <blacktree/grpc/registrar.hpp>
 #include <blacktree/worker/job_runner.hpp>
@@ -85,6 +86,13 @@ class WorkerService final : public ::blacktree::v1::Worker::CallbackService {
   /// answer registered=false.
   void set_orchestrator_id(std::string id);
   void set_ping_listener(PingListener listener);
+
+  /// Whom RunJob, Ping and Cancel obey (see CallerPolicy and
+  /// authorize_orchestrator); a refused call never reaches the runner or the
+  /// ping listener. The default obeys every caller.
+  void set_caller_policy(CallerPolicy policy);
+  /// The secret of the current registration (Registrar::worker_secret()).
+  void set_orchestrator_secret(std::string secret);
 
   ::grpc::ServerWriteReactor<v1::RunJobReply>* RunJob(::grpc::CallbackServerContext* context,
                                                       const v1::RunJobRequest* request) override;

@@ -10,6 +10,7 @@ namespace blacktree::wire {
 enum class errc {
   invalid_json = 1,  ///< not JSON, not an object, or a field of the wrong type
   missing_field,     ///< a required field is absent or empty
+  invalid_field,     ///< a field breaks its rule (the jobId's length or characters)
 };
 
 }  // namespace blacktree::wire

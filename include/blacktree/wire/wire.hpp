@@ -12,6 +12,7 @@
 
 #include <blacktree/v1/blacktree.pb.h>
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 
@@ -67,9 +68,21 @@ struct ParsedJob {
   core::Result<void> valid;
 };
 
-/// Parses and validates a seed JobRequest: a JSON object with non-empty
-/// string fields jobId, repoUrl, branch and imageName; dockerfilePath
-/// defaults to "Dockerfile" and contextDir to "."; unknown fields are ignored.
+/// The longest jobId accepted: it travels in AMQP short strings (routing
+/// keys "job.<jobId>", message ids), which hold 255 bytes.
+inline constexpr std::size_t max_job_id_length = 128;
+
+/// A jobId is 1 to max_job_id_length characters of A-Z a-z 0-9 . _ : -
+/// (errc::invalid_field otherwise; the message names the rule and the length
+/// or the byte position, never the id itself).
+core::Result<void> check_job_id(std::string_view id);
+
+/// Parses and validates a seed JobRequest: strict JSON (RFC 8259: no single
+/// quotes, bare keys, comments or trailing text), an object with non-empty
+/// string fields jobId, repoUrl, branch and imageName, the jobId following
+/// check_job_id; dockerfilePath defaults to "Dockerfile" and contextDir to
+/// "."; unknown fields are ignored. A jobId that breaks its rule is not kept
+/// in `job`.
 ParsedJob parse_job_request(std::string_view json);
 
 /// The seed's JobRequest JSON for `job` (the token included: this is what a
