@@ -114,12 +114,14 @@ struct Settings {
   std::uint32_t ping_timeout_ms = 500;
   std::uint32_t ping_misses = 2;
   std::uint32_t max_attempts = 3;
-  std::uint32_t placement_timeout_s = 0;
+  std::uint32_t placement_timeout_s = 300;
+  std::uint32_t accept_timeout_ms = 10'000;
+  std::uint32_t job_timeout_s = 1800;
+  std::uint32_t run_grace_s = 60;
   std::uint32_t drain_timeout_s = 30;
   std::uint32_t forget_dead_after_s = 600;
   blacktree::service::TlsFlags tls;
   std::uint32_t max_worker_capacity = 64;
-  std::uint32_t accept_timeout_ms = 10'000;
   std::uint32_t heartbeat_timeout_ms = 30'000;
 };
 
@@ -261,6 +263,9 @@ int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset
   core::DispatcherOptions options;
   options.max_attempts = plane.settings.max_attempts;
   options.placement_timeout = std::chrono::seconds(plane.settings.placement_timeout_s);
+  options.accept_timeout = std::chrono::milliseconds(plane.settings.accept_timeout_ms);
+  options.default_job_timeout = std::chrono::seconds(plane.settings.job_timeout_s);
+  options.run_timeout_grace = std::chrono::seconds(plane.settings.run_grace_s);
   DispatchObserver observer;
   observer.metrics = &plane.metrics;
   observer.log = plane.log.get();
@@ -387,8 +392,22 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1u, 100u))
       ->capture_default_str();
   app.add_option("--placement-timeout-s", s.placement_timeout_s,
-                 "how long a job may wait for a worker with its labels (0: forever)")
+                 "how long a job may wait while no live worker offers its labels (0: forever)")
       ->envname("BLACKTREE_PLACEMENT_TIMEOUT_S")
+      ->capture_default_str();
+  app.add_option("--accept-timeout-ms", s.accept_timeout_ms,
+                 "an offered job not accepted within this goes to another worker (the worker is not declared dead)")
+      ->envname("BLACKTREE_ACCEPT_TIMEOUT_MS")
+      ->check(CLI::Range(100u, 600000u))
+      ->capture_default_str();
+  app.add_option("--job-timeout-s", s.job_timeout_s,
+                 "the time limit of a job that sets none, as the workers' --job-timeout-s (0: none)")
+      ->envname("BLACKTREE_JOB_TIMEOUT_S")
+      ->capture_default_str();
+  app.add_option("--run-grace-s", s.run_grace_s,
+                 "a job running longer than its time limit plus this is cancelled and reported lost")
+      ->envname("BLACKTREE_RUN_GRACE_S")
+      ->check(CLI::Range(1u, 86400u))
       ->capture_default_str();
   app.add_option("--drain-timeout-s", s.drain_timeout_s, "on SIGTERM, how long running jobs may take to finish")
       ->envname("BLACKTREE_DRAIN_TIMEOUT_S")
@@ -400,12 +419,6 @@ int main(int argc, char** argv) {
   app.add_option("--max-worker-capacity", s.max_worker_capacity, "a registration offering more slots is refused")
       ->envname("BLACKTREE_MAX_WORKER_CAPACITY")
       ->check(CLI::Range(1u, 65535u))
-      ->capture_default_str();
-  app.add_option("--accept-timeout-ms", s.accept_timeout_ms,
-                 "how long a worker may take to accept an offered job before it goes elsewhere (the worker is "
-                 "not taken for dead)")
-      ->envname("BLACKTREE_ACCEPT_TIMEOUT_MS")
-      ->check(CLI::Range(10u, 600000u))
       ->capture_default_str();
   app.add_option("--heartbeat-timeout-ms", s.heartbeat_timeout_ms,
                  "a running job's stream silent this long (no heartbeat) is reported lost and the job cancelled "

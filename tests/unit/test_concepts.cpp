@@ -200,6 +200,9 @@ static_assert(core::ReportsInvalid<core::InMemoryQueue::Delivery> &&
               core::delivery_traits<core::InMemoryQueue::Delivery>::reports_invalid);
 static_assert(!core::Delivery<MisspeltInvalidDelivery>);
 static_assert(!core::JobSource<Source<true, true, true, MisspeltInvalidDelivery>>);
+// Acceptance reports are a declaration: the loopback transport makes it, a bare one does not.
+static_assert(core::worker_transport_traits<core::LoopbackTransport>::reports_accepted);
+static_assert(!core::worker_transport_traits<int>::reports_accepted);
 // Where it matters: the Dispatcher refuses such a source at compile time.
 static_assert(DispatcherAccepts<core::InMemoryQueue>);
 static_assert(DispatcherAccepts<PrefetchSource<true>>);

@@ -5,6 +5,7 @@
 #include <blacktree/core/in_memory.hpp>
 
 #include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
 #include <catch2/catch.hpp>
 
 #include <map>
@@ -54,6 +55,13 @@ struct Fixture {
     for (const auto& r : sink.results())
       if (r.job_id == id) return r;
     return std::nullopt;
+  }
+
+  /// A started dispatcher over this fixture's parts.
+  std::unique_ptr<TestDispatcher> start(core::DispatcherOptions options = {}) {
+    auto d = std::make_unique<TestDispatcher>(io.get_executor(), queue, transport, sink, pool, options);
+    d->start();
+    return d;
   }
 
   bool stop(TestDispatcher& d, std::chrono::milliseconds deadline, std::error_code& result) {
@@ -223,7 +231,8 @@ TEST_CASE("Dispatcher: a job its worker never accepted goes to another worker", 
     CHECK(r.success);
     CHECK(r.worker_id == "up");
   }
-  CHECK(f.pool.find("down")->state == core::WorkerState::dead);  // unreachable -> dead
+  // One failed offer is not a death: only missed pings declare a worker dead.
+  CHECK(f.pool.find("down")->state != core::WorkerState::dead);
   CHECK(d.stats().not_accepted >= 1);
   CHECK(f.status_counts().size() == 10);
 }
@@ -393,7 +402,7 @@ TEST_CASE("Dispatcher: a job no worker can take fails after the placement timeou
   auto r = f.status("mars-1");
   REQUIRE(r);
   CHECK_FALSE(r->success);
-  CHECK(r->error == "no worker offering {region=mars} became free within 50 ms");
+  CHECK(r->error == "no live worker offers region=mars (waited 50 ms for one)");
   CHECK(f.pool.waiting() == 0);
 }
 
@@ -510,7 +519,7 @@ struct CountingObserver : core::DispatcherObserver {
   void on_finished(const core::Job&, const core::JobResult&) { ++counts->finished; }
   void on_dead_lettered(const core::Job&, std::string_view) { ++counts->dead_lettered; }
   void on_progress(const core::ProgressEvent& e) {
-    counts->progress.push_back(e.stage + ":" + e.line);
+    counts->progress.push_back(e.phase == core::Phase::accepted ? std::string("accepted") : e.stage + ":" + e.line);
   }
 };
 }  // namespace
@@ -534,5 +543,309 @@ TEST_CASE("Dispatcher: observers see each step, progress included", "[dispatcher
   CHECK(counts->received == 2);
   CHECK(counts->assigned == 1);
   CHECK(counts->finished == 1);
-  CHECK(counts->progress == std::vector<std::string>{"cloning:Cloning into 'repo'...", "building:"});
+  CHECK(counts->progress == std::vector<std::string>{"accepted", "cloning:Cloning into 'repo'...", "building:"});
+}
+
+// ---------------------------------------------------------------------------
+// Delivery under faults (issue 12)
+
+namespace {
+// Records the status id of every publish attempt, confirmed or not.
+struct RecordingSink {
+  core::InMemoryStatusSink& inner;
+  std::vector<std::pair<std::string, std::string>> attempts;  // job id, status id
+  template <class Token>
+  auto async_publish(const core::JobResult& result, Token&& token) {
+    attempts.emplace_back(result.job_id, result.status_id);
+    return inner.async_publish(result, std::forward<Token>(token));
+  }
+};
+static_assert(core::StatusSink<RecordingSink>);
+}  // namespace
+
+TEST_CASE("Dispatcher: a delivery of a job id already in flight attaches to it and is settled with it",
+          "[dispatcher][duplicates]") {
+  Fixture f;
+  Held held;
+  f.add_worker("w1", 2, {}, held.runner());
+  f.add_worker("w2", 2, {}, held.runner());
+  f.queue.publish(make_job("dup"));
+  auto d = f.start();
+  REQUIRE(run_until(f.io, [&] { return held.calls.size() == 1; }));
+  auto again = make_job("dup");
+  again.redelivered = true;
+  f.queue.publish(again);  // e.g. the broker redelivered it after a connection drop
+  REQUIRE(run_until(f.io, [&] { return f.queue.ready() == 0 && f.queue.unacked() == 2; }));
+  run_ready(f.io);
+  CHECK(held.calls.size() == 1);  // not run twice at the same time
+  CHECK(f.transport.runs_started("loopback:w1") + f.transport.runs_started("loopback:w2") == 1);
+
+  f.sink.hold_confirms(true);
+  held.succeed_all();
+  REQUIRE(run_until(f.io, [&] { return f.sink.held() == 1; }));
+  run_ready(f.io);
+  CHECK(f.queue.acked() == 0);  // neither is acked before the status is confirmed
+  CHECK(f.sink.confirm_held() == 1);
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 2; }));
+  CHECK(f.sink.size() == 1);  // one status for both
+  CHECK(f.queue.unacked() == 0);
+  CHECK(d->stats().duplicates == 1);
+  CHECK(d->stats().in_flight == 0);
+}
+
+TEST_CASE("Dispatcher: a redelivery of a finished job is acked without running it again",
+          "[dispatcher][duplicates]") {
+  Fixture f;
+  f.add_worker("w1");
+  f.queue.publish(make_job("once"));
+  auto d = f.start();
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 1; }));
+  auto again = make_job("once");
+  again.redelivered = true;
+  f.queue.publish(again);
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 2; }));
+  run_ready(f.io);
+  CHECK(f.transport.runs_started("loopback:w1") == 1);
+  CHECK(f.sink.size() == 1);
+  CHECK(d->stats().duplicates == 1);
+}
+
+TEST_CASE("Dispatcher: the record of finished jobs is bounded in count and in time", "[dispatcher][duplicates]") {
+  Fixture f;
+  f.add_worker("w1");
+  core::DispatcherOptions options;
+  options.finished_record_size = 1;
+  options.finished_record_ttl = 20ms;
+  auto d = f.start(options);
+  f.queue.publish(make_job("a"));
+  f.queue.publish(make_job("b"));
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 2; }));
+  f.queue.publish(make_job("a"));  // pushed out of the record by "b": runs again
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 3; }));
+  CHECK(f.transport.runs_started("loopback:w1") == 3);
+  f.queue.publish(make_job("a"));  // still recorded: not run
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 4; }));
+  CHECK(f.transport.runs_started("loopback:w1") == 3);
+
+  bool expired = false;
+  asio::steady_timer timer(f.io, 40ms);
+  timer.async_wait([&](std::error_code) { expired = true; });
+  REQUIRE(run_until(f.io, [&] { return expired; }));
+  f.queue.publish(make_job("a"));  // recorded longer ago than the ttl: runs again
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 5; }));
+  CHECK(f.transport.runs_started("loopback:w1") == 4);
+}
+
+TEST_CASE("Dispatcher: a status carries a status id, the same on every retry of its publish, new for a new run",
+          "[dispatcher][duplicates]") {
+  Fixture f;
+  f.add_worker("w1");
+  RecordingSink sink{f.sink, {}};
+  core::DispatcherOptions options;
+  options.publish_retry_initial = 1ms;
+  options.publish_retry_max = 2ms;
+  options.finished_record_size = 0;  // so that the job runs again below
+  core::Dispatcher<core::InMemoryQueue, LoopbackTransport, RecordingSink> d(f.io.get_executor(), f.queue,
+                                                                            f.transport, sink, f.pool, options);
+  d.start();
+  f.sink.fail_next(2);
+  f.queue.publish(make_job("j"));
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 1; }));
+  REQUIRE(sink.attempts.size() == 3);
+  const std::string first = sink.attempts[0].second;
+  CHECK_FALSE(first.empty());
+  CHECK(sink.attempts[1].second == first);
+  CHECK(sink.attempts[2].second == first);
+  CHECK(f.sink.results().at(0).status_id == first);
+
+  f.queue.publish(make_job("j"));  // a new run of the same job id
+  f.queue.publish(make_job("k"));
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 3; }));
+  REQUIRE(sink.attempts.size() == 5);
+  CHECK(sink.attempts[3].second != first);
+  CHECK(sink.attempts[4].second != first);
+  CHECK(sink.attempts[3].second != sink.attempts[4].second);
+  CHECK(first.size() <= 64);  // fits an AMQP message-id whatever the job id's length
+}
+
+TEST_CASE("Dispatcher: an offer not accepted in time goes elsewhere, and the worker is not declared dead",
+          "[dispatcher]") {
+  Fixture f;
+  Held held;
+  f.add_worker("slow", 2, {}, held.runner());
+  core::DispatcherOptions options;
+  options.accept_timeout = 30ms;
+  auto d = f.start(options);
+  f.queue.publish(make_job("first"));
+  REQUIRE(run_until(f.io, [&] { return held.calls.size() == 1; }));
+  // Accepts nothing new for a while (a stalled process); its running job is fine.
+  f.transport.set_mode("loopback:slow", LoopbackTransport::Mode::silent);
+  f.add_worker("quick");
+  f.queue.publish(make_job("second"));
+  REQUIRE(run_until(f.io, [&] { return f.sink.size() == 1; }, 3s));
+  auto second = f.status("second");
+  REQUIRE(second);
+  CHECK(second->success);
+  CHECK(second->worker_id == "quick");
+  CHECK(f.pool.find("slow")->state != core::WorkerState::dead);
+  CHECK(d->stats().not_accepted == 1);
+  CHECK(d->stats().lost == 0);
+
+  f.transport.set_mode("loopback:slow", LoopbackTransport::Mode::up);
+  held.succeed_all();  // the first job's stream was alive all along: it is not lost
+  REQUIRE(run_until(f.io, [&] { return f.sink.size() == 2; }));
+  auto first = f.status("first");
+  REQUIRE(first);
+  CHECK(first->success);
+}
+
+TEST_CASE("Dispatcher: a job waiting for a busy label does not keep another label's idle worker from work",
+          "[dispatcher][labels]") {
+  Fixture f;
+  Held held;
+  f.add_worker("a", 1, {{"pool", "a"}}, held.runner());
+  f.add_worker("b", 1, {{"pool", "b"}});
+  for (int i = 0; i < 4; ++i) f.queue.publish(make_job("a-" + std::to_string(i), {{"pool", "a"}}));
+  for (int i = 0; i < 3; ++i) f.queue.publish(make_job("b-" + std::to_string(i), {{"pool", "b"}}));
+  auto d = f.start();
+  REQUIRE(run_until(f.io, [&] { return f.sink.size() == 3; }, 3s));
+  for (const auto& r : f.sink.results()) CHECK(r.worker_id == "b");
+  CHECK(held.calls.size() == 1);
+  while (f.sink.size() < 7) {
+    held.succeed_all();
+    REQUIRE(run_until(f.io, [&] { return !held.calls.empty() || f.sink.size() == 7; }));
+  }
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 7; }));
+}
+
+TEST_CASE("Dispatcher: a job no live worker offers the labels for fails after the placement timeout, naming them",
+          "[dispatcher][labels]") {
+  CHECK(core::DispatcherOptions{}.placement_timeout > 0ms);  // never forever by default
+  Fixture f;
+  Held held;
+  f.add_worker("eu", 1, {{"region", "eu"}}, held.runner());
+  f.add_worker("us", 1, {{"region", "us"}});  // idle: the window has room
+  core::DispatcherOptions options;
+  options.placement_timeout = 20ms;
+  auto d = f.start(options);
+  f.queue.publish(make_job("eu-0", {{"region", "eu"}}));
+  REQUIRE(run_until(f.io, [&] { return held.calls.size() == 1; }));
+  f.queue.publish(make_job("eu-1", {{"region", "eu"}}));  // its worker is only busy: it waits
+  f.queue.publish(make_job("mars-1", {{"region", "mars"}, {"arch", "arm64"}}));
+  REQUIRE(run_until(f.io, [&] { return f.sink.size() == 1; }, 2s));
+  auto r = f.status("mars-1");
+  REQUIRE(r);
+  CHECK_FALSE(r->success);
+  CHECK_THAT(r->error, Catch::Contains("region=mars"));
+  CHECK_THAT(r->error, Catch::Contains("arch=arm64"));
+  CHECK_THAT(r->error, Catch::Contains("no live worker offers"));
+
+  bool later = false;
+  asio::steady_timer timer(f.io, 60ms);  // three placement timeouts
+  timer.async_wait([&](std::error_code) { later = true; });
+  REQUIRE(run_until(f.io, [&] { return later; }));
+  CHECK(f.sink.size() == 1);  // eu-1 still waits for its busy worker
+  held.succeed_all();
+  REQUIRE(run_until(f.io, [&] { return held.calls.size() == 1; }));
+  held.succeed_all();
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 3; }));
+  CHECK(f.status("eu-1")->success);
+}
+
+TEST_CASE("Dispatcher: a job running past its timeout plus the grace is reported lost and cancelled on the worker",
+          "[dispatcher]") {
+  Fixture f;
+  Held held;
+  f.add_worker("w1", 1, {}, held.runner());
+  core::DispatcherOptions options;
+  options.run_timeout_grace = 20ms;
+  auto d = f.start(options);
+  auto job = make_job("hung");
+  job.timeout = 20ms;
+  f.queue.publish(job);
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 1; }, 3s));
+  auto r = f.status("hung");
+  REQUIRE(r);
+  CHECK_FALSE(r->success);
+  CHECK_THAT(r->error, Catch::Contains("was lost"));
+  CHECK_THAT(r->error, Catch::Contains("timeout"));
+  CHECK(d->stats().lost == 1);
+  REQUIRE(held.calls.size() == 1);
+  CHECK_FALSE(held.calls[0].complete(core::JobResult{}));  // the transport was told to cancel it
+  CHECK(f.transport.running("loopback:w1") == 0);
+}
+
+TEST_CASE("Dispatcher: at the stop deadline a job whose status is being published is not handed back",
+          "[dispatcher]") {
+  Fixture f;
+  Held held;
+  f.add_worker("w1", 2, {}, held.runner());
+  f.queue.publish(make_job("publishing"));
+  f.queue.publish(make_job("running"));
+  auto d = f.start();
+  REQUIRE(run_until(f.io, [&] { return held.calls.size() == 2; }));
+  f.sink.hold_confirms(true);
+  for (auto& call : held.calls)
+    if (call.job().id == "publishing") call.complete(core::JobResult{});
+  REQUIRE(run_until(f.io, [&] { return f.sink.held() == 1; }));
+
+  std::error_code result;
+  REQUIRE(f.stop(*d, 30ms, result));
+  CHECK(result == core::errc::stop_deadline_exceeded);
+  CHECK(f.queue.ready() == 1);  // only the job without a result is handed back
+  CHECK(f.queue.unacked() == 1);
+  CHECK(f.sink.confirm_held() == 1);
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 1; }));
+  CHECK(f.queue.unacked() == 0);
+}
+
+TEST_CASE("Dispatcher: a worker that deregisters while running a job delivers its result, not a loss",
+          "[dispatcher]") {
+  Fixture f;
+  Held held;
+  f.add_worker("w1", 1, {}, held.runner());
+  f.queue.publish(make_job("last"));
+  auto d = f.start();
+  REQUIRE(run_until(f.io, [&] { return held.calls.size() == 1; }));
+  REQUIRE(f.pool.deregister("w1", "graceful stop"));
+  run_ready(f.io);
+  CHECK(f.pool.find("w1"));  // still there, draining, until its job completed
+  held.succeed_all();
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 1; }));
+  CHECK(f.status("last")->success);
+  CHECK(d->stats().lost == 0);
+  REQUIRE(run_until(f.io, [&] { return !f.pool.find("w1"); }));
+}
+
+namespace {
+// A transport that watches its runs itself (as a heartbeat on each stream does).
+struct WatchingTransport : LoopbackTransport {
+  using LoopbackTransport::LoopbackTransport;
+  static constexpr bool monitors_runs = true;
+};
+}  // namespace
+
+TEST_CASE("Dispatcher: with a transport that watches its runs, missed pings do not fail a job whose stream lives",
+          "[dispatcher]") {
+  asio::io_context io;
+  core::InMemoryQueue queue(io.get_executor());
+  WatchingTransport transport(io.get_executor());
+  core::InMemoryStatusSink sink(io.get_executor());
+  core::WorkerPool pool(io.get_executor());
+  Held held;
+  transport.add_endpoint("loopback:w1", 1, held.runner());
+  REQUIRE(pool.register_worker(make_worker("w1")));
+  REQUIRE(pool.mark_alive("w1"));
+  core::Dispatcher<core::InMemoryQueue, WatchingTransport, core::InMemoryStatusSink> d(io.get_executor(), queue,
+                                                                                      transport, sink, pool);
+  d.start();
+  queue.publish(make_job("alive"));
+  REQUIRE(run_until(io, [&] { return held.calls.size() == 1; }));
+  REQUIRE(pool.mark_dead("w1", "missed 2 pings in a row"));
+  run_ready(io);
+  CHECK(sink.size() == 0);
+  held.succeed_all();
+  REQUIRE(run_until(io, [&] { return queue.acked() == 1; }));
+  CHECK(sink.results().at(0).success);
+  CHECK(d.stats().lost == 0);
 }

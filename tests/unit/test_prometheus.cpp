@@ -125,6 +125,7 @@ TEST_CASE("prometheus: PrometheusMetrics renders the dispatcher's and the pool's
   stats.handed_back = 2;
   stats.not_accepted = 4;
   stats.in_flight = 1;
+  stats.duplicates = 5;
   std::vector<core::WorkerSnapshot> workers;
   workers.push_back({worker("a", 2), core::WorkerState::busy, 2, 0, {}});
   workers.push_back({worker("b", 3), core::WorkerState::free, 1, 0, {}});
@@ -152,6 +153,10 @@ TEST_CASE("prometheus: PrometheusMetrics renders the dispatcher's and the pool's
       "# HELP blacktree_offers_not_accepted_total Offers a worker refused or never saw.\n"
       "# TYPE blacktree_offers_not_accepted_total counter\n"
       "blacktree_offers_not_accepted_total 4\n"
+      "# HELP blacktree_job_duplicates_total Deliveries of a job id in flight or recently finished, settled without "
+      "running again.\n"
+      "# TYPE blacktree_job_duplicates_total counter\n"
+      "blacktree_job_duplicates_total 5\n"
       "# HELP blacktree_events_dropped_total Progress events dropped because the events path was full.\n"
       "# TYPE blacktree_events_dropped_total counter\n"
       "blacktree_events_dropped_total 3\n"

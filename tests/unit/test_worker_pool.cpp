@@ -45,6 +45,13 @@ void add_alive(WorkerPool& pool, const std::string& id, std::uint32_t capacity =
   REQUIRE(pool.mark_alive(id));
 }
 
+// An acquire that was served: the slot is held.
+std::shared_ptr<Grant> held_slot(asio::io_context& io, WorkerPool& pool) {
+  auto grant = acquire(pool);
+  REQUIRE(run_until(io, [&] { return grant->done; }));
+  return grant;
+}
+
 WorkerState state_of(const WorkerPool& pool, const std::string& id) {
   auto snapshot = pool.find(id);
   REQUIRE(snapshot);
@@ -369,7 +376,7 @@ TEST_CASE("WorkerPool: draining takes no new jobs, running ones finish, resume u
   CHECK(pool.alive_capacity() == 2);
 }
 
-TEST_CASE("WorkerPool: deregistration removes the worker and voids its leases", "[worker_pool]") {
+TEST_CASE("WorkerPool: deregistration removes the worker, and a leaving one that dies voids its leases", "[worker_pool]") {
   asio::io_context io;
   WorkerPool pool(io.get_executor());
   add_alive(pool, "w1", 1);
@@ -381,10 +388,13 @@ TEST_CASE("WorkerPool: deregistration removes the worker and voids its leases", 
   std::vector<core::WorkerEvent> events;
   auto subscription = pool.subscribe([&](const core::WorkerEvent& e) { events.push_back(e); });
   REQUIRE(pool.deregister("w1", "worker shutting down"));
+  CHECK(pool.size() == 1);  // leaving: its job is still out
+  REQUIRE(pool.mark_dead("w1", "missed 2 pings"));  // and then it died
   CHECK(pool.size() == 0);
-  REQUIRE(events.size() == 1);
-  CHECK(events[0].removed);
-  CHECK(events[0].leases_lost);
+  REQUIRE(events.size() == 2);
+  CHECK(events[1].removed);
+  CHECK(events[1].leases_lost);
+  CHECK_FALSE(held->lease.current());
   held->lease.release();
   run_ready(io);
   CHECK_FALSE(waiter->done);  // never handed a removed worker
@@ -512,4 +522,72 @@ TEST_CASE("WorkerPoolSt: the single-threaded pool behaves the same", "[worker_po
   pool.async_acquire({}, [&](std::error_code, core::WorkerPoolSt::Lease l) { lease = std::move(l); });
   REQUIRE(run_until(io, [&] { return lease.has_value(); }));
   CHECK(lease->worker().id == "w1");
+}
+
+TEST_CASE("WorkerPool: a second live process with the same worker id is refused with a clear error",
+          "[worker_pool]") {
+  asio::io_context io;
+  WorkerPool pool(io.get_executor());
+  add_alive(pool, "w1", 1);
+  auto held = held_slot(io, pool);
+
+  auto other = make_worker("w1", 1);
+  other.address = "10.0.0.9:50051";
+  other.incarnation = "2";
+  auto refused = pool.register_worker(other);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().code() == core::errc::duplicate_worker);
+  CHECK_THAT(refused.error().message(), Catch::Contains("w1"));
+  CHECK_THAT(refused.error().message(), Catch::Contains("10.0.0.9:50051"));
+  CHECK_THAT(refused.error().message(), Catch::Contains("loopback:w1"));
+  CHECK(held->lease.current());  // the first process keeps its job
+  CHECK(pool.find("w1")->info->address == "loopback:w1");
+
+  // A restart at the same address replaces it: only one process can answer there.
+  auto restarted = make_worker("w1", 1);
+  restarted.incarnation = "3";
+  REQUIRE(pool.register_worker(restarted));
+  CHECK_FALSE(held->lease.current());
+
+  // Once the first stops answering pings, the second may take the id.
+  REQUIRE(pool.mark_alive("w1"));
+  REQUIRE(pool.mark_dead("w1", "missed 2 pings"));
+  REQUIRE(pool.register_worker(other));
+  CHECK(pool.find("w1")->info->address == "10.0.0.9:50051");
+}
+
+TEST_CASE("WorkerPool: a worker that deregisters with jobs in flight drains and leaves after the last one",
+          "[worker_pool]") {
+  asio::io_context io;
+  WorkerPool pool(io.get_executor());
+  add_alive(pool, "w1", 2);
+  auto first = held_slot(io, pool);
+  auto second = held_slot(io, pool);
+  std::vector<core::WorkerEvent> events;
+  auto subscription = pool.subscribe([&](const core::WorkerEvent& e) { events.push_back(e); });
+
+  REQUIRE(pool.deregister("w1", "graceful stop"));
+  REQUIRE(pool.find("w1"));
+  CHECK(state_of(pool, "w1") == WorkerState::draining);
+  CHECK(pool.alive_capacity() == 0);
+  CHECK(first->lease.current());  // its jobs are not lost
+  for (const auto& e : events) CHECK_FALSE(e.leases_lost);
+  auto waiter = acquire(pool);
+  first->lease.release();
+  run_ready(io);
+  CHECK(pool.find("w1"));
+  CHECK_FALSE(waiter->done);  // a leaving worker takes nothing new
+  second->lease.release();
+  CHECK_FALSE(pool.find("w1"));
+  REQUIRE_FALSE(events.empty());
+  CHECK(events.back().removed);
+  CHECK_FALSE(events.back().leases_lost);
+  CHECK(pool.size() == 0);
+
+  // Without jobs in flight it leaves at once.
+  add_alive(pool, "w2", 1);
+  REQUIRE(run_until(io, [&] { return waiter->done; }));
+  waiter->lease.release();
+  REQUIRE(pool.deregister("w2", "graceful stop"));
+  CHECK_FALSE(pool.find("w2"));
 }

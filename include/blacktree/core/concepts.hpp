@@ -76,6 +76,18 @@ template <class T>
 struct declares_prefetch_control<T> : std::bool_constant<static_cast<bool>(T::prefetch_control)> {};
 
 template <class T>
+struct declares_reports_accepted : std::false_type {};
+template <class T>
+  requires requires { typename std::bool_constant<static_cast<bool>(T::reports_accepted)>; }
+struct declares_reports_accepted<T> : std::bool_constant<static_cast<bool>(T::reports_accepted)> {};
+
+template <class T>
+struct declares_monitors_runs : std::false_type {};
+template <class T>
+  requires requires { typename std::bool_constant<static_cast<bool>(T::monitors_runs)>; }
+struct declares_monitors_runs<T> : std::bool_constant<static_cast<bool>(T::monitors_runs)> {};
+
+template <class T>
 struct declares_reports_invalid : std::false_type {};
 template <class T>
   requires requires { typename std::bool_constant<static_cast<bool>(T::reports_invalid)>; }
@@ -124,6 +136,26 @@ concept PrefetchControl = requires(S& s, std::size_t n) { s.set_prefetch(n); };
 template <class S>
 struct job_source_traits {
   static constexpr bool prefetch_control = detail::declares_prefetch_control<S>::value;
+};
+
+/// What a WorkerTransport promises beyond the concept. A declaration, not
+/// an expression (nothing to misspell): true when `T` has `static constexpr
+/// bool reports_accepted = true;`, or specialize it for a type you cannot
+/// change.
+///  - reports_accepted: every async_run given a non-empty progress callback
+///    calls it with a Phase::accepted event once the worker has taken the job
+///    (before any other event of that run). The dispatcher then enforces
+///    DispatcherOptions::accept_timeout itself, and knows which runs were
+///    never accepted (so they can go elsewhere).
+///  - monitors_runs: the transport watches each run itself (a heartbeat on
+///    its stream) and completes a run whose worker went silent with
+///    errc::worker_lost. A worker declared dead for missed pings then does
+///    not fail the jobs it runs: their streams are alive or will be reported
+///    lost by the transport. (A restart or a deregistration still does.)
+template <class T>
+struct worker_transport_traits {
+  static constexpr bool reports_accepted = detail::declares_reports_accepted<T>::value;
+  static constexpr bool monitors_runs = detail::declares_monitors_runs<T>::value;
 };
 
 // ---------------------------------------------------------------------------
@@ -226,6 +258,13 @@ concept StatusSink = requires(K& k, const JobResult& r) {
 ///  - `p.alive_capacity()` -> convertible to `std::size_t`, callable from any
 ///    thread: the slots of live workers that take jobs;
 ///  - `p.mark_dead(id, reason)`: the worker stopped answering; its leases are void.
+/// Optional, used by the Dispatcher when present:
+///  - `p.try_acquire(labels)` -> `Lease`, empty when no slot is free now:
+///    without it every job waiting for a slot counts against the dispatcher's
+///    window, so a backlog for one label can stall the others;
+///  - `p.snapshot()` -> a range of WorkerSnapshot: tells a job whose labels
+///    no live worker offers (failed at the placement timeout) from one whose
+///    workers are only busy (it keeps waiting); without it both fail then.
 template <class P>
 concept LeasePool =
     requires { typename P::Lease; typename P::Subscription; } && std::default_initializable<typename P::Lease> &&

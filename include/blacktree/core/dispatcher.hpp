@@ -22,9 +22,12 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <limits>
 #include <memory>
+#include <random>
 #include <string>
+#include <unordered_map>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -32,25 +35,53 @@
 namespace blacktree::core {
 
 struct DispatcherOptions {
-  /// Upper bound on jobs taken from the source and not yet settled; 0 means
-  /// the pool's live capacity is the only bound (the usual choice).
+  /// Upper bound on jobs taken from the source and placed (or being placed)
+  /// on a worker, not yet settled; 0 means the pool's live capacity is the
+  /// bound (the usual choice). Jobs waiting for a worker are bounded by
+  /// `max_waiting` instead.
   std::size_t max_in_flight = 0;
-  /// Workers a job is offered to that never accept it (unreachable, full)
-  /// before it gets a failure status.
+  /// Jobs held that no worker can take now (every worker with their labels
+  /// is busy, or there is none), beyond the window above, so that a backlog
+  /// for one label does not keep another label's idle workers from work.
+  /// Waiting jobs beyond this many take window slots again; 0 makes every
+  /// waiting job take one (a backlog for one label then stalls the rest).
+  std::size_t max_waiting = 64;
+  /// Workers a job is offered to that never accept it (unreachable, full,
+  /// too slow to accept) before it gets a failure status.
   std::uint32_t max_attempts = 3;
-  /// How long a job may wait for a worker offering its labels; 0 waits forever.
-  std::chrono::milliseconds placement_timeout{0};
-  /// A worker that cannot be reached when offered a job is marked dead (a
-  /// HealthMonitor revives it when it answers again). Turn off if nothing
-  /// revives workers in your embedding.
-  bool mark_unreachable_dead = true;
-  /// A worker that refused a job (full, draining) has fewer free slots than
-  /// the pool believes: the refused slot is kept out of use this long, so the
-  /// next attempt goes to another slot instead of straight back to it.
+  /// A job that waited this long while no live worker offers its labels
+  /// fails, with a status naming the labels nobody offers. A job whose
+  /// workers exist but are busy keeps waiting. 0 waits forever.
+  std::chrono::milliseconds placement_timeout{300'000};
+  /// An offered job the worker has not accepted within this is taken back
+  /// (the run is cancelled) and offered elsewhere; the worker is not declared
+  /// dead for it (only missed pings do that). Enforced by the dispatcher for
+  /// transports that report acceptance (worker_transport_traits); others
+  /// apply their own. 0: no limit from the dispatcher.
+  std::chrono::milliseconds accept_timeout{10'000};
+  /// A worker that did not take a job (refused: full, draining; unreachable;
+  /// too slow to accept) has fewer usable slots than the pool believes: the
+  /// slot is kept out of use this long, so the next attempt goes to another
+  /// slot instead of straight back to it.
   std::chrono::milliseconds refused_slot_cooldown{1000};
   /// Backoff between attempts to publish a status that the sink refused.
   std::chrono::milliseconds publish_retry_initial{50};
   std::chrono::milliseconds publish_retry_max{5000};
+  /// One run per job id: a delivery of a job id whose status was confirmed
+  /// less than `finished_record_ttl` ago, among the last
+  /// `finished_record_size` such ids, is acked without running again (a
+  /// broker redelivery after a lost connection). 0 keeps no record. A control
+  /// plane that retries a job gives the retry a new job id.
+  std::size_t finished_record_size = 10'000;
+  std::chrono::milliseconds finished_record_ttl{600'000};
+  /// A job running longer than its timeout (this when it sets none; 0: no
+  /// limit for those) plus `run_timeout_grace` is cancelled on its worker and
+  /// reported lost: a worker that answers pings but never finishes a job
+  /// does not hold it forever. The grace covers the worker's own enforcement
+  /// of the timeout and its report; keep the default at least the workers'
+  /// job timeout.
+  std::chrono::milliseconds default_job_timeout{1'800'000};
+  std::chrono::milliseconds run_timeout_grace{60'000};
 };
 
 struct DispatcherStats {
@@ -62,6 +93,7 @@ struct DispatcherStats {
   std::uint64_t handed_back = 0;    ///< deliveries requeued by a stop
   std::uint64_t not_accepted = 0;   ///< offers a worker refused or never saw
   std::uint64_t in_flight = 0;      ///< taken and not yet settled
+  std::uint64_t duplicates = 0;     ///< deliveries of a job id in flight or finished, not run again
 };
 
 /// Hooks for logs and metrics. Every hook of this base does nothing and
@@ -85,18 +117,25 @@ static_assert(ObservesDispatcher<DispatcherObserver>);
 /// Moves jobs from a source to workers and their statuses to a sink:
 /// receive -> acquire a worker slot -> run -> publish the status -> ack.
 ///
-///  - It holds at most as many unsettled deliveries as the pool has live
-///    capacity (and tells the source so through set_prefetch when it models
-///    PrefetchControl),
-///    so memory does not grow with the depth of the queue.
+///  - It holds at most as many placed, unsettled deliveries as the pool has
+///    live capacity, plus up to `max_waiting` jobs no worker can take now (and
+///    tells the source so through set_prefetch when it models
+///    PrefetchControl), so memory does not grow with the depth of the queue
+///    and a backlog for one label does not starve the others.
+///  - One run per job id: a delivery of a job id already in flight attaches
+///    to it and is settled with it; one whose status was confirmed recently
+///    is acked without running again.
 ///  - A job its worker never accepted is offered to another worker; a job
-///    whose worker was lost mid-run gets a failure status saying so; a job
-///    that ran and failed is never run again (the control plane owns retries).
+///    whose worker was lost mid-run, or that ran past its timeout plus a
+///    grace, gets a failure status saying so; a job that ran and failed is
+///    never run again (the control plane owns retries).
+///  - Every status carries a status id, the same on every retry of its
+///    publish and new for every run.
 ///  - A delivery is acked only after the sink confirmed its status. Invalid
 ///    deliveries are dead-lettered with the reason (after a failure status,
 ///    when they carry a job id).
 ///  - async_stop takes nothing new, lets running jobs finish until the
-///    deadline, and hands back (requeues) what did not.
+///    deadline, and hands back (requeues) what has no result by then.
 ///
 /// All its state lives on one strand; it needs no lock. The source,
 /// transport, sink and pool must outlive it. Destroying it abandons what is in
@@ -139,8 +178,10 @@ class Dispatcher {
   }
 
   /// Graceful stop. Completion: `void(std::error_code)`: no error when
-  /// everything in flight finished; errc::stop_deadline_exceeded when running
-  /// jobs had to be handed back at the deadline.
+  /// everything in flight finished; errc::stop_deadline_exceeded at the
+  /// deadline, when jobs without a result were handed back (jobs whose status
+  /// is being published are not: they stay unsettled until it is confirmed,
+  /// then are acked).
   template <class Token>
   auto async_stop(std::chrono::milliseconds deadline, Token&& token) {
     return asio::async_initiate<Token, void(std::error_code)>(
@@ -157,14 +198,21 @@ class Dispatcher {
   DispatcherStats stats() const noexcept {
     const auto& c = impl_->counters;
     auto get = [](const std::atomic<std::uint64_t>& a) { return a.load(std::memory_order_relaxed); };
-    return DispatcherStats{get(c.received),      get(c.succeeded),   get(c.failed),
+    return DispatcherStats{get(c.received),      get(c.succeeded),     get(c.failed),
                            get(c.lost),          get(c.dead_lettered), get(c.handed_back),
-                           get(c.not_accepted),  get(c.in_flight)};
+                           get(c.not_accepted),  get(c.in_flight),     get(c.duplicates)};
   }
 
  private:
   using delivery_type = typename Source::delivery_type;
   using lease_type = typename Pool::Lease;
+  using Clock = std::chrono::steady_clock;
+
+  static constexpr bool reports_accepted = worker_transport_traits<Transport>::reports_accepted;
+  static constexpr bool monitors_runs = worker_transport_traits<Transport>::monitors_runs;
+  static constexpr bool can_try_acquire = requires(Pool& p, const Labels& l) {
+    { p.try_acquire(l) } -> std::same_as<lease_type>;
+  };
 
   enum class Stage { placing, running, publishing, done };
 
@@ -176,16 +224,24 @@ class Dispatcher {
     const Job& job() const { return delivery.job(); }
 
     delivery_type delivery;
+    std::vector<delivery_type> attached;  // more deliveries of this job id, settled with it
     Stage stage = Stage::placing;
+    bool waiting = false;  // queued in the pool for a slot
     lease_type lease;
     std::shared_ptr<const WorkerInfo> worker;  // kept for the transport call
     asio::cancellation_signal cancel;          // the pending acquire or run
     std::uint32_t attempts = 0;
-    bool placement_expired = false;
+    bool accepted = false;
+    bool accept_timed_out = false;
+    std::uint32_t placement_periods = 0;
+    std::string placement_failure;  // non-empty: the placement timer gave up
     std::unique_ptr<asio::steady_timer> placement_timer;
+    std::unique_ptr<asio::steady_timer> accept_timer;
+    std::unique_ptr<asio::steady_timer> run_timer;
     std::unique_ptr<asio::steady_timer> retry_timer;
     std::chrono::milliseconds retry_delay{0};
     std::string dead_letter_reason;  // non-empty: dead-letter once the status is out
+    std::string status_id;
     JobResult result;
     std::chrono::system_clock::time_point received_at;
     std::chrono::system_clock::time_point started_at;
@@ -194,12 +250,28 @@ class Dispatcher {
 
   struct Counters {
     std::atomic<std::uint64_t> received{0}, succeeded{0}, failed{0}, lost{0}, dead_lettered{0}, handed_back{0},
-        not_accepted{0}, in_flight{0};
+        not_accepted{0}, in_flight{0}, duplicates{0};
   };
+
+  static std::string describe(std::chrono::milliseconds d) {
+    return d.count() % 1000 == 0 ? std::to_string(d.count() / 1000) + " s" : std::to_string(d.count()) + " ms";
+  }
+
+  // A per-process token, so that status ids of two dispatchers (an
+  // orchestrator and its successor after a restart) never collide.
+  static std::string random_token() {
+    std::random_device device;
+    const std::uint64_t value = (std::uint64_t{device()} << 32) ^ device();
+    static constexpr char digits[] = "0123456789abcdef";
+    std::string out(16, '0');
+    for (int i = 0; i < 16; ++i) out[static_cast<std::size_t>(i)] = digits[(value >> (60 - 4 * i)) & 0xf];
+    return out;
+  }
 
   struct Impl : std::enable_shared_from_this<Impl> {
     Impl(executor_type s, Source& src, Transport& t, Sink& k, Pool& p, DispatcherOptions o, Observer obs)
-        : strand(std::move(s)), source(src), transport(t), sink(k), pool(p), options(o), observer(std::move(obs)) {}
+        : strand(std::move(s)), source(src), transport(t), sink(k), pool(p), options(o), observer(std::move(obs)),
+          token(random_token()) {}
 
     executor_type strand;
     Source& source;
@@ -209,6 +281,8 @@ class Dispatcher {
     DispatcherOptions options;
     Observer observer;
     Counters counters;
+    const std::string token;
+    std::uint64_t next_run = 1;
 
     bool started = false;
     bool stopping = false;
@@ -217,9 +291,14 @@ class Dispatcher {
     bool source_closed = false;
     bool receive_pending = false;
     asio::cancellation_signal receive_cancel;
-    std::size_t in_flight = 0;
+    std::size_t waiting = 0;   // contexts queued in the pool
+    std::size_t attached = 0;  // deliveries attached to another of the same job id
     std::size_t prefetch_told = std::numeric_limits<std::size_t>::max();
     std::unordered_set<ContextPtr> active;
+    std::unordered_map<std::string, ContextPtr> by_job_id;  // valid jobs in flight
+    // Job ids whose status was confirmed, oldest first (see finished_record_*).
+    std::unordered_map<std::string, Clock::time_point> finished;
+    std::deque<std::pair<std::string, Clock::time_point>> finished_order;
     std::unique_ptr<asio::steady_timer> stop_timer;
     std::vector<CompletionHandler<void(std::error_code)>> stop_handlers;
 
@@ -227,10 +306,15 @@ class Dispatcher {
       const std::size_t capacity = pool.alive_capacity();
       return options.max_in_flight ? std::min(capacity, options.max_in_flight) : capacity;
     }
+    // Waiting jobs that do not count against the window.
+    std::size_t waiting_aside() const { return std::min(waiting, options.max_waiting); }
+    std::size_t in_window() const { return active.size() - waiting_aside(); }
+
+    void update_in_flight() { counters.in_flight.store(active.size() + attached, std::memory_order_relaxed); }
 
     void tell_prefetch() {
       if constexpr (PrefetchControl<Source>) {
-        const std::size_t n = limit();
+        const std::size_t n = limit() + waiting_aside() + attached;
         if (n != prefetch_told) {
           prefetch_told = n;
           source.set_prefetch(n);
@@ -242,7 +326,7 @@ class Dispatcher {
     void pump() {
       if (abandoned || stopping || !started || source_closed) return;
       tell_prefetch();
-      if (receive_pending || in_flight >= limit()) return;
+      if (receive_pending || in_window() >= limit()) return;
       receive_pending = true;
       source.async_receive(asio::bind_cancellation_slot(
           receive_cancel.slot(),
@@ -266,26 +350,71 @@ class Dispatcher {
         maybe_finish_stop();
         return;
       }
+      counters.received.fetch_add(1, std::memory_order_relaxed);
+      std::string reason = invalid_reason(delivery);
+      if (reason.empty() && is_duplicate(delivery)) {
+        pump();
+        return;
+      }
       auto ctx = std::make_shared<Context>(std::move(delivery));
       ctx->received_at = std::chrono::system_clock::now();
+      ctx->status_id = token + "-" + std::to_string(next_run++);
       active.insert(ctx);
-      ++in_flight;
-      counters.received.fetch_add(1, std::memory_order_relaxed);
-      counters.in_flight.store(in_flight, std::memory_order_relaxed);
+      update_in_flight();
       observer.on_received(ctx->job());
-      if (std::string reason = invalid_reason(*ctx); !reason.empty())
+      if (!reason.empty()) {
         dead_letter(ctx, std::move(reason));
-      else
+      } else {
+        by_job_id.emplace(ctx->job().id, ctx);
         place(ctx);
+      }
       pump();
     }
 
-    static std::string invalid_reason(const Context& ctx) {
+    // One run per job id: attaches `delivery` to the run of its job id in
+    // flight, or acks it when that job's status was confirmed recently.
+    bool is_duplicate(delivery_type& delivery) {
+      const std::string& id = delivery.job().id;
+      if (auto it = by_job_id.find(id); it != by_job_id.end()) {
+        it->second->attached.push_back(std::move(delivery));
+        ++attached;
+        update_in_flight();
+        counters.duplicates.fetch_add(1, std::memory_order_relaxed);
+        return true;
+      }
+      if (recently_finished(id)) {
+        source.ack(delivery);
+        counters.duplicates.fetch_add(1, std::memory_order_relaxed);
+        return true;
+      }
+      return false;
+    }
+
+    bool recently_finished(const std::string& id) {
+      const auto now = Clock::now();
+      while (!finished_order.empty() && (now - finished_order.front().second >= options.finished_record_ttl ||
+                                         finished.size() > options.finished_record_size)) {
+        auto& [old_id, at] = finished_order.front();
+        if (auto it = finished.find(old_id); it != finished.end() && it->second == at) finished.erase(it);
+        finished_order.pop_front();
+      }
+      return finished.contains(id);
+    }
+
+    void remember_finished(const std::string& id) {
+      if (options.finished_record_size == 0 || options.finished_record_ttl.count() <= 0) return;
+      const auto now = Clock::now();
+      finished[id] = now;
+      finished_order.emplace_back(id, now);
+      (void)recently_finished(id);  // trims to the bounds
+    }
+
+    static std::string invalid_reason(const delivery_type& delivery) {
       if constexpr (ReportsInvalid<delivery_type>) {
-        std::string_view reason = ctx.delivery.invalid_reason();
+        std::string_view reason = delivery.invalid_reason();
         if (!reason.empty()) return std::string(reason);
       }
-      if (ctx.job().id.empty()) return "jobId is missing or empty";
+      if (delivery.job().id.empty()) return "jobId is missing or empty";
       return {};
     }
 
@@ -304,14 +433,17 @@ class Dispatcher {
 
     void place(const ContextPtr& ctx) {
       ctx->stage = Stage::placing;
-      if (options.placement_timeout.count() > 0 && !ctx->placement_timer) {
-        ctx->placement_timer = std::make_unique<asio::steady_timer>(strand, options.placement_timeout);
-        ctx->placement_timer->async_wait([self = this->shared_from_this(), ctx](std::error_code ec) {
-          if (ec || self->abandoned || ctx->stage != Stage::placing) return;
-          ctx->placement_expired = true;
-          ctx->cancel.emit(asio::cancellation_type::terminal);
-        });
+      if constexpr (can_try_acquire) {
+        if (lease_type lease = pool.try_acquire(ctx->job().required_labels)) {
+          on_lease(ctx, {}, std::move(lease));
+          return;
+        }
+        // Nothing free for it now: it waits aside, out of the window.
+        ctx->waiting = true;
+        ++waiting;
+        tell_prefetch();
       }
+      arm_placement_timer(ctx);
       pool.async_acquire(ctx->job().required_labels,
                          asio::bind_cancellation_slot(
                              ctx->cancel.slot(),
@@ -321,12 +453,62 @@ class Dispatcher {
                              })));
     }
 
+    void arm_placement_timer(const ContextPtr& ctx) {
+      if (options.placement_timeout.count() <= 0) return;
+      if (!ctx->placement_timer) ctx->placement_timer = std::make_unique<asio::steady_timer>(strand);
+      ctx->placement_timer->expires_after(options.placement_timeout);  // cancels an earlier period's wait
+      ctx->placement_timer->async_wait([self = this->shared_from_this(), ctx](std::error_code ec) {
+        if (ec || self->abandoned || ctx->stage != Stage::placing) return;
+        ++ctx->placement_periods;
+        std::string missing = self->unoffered(ctx->job().required_labels);
+        if (missing.empty()) {  // its workers exist and are busy: keep waiting
+          self->arm_placement_timer(ctx);
+          return;
+        }
+        ctx->placement_failure = "no live worker offers " + missing + " (waited " +
+                                 describe(self->options.placement_timeout * ctx->placement_periods) + " for one)";
+        ctx->cancel.emit(asio::cancellation_type::terminal);
+      });
+    }
+
+    // Empty when a live worker offers every label in `required`; else the
+    // labels nobody offers (or the whole set, when each is offered by someone
+    // but no worker offers them all).
+    std::string unoffered(const Labels& required) const {
+      if constexpr (requires { pool.snapshot(); }) {
+        std::vector<std::shared_ptr<const WorkerInfo>> live;
+        for (const auto& w : pool.snapshot())
+          if (w.state == WorkerState::free || w.state == WorkerState::busy || w.state == WorkerState::registering)
+            live.push_back(w.info);
+        std::string missing;
+        bool any_matches = false;
+        for (const auto& info : live) any_matches = any_matches || labels_match(required, info->labels);
+        if (any_matches) return {};
+        for (const auto& [key, value] : required) {
+          bool offered = false;
+          for (const auto& info : live) {
+            auto it = info->labels.find(key);
+            offered = offered || (it != info->labels.end() && it->second == value);
+          }
+          if (!offered) missing += (missing.empty() ? "" : ", ") + key + "=" + value;
+        }
+        if (!missing.empty()) return missing;
+        return required.empty() ? std::string("any slot (no live worker)") : "all of " + to_string(required);
+      } else {
+        return to_string(required);
+      }
+    }
+
     void on_lease(const ContextPtr& ctx, std::error_code ec, lease_type lease) {
       if (abandoned || ctx->stage != Stage::placing) return;
+      if (ctx->waiting) {
+        ctx->waiting = false;
+        --waiting;
+      }
+      if (ctx->placement_timer) ctx->placement_timer->cancel();
       if (ec) {
-        if (ctx->placement_expired)
-          fail(ctx, "no worker offering " + to_string(ctx->job().required_labels) + " became free within " +
-                        std::to_string(options.placement_timeout.count()) + " ms");
+        if (!ctx->placement_failure.empty())
+          fail(ctx, ctx->placement_failure);
         else
           hand_back(ctx);  // stopping, or the pool was stopped
         return;
@@ -344,14 +526,26 @@ class Dispatcher {
       ctx->lease = std::move(lease);
       ctx->worker = ctx->lease.worker_info();
       ctx->stage = Stage::running;
+      ctx->accepted = false;
+      ctx->accept_timed_out = false;
       ctx->started_at = std::chrono::system_clock::now();
       const std::uint32_t attempt = ++ctx->attempts;
       observer.on_assigned(ctx->job(), *ctx->worker);
+      arm_run_timers(ctx, attempt);
 
       ProgressCallback progress;
-      if constexpr (Observer::wants_progress) {
-        progress = [weak = this->weak_from_this()](const ProgressEvent& event) {
-          if (auto self = weak.lock()) self->observer.on_progress(event);
+      const bool watch_accept = reports_accepted && options.accept_timeout.count() > 0;
+      if (Observer::wants_progress || watch_accept) {
+        progress = [weak = this->weak_from_this(), weak_ctx = std::weak_ptr<Context>(ctx), attempt, watch_accept,
+                    seen = std::make_shared<std::atomic<bool>>(false)](const ProgressEvent& event) {
+          auto self = weak.lock();
+          if (!self) return;
+          // Any event means the worker has the job; tell the strand once.
+          if (watch_accept && !seen->exchange(true, std::memory_order_acq_rel))
+            asio::post(self->strand, [self, weak_ctx, attempt] {
+              if (auto c = weak_ctx.lock()) self->on_accepted(c, attempt);
+            });
+          if constexpr (Observer::wants_progress) self->observer.on_progress(event);
         };
       }
       transport.async_run(*ctx->worker, ctx->job(), std::move(progress),
@@ -363,22 +557,59 @@ class Dispatcher {
                               })));
     }
 
+    bool running(const ContextPtr& ctx, std::uint32_t attempt) const {
+      return !abandoned && ctx->stage == Stage::running && attempt == ctx->attempts;
+    }
+
+    void arm_run_timers(const ContextPtr& ctx, std::uint32_t attempt) {
+      if (reports_accepted && options.accept_timeout.count() > 0) {
+        if (!ctx->accept_timer) ctx->accept_timer = std::make_unique<asio::steady_timer>(strand);
+        ctx->accept_timer->expires_after(options.accept_timeout);
+        ctx->accept_timer->async_wait([self = this->shared_from_this(), ctx, attempt](std::error_code ec) {
+          if (ec || !self->running(ctx, attempt) || ctx->accepted) return;
+          // Taken back: the completion (operation_aborted) offers it elsewhere.
+          ctx->accept_timed_out = true;
+          ctx->cancel.emit(asio::cancellation_type::terminal);
+        });
+      }
+      const auto timeout = ctx->job().timeout.count() > 0 ? ctx->job().timeout : options.default_job_timeout;
+      if (timeout.count() <= 0) return;
+      if (!ctx->run_timer) ctx->run_timer = std::make_unique<asio::steady_timer>(strand);
+      ctx->run_timer->expires_after(timeout + options.run_timeout_grace +
+                                    (reports_accepted ? std::chrono::milliseconds(0) : options.accept_timeout));
+      ctx->run_timer->async_wait([self = this->shared_from_this(), ctx, attempt, timeout](std::error_code ec) {
+        if (ec || !self->running(ctx, attempt)) return;
+        ctx->cancel.emit(asio::cancellation_type::terminal);  // tell the worker to stop it
+        self->lost(ctx, "it ran past its timeout of " + describe(timeout) + " plus a grace of " +
+                            describe(self->options.run_timeout_grace) + ", and was cancelled");
+      });
+    }
+
+    void on_accepted(const ContextPtr& ctx, std::uint32_t attempt) {
+      if (!running(ctx, attempt)) return;
+      ctx->accepted = true;
+      if (ctx->accept_timer) ctx->accept_timer->cancel();
+    }
+
     void on_result(const ContextPtr& ctx, std::uint32_t attempt, std::error_code ec, JobResult result) {
       // Already settled another way (worker declared lost, handed back at a stop deadline).
-      if (abandoned || ctx->stage != Stage::running || attempt != ctx->attempts) return;
+      if (!running(ctx, attempt)) return;
+      if (ctx->accept_timed_out && ec == asio::error::operation_aborted) {
+        ec = make_error_code(errc::worker_unreachable);
+        result.error = "worker " + ctx->worker->id + " did not accept the job within " +
+                       describe(options.accept_timeout);
+      }
       if (ec && never_accepted(ec)) {
         counters.not_accepted.fetch_add(1, std::memory_order_relaxed);
         const auto worker = ctx->worker;
         observer.on_not_accepted(ctx->job(), *worker, ec, result.error);
-        if (ec == errc::worker_refused && options.refused_slot_cooldown.count() > 0) {
+        stop_run_timers(ctx);
+        // One failed offer says little about the worker (only missed pings
+        // declare it dead): its slot rests, and the job goes elsewhere.
+        if (options.refused_slot_cooldown.count() > 0)
           park(std::move(ctx->lease));
-        } else {
+        else
           ctx->lease.release();
-        }
-        if (ec == errc::worker_unreachable && options.mark_unreachable_dead) {
-          // Fails only if the worker was deregistered meanwhile: nothing to mark then.
-          (void)pool.mark_dead(worker->id, "unreachable when offered job " + ctx->job().id + ": " + result.error);
-        }
         if (ctx->attempts >= options.max_attempts) {
           fail(ctx, "no worker accepted the job after " + std::to_string(ctx->attempts) + " attempts; last, " +
                         worker->id + ": " + (result.error.empty() ? ec.message() : result.error));
@@ -396,18 +627,29 @@ class Dispatcher {
       finalize(ctx, std::move(result));
     }
 
-    // Holds a refused slot for the cooldown, then returns it (its release, or
-    // the timer's destruction with the io_context, gives it back exactly once).
+    void stop_run_timers(const ContextPtr& ctx) {
+      if (ctx->accept_timer) ctx->accept_timer->cancel();
+      if (ctx->run_timer) ctx->run_timer->cancel();
+    }
+
+    // Holds a slot that did not take a job for the cooldown, then returns it
+    // (its release, or the timer's destruction with the io_context, gives it
+    // back exactly once) and looks for work for it.
     void park(lease_type lease) {
       auto timer = std::make_shared<asio::steady_timer>(strand, options.refused_slot_cooldown);
-      timer->async_wait([timer, held = std::make_shared<lease_type>(std::move(lease))](std::error_code) mutable {
+      timer->async_wait([timer, weak = this->weak_from_this(),
+                         held = std::make_shared<lease_type>(std::move(lease))](std::error_code) mutable {
         held->release();
+        if (auto self = weak.lock(); self && !self->abandoned) self->pump();
       });
     }
 
     void on_pool_event(const WorkerEvent& event) {
       if (abandoned) return;
-      if (event.leases_lost) {
+      // Missed pings say the ping path is silent; a transport that watches its
+      // runs knows better whether they are (and reports the ones that are).
+      const bool pings_only = monitors_runs && !event.removed && event.to == WorkerState::dead;
+      if (event.leases_lost && !pings_only) {
         std::vector<ContextPtr> victims;
         for (const auto& ctx : active)
           if (ctx->stage == Stage::running && ctx->worker->id == event.info->id &&
@@ -436,9 +678,13 @@ class Dispatcher {
 
     void finalize(const ContextPtr& ctx, JobResult result) {
       ctx->lease.release();  // the worker is free while the status goes out
+      stop_run_timers(ctx);
       ctx->stage = Stage::publishing;
       const Job& job = ctx->job();
       result.job_id = job.id;
+      // Per run, not per job id: a job that runs again (its record expired,
+      // another orchestrator) is another run with another status.
+      result.status_id = ctx->status_id;
       if (result.worker_id.empty() && ctx->worker) result.worker_id = ctx->worker->id;
       result.redelivered = job.redelivered;
       result.attempts = ctx->attempts;
@@ -470,10 +716,13 @@ class Dispatcher {
         });
         return;
       }
-      if (!ctx->dead_letter_reason.empty())
+      if (!ctx->dead_letter_reason.empty()) {
         source.reject(ctx->delivery, Disposition::dead_letter, ctx->dead_letter_reason);
-      else
+      } else {
+        remember_finished(ctx->job().id);
         source.ack(ctx->delivery);
+      }
+      for (auto& delivery : ctx->attached) source.ack(delivery);
       done(ctx);
     }
 
@@ -481,17 +730,25 @@ class Dispatcher {
       ctx->lease.release();
       observer.on_handed_back(ctx->job());  // before reject: it empties the delivery
       source.reject(ctx->delivery, Disposition::requeue, "dispatcher stopping");
-      counters.handed_back.fetch_add(1, std::memory_order_relaxed);
+      for (auto& delivery : ctx->attached) source.reject(delivery, Disposition::requeue, "dispatcher stopping");
+      counters.handed_back.fetch_add(1 + ctx->attached.size(), std::memory_order_relaxed);
       done(ctx);
     }
 
     void done(const ContextPtr& ctx) {
       ctx->stage = Stage::done;
+      if (ctx->waiting) {
+        ctx->waiting = false;
+        --waiting;
+      }
       if (ctx->placement_timer) ctx->placement_timer->cancel();
       if (ctx->retry_timer) ctx->retry_timer->cancel();
+      stop_run_timers(ctx);
+      if (auto it = by_job_id.find(ctx->job().id); it != by_job_id.end() && it->second == ctx) by_job_id.erase(it);
+      attached -= ctx->attached.size();
+      ctx->attached.clear();
       active.erase(ctx);
-      --in_flight;
-      counters.in_flight.store(in_flight, std::memory_order_relaxed);
+      update_in_flight();
       pump();
       maybe_finish_stop();
     }
@@ -515,11 +772,15 @@ class Dispatcher {
       maybe_finish_stop();
     }
 
-    // The deadline passed: hand back whatever has not settled.
+    // The deadline passed: hand back whatever has no result. A job whose
+    // status is being published keeps going: handed back, it would run again
+    // although its status may already be durable.
     void force_stop() {
       if (abandoned || stop_handlers.empty()) return;
       forced = true;
-      std::vector<ContextPtr> left(active.begin(), active.end());
+      std::vector<ContextPtr> left;
+      for (const auto& ctx : active)
+        if (ctx->stage == Stage::placing || ctx->stage == Stage::running) left.push_back(ctx);
       for (const auto& ctx : left) {
         if (ctx->stage == Stage::running) ctx->cancel.emit(asio::cancellation_type::terminal);
         if (ctx->stage != Stage::done) hand_back(ctx);
@@ -528,7 +789,9 @@ class Dispatcher {
     }
 
     void maybe_finish_stop() {
-      if (!stopping || stop_handlers.empty() || in_flight != 0 || (receive_pending && !forced)) return;
+      if (!stopping || stop_handlers.empty() || (receive_pending && !forced)) return;
+      for (const auto& ctx : active)
+        if (!forced || ctx->stage != Stage::publishing) return;
       if (stop_timer) stop_timer->cancel();
       const std::error_code result = forced ? make_error_code(errc::stop_deadline_exceeded) : std::error_code{};
       auto handlers = std::move(stop_handlers);
@@ -542,10 +805,12 @@ class Dispatcher {
       if (receive_pending) receive_cancel.emit(asio::cancellation_type::terminal);
       std::vector<ContextPtr> left(active.begin(), active.end());
       active.clear();
+      by_job_id.clear();
       for (const auto& ctx : left) {
         ctx->cancel.emit(asio::cancellation_type::terminal);
         if (ctx->placement_timer) ctx->placement_timer->cancel();
         if (ctx->retry_timer) ctx->retry_timer->cancel();
+        stop_run_timers(ctx);
         ctx->lease.release();
       }
       if (stop_timer) stop_timer->cancel();

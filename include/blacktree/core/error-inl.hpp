@@ -24,6 +24,7 @@ inline std::string_view describe(errc e) noexcept {
     case errc::source_closed: return "job source closed";
     case errc::sink_unavailable: return "status sink unavailable";
     case errc::stop_deadline_exceeded: return "stop deadline exceeded; running jobs handed back";
+    case errc::duplicate_worker: return "worker id already used by another live process";
   }
   return {};
 }

@@ -27,6 +27,7 @@ enum class errc {
   source_closed,           ///< the job source will deliver nothing more
   sink_unavailable,        ///< a status could not be made durable
   stop_deadline_exceeded,  ///< a graceful stop had to hand back jobs still running
+  duplicate_worker,        ///< a second live process registered with a worker id already in use
 };
 
 }  // namespace blacktree::core

@@ -330,6 +330,7 @@ BLACKTREE_INLINE std::shared_ptr<LoopbackTransport::CallState> LoopbackTransport
 }
 
 BLACKTREE_INLINE void LoopbackTransport::start_call(const std::shared_ptr<CallState>& call, const Runner& runner) {
+  if (call->progress) call->progress(ProgressEvent{call->job->id, call->worker->id, Phase::accepted});
   if (!runner) {
     JobResult result;
     result.success = true;

@@ -205,6 +205,10 @@ class LoopbackTransport {
   };
   using Runner = std::function<void(Call)>;
 
+  /// A run reports Phase::accepted when it starts on the endpoint (at once,
+  /// or once a silent endpoint is up again); see worker_transport_traits.
+  static constexpr bool reports_accepted = true;
+
   explicit LoopbackTransport(asio::any_io_executor executor);
   LoopbackTransport(const LoopbackTransport&) = delete;
   LoopbackTransport& operator=(const LoopbackTransport&) = delete;

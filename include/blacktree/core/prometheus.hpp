@@ -202,6 +202,9 @@ class PrometheusMetrics {
                 s.dead_lettered);
     out.counter("blacktree_jobs_handed_back_total", "Jobs requeued by a graceful stop.", s.handed_back);
     out.counter("blacktree_offers_not_accepted_total", "Offers a worker refused or never saw.", s.not_accepted);
+    out.counter("blacktree_job_duplicates_total",
+                "Deliveries of a job id in flight or recently finished, settled without running again.",
+                s.duplicates);
     out.counter("blacktree_events_dropped_total", "Progress events dropped because the events path was full.",
                 events_dropped());
     out.gauge("blacktree_jobs_in_flight", "Jobs taken and not yet settled.", s.in_flight);

@@ -32,7 +32,9 @@ void BasicWorkerPool<Mutex>::Lease::release() noexcept {
     // A voided lease's slot was reclaimed when the worker died, restarted or left.
     if (record->removed || record->generation != generation_ || !holds_leases(record->state)) return;
     --record->in_use;
-    if (record->state != WorkerState::draining) {
+    if (record->leaving && record->in_use == 0) {
+      remove(*state, record, record->leave_reason, deferred);
+    } else if (record->state != WorkerState::draining) {
       if (!state->waiters.empty()) offer_slots(state, record, deferred);
       refresh(*state, *record);
     }
@@ -166,6 +168,25 @@ void BasicWorkerPool<Mutex>::finish(const std::shared_ptr<State>& st, Deferred& 
     for (const auto& listener : listeners) (*listener)(event);
 }
 
+// Out of the map and the free set for good; leases still out are void.
+template <class Mutex>
+void BasicWorkerPool<Mutex>::remove(State& st, const std::shared_ptr<Record>& rec, std::string reason,
+                                    Deferred& out) {
+  if (auto it = st.workers.find(rec->info->id); it != st.workers.end() && it->second == rec) st.workers.erase(it);
+  const WorkerState from = rec->state;
+  WorkerEvent event;
+  void_leases(st, *rec, event);
+  set_state(st, *rec, WorkerState::dead);
+  rec->removed = true;
+  rec->leaving = false;
+  refresh(st, *rec);
+  auto removed = make_event(*rec, from, std::move(reason));
+  removed.removed = true;
+  removed.leases_lost = event.leases_lost;
+  removed.lost_generation = event.lost_generation;
+  out.events.push_back(std::move(removed));
+}
+
 template <class Mutex>
 Result<void> BasicWorkerPool<Mutex>::check(const WorkerInfo& info) {
   if (!info.id.empty() && !info.address.empty() && info.capacity > 0) return {};
@@ -198,9 +219,24 @@ Result<void> BasicWorkerPool<Mutex>::register_worker(WorkerInfo info) {
       deferred.events.push_back(std::move(event));
     } else {
       auto& rec = *it->second;
+      const bool same_process = !info.incarnation.empty() && info.incarnation == rec.info->incarnation;
+      if (holds_leases(rec.state) && info.address != rec.info->address && !same_process)
+        return Error{errc::duplicate_worker,
+                     "worker id '" + info.id + "' is in use by a live worker at " + rec.info->address +
+                         " (incarnation '" + rec.info->incarnation + "'); the process at " + info.address +
+                         " (incarnation '" + info.incarnation +
+                         "') is refused until that one stops answering pings or leaves: give each worker its "
+                         "own id"};
       rec.last_seen = std::chrono::steady_clock::now();
       const WorkerState from = rec.state;
+      if (rec.leaving && same_process) {  // changed its mind: stays
+        rec.leaving = false;
+        set_state(*state_, rec, WorkerState::free);
+        refresh(*state_, rec);
+        deferred.events.push_back(make_event(rec, from, "registered again while leaving: stays"));
+      }
       if (info.incarnation != rec.info->incarnation || rec.state == WorkerState::dead) {
+        rec.leaving = false;
         WorkerEvent event;
         void_leases(*state_, rec, event);
         set_state(*state_, rec, WorkerState::registering);
@@ -255,29 +291,42 @@ Result<void> BasicWorkerPool<Mutex>::mark_alive(std::string_view id, std::string
     if (it == state_->workers.end()) return not_registered(id);
     auto& rec = it->second;
     rec->last_seen = std::chrono::steady_clock::now();
+    if (rec->leaving && !incarnation.empty() && incarnation != rec->info->incarnation) {
+      // What it was finishing is gone with the old process; the new one registers by itself.
+      remove(*state_, rec, "restarted while leaving (" + rec->leave_reason + ")", deferred);
+    } else {
+      mark_alive_locked(state_, rec, incarnation, deferred);
+    }
+  }
+  finish(state_, deferred);
+  return {};
+}
+
+template <class Mutex>
+void BasicWorkerPool<Mutex>::mark_alive_locked(const std::shared_ptr<State>& st, const std::shared_ptr<Record>& rec,
+                                               std::string_view incarnation, Deferred& deferred) {
+  {
     const WorkerState from = rec->state;
     WorkerEvent lost;
     if (!incarnation.empty() && incarnation != rec->info->incarnation) {
-      void_leases(*state_, *rec, lost);
+      void_leases(*st, *rec, lost);
       auto info = *rec->info;
       info.incarnation = std::string(incarnation);
       rec->info = std::make_shared<const WorkerInfo>(std::move(info));
     }
     if (rec->state == WorkerState::registering || rec->state == WorkerState::dead) {
       rec->in_use = 0;
-      set_state(*state_, *rec, WorkerState::free);
+      set_state(*st, *rec, WorkerState::free);
     }
     if (from != rec->state || lost.leases_lost) {
-      offer_slots(state_, rec, deferred);
-      refresh(*state_, *rec);
+      offer_slots(st, rec, deferred);
+      refresh(*st, *rec);
       auto event = make_event(*rec, from, lost.leases_lost ? "restarted" : "answering");
       event.leases_lost = lost.leases_lost;
       event.lost_generation = lost.lost_generation;
       deferred.events.push_back(std::move(event));
     }
   }
-  finish(state_, deferred);
-  return {};
 }
 
 template <class Mutex>
@@ -289,15 +338,19 @@ Result<void> BasicWorkerPool<Mutex>::mark_dead(std::string_view id, std::string 
     if (it == state_->workers.end()) return not_registered(id);
     auto& rec = *it->second;
     if (rec.state == WorkerState::dead) return {};
-    const WorkerState from = rec.state;
-    WorkerEvent event;
-    void_leases(*state_, rec, event);
-    set_state(*state_, rec, WorkerState::dead);
-    refresh(*state_, rec);
-    auto changed = make_event(rec, from, std::move(reason));
-    changed.leases_lost = event.leases_lost;
-    changed.lost_generation = event.lost_generation;
-    deferred.events.push_back(std::move(changed));
+    if (rec.leaving) {
+      remove(*state_, it->second, std::move(reason), deferred);  // it was going anyway
+    } else {
+      const WorkerState from = rec.state;
+      WorkerEvent event;
+      void_leases(*state_, rec, event);
+      set_state(*state_, rec, WorkerState::dead);
+      refresh(*state_, rec);
+      auto changed = make_event(rec, from, std::move(reason));
+      changed.leases_lost = event.leases_lost;
+      changed.lost_generation = event.lost_generation;
+      deferred.events.push_back(std::move(changed));
+    }
   }
   finish(state_, deferred);
   return {};
@@ -329,7 +382,7 @@ Result<void> BasicWorkerPool<Mutex>::resume(std::string_view id) {
     auto it = state_->workers.find(id);
     if (it == state_->workers.end()) return not_registered(id);
     auto& rec = it->second;
-    if (rec->state != WorkerState::draining) return {};
+    if (rec->state != WorkerState::draining || rec->leaving) return {};  // a leave is undone by registering
     set_state(*state_, *rec, WorkerState::free);
     offer_slots(state_, rec, deferred);
     refresh(*state_, *rec);
@@ -347,21 +400,33 @@ Result<void> BasicWorkerPool<Mutex>::deregister(std::string_view id, std::string
     auto it = state_->workers.find(id);
     if (it == state_->workers.end()) return not_registered(id);
     auto rec = it->second;
-    state_->workers.erase(it);
-    const WorkerState from = rec->state;
-    WorkerEvent event;
-    void_leases(*state_, *rec, event);
-    set_state(*state_, *rec, WorkerState::dead);
-    rec->removed = true;
-    refresh(*state_, *rec);
-    auto removed = make_event(*rec, from, std::move(reason));
-    removed.removed = true;
-    removed.leases_lost = event.leases_lost;
-    removed.lost_generation = event.lost_generation;
-    deferred.events.push_back(std::move(removed));
+    if (holds_leases(rec->state) && rec->in_use > 0) {
+      // Its jobs are finishing (a graceful stop): their results are still on
+      // their way, so they keep their leases; it leaves with the last one.
+      rec->leave_reason = std::move(reason);
+      if (rec->leaving) return {};
+      rec->leaving = true;
+      const WorkerState from = rec->state;
+      set_state(*state_, *rec, WorkerState::draining);
+      refresh(*state_, *rec);
+      deferred.events.push_back(make_event(
+          *rec, from, "leaving after its " + std::to_string(rec->in_use) + " job(s) in flight: " + rec->leave_reason));
+    } else {
+      remove(*state_, rec, std::move(reason), deferred);
+    }
   }
   finish(state_, deferred);
   return {};
+}
+
+template <class Mutex>
+typename BasicWorkerPool<Mutex>::Lease BasicWorkerPool<Mutex>::try_acquire(const Labels& required) {
+  std::lock_guard lock(state_->mutex);
+  if (state_->stopped) return Lease{};
+  Record* rec = find_free(*state_, required);
+  if (!rec) return Lease{};
+  take_slot(*state_, *rec);
+  return Lease(state_, rec->shared_from_this());
 }
 
 template <class Mutex>

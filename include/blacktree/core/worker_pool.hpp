@@ -159,9 +159,15 @@ class BasicWorkerPool {
   /// Adds a worker in state `registering` (it takes no job until mark_alive),
   /// or re-registers a known id. A new incarnation, or a worker that was dead,
   /// starts over in `registering` and the old incarnation's leases are void.
-  /// The same live incarnation registering again only updates its details.
-  /// Fails with errc::invalid_worker (no id, no address or capacity 0) or
-  /// errc::pool_stopped.
+  /// The same live incarnation registering again only updates its details
+  /// (and takes back a deregistration still waiting for its jobs).
+  /// Fails with errc::invalid_worker (no id, no address or capacity 0),
+  /// errc::pool_stopped, or errc::duplicate_worker: the id belongs to a live
+  /// worker (free, busy or draining: it answers pings) at another address
+  /// with another incarnation, i.e. a second process took the same id. The
+  /// first keeps it until it is declared dead or has left. A new incarnation
+  /// at the same address is a restart (only one process can answer there), so
+  /// it replaces the old one at once.
   Result<void> register_worker(WorkerInfo info);
 
   /// Changes a live worker's address, labels, capacity or version in place.
@@ -181,7 +187,11 @@ class BasicWorkerPool {
   Result<void> drain(std::string_view id);
   Result<void> resume(std::string_view id);
 
-  /// Forgets the worker. Its outstanding leases are void.
+  /// The worker leaves. With slots still leased it drains first (takes
+  /// nothing new) and is removed when the last lease returns, so the jobs it
+  /// is finishing keep their leases and are not lost; without, at once. A
+  /// leaving worker declared dead or restarted is removed then (its leases
+  /// void). Registering again with the same incarnation cancels the leave.
   Result<void> deregister(std::string_view id, std::string reason);
 
   /// Leases a slot of a live worker offering every label in `required`.
@@ -195,6 +205,12 @@ class BasicWorkerPool {
         [this](auto handler, Labels labels) { initiate_acquire(std::move(handler), std::move(labels)); },
         token, std::move(required));
   }
+
+  /// A free slot of a live worker offering every label in `required`, taken
+  /// at once; an empty Lease when there is none (or after stop()). Never
+  /// waits and never jumps the queue of waiters: a slot they could use is
+  /// handed to them when it returns, before it is free for this call.
+  Lease try_acquire(const Labels& required);
 
   /// Fails every pending and future acquire with errc::pool_stopped.
   void stop();
@@ -215,6 +231,8 @@ class BasicWorkerPool {
     std::uint32_t in_use = 0;
     std::uint64_t generation = 1;
     bool removed = false;
+    bool leaving = false;  // deregistered; removed when its last lease returns
+    std::string leave_reason;
     bool listed = false;
     typename std::list<Record*>::iterator position{};
     std::chrono::steady_clock::time_point last_seen{};
@@ -283,6 +301,9 @@ class BasicWorkerPool {
   static void apply_update(const std::shared_ptr<State>& st, const std::shared_ptr<Record>& rec, WorkerInfo info,
                            Deferred& out);
   static void finish(const std::shared_ptr<State>& st, Deferred& deferred);
+  static void mark_alive_locked(const std::shared_ptr<State>& st, const std::shared_ptr<Record>& rec,
+                                std::string_view incarnation, Deferred& deferred);
+  static void remove(State& st, const std::shared_ptr<Record>& rec, std::string reason, Deferred& out);
   static WorkerEvent make_event(const Record& rec, WorkerState from, std::string reason = {});
   static WorkerSnapshot snapshot_of(const Record& rec);
   static Result<void> check(const WorkerInfo& info);
