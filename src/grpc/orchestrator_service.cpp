@@ -73,16 +73,14 @@ OrchestratorService::OrchestratorService(core::WorkerPool& pool, OrchestratorSer
                                         options_.max_worker_capacity)});
   }
   core::WorkerInfo info = wire::from_proto(request->worker());
-  const auto before = pool_.find(info.id);
-  const bool known = before.has_value();
+  const bool known = pool_.find(info.id).has_value();
   // register_worker handles both: a new incarnation (a restart) starts over
   // and voids the old one's leases; the same incarnation just updates. Its
   // error says which rule the registration broke.
   if (auto registered = pool_.register_worker(info); !registered) {
     // A second live process with this id: ALREADY_EXISTS tells it that it is
     // not its own input that is wrong (the pool's message says who holds the id).
-    const bool held = before && before->info && before->state != core::WorkerState::dead &&
-                      (before->info->incarnation != info.incarnation || before->info->address != info.address);
+    const bool held = registered.error().code() == core::errc::duplicate_worker;
     return finish(context, {held ? ::grpc::StatusCode::ALREADY_EXISTS : ::grpc::StatusCode::INVALID_ARGUMENT,
                             registered.error().message()});
   }
