@@ -119,6 +119,9 @@ class Orchestrator(Process):
         self.amqp = amqp
         self._reader.start()
         self.wait_log("serving gRPC on port")
+        # /healthz and /metrics open after the queue is wired: wait for them
+        # too, or a first http_get can race the listener.
+        self.wait_log("serving /healthz and /metrics on port")
 
     def http_get(self, path):
         import urllib.error

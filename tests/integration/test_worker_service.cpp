@@ -447,7 +447,7 @@ TEST_CASE("GrpcTransport: a stream without heartbeats is lost and the job cancel
   CHECK(silent.wait_cancelled("hung"));
 }
 
-TEST_CASE("GrpcTransport: a worker slow to accept refused the offer; it is not unreachable", "[worker_service]") {
+TEST_CASE("GrpcTransport: a worker slow to accept refused the offer and is not unreachable", "[worker_service]") {
   SilentWorker silent(false);
   TransportRig rig([](auto& options) { options.accept_timeout = 200ms; });
   auto [ec, result] = rig.run(silent.info(), "offered");
