@@ -25,7 +25,9 @@ WORKERS = 4
 RUNNER = r"""
 n=${BLACKTREE_JOB_ID##*-}; n=${n#0}; n=${n#0}; n=${n#0}
 ms=$((50 + n * 37 % 451))
-log() { echo "$1 $BLACKTREE_JOB_ID $(date +%s.%N) $$" >> "$0"; }
+# $EPOCHREALTIME, not $(date): a kill that lands inside a command
+# substitution would leave a line without its time.
+log() { echo "$1 $BLACKTREE_JOB_ID $EPOCHREALTIME $$" >> "$0"; }
 trap 'log end; exit 143' TERM
 log start
 sleep "$(printf '0.%03d' "$ms")" & wait $!
@@ -63,7 +65,7 @@ def test_chaos(cluster, tmp_path, broker, names, queue_type):  # noqa: F811
     orch = cluster.orchestrator(amqp=flags)
     port = orch.port
 
-    command = ["sh", "-c", RUNNER, str(log)]
+    command = ["bash", "-c", RUNNER, str(log)]
     workers = [cluster.worker(orch, f"chaos-w{i}", command=command, capacity=4) for i in range(WORKERS)]
     orch.wait_workers(lambda ws: len(ws) == WORKERS and all(w.state == 2 for w in ws.values()),
                       what=f"{WORKERS} free workers")
