@@ -15,7 +15,7 @@ namespace blacktree::amqp {
 namespace detail {
 
 namespace {
-constexpr amqp_channel_t publish_channel = 1;
+constexpr amqp_channel_t events_channel = 1;
 }
 
 struct PublisherState {
@@ -46,7 +46,7 @@ class PublisherWork final : public ConnectionWork {
   core::Result<void> on_connected(Connection& conn) override {
     const AmqpOptions& o = state_->loop.options();
     if (o.declare && !o.events_exchange.empty())
-      return conn.declare_exchange(publish_channel, o.events_exchange, o.events_exchange_type);
+      return conn.declare_exchange(events_channel, o.events_exchange, o.events_exchange_type);
     return {};
   }
 
@@ -82,7 +82,7 @@ class PublisherWork final : public ConnectionWork {
         }
         continue;
       }
-      const int rc = amqp_basic_publish(conn.get(), publish_channel, to_bytes(o.events_exchange), to_bytes(key), 0,
+      const int rc = amqp_basic_publish(conn.get(), events_channel, to_bytes(o.events_exchange), to_bytes(key), 0,
                                         0, &props, to_bytes(body));
       if (rc != AMQP_STATUS_OK) {
         state_->dropped.fetch_add(events.size() - i);

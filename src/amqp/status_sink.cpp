@@ -16,7 +16,7 @@ namespace blacktree::amqp {
 namespace detail {
 
 namespace {
-constexpr amqp_channel_t publish_channel = 1;
+constexpr amqp_channel_t status_channel = 1;
 }
 
 struct SinkState {
@@ -53,9 +53,9 @@ class SinkWork final : public ConnectionWork {
   core::Result<void> on_connected(Connection& conn) override {
     const AmqpOptions& o = state_->loop.options();
     if (o.declare && !o.status_queue.empty()) {
-      if (auto declared = conn.declare_queue(publish_channel, o.status_queue); !declared) return declared;
+      if (auto declared = conn.declare_queue(status_channel, o.status_queue); !declared) return declared;
     }
-    if (auto confirming = conn.confirm_select(publish_channel); !confirming) return confirming;
+    if (auto confirming = conn.confirm_select(status_channel); !confirming) return confirming;
     confirms_.reset();
     return {};
   }
@@ -111,7 +111,7 @@ class SinkWork final : public ConnectionWork {
         props.message_id = to_bytes(p.status_id);
       }
       // mandatory: a status no queue takes comes back (basic.return) instead of vanishing.
-      const int rc = amqp_basic_publish(conn.get(), publish_channel, to_bytes(o.status_exchange),
+      const int rc = amqp_basic_publish(conn.get(), status_channel, to_bytes(o.status_exchange),
                                         to_bytes(o.effective_status_routing_key()), /*mandatory=*/1, 0, &props,
                                         to_bytes(p.body));
       if (rc != AMQP_STATUS_OK) {
@@ -127,7 +127,7 @@ class SinkWork final : public ConnectionWork {
   }
 
   core::Result<void> on_frame(const Connection& conn, const amqp_frame_t& frame) {
-    if (frame.channel != publish_channel) return {};
+    if (frame.channel != status_channel) return {};
     const auto id = frame.frame_type == AMQP_FRAME_METHOD ? frame.payload.method.id : 0;
     if (id != AMQP_BASIC_ACK_METHOD && id != AMQP_BASIC_NACK_METHOD) {
       confirms_.on_frame(frame);

@@ -23,7 +23,6 @@ namespace blacktree::grpc {
 namespace {
 
 namespace v1 = ::blacktree::v1;
-using core::errc;
 
 std::string describe(const ::grpc::Status& status) {
   return fmt::format("{} ({})", status.error_message().empty() ? "no detail" : status.error_message(),
@@ -240,19 +239,19 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
         result.error = "the run was cancelled by the orchestrator";
       } else if (!accepted_) {
         // A worker slow to accept refused this offer; only pings may call it dead.
-        ec = is_refusal(status.error_code()) || accept_timed_out_ ? make_error_code(errc::worker_refused)
-                                                                  : make_error_code(errc::worker_unreachable);
+        ec = is_refusal(status.error_code()) || accept_timed_out_ ? make_error_code(core::errc::worker_refused)
+                                                                  : make_error_code(core::errc::worker_unreachable);
         result.error = accept_timed_out_
                            ? fmt::format("worker {} did not accept the job within {} ms", worker_id_,
                                          impl_->options.accept_timeout.count())
                            : fmt::format("worker {} did not take the job: {}", worker_id_, describe(status));
       } else if (silent_for_.count() > 0) {
-        ec = make_error_code(errc::worker_lost);
+        ec = make_error_code(core::errc::worker_lost);
         result.error = fmt::format("its RunJob stream carried nothing, not even a heartbeat, for {} ms; the job "
                                    "was cancelled on the worker",
                                    silent_for_.count());
       } else {
-        ec = make_error_code(errc::worker_lost);
+        ec = make_error_code(core::errc::worker_lost);
         // The dispatcher says "worker X was lost while running the job (...)".
         result.error = fmt::format("its RunJob stream broke: {}", describe(status));
       }
@@ -417,9 +416,9 @@ void GrpcTransport::start_ping(const core::WorkerInfo& worker, std::chrono::mill
           reply.capacity = call->reply.capacity();
           reply.running_jobs.assign(call->reply.running_jobs().begin(), call->reply.running_jobs().end());
         } else if (status.error_code() == ::grpc::StatusCode::DEADLINE_EXCEEDED) {
-          ec = make_error_code(errc::ping_timeout);
+          ec = make_error_code(core::errc::ping_timeout);
         } else {
-          ec = make_error_code(errc::worker_unreachable);
+          ec = make_error_code(core::errc::worker_unreachable);
         }
         shared_handler->complete(ec, std::move(reply));
         impl->end_call();

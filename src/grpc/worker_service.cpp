@@ -15,7 +15,10 @@
 #include <thread>
 
 namespace blacktree::grpc {
-namespace {
+// Named, not anonymous: WorkerService::State holds these types, and a type
+// with internal linkage inside a class with external linkage is an ODR hazard
+// (GCC's -Wsubobject-linkage, which a unity build turns on).
+namespace worker_service_detail {
 
 namespace v1 = ::blacktree::v1;
 
@@ -269,7 +272,8 @@ struct RunningJob {
   }
 };
 
-}  // namespace
+}  // namespace worker_service_detail
+using namespace worker_service_detail;
 
 struct WorkerService::State {
   State(worker::JobRunner& r, WorkerServiceOptions o) : runner(r), options(std::move(o)) {}

@@ -89,7 +89,7 @@ std::shared_ptr<RunOutcome> run(LoopbackTransport& t, const core::WorkerInfo& w,
 }
 
 // A runner that keeps every call until the test settles it.
-struct Held {
+struct HeldCalls {
   std::mutex mutex;
   std::vector<LoopbackTransport::Call> calls;
 
@@ -489,7 +489,7 @@ TEST_CASE("LoopbackTransport: the default runner succeeds with job and worker id
 TEST_CASE("LoopbackTransport: a full endpoint refuses more jobs than its capacity", "[in_memory][transport]") {
   asio::io_context io;
   LoopbackTransport transport(io.get_executor());
-  Held held;
+  HeldCalls held;
   auto w = make_worker("w1", 2);
   transport.add_endpoint(w.address, 2, held.runner());
   const auto j1 = make_job("j1"), j2 = make_job("j2"), j3 = make_job("j3"), j4 = make_job("j4");
@@ -551,7 +551,7 @@ TEST_CASE("LoopbackTransport: an unknown or unreachable address is worker_unreac
 TEST_CASE("LoopbackTransport: an endpoint that becomes unreachable loses its running jobs", "[in_memory][transport]") {
   asio::io_context io;
   LoopbackTransport transport(io.get_executor());
-  Held held;
+  HeldCalls held;
   auto w = make_worker("w1", 2);
   transport.add_endpoint(w.address, 2, held.runner());
   const auto j1 = make_job("j1");
@@ -575,7 +575,7 @@ TEST_CASE("LoopbackTransport: an endpoint that becomes unreachable loses its run
 TEST_CASE("LoopbackTransport: restart gives a new incarnation and loses running jobs", "[in_memory][transport]") {
   asio::io_context io;
   LoopbackTransport transport(io.get_executor());
-  Held held;
+  HeldCalls held;
   auto w = make_worker("w1");
   transport.add_endpoint(w.address, 1, held.runner());
   const auto j1 = make_job("j1");
@@ -668,7 +668,7 @@ TEST_CASE("LoopbackTransport: a pending ping is cancelled through its cancellati
 TEST_CASE("LoopbackTransport: a runner reports progress and completes later", "[in_memory][transport]") {
   asio::io_context io;
   LoopbackTransport transport(io.get_executor());
-  Held held;
+  HeldCalls held;
   auto w = make_worker("w1");
   transport.add_endpoint(w.address, 1, held.runner());
   const auto job = make_job("j1");
@@ -734,7 +734,7 @@ TEST_CASE("LoopbackTransport: a cancelled run completes with operation_aborted a
           "[in_memory][transport]") {
   asio::io_context io;
   LoopbackTransport transport(io.get_executor());
-  Held held;
+  HeldCalls held;
   auto w = make_worker("w1");
   transport.add_endpoint(w.address, 1, held.runner());
 
@@ -826,7 +826,7 @@ TEST_CASE("LoopbackTransport: runs offered to a silent endpoint proceed once it 
   auto plain = make_worker("w1");
   auto with_runner = make_worker("w2");
   transport.add_endpoint(plain.address, 1);
-  Held held;
+  HeldCalls held;
   transport.add_endpoint(with_runner.address, 1, held.runner());
   transport.set_mode(plain.address, Mode::silent);
   transport.set_mode(with_runner.address, Mode::silent);
