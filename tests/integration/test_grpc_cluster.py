@@ -18,6 +18,18 @@ FREE = pb.WORKER_STATE_FREE
 DEAD = pb.WORKER_STATE_DEAD
 
 
+
+def marking_starts(script, marks):
+    """`script` under sh, first appending the job's id to the file `marks`: a
+    test waits on that to know the job runs on the worker, not only that the
+    orchestrator assigned it (an offer can still be refused)."""
+    return ["sh", "-c", f'echo "$BLACKTREE_JOB_ID" >> "$0"; {script}', str(marks)]
+
+
+def started(marks, *job_ids):
+    return marks.exists() and set(job_ids) <= set(marks.read_text().split())
+
+
 def test_workers_register_and_serve_health(cluster):
     orch = cluster.orchestrator()
     workers = [cluster.worker(orch, f"w{i}", region=region, labels=[f"pool=p{i}"])
@@ -74,14 +86,15 @@ def test_failed_job_is_reported_not_rerun(cluster):
     assert orch.log().count("job bad assigned") == 1
 
 
-def test_worker_killed_mid_job_is_reported_lost_and_avoided(cluster):
+def test_worker_killed_mid_job_is_reported_lost_and_avoided(cluster, tmp_path):
+    marks = tmp_path / "started"
     orch = cluster.orchestrator()
-    slow = cluster.worker(orch, "slow", command=["sh", "-c", "echo started; sleep 60"])
+    slow = cluster.worker(orch, "slow", command=marking_starts("echo started; sleep 60", marks))
     orch.wait_workers(lambda ws: ws.get("slow") and ws["slow"].state == FREE)
 
     orch.submit(job("doomed"))
     orch.wait_log("job doomed assigned to worker slow")
-    wait_until(lambda: orch.list_workers()["slow"].running == 1, what="the job running on 'slow'")
+    wait_until(lambda: started(marks, "doomed"), what="the job running on 'slow'")
     slow.kill9()
 
     status = orch.status_of("doomed", timeout=10)
@@ -184,12 +197,13 @@ def test_wrong_registration_token_is_refused(cluster):
         assert "wrong-token" not in p.log()
 
 
-def test_worker_sigterm_drains_then_deregisters(cluster):
+def test_worker_sigterm_drains_then_deregisters(cluster, tmp_path):
+    marks = tmp_path / "started"
     orch = cluster.orchestrator()
-    w = cluster.worker(orch, "drainer", command=["sh", "-c", "sleep 2; echo finished"])
+    w = cluster.worker(orch, "drainer", command=marking_starts("sleep 2; echo finished", marks))
     orch.wait_workers(lambda ws: ws.get("drainer") and ws["drainer"].state == FREE)
     orch.submit(job("in-flight"))
-    wait_until(lambda: orch.list_workers()["drainer"].running == 1, what="the job running")
+    wait_until(lambda: started(marks, "in-flight"), what="the job running")
     w.proc.send_signal(signal.SIGTERM)
     # The orchestrator learns from the pings that the worker is draining and
     # offers it nothing new: the next job goes to another worker, first try.
@@ -204,15 +218,17 @@ def test_worker_sigterm_drains_then_deregisters(cluster):
     orch.wait_workers(lambda ws: "drainer" not in ws, what="'drainer' deregistered")
 
 
-def test_cancel_rpc_stops_a_running_job(cluster, certs):
+def test_cancel_rpc_stops_a_running_job(cluster, certs, tmp_path):
+    marks = tmp_path / "started"
     orch = cluster.orchestrator()
     # --insecure: this test is about Cancel itself, so the worker obeys the
     # orchestrator's certificate without the registration secret the test
     # cannot know (test_security.py has the refusals).
-    w = cluster.worker(orch, "canceller", command=["sh", "-c", "echo going; sleep 60"], insecure=True)
+    w = cluster.worker(orch, "canceller", command=marking_starts("echo going; sleep 60", marks),
+                       insecure=True)
     orch.wait_workers(lambda ws: ws.get("canceller") and ws["canceller"].state == FREE)
     orch.submit(job("to-cancel"))
-    wait_until(lambda: orch.list_workers()["canceller"].running == 1, what="the job running")
+    wait_until(lambda: started(marks, "to-cancel"), what="the job running")
     as_orchestrator = certs.identity(ORCHESTRATOR_NAME).channel_credentials()
     with grpc.secure_channel(f"127.0.0.1:{w.port}", as_orchestrator) as ch:
         cancel = ch.unary_unary("/blacktree.v1.Worker/Cancel",
@@ -309,14 +325,17 @@ def test_output_that_is_not_utf8_never_silences_the_worker(cluster):
     assert w.proc.poll() is None
 
 
-def test_worker_sigterm_delivers_the_real_status_of_chatty_jobs(cluster):
+def test_worker_sigterm_delivers_the_real_status_of_chatty_jobs(cluster, tmp_path):
+    marks = tmp_path / "started"
     orch = cluster.orchestrator()
-    w = cluster.worker(orch, "chatty", capacity=4, command=[
-        "sh", "-c", "sleep 1; seq -f \"chatty line %g of $BLACKTREE_JOB_ID\" 1 200000; echo pushed"])
+    w = cluster.worker(orch, "chatty", capacity=4, command=marking_starts(
+        'sleep 1; seq -f "chatty line %g of $BLACKTREE_JOB_ID" 1 200000; echo pushed', marks))
     orch.wait_workers(lambda ws: ws.get("chatty") and ws["chatty"].state == FREE)
     for i in range(4):
         orch.submit(job(f"chatty-{i}"))
-    wait_until(lambda: orch.list_workers()["chatty"].running == 4, what="four jobs running")
+    # Running on the worker, not only assigned: an offer that reaches a
+    # draining worker is refused and waits for another worker instead.
+    wait_until(lambda: started(marks, *(f"chatty-{i}" for i in range(4))), what="four jobs running")
     w.proc.send_signal(signal.SIGTERM)
     assert w.proc.wait(timeout=60) == 0
     for i in range(4):
@@ -365,11 +384,12 @@ def test_a_slow_offer_does_not_mark_the_worker_dead(cluster):
     assert orch.list_workers()["slowpoke"].state != DEAD
 
 
-def test_a_stream_without_heartbeats_is_lost_and_a_quiet_one_is_not(cluster):
+def test_a_stream_without_heartbeats_is_lost_and_a_quiet_one_is_not(cluster, tmp_path):
+    marks = tmp_path / "started"
     # Plaintext (--insecure), so that the test can ask the worker itself what it runs.
     orch = cluster.orchestrator(ping_interval_ms=5000, ping_timeout_ms=4000, ping_misses=5, tls=None,
                                 extra=["--heartbeat-timeout-ms", "600"])
-    w = cluster.worker(orch, "beating", command=["sh", "-c", "sleep 2; echo quiet but alive"],
+    w = cluster.worker(orch, "beating", command=marking_starts("sleep 2; echo quiet but alive", marks),
                        extra=["--heartbeat-interval-ms", "100"])
     orch.wait_workers(lambda ws: ws.get("beating") and ws["beating"].state == FREE)
     # Quiet for longer than the timeout: the heartbeats carry it.
@@ -380,7 +400,7 @@ def test_a_stream_without_heartbeats_is_lost_and_a_quiet_one_is_not(cluster):
     # A stream that carries nothing (the worker frozen) is reported lost long
     # before the run deadline, and the job is cancelled on the worker.
     orch.submit(job("frozen"))
-    wait_until(lambda: orch.list_workers()["beating"].running == 1, what="the job running")
+    wait_until(lambda: started(marks, "frozen"), what="the job running")
     w.proc.send_signal(signal.SIGSTOP)
     try:
         status = orch.status_of("frozen", timeout=20)
