@@ -220,7 +220,10 @@ TEST_CASE("Stress: every job gets exactly one status while workers come and go",
   // Settling (acks, slots) happens just after the last confirm: wait on it.
   std::promise<void> settled;
   std::function<void()> check_settled = [&] {
-    bool all_back = queue.acked() == jobs && dispatcher.stats().in_flight == 0;
+    // Healed too: a worker the last chaos act killed is alive again once the
+    // health monitor's next pings reach it.
+    bool all_back = queue.acked() == jobs && dispatcher.stats().in_flight == 0 &&
+                    pool.alive_capacity() == total_capacity;
     for (const auto& w : pool.snapshot())
       all_back = all_back && w.state == core::WorkerState::free && w.in_use == 0;
     if (all_back) {

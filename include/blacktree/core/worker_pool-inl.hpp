@@ -170,8 +170,7 @@ void BasicWorkerPool<Mutex>::finish(const std::shared_ptr<State>& st, Deferred& 
 
 // Out of the map and the free set for good; leases still out are void.
 template <class Mutex>
-void BasicWorkerPool<Mutex>::remove(State& st, const std::shared_ptr<Record>& rec, std::string reason,
-                                    Deferred& out) {
+void BasicWorkerPool<Mutex>::remove(State& st, std::shared_ptr<Record> rec, std::string reason, Deferred& out) {
   if (auto it = st.workers.find(rec->info->id); it != st.workers.end() && it->second == rec) st.workers.erase(it);
   const WorkerState from = rec->state;
   WorkerEvent event;

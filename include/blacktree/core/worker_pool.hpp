@@ -303,7 +303,8 @@ class BasicWorkerPool {
   static void finish(const std::shared_ptr<State>& st, Deferred& deferred);
   static void mark_alive_locked(const std::shared_ptr<State>& st, const std::shared_ptr<Record>& rec,
                                 std::string_view incarnation, Deferred& deferred);
-  static void remove(State& st, const std::shared_ptr<Record>& rec, std::string reason, Deferred& out);
+  // `rec` by value: callers pass the map's own pointer, which the erase frees.
+  static void remove(State& st, std::shared_ptr<Record> rec, std::string reason, Deferred& out);
   static WorkerEvent make_event(const Record& rec, WorkerState from, std::string reason = {});
   static WorkerSnapshot snapshot_of(const Record& rec);
   static Result<void> check(const WorkerInfo& info);
