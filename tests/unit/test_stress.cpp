@@ -176,11 +176,11 @@ TEST_CASE("Stress: every job gets exactly one status while workers come and go",
       // Phase 2: heal everything.
       for (const auto& w : world.workers) {
         transport.set_mode(w.address, LoopbackTransport::Mode::up);
-        if (!pool.find(w.id)) {
-          auto info = w;
-          info.incarnation = transport.incarnation(w.address);
-          (void)pool.register_worker(info);
-        }
+        // Registering again also keeps a worker that is leaving (deregistered
+        // with jobs in flight), which would otherwise go with its last job.
+        auto info = w;
+        info.incarnation = transport.incarnation(w.address);
+        (void)pool.register_worker(info);
         (void)pool.resume(w.id);
       }
       chaos_over.set_value(sink.size());
