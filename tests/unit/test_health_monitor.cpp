@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <exception>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -79,6 +80,16 @@ class HealthLog {
     if (inside_.fetch_add(1, std::memory_order_acq_rel) != 0) overlapped_.store(true);
   }
   void leave() { inside_.fetch_sub(1, std::memory_order_acq_rel); }
+  // What a hook found wrong. Hooks may run on any io_context thread, where a
+  // Catch2 assertion is not safe; the test's own thread checks this list.
+  void wrong(std::string what) {
+    std::lock_guard lock(mutex_);
+    wrong_.push_back(std::move(what));
+  }
+  std::vector<std::string> wrongs() const {
+    std::lock_guard lock(mutex_);
+    return wrong_;
+  }
 
   int oks(const std::string& id) const { return count(ok_, id); }
   int fails(const std::string& id) const { return count(failed_, id); }
@@ -117,6 +128,7 @@ class HealthLog {
   std::vector<std::string> events_;
   std::vector<std::string> dead_reasons_;
   std::vector<std::string> forgotten_reasons_;
+  std::vector<std::string> wrong_;
   std::atomic<int> inside_{0};
   std::atomic<bool> overlapped_{false};
 };
@@ -134,7 +146,7 @@ struct RecordingObserver : core::HealthObserver {
 
   void on_ping_ok(const core::WorkerInfo& w, std::chrono::steady_clock::duration round_trip) {
     Scope scope(*log);
-    CHECK(round_trip >= std::chrono::steady_clock::duration::zero());
+    if (round_trip < std::chrono::steady_clock::duration::zero()) log->wrong(w.id + ": negative round trip");
     log->ok(w.id);
   }
   void on_ping_failed(const core::WorkerInfo& w, std::error_code ec, std::uint32_t misses) {
@@ -155,7 +167,7 @@ struct RecordingObserver : core::HealthObserver {
   void on_forgotten(const core::WorkerInfo& w, std::string_view reason) {
     Scope scope(*log);
     // Deregistered before the hook runs, so its owner may drop what it keeps.
-    CHECK_FALSE((pool && pool->find(w.id)));
+    if (pool && pool->find(w.id)) log->wrong(w.id + ": still registered when forgotten");
     log->forgotten(w.id, std::string(reason));
   }
 };
@@ -225,6 +237,10 @@ struct Rig {
   LoopbackTransport transport{io.get_executor()};
   WorkerPool pool{io.get_executor()};
   std::shared_ptr<HealthLog> log = std::make_shared<HealthLog>();
+
+  ~Rig() {
+    if (std::uncaught_exceptions() == 0) CHECK(log->wrongs().empty());
+  }
 
   RecordingObserver observer() {
     RecordingObserver o;
@@ -707,6 +723,7 @@ TEST_CASE("HealthMonitor: many workers on a multi-threaded io_context converge",
     CHECK(log->deaths(id(i)) == (flaky(i) ? 1 : 0));
   }
   CHECK_FALSE(log->overlapped());  // hooks run on the monitor's strand, one at a time
+  CHECK(log->wrongs().empty());
 }
 
 TEST_CASE("HealthMonitor: a worker dead longer than forget_dead_after is deregistered and reported",
