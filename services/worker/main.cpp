@@ -194,6 +194,9 @@ int main(int argc, char** argv) {
   auto log = blacktree::service::make_logger("worker", log_options);
   log->info("a job's processes are contained by {}",
             blacktree::worker::to_string(blacktree::worker::automatic_containment()));
+  if (auto ended = blacktree::worker::end_orphaned_job_cgroups(); ended > 0) {
+    log->warn("ended {} job cgroup(s) left running by a worker that was killed before it could clean up", ended);
+  }
   if (worker_id.empty()) worker_id = host_name() + "-" + blacktree::service::random_hex(6);
 
   blacktree::core::WorkerInfo self;

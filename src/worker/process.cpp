@@ -16,6 +16,8 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <sstream>
@@ -453,6 +455,32 @@ std::string ProcessOutcome::describe() const {
 Containment automatic_containment() {
   if (!cgroups_unusable.load() && !own_cgroup_dir().empty()) return Containment::cgroup;
   return can_unshare_pid() ? Containment::pid_namespace : Containment::process_group;
+}
+
+std::size_t end_orphaned_job_cgroups() {
+  const std::string& parent = own_cgroup_dir();
+  if (parent.empty()) return 0;
+  std::size_t ended = 0;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(parent, ec)) {
+    // "blacktree-<pid>-<n>": made by the worker with that pid (JobCgroup::create).
+    const std::string name = entry.path().filename().string();
+    unsigned long pid = 0, n = 0;
+    char tail = 0;
+    if (std::sscanf(name.c_str(), "blacktree-%lu-%lu%c", &pid, &n, &tail) != 2 || pid == 0) continue;
+    // A live worker's jobs are its own business (several workers may share a
+    // cgroup); only a group whose worker is gone is ended.
+    if (static_cast<pid_t>(pid) == ::getpid() || ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM) continue;
+    const std::string dir = entry.path().string();
+    (void)!::write(Fd(::open((dir + "/cgroup.kill").c_str(), O_WRONLY | O_CLOEXEC)).get(), "1", 1);
+    const auto deadline = Clock::now() + reap_limit;
+    // rmdir succeeds once the last member is gone (EBUSY until then).
+    while (::rmdir(dir.c_str()) != 0 && errno == EBUSY && Clock::now() < deadline) {
+      ::poll(nullptr, 0, 20);
+    }
+    ++ended;
+  }
+  return ended;
 }
 
 std::string_view to_string(Containment containment) noexcept {

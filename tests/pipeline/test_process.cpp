@@ -17,7 +17,11 @@
 #include <fstream>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
+
+#include <sys/wait.h>
+#include <unistd.h>
 
 namespace bw = blacktree::worker;
 using namespace std::chrono_literals;
@@ -276,6 +280,46 @@ TEST_CASE("a setsid + double-fork daemon started by run_process is gone when it 
     if (!gone) ::kill(daemon, SIGKILL);  // a failing run must not leave it either
     CHECK(gone);
   }
+}
+
+TEST_CASE("a job cgroup whose worker was killed with SIGKILL is ended by the next worker", "[process][security]") {
+  if (bw::automatic_containment() != bw::Containment::cgroup) {
+    WARN("not run: this host offers no cgroup v2 containment");
+    return;
+  }
+  blacktree::test::TempDir tmp;
+  const std::string pid_file = (tmp / "daemon.pid").string();
+  // The "worker": a child of ours that runs a job which starts a daemon, and
+  // is then killed with SIGKILL, with no chance to end its job's processes.
+  const pid_t worker = ::fork();
+  REQUIRE(worker >= 0);
+  if (worker == 0) {
+    auto spec = sh(daemon_script(pid_file) + "; exec sleep 300");
+    (void)bw::run_process(spec, [](std::string_view) {});
+    ::_exit(0);
+  }
+  struct Reap {
+    pid_t pid;
+    ~Reap() {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  } reap{worker};
+  pid_t daemon = 0;
+  for (const auto deadline = std::chrono::steady_clock::now() + 10s;
+       (daemon = read_pid(pid_file)) <= 0 && std::chrono::steady_clock::now() < deadline;) {
+    std::this_thread::sleep_for(20ms);  // polls a file another process writes: nothing to wait on
+  }
+  REQUIRE(daemon > 0);
+  ::kill(worker, SIGKILL);
+  REQUIRE(::waitpid(worker, nullptr, 0) == worker);
+  REQUIRE_FALSE(process_gone(daemon));  // the fault: the job outlived its worker
+
+  const auto ended = bw::end_orphaned_job_cgroups();
+  const bool gone = process_gone(daemon);
+  if (!gone) ::kill(daemon, SIGKILL);
+  CHECK(ended >= 1);
+  CHECK(gone);
 }
 
 TEST_CASE("ArgvRunner: a daemon the job starts is gone when the status arrives, also on timeout", "[argv_runner][security]") {

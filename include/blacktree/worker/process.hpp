@@ -9,6 +9,7 @@
 // reach tools through the environment, never through argv).
 
 #include <chrono>
+#include <cstddef>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -112,6 +113,13 @@ ProcessOutcome run_process(const ProcessSpec& spec, const LineFn& on_line, std::
 Containment automatic_containment();
 /// "automatic", "cgroup", "pid_namespace", "process_group".
 std::string_view to_string(Containment containment) noexcept;
+
+/// Ends what a worker killed without its chance to clean up (SIGKILL, a
+/// crash) left running: every job cgroup beside this process's own whose
+/// worker process is gone is killed (`cgroup.kill`) and removed. Job cgroups
+/// of live workers sharing the cgroup are left alone. Returns how many were
+/// ended; 0 without cgroup containment. Call once at start, before any job.
+std::size_t end_orphaned_job_cgroups();
 
 /// PATH, HOME, LANG=C.UTF-8 (and TMPDIR when `home` is given): a starting
 /// environment for tools. PATH is the worker's own PATH (or a standard one).
