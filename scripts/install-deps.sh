@@ -27,6 +27,8 @@ packages=(
   # A build's network box (--build-network private): a network namespace per
   # build (unshare, from util-linux), routes in it (ip), user-mode NAT out.
   slirp4netns iproute2 util-linux
+  # A rootless worker's box: its own user namespace mapped from /etc/subuid.
+  uidmap
 )
 
 missing=()
@@ -40,3 +42,15 @@ if ((${#missing[@]})); then
 else
   echo "install-deps.sh: all ${#packages[@]} packages already installed"
 fi
+
+# The rootless-worker test (pipeline, [rootless]) runs part of itself as this
+# user: no login, a subordinate id range of its own, as a rootless buildah
+# user needs.
+if ! id blacktree-rootless >/dev/null 2>&1; then
+  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin blacktree-rootless
+fi
+grep -q '^blacktree-rootless:' /etc/subuid || usermod --add-subuids 524288-589823 blacktree-rootless
+grep -q '^blacktree-rootless:' /etc/subgid || usermod --add-subgids 524288-589823 blacktree-rootless
+# slirp4netns opens /dev/net/tun as the worker's user. Debian's udev makes it
+# 0666; some containers leave it 0600, which a rootless worker cannot open.
+if [[ -c /dev/net/tun ]]; then chmod 0666 /dev/net/tun; fi

@@ -364,11 +364,7 @@ core::Result<void> BuildPipelineRunner::check() const {
     }
     return {};
   };
-  if (config_.build_network == BuildNetwork::private_network) {
-    if (auto slirp = runs(config_.slirp4netns_program, "slirp4netns_program (build_network private)"); !slirp) {
-      return slirp;
-    }
-  }
+  if (auto box = detail::probe_network_box(config_); !box) return box;
   if (auto git = runs(config_.git_program, "git_program"); !git) return git;
   std::error_code ec;
   fs::create_directories(config_.work_root, ec);

@@ -6,6 +6,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
+#include <string_view>
 
 #include <arpa/inet.h>
 #include <ifaddrs.h>
@@ -19,19 +21,26 @@ namespace {
 
 // Runs in the worker's network namespace, inside the job's containment:
 //   $1 mode (none | private), $2 slirp4netns, $3 destinations to block
-//   (space-separated CIDRs), then the build's argv.
+//   (space-separated CIDRs), $4 "rootless" or "root", then the build's argv.
 // The build side unshares a network namespace, says so through a FIFO, waits
 // until slirp4netns (private) is attached, installs `unreachable` routes and
 // becomes the build. The routes hold against the build's RUN steps: buildah
 // runs them without CAP_NET_ADMIN. slirp4netns itself connects out from the
 // host, so --disable-host-loopback keeps 10.0.2.2 from meaning the host's
 // 127.0.0.1, and the routes keep the host's own addresses out of reach.
+// Rootless, the network namespace belongs to a user namespace of its own,
+// mapped as rootless buildah maps its own (the worker's uid as root, its
+// subordinate ids from /etc/subuid and /etc/subgid above): buildah inside
+// sees root and the ids it would have had, and slirp4netns joins the user
+// namespace to reach the network one.
 constexpr const char* box_script = R"sh(set -u
-mode=$1 slirp=$2 blocked=$3
-shift 3
+mode=$1 slirp=$2 blocked=$3 rootless=$4
+shift 4
+userns= slirp_userns=
+[ "$rootless" = rootless ] && userns="--map-root-user --map-auto"
 dir=$(mktemp -d) || exit 1
 mkfifo "$dir/netns" "$dir/go" "$dir/ready" || exit 1
-unshare --net -- sh -c '
+unshare $userns --net -- sh -c '
   echo > "$0/netns"
   read -r go < "$0/go"; [ "$go" = go ] || exit 1
   ip link set lo up || exit 1
@@ -40,9 +49,10 @@ unshare --net -- sh -c '
   exec "$@"' "$dir" "$blocked" "$@" &
 build=$!
 read -r _ < "$dir/netns"
+[ "$rootless" = rootless ] && slirp_userns="--userns-path=/proc/$build/ns/user"
 slirp_pid=
 if [ "$mode" = private ]; then
-  "$slirp" --configure --mtu=65520 --disable-host-loopback --ready-fd=3 "$build" tap0 \
+  "$slirp" --configure --mtu=65520 --disable-host-loopback $slirp_userns --ready-fd=3 "$build" tap0 \
     3>"$dir/ready" >"$dir/slirp.log" 2>&1 &
   slirp_pid=$!
   read -r ready < "$dir/ready"
@@ -96,7 +106,7 @@ ProcessSpec in_network_box(ProcessSpec build, const BuildPipelineConfig& config)
   }
   std::vector<std::string> argv{"/bin/sh", "-c", box_script, "blacktree-build-network",
                                 config.build_network == BuildNetwork::none ? "none" : "private",
-                                config.slirp4netns_program, blocked};
+                                config.slirp4netns_program, blocked, ::geteuid() == 0 ? "root" : "rootless"};
   argv.insert(argv.end(), build.argv.begin(), build.argv.end());
   build.argv = std::move(argv);
   return build;
@@ -117,12 +127,34 @@ core::Result<void> check_network_box(const BuildPipelineConfig& config) {
         "build_network: the docker builder runs RUN steps on the engine's networks, which this worker cannot box; "
         "use build_network host with docker (and firewall the engine), or the buildah builder");
   }
-  if (::geteuid() != 0) {
-    return misconfigured(
-        "build_network: none and private make a network namespace per build, which needs root; a rootless worker "
-        "needs build_network host");
-  }
   return {};
+}
+
+core::Result<void> probe_network_box(const BuildPipelineConfig& config) {
+  if (config.build_network == BuildNetwork::host) return {};
+  ProcessSpec probe;
+  probe.argv = {"true"};
+  probe.env = minimal_environment();
+  probe.timeout = std::chrono::seconds(30);
+  probe = in_network_box(std::move(probe), config);
+  std::string output;
+  const auto outcome = run_process(probe, [&](std::string_view line) {
+    if (output.size() < 2048) output.append(line).append(" ");
+  });
+  if (outcome.ok()) return {};
+  if (!output.empty()) output.pop_back();
+  return core::Error{
+      errc::misconfigured,
+      fmt::format("build_network {}: cannot make the build's network box on this host ({}{}). It needs unshare and ip "
+                  "(iproute2){}{}. build_network host needs no box: for trusted Dockerfiles only",
+                  config.build_network == BuildNetwork::none ? "none" : "private", outcome.describe(),
+                  output.empty() ? "" : ", it said: " + output,
+                  config.build_network == BuildNetwork::private_network
+                      ? ", slirp4netns_program and a /dev/net/tun this user may read and write"
+                      : "",
+                  ::geteuid() == 0 ? ""
+                                   : "; rootless, also newuidmap/newgidmap and subordinate ids for this user in "
+                                     "/etc/subuid and /etc/subgid")};
 }
 
 }  // namespace blacktree::worker::detail

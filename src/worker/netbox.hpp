@@ -23,7 +23,12 @@ std::vector<std::string> blocked_destinations(const std::vector<std::string>& ex
 /// BuildNetwork::host, `build` unchanged.
 ProcessSpec in_network_box(ProcessSpec build, const BuildPipelineConfig& config);
 
-/// Whether the configured box can be made on this host; else why not.
+/// Whether the box's settings are valid (a pure check of the configuration).
 core::Result<void> check_network_box(const BuildPipelineConfig& config);
+
+/// Whether the configured box can be made on this host: makes one around
+/// `true` (root or rootless alike), so a missing tool, subordinate id range
+/// or device is found at start, not in a job; else why not.
+core::Result<void> probe_network_box(const BuildPipelineConfig& config);
 
 }  // namespace blacktree::worker::detail

@@ -30,6 +30,7 @@
 #include <thread>
 
 #include <ifaddrs.h>
+#include <pwd.h>
 #include <net/if.h>
 
 namespace bw = blacktree::worker;
@@ -910,10 +911,9 @@ std::string probe_steps(int loopback_port, const std::string& host_ip, int host_
   return steps;
 }
 
-}  // namespace
-
-TEST_CASE("RUN steps cannot reach the worker host's loopback, its addresses or the metadata address",
-          "[pipeline][security]") {
+// The probe job under each build_network; the worker's user (root or not) is
+// whoever runs this.
+void check_run_steps_are_boxed() {
   PipelineEnv env;
   Listener loopback;
   Listener everywhere(true);
@@ -950,6 +950,62 @@ TEST_CASE("RUN steps cannot reach the worker host's loopback, its addresses or t
   REQUIRE(r.success);
   CHECK_THAT(r.logs, Catch::Contains("\nLOOPBACK-REACHED\n"));
   CHECK(loopback.accepted() == 1);
+}
+
+}  // namespace
+
+TEST_CASE("RUN steps cannot reach the worker host's loopback, its addresses or the metadata address",
+          "[pipeline][security]") {
+  check_run_steps_are_boxed();
+}
+
+TEST_CASE("check() makes a network box at start and refuses one this host cannot make", "[pipeline][security]") {
+  PipelineEnv env;
+  auto cfg = env.config();
+  REQUIRE(bw::BuildPipelineRunner(cfg).check());
+  cfg.slirp4netns_program = "/nonexistent/slirp4netns";
+  const auto checked = bw::BuildPipelineRunner(cfg).check();
+  REQUIRE_FALSE(checked);
+  CHECK_THAT(checked.error().message(), Catch::Contains("build_network private: cannot make the build's network box") &&
+                                            Catch::Contains("slirp4netns_program"));
+  cfg.build_network = bw::BuildNetwork::none;  // needs no slirp4netns
+  CHECK(bw::BuildPipelineRunner(cfg).check());
+}
+
+// Run by the test below as the unprivileged user, never on its own.
+TEST_CASE("rootless child: RUN steps are boxed", "[.rootless-child]") {
+  REQUIRE(::geteuid() != 0);
+  check_run_steps_are_boxed();
+}
+
+TEST_CASE("a rootless worker's RUN steps cannot reach the host's loopback, its addresses or the metadata address",
+          "[pipeline][security][rootless]") {
+  // The user scripts/install-deps.sh makes for this test: no login, its own
+  // subordinate id range (as a rootless buildah user needs).
+  const passwd* user = ::getpwnam("blacktree-rootless");
+  if (::geteuid() != 0 || user == nullptr) {
+    WARN("not run: needs root and the user blacktree-rootless (scripts/install-deps.sh makes it)");
+    return;
+  }
+  // This test binary, run again as that user in a directory it owns: the
+  // build tree may not be readable by other users.
+  TempDir tmp("blacktree-rootless-");
+  const fs::path self = tmp / "tests";
+  fs::copy_file("/proc/self/exe", self);
+  REQUIRE(::chown(tmp.path().c_str(), user->pw_uid, user->pw_gid) == 0);
+  REQUIRE(::chmod(tmp.path().c_str(), 0755) == 0);
+  bw::ProcessSpec child;
+  child.argv = {"setpriv",      "--reuid=" + std::to_string(user->pw_uid), "--regid=" + std::to_string(user->pw_gid),
+                "--init-groups", "--",                                       self.string(),
+                "rootless child: RUN steps are boxed"};
+  child.env = bw::minimal_environment(tmp.path());
+  child.env["TMPDIR"] = tmp.path().string();
+  child.timeout = 600s;
+  std::string out;
+  const auto outcome = bw::run_process(child, [&](std::string_view line) { out.append(line).append("\n"); });
+  INFO(out);
+  CHECK(outcome.ok());
+  CHECK_THAT(out, Catch::Contains("All tests passed"));
 }
 
 TEST_CASE("a daemon a RUN step starts is gone when the job's status arrives", "[pipeline][security]") {
