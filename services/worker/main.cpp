@@ -117,6 +117,28 @@ int main(int argc, char** argv) {
   app.add_option("--work-root", work_root, "where per-job directories are made (and removed)")
       ->envname("WORKER_WORK_ROOT")
       ->capture_default_str();
+  std::string cache_dir;
+  app.add_option("--cache-dir", cache_dir,
+                 "the image store jobs share (base images, layers of earlier builds); default: cache beside "
+                 "--work-root")
+      ->envname("WORKER_CACHE_DIR");
+  app.add_option("--cache-max-bytes", build.cache_max_bytes,
+                 "the image cache's budget: over it, the least recently used images are pruned between jobs "
+                 "(0: no budget), e.g. 20GB")
+      ->envname("WORKER_CACHE_MAX_BYTES")
+      ->transform(CLI::AsSizeValue(false))
+      ->capture_default_str();
+  app.add_option("--cache-min-free-bytes", build.cache_min_free_bytes,
+                 "prune the image cache also when its file system has less free than this (0: never), e.g. 2GB")
+      ->envname("WORKER_CACHE_MIN_FREE_BYTES")
+      ->transform(CLI::AsSizeValue(false))
+      ->capture_default_str();
+  app.add_option("--storage-driver", build.buildah_storage_driver,
+                 "buildah's storage driver: overlay, vfs (copies every layer, works everywhere) or auto (overlay "
+                 "where this host allows it)")
+      ->envname("WORKER_STORAGE_DRIVER")
+      ->check(CLI::IsMember({"auto", "overlay", "vfs"}))
+      ->capture_default_str();
   app.add_option("--github-base-url", build.github_base_url, "base URL for owner/name repositories")
       ->envname("GITHUB_BASE_URL")
       ->capture_default_str();
@@ -220,6 +242,7 @@ int main(int argc, char** argv) {
   } else {
     using Credentials = blacktree::worker::RegistryCredentials;
     build.work_root = work_root;
+    build.cache_dir = cache_dir;
     build.registry_tls_verify = !registry_insecure;
     build.default_timeout = std::chrono::seconds(job_timeout_s);
     build.build_network = build_network == "none"   ? blacktree::worker::BuildNetwork::none
@@ -240,13 +263,14 @@ int main(int argc, char** argv) {
       else
         log->info("removed the stale job directory {}", stale.path.string());
     }
+    build.on_cache_event = [log](std::string_view what) { log->info("{}", what); };
     auto pipeline = std::make_unique<blacktree::worker::BuildPipelineRunner>(build);
     if (auto usable = pipeline->check(); !usable) {
       log->error("the build pipeline cannot run here: {}", usable.error().message());
       return 1;
     }
-    log->info("build pipeline: {} builder, pushing to {}, job directories under {}", builder_name, build.registry,
-              work_root);
+    log->info("build pipeline: {} builder, pushing to {}, job directories under {}, {}", builder_name,
+              build.registry, work_root, pipeline->storage());
     runner = std::move(pipeline);
   }
 

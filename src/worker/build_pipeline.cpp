@@ -5,6 +5,7 @@
 #include <blacktree/worker/build_pipeline.hpp>
 
 #include "git.hpp"
+#include "image_cache.hpp"
 #include "netbox.hpp"
 #include "registry_auth.hpp"
 #include "util.hpp"
@@ -54,6 +55,9 @@ class PipelineJob {
     limit_ = limit;
     deadline_ = limit.count() > 0 ? Clock::now() + limit : Clock::time_point::max();
   }
+
+  /// What the build used from the image cache (see CacheKeeper::Use::used).
+  std::vector<std::string> cache_used() const { return cache_used_; }
 
   core::JobResult run() {
     core::JobResult result;
@@ -164,6 +168,21 @@ class PipelineJob {
     if (!step) fail(step.error().message());
   }
 
+  // buildah's "--> Using cache <id>" (a step taken from the cache) and
+  // "STEP 1/4: FROM <image> [AS name]" (a base image it needs).
+  void note_cache_use(std::string_view line) {
+    constexpr std::string_view hit = "--> Using cache ";
+    if (line.rfind(hit, 0) == 0) {
+      cache_used_.emplace_back(line.substr(hit.size(), line.find(' ', hit.size()) - hit.size()));
+      return;
+    }
+    const auto from = line.find(": FROM ");
+    if (line.rfind("STEP ", 0) == 0 && from != std::string_view::npos) {
+      const auto name = line.substr(from + 7);
+      cache_used_.emplace_back(name.substr(0, name.find(' ')));
+    }
+  }
+
   void begin_stage(std::string_view stage) {
     if (emit_) emit_(stage, {});
   }
@@ -201,6 +220,7 @@ class PipelineJob {
         spec,
         [&](std::string_view line) {
           if (last_step != nullptr && line.rfind("STEP ", 0) == 0) *last_step = redactor_.apply(line);
+          if (stage == stage::building) note_cache_use(line);
           if (output != nullptr) output->emplace_back(line);
           log_line(stage, line);
         },
@@ -227,7 +247,7 @@ class PipelineJob {
     if (!dir) fail(dir.error().message());
     dir_ = std::move(*dir);
     ctx_.job_dir = dir_;
-    for (const char* sub : {"home", "storage", "run", "docker"}) {
+    for (const char* sub : {"home", "docker"}) {
       std::error_code ec;
       fs::create_directory(dir_ / sub, ec);
       if (ec) fail(fmt::format("cannot create {}: {}", (dir_ / sub).string(), ec.message()));
@@ -331,6 +351,7 @@ class PipelineJob {
   Redactor redactor_;
   LogTail tail_;
   std::deque<std::string> recent_;  // the current step's last lines, for errors
+  std::vector<std::string> cache_used_;
   milliseconds limit_{0};
   Clock::time_point deadline_;
   fs::path dir_;
@@ -342,6 +363,26 @@ class PipelineJob {
 BuildPipelineRunner::BuildPipelineRunner(BuildPipelineConfig config)
     : config_(std::move(config)),
       builder_(config_.builder == BuilderKind::docker ? make_docker_builder(config_) : make_buildah_builder(config_)) {}
+
+BuildPipelineRunner::~BuildPipelineRunner() = default;
+
+detail::CacheKeeper* BuildPipelineRunner::cache() const {
+  // Made on first use: finding the store may run the builder (storage driver "auto").
+  std::call_once(cache_once_, [this] {
+    if (config_.cache_max_bytes == 0 && config_.cache_min_free_bytes == 0) return;
+    if (auto store = builder_->store()) cache_ = std::make_unique<detail::CacheKeeper>(config_, std::move(*store));
+  });
+  return cache_.get();
+}
+
+BuildPipelineRunner::CacheStats BuildPipelineRunner::cache_stats() const {
+  const auto* keeper = cache();
+  return keeper ? keeper->stats() : CacheStats{};
+}
+
+void BuildPipelineRunner::settle_cache() const {
+  if (const auto* keeper = cache()) keeper->settle();
+}
 
 core::Result<void> BuildPipelineRunner::check() const {
   const auto misconfigured = [](std::string why) { return core::Error{errc::misconfigured, std::move(why)}; };
@@ -394,8 +435,12 @@ core::JobResult BuildPipelineRunner::run(const core::Job& job, const EmitFn& emi
     return result;
   }
   try {
+    std::optional<detail::CacheKeeper::Use> use;
+    if (auto* keeper = cache()) use.emplace(*keeper);
     PipelineJob pipeline_job(config_, *builder_, job, *spec, emit, std::move(stop));
-    return pipeline_job.run();
+    auto result = pipeline_job.run();
+    if (use) use->used = pipeline_job.cache_used();
+    return result;
   } catch (const std::exception& e) {  // run() must never throw
     core::JobResult result;
     result.job_id = job.id;

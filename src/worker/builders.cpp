@@ -11,8 +11,11 @@
 
 #include <fmt/format.h>
 
+#include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <regex>
 
 #include <unistd.h>
@@ -60,7 +63,11 @@ class BuildahBuilder final : public Builder {
 
   ProcessSpec build_command(const BuildContext& ctx) const override {
     ProcessSpec spec = base(ctx);
-    spec.argv.insert(spec.argv.end(), {"bud", "--isolation", config_.buildah_isolation,
+    // --layers: each step's result is kept in the shared store and reused by
+    // a later build whose step and inputs are the same. No tag: the image is
+    // pushed by its id (--iidfile), so no job's name is left in the store.
+    spec.argv.insert(spec.argv.end(), {"bud", "--isolation", config_.buildah_isolation, "--layers", "--force-rm",
+                                       "--iidfile", image_id_file(ctx).string(),
                                        fmt::format("--tls-verify={}", config_.registry_tls_verify)});
     if (!ctx.auth_file.empty()) spec.argv.insert(spec.argv.end(), {"--authfile", ctx.auth_file.string()});
     for (const auto& arg : config_.build_args) spec.argv.insert(spec.argv.end(), {"--build-arg", arg});
@@ -69,8 +76,7 @@ class BuildahBuilder final : public Builder {
     // slirp4netns answers DNS on 10.0.2.3; the host's resolver may be a
     // loopback address the box cannot reach.
     if (config_.build_network == BuildNetwork::private_network) spec.argv.insert(spec.argv.end(), {"--dns", "10.0.2.3"});
-    spec.argv.insert(spec.argv.end(),
-                     {"-f", ctx.dockerfile.string(), "-t", ctx.image_ref, ctx.context_dir.string()});
+    spec.argv.insert(spec.argv.end(), {"-f", ctx.dockerfile.string(), ctx.context_dir.string()});
     return detail::in_network_box(std::move(spec), config_);
   }
 
@@ -78,7 +84,12 @@ class BuildahBuilder final : public Builder {
     ProcessSpec spec = base(ctx);
     spec.argv.insert(spec.argv.end(), {"push", fmt::format("--tls-verify={}", config_.registry_tls_verify)});
     if (!ctx.auth_file.empty()) spec.argv.insert(spec.argv.end(), {"--authfile", ctx.auth_file.string()});
-    spec.argv.insert(spec.argv.end(), {"--digestfile", ctx.digest_file.string(), ctx.image_ref,
+    // The id the build wrote; a build that wrote none fails the push with
+    // buildah's own "image not known" for the path.
+    std::string image_id;
+    std::ifstream(image_id_file(ctx)) >> image_id;
+    if (image_id.empty()) image_id = image_id_file(ctx).string();
+    spec.argv.insert(spec.argv.end(), {"--digestfile", ctx.digest_file.string(), image_id,
                                        "docker://" + ctx.image_ref});
     return spec;
   }
@@ -95,31 +106,59 @@ class BuildahBuilder final : public Builder {
     return digest;
   }
 
-  std::vector<ProcessSpec> cleanup_commands(const BuildContext& ctx) const override {
-    // The storage is the job's own and goes with the job directory. vfs
-    // mounts nothing, so removing the directory is all it takes (and saves
-    // two buildah runs per job); other drivers (overlay) must unmount first.
-    if (config_.buildah_storage_driver == "vfs") return {};
-    ProcessSpec rm = base(ctx);
-    rm.argv.insert(rm.argv.end(), {"rm", "--all"});
-    ProcessSpec rmi = base(ctx);
-    rmi.argv.insert(rmi.argv.end(), {"rmi", "--all", "--force"});
-    return {rm, rmi};
+  std::vector<ProcessSpec> cleanup_commands(const BuildContext& /*ctx*/) const override {
+    // The job put no name in the shared store and --force-rm removed its
+    // build containers: what it built stays as cache.
+    return {};
+  }
+
+  std::string storage() const override {
+    return fmt::format("{} image cache in {}", driver(), store_dir().string());
+  }
+
+  std::optional<Store> store() const override {
+    return Store{store_dir(), {config_.buildah_program, "--root", (store_dir() / "storage").string(), "--runroot",
+                               (store_dir() / "run").string(), "--storage-driver", driver()}};
   }
 
  private:
+  static std::filesystem::path image_id_file(const BuildContext& ctx) { return ctx.job_dir / "image-id"; }
+
+  std::filesystem::path cache_dir() const {
+    return config_.cache_dir.empty() ? config_.work_root.parent_path() / "cache" : config_.cache_dir;
+  }
+  // One store per driver: a store made by one driver cannot be opened by another.
+  std::filesystem::path store_dir() const { return cache_dir() / driver(); }
+
+  // The configured driver; "auto" is resolved once, by opening an overlay store.
+  const std::string& driver() const {
+    std::call_once(driver_once_, [this] {
+      driver_ = config_.buildah_storage_driver;
+      if (driver_ != "auto") return;
+      ProcessSpec probe;
+      probe.env = minimal_environment();
+      const auto dir = cache_dir() / "overlay";
+      probe.argv = {config_.buildah_program, "--root",  (dir / "storage").string(),      "--runroot",
+                    (dir / "run").string(),  "--storage-driver", "overlay", "images", "--quiet"};
+      probe.timeout = std::chrono::seconds(60);
+      std::error_code ec;
+      std::filesystem::create_directories(dir, ec);
+      driver_ = !ec && run_process(probe, {}).ok() ? "overlay" : "vfs";
+    });
+    return driver_;
+  }
+
   ProcessSpec base(const BuildContext& ctx) const {
     ProcessSpec spec;
     spec.env = ctx.env;
     spec.cwd = ctx.job_dir;
-    spec.argv = {config_.buildah_program,
-                 "--root", (ctx.job_dir / "storage").string(),
-                 "--runroot", (ctx.job_dir / "run").string(),
-                 "--storage-driver", config_.buildah_storage_driver};
+    spec.argv = store()->argv;
     return spec;
   }
 
   BuildPipelineConfig config_;  // a copy: the builder must not depend on its creator staying put
+  mutable std::once_flag driver_once_;
+  mutable std::string driver_;
 };
 
 class DockerBuilder final : public Builder {
@@ -180,6 +219,9 @@ class DockerBuilder final : public Builder {
     rmi.argv.insert(rmi.argv.end(), {"image", "rm", "--force", ctx.image_ref});
     return {rmi};
   }
+
+  std::string storage() const override { return "the Docker engine's own image store and build cache"; }
+  std::optional<Store> store() const override { return std::nullopt; }
 
  private:
   ProcessSpec base(const BuildContext& ctx) const {

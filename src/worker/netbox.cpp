@@ -32,12 +32,14 @@ namespace {
 // mapped as rootless buildah maps its own (the worker's uid as root, its
 // subordinate ids from /etc/subuid and /etc/subgid above): buildah inside
 // sees root and the ids it would have had, and slirp4netns joins the user
-// namespace to reach the network one.
+// namespace to reach the network one. A mount namespace of its own too:
+// buildah, seeing root, mounts (its overlay store), which the user
+// namespace may do only in a mount namespace it owns.
 constexpr const char* box_script = R"sh(set -u
 mode=$1 slirp=$2 blocked=$3 rootless=$4
 shift 4
 userns= slirp_userns=
-[ "$rootless" = rootless ] && userns="--map-root-user --map-auto"
+[ "$rootless" = rootless ] && userns="--map-root-user --map-auto --mount"
 dir=$(mktemp -d) || exit 1
 mkfifo "$dir/netns" "$dir/go" "$dir/ready" || exit 1
 unshare $userns --net -- sh -c '

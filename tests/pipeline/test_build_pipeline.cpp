@@ -84,6 +84,7 @@ struct PipelineEnv {
   bw::BuildPipelineConfig config() const {
     bw::BuildPipelineConfig c;
     c.work_root = work_root;
+    c.cache_dir = tmp / "cache";
     c.github_base_url = git.base_url();
     c.allow_http_repos = true;
     c.registry = registry.host() + "/team";
@@ -108,11 +109,12 @@ struct PipelineEnv {
     return j;
   }
 
-  void create_sample_repo(const std::string& name = "acme/app", std::string_view extra_dockerfile = "") {
+  void create_sample_repo(const std::string& name = "acme/app", std::string_view extra_dockerfile = "",
+                          const std::string& hello = "hello from the repository\n") {
     git.create_repo(name,
                     {{"README.md", "a sample\n"},
                      {"app/Dockerfile", sample_dockerfile(extra_dockerfile)},
-                     {"app/hello.txt", "hello from the repository\n"}},
+                     {"app/hello.txt", hello}},
                     "main", {}, {{"app/busybox", busybox}});
   }
 
@@ -247,6 +249,12 @@ class ProcWatcher {
 
 // Every file of every layer of `ref`, extracted under `out`; also returns the
 // raw (uncompressed) text of the config and manifest.
+std::string fmt_events(const std::vector<std::string>& events) {
+  std::string out;
+  for (const auto& e : events) out += e + "\n";
+  return out;
+}
+
 std::string extract_image(const Registry& registry, const std::string& ref, const fs::path& out) {
   const fs::path blobs = out / "blobs";
   registry.copy_to_dir(ref, blobs);
@@ -375,7 +383,7 @@ TEST_CASE("a repository is cloned with the token then built with RUN and COPY fr
   CHECK_THAT(events.all_lines(), Catch::Contains("Cloning into"));  // events have it all
 }
 
-TEST_CASE("after a job nothing is left: no job directory or credentials or local image", "[pipeline]") {
+TEST_CASE("after a job nothing of it is left but cache: no job directory, credentials, tag or container", "[pipeline]") {
   PipelineEnv env;
   env.create_sample_repo();
   bw::BuildPipelineRunner runner(env.config());
@@ -389,10 +397,131 @@ TEST_CASE("after a job nothing is left: no job directory or credentials or local
   CHECK(ok.success);
   CHECK_FALSE(failed.success);
   CHECK(env.work_root_empty());
-  // Every buildah call used the job's own storage, never the host's shared one.
+  // Every buildah call used the worker's own image store, never the host's.
   for (const auto& cmd : watcher.cmdlines()) {
-    if (cmd.rfind("buildah ", 0) == 0) CHECK_THAT(cmd, Catch::Contains("--root " + env.work_root.string()));
+    if (cmd.rfind("buildah ", 0) == 0) CHECK_THAT(cmd, Catch::Contains("--root " + (env.tmp / "cache").string()));
   }
+  // The store keeps the layers as cache, but no job's name and no build container.
+  const std::string store = runner.storage();
+  const auto driver = store.substr(0, store.find(' '));
+  const auto dir = env.tmp / "cache" / driver;
+  const std::vector<std::string> buildah{"buildah", "--root", (dir / "storage").string(), "--runroot",
+                                         (dir / "run").string(), "--storage-driver", driver};
+  auto images = buildah;
+  images.insert(images.end(), {"images", "--all", "--format", "{{.Name}}"});
+  const std::string names = run_ok(images);
+  CHECK_THAT(names, !Catch::Contains("team/app") && Catch::Contains("<none>"));
+  auto containers = buildah;
+  containers.insert(containers.end(), {"containers", "--quiet"});
+  CHECK(run_ok(containers).empty());
+}
+
+TEST_CASE("the image cache is pruned to its budget between jobs, never beside a running build",
+          "[pipeline][cache]") {
+  PipelineEnv env;
+  env.create_sample_repo("acme/long", "RUN sleep 4 && echo long > /long.txt\n");
+  env.create_sample_repo("acme/short", "RUN echo short > /short.txt\n");
+  auto cfg = env.config();
+  cfg.cache_max_bytes = 1 << 20;  // 1 MiB: less than one image (busybox alone is 2 MB)
+  cfg.cache_min_free_bytes = 0;
+  std::mutex m;
+  bool long_pushed = false;
+  std::vector<std::string> events;
+  std::vector<bool> long_done_at_event;
+  cfg.on_cache_event = [&](std::string_view what) {
+    std::lock_guard lock(m);
+    events.emplace_back(what);
+    long_done_at_event.push_back(long_pushed);
+  };
+  bw::BuildPipelineRunner runner(cfg);
+  core::JobResult long_result;
+  std::atomic<bool> long_building{false};
+  std::thread long_job([&] {
+    long_result = runner.run(env.job("long", "acme/long"),
+                             [&](std::string_view stage, std::string_view line) {
+                               if (stage == "building") long_building = true;
+                               if (line.rfind("pushed ", 0) == 0) {
+                                 std::lock_guard lock(m);
+                                 long_pushed = true;
+                               }
+                             },
+                             {});
+  });
+  struct Join {
+    std::thread& t;
+    ~Join() {
+      if (t.joinable()) t.join();
+    }
+  } join{long_job};
+  // The short job starts while the long one builds and ends first: the store
+  // is then over its budget, but the prune waits for the long build.
+  const auto short_result = runner.run(env.job("short", "acme/short"), {}, {});
+  INFO(short_result.error << "\n" << short_result.logs);
+  CHECK(short_result.success);
+  long_job.join();
+  runner.settle_cache();
+  INFO(long_result.error << "\n" << long_result.logs);
+  CHECK(long_building);
+  CHECK(long_result.success);
+  auto stats = runner.cache_stats();
+  CHECK(stats.prunes >= 1);
+  CHECK(stats.pruned_images > 0);
+  CHECK(stats.size_bytes <= cfg.cache_max_bytes);
+  {
+    std::lock_guard lock(m);
+    INFO(fmt_events(events));
+    REQUIRE_FALSE(events.empty());
+    CHECK_THAT(events.back(), Catch::StartsWith("pruned the image cache"));
+    for (bool done : long_done_at_event) CHECK(done);  // no prune beside the long build
+  }
+  // The next job builds from what is left, and the store fits again after it.
+  const auto next = runner.run(env.job("next", "acme/short"), {}, {});
+  runner.settle_cache();
+  CHECK(next.success);
+  CHECK(runner.cache_stats().size_bytes <= cfg.cache_max_bytes);
+}
+
+TEST_CASE("a rebuild after a one-line change re-runs only the changed step and pushes the changed image",
+          "[pipeline][cache]") {
+  PipelineEnv env;
+  // The RUN step prints "ran-42" only when it runs (its command line, echoed
+  // in the log, reads "ran-$((6*7))").
+  const std::string steps = "RUN echo \"ran-$((6*7))\" && mkdir -p /srv && echo built > /srv/run.txt\n"
+                            "COPY hello.txt /srv/hello.txt\n";
+  env.create_sample_repo("acme/app", steps);
+  // The same repository after a one-line change to hello.txt.
+  env.create_sample_repo("acme/app-changed", steps, "hello after a change\n");
+  bw::BuildPipelineRunner runner(env.config());
+  const auto first = runner.run(env.job("cold"), {}, {});
+  INFO(first.error << "\n" << first.logs);
+  REQUIRE(first.success);
+  CHECK_THAT(first.logs, Catch::Contains("\nran-42\n"));
+
+  auto job = env.job("warm", "acme/app-changed");
+  job.build.image_name = "app:v2";
+  const auto second = runner.run(job, {}, {});
+  INFO(second.error << "\n" << second.logs);
+  REQUIRE(second.success);
+  // COPY busybox, RUN --install and the RUN above came from the cache; only
+  // the last COPY ran again.
+  std::size_t cached = 0;
+  for (auto at = second.logs.find("Using cache"); at != std::string::npos; at = second.logs.find("Using cache", at + 1)) {
+    ++cached;
+  }
+  CHECK(cached == 3);
+  CHECK_THAT(second.logs, !Catch::Contains("\nran-42\n"));
+  CHECK(second.image_digest != first.image_digest);
+
+  TempDir image;
+  extract_image(env.registry, second.image_url, image.path());
+  const auto hello = find_in_layers(image.path(), "srv/hello.txt");
+  const auto run_txt = find_in_layers(image.path(), "srv/run.txt");
+  REQUIRE(hello);
+  REQUIRE(run_txt);
+  CHECK(read_file(*hello) == "hello after a change\n");
+  CHECK(read_file(*run_txt) == "built\n");
+  CHECK(find_in_layers(image.path(), "bin/busybox"));
+  CHECK(env.work_root_empty());
 }
 
 TEST_CASE("the job's timeout stops a sleeping build within seconds and leaves no process", "[pipeline]") {
@@ -581,7 +710,7 @@ TEST_CASE("two jobs at once on one runner are isolated and leave nothing behind"
     CHECK(find_in_layers(image.path(), "ctx/.git/config"));
     CHECK_FALSE(tree_contains(image.path(), secret_forms(env.token)));
   }
-  // Each job had its own storage and its own credentials file.
+  // Each job had its own credentials file; both used the worker's one image store.
   std::set<std::string> authfiles;
   std::set<std::string> roots;
   for (const auto& cmd : watcher.cmdlines()) {
@@ -592,7 +721,7 @@ TEST_CASE("two jobs at once on one runner are isolated and leave nothing behind"
     if (r != std::string::npos) roots.insert(cmd.substr(r + 7, cmd.find(' ', r + 7) - r - 7));
   }
   CHECK(authfiles.size() == 2);
-  CHECK(roots.size() == 2);
+  CHECK(roots.size() == 1);
   for (const auto& f : authfiles) CHECK_FALSE(fs::exists(f));
   INFO("argv holding a secret: " << watcher.offender());
   CHECK_FALSE(watcher.secret_seen());
@@ -937,15 +1066,19 @@ void check_run_steps_are_boxed() {
   CHECK(loopback.accepted() == 0);
   CHECK(everywhere.accepted() == 0);
 
-  // none: not even a way out.
+  // none: not even a way out. Each network its own image cache, as each
+  // worker has its own: a RUN step's result depends on the network, which is
+  // not part of the cache key, so a shared cache would replay the probes.
   auto cfg = env.config();
   cfg.build_network = bw::BuildNetwork::none;
+  cfg.cache_dir = env.tmp / "cache-none";
   r = bw::BuildPipelineRunner(cfg).run(job, {}, {});
   REQUIRE(r.success);
   CHECK_THAT(r.logs, Catch::Contains("\nLOOPBACK-BLOCKED\n") && !Catch::Contains("\nHAS-DEFAULT-ROUTE\n"));
 
   // host: the worker's network, as the operator asked (and the probe tells).
   cfg.build_network = bw::BuildNetwork::host;
+  cfg.cache_dir = env.tmp / "cache-host";
   r = bw::BuildPipelineRunner(cfg).run(job, {}, {});
   REQUIRE(r.success);
   CHECK_THAT(r.logs, Catch::Contains("\nLOOPBACK-REACHED\n"));

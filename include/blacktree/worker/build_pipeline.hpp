@@ -24,15 +24,22 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace blacktree::worker {
+
+namespace detail {
+class CacheKeeper;
+}
 
 /// How the worker authenticates to its registry.
 struct RegistryCredentials {
@@ -80,6 +87,21 @@ struct BuildPipelineConfig {
   // --- where jobs run ---
   /// Per-job directories are created (and removed) under it. Created if missing.
   std::filesystem::path work_root = "/var/lib/blacktree/jobs";
+  /// The image store this worker's jobs share (buildah): base images and the
+  /// layers of earlier builds (`--layers`), kept between jobs so that a
+  /// rebuild pulls nothing and re-runs only the steps that changed. One store
+  /// per storage driver below it. Empty: `cache` beside work_root.
+  std::filesystem::path cache_dir;
+  /// The cache's budget: after a job, when the store is larger than this, or
+  /// the file system holding it has less than cache_min_free_bytes free, the
+  /// least recently used images are removed until it fits (80% of the
+  /// budget). A prune never runs beside a build: it waits for the running
+  /// builds to end, and jobs that start meanwhile wait for it. 0: no budget.
+  std::uint64_t cache_max_bytes = std::uint64_t{20} << 30;
+  std::uint64_t cache_min_free_bytes = std::uint64_t{2} << 30;
+  /// Told what the cache did (a prune, a failure to measure or prune), for
+  /// the worker's log. May be called from a thread of the runner's own.
+  std::function<void(std::string_view)> on_cache_event;
 
   // --- clone ---
   /// Base for `owner/name` repoUrls (GitHub Enterprise: https://ghe.example.com).
@@ -97,9 +119,10 @@ struct BuildPipelineConfig {
   // --- build ---
   BuilderKind builder = BuilderKind::buildah;
   std::string buildah_program = "buildah";
-  /// buildah --storage-driver: "vfs" works everywhere (containers included);
-  /// "overlay" is faster where the kernel allows it.
-  std::string buildah_storage_driver = "vfs";
+  /// buildah --storage-driver: "overlay" (fast: a layer is not copied),
+  /// "vfs" (works everywhere, containers included, but copies every layer), or
+  /// "auto": overlay where this host allows it, else vfs.
+  std::string buildah_storage_driver = "auto";
   /// buildah --isolation for RUN steps: "chroot" needs no OCI runtime and
   /// works inside containers; "oci" uses runc/crun.
   std::string buildah_isolation = "chroot";
@@ -167,6 +190,18 @@ class Builder {
                                                   const std::vector<std::string>& push_output) const = 0;
   /// Commands that remove the job's local image and intermediate containers.
   virtual std::vector<ProcessSpec> cleanup_commands(const BuildContext& ctx) const = 0;
+  /// Where images are kept between jobs, for the worker's start-up log
+  /// ("overlay image cache in /var/lib/blacktree/cache/overlay").
+  virtual std::string storage() const = 0;
+  /// The image store kept between jobs when it is the worker's to manage
+  /// (buildah): its directory, and the argv that addresses it (`buildah
+  /// --root ... --storage-driver ...`, a subcommand to follow). nullopt when
+  /// another party keeps it (the Docker engine).
+  struct Store {
+    std::filesystem::path dir;
+    std::vector<std::string> argv;
+  };
+  virtual std::optional<Store> store() const = 0;
 };
 
 std::unique_ptr<Builder> make_buildah_builder(const BuildPipelineConfig& config);
@@ -174,8 +209,10 @@ std::unique_ptr<Builder> make_docker_builder(const BuildPipelineConfig& config);
 
 /// Clone, build, push: the worker's JobRunner for jobs whose payload is a
 /// BuildSpec (a job with another payload, or none, fails saying so).
-/// Stateless between jobs and safe to run several jobs at once (each in its
-/// own directory with its own storage and credentials).
+/// Safe to run several jobs at once: each has its own directory (clone,
+/// build context, credentials); they share the image store (cache_dir), whose
+/// own locks (containers/storage) keep concurrent builds apart. A job leaves
+/// no tag in the store: its image and layers stay, nameless, as cache.
 ///
 /// How the BuildSpec's fields are read:
 ///  - repo_url: `owner/name` -> `<github_base_url>/owner/name.git`, or a full
@@ -195,6 +232,9 @@ std::unique_ptr<Builder> make_docker_builder(const BuildPipelineConfig& config);
 class BuildPipelineRunner final : public JobRunner {
  public:
   explicit BuildPipelineRunner(BuildPipelineConfig config);
+  ~BuildPipelineRunner() override;
+  BuildPipelineRunner(const BuildPipelineRunner&) = delete;
+  BuildPipelineRunner& operator=(const BuildPipelineRunner&) = delete;
 
   core::JobResult run(const core::Job& job, const EmitFn& emit, std::stop_token stop) override;
 
@@ -205,11 +245,29 @@ class BuildPipelineRunner final : public JobRunner {
   /// same problems per job anyway.
   core::Result<void> check() const;
 
+  /// Where images are kept between jobs (see Builder::storage()).
+  std::string storage() const { return builder_->storage(); }
+
+  /// The image cache's figures so far (see BuildPipelineConfig::cache_max_bytes).
+  struct CacheStats {
+    std::uint64_t size_bytes = 0;      ///< as last measured, after the last job or prune
+    std::uint64_t hits = 0;            ///< build steps taken from the cache
+    std::uint64_t prunes = 0;          ///< times the cache was pruned to fit its budget
+    std::uint64_t pruned_images = 0;   ///< images those prunes removed
+  };
+  CacheStats cache_stats() const;
+  /// Waits until the cache has been measured after every job that ended, and
+  /// pruned if that was due (for tests, and before the worker exits).
+  void settle_cache() const;
+
   const BuildPipelineConfig& config() const noexcept { return config_; }
 
  private:
   BuildPipelineConfig config_;
   std::unique_ptr<Builder> builder_;
+  detail::CacheKeeper* cache() const;  // null when the builder keeps no store of ours, or no budget is set
+  mutable std::once_flag cache_once_;
+  mutable std::unique_ptr<detail::CacheKeeper> cache_;
 };
 
 }  // namespace blacktree::worker
