@@ -165,7 +165,7 @@ YAML
       --listen "127.0.0.1:$wport" --worker-id "worker-$region" --region "$region" --capacity 2 \
       --runner build --registry "127.0.0.1:$reg_port/demo" --registry-insecure \
       --registry-auth password --registry-username blacktree --registry-password-file "$STACK/registry-password" \
-      --allow-http-repos --token-hosts "127.0.0.1:$git_port" --work-root "$STACK/jobs-$region")
+      --allow-http-repos --token-hosts "127.0.0.1:$git_port" --work-root "$STACK/jobs-$region" --cache-dir "$STACK/cache-$region")
     wait_port "$wport" "$pid" "worker $region"
   done
 

@@ -439,7 +439,10 @@ core::JobResult BuildPipelineRunner::run(const core::Job& job, const EmitFn& emi
     if (auto* keeper = cache()) use.emplace(*keeper);
     PipelineJob pipeline_job(config_, *builder_, job, *spec, emit, std::move(stop));
     auto result = pipeline_job.run();
-    if (use) use->used = pipeline_job.cache_used();
+    if (use) {
+      use->used = pipeline_job.cache_used();
+      use->clean = result.success;
+    }
     return result;
   } catch (const std::exception& e) {  // run() must never throw
     core::JobResult result;

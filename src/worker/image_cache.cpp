@@ -68,7 +68,7 @@ CacheKeeper::CacheKeeper(const BuildPipelineConfig& config, Builder::Store store
 CacheKeeper::~CacheKeeper() = default;  // thread_ (declared last) stops and joins first
 
 CacheKeeper::Use::Use(CacheKeeper& keeper) : keeper_(keeper) { keeper_.enter(); }
-CacheKeeper::Use::~Use() { keeper_.leave(used); }
+CacheKeeper::Use::~Use() { keeper_.leave(used, clean); }
 
 void CacheKeeper::enter() {
   std::unique_lock lock(mutex_);
@@ -76,8 +76,9 @@ void CacheKeeper::enter() {
   ++running_;
 }
 
-void CacheKeeper::leave(const std::vector<std::string>& used) {
+void CacheKeeper::leave(const std::vector<std::string>& used, bool clean) {
   std::lock_guard lock(mutex_);
+  if (!clean) dirty_ = true;
   const auto now = unix_now();
   for (const auto& id : used) {
     last_used_[id] = now;
@@ -114,11 +115,20 @@ void CacheKeeper::loop(std::stop_token stop) {
       prune_due_ = false;
       if (idle) {
         pruning_ = true;
+        dirty_ = false;
         lock.unlock();
         prune();
         lock.lock();
         pruning_ = false;
       }
+    } else if (dirty_ && running_ == 0) {
+      // Left containers go at the next moment no build runs; none is waited for.
+      pruning_ = true;
+      dirty_ = false;
+      lock.unlock();
+      remove_containers();
+      lock.lock();
+      pruning_ = false;
     }
     busy_ = false;
     changed_.notify_all();
@@ -155,8 +165,7 @@ void CacheKeeper::prune() {
     argv.insert(argv.end(), args);
     return argv;
   };
-  // No build runs now: a container left in the store is one a killed build left.
-  (void)output_of(store_argv({"rm", "--all"}));
+  remove_containers();
   const auto listed = output_of(store_argv({"images", "--all", "--json", "--no-trunc"}));
   if (!listed) {
     event(fmt::format("cannot list the images of the image cache {}; not pruning it", store_.dir.string()));
@@ -204,6 +213,13 @@ void CacheKeeper::prune() {
                     "least {} bytes free)",
                     store_.dir.string(), removed, images.size(), before, after, config_.cache_max_bytes,
                     config_.cache_min_free_bytes));
+}
+
+void CacheKeeper::remove_containers() {
+  // No build runs now: a container in the store is one a killed build left.
+  auto argv = store_.argv;
+  argv.insert(argv.end(), {"rm", "--all"});
+  if (!output_of(argv)) event(fmt::format("cannot remove the build containers left in {}", store_.dir.string()));
 }
 
 void CacheKeeper::event(std::string_view what) const {

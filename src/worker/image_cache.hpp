@@ -34,6 +34,9 @@ class CacheKeeper {
     /// What the build used from the cache: the ids of the steps it took from
     /// it ("--> Using cache <id>") and the names of its base images.
     std::vector<std::string> used;
+    /// False when the build may have left a container behind (it was killed:
+    /// cancelled or timed out, or failed in a way that skipped its clean-up).
+    bool clean = true;
 
    private:
     CacheKeeper& keeper_;
@@ -44,7 +47,10 @@ class CacheKeeper {
 
  private:
   void enter();
-  void leave(const std::vector<std::string>& used);
+  void leave(const std::vector<std::string>& used, bool clean);
+  // Removes the build containers in the store, which only a killed build
+  // leaves (mounted, with overlay); only when no build runs.
+  void remove_containers();
   void loop(std::stop_token stop);
   // Whether the store is over its budget; measures it.
   bool over_budget();
@@ -56,10 +62,11 @@ class CacheKeeper {
   mutable std::mutex mutex_;
   mutable std::condition_variable_any changed_;
   int running_ = 0;
-  bool check_due_ = false;  // a job ended since the last measurement
+  bool check_due_ = true;   // a job ended since the last measurement (or none was made yet)
   bool prune_due_ = false;  // over budget: no job starts until the prune ran
   bool pruning_ = false;
   bool busy_ = false;       // the thread is measuring or pruning
+  bool dirty_ = true;       // containers may be left: by a killed build, or a killed worker before we started
   std::map<std::string, std::int64_t> last_used_;  // image id -> unix seconds
   BuildPipelineRunner::CacheStats stats_;
   std::jthread thread_;  // last: started once the rest exists

@@ -14,12 +14,14 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -48,6 +50,28 @@ inline bool process_gone(pid_t pid) {
   if (!std::getline(in, stat)) return true;
   const auto close = stat.rfind(')');
   return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] == 'Z';
+}
+
+/// Detaches every mount below `dir`, deepest first: an overlay image store
+/// keeps its home bind-mounted (and a killed build its container) after
+/// buildah exits, which would keep a test's directory from being removed.
+inline std::vector<std::string> mounts_below(const fs::path& dir) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::vector<std::string> points;
+  const std::string prefix = dir.string() + "/";
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream fields(line);
+    std::string id, parent, dev, root, point;
+    fields >> id >> parent >> dev >> root >> point;
+    if (point.rfind(prefix, 0) == 0) points.push_back(point);
+  }
+  return points;
+}
+
+inline void unmount_below(const fs::path& dir) {
+  auto points = mounts_below(dir);
+  std::sort(points.begin(), points.end(), [](const auto& a, const auto& b) { return a.size() > b.size(); });
+  for (const auto& p : points) ::umount2(p.c_str(), MNT_DETACH);
 }
 
 inline std::string read_file(const fs::path& p) {

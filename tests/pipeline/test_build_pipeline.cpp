@@ -80,6 +80,9 @@ struct PipelineEnv {
   fs::path work_root = tmp / "jobs";
 
   PipelineEnv() { write_file(tmp / "registry-password", registry.password() + "\n"); }
+  ~PipelineEnv() { unmount_below(tmp.path()); }
+  PipelineEnv(const PipelineEnv&) = delete;
+  PipelineEnv& operator=(const PipelineEnv&) = delete;
 
   bw::BuildPipelineConfig config() const {
     bw::BuildPipelineConfig c;
@@ -544,6 +547,9 @@ TEST_CASE("the job's timeout stops a sleeping build within seconds and leaves no
   for (pid_t pid : sleepers) CHECK(process_gone(pid));
   for (pid_t pid : watcher.pids_matching(env.work_root.string())) CHECK(process_gone(pid));
   CHECK(env.work_root_empty());
+  // The killed build's container is removed (and unmounted) once no build runs.
+  runner.settle_cache();
+  for (const auto& point : mounts_below(env.tmp / "cache")) CHECK_THAT(point, !Catch::EndsWith("/merged"));
 }
 
 TEST_CASE("cancelling a job stops its build within seconds and leaves no process", "[pipeline]") {
