@@ -162,6 +162,12 @@ int main(int argc, char** argv) {
                  "more IPv4 addresses or CIDRs a private build has no route to (repeatable, or comma-separated)")
       ->envname("WORKER_BUILD_NETWORK_BLOCKED")
       ->delimiter(',');
+  std::vector<std::string> build_secret_items;
+  app.add_option("--build-secret", build_secret_items,
+                 "NAME=FILE: a build secret jobs may mount by name (JobRequest buildSecrets, RUN "
+                 "--mount=type=secret,id=NAME); repeatable, or comma-separated")
+      ->envname("WORKER_BUILD_SECRETS")
+      ->delimiter(',');
   app.add_option("--log-tail-bytes", build.log_tail_bytes, "how much of a job's output its status keeps")
       ->envname("WORKER_LOG_TAIL_BYTES")
       ->capture_default_str();
@@ -243,6 +249,13 @@ int main(int argc, char** argv) {
     using Credentials = blacktree::worker::RegistryCredentials;
     build.work_root = work_root;
     build.cache_dir = cache_dir;
+    for (const auto& item : build_secret_items) {
+      const auto eq = item.find('=');
+      if (eq == std::string::npos || eq == 0 || eq + 1 == item.size()) {
+        return app.exit(CLI::ValidationError("--build-secret", "each item must be NAME=FILE"));
+      }
+      build.build_secrets.insert_or_assign(item.substr(0, eq), item.substr(eq + 1));
+    }
     build.registry_tls_verify = !registry_insecure;
     build.default_timeout = std::chrono::seconds(job_timeout_s);
     build.build_network = build_network == "none"   ? blacktree::worker::BuildNetwork::none

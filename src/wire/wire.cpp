@@ -254,6 +254,10 @@ v1::JobRequest to_proto(const core::Job& job) {
     out.set_image_name(spec->image_name);
     out.set_github_token(spec->github_token.reveal());
     out.set_payload(spec->payload);
+    for (const auto& [key, value] : spec->build_args) (*out.mutable_build_args())[key] = value;
+    out.set_target(spec->target);
+    for (const auto& [key, value] : spec->image_labels) (*out.mutable_image_labels())[key] = value;
+    for (const auto& name : spec->build_secrets) out.add_build_secrets(name);
   } else if (const auto* text = job.payload.get<std::string>()) {
     out.set_payload(*text);
   }
@@ -266,9 +270,15 @@ v1::JobRequest to_proto(const core::Job& job) {
 core::Job from_proto(const v1::JobRequest& request) {
   core::Job job;
   job.id = request.job_id();
-  job.payload = core::Payload(worker::BuildSpec{request.repo_url(), request.branch(), request.dockerfile_path(),
-                                                request.context_dir(), request.image_name(),
-                                                core::Secret(request.github_token()), request.payload()});
+  worker::BuildSpec spec{request.repo_url(),   request.branch(),
+                        request.dockerfile_path(), request.context_dir(),
+                        request.image_name(),      core::Secret(request.github_token()),
+                        request.payload()};
+  spec.build_args.insert(request.build_args().begin(), request.build_args().end());
+  spec.target = request.target();
+  spec.image_labels.insert(request.image_labels().begin(), request.image_labels().end());
+  spec.build_secrets.assign(request.build_secrets().begin(), request.build_secrets().end());
+  job.payload = core::Payload(std::move(spec));
   for (const auto& [key, value] : request.labels()) job.required_labels.emplace(key, value);
   if (!request.region().empty()) job.required_labels.insert_or_assign("region", request.region());
   job.timeout = std::chrono::seconds(request.timeout_seconds());

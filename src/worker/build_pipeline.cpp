@@ -19,6 +19,7 @@
 #include <deque>
 #include <exception>
 #include <fstream>
+#include <iterator>
 #include <system_error>
 
 #include <unistd.h>
@@ -95,6 +96,12 @@ class PipelineJob {
     check(validate_repo_path("dockerfilePath", dockerfile_path, false));
     check(validate_repo_path("contextDir", context_dir, true));
     check(validate_image_name(spec.image_name));
+    check(validate_build_options(spec));
+    for (const auto& name : spec.build_secrets) {
+      if (!config_.build_secrets.contains(name)) {
+        fail(fmt::format("buildSecrets: this worker holds no build secret named '{}' (--build-secret NAME=FILE)", name));
+      }
+    }
     const auto location = resolve_repo_url(
         spec.repo_url, RepoUrlRules{config_.github_base_url, config_.allow_http_repos, config_.allow_file_repos});
     if (!location) fail(location.error().message());
@@ -122,6 +129,7 @@ class PipelineJob {
 
     // --- credentials, before the build: base images may come from the registry ---
     write_credentials();
+    take_build_options();
 
     // --- build ---
     begin_stage(stage::building);
@@ -263,6 +271,25 @@ class PipelineJob {
       return;
     }
     fail(detail::clone_failure(spec_, redactor_.apply(spec_.repo_url), recent_, outcome, recent_text()));
+  }
+
+  void take_build_options() {
+    ctx_.build_args = spec_.build_args;
+    ctx_.target = spec_.target;
+    ctx_.image_labels = spec_.image_labels;
+    for (const auto& name : spec_.build_secrets) {
+      const auto it = config_.build_secrets.find(name);  // there: checked before the clone
+      std::ifstream in(it->second, std::ios::binary);
+      std::string value((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      if (!in.good() && !in.eof()) {
+        fail(fmt::format("worker configuration: cannot read the file of build secret '{}'", name));
+      }
+      // Also without its final newline, as a RUN step may print it.
+      redactor_.add(value);
+      while (!value.empty() && (value.back() == '\n' || value.back() == '\r')) value.pop_back();
+      redactor_.add(value);
+      ctx_.secrets.emplace(name, it->second);
+    }
   }
 
   void write_credentials() {
@@ -412,6 +439,11 @@ core::Result<void> BuildPipelineRunner::check() const {
   if (ec || ::access(config_.work_root.c_str(), W_OK | X_OK) != 0) {
     return core::Error{errc::io_failed, fmt::format("work_root {}: cannot create or write to it{}",
                                                     config_.work_root.string(), ec ? ": " + ec.message() : "")};
+  }
+  for (const auto& [name, file] : config_.build_secrets) {
+    if (::access(file.c_str(), R_OK) != 0) {
+      return misconfigured(fmt::format("build_secrets: cannot read the file of build secret '{}'", name));
+    }
   }
   const auto& creds = config_.credentials;
   if (creds.kind == RegistryCredentials::Kind::static_password) {

@@ -33,6 +33,18 @@ std::string trim(std::string s) {
 
 core::Error no_digest(std::string why) { return core::Error{errc::no_digest, std::move(why)}; }
 
+// The build options both backends take with the same flags: the worker's
+// build arguments, then the job's (which win), its target, labels, secrets.
+void append_build_options(std::vector<std::string>& argv, const BuildPipelineConfig& config, const BuildContext& ctx) {
+  for (const auto& arg : config.build_args) argv.insert(argv.end(), {"--build-arg", arg});
+  for (const auto& [name, value] : ctx.build_args) argv.insert(argv.end(), {"--build-arg", name + "=" + value});
+  if (!ctx.target.empty()) argv.insert(argv.end(), {"--target", ctx.target});
+  for (const auto& [key, value] : ctx.image_labels) argv.insert(argv.end(), {"--label", key + "=" + value});
+  for (const auto& [id, file] : ctx.secrets) {
+    argv.insert(argv.end(), {"--secret", fmt::format("id={},src={}", id, file.string())});
+  }
+}
+
 bool program_exists(const std::string& program) {
   if (program.find('/') != std::string::npos) return ::access(program.c_str(), X_OK) == 0;
   const std::string path = minimal_environment()["PATH"];
@@ -70,7 +82,7 @@ class BuildahBuilder final : public Builder {
                                        "--iidfile", image_id_file(ctx).string(),
                                        fmt::format("--tls-verify={}", config_.registry_tls_verify)});
     if (!ctx.auth_file.empty()) spec.argv.insert(spec.argv.end(), {"--authfile", ctx.auth_file.string()});
-    for (const auto& arg : config_.build_args) spec.argv.insert(spec.argv.end(), {"--build-arg", arg});
+    append_build_options(spec.argv, config_, ctx);
     // RUN steps in chroot isolation share the build's network (buildah's own
     // --network needs an OCI runtime): the whole build step goes into the box.
     // slirp4netns answers DNS on 10.0.2.3; the host's resolver may be a
@@ -191,7 +203,7 @@ class DockerBuilder final : public Builder {
     spec.argv.push_back("build");
     if (config_.build_network == BuildNetwork::none) spec.argv.insert(spec.argv.end(), {"--network", "none"});
     if (config_.build_network == BuildNetwork::host) spec.argv.insert(spec.argv.end(), {"--network", "host"});
-    for (const auto& arg : config_.build_args) spec.argv.insert(spec.argv.end(), {"--build-arg", arg});
+    append_build_options(spec.argv, config_, ctx);
     spec.argv.insert(spec.argv.end(), {"--progress", "plain", "-f", ctx.dockerfile.string(), "-t", ctx.image_ref,
                                        ctx.context_dir.string()});
     return spec;

@@ -1,6 +1,8 @@
 // Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
 #include <blacktree/worker/validation.hpp>
 
+#include <blacktree/worker/build_spec.hpp>
+
 #include <blacktree/worker/error.hpp>
 
 #include <fmt/format.h>
@@ -133,6 +135,58 @@ core::Result<void> validate_repo_path(std::string_view field, std::string_view p
     if (component == "..") return fail("must not contain '..' (it must stay inside the repository)");
     if (component.empty()) return fail("must be normalised (no empty component, '//')");
     if (component == ".") return fail("must be normalised (no '.' component)");
+  }
+  return {};
+}
+
+core::Result<void> validate_build_options(const BuildSpec& spec) {
+  const auto fail = [](std::string_view field, std::string_view rule) {
+    return core::Error{errc::invalid_field, fmt::format("{}: {}", field, rule)};
+  };
+  const auto all = [](std::string_view s, auto pred) { return std::all_of(s.begin(), s.end(), pred); };
+  const auto name_char = [](char c) { return is_word(c); };
+  const auto plain_value = [](std::string_view v) {
+    return v.size() <= 4096 && std::none_of(v.begin(), v.end(), [](char c) {
+             const auto u = static_cast<unsigned char>(c);
+             return (u < 0x20 && c != '\t') || u == 0x7f;
+           });
+  };
+  if (spec.build_args.size() > 64) return fail("buildArgs", "at most 64 build arguments");
+  for (const auto& [name, value] : spec.build_args) {
+    if (name.empty() || name.size() > 128 || std::isdigit(static_cast<unsigned char>(name.front())) != 0 ||
+        !all(name, name_char)) {
+      return fail("buildArgs", "a name must be letters, digits and '_', not starting with a digit, at most 128 characters");
+    }
+    if (!plain_value(value)) {
+      return fail("buildArgs", "a value must be at most 4096 bytes without control characters (its value is not shown)");
+    }
+  }
+  if (!spec.target.empty()) {
+    if (spec.target.size() > 128 || !is_word(spec.target.front()) || spec.target.front() == '_' ||
+        !all(spec.target, [](char c) { return is_word(c) || c == '.' || c == '-'; })) {
+      return fail("target", "must be a stage name: a letter or digit, then letters, digits, '_', '.' or '-', at most 128 characters");
+    }
+  }
+  if (spec.image_labels.size() > 64) return fail("imageLabels", "at most 64 labels");
+  for (const auto& [key, value] : spec.image_labels) {
+    if (key.empty() || key.size() > 256 ||
+        !all(key, [](char c) { return c > ' ' && c < 0x7f && c != '='; })) {
+      return fail("imageLabels", "a key must be 1 to 256 printable characters without spaces or '='");
+    }
+    if (!plain_value(value)) {
+      return fail("imageLabels", "a value must be at most 4096 bytes without control characters (its value is not shown)");
+    }
+  }
+  if (spec.build_secrets.size() > 16) return fail("buildSecrets", "at most 16 secrets");
+  for (std::size_t i = 0; i < spec.build_secrets.size(); ++i) {
+    const auto& name = spec.build_secrets[i];
+    if (name.empty() || name.size() > 64 || !all(name, [](char c) { return is_word(c) || c == '.' || c == '-'; })) {
+      return fail("buildSecrets", "a name must be 1 to 64 letters, digits, '_', '.' or '-'");
+    }
+    if (std::find(spec.build_secrets.begin(), spec.build_secrets.begin() + static_cast<std::ptrdiff_t>(i), name) !=
+        spec.build_secrets.begin() + static_cast<std::ptrdiff_t>(i)) {
+      return fail("buildSecrets", "each name at most once");
+    }
   }
   return {};
 }

@@ -2,11 +2,14 @@
 #include <blacktree/wire/wire.hpp>
 
 #include <blacktree/worker/build_spec.hpp>
+#include <blacktree/worker/validation.hpp>
 
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <map>
 #include <string>
+#include <vector>
 
 namespace core = blacktree::core;
 namespace wire = blacktree::wire;
@@ -97,6 +100,64 @@ TEST_CASE("wire: a JobRequest round-trips through JSON and the proto", "[wire]")
   CHECK(spec.image_name == "app:v2");
   CHECK(spec.github_token.reveal() == "t0k");
   CHECK(wire::job_request_json(back.job) == json);  // byte-for-byte stable
+}
+
+TEST_CASE("wire: a JobRequest's build options reach the BuildSpec and travel back", "[wire]") {
+  const auto parsed = wire::parse_job_request(
+      R"({"jobId":"j6","repoUrl":"acme/app","branch":"main","imageName":"app:v1",)"
+      R"("buildArgs":{"GREETING":"hi","VERSION":"1.2"},"target":"final",)"
+      R"("imageLabels":{"org.example.team":"builds"},"buildSecrets":["deploy_key","npm"],)"
+      R"("labels":{"arch":"arm64"}})");
+  REQUIRE(parsed.valid);
+  const auto& spec = build_of(parsed.job);
+  CHECK(spec.build_args == std::map<std::string, std::string>{{"GREETING", "hi"}, {"VERSION", "1.2"}});
+  CHECK(spec.target == "final");
+  CHECK(spec.image_labels == std::map<std::string, std::string>{{"org.example.team", "builds"}});
+  CHECK(spec.build_secrets == std::vector<std::string>{"deploy_key", "npm"});
+  // "labels" still places the job: it is not an image label.
+  CHECK(parsed.job.required_labels.at("arch") == "arm64");
+  const auto back = wire::parse_job_request(wire::job_request_json(parsed.job));
+  REQUIRE(back.valid);
+  CHECK(build_of(back.job).build_args == spec.build_args);
+  CHECK(build_of(back.job).target == "final");
+  CHECK(build_of(back.job).image_labels == spec.image_labels);
+  CHECK(build_of(back.job).build_secrets == spec.build_secrets);
+}
+
+TEST_CASE("validation: each build option's rule, named in its error without its value", "[validation]") {
+  const auto error_of = [](const bw::BuildSpec& spec) {
+    const auto checked = bw::validate_build_options(spec);
+    return checked ? std::string() : checked.error().message();
+  };
+  bw::BuildSpec ok;
+  ok.build_args = {{"GREETING", "hello world"}, {"_X1", ""}};
+  ok.target = "final-1.2";
+  ok.image_labels = {{"org.opencontainers.image.source", "https://example.com/a"}};
+  ok.build_secrets = {"deploy_key", "npm.rc"};
+  CHECK(error_of(ok).empty());
+
+  const std::string hidden = "HIDDEN-VALUE";
+  bw::BuildSpec bad = ok;
+  bad.build_args = {{"1ST", "x"}};
+  CHECK_THAT(error_of(bad), Catch::StartsWith("buildArgs: a name"));
+  bad.build_args = {{"OK", hidden + "\nsecond line"}};
+  CHECK_THAT(error_of(bad), Catch::StartsWith("buildArgs: a value") && !Catch::Contains(hidden));
+  bad = ok;
+  bad.target = "-x";
+  CHECK_THAT(error_of(bad), Catch::StartsWith("target: "));
+  bad = ok;
+  bad.image_labels = {{"a key", "v"}};
+  CHECK_THAT(error_of(bad), Catch::StartsWith("imageLabels: a key"));
+  bad.image_labels = {{"k", hidden + std::string(1, '\x01')}};
+  CHECK_THAT(error_of(bad), Catch::StartsWith("imageLabels: a value") && !Catch::Contains(hidden));
+  bad = ok;
+  bad.build_secrets = {"a/b"};
+  CHECK_THAT(error_of(bad), Catch::StartsWith("buildSecrets: a name"));
+  bad.build_secrets = {"x", "x"};
+  CHECK_THAT(error_of(bad), Catch::StartsWith("buildSecrets: each name at most once"));
+  bad = ok;
+  for (int i = 0; i < 65; ++i) bad.build_args["A" + std::to_string(i)] = "v";
+  CHECK_THAT(error_of(bad), Catch::StartsWith("buildArgs: at most 64"));
 }
 
 TEST_CASE("wire: a job with a text payload travels in the payload field", "[wire]") {

@@ -419,6 +419,66 @@ TEST_CASE("after a job nothing of it is left but cache: no job directory, creden
   CHECK(run_ok(containers).empty());
 }
 
+TEST_CASE("a job's build options reach the image, and its build secret stays out of the image and the logs",
+          "[pipeline][options]") {
+  PipelineEnv env;
+  const std::string secret = "s3cr3t-" + random_hex(16);
+  env.git.create_repo("acme/options",
+                      {{"Dockerfile",
+                        "FROM scratch AS base\n"
+                        "COPY busybox /bin/busybox\n"
+                        "RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n"
+                        "ARG GREETING=default\n"
+                        "RUN echo \"$GREETING\" > /greeting.txt\n"
+                        "RUN --mount=type=secret,id=deploy_key wc -c < /run/secrets/deploy_key > /secret-length.txt && "
+                        "cat /run/secrets/deploy_key\n"
+                        "FROM base AS final\n"
+                        "RUN echo final > /final.txt\n"}},
+                      "main", {}, {{"busybox", busybox}});
+  write_file(env.tmp / "deploy_key", secret);
+  auto cfg = env.config();
+  cfg.build_secrets = {{"deploy_key", env.tmp / "deploy_key"}};
+  bw::BuildPipelineRunner runner(cfg);
+  REQUIRE(runner.check());
+  auto job = env.job("options", "acme/options");
+  job.build.dockerfile_path = "Dockerfile";
+  job.build.context_dir = ".";
+  job.build.build_args = {{"GREETING", "hello-from-buildArgs"}};
+  job.build.target = "base";
+  job.build.image_labels = {{"org.example.team", "builds"}};
+  job.build.build_secrets = {"deploy_key"};
+  Events events;
+  const auto r = runner.run(job, events.fn(), {});
+  INFO(r.error << "\n" << r.logs);
+  REQUIRE(r.success);
+
+  TempDir image;
+  const std::string metadata = extract_image(env.registry, r.image_url, image.path());
+  const auto greeting = find_in_layers(image.path(), "greeting.txt");
+  const auto length = find_in_layers(image.path(), "secret-length.txt");
+  REQUIRE(greeting);
+  REQUIRE(length);
+  CHECK(read_file(*greeting) == "hello-from-buildArgs\n");
+  CHECK(std::stoul(read_file(*length)) == secret.size());  // the secret was mounted for the step
+  CHECK_FALSE(find_in_layers(image.path(), "final.txt"));  // target: the base stage only
+  CHECK_THAT(env.registry.inspect(env.registry.host() + "/team/app:v1"),
+             Catch::Contains("\"org.example.team\": \"builds\""));
+  // The secret is nowhere but where the step read it.
+  CHECK_FALSE(tree_contains(image.path(), {secret}));
+  CHECK(metadata.find(secret) == std::string::npos);
+  CHECK(r.logs.find(secret) == std::string::npos);
+  CHECK(events.all_lines().find(secret) == std::string::npos);
+  CHECK_THAT(r.logs, Catch::Contains("[redacted]"));  // the step printed it; the log holds the mark
+
+  // A secret the worker does not hold fails the job before anything runs.
+  job.id = "unknown-secret";
+  job.build.build_secrets = {"npm"};
+  const auto refused = runner.run(job, {}, {});
+  CHECK_FALSE(refused.success);
+  CHECK_THAT(refused.error, Catch::StartsWith("buildSecrets: this worker holds no build secret named 'npm'"));
+  CHECK_THAT(refused.logs, !Catch::Contains("Cloning"));
+}
+
 TEST_CASE("the image cache is pruned to its budget between jobs, never beside a running build",
           "[pipeline][cache]") {
   PipelineEnv env;

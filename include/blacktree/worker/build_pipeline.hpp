@@ -136,6 +136,11 @@ struct BuildPipelineConfig {
   /// --build-arg KEY=VALUE passed to every build (not secrets: they would end
   /// up in the image history).
   std::vector<std::string> build_args;
+  /// Build secrets a job may ask for by name (JobRequest buildSecrets): name
+  /// -> the file holding the value. A RUN step mounts one with
+  /// `--mount=type=secret,id=NAME`; the value never enters the image, and is
+  /// redacted from the logs.
+  std::map<std::string, std::filesystem::path> build_secrets;
 
   // --- push ---
   /// Registry host[:port], optionally with a path prefix
@@ -169,6 +174,11 @@ struct BuildContext {
   std::string image_ref;               ///< registry/name:tag: built under, and pushed to, this name
   std::filesystem::path auth_file;     ///< docker-format credentials for this job; empty: none
   std::filesystem::path digest_file;   ///< where the push writes the manifest digest
+  /// The job's build options (validated): after the worker's own build_args.
+  std::map<std::string, std::string> build_args;
+  std::string target;
+  std::map<std::string, std::string> image_labels;
+  std::map<std::string, std::filesystem::path> secrets;  ///< id -> file
   std::map<std::string, std::string, std::less<>> env;  ///< HOME, TMPDIR, PATH for the tools
 };
 

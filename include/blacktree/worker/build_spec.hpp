@@ -9,6 +9,8 @@
 #include <blacktree/core/job.hpp>
 
 #include <string>
+#include <vector>
+#include <map>
 #include <string_view>
 
 namespace blacktree::worker {
@@ -25,6 +27,13 @@ struct BuildSpec {
   /// The JobRequest's `payload` extension: opaque text for runners whose
   /// jobs are not builds (ArgvRunner hands it on as BLACKTREE_JOB_PAYLOAD).
   std::string payload{};  // braced: a six-field initializer stays complete
+  /// Build options (buildah bud --build-arg, --target, --label).
+  std::map<std::string, std::string> build_args{};
+  std::string target{};
+  std::map<std::string, std::string> image_labels{};
+  /// Names of build secrets the build may mount (RUN --mount=type=secret,id=NAME);
+  /// the worker holds their values (BuildPipelineConfig::build_secrets).
+  std::vector<std::string> build_secrets{};
 };
 
 /// The stages (ProgressEvent::stage) of a running build, in order.

@@ -17,6 +17,8 @@
 
 namespace blacktree::worker {
 
+struct BuildSpec;
+
 /// A git branch name as `git check-ref-format --branch` accepts it, and not
 /// starting with '-' (it would be read as an option).
 core::Result<void> validate_branch(std::string_view branch);
@@ -32,6 +34,18 @@ core::Result<void> validate_repo_path(std::string_view field, std::string_view p
 /// by '.', '_', '__' or '-'; the tag [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}; no
 /// registry host (the worker chooses the registry) and no digest.
 core::Result<void> validate_image_name(std::string_view image_name);
+
+/// A job's build options (BuildSpec):
+///  - buildArgs: at most 64; names [A-Za-z_][A-Za-z0-9_]* up to 128
+///    characters; values up to 4096 bytes without control characters (tab
+///    allowed);
+///  - target: empty, or [A-Za-z0-9][A-Za-z0-9_.-]* up to 128 characters;
+///  - imageLabels: at most 64; keys up to 256 printable characters without
+///    '=' or spaces; values as buildArgs';
+///  - buildSecrets: at most 16 distinct names [A-Za-z0-9_.-] up to 64
+///    characters (whether the worker holds them is the pipeline's check).
+/// Errors name the field and the rule, never a value.
+core::Result<void> validate_build_options(const BuildSpec& spec);
 
 /// Where a repoUrl points: `owner/name` on the configured GitHub base, or a
 /// full URL whose scheme is https (http and file only when allowed). URLs
