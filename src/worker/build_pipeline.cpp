@@ -133,6 +133,17 @@ class PipelineJob {
 
     // --- build ---
     begin_stage(stage::building);
+    for (const auto& pull : builder_.pull_commands(ctx_)) {
+      const auto outcome = run_step(stage::building, pull, "base image pull");
+      if (outcome.ok()) continue;
+      const std::string& image = pull.argv.back();
+      if (any_line_contains(recent_, {"unauthorized", "authentication required", "denied"})) {
+        fail(fmt::format("the registry of base image {} refused the worker's credentials ({} {}): {}", image,
+                         builder_.name(), outcome.describe(), recent_text()));
+      }
+      fail(fmt::format("pull of base image {} failed ({} {}); its last output:\n{}", image, builder_.name(),
+                       outcome.describe(), recent_text()));
+    }
     {
       std::string last_step;
       auto outcome = run_step(stage::building, builder_.build_command(ctx_), "build", &last_step);

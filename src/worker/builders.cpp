@@ -8,6 +8,7 @@
 #include <blacktree/worker/error.hpp>
 
 #include "netbox.hpp"
+#include "util.hpp"
 
 #include <fmt/format.h>
 
@@ -15,6 +16,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <mutex>
 #include <regex>
 
@@ -73,12 +75,29 @@ class BuildahBuilder final : public Builder {
     return {};
   }
 
+  std::vector<ProcessSpec> pull_commands(const BuildContext& ctx) const override {
+    std::ifstream in(ctx.dockerfile, std::ios::binary);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::vector<ProcessSpec> pulls;
+    for (const auto& image : detail::base_images(text)) {
+      ProcessSpec spec = base(ctx);
+      spec.argv.insert(spec.argv.end(), {"pull", fmt::format("--tls-verify={}", config_.registry_tls_verify)});
+      if (!ctx.auth_file.empty()) spec.argv.insert(spec.argv.end(), {"--authfile", ctx.auth_file.string()});
+      spec.argv.push_back(image);
+      pulls.push_back(std::move(spec));
+    }
+    return pulls;
+  }
+
   ProcessSpec build_command(const BuildContext& ctx) const override {
     ProcessSpec spec = base(ctx);
+    // --pull=false: the base images were pulled just before, outside the
+    // box (pull_commands); one whose name needs an ARG is pulled here if missing.
     // --layers: each step's result is kept in the shared store and reused by
     // a later build whose step and inputs are the same. No tag: the image is
     // pushed by its id (--iidfile), so no job's name is left in the store.
     spec.argv.insert(spec.argv.end(), {"bud", "--isolation", config_.buildah_isolation, "--layers", "--force-rm",
+                                       "--pull=false",
                                        "--iidfile", image_id_file(ctx).string(),
                                        fmt::format("--tls-verify={}", config_.registry_tls_verify)});
     if (!ctx.auth_file.empty()) spec.argv.insert(spec.argv.end(), {"--authfile", ctx.auth_file.string()});
@@ -197,6 +216,8 @@ class DockerBuilder final : public Builder {
     }
     return {};
   }
+
+  std::vector<ProcessSpec> pull_commands(const BuildContext& /*ctx*/) const override { return {}; }
 
   ProcessSpec build_command(const BuildContext& ctx) const override {
     ProcessSpec spec = base(ctx);

@@ -5,8 +5,12 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <sstream>
+#include <utility>
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -47,6 +51,50 @@ core::Result<void> write_private_file(const std::filesystem::path& path, std::st
   }
   ::close(fd);
   return {};
+}
+
+std::vector<std::string> base_images(std::string_view dockerfile) {
+  const auto lower = [](std::string s) {
+    for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+  };
+  // Logical lines: a trailing backslash continues the line.
+  std::vector<std::string> lines;
+  std::string current;
+  std::size_t start = 0;
+  while (start <= dockerfile.size()) {
+    auto end = dockerfile.find('\n', start);
+    if (end == std::string_view::npos) end = dockerfile.size();
+    std::string_view line = dockerfile.substr(start, end - start);
+    start = end + 1;
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    const auto first = line.find_first_not_of(" \t");
+    if (first != std::string_view::npos && line[first] == '#') continue;  // a comment (or directive)
+    if (!line.empty() && line.back() == '\\') {
+      current.append(line.substr(0, line.size() - 1)).push_back(' ');
+      continue;
+    }
+    current.append(line);
+    lines.push_back(std::exchange(current, {}));
+  }
+  std::vector<std::string> images;
+  std::vector<std::string> stages;
+  for (const auto& line : lines) {
+    std::istringstream words(line);
+    std::string instruction;
+    if (!(words >> instruction) || lower(instruction) != "from") continue;
+    std::string image;
+    while (words >> image && image.rfind("--", 0) == 0) image.clear();  // --platform=...
+    if (image.empty()) continue;
+    std::string as, stage;
+    words >> as >> stage;
+    const std::string key = lower(image);
+    const bool earlier_stage = std::find(stages.begin(), stages.end(), key) != stages.end();
+    if (lower(as) == "as" && !stage.empty()) stages.push_back(lower(stage));
+    if (key == "scratch" || earlier_stage || image.find('$') != std::string::npos) continue;
+    if (std::find(images.begin(), images.end(), image) == images.end()) images.push_back(image);
+  }
+  return images;
 }
 
 }  // namespace blacktree::worker::detail

@@ -11,6 +11,7 @@
 #include <initializer_list>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace blacktree::worker::detail {
 
@@ -24,5 +25,10 @@ bool any_line_contains(const std::deque<std::string>& lines, std::initializer_li
 /// Creates `path` with mode 0600 and `content`; fails (errc::io_failed) if it
 /// exists or cannot be written.
 core::Result<void> write_private_file(const std::filesystem::path& path, std::string_view content);
+
+/// The base images a Dockerfile's FROM lines name, in order, once each: not
+/// `scratch`, not an earlier stage (`FROM base AS build` ... `FROM build`),
+/// and not a name that needs an ARG to be known (`FROM $BASE`).
+std::vector<std::string> base_images(std::string_view dockerfile);
 
 }  // namespace blacktree::worker::detail

@@ -193,3 +193,19 @@ TEST_CASE("validation: check_token_host allows the GitHub base URL's host and to
   CHECK(bw::check_token_host(at("https://git.example:8443/a/b.git"), "https://github.com", allowed));
   CHECK_FALSE(bw::check_token_host(at("https://git.example/a/b.git"), "https://github.com", allowed));
 }
+
+TEST_CASE("the base images of a Dockerfile: not scratch, not an earlier stage, not one an ARG names", "[validation]") {
+  using blacktree::worker::detail::base_images;
+  CHECK(base_images("FROM scratch\nCOPY a /a\n").empty());
+  CHECK(base_images("# syntax=docker/dockerfile:1\n"
+                    "ARG BASE=debian:12\n"
+                    "from --platform=linux/amd64 registry.example.com/team/builder:1.2 AS Build\n"
+                    "RUN make \\\n"
+                    "  FROM not-an-instruction\n"
+                    "FROM $BASE\n"
+                    "FROM build AS test\n"
+                    "FROM registry.example.com/team/builder:1.2\n"
+                    "FROM \\\n"
+                    "  debian:12-slim\r\n") ==
+        std::vector<std::string>{"registry.example.com/team/builder:1.2", "debian:12-slim"});
+}

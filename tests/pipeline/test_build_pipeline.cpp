@@ -419,6 +419,38 @@ TEST_CASE("after a job nothing of it is left but cache: no job directory, creden
   CHECK(run_ok(containers).empty());
 }
 
+TEST_CASE("a base image from a registry on the worker's own loopback is pulled, with the job's credentials, "
+          "under the private build network",
+          "[pipeline][cache][security]") {
+  PipelineEnv env;
+  env.create_sample_repo();  // busybox, pushed as team/base:1 below
+  auto base_job = env.job("base");
+  base_job.build.image_name = "base:1";
+  bw::BuildPipelineRunner runner(env.config());
+  const auto base = runner.run(base_job, {}, {});
+  INFO(base.error << "\n" << base.logs);
+  REQUIRE(base.success);
+  // The registry listens on 127.0.0.1 and wants a password: out of the box's
+  // reach, so the pull happens before the build, on the worker's network.
+  env.git.create_repo("acme/on-base", {{"Dockerfile", "FROM " + env.registry.host() +
+                                                          "/team/base:1\nRUN echo on-base > /on-base.txt\n"}});
+  auto job = env.job("on-base", "acme/on-base");
+  job.build.dockerfile_path = "Dockerfile";
+  job.build.context_dir = ".";
+  job.build.image_name = "on-base:1";
+  // A fresh store, so the base is not there from the first job.
+  auto cfg = env.config();
+  cfg.cache_dir = env.tmp / "cache-fresh";
+  bw::BuildPipelineRunner fresh(cfg);
+  const auto r = fresh.run(job, {}, {});
+  INFO(r.error << "\n" << r.logs);
+  REQUIRE(r.success);
+  TempDir image;
+  extract_image(env.registry, r.image_url, image.path());
+  CHECK(find_in_layers(image.path(), "on-base.txt"));
+  CHECK(find_in_layers(image.path(), "bin/busybox"));  // from the base
+}
+
 TEST_CASE("a job's build options reach the image, and its build secret stays out of the image and the logs",
           "[pipeline][options]") {
   PipelineEnv env;

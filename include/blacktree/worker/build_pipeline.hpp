@@ -192,6 +192,11 @@ class Builder {
   /// Succeeds when this backend can run on this host; else says why (no
   /// engine, no binary: errc::tool_unavailable).
   virtual core::Result<void> available() const = 0;
+  /// Commands run before the build, on the worker's network (outside the
+  /// build's network box) with the job's credentials: they fetch the base
+  /// images the Dockerfile names, so that a registry only the worker host
+  /// reaches (its own loopback included) serves them. May be empty.
+  virtual std::vector<ProcessSpec> pull_commands(const BuildContext& ctx) const = 0;
   virtual ProcessSpec build_command(const BuildContext& ctx) const = 0;
   virtual ProcessSpec push_command(const BuildContext& ctx) const = 0;
   /// The pushed manifest digest ("sha256:..."), from the digest file or the
