@@ -52,7 +52,6 @@ int main(int argc, char** argv) {
   std::string token;
   std::string runner_kind = "build";
   blacktree::worker::BuildPipelineConfig build;
-  std::string builder_name = "buildah";
   std::string registry_auth = "none";
   std::string registry_username;
   std::string registry_password_file;
@@ -110,10 +109,6 @@ int main(int argc, char** argv) {
   app.add_flag("--registry-insecure", registry_insecure,
                "push over plain HTTP / without TLS verification (a local registry)")
       ->envname("REGISTRY_INSECURE");
-  app.add_option("--builder", builder_name, "buildah (daemonless) or docker (needs a Docker engine)")
-      ->envname("WORKER_BUILDER")
-      ->check(CLI::IsMember({"buildah", "docker"}))
-      ->capture_default_str();
   app.add_option("--work-root", work_root, "where per-job directories are made (and removed)")
       ->envname("WORKER_WORK_ROOT")
       ->capture_default_str();
@@ -261,8 +256,6 @@ int main(int argc, char** argv) {
     build.build_network = build_network == "none"   ? blacktree::worker::BuildNetwork::none
                           : build_network == "host" ? blacktree::worker::BuildNetwork::host
                                                     : blacktree::worker::BuildNetwork::private_network;
-    build.builder = builder_name == "docker" ? blacktree::worker::BuilderKind::docker
-                                             : blacktree::worker::BuilderKind::buildah;
     if (registry_auth == "password") {
       build.credentials = {Credentials::Kind::static_password, registry_username, registry_password_file, {}};
     } else if (registry_auth == "helper") {
@@ -282,8 +275,8 @@ int main(int argc, char** argv) {
       log->error("the build pipeline cannot run here: {}", usable.error().message());
       return 1;
     }
-    log->info("build pipeline: {} builder, pushing to {}, job directories under {}, {}", builder_name,
-              build.registry, work_root, pipeline->storage());
+    log->info("build pipeline: buildah, pushing to {}, job directories under {}, {}", build.registry, work_root,
+              pipeline->storage());
     runner = std::move(pipeline);
   }
 

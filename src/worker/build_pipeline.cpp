@@ -400,7 +400,7 @@ class PipelineJob {
 
 BuildPipelineRunner::BuildPipelineRunner(BuildPipelineConfig config)
     : config_(std::move(config)),
-      builder_(config_.builder == BuilderKind::docker ? make_docker_builder(config_) : make_buildah_builder(config_)) {}
+      builder_(make_buildah_builder(config_)) {}
 
 BuildPipelineRunner::~BuildPipelineRunner() = default;
 

@@ -1,6 +1,6 @@
 // Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
 //
-// The two build backends. Each only says which argv to run; the pipeline
+// The build backend (buildah). It only says which argv to run; the pipeline
 // runs them (timeout, cancellation, logging, redaction are its business).
 
 #include <blacktree/worker/build_pipeline.hpp>
@@ -18,7 +18,6 @@
 #include <fstream>
 #include <iterator>
 #include <mutex>
-#include <regex>
 
 #include <unistd.h>
 
@@ -192,95 +191,10 @@ class BuildahBuilder final : public Builder {
   mutable std::string driver_;
 };
 
-class DockerBuilder final : public Builder {
- public:
-  explicit DockerBuilder(const BuildPipelineConfig& config) : config_(config) {}
-
-  std::string_view name() const noexcept override { return "docker"; }
-
-  core::Result<void> available() const override {
-    if (!program_exists(config_.docker_program)) {
-      return core::Error{errc::tool_unavailable,
-                         fmt::format("'{}' is not installed or not in PATH", config_.docker_program)};
-    }
-    ProcessSpec probe;
-    probe.argv = {config_.docker_program, "version", "--format", "{{.Server.Version}}"};
-    probe.env = minimal_environment();
-    if (const char* host = std::getenv("DOCKER_HOST"); host != nullptr) probe.env["DOCKER_HOST"] = host;
-    probe.timeout = std::chrono::seconds(15);
-    std::string output;
-    const auto outcome = run_process(probe, [&](std::string_view l) { output.append(l).append("\n"); });
-    if (!outcome.ok()) {
-      return core::Error{errc::tool_unavailable, fmt::format("no Docker engine is reachable ({} {}): {}",
-                                                             config_.docker_program, outcome.describe(), trim(output))};
-    }
-    return {};
-  }
-
-  std::vector<ProcessSpec> pull_commands(const BuildContext& /*ctx*/) const override { return {}; }
-
-  ProcessSpec build_command(const BuildContext& ctx) const override {
-    ProcessSpec spec = base(ctx);
-    spec.argv.push_back("build");
-    if (config_.build_network == BuildNetwork::none) spec.argv.insert(spec.argv.end(), {"--network", "none"});
-    if (config_.build_network == BuildNetwork::host) spec.argv.insert(spec.argv.end(), {"--network", "host"});
-    append_build_options(spec.argv, config_, ctx);
-    spec.argv.insert(spec.argv.end(), {"--progress", "plain", "-f", ctx.dockerfile.string(), "-t", ctx.image_ref,
-                                       ctx.context_dir.string()});
-    return spec;
-  }
-
-  ProcessSpec push_command(const BuildContext& ctx) const override {
-    ProcessSpec spec = base(ctx);
-    spec.argv.insert(spec.argv.end(), {"push", ctx.image_ref});
-    return spec;
-  }
-
-  core::Result<std::string> pushed_digest(const BuildContext& /*ctx*/,
-                                          const std::vector<std::string>& push_output) const override {
-    // "latest: digest: sha256:<hex> size: 528"
-    static const std::regex digest_re("digest: (sha256:[0-9a-f]{64})");
-    for (auto it = push_output.rbegin(); it != push_output.rend(); ++it) {
-      std::smatch m;
-      if (std::regex_search(*it, m, digest_re)) return m[1].str();
-    }
-    return no_digest("the push printed no 'digest: sha256:...' line");
-  }
-
-  std::vector<ProcessSpec> cleanup_commands(const BuildContext& ctx) const override {
-    ProcessSpec rmi = base(ctx);
-    rmi.argv.insert(rmi.argv.end(), {"image", "rm", "--force", ctx.image_ref});
-    return {rmi};
-  }
-
-  std::string storage() const override { return "the Docker engine's own image store and build cache"; }
-  std::optional<Store> store() const override { return std::nullopt; }
-
- private:
-  ProcessSpec base(const BuildContext& ctx) const {
-    ProcessSpec spec;
-    spec.env = ctx.env;
-    // The engine is shared; the client configuration (credentials) is the job's own.
-    spec.env["DOCKER_CONFIG"] = ctx.auth_file.empty() ? (ctx.job_dir / "docker").string()
-                                                      : ctx.auth_file.parent_path().string();
-    spec.env["DOCKER_BUILDKIT"] = "1";
-    if (const char* host = std::getenv("DOCKER_HOST"); host != nullptr) spec.env["DOCKER_HOST"] = host;
-    spec.cwd = ctx.job_dir;
-    spec.argv = {config_.docker_program};
-    return spec;
-  }
-
-  BuildPipelineConfig config_;  // a copy: the builder must not depend on its creator staying put
-};
-
 }  // namespace
 
 std::unique_ptr<Builder> make_buildah_builder(const BuildPipelineConfig& config) {
   return std::make_unique<BuildahBuilder>(config);
-}
-
-std::unique_ptr<Builder> make_docker_builder(const BuildPipelineConfig& config) {
-  return std::make_unique<DockerBuilder>(config);
 }
 
 }  // namespace blacktree::worker

@@ -1008,27 +1008,6 @@ TEST_CASE("validators accept what git and registries accept", "[validation]") {
   CHECK_FALSE(bw::resolve_repo_url("https://h/a/../../b", rules));
 }
 
-TEST_CASE("the docker backend builds and pushes when a Docker engine runs", "[pipeline][docker]") {
-  bw::BuildPipelineConfig probe;
-  const auto available = bw::make_docker_builder(probe)->available();
-  if (!available) {
-    // Catch2 v2 has no SKIP: say why and pass.
-    WARN("skipped: the docker backend needs a Docker engine: " << available.error().message());
-    return;
-  }
-  PipelineEnv env;
-  env.create_sample_repo("acme/app", "COPY hello.txt /srv/hello.txt\n");
-  auto cfg = env.config();
-  cfg.builder = bw::BuilderKind::docker;
-  cfg.build_network = bw::BuildNetwork::host;  // the engine's networks are not the worker's to box
-  bw::BuildPipelineRunner runner(cfg);
-  auto r = runner.run(env.job("docker"), {}, {});
-  INFO(r.error << "\n" << r.logs);
-  CHECK(r.success);
-  CHECK_THAT(env.registry.inspect(env.registry.host() + "/team/app:v1"), Catch::Contains(r.image_digest));
-  CHECK(env.work_root_empty());
-}
-
 TEST_CASE("the githubToken goes only to the configured git hosts, checked before any connection",
           "[pipeline][security]") {
   PipelineEnv env;  // its git server is the configured GitHub base URL

@@ -54,25 +54,18 @@ struct RegistryCredentials {
   std::string helper;                   ///< helper: the part after "docker-credential-"
 };
 
-/// Which image builder runs the build.
-enum class BuilderKind {
-  buildah,  ///< daemonless; the default; needs no Docker engine
-  docker,   ///< `docker build` with BuildKit against a running Docker engine
-};
-
-/// The network a build's RUN steps get (the build step as a whole, with
-/// buildah: base images are pulled through the same box; the clone and the
-/// push run outside it, on the worker's network).
+/// The network a build's RUN steps get (the build step as a whole; the
+/// clone, the base images' pulls and the push run outside it, on the
+/// worker's network).
 enum class BuildNetwork {
-  /// No network at all, loopback only: the build cannot pull base images
-  /// either (FROM scratch, or the registry's images already on the path).
+  /// No network at all, loopback only.
   none,
   /// A network namespace of its own whose traffic leaves through slirp4netns
   /// (user-mode NAT, as the worker's own connections): outbound access to
   /// what the worker host can reach, but no route to the host's loopback, its
   /// own addresses, link-local addresses (169.254.169.254, the cloud metadata
-  /// service) or `build_network_blocked`. The default. Needs root and
-  /// slirp4netns; buildah only.
+  /// service) or `build_network_blocked`. The default. Needs
+  /// slirp4netns (and, rootless, a subordinate id range).
   private_network,
   /// The worker's own network, loopback included: RUN steps can reach the
   /// worker's gRPC port, local services and the metadata service. Trusted
@@ -117,7 +110,6 @@ struct BuildPipelineConfig {
   std::string git_program = "git";
 
   // --- build ---
-  BuilderKind builder = BuilderKind::buildah;
   std::string buildah_program = "buildah";
   /// buildah --storage-driver: "overlay" (fast: a layer is not copied),
   /// "vfs" (works everywhere, containers included, but copies every layer), or
@@ -126,7 +118,6 @@ struct BuildPipelineConfig {
   /// buildah --isolation for RUN steps: "chroot" needs no OCI runtime and
   /// works inside containers; "oci" uses runc/crun.
   std::string buildah_isolation = "chroot";
-  std::string docker_program = "docker";
   /// See BuildNetwork.
   BuildNetwork build_network = BuildNetwork::private_network;
   /// More destinations (address or CIDR, IPv4) a `private` build has no route
@@ -220,7 +211,6 @@ class Builder {
 };
 
 std::unique_ptr<Builder> make_buildah_builder(const BuildPipelineConfig& config);
-std::unique_ptr<Builder> make_docker_builder(const BuildPipelineConfig& config);
 
 /// Clone, build, push: the worker's JobRunner for jobs whose payload is a
 /// BuildSpec (a job with another payload, or none, fails saying so).
