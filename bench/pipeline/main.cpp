@@ -16,6 +16,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cache.hpp"
 #include "pipeline_support.hpp"
 
 #include <algorithm>
@@ -26,35 +27,20 @@
 namespace bw = blacktree::worker;
 namespace core = blacktree::core;
 using namespace blacktree::test;
-using Clock = std::chrono::steady_clock;
-
-namespace {
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const auto n = v.size();
-  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-std::string quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
-}  // namespace
+using namespace blacktree::bench;
 
 int main(int argc, char** argv) {
   CLI::App app{"blacktree_bench_pipeline: BuildPipelineRunner vs the same git/buildah commands by hand",
                "blacktree_bench_pipeline"};
   int iterations = 5;
   app.add_option("iterations", iterations, "builds per side")->check(CLI::PositiveNumber)->capture_default_str();
+  bool cache = false;
+  app.add_flag("--cache", cache,
+               "the image cache instead: a realistic 300 MB base, cold per-job store vs warm shared store vs "
+               "buildah --layers by hand");
   CLI11_PARSE(app, argc, argv);
   try {
+    if (cache) return blacktree::bench::run_cache_bench(iterations);
     TempDir tmp("blacktree-bench-pipeline-");
     std::random_device rd;
     const std::string token = "ghs_bench" + std::to_string(rd()) + std::to_string(rd());

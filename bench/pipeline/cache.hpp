@@ -1,0 +1,37 @@
+// Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+// What the pipeline benchmarks share: timing, medians, shell quoting, and the
+// image cache benchmark (cache.cpp).
+
+#include <algorithm>
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace blacktree::bench {
+
+using Clock = std::chrono::steady_clock;
+
+inline double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+inline double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const auto n = v.size();
+  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/// `s` in single quotes for /bin/sh.
+inline std::string quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+/// The image cache benchmark: prints its figures and returns 0, or throws
+/// what went wrong.
+int run_cache_bench(int iterations);
+
+}  // namespace blacktree::bench
