@@ -8,6 +8,7 @@
 #include <google/protobuf/util/time_util.h>
 
 #include <cctype>
+#include <cmath>
 #include <chrono>
 
 namespace blacktree::wire {
@@ -297,6 +298,11 @@ v1::JobResponse to_proto(const core::JobResult& result) {
   out.set_redelivered(result.redelivered);
   out.set_attempts(result.attempts);
   out.set_status_id(result.status_id);
+  for (const auto& [stage, took] : result.stage_durations) {
+    (*out.mutable_stage_seconds())[stage] = std::chrono::duration<double>(took).count();
+  }
+  out.set_cached_steps(result.cached_steps);
+  out.set_built_steps(result.built_steps);
   set_time(out.mutable_received_at(), result.received_at);
   set_time(out.mutable_started_at(), result.started_at);
   set_time(out.mutable_finished_at(), result.finished_at);
@@ -322,6 +328,11 @@ core::JobResult from_proto(const v1::JobResponse& response) {
   result.received_at = get_time(response.received_at());
   result.started_at = get_time(response.started_at());
   result.finished_at = get_time(response.finished_at());
+  for (const auto& [stage, seconds] : response.stage_seconds()) {
+    result.stage_durations[stage] = std::chrono::milliseconds(std::llround(seconds * 1000));
+  }
+  result.cached_steps = response.cached_steps();
+  result.built_steps = response.built_steps();
   return result;
 }
 

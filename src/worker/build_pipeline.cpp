@@ -20,6 +20,7 @@
 #include <exception>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <system_error>
 
 #include <unistd.h>
@@ -73,6 +74,10 @@ class PipelineJob {
       result.success = false;
       result.error = fmt::format("internal error in the build pipeline: {}", e.what());
     }
+    end_stage();
+    result.stage_durations = stage_durations_;
+    result.cached_steps = cached_steps_;
+    result.built_steps = steps_ > cached_steps_ ? steps_ - cached_steps_ : 0;
     cleanup();
     result.logs = tail_.text();
     result.error = redactor_.apply(result.error);
@@ -191,7 +196,9 @@ class PipelineJob {
   // "STEP 1/4: FROM <image> [AS name]" (a base image it needs).
   void note_cache_use(std::string_view line) {
     constexpr std::string_view hit = "--> Using cache ";
+    if (line.rfind("STEP ", 0) == 0 && line.find(": FROM ") == std::string_view::npos) ++steps_;
     if (line.rfind(hit, 0) == 0) {
+      ++cached_steps_;
       cache_used_.emplace_back(line.substr(hit.size(), line.find(' ', hit.size()) - hit.size()));
       return;
     }
@@ -203,7 +210,15 @@ class PipelineJob {
   }
 
   void begin_stage(std::string_view stage) {
+    end_stage();
+    stage_ = stage;
+    stage_start_ = Clock::now();
     if (emit_) emit_(stage, {});
+  }
+  void end_stage() {
+    if (stage_.empty()) return;
+    stage_durations_[std::string(stage_)] += std::chrono::duration_cast<milliseconds>(Clock::now() - stage_start_);
+    stage_ = {};
   }
 
   void log_line(std::string_view stage, std::string_view raw) {
@@ -390,6 +405,11 @@ class PipelineJob {
   LogTail tail_;
   std::deque<std::string> recent_;  // the current step's last lines, for errors
   std::vector<std::string> cache_used_;
+  std::string_view stage_;
+  Clock::time_point stage_start_;
+  std::map<std::string, milliseconds> stage_durations_;
+  std::uint32_t steps_ = 0;
+  std::uint32_t cached_steps_ = 0;
   milliseconds limit_{0};
   Clock::time_point deadline_;
   fs::path dir_;

@@ -256,6 +256,22 @@ TEST_CASE("wire: only strict JSON is a JobRequest", "[wire]") {
   }
 }
 
+TEST_CASE("wire: a JobResponse carries its stage timings and cache counts", "[wire]") {
+  core::JobResult result;
+  result.job_id = "j7";
+  result.stage_durations = {{"cloning", std::chrono::milliseconds(1250)}, {"pushing", std::chrono::milliseconds(40)}};
+  result.cached_steps = 3;
+  result.built_steps = 1;
+  const std::string json = wire::job_response_json(result);
+  CHECK_THAT(json, Catch::Contains(R"("stageSeconds":{)") && Catch::Contains(R"("cloning":1.25)") &&
+                       Catch::Contains(R"("cachedSteps":3)") && Catch::Contains(R"("builtSteps":1)"));
+  const auto back = wire::parse_job_response(json);
+  REQUIRE(back);
+  CHECK(back->stage_durations == result.stage_durations);
+  CHECK(back->cached_steps == 3);
+  CHECK(back->built_steps == 1);
+}
+
 TEST_CASE("wire: a JobResponse carries its statusId", "[wire]") {
   core::JobResult result;
   result.job_id = "j";

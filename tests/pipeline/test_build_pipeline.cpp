@@ -605,6 +605,16 @@ TEST_CASE("a rebuild after a one-line change re-runs only the changed step and p
   }
   CHECK(cached == 3);
   CHECK_THAT(second.logs, !Catch::Contains("\nran-42\n"));
+  // The status says so too, with the time of each stage.
+  CHECK(first.cached_steps == 0);
+  CHECK(first.built_steps == 4);
+  CHECK(second.cached_steps == 3);
+  CHECK(second.built_steps == 1);
+  for (const char* stage : {"cloning", "building", "pushing"}) {
+    CAPTURE(stage);
+    REQUIRE(second.stage_durations.contains(stage));
+    CHECK(second.stage_durations.at(stage) > std::chrono::milliseconds::zero());
+  }
   CHECK(second.image_digest != first.image_digest);
 
   TempDir image;

@@ -144,6 +144,12 @@ struct JobResult {
   std::chrono::system_clock::time_point received_at{};
   std::chrono::system_clock::time_point started_at{};
   std::chrono::system_clock::time_point finished_at{};
+  /// How long each stage of the run took ("cloning", "building", "pushing"
+  /// for a build), as the runner measured it; empty when it does not say.
+  std::map<std::string, std::chrono::milliseconds> stage_durations;
+  /// Build steps taken from the image cache, and steps that ran.
+  std::uint32_t cached_steps = 0;
+  std::uint32_t built_steps = 0;
 };
 
 /// A worker as it registers itself.
