@@ -11,7 +11,7 @@
 // Targets: (b) warm within 1.25x of (c); (b) warm at least 5x faster than
 // (a); the job's slot free within 1 s of its push (run() returns).
 
-#include "cache.hpp"
+#include "bench_support.hpp"
 
 #include <blacktree/worker/build_pipeline.hpp>
 
@@ -90,16 +90,7 @@ int blacktree::bench::run_cache_bench(int iterations) {
   }
   int next_version = 0;
 
-  bw::BuildPipelineConfig cfg;
-  cfg.work_root = tmp / "jobs";
-  cfg.cache_dir = tmp / "cache";
-  cfg.github_base_url = git.base_url();
-  cfg.allow_http_repos = true;
-  cfg.registry = registry.host() + "/bench";
-  cfg.registry_tls_verify = false;
-  cfg.credentials.kind = bw::RegistryCredentials::Kind::static_password;
-  cfg.credentials.username = registry.user();
-  cfg.credentials.password_file = tmp / "registry-password";
+  const auto cfg = pipeline_config(tmp.path(), git, registry);
 
   struct Timing {
     double job = 0;        // run() from start to return

@@ -16,7 +16,7 @@
 
 #include <CLI/CLI.hpp>
 
-#include "cache.hpp"
+#include "bench_support.hpp"
 #include "pipeline_support.hpp"
 
 #include <algorithm>
@@ -54,16 +54,7 @@ int main(int argc, char** argv) {
                      {"app/hello.txt", "hello\n"}},
                     "main", {}, {{"app/busybox", "/bin/busybox"}});
 
-    bw::BuildPipelineConfig cfg;
-    cfg.work_root = tmp / "jobs";
-    cfg.github_base_url = git.base_url();
-    cfg.allow_http_repos = true;
-    cfg.registry = registry.host() + "/bench";
-    cfg.registry_tls_verify = false;
-    cfg.credentials.kind = bw::RegistryCredentials::Kind::static_password;
-    cfg.credentials.username = registry.user();
-    cfg.credentials.password_file = tmp / "registry-password";
-    bw::BuildPipelineRunner runner(cfg);
+    bw::BuildPipelineRunner runner(pipeline_config(tmp.path(), git, registry));
 
     core::Job job;
     job.id = "bench";

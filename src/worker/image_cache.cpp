@@ -9,7 +9,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
+#include <optional>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -108,27 +112,24 @@ void CacheKeeper::loop(std::stop_token stop) {
     lock.unlock();
     const bool over = over_budget();
     lock.lock();
+    // Works on the store while no build runs and none may start.
+    const auto alone = [&](auto work) {
+      pruning_ = true;
+      dirty_ = false;
+      lock.unlock();
+      work();
+      lock.lock();
+      pruning_ = false;
+    };
     if (over) {
       // No new job starts from here on; the running ones finish undisturbed.
       prune_due_ = true;
       const bool idle = changed_.wait(lock, stop, [&] { return running_ == 0; });
       prune_due_ = false;
-      if (idle) {
-        pruning_ = true;
-        dirty_ = false;
-        lock.unlock();
-        prune();
-        lock.lock();
-        pruning_ = false;
-      }
+      if (idle) alone([this] { prune(); });
     } else if (dirty_ && running_ == 0) {
       // Left containers go at the next moment no build runs; none is waited for.
-      pruning_ = true;
-      dirty_ = false;
-      lock.unlock();
-      remove_containers();
-      lock.lock();
-      pruning_ = false;
+      alone([this] { remove_containers(); });
     }
     busy_ = false;
     changed_.notify_all();
@@ -136,6 +137,8 @@ void CacheKeeper::loop(std::stop_token stop) {
 }
 
 bool CacheKeeper::over_budget() {
+  std::error_code ec;
+  if (!std::filesystem::exists(store_.dir, ec)) return false;  // no build made it yet
   // du as the store's owner sees it: rootless, the store's files belong to
   // subordinate ids, readable in the user namespace the builds run in.
   std::vector<std::string> du{"du", "-s", "-x", "-B1", store_.dir.string()};
