@@ -157,6 +157,18 @@ int main(int argc, char** argv) {
                  "more IPv4 addresses or CIDRs a private build has no route to (repeatable, or comma-separated)")
       ->envname("WORKER_BUILD_NETWORK_BLOCKED")
       ->delimiter(',');
+  std::vector<std::string> pull_auth_items;
+  app.add_option("--pull-auth", pull_auth_items,
+                 "credentials for pulling base images from another registry: HOST=password:USER:FILE or "
+                 "HOST=helper:NAME (docker-credential-NAME); repeatable, or comma-separated")
+      ->envname("WORKER_PULL_AUTH")
+      ->delimiter(',');
+  std::vector<std::string> mirror_items;
+  app.add_option("--registry-mirror", mirror_items,
+                 "UPSTREAM=MIRROR: pull base images of registry UPSTREAM (e.g. docker.io) from MIRROR "
+                 "(host[:port][/prefix]) first; repeatable, or comma-separated")
+      ->envname("WORKER_REGISTRY_MIRRORS")
+      ->delimiter(',');
   std::vector<std::string> build_secret_items;
   app.add_option("--build-secret", build_secret_items,
                  "NAME=FILE: a build secret jobs may mount by name (JobRequest buildSecrets, RUN "
@@ -244,6 +256,30 @@ int main(int argc, char** argv) {
     using Credentials = blacktree::worker::RegistryCredentials;
     build.work_root = work_root;
     build.cache_dir = cache_dir;
+    for (const auto& item : mirror_items) {
+      const auto eq = item.find('=');
+      if (eq == std::string::npos || eq == 0 || eq + 1 == item.size()) {
+        return app.exit(CLI::ValidationError("--registry-mirror", "each item must be UPSTREAM=MIRROR"));
+      }
+      build.registry_mirrors.insert_or_assign(item.substr(0, eq), item.substr(eq + 1));
+    }
+    for (const auto& item : pull_auth_items) {
+      // HOST=password:USER:FILE or HOST=helper:NAME
+      const auto eq = item.find('=');
+      const std::string host = eq == std::string::npos ? "" : item.substr(0, eq);
+      const std::string how = eq == std::string::npos ? "" : item.substr(eq + 1);
+      Credentials creds;
+      if (how.rfind("helper:", 0) == 0 && how.size() > 7) {
+        creds = {Credentials::Kind::helper, {}, {}, how.substr(7)};
+      } else if (const auto colon = how.find(':', 9); how.rfind("password:", 0) == 0 && colon != std::string::npos &&
+                                                        colon > 9 && colon + 1 < how.size()) {
+        creds = {Credentials::Kind::static_password, how.substr(9, colon - 9), how.substr(colon + 1), {}};
+      }
+      if (host.empty() || creds.kind == Credentials::Kind::none) {
+        return app.exit(CLI::ValidationError("--pull-auth", "each item must be HOST=password:USER:FILE or HOST=helper:NAME"));
+      }
+      build.pull_credentials.insert_or_assign(host, std::move(creds));
+    }
     for (const auto& item : build_secret_items) {
       const auto eq = item.find('=');
       if (eq == std::string::npos || eq == 0 || eq + 1 == item.size()) {

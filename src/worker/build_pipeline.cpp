@@ -134,6 +134,7 @@ class PipelineJob {
 
     // --- credentials, before the build: base images may come from the registry ---
     write_credentials();
+    write_mirrors();
     take_build_options();
 
     // --- build ---
@@ -319,11 +320,48 @@ class PipelineJob {
   }
 
   void write_credentials() {
-    const auto& creds = config_.credentials;
-    if (creds.kind == RegistryCredentials::Kind::none) return;
+    // host -> base64("user:password"): the push registry's, then each pull
+    // registry's (a base image's host), in one docker config.json.
+    std::map<std::string, std::string> auths;
+    const std::string push_host = registry_host(config_.registry);
+    if (config_.credentials.kind != RegistryCredentials::Kind::none) {
+      auths[push_host] = auth_for(config_.credentials, push_host);
+    }
+    for (const auto& [host, creds] : config_.pull_credentials) {
+      if (creds.kind != RegistryCredentials::Kind::none && host != push_host) auths[host] = auth_for(creds, host);
+    }
+    if (auths.empty()) return;
+    for (const auto& [host, auth] : auths) {
+      if (host.find_first_of("\"\\") != std::string::npos) {
+        fail(fmt::format("worker configuration: invalid registry host '{}'", host));
+      }
+    }
+    // Docker's config.json format: buildah --authfile reads it.
+    ctx_.auth_file = dir_ / "docker" / "config.json";
+    check(detail::write_private_file(ctx_.auth_file, detail::docker_config_json(auths)));
+  }
+
+  // buildah's registries.conf with the configured mirrors, for this job's
+  // pulls (CONTAINERS_REGISTRIES_CONF replaces the host's file, so short
+  // names keep resolving through docker.io as they would).
+  void write_mirrors() {
+    if (config_.registry_mirrors.empty()) return;
+    std::string conf = "unqualified-search-registries = [\"docker.io\"]\n";
+    for (const auto& [upstream, mirror] : config_.registry_mirrors) {
+      conf += fmt::format("\n[[registry]]\nprefix = \"{0}\"\nlocation = \"{0}\"\n\n[[registry.mirror]]\nlocation = "
+                          "\"{1}\"\ninsecure = {2}\n",
+                          upstream, mirror, config_.registry_tls_verify ? "false" : "true");
+    }
+    const auto path = dir_ / "registries.conf";
+    check(detail::write_private_file(path, conf));
+    ctx_.env["CONTAINERS_REGISTRIES_CONF"] = path.string();
+  }
+
+  // The base64 "user:password" for `host` from `creds`; the password (and
+  // its encodings) join the job's redactor.
+  std::string auth_for(const RegistryCredentials& creds, const std::string& host) {
     std::string username;
     std::string password;
-    const std::string host = registry_host(config_.registry);
     if (creds.kind == RegistryCredentials::Kind::static_password) {
       std::ifstream in(creds.password_file);
       if (!in) {
@@ -366,12 +404,7 @@ class PipelineJob {
     redactor_.add(password);
     const std::string auth = base64_encode(username + ":" + password);
     redactor_.add(auth);
-    // Docker's config.json format: buildah --authfile and DOCKER_CONFIG read it.
-    ctx_.auth_file = dir_ / "docker" / "config.json";
-    if (host.find_first_of("\"\\") != std::string::npos) {
-      fail(fmt::format("worker configuration: invalid registry '{}'", config_.registry));
-    }
-    check(detail::write_private_file(ctx_.auth_file, detail::docker_config_json(host, auth)));
+    return auth;
   }
 
   void cleanup() {
@@ -470,6 +503,26 @@ core::Result<void> BuildPipelineRunner::check() const {
   if (ec || ::access(config_.work_root.c_str(), W_OK | X_OK) != 0) {
     return core::Error{errc::io_failed, fmt::format("work_root {}: cannot create or write to it{}",
                                                     config_.work_root.string(), ec ? ": " + ec.message() : "")};
+  }
+  const auto plain = [](const std::string& s) {
+    return !s.empty() && std::none_of(s.begin(), s.end(), [](char c) {
+      return c == '"' || c == '\\' || static_cast<unsigned char>(c) <= ' ' || c == 0x7f;
+    });
+  };
+  for (const auto& [upstream, mirror] : config_.registry_mirrors) {
+    if (!plain(upstream) || !plain(mirror)) {
+      return misconfigured("registry_mirrors: each upstream and mirror must be a registry host[:port][/prefix]");
+    }
+  }
+  for (const auto& [host, creds] : config_.pull_credentials) {
+    if (!plain(host)) return misconfigured("pull_credentials: each key must be a registry host[:port]");
+    if (creds.kind == RegistryCredentials::Kind::static_password &&
+        (creds.username.empty() || ::access(creds.password_file.c_str(), R_OK) != 0)) {
+      return misconfigured(fmt::format("pull_credentials for {}: a username and a readable password file", host));
+    }
+    if (creds.kind == RegistryCredentials::Kind::helper && creds.helper.empty()) {
+      return misconfigured(fmt::format("pull_credentials for {}: kind helper needs a helper name", host));
+    }
   }
   for (const auto& [name, file] : config_.build_secrets) {
     if (::access(file.c_str(), R_OK) != 0) {

@@ -42,9 +42,10 @@ HelperReply parse_credential_helper_reply(std::string_view reply) {
   return out;
 }
 
-std::string docker_config_json(std::string_view host, std::string_view auth) {
+std::string docker_config_json(const std::map<std::string, std::string>& auths) {
   nlohmann::json config;
-  config["auths"][std::string(host)]["auth"] = std::string(auth);
+  config["auths"] = nlohmann::json::object();
+  for (const auto& [host, auth] : auths) config["auths"][host]["auth"] = auth;
   return config.dump();
 }
 

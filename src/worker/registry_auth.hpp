@@ -31,8 +31,8 @@ struct HelperReply {
 };
 HelperReply parse_credential_helper_reply(std::string_view reply);
 
-/// Docker's config.json with one registry's auth: buildah --authfile and
-/// DOCKER_CONFIG both read it.
-std::string docker_config_json(std::string_view host, std::string_view auth);
+/// Docker's config.json with each registry's auth (host -> base64
+/// "user:password"): buildah --authfile reads it.
+std::string docker_config_json(const std::map<std::string, std::string>& auths);
 
 }  // namespace blacktree::worker::detail

@@ -127,7 +127,9 @@ TEST_CASE("registry credentials: a helper's JSON reply and docker's config.json"
   CHECK(reply.username);
   CHECK_FALSE(reply.secret);
 
-  CHECK(d::docker_config_json("127.0.0.1:5000", "dTpw") == R"({"auths":{"127.0.0.1:5000":{"auth":"dTpw"}}})");
+  CHECK(d::docker_config_json({{"127.0.0.1:5000", "dTpw"}}) == R"({"auths":{"127.0.0.1:5000":{"auth":"dTpw"}}})");
+  CHECK(d::docker_config_json({{"a.example:5000", "YTpi"}, {"b.example", "Yzpk"}}) ==
+        R"({"auths":{"a.example:5000":{"auth":"YTpi"},"b.example":{"auth":"Yzpk"}}})");
   CHECK(d::registry_host("r.example:5000/team/x") == "r.example:5000");
 }
 

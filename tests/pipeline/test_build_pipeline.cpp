@@ -451,6 +451,61 @@ TEST_CASE("a base image from a registry on the worker's own loopback is pulled, 
   CHECK(find_in_layers(image.path(), "bin/busybox"));  // from the base
 }
 
+TEST_CASE("base images from another registry with its own pull credentials, and through a mirror",
+          "[pipeline][cache][security]") {
+  PipelineEnv env;
+  // Registry B holds the base and wants a password of its own.
+  Registry other(env.tmp / "registry-b", "puller", "pw-b-" + random_hex(24));
+  write_file(env.tmp / "registry-b-password", other.password() + "\n");
+  const bw::RegistryCredentials other_creds{bw::RegistryCredentials::Kind::static_password, other.user(),
+                                            env.tmp / "registry-b-password", {}};
+  env.create_sample_repo();
+  auto to_other = env.config();
+  to_other.registry = other.host() + "/team";
+  to_other.credentials = other_creds;
+  auto base_job = env.job("base");
+  base_job.build.image_name = "base:1";
+  const auto base = bw::BuildPipelineRunner(to_other).run(base_job, {}, {});
+  INFO(base.error << "\n" << base.logs);
+  REQUIRE(base.success);
+
+  const auto job_from = [&](const std::string& id, const std::string& from) {
+    env.git.create_repo("acme/" + id, {{"Dockerfile", "FROM " + from + "\nRUN echo " + id + " > /" + id + ".txt\n"}});
+    auto job = env.job(id, "acme/" + id);
+    job.build.dockerfile_path = "Dockerfile";
+    job.build.context_dir = ".";
+    job.build.image_name = id + ":1";
+    return job;
+  };
+  // Without B's credentials the pull is refused, and the error says whose.
+  auto cfg = env.config();
+  cfg.cache_dir = env.tmp / "cache-without";
+  const auto refused = bw::BuildPipelineRunner(cfg).run(job_from("without", other.host() + "/team/base:1"), {}, {});
+  CHECK_FALSE(refused.success);
+  CHECK_THAT(refused.error, Catch::StartsWith("the registry of base image " + other.host() + "/team/base:1 refused"));
+  CHECK_THAT(refused.error, !Catch::Contains(other.password()));
+
+  // With them (pull_credentials), the same job builds.
+  cfg.cache_dir = env.tmp / "cache-with";
+  cfg.pull_credentials = {{other.host(), other_creds}};
+  REQUIRE(bw::BuildPipelineRunner(cfg).check());
+  const auto pulled = bw::BuildPipelineRunner(cfg).run(job_from("with", other.host() + "/team/base:1"), {}, {});
+  INFO(pulled.error << "\n" << pulled.logs);
+  CHECK(pulled.success);
+
+  // An upstream nobody can reach, mirrored by B: the base comes from the mirror.
+  cfg.cache_dir = env.tmp / "cache-mirror";
+  cfg.registry_mirrors = {{"upstream.invalid", other.host()}};
+  const auto mirrored = bw::BuildPipelineRunner(cfg).run(job_from("mirrored", "upstream.invalid/team/base:1"), {}, {});
+  INFO(mirrored.error << "\n" << mirrored.logs);
+  REQUIRE(mirrored.success);
+  TempDir image;
+  extract_image(env.registry, mirrored.image_url, image.path());
+  CHECK(find_in_layers(image.path(), "mirrored.txt"));
+  CHECK(find_in_layers(image.path(), "bin/busybox"));  // from the base, by way of the mirror
+  CHECK(env.work_root_empty());
+}
+
 TEST_CASE("a job's build options reach the image, and its build secret stays out of the image and the logs",
           "[pipeline][options]") {
   PipelineEnv env;

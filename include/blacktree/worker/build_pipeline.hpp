@@ -141,6 +141,14 @@ struct BuildPipelineConfig {
   /// Verify the registry's TLS certificate (false also allows plain http; tests only).
   bool registry_tls_verify = true;
   RegistryCredentials credentials;
+  /// Credentials for pulling base images, per registry host ("host[:port]"),
+  /// besides the push registry's (`credentials`, used for its own host):
+  /// a private upstream or mirror. Same kinds and helpers as the push.
+  std::map<std::string, RegistryCredentials> pull_credentials;
+  /// Mirrors of upstream registries for base images: upstream host (e.g.
+  /// "docker.io") -> mirror "host[:port][/prefix]", tried first (buildah's
+  /// registries.conf). A mirror over plain HTTP needs registry_tls_verify false.
+  std::map<std::string, std::string> registry_mirrors;
 
   // --- limits and reporting ---
   /// Whole-job limit when the job gives none (Job::timeout 0); a job may ask
