@@ -157,6 +157,10 @@ int main(int argc, char** argv) {
                  "more IPv4 addresses or CIDRs a private build has no route to (repeatable, or comma-separated)")
       ->envname("WORKER_BUILD_NETWORK_BLOCKED")
       ->delimiter(',');
+  app.add_option("--layer-cache-repo", build.layer_cache_repo,
+                 "a registry repository (host[:port]/path) for the fleet's build-step layers: builds push the steps "
+                 "they ran and pull the ones they lack, so a new worker starts warm")
+      ->envname("WORKER_LAYER_CACHE_REPO");
   std::vector<std::string> pull_auth_items;
   app.add_option("--pull-auth", pull_auth_items,
                  "credentials for pulling base images from another registry: HOST=password:USER:FILE or "

@@ -101,6 +101,10 @@ class BuildahBuilder final : public Builder {
                                        fmt::format("--tls-verify={}", config_.registry_tls_verify)});
     if (!ctx.auth_file.empty()) spec.argv.insert(spec.argv.end(), {"--authfile", ctx.auth_file.string()});
     append_build_options(spec.argv, config_, ctx);
+    if (!config_.layer_cache_repo.empty()) {
+      spec.argv.insert(spec.argv.end(),
+                       {"--cache-from", config_.layer_cache_repo, "--cache-to", config_.layer_cache_repo});
+    }
     // RUN steps in chroot isolation share the build's network (buildah's own
     // --network needs an OCI runtime): the whole build step goes into the box.
     // slirp4netns answers DNS on 10.0.2.3; the host's resolver may be a

@@ -451,6 +451,30 @@ TEST_CASE("a base image from a registry on the worker's own loopback is pulled, 
   CHECK(find_in_layers(image.path(), "bin/busybox"));  // from the base
 }
 
+TEST_CASE("a fresh worker takes build steps from the fleet's layer cache in the registry", "[pipeline][cache]") {
+  PipelineEnv env;
+  env.create_sample_repo("acme/app", "RUN echo \"ran-$((6*7))\" > /ran.txt && echo \"ran-$((6*7))\"\n");
+  auto cfg = env.config();
+  // The cache registry listens on this host's loopback, which a boxed build
+  // cannot reach; a fleet's would be a registry the boxes reach.
+  cfg.build_network = bw::BuildNetwork::host;
+  cfg.layer_cache_repo = env.registry.host() + "/team/layer-cache";
+  cfg.cache_dir = env.tmp / "cache-worker-1";
+  const auto first = bw::BuildPipelineRunner(cfg).run(env.job("worker-1"), {}, {});
+  INFO(first.error << "\n" << first.logs);
+  REQUIRE(first.success);
+  CHECK_THAT(first.logs, Catch::Contains("\nran-42\n"));
+  // Another worker, its own cache empty: the steps come from the registry.
+  cfg.cache_dir = env.tmp / "cache-worker-2";
+  auto job = env.job("worker-2");
+  job.build.image_name = "app:v2";
+  const auto second = bw::BuildPipelineRunner(cfg).run(job, {}, {});
+  INFO(second.error << "\n" << second.logs);
+  REQUIRE(second.success);
+  CHECK_THAT(second.logs, !Catch::Contains("\nran-42\n"));
+  CHECK(second.image_digest == first.image_digest);  // the very same layers and config
+}
+
 TEST_CASE("base images from another registry with its own pull credentials, and through a mirror",
           "[pipeline][cache][security]") {
   PipelineEnv env;

@@ -149,6 +149,14 @@ struct BuildPipelineConfig {
   /// "docker.io") -> mirror "host[:port][/prefix]", tried first (buildah's
   /// registries.conf). A mirror over plain HTTP needs registry_tls_verify false.
   std::map<std::string, std::string> registry_mirrors;
+  /// A registry repository ("host[:port]/path") that holds build-step layers
+  /// for the whole fleet: each build pushes the steps it ran there and looks
+  /// there for the ones it lacks (buildah --cache-to/--cache-from), so a new
+  /// worker starts warm. Empty: each worker's own cache only. The build
+  /// reaches it from inside its network box: under `private` it must not be
+  /// on the worker host's own addresses. Credentials: the push registry's,
+  /// or pull_credentials for its host.
+  std::string layer_cache_repo;
 
   // --- limits and reporting ---
   /// Whole-job limit when the job gives none (Job::timeout 0); a job may ask
