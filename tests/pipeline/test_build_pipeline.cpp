@@ -451,6 +451,76 @@ TEST_CASE("a base image from a registry on the worker's own loopback is pulled, 
   CHECK(find_in_layers(image.path(), "bin/busybox"));  // from the base
 }
 
+TEST_CASE("two jobs at once with their own tokens on the same base: isolated, and one copy of the base in the store",
+          "[pipeline][cache][security]") {
+  PipelineEnv env;
+  env.create_sample_repo();
+  auto base_job = env.job("base");
+  base_job.build.image_name = "base:1";
+  const auto base = bw::BuildPipelineRunner(env.config()).run(base_job, {}, {});
+  INFO(base.error << "\n" << base.logs);
+  REQUIRE(base.success);
+  const std::string base_ref = env.registry.host() + "/team/base:1";
+
+  // Job two's repository is on a second git server with a token of its own.
+  const std::string tokens[2] = {env.token, "ghs_" + random_hex(36)};
+  GitServer second(env.tmp / "git-2", tokens[1]);
+  for (int i = 0; i < 2; ++i) {
+    const std::string n = i == 0 ? "one" : "two";
+    (i == 0 ? env.git : second)
+        .create_repo("acme/" + n, {{"Dockerfile", "FROM " + base_ref + "\nCOPY " + n + ".txt /" + n +
+                                                      ".txt\nRUN ls -a / > /seen-by-" + n + ".txt\nCOPY . /ctx/\n"},
+                                   {n + ".txt", "I am " + n + "\n"}});
+  }
+  auto cfg = env.config();
+  cfg.cache_dir = env.tmp / "cache-shared";  // empty: both jobs pull the base at once
+  cfg.token_hosts = {"127.0.0.1:" + std::to_string(second.port())};
+  bw::BuildPipelineRunner runner(cfg);
+  core::JobResult results[2];
+  {
+    std::jthread threads[2];
+    for (int i = 0; i < 2; ++i) {
+      threads[i] = std::jthread([&, i] {
+        const std::string n = i == 0 ? "one" : "two";
+        auto job = env.job("shared-" + n, i == 0 ? "acme/one" : second.base_url() + "/acme/two.git");
+        job.build.github_token = core::Secret(tokens[i]);
+        job.build.dockerfile_path = "Dockerfile";
+        job.build.context_dir = ".";
+        job.build.image_name = "shared/" + n + ":1";
+        results[i] = runner.run(job, {}, {});
+      });
+    }
+  }
+  for (int i = 0; i < 2; ++i) {
+    INFO(results[i].error << "\n" << results[i].logs);
+    REQUIRE(results[i].success);
+    const std::string mine = i == 0 ? "one" : "two";
+    const std::string other = i == 0 ? "two" : "one";
+    TempDir image;
+    extract_image(env.registry, results[i].image_url, image.path());
+    CHECK(find_in_layers(image.path(), mine + ".txt"));
+    CHECK(find_in_layers(image.path(), "bin/busybox"));  // the base
+    CHECK_FALSE(find_in_layers(image.path(), other + ".txt"));
+    const auto seen = find_in_layers(image.path(), "seen-by-" + mine + ".txt");
+    REQUIRE(seen);
+    CHECK(read_file(*seen).find(other) == std::string::npos);
+    for (const auto& token : tokens) {
+      CHECK_FALSE(tree_contains(image.path(), secret_forms(token)));
+      CHECK(results[i].logs.find(token) == std::string::npos);
+    }
+  }
+  // The store holds the base once.
+  const std::string store = runner.storage();
+  const auto driver = store.substr(0, store.find(' '));
+  const auto dir = env.tmp / "cache-shared" / driver;
+  const std::string names = run_ok({"buildah", "--root", (dir / "storage").string(), "--runroot", (dir / "run").string(),
+                                    "--storage-driver", driver, "images", "--format", "{{.Name}}:{{.Tag}}"});
+  std::size_t copies = 0;
+  for (auto at = names.find(base_ref); at != std::string::npos; at = names.find(base_ref, at + 1)) ++copies;
+  CHECK(copies == 1);
+  CHECK(env.work_root_empty());
+}
+
 TEST_CASE("a fresh worker takes build steps from the fleet's layer cache in the registry", "[pipeline][cache]") {
   PipelineEnv env;
   env.create_sample_repo("acme/app", "RUN echo \"ran-$((6*7))\" > /ran.txt && echo \"ran-$((6*7))\"\n");
