@@ -387,7 +387,8 @@ int main(int argc, char** argv) {
       ->envname("BLACKTREE_PING_MISSES")
       ->check(CLI::Range(1u, 100u))
       ->capture_default_str();
-  app.add_option("--max-attempts", s.max_attempts, "workers a job is offered to that never accept it, before it fails")
+  app.add_option("--max-attempts", s.max_attempts, "offers of a job no worker answered (unreachable, too slow to accept) before it fails; refusals "
+                 "(full, draining) make it wait instead")
       ->envname("BLACKTREE_MAX_ATTEMPTS")
       ->check(CLI::Range(1u, 100u))
       ->capture_default_str();

@@ -257,14 +257,16 @@ TEST_CASE("Dispatcher: a worker that refuses (full) is skipped, the job still ge
   CHECK(f.pool.find("full")->state != core::WorkerState::dead);  // refusing is not dying
 }
 
-TEST_CASE("Dispatcher: after max_attempts refusals a job fails with the reason", "[dispatcher]") {
+TEST_CASE("Dispatcher: after max_attempts offers nobody answered a job fails with the reason", "[dispatcher]") {
   Fixture f;
-  f.transport.add_endpoint("loopback:w1", 0);  // refuses everything
+  f.transport.add_endpoint("loopback:w1", 1);
+  f.transport.set_mode("loopback:w1", LoopbackTransport::Mode::unreachable);
   REQUIRE(f.pool.register_worker(make_worker("w1")));
   REQUIRE(f.pool.mark_alive("w1"));
   f.publish(1);
   core::DispatcherOptions options;
   options.max_attempts = 3;
+  options.refused_slot_cooldown = 10ms;
   TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool, options);
   d.start();
   REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 1; }));
@@ -273,7 +275,31 @@ TEST_CASE("Dispatcher: after max_attempts refusals a job fails with the reason",
   CHECK_FALSE(r->success);
   CHECK(r->attempts == 3);
   CHECK_THAT(r->error, Catch::Contains("no worker accepted the job after 3 attempts"));
-  CHECK_THAT(r->error, Catch::Contains("is full"));
+}
+
+TEST_CASE("Dispatcher: refusals (full) use up no attempts: the job waits for a slot like behind a busy worker",
+          "[dispatcher]") {
+  Fixture f;
+  f.transport.add_endpoint("loopback:w1", 0);  // believed to have a slot, refuses everything: full
+  REQUIRE(f.pool.register_worker(make_worker("w1")));
+  REQUIRE(f.pool.mark_alive("w1"));
+  f.publish(1);
+  core::DispatcherOptions options;
+  options.max_attempts = 3;
+  options.refused_slot_cooldown = 10ms;
+  TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool, options);
+  d.start();
+  // Far more refusals than max_attempts, and still no status: it waits.
+  REQUIRE(run_until(f.io, [&] { return d.stats().not_accepted >= 6; }));
+  CHECK(f.sink.size() == 0);
+  // A worker with room comes: the job runs there, once.
+  f.add_worker("w2", 1);
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 1; }));
+  auto r = f.status("job-0");
+  REQUIRE(r);
+  CHECK(r->success);
+  CHECK(r->worker_id == "w2");
+  CHECK(r->attempts > 3);
 }
 
 TEST_CASE("Dispatcher: a worker lost mid-run gives a prompt failure status and is not put back",

@@ -46,8 +46,10 @@ struct DispatcherOptions {
   /// Waiting jobs beyond this many take window slots again; 0 makes every
   /// waiting job take one (a backlog for one label then stalls the rest).
   std::size_t max_waiting = 64;
-  /// Workers a job is offered to that never accept it (unreachable, full,
-  /// too slow to accept) before it gets a failure status.
+  /// Offers of a job that fail without an answer (the worker unreachable, or
+  /// too slow to accept) before it gets a failure status. A worker that
+  /// answers and refuses (full, draining) uses up none: like a busy worker,
+  /// it makes the job wait (its slot rests for refused_slot_cooldown).
   std::uint32_t max_attempts = 3;
   /// A job that waited this long while no live worker offers its labels
   /// fails, with a status naming the labels nobody offers. A job whose
@@ -230,7 +232,8 @@ class Dispatcher {
     lease_type lease;
     std::shared_ptr<const WorkerInfo> worker;  // kept for the transport call
     asio::cancellation_signal cancel;          // the pending acquire or run
-    std::uint32_t attempts = 0;
+    std::uint32_t attempts = 0;        // offers made (the current run's number)
+    std::uint32_t failed_offers = 0;   // offers no worker answered (see max_attempts)
     bool accepted = false;
     bool accept_timed_out = false;
     std::uint32_t placement_periods = 0;
@@ -610,8 +613,9 @@ class Dispatcher {
           park(std::move(ctx->lease));
         else
           ctx->lease.release();
-        if (ctx->attempts >= options.max_attempts) {
-          fail(ctx, "no worker accepted the job after " + std::to_string(ctx->attempts) + " attempts; last, " +
+        if (ec != errc::worker_refused) ++ctx->failed_offers;
+        if (ctx->failed_offers >= options.max_attempts) {
+          fail(ctx, "no worker accepted the job after " + std::to_string(ctx->failed_offers) + " attempts; last, " +
                         worker->id + ": " + (result.error.empty() ? ec.message() : result.error));
         } else if (stopping) {
           hand_back(ctx);
