@@ -166,8 +166,7 @@ class PipelineJob {
 
     // --- push ---
     begin_stage(stage::pushing);
-    std::vector<std::string> push_output;
-    auto outcome = run_step(stage::pushing, builder_.push_command(ctx_), "push", nullptr, &push_output);
+    auto outcome = run_step(stage::pushing, builder_.push_command(ctx_), "push");
     if (!outcome.ok()) {
       if (any_line_contains(recent_, {"unauthorized", "authentication required", "denied", "401", "403"})) {
         fail(fmt::format("registry {} refused the push of {}: authentication or authorization failed; check the "
@@ -178,7 +177,7 @@ class PipelineJob {
       fail(fmt::format("push of {} failed ({} {}); its last output:\n{}", image_ref, builder_.name(),
                        outcome.describe(), recent_text()));
     }
-    const auto digest = builder_.pushed_digest(ctx_, push_output);
+    const auto digest = builder_.pushed_digest(ctx_);
     if (!digest) fail(fmt::format("push of {} reported no manifest digest", image_ref));
     result.image_digest = *digest;
     // repository@digest, without the tag: a reference with both is refused
@@ -197,16 +196,14 @@ class PipelineJob {
   // "STEP 1/4: FROM <image> [AS name]" (a base image it needs).
   void note_cache_use(std::string_view line) {
     constexpr std::string_view hit = "--> Using cache ";
-    if (line.rfind("STEP ", 0) == 0 && line.find(": FROM ") == std::string_view::npos) ++steps_;
+    const auto word_at = [&](std::size_t at) { return std::string(line.substr(at, line.find(' ', at) - at)); };
     if (line.rfind(hit, 0) == 0) {
       ++cached_steps_;
-      cache_used_.emplace_back(line.substr(hit.size(), line.find(' ', hit.size()) - hit.size()));
-      return;
-    }
-    const auto from = line.find(": FROM ");
-    if (line.rfind("STEP ", 0) == 0 && from != std::string_view::npos) {
-      const auto name = line.substr(from + 7);
-      cache_used_.emplace_back(name.substr(0, name.find(' ')));
+      cache_used_.push_back(word_at(hit.size()));
+    } else if (line.rfind("STEP ", 0) == 0) {
+      const auto from = line.find(": FROM ");
+      if (from == std::string_view::npos) ++steps_;
+      else cache_used_.push_back(word_at(from + 7));
     }
   }
 
@@ -240,8 +237,8 @@ class PipelineJob {
   }
 
   // Runs one tool within the job's deadline; a timeout or cancel ends the job.
-  ProcessOutcome run_step(std::string_view stage, ProcessSpec spec, std::string_view what, std::string* last_step = nullptr,
-                          std::vector<std::string>* output = nullptr) {
+  ProcessOutcome run_step(std::string_view stage, ProcessSpec spec, std::string_view what,
+                          std::string* last_step = nullptr) {
     recent_.clear();
     if (stop_.stop_requested()) fail_cancelled(what);
     const auto now = Clock::now();
@@ -256,7 +253,6 @@ class PipelineJob {
         [&](std::string_view line) {
           if (last_step != nullptr && line.rfind("STEP ", 0) == 0) *last_step = redactor_.apply(line);
           if (stage == stage::building) note_cache_use(line);
-          if (output != nullptr) output->emplace_back(line);
           log_line(stage, line);
         },
         stop_);
@@ -409,17 +405,9 @@ class PipelineJob {
 
   void cleanup() {
     if (dir_.empty()) return;
-    // Not tied to the job's stop token: a cancelled job is cleaned up too.
-    for (auto spec : builder_.cleanup_commands(ctx_)) {
-      spec.timeout = std::chrono::minutes(2);
-      spec.kill_grace = config_.kill_grace;
-      std::string output;
-      const auto outcome = run_process(spec, [&](std::string_view l) { output.append(l).append("\n"); });
-      if (!outcome.ok() && builder_.name() != "buildah") {  // buildah: the storage goes with the directory anyway
-        tail_.append(redactor_.apply(fmt::format("warning: cleanup '{} {}' {}: {}", spec.argv.front(),
-                                                 spec.argv.size() > 1 ? spec.argv[1] : "", outcome.describe(), output)));
-      }
-    }
+    // The images stay in the shared store as cache (no job's name, and the
+    // cache keeper, when a budget is set, removes what a killed build left);
+    // the directory goes.
     if (config_.keep_job_dir) return;
     std::error_code ec;
     fs::remove_all(dir_, ec);

@@ -34,8 +34,8 @@ std::string trim(std::string s) {
 
 core::Error no_digest(std::string why) { return core::Error{errc::no_digest, std::move(why)}; }
 
-// The build options both backends take with the same flags: the worker's
-// build arguments, then the job's (which win), its target, labels, secrets.
+// The build options: the worker's build arguments, then the job's (which
+// win), its target, labels, secrets.
 void append_build_options(std::vector<std::string>& argv, const BuildPipelineConfig& config, const BuildContext& ctx) {
   for (const auto& arg : config.build_args) argv.insert(argv.end(), {"--build-arg", arg});
   for (const auto& [name, value] : ctx.build_args) argv.insert(argv.end(), {"--build-arg", name + "=" + value});
@@ -128,8 +128,7 @@ class BuildahBuilder final : public Builder {
     return spec;
   }
 
-  core::Result<std::string> pushed_digest(const BuildContext& ctx,
-                                          const std::vector<std::string>& /*push_output*/) const override {
+  core::Result<std::string> pushed_digest(const BuildContext& ctx) const override {
     std::ifstream in(ctx.digest_file);
     std::string digest;
     if (!std::getline(in, digest)) return no_digest(fmt::format("{} is missing or empty", ctx.digest_file.string()));
@@ -138,12 +137,6 @@ class BuildahBuilder final : public Builder {
       return no_digest(fmt::format("{} holds no sha256 digest", ctx.digest_file.string()));
     }
     return digest;
-  }
-
-  std::vector<ProcessSpec> cleanup_commands(const BuildContext& /*ctx*/) const override {
-    // The job put no name in the shared store and --force-rm removed its
-    // build containers: what it built stays as cache.
-    return {};
   }
 
   std::string storage() const override {

@@ -206,12 +206,9 @@ class Builder {
   virtual std::vector<ProcessSpec> pull_commands(const BuildContext& ctx) const = 0;
   virtual ProcessSpec build_command(const BuildContext& ctx) const = 0;
   virtual ProcessSpec push_command(const BuildContext& ctx) const = 0;
-  /// The pushed manifest digest ("sha256:..."), from the digest file or the
-  /// push's output lines; errc::no_digest if it cannot be found.
-  virtual core::Result<std::string> pushed_digest(const BuildContext& ctx,
-                                                  const std::vector<std::string>& push_output) const = 0;
-  /// Commands that remove the job's local image and intermediate containers.
-  virtual std::vector<ProcessSpec> cleanup_commands(const BuildContext& ctx) const = 0;
+  /// The pushed manifest digest ("sha256:..."), from the push's digest file;
+  /// errc::no_digest if it cannot be found.
+  virtual core::Result<std::string> pushed_digest(const BuildContext& ctx) const = 0;
   /// Where images are kept between jobs, for the worker's start-up log
   /// ("overlay image cache in /var/lib/blacktree/cache/overlay").
   virtual std::string storage() const = 0;
