@@ -110,6 +110,7 @@ int blacktree::bench::run_cache_bench(int iterations) {
                               },
                               {});
     const auto end = Clock::now();
+    runner.after_result(job);  // the directory's removal: after the result, as in the worker service
     if (!r.success) throw std::runtime_error("pipeline failed: " + r.error + "\n" + r.logs);
     Timing t;
     t.job = std::chrono::duration<double>(end - t0).count();
@@ -173,7 +174,7 @@ int blacktree::bench::run_cache_bench(int iterations) {
     std::fprintf(stderr, "rebuild %d: blacktree %.2f s (slot busy %.3f s after the push), by hand %.2f s\n", i + 1,
                  warm.back(), slot.back(), hand_warm.back());
   }
-  runner.settle_cache();
+  runner.settle();
   unmount_below(tmp.path());
 
   const double w = median(warm);

@@ -88,8 +88,11 @@ int main(int argc, char** argv) {
     const auto run_pipeline = [&] {
       const auto t0 = Clock::now();
       const auto r = runner.run(job, {}, {});
+      const double took = seconds_since(t0);
+      runner.after_result(job);
+      runner.settle();
       if (!r.success) throw std::runtime_error("pipeline failed: " + r.error);
-      return seconds_since(t0);
+      return took;
     };
     const auto run_by_hand = [&] {
       const auto t0 = Clock::now();

@@ -309,7 +309,7 @@ int main(int argc, char** argv) {
       else
         log->info("removed the stale job directory {}", stale.path.string());
     }
-    build.on_cache_event = [log](std::string_view what) { log->info("{}", what); };
+    build.on_event = [log](std::string_view what) { log->info("{}", what); };
     auto pipeline = std::make_unique<blacktree::worker::BuildPipelineRunner>(build);
     if (auto usable = pipeline->check(); !usable) {
       log->error("the build pipeline cannot run here: {}", usable.error().message());

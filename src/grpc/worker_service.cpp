@@ -535,6 +535,8 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
       caller->push_event(core::ProgressEvent{job.id, worker_id, core::Phase::finished, {}});
       caller->push_result(mine);
     }
+    // The result is on its way: now what need not delay it (the job's files).
+    state->runner.after_result(job);
   });
   return stream.get();
 }

@@ -5,6 +5,7 @@
 #include <blacktree/worker/build_pipeline.hpp>
 
 #include "git.hpp"
+#include "dir_remover.hpp"
 #include "image_cache.hpp"
 #include "netbox.hpp"
 #include "registry_auth.hpp"
@@ -60,6 +61,8 @@ class PipelineJob {
 
   /// What the build used from the image cache (see CacheKeeper::Use::used).
   std::vector<std::string> cache_used() const { return cache_used_; }
+  /// The job's directory once made (empty before): for after_result to remove.
+  const fs::path& dir() const noexcept { return dir_; }
 
   core::JobResult run() {
     core::JobResult result;
@@ -78,7 +81,6 @@ class PipelineJob {
     result.stage_durations = stage_durations_;
     result.cached_steps = cached_steps_;
     result.built_steps = steps_ > cached_steps_ ? steps_ - cached_steps_ : 0;
-    cleanup();
     result.logs = tail_.text();
     result.error = redactor_.apply(result.error);
     if (!result.success) {
@@ -403,19 +405,6 @@ class PipelineJob {
     return auth;
   }
 
-  void cleanup() {
-    if (dir_.empty()) return;
-    // The images stay in the shared store as cache (no job's name, and the
-    // cache keeper, when a budget is set, removes what a killed build left);
-    // the directory goes.
-    if (config_.keep_job_dir) return;
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-    if (ec) {
-      tail_.append(fmt::format("warning: could not remove the job directory {}: {}", dir_.string(), ec.message()));
-    }
-  }
-
   const BuildPipelineConfig& config_;
   const Builder& builder_;
   const core::Job& job_;
@@ -441,15 +430,26 @@ class PipelineJob {
 
 BuildPipelineRunner::BuildPipelineRunner(BuildPipelineConfig config)
     : config_(std::move(config)),
-      builder_(make_buildah_builder(config_)) {}
+      builder_(make_buildah_builder(config_)),
+      remover_(std::make_unique<detail::DirRemover>(config_.on_event)) {}
 
-BuildPipelineRunner::~BuildPipelineRunner() = default;
+BuildPipelineRunner::~BuildPipelineRunner() {
+  // Directories whose after_result never came go too; remover_ finishes
+  // every removal before it is destroyed.
+  std::lock_guard lock(finished_mutex_);
+  for (auto& [id, dir] : finished_dirs_) remover_->remove(std::move(dir));
+}
+
+std::string BuildPipelineRunner::storage() const {
+  const auto store = builder_->store();
+  return fmt::format("{} image cache in {}", store.driver, store.dir.string());
+}
 
 detail::CacheKeeper* BuildPipelineRunner::cache() const {
   // Made on first use: finding the store may run the builder (storage driver "auto").
   std::call_once(cache_once_, [this] {
     if (config_.cache_max_bytes == 0 && config_.cache_min_free_bytes == 0) return;
-    if (auto store = builder_->store()) cache_ = std::make_unique<detail::CacheKeeper>(config_, std::move(*store));
+    cache_ = std::make_unique<detail::CacheKeeper>(config_, builder_->store());
   });
   return cache_.get();
 }
@@ -459,8 +459,17 @@ BuildPipelineRunner::CacheStats BuildPipelineRunner::cache_stats() const {
   return keeper ? keeper->stats() : CacheStats{};
 }
 
-void BuildPipelineRunner::settle_cache() const {
+void BuildPipelineRunner::settle() const {
+  remover_->settle();
   if (const auto* keeper = cache()) keeper->settle();
+}
+
+void BuildPipelineRunner::after_result(const core::Job& job) noexcept {
+  std::lock_guard lock(finished_mutex_);
+  if (auto found = finished_dirs_.find(job.id); found != finished_dirs_.end()) {
+    remover_->remove(std::move(found->second));
+    finished_dirs_.erase(found);
+  }
 }
 
 core::Result<void> BuildPipelineRunner::check() const {
@@ -539,6 +548,7 @@ core::JobResult BuildPipelineRunner::run(const core::Job& job, const EmitFn& emi
     return result;
   }
   try {
+    remover_->wait_for_space(config_.work_root, config_.cache_min_free_bytes);
     std::optional<detail::CacheKeeper::Use> use;
     if (auto* keeper = cache()) use.emplace(*keeper);
     PipelineJob pipeline_job(config_, *builder_, job, *spec, emit, std::move(stop));
@@ -546,6 +556,15 @@ core::JobResult BuildPipelineRunner::run(const core::Job& job, const EmitFn& emi
     if (use) {
       use->used = pipeline_job.cache_used();
       use->clean = result.success;
+    }
+    if (!pipeline_job.dir().empty() && !config_.keep_job_dir) {
+      std::lock_guard lock(finished_mutex_);
+      // A directory of the same id still here was never handed to after_result: it goes now.
+      auto [slot, fresh] = finished_dirs_.try_emplace(job.id, pipeline_job.dir());
+      if (!fresh) {
+        remover_->remove(std::move(slot->second));
+        slot->second = pipeline_job.dir();
+      }
     }
     return result;
   } catch (const std::exception& e) {  // run() must never throw

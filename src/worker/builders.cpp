@@ -139,12 +139,8 @@ class BuildahBuilder final : public Builder {
     return digest;
   }
 
-  std::string storage() const override {
-    return fmt::format("{} image cache in {}", driver(), store_dir().string());
-  }
-
-  std::optional<Store> store() const override {
-    return Store{store_dir(), {config_.buildah_program, "--root", (store_dir() / "storage").string(), "--runroot",
+  Store store() const override {
+    return Store{store_dir(), driver(), {config_.buildah_program, "--root", (store_dir() / "storage").string(), "--runroot",
                                (store_dir() / "run").string(), "--storage-driver", driver()}};
   }
 
@@ -179,7 +175,7 @@ class BuildahBuilder final : public Builder {
     ProcessSpec spec;
     spec.env = ctx.env;
     spec.cwd = ctx.job_dir;
-    spec.argv = store()->argv;
+    spec.argv = store().argv;
     return spec;
   }
 

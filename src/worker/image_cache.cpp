@@ -226,7 +226,7 @@ void CacheKeeper::remove_containers() {
 }
 
 void CacheKeeper::event(std::string_view what) const {
-  if (config_.on_cache_event) config_.on_cache_event(what);
+  if (config_.on_event) config_.on_event(what);
 }
 
 }  // namespace blacktree::worker::detail

@@ -65,6 +65,27 @@ class ScriptedRunner final : public blacktree::worker::JobRunner {
     return result;
   }
 
+  // Job "slow-cleanup" holds its thread here as a long removal would, until
+  // the test says its result arrived: were the result sent after this, it
+  // would not arrive in time.
+  void after_result(const core::Job& job) noexcept override {
+    if (job.id != "slow-cleanup") return;
+    std::unique_lock lock(mutex_);
+    cleanup_saw_delivery_ = go_cv_.wait_for(lock, 20s, [this] { return delivered_; });
+    cleaned_ = true;
+    go_cv_.notify_all();
+  }
+  void delivered() {
+    std::lock_guard lock(mutex_);
+    delivered_ = true;
+    go_cv_.notify_all();
+  }
+  /// Whether after_result ran for "slow-cleanup", after its result arrived.
+  bool cleaned_after_delivery(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mutex_);
+    return go_cv_.wait_for(lock, timeout, [this] { return cleaned_; }) && cleanup_saw_delivery_;
+  }
+
   /// Ready once a job started (one job per test at a time).
   std::future<void> next_start() {
     std::lock_guard lock(mutex_);
@@ -86,6 +107,9 @@ class ScriptedRunner final : public blacktree::worker::JobRunner {
   std::mutex mutex_;
   std::condition_variable go_cv_;
   bool go_ = false;
+  bool delivered_ = false;
+  bool cleaned_ = false;
+  bool cleanup_saw_delivery_ = false;
   bool armed_ = false;
   std::promise<void> started_;
   std::map<std::string, int> starts_;
@@ -202,6 +226,17 @@ TEST_CASE("WorkerService: a runner that throws fails its job and the worker goes
   CHECK_FALSE(fine_ec);
   CHECK(fine_result.success);
   CHECK(rig.service.running() == 0);
+}
+
+TEST_CASE("WorkerService: a job's result goes out before the runner's after_result, which follows it",
+          "[worker_service]") {
+  Rig rig;
+  auto outcome = rig.run("slow-cleanup");
+  auto [ec, result] = Rig::wait(outcome);
+  CHECK_FALSE(ec);
+  CHECK(result.success);
+  rig.runner.delivered();
+  CHECK(rig.runner.cleaned_after_delivery(30s));
 }
 
 TEST_CASE("WorkerService: shutdown lets a running job finish within the drain deadline", "[worker_service]") {

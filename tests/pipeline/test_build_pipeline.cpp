@@ -20,6 +20,7 @@
 #include <catch2/catch.hpp>
 
 #include "pipeline_support.hpp"
+#include "../../src/worker/dir_remover.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -39,6 +40,17 @@ using namespace blacktree::test;
 using namespace std::chrono_literals;
 
 namespace {
+
+// What the worker service does with a job: runs it, hands the result on, then
+// lets the runner remove what the job left (after_result); returns once that
+// is done, so a test sees what stays.
+core::JobResult run_job(bw::BuildPipelineRunner& runner, const core::Job& job, const bw::EmitFn& emit,
+                        std::stop_token stop) {
+  auto result = runner.run(job, emit, std::move(stop));
+  runner.after_result(job);
+  runner.settle();
+  return result;
+}
 
 std::string random_hex(std::size_t n) {
   std::random_device rd;
@@ -62,7 +74,7 @@ struct TestJob {
   std::string id;
   std::chrono::milliseconds timeout{0};
   bw::BuildSpec build;
-  operator core::Job() const {  // NOLINT(google-explicit-constructor): runner.run(job, ...) reads as before
+  operator core::Job() const {  // NOLINT(google-explicit-constructor): a TestJob goes where a core::Job does
     core::Job job;
     job.id = id;
     job.timeout = timeout;
@@ -324,7 +336,7 @@ TEST_CASE("a repository is cloned with the token then built with RUN and COPY fr
   REQUIRE(runner.check());
   Events events;
   ProcWatcher watcher(secret_forms(env.token));
-  const auto result = runner.run(env.job("job-ok"), events.fn(), {});
+  const auto result = run_job(runner, env.job("job-ok"), events.fn(), {});
   watcher.stop();
   INFO(result.error << "\n" << result.logs);
   REQUIRE(result.success);
@@ -386,15 +398,48 @@ TEST_CASE("a repository is cloned with the token then built with RUN and COPY fr
   CHECK_THAT(events.all_lines(), Catch::Contains("Cloning into"));  // events have it all
 }
 
+TEST_CASE("a job's result is out before its directory is removed, and the directory goes right after",
+          "[pipeline]") {
+  PipelineEnv env;
+  env.create_sample_repo();
+  bw::BuildPipelineRunner runner(env.config());
+  const core::Job job = env.job("dir-after-result");
+  const auto result = runner.run(job, {}, {});
+  INFO(result.error);
+  REQUIRE(result.success);
+  // The result is in hand and the job's clone is still there: its removal
+  // did not stand between the push and the result.
+  const std::vector<fs::path> dirs(fs::directory_iterator(env.work_root), fs::directory_iterator{});
+  REQUIRE(dirs.size() == 1);
+  CHECK(fs::exists(dirs[0] / "src" / ".git"));
+  runner.after_result(job);
+  runner.settle();
+  CHECK(env.work_root_empty());
+}
+
+TEST_CASE("a job about to start waits for pending removals while the disk is short", "[pipeline]") {
+  TempDir tmp;
+  const fs::path big = tmp / "job-big";
+  for (int d = 0; d < 50; ++d) {
+    fs::create_directories(big / std::to_string(d));
+    for (int f = 0; f < 100; ++f) std::ofstream(big / std::to_string(d) / std::to_string(f)) << "x";
+  }
+  bw::detail::DirRemover remover({});
+  remover.remove(big);
+  // No floor can be met: waits until the queue is empty, so 5,000 files are gone.
+  remover.wait_for_space(tmp.path(), std::numeric_limits<std::uint64_t>::max());
+  CHECK_FALSE(fs::exists(big));
+}
+
 TEST_CASE("after a job nothing of it is left but cache: no job directory, credentials, tag or container", "[pipeline]") {
   PipelineEnv env;
   env.create_sample_repo();
   bw::BuildPipelineRunner runner(env.config());
   ProcWatcher watcher({});
-  const auto ok = runner.run(env.job("clean-ok"), {}, {});
+  const auto ok = run_job(runner, env.job("clean-ok"), {}, {});
   auto failing = env.job("clean-fail");
   failing.build.dockerfile_path = "app/Missing.Dockerfile";
-  const auto failed = runner.run(failing, {}, {});
+  const auto failed = run_job(runner, failing, {}, {});
   watcher.stop();
   INFO(ok.error);
   CHECK(ok.success);
@@ -427,7 +472,7 @@ TEST_CASE("a base image from a registry on the worker's own loopback is pulled, 
   auto base_job = env.job("base");
   base_job.build.image_name = "base:1";
   bw::BuildPipelineRunner runner(env.config());
-  const auto base = runner.run(base_job, {}, {});
+  const auto base = run_job(runner, base_job, {}, {});
   INFO(base.error << "\n" << base.logs);
   REQUIRE(base.success);
   // The registry listens on 127.0.0.1 and wants a password: out of the box's
@@ -442,7 +487,7 @@ TEST_CASE("a base image from a registry on the worker's own loopback is pulled, 
   auto cfg = env.config();
   cfg.cache_dir = env.tmp / "cache-fresh";
   bw::BuildPipelineRunner fresh(cfg);
-  const auto r = fresh.run(job, {}, {});
+  const auto r = run_job(fresh, job, {}, {});
   INFO(r.error << "\n" << r.logs);
   REQUIRE(r.success);
   TempDir image;
@@ -487,7 +532,7 @@ TEST_CASE("two jobs at once with their own tokens on the same base: isolated, an
         job.build.dockerfile_path = "Dockerfile";
         job.build.context_dir = ".";
         job.build.image_name = "shared/" + n + ":1";
-        results[i] = runner.run(job, {}, {});
+        results[i] = run_job(runner, job, {}, {});
       });
     }
   }
@@ -629,7 +674,7 @@ TEST_CASE("a job's build options reach the image, and its build secret stays out
   job.build.image_labels = {{"org.example.team", "builds"}};
   job.build.build_secrets = {"deploy_key"};
   Events events;
-  const auto r = runner.run(job, events.fn(), {});
+  const auto r = run_job(runner, job, events.fn(), {});
   INFO(r.error << "\n" << r.logs);
   REQUIRE(r.success);
 
@@ -654,7 +699,7 @@ TEST_CASE("a job's build options reach the image, and its build secret stays out
   // A secret the worker does not hold fails the job before anything runs.
   job.id = "unknown-secret";
   job.build.build_secrets = {"npm"};
-  const auto refused = runner.run(job, {}, {});
+  const auto refused = run_job(runner, job, {}, {});
   CHECK_FALSE(refused.success);
   CHECK_THAT(refused.error, Catch::StartsWith("buildSecrets: this worker holds no build secret named 'npm'"));
   CHECK_THAT(refused.logs, !Catch::Contains("Cloning"));
@@ -672,7 +717,7 @@ TEST_CASE("the image cache is pruned to its budget between jobs, never beside a 
   bool long_pushed = false;
   std::vector<std::string> events;
   std::vector<bool> long_done_at_event;
-  cfg.on_cache_event = [&](std::string_view what) {
+  cfg.on_event = [&](std::string_view what) {
     std::lock_guard lock(m);
     events.emplace_back(what);
     long_done_at_event.push_back(long_pushed);
@@ -681,7 +726,7 @@ TEST_CASE("the image cache is pruned to its budget between jobs, never beside a 
   core::JobResult long_result;
   std::atomic<bool> long_building{false};
   std::thread long_job([&] {
-    long_result = runner.run(env.job("long", "acme/long"),
+    long_result = run_job(runner, env.job("long", "acme/long"),
                              [&](std::string_view stage, std::string_view line) {
                                if (stage == "building") long_building = true;
                                if (line.rfind("pushed ", 0) == 0) {
@@ -699,11 +744,11 @@ TEST_CASE("the image cache is pruned to its budget between jobs, never beside a 
   } join{long_job};
   // The short job starts while the long one builds and ends first: the store
   // is then over its budget, but the prune waits for the long build.
-  const auto short_result = runner.run(env.job("short", "acme/short"), {}, {});
+  const auto short_result = run_job(runner, env.job("short", "acme/short"), {}, {});
   INFO(short_result.error << "\n" << short_result.logs);
   CHECK(short_result.success);
   long_job.join();
-  runner.settle_cache();
+  runner.settle();
   INFO(long_result.error << "\n" << long_result.logs);
   CHECK(long_building);
   CHECK(long_result.success);
@@ -719,8 +764,8 @@ TEST_CASE("the image cache is pruned to its budget between jobs, never beside a 
     for (bool done : long_done_at_event) CHECK(done);  // no prune beside the long build
   }
   // The next job builds from what is left, and the store fits again after it.
-  const auto next = runner.run(env.job("next", "acme/short"), {}, {});
-  runner.settle_cache();
+  const auto next = run_job(runner, env.job("next", "acme/short"), {}, {});
+  runner.settle();
   CHECK(next.success);
   CHECK(runner.cache_stats().size_bytes <= cfg.cache_max_bytes);
 }
@@ -736,14 +781,14 @@ TEST_CASE("a rebuild after a one-line change re-runs only the changed step and p
   // The same repository after a one-line change to hello.txt.
   env.create_sample_repo("acme/app-changed", steps, "hello after a change\n");
   bw::BuildPipelineRunner runner(env.config());
-  const auto first = runner.run(env.job("cold"), {}, {});
+  const auto first = run_job(runner, env.job("cold"), {}, {});
   INFO(first.error << "\n" << first.logs);
   REQUIRE(first.success);
   CHECK_THAT(first.logs, Catch::Contains("\nran-42\n"));
 
   auto job = env.job("warm", "acme/app-changed");
   job.build.image_name = "app:v2";
-  const auto second = runner.run(job, {}, {});
+  const auto second = run_job(runner, job, {}, {});
   INFO(second.error << "\n" << second.logs);
   REQUIRE(second.success);
   // COPY busybox, RUN --install and the RUN above came from the cache; only
@@ -786,7 +831,7 @@ TEST_CASE("the job's timeout stops a sleeping build within seconds and leaves no
   job.timeout = 20s;
   ProcWatcher watcher({});
   const auto t0 = std::chrono::steady_clock::now();
-  const auto result = runner.run(job, {}, {});
+  const auto result = run_job(runner, job, {}, {});
   const auto elapsed = std::chrono::steady_clock::now() - t0;
   watcher.stop();
   INFO(result.error << "\n" << result.logs);
@@ -799,7 +844,7 @@ TEST_CASE("the job's timeout stops a sleeping build within seconds and leaves no
   for (pid_t pid : watcher.pids_matching(env.work_root.string())) CHECK(process_gone(pid));
   CHECK(env.work_root_empty());
   // The killed build's container is removed (and unmounted) once no build runs.
-  runner.settle_cache();
+  runner.settle();
   for (const auto& point : mounts_below(env.tmp / "cache")) CHECK_THAT(point, !Catch::EndsWith("/merged"));
 }
 
@@ -815,7 +860,7 @@ TEST_CASE("cancelling a job stops its build within seconds and leaves no process
       stop.request_stop();  // the Cancel RPC, once the build is busy
     }
   });
-  const auto result = runner.run(env.job("job-cancel"), {}, stop.get_token());
+  const auto result = run_job(runner, env.job("job-cancel"), {}, stop.get_token());
   const auto returned_at = std::chrono::steady_clock::now();
   watcher.stop();
   INFO(result.error << "\n" << result.logs);
@@ -836,13 +881,13 @@ TEST_CASE("clone failures: missing or wrong token and unknown branch or reposito
 
   auto job = env.job("no-token");
   job.build.github_token = core::Secret();
-  auto r = runner.run(job, {}, {});
+  auto r = run_job(runner, job, {}, {});
   CHECK_FALSE(r.success);
   CHECK_THAT(r.error, Catch::Contains("access to repository acme/app was refused: the githubToken is missing"));
 
   job = env.job("wrong-token");
   job.build.github_token = core::Secret("ghs_wrong" + random_hex(20));
-  r = runner.run(job, {}, {});
+  r = run_job(runner, job, {}, {});
   CHECK_FALSE(r.success);
   CHECK_THAT(r.error, Catch::Contains("the githubToken is wrong or lacks read access"));
   CHECK(r.error.find(job.build.github_token.reveal()) == std::string::npos);
@@ -850,12 +895,12 @@ TEST_CASE("clone failures: missing or wrong token and unknown branch or reposito
 
   job = env.job("no-branch");
   job.build.branch = "feature/missing";
-  r = runner.run(job, {}, {});
+  r = run_job(runner, job, {}, {});
   CHECK_FALSE(r.success);
   CHECK_THAT(r.error, Catch::Contains("branch 'feature/missing' not found in repository acme/app"));
 
   job = env.job("no-repo", "acme/nothing-here");
-  r = runner.run(job, {}, {});
+  r = run_job(runner, job, {}, {});
   CHECK_FALSE(r.success);
   CHECK_THAT(r.error, Catch::Contains("repository acme/nothing-here not found"));
   CHECK(env.work_root_empty());
@@ -876,7 +921,7 @@ TEST_CASE("a missing Dockerfile and a failing build step are reported with their
 
   auto job = env.job("no-dockerfile");
   job.build.dockerfile_path = "app/Nope.Dockerfile";
-  auto r = runner.run(job, {}, {});
+  auto r = run_job(runner, job, {}, {});
   CHECK_FALSE(r.success);
   CHECK_THAT(r.error, Catch::Contains("dockerfilePath: 'app/Nope.Dockerfile' does not exist in the repository"));
 
@@ -884,7 +929,7 @@ TEST_CASE("a missing Dockerfile and a failing build step are reported with their
   job.build.dockerfile_path = "Dockerfile";
   job.build.context_dir = "";
   Events events;
-  r = runner.run(job, events.fn(), {});
+  r = run_job(runner, job, events.fn(), {});
   INFO(r.error);
   CHECK_FALSE(r.success);
   CHECK_THAT(r.error, Catch::Contains("build step failed at STEP 4/4: RUN echo compiling the thing"));
@@ -905,7 +950,7 @@ TEST_CASE("a wrong registry password and an unreachable registry fail cleanly", 
   auto cfg = env.config();
   cfg.credentials.password_file = env.tmp / "wrong-password";
   bw::BuildPipelineRunner wrong(cfg);
-  auto r = wrong.run(env.job("wrong-pw"), {}, {});
+  auto r = run_job(wrong, env.job("wrong-pw"), {}, {});
   INFO(r.logs);
   CHECK_FALSE(r.success);
   CHECK_THAT(r.error, Catch::Contains("refused the push") && Catch::Contains("check the worker's registry credentials"));
@@ -916,7 +961,7 @@ TEST_CASE("a wrong registry password and an unreachable registry fail cleanly", 
   cfg = env.config();
   cfg.registry = "127.0.0.1:" + std::to_string(free_port());
   bw::BuildPipelineRunner unreachable(cfg);
-  r = unreachable.run(env.job("no-registry"), {}, {});
+  r = run_job(unreachable, env.job("no-registry"), {}, {});
   CHECK_FALSE(r.success);
   CHECK_THAT(r.error, Catch::Contains("push of " + cfg.registry + "/app:v1 failed"));
   CHECK(env.work_root_empty());
@@ -943,7 +988,7 @@ TEST_CASE("two jobs at once on one runner are isolated and leave nothing behind"
       job.build.dockerfile_path = "Dockerfile";
       job.build.context_dir = ".";
       job.build.image_name = "concurrent/" + n + ":latest";
-      results[i] = runner.run(job, {}, {});
+      results[i] = run_job(runner, job, {}, {});
     });
   }
   for (auto& t : threads) t.join();
@@ -1012,7 +1057,7 @@ TEST_CASE("registry credentials from a docker credential helper", "[pipeline]") 
   cfg.credentials.helper = "blacktree-test";
   bw::BuildPipelineRunner runner(cfg);
   Events events;
-  auto r = runner.run(env.job("helper"), events.fn(), {});
+  auto r = run_job(runner, env.job("helper"), events.fn(), {});
   INFO(r.error << "\n" << r.logs);
   CHECK(r.success);
   CHECK_THAT(env.registry.inspect(env.registry.host() + "/team/app:v1"), Catch::Contains(r.image_digest));
@@ -1021,7 +1066,7 @@ TEST_CASE("registry credentials from a docker credential helper", "[pipeline]") 
   // A helper that has no credentials for the registry.
   cfg.registry = "127.0.0.1:1/team";
   bw::BuildPipelineRunner unknown(cfg);
-  r = unknown.run(env.job("helper-unknown"), {}, {});
+  r = run_job(unknown, env.job("helper-unknown"), {}, {});
   CHECK_FALSE(r.success);
   CHECK_THAT(r.error, Catch::Contains("credential helper docker-credential-blacktree-test gave no credentials for "
                                       "127.0.0.1:1") &&
@@ -1029,7 +1074,7 @@ TEST_CASE("registry credentials from a docker credential helper", "[pipeline]") 
 
   cfg.credentials.helper = "absent-helper";
   bw::BuildPipelineRunner absent(cfg);
-  r = absent.run(env.job("helper-absent"), {}, {});
+  r = run_job(absent, env.job("helper-absent"), {}, {});
   CHECK_FALSE(r.success);
   CHECK_THAT(r.error, Catch::Contains("docker-credential-absent-helper"));
   CHECK(env.work_root_empty());
@@ -1049,7 +1094,7 @@ TEST_CASE("contextDir and dockerfilePath may not escape the clone through symlin
     auto job = env.job("links", "acme/links");
     job.build.context_dir = std::move(ctx);
     job.build.dockerfile_path = std::move(df);
-    return runner.run(job, {}, {});
+    return run_job(runner, job, {}, {});
   };
   auto r = run_with("to-etc", "app/Dockerfile");
   CHECK_THAT(r.error, Catch::Contains("contextDir: 'to-etc' resolves outside the repository through a symlink"));
@@ -1087,7 +1132,7 @@ TEST_CASE("invalid fields are refused before anything runs and the error names t
     job.build = {"acme/app", "main", "app/Dockerfile", "app", "app:v1", core::Secret("ghs_x")};
     change(job);
     ProcWatcher watcher({});
-    auto r = runner.run(job, {}, {});
+    auto r = run_job(runner, job, {}, {});
     watcher.stop();
     INFO(expected);
     CHECK_FALSE(r.success);
@@ -1178,7 +1223,7 @@ TEST_CASE("the githubToken goes only to the configured git hosts, checked before
   bw::BuildPipelineRunner runner(env.config());
 
   auto job = env.job("foreign", foreign.base_url() + "/evil/app.git");
-  auto r = runner.run(job, {}, {});
+  auto r = run_job(runner, job, {}, {});
   CHECK_FALSE(r.success);
   CHECK_THAT(r.error, Catch::Contains("repoUrl") && Catch::Contains(foreign_authority) &&
                           Catch::Contains("token_hosts"));
@@ -1186,7 +1231,7 @@ TEST_CASE("the githubToken goes only to the configured git hosts, checked before
 
   // Another name for the same server is another host too.
   job = env.job("alias", "http://localhost:" + std::to_string(env.git.port()) + "/acme/app.git");
-  r = runner.run(job, {}, {});
+  r = run_job(runner, job, {}, {});
   CHECK_FALSE(r.success);
   CHECK_THAT(r.error, Catch::Contains("token_hosts"));
 
@@ -1194,7 +1239,7 @@ TEST_CASE("the githubToken goes only to the configured git hosts, checked before
   // foreign server, which wants its own token, refuses it).
   job = env.job("anonymous", foreign.base_url() + "/evil/app.git");
   job.build.github_token = core::Secret();
-  r = runner.run(job, {}, {});
+  r = run_job(runner, job, {}, {});
   CHECK_THAT(r.error, Catch::Contains("githubToken is missing"));
   CHECK_THAT(read_file(foreign.requests_log()), Catch::Contains("authorization_sent=False") &&
                                                    !Catch::Contains("authorization_sent=True"));
@@ -1204,7 +1249,7 @@ TEST_CASE("the githubToken goes only to the configured git hosts, checked before
   cfg.token_hosts = {foreign_authority};
   bw::BuildPipelineRunner allowing(cfg);
   job = env.job("allowed", foreign.base_url() + "/evil/app.git");
-  r = allowing.run(job, {}, {});
+  r = run_job(allowing, job, {}, {});
   CHECK_THAT(r.error, Catch::Contains("wrong or lacks read access"));
   CHECK_THAT(read_file(foreign.requests_log()), Catch::Contains("authorization_sent=True"));
   CHECK(env.work_root_empty());
@@ -1290,7 +1335,7 @@ void check_run_steps_are_boxed() {
   // The default: a network of its own.
   bw::BuildPipelineRunner runner(env.config());
   REQUIRE(runner.check());
-  auto r = runner.run(job, {}, {});
+  auto r = run_job(runner, job, {}, {});
   INFO(r.error << "\n" << r.logs);
   REQUIRE(r.success);
   // (a line of its own: the RUN commands echoed in the log hold both words)
@@ -1384,7 +1429,7 @@ TEST_CASE("a daemon a RUN step starts is gone when the job's status arrives", "[
   env.create_sample_repo("acme/daemon", "RUN (setsid sleep " + marker +
                                             " </dev/null >/dev/null 2>&1 &) ; echo daemon started\n");
   bw::BuildPipelineRunner runner(env.config());
-  const auto r = runner.run(env.job("daemon", "acme/daemon"), {}, {});
+  const auto r = run_job(runner, env.job("daemon", "acme/daemon"), {}, {});
   INFO(r.error << "\n" << r.logs);
   CHECK(r.success);
   std::vector<pid_t> left;

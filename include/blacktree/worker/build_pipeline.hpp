@@ -8,12 +8,11 @@
 // Every job gets a fresh directory (mode 0700) under `work_root`:
 //   home/      HOME and TMPDIR of every tool (no user or system config leaks in)
 //   src/       the shallow clone
-//   storage/   buildah's image storage for this job alone (isolation between
-//   run/       concurrent jobs; removing the directory removes the image)
 //   docker/config.json  registry credentials for this job (0600), docker's
-//              format (buildah --authfile and docker's DOCKER_CONFIG both read it)
-//   digest     the pushed manifest digest
-// It is removed after the job, success or failure.
+//              format (buildah --authfile reads it)
+//   image-id, digest    what the build and the push wrote
+// It is removed once the result is out (after_result), success or failure.
+// The image store is shared by the worker's jobs and kept (cache_dir).
 
 #include <blacktree/core/result.hpp>
 #include <blacktree/worker/build_spec.hpp>
@@ -39,6 +38,7 @@ namespace blacktree::worker {
 
 namespace detail {
 class CacheKeeper;
+class DirRemover;
 }
 
 /// How the worker authenticates to its registry.
@@ -92,9 +92,10 @@ struct BuildPipelineConfig {
   /// builds to end, and jobs that start meanwhile wait for it. 0: no budget.
   std::uint64_t cache_max_bytes = std::uint64_t{20} << 30;
   std::uint64_t cache_min_free_bytes = std::uint64_t{2} << 30;
-  /// Told what the cache did (a prune, a failure to measure or prune), for
-  /// the worker's log. May be called from a thread of the runner's own.
-  std::function<void(std::string_view)> on_cache_event;
+  /// Told what the runner did between jobs (a prune, a failure to measure or
+  /// prune the cache, a job directory it could not remove), for the worker's
+  /// log. May be called from a thread of the runner's own.
+  std::function<void(std::string_view)> on_event;
 
   // --- clone ---
   /// Base for `owner/name` repoUrls (GitHub Enterprise: https://ghe.example.com).
@@ -209,18 +210,15 @@ class Builder {
   /// The pushed manifest digest ("sha256:..."), from the push's digest file;
   /// errc::no_digest if it cannot be found.
   virtual core::Result<std::string> pushed_digest(const BuildContext& ctx) const = 0;
-  /// Where images are kept between jobs, for the worker's start-up log
-  /// ("overlay image cache in /var/lib/blacktree/cache/overlay").
-  virtual std::string storage() const = 0;
-  /// The image store kept between jobs when it is the worker's to manage
-  /// (buildah): its directory, and the argv that addresses it (`buildah
-  /// --root ... --storage-driver ...`, a subcommand to follow). nullopt when
-  /// another party keeps it (the Docker engine).
+  /// The image store kept between jobs: its directory, its storage driver,
+  /// and the argv that addresses it (`buildah --root ... --storage-driver
+  /// ...`, a subcommand to follow).
   struct Store {
     std::filesystem::path dir;
+    std::string driver;
     std::vector<std::string> argv;
   };
-  virtual std::optional<Store> store() const = 0;
+  virtual Store store() const = 0;
 };
 
 std::unique_ptr<Builder> make_buildah_builder(const BuildPipelineConfig& config);
@@ -255,6 +253,11 @@ class BuildPipelineRunner final : public JobRunner {
   BuildPipelineRunner& operator=(const BuildPipelineRunner&) = delete;
 
   core::JobResult run(const core::Job& job, const EmitFn& emit, std::stop_token stop) override;
+  /// Removes the job's directory, on a thread of the runner's own: the
+  /// result does not wait for it, nor does the slot. A job about to make its
+  /// directory waits for the removals only while the file system holding
+  /// work_root has less than cache_min_free_bytes free.
+  void after_result(const core::Job& job) noexcept override;
 
   /// Succeeds when this runner can run jobs on this host as configured; else
   /// says why (no registry, builder or git missing, no Docker engine,
@@ -263,8 +266,9 @@ class BuildPipelineRunner final : public JobRunner {
   /// same problems per job anyway.
   core::Result<void> check() const;
 
-  /// Where images are kept between jobs (see Builder::storage()).
-  std::string storage() const { return builder_->storage(); }
+  /// Where images are kept between jobs, for the worker's start-up log
+  /// ("overlay image cache in /var/lib/blacktree/cache/overlay").
+  std::string storage() const;
 
   /// The image cache's figures so far (see BuildPipelineConfig::cache_max_bytes).
   struct CacheStats {
@@ -274,18 +278,22 @@ class BuildPipelineRunner final : public JobRunner {
     std::uint64_t pruned_images = 0;   ///< images those prunes removed
   };
   CacheStats cache_stats() const;
-  /// Waits until the cache has been measured after every job that ended, and
-  /// pruned if that was due (for tests, and before the worker exits).
-  void settle_cache() const;
+  /// Waits until what follows the jobs that ended is done: their directories
+  /// removed (see after_result), the cache measured, and pruned if that was
+  /// due (for tests, and before the worker exits).
+  void settle() const;
 
   const BuildPipelineConfig& config() const noexcept { return config_; }
 
  private:
   BuildPipelineConfig config_;
   std::unique_ptr<Builder> builder_;
-  detail::CacheKeeper* cache() const;  // null when the builder keeps no store of ours, or no budget is set
+  detail::CacheKeeper* cache() const;  // null when no budget is set
   mutable std::once_flag cache_once_;
   mutable std::unique_ptr<detail::CacheKeeper> cache_;
+  std::unique_ptr<detail::DirRemover> remover_;
+  std::mutex finished_mutex_;
+  std::map<std::string, std::filesystem::path> finished_dirs_;  // job id -> its directory, until after_result
 };
 
 }  // namespace blacktree::worker

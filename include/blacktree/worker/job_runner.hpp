@@ -34,6 +34,13 @@ class JobRunner {
   ///  - Never throws; every failure is a JobResult with success == false.
   ///  - result.job_id is job.id; the service fills worker_id and timings.
   virtual core::JobResult run(const core::Job& job, const EmitFn& emit, std::stop_token stop) = 0;
+
+  /// Called once the result run() returned for `job` has been handed on (the
+  /// service queued it to every caller), on the thread that called run():
+  /// what need not delay the result goes here (BuildPipelineRunner removes
+  /// the job's directory). A program that calls run() itself calls this
+  /// after it has used the result. Never throws. Default: nothing.
+  virtual void after_result(const core::Job& job) noexcept { (void)job; }
 };
 
 }  // namespace blacktree::worker
