@@ -6,7 +6,7 @@
 // (WorkerPool, HealthMonitor, Dispatcher) with the gRPC transport plugged in.
 
 #include "../common/service.hpp"
-#include "ops_server.hpp"
+#include "../common/ops_server.hpp"
 
 #include <blacktree/amqp/event_publisher.hpp>
 #include <blacktree/amqp/job_source.hpp>
@@ -246,12 +246,6 @@ std::string insecure_notice(const Settings& s) {
                                      : "with a registration token");
 }
 
-std::pair<std::string, int> split_host_port(const std::string& address) {
-  const auto colon = address.rfind(':');
-  if (colon == std::string::npos) return {address, 0};
-  return {address.substr(0, colon), blacktree::service::port_of(address)};
-}
-
 // Runs the dispatcher on `source` and `sink` until SIGTERM/SIGINT, then
 // drains: stop_intake(), let running jobs finish until the deadline, hand
 // back the rest.
@@ -273,7 +267,7 @@ int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset
   core::Dispatcher<Source, blacktree::grpc::GrpcTransport, Sink, core::WorkerPool, DispatchObserver> dispatcher(
       plane.io.get_executor(), source, plane.transport, sink, plane.pool, options, observer);
 
-  blacktree::orchestrator::OpsServer ops(
+  blacktree::service::OpsServer ops(
       queue_ready,
       [&] {
         return plane.metrics.render(dispatcher.stats(), plane.pool.snapshot()) +
@@ -281,8 +275,7 @@ int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset
       },
       plane.settings.tls.insecure ? insecure_notice(plane.settings) : std::string());
   if (!plane.settings.http_listen.empty()) {
-    const auto [host, port] = split_host_port(plane.settings.http_listen);
-    const int bound = ops.start(host, port);
+    const int bound = ops.start(plane.settings.http_listen);
     if (bound == 0) {
       plane.log->error("cannot serve /healthz and /metrics on {}: is the port free?", plane.settings.http_listen);
       return 1;

@@ -4,6 +4,7 @@
 // orchestrator, runs jobs through a JobRunner. Configuration, wiring and
 // signal handling only; the logic lives in blacktree::grpc and blacktree::worker.
 
+#include "../common/ops_server.hpp"
 #include "../common/service.hpp"
 
 #include <blacktree/grpc/credentials.hpp>
@@ -13,6 +14,7 @@
 #include <blacktree/worker/argv_runner.hpp>
 #include <blacktree/worker/build_pipeline.hpp>
 #include <blacktree/worker/job_dir.hpp>
+#include <blacktree/worker/metered_runner.hpp>
 #include <blacktree/worker/noop_runner.hpp>
 
 #include <grpcpp/grpcpp.h>
@@ -47,6 +49,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> label_items;
   std::uint32_t capacity = 1;
   std::string listen = "0.0.0.0:50052";
+  std::string http_listen;
   std::string advertise;
   std::string token_file;
   std::string token;
@@ -77,6 +80,9 @@ int main(int argc, char** argv) {
       ->envname("WORKER_CAPACITY")
       ->check(CLI::Range(1u, 1024u))
       ->capture_default_str();
+  app.add_option("--http-listen", http_listen,
+                 "where to serve /healthz and /metrics (host:port, e.g. 0.0.0.0:9091; port 0 picks one; empty: off)")
+      ->envname("WORKER_HTTP_LISTEN");
   app.add_option("--listen", listen, "where to serve gRPC (host:port; port 0 picks one)")
       ->envname("WORKER_LISTEN")
       ->capture_default_str();
@@ -249,6 +255,7 @@ int main(int argc, char** argv) {
   if (!region.empty()) self.labels.insert_or_assign("region", region);
 
   std::unique_ptr<blacktree::worker::JobRunner> runner;
+  const blacktree::worker::BuildPipelineRunner* build_runner = nullptr;  // for the cache's metrics
   if (runner_kind == "noop") {
     runner = std::make_unique<blacktree::worker::NoopRunner>();
   } else if (runner_kind == "argv") {
@@ -317,15 +324,17 @@ int main(int argc, char** argv) {
     }
     log->info("build pipeline: buildah, pushing to {}, job directories under {}, {}", build.registry, work_root,
               pipeline->storage());
+    build_runner = pipeline.get();
     runner = std::move(pipeline);
   }
+  blacktree::worker::MeteredRunner metered(*runner, build_runner);
 
   blacktree::grpc::WorkerServiceOptions service_options;
   service_options.worker_id = worker_id;
   service_options.incarnation = self.incarnation;
   service_options.capacity = capacity;
   service_options.heartbeat_interval = std::chrono::milliseconds(heartbeat_interval_ms);
-  blacktree::grpc::WorkerService service(*runner, std::move(service_options));
+  blacktree::grpc::WorkerService service(metered, std::move(service_options));
   // Obeys only the orchestrator it registered with: its certificate (under
   // mutual TLS) and that registration's secret (unless --insecure).
   service.set_caller_policy({tls.enabled() ? orchestrator_name : std::string(), !tls_flags.insecure});
@@ -371,6 +380,18 @@ int main(int argc, char** argv) {
       [log](std::string_view line) { log->info("{}", line); });
   service.set_ping_listener([&registrar](std::string_view id) { registrar.on_ping(id); });
   registrar.start();
+
+  blacktree::service::OpsServer ops([&registrar] { return registrar.registered() ? std::string() : "not registered with an orchestrator"; },
+                                    [&metered] { return metered.render(); },
+                                    tls_flags.insecure ? "--insecure: this worker does not check who calls it" : "");
+  if (!http_listen.empty()) {
+    const int bound = ops.start(http_listen);
+    if (bound == 0) {
+      log->error("cannot serve /healthz and /metrics on {}: is the address valid and the port free?", http_listen);
+      return 1;
+    }
+    log->info("serving /healthz and /metrics on port {}", bound);
+  }
 
   int signal_number = 0;
   sigwait(&signals, &signal_number);

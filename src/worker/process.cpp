@@ -206,6 +206,13 @@ class JobCgroup {
     if (kill_.valid()) (void)!::write(kill_.get(), "1", 1);
   }
 
+  std::size_t count_members() const {
+    std::ifstream in(dir_ + "/cgroup.procs");
+    std::size_t n = 0;
+    for (long pid = 0; in >> pid;) ++n;
+    return n;
+  }
+
   // For the graceful signal only (SIGTERM): the members of this one cgroup.
   void signal_members(int sig) const {
     std::ifstream in(dir_ + "/cgroup.procs");
@@ -287,6 +294,10 @@ class LineSplitter {
   std::string partial_;
 };
 
+// Processes a tool left running when it exited, killed (see
+// leftover_processes_killed).
+std::atomic<std::uint64_t> leftovers_killed{0};
+
 // The spawned child and everything needed to stop it and all it started.
 class Child {
  public:
@@ -343,6 +354,10 @@ class Child {
     }
     return status;
   }
+
+  // What the child left running when it exited, about to be killed: counted
+  // in a cgroup only (elsewhere it would take a walk of every process).
+  std::size_t leftovers() const { return cgroup_ && !reaped_ ? cgroup_->count_members() : 0; }
 
   // Waits (bounded) until nothing the child started is left, so that the
   // caller may rely on "nothing of it is left" once run_process returns. A
@@ -666,6 +681,9 @@ ProcessOutcome run_process(const ProcessSpec& spec, const LineFn& on_line, std::
       if (child.exited()) {
         // Whatever it left running in its group (or, if we were stopping it,
         // anywhere below it) goes too; then reap.
+        if (!killed_because) {
+          if (const auto left = child.leftovers()) leftovers_killed.fetch_add(left, std::memory_order_relaxed);
+        }
         child.signal_tree(SIGKILL);
         wait_status = child.reap();
         child_exited = true;
@@ -731,5 +749,7 @@ ProcessOutcome run_process(const ProcessSpec& spec, const LineFn& on_line, std::
   outcome.exit_code = -1;
   return finish(ProcessOutcome::End::exited);
 }
+
+std::uint64_t leftover_processes_killed() noexcept { return leftovers_killed.load(std::memory_order_relaxed); }
 
 }  // namespace blacktree::worker

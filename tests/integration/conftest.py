@@ -71,6 +71,30 @@ class Process:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=timeout)
 
+    def http_get(self, path):
+        import urllib.error
+        import urllib.request
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def metrics(self):
+        """/metrics (at self.http_port) parsed as the Prometheus text format: {'name{labels}': value}."""
+        import re
+        status, text = self.http_get("/metrics")
+        assert status == 200
+        sample = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\})? (\S+)$')
+        values = {}
+        for line in text.splitlines():
+            if not line or line.startswith("# HELP ") or line.startswith("# TYPE "):
+                continue
+            m = sample.match(line)
+            assert m, f"not Prometheus text format: {line!r}"
+            values[m.group(1) + (m.group(2) or "")] = float(m.group(4))
+        return values
+
     def close(self):
         if self.proc.poll() is None:
             self.proc.kill()
@@ -122,30 +146,6 @@ class Orchestrator(Process):
         # /healthz and /metrics open after the queue is wired: wait for them
         # too, or a first http_get can race the listener.
         self.wait_log("serving /healthz and /metrics on port")
-
-    def http_get(self, path):
-        import urllib.error
-        import urllib.request
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=5) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
-
-    def metrics(self):
-        """/metrics parsed as the Prometheus text format: {'name{labels}': value}."""
-        import re
-        status, text = self.http_get("/metrics")
-        assert status == 200
-        sample = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\})? (\S+)$')
-        values = {}
-        for line in text.splitlines():
-            if not line or line.startswith("# HELP ") or line.startswith("# TYPE "):
-                continue
-            m = sample.match(line)
-            assert m, f"not Prometheus text format: {line!r}"
-            values[m.group(1) + (m.group(2) or "")] = float(m.group(4))
-        return values
 
     def _read(self):
         for line in self.proc.stdout:
@@ -208,13 +208,18 @@ class Orchestrator(Process):
 
 class Worker(Process):
     def __init__(self, tmp_path, orchestrator_port, worker_id, command, region=None, capacity=None,
-                 token=None, port=None, labels=(), extra=(), env=None, tls=None, insecure=None, name=None):
-        """name: the process's (and its log's) name when two processes share a worker id."""
+                 token=None, port=None, labels=(), extra=(), env=None, tls=None, insecure=None, name=None,
+                 http=False):
+        """name: the process's (and its log's) name when two processes share a worker id.
+        http: serve /healthz and /metrics (on self.http_port)."""
         self.port = port or free_port()
         self.worker_id = worker_id
         argv = [str(BIN_DIR / "blacktree-worker"), "--orchestrator-addr", f"127.0.0.1:{orchestrator_port}",
                 "--listen", f"127.0.0.1:{self.port}", "--worker-id", worker_id,
                 "--drain-timeout-s", "20", *extra]
+        self.http_port = free_port() if http else None
+        if http:
+            argv += ["--http-listen", f"127.0.0.1:{self.http_port}"]
         self.tls = tls
         argv += tls.flags() if tls else []
         if insecure if insecure is not None else not (tls or token):

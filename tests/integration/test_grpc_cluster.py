@@ -281,6 +281,29 @@ def test_noop_runner_succeeds_at_once(cluster):
     assert status["success"] and status["workerId"] == "noop" and status["logs"] == ""
 
 
+def test_worker_serves_health_and_metrics_of_its_jobs(cluster, tmp_path):
+    orch = cluster.orchestrator()
+    # Each job prints two lines and leaves a daemon behind, which the worker kills.
+    w = cluster.worker(orch, "metered", command=["sh", "-c", "echo hello; echo world; sleep 600 &"], http=True)
+    orch.wait_workers(lambda ws: ws.get("metered") and ws["metered"].state == FREE)
+    wait_until(lambda: w.http_get("/healthz")[0] == 200, what="the worker ready once registered")
+    for i in range(3):
+        orch.submit(job(f"metered-{i}"))
+    for i in range(3):
+        assert orch.status_of(f"metered-{i}")["success"]
+    m = w.metrics()
+    assert m['blacktree_worker_jobs_total{outcome="succeeded"}'] == 3
+    assert m['blacktree_worker_jobs_total{outcome="failed"}'] == 0
+    assert m["blacktree_worker_job_duration_seconds_count"] == 3
+    assert m["blacktree_worker_jobs_running"] == 0
+    assert m["blacktree_worker_log_bytes_total"] == 3 * len("helloworld")
+    # Counted where jobs run in cgroups (the worker logs which containment it has).
+    cgroup = "contained by cgroup" in w.log()
+    assert m["blacktree_worker_leftover_processes_killed_total"] == (3 if cgroup else 0)
+    status, text = w.http_get("/healthz")
+    assert status == 200 and text.startswith("ok")
+
+
 # --- issue 12: delivery under faults ------------------------------------------
 
 def runner_log_command(log, body="sleep 1"):

@@ -16,6 +16,7 @@
 // later RUN steps have a shell.
 
 #include <blacktree/worker/build_pipeline.hpp>
+#include <blacktree/worker/metered_runner.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -781,14 +782,21 @@ TEST_CASE("a rebuild after a one-line change re-runs only the changed step and p
   // The same repository after a one-line change to hello.txt.
   env.create_sample_repo("acme/app-changed", steps, "hello after a change\n");
   bw::BuildPipelineRunner runner(env.config());
-  const auto first = run_job(runner, env.job("cold"), {}, {});
+  bw::MeteredRunner metered(runner, &runner);  // the worker's /metrics
+  const auto run_metered = [&](const core::Job& job) {
+    auto result = metered.run(job, {}, {});
+    metered.after_result(job);
+    runner.settle();
+    return result;
+  };
+  const auto first = run_metered(env.job("cold"));
   INFO(first.error << "\n" << first.logs);
   REQUIRE(first.success);
   CHECK_THAT(first.logs, Catch::Contains("\nran-42\n"));
 
   auto job = env.job("warm", "acme/app-changed");
   job.build.image_name = "app:v2";
-  const auto second = run_job(runner, job, {}, {});
+  const auto second = run_metered(job);
   INFO(second.error << "\n" << second.logs);
   REQUIRE(second.success);
   // COPY busybox, RUN --install and the RUN above came from the cache; only
@@ -810,6 +818,14 @@ TEST_CASE("a rebuild after a one-line change re-runs only the changed step and p
     CHECK(second.stage_durations.at(stage) > std::chrono::milliseconds::zero());
   }
   CHECK(second.image_digest != first.image_digest);
+  // ... and the worker's metrics.
+  const auto metrics = metered.render();
+  CHECK_THAT(metrics, Catch::Contains("blacktree_worker_build_steps_total{cache=\"hit\"} 3\n") &&
+                          Catch::Contains("blacktree_worker_build_steps_total{cache=\"miss\"} 5\n") &&
+                          Catch::Contains("blacktree_worker_stage_duration_seconds_count{stage=\"building\"} 2\n") &&
+                          Catch::Contains("blacktree_worker_jobs_total{outcome=\"succeeded\"} 2\n") &&
+                          Catch::Contains("blacktree_worker_cache_size_bytes "));
+  CHECK_THAT(metrics, !Catch::Contains("blacktree_worker_cache_size_bytes 0\n"));
 
   TempDir image;
   extract_image(env.registry, second.image_url, image.path());

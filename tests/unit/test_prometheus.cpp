@@ -84,6 +84,13 @@ TEST_CASE("prometheus: a histogram has cumulative buckets, +Inf, sum and count",
   prometheus::TextWriter none;
   empty.render(none, "h", "Empty.");
   CHECK(none.text() == "# HELP h Empty.\n# TYPE h histogram\nh_bucket{le=\"1\"} 0\nh_bucket{le=\"+Inf\"} 0\nh_sum 0\nh_count 0\n");
+
+  // One histogram of a labelled family: the label on every sample, before le.
+  prometheus::TextWriter labelled;
+  histogram.render_samples(labelled, "stage_seconds", {"stage", "building"});
+  CHECK_THAT(labelled.text(), Catch::StartsWith("stage_seconds_bucket{stage=\"building\",le=\"0.5\"} 2\n"));
+  CHECK_THAT(labelled.text(), Catch::EndsWith("stage_seconds_sum{stage=\"building\"} 103.35\n"
+                                              "stage_seconds_count{stage=\"building\"} 5\n"));
 }
 
 namespace {

@@ -146,18 +146,31 @@ class Histogram {
 
   /// _bucket lines with cumulative counts (le="+Inf" last), then _sum and _count.
   void render(TextWriter& out, std::string_view name, std::string_view help) const {
-    std::lock_guard lock(mutex_);
     out.family(name, "histogram", help);
+    render_samples(out, name, {});
+  }
+
+  /// The samples only, each with `label` (when it has a name) besides le: one
+  /// histogram of a labelled family whose HELP and TYPE the caller wrote.
+  void render_samples(TextWriter& out, std::string_view name, Label label) const {
+    std::lock_guard lock(mutex_);
     const std::string bucket = std::string(name) + "_bucket";
+    const std::string sum = std::string(name) + "_sum";
+    const std::string count = std::string(name) + "_count";
+    const auto write = [&](std::string_view sample, std::string_view le, auto value) {
+      if (label.name.empty() && le.empty()) out.sample(sample, {}, value);
+      else if (label.name.empty()) out.sample(sample, {{"le", le}}, value);
+      else if (le.empty()) out.sample(sample, {label}, value);
+      else out.sample(sample, {label, {"le", le}}, value);
+    };
     std::uint64_t cumulative = 0;
     for (std::size_t i = 0; i < bounds_.size(); ++i) {
       cumulative += counts_[i];
-      const std::string le = format_number(bounds_[i]);
-      out.sample(bucket, {{"le", le}}, cumulative);
+      write(bucket, format_number(bounds_[i]), cumulative);
     }
-    out.sample(bucket, {{"le", "+Inf"}}, count_);
-    out.sample(std::string(name) + "_sum", {}, sum_);
-    out.sample(std::string(name) + "_count", {}, count_);
+    write(bucket, "+Inf", count_);
+    write(sum, {}, sum_);
+    write(count, {}, count_);
   }
 
  private:

@@ -273,7 +273,6 @@ class BuildPipelineRunner final : public JobRunner {
   /// The image cache's figures so far (see BuildPipelineConfig::cache_max_bytes).
   struct CacheStats {
     std::uint64_t size_bytes = 0;      ///< as last measured, after the last job or prune
-    std::uint64_t hits = 0;            ///< build steps taken from the cache
     std::uint64_t prunes = 0;          ///< times the cache was pruned to fit its budget
     std::uint64_t pruned_images = 0;   ///< images those prunes removed
   };

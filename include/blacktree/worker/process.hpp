@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -120,6 +121,12 @@ std::string_view to_string(Containment containment) noexcept;
 /// of live workers sharing the cgroup are left alone. Returns how many were
 /// ended; 0 without cgroup containment. Call once at start, before any job.
 std::size_t end_orphaned_job_cgroups();
+
+/// Processes that tools run by run_process left running when they exited by
+/// themselves, and that were killed for it, since the program started.
+/// Counted where a job cgroup holds them (Containment::cgroup); elsewhere
+/// they are killed all the same, uncounted.
+std::uint64_t leftover_processes_killed() noexcept;
 
 /// PATH, HOME, LANG=C.UTF-8 (and TMPDIR when `home` is given): a starting
 /// environment for tools. PATH is the worker's own PATH (or a standard one).

@@ -1,9 +1,11 @@
 // Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
 #include "ops_server.hpp"
 
+#include "service.hpp"
+
 #include <httplib.h>
 
-namespace blacktree::orchestrator {
+namespace blacktree::service {
 
 OpsServer::OpsServer(ReadyFn ready, MetricsFn metrics, std::string notice)
     : server_(std::make_unique<httplib::Server>()) {
@@ -21,7 +23,10 @@ OpsServer::OpsServer(ReadyFn ready, MetricsFn metrics, std::string notice)
 
 OpsServer::~OpsServer() { stop(); }
 
-int OpsServer::start(const std::string& host, int port) {
+int OpsServer::start(const std::string& address) {
+  const auto colon = address.rfind(':');
+  const std::string host = address.substr(0, colon == std::string::npos ? address.size() : colon);
+  const int port = colon == std::string::npos ? 0 : port_of(address);
   const int bound = port == 0 ? server_->bind_to_any_port(host) : (server_->bind_to_port(host, port) ? port : -1);
   if (bound <= 0) return 0;
   thread_ = std::thread([this] { server_->listen_after_bind(); });
@@ -33,4 +38,4 @@ void OpsServer::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-}  // namespace blacktree::orchestrator
+}  // namespace blacktree::service

@@ -1,8 +1,8 @@
 // Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
 #pragma once
 
-// The orchestrator's /healthz and /metrics endpoints. What /metrics serves is
-// blacktree::core::PrometheusMetrics (include/blacktree/core/prometheus.hpp).
+// /healthz and /metrics of the orchestrator and the worker, in Prometheus'
+// text format (include/blacktree/core/prometheus.hpp).
 
 #include <functional>
 #include <memory>
@@ -13,7 +13,7 @@ namespace httplib {
 class Server;
 }
 
-namespace blacktree::orchestrator {
+namespace blacktree::service {
 
 /// /healthz and /metrics on their own thread (cpp-httplib).
 class OpsServer {
@@ -21,12 +21,13 @@ class OpsServer {
   using ReadyFn = std::function<std::string()>;  ///< empty: ready; otherwise why not
   using MetricsFn = std::function<std::string()>;
 
-  /// `notice` (e.g. that the orchestrator runs --insecure) is appended to
+  /// `notice` (e.g. that the process runs --insecure) is appended to
   /// every /healthz answer.
   OpsServer(ReadyFn ready, MetricsFn metrics, std::string notice = {});
   ~OpsServer();
-  /// Binds host:port (port 0 picks one); returns the port, or 0 on failure.
-  int start(const std::string& host, int port);
+  /// Binds `address`, host:port (port 0 picks one); returns the port, or 0
+  /// on failure.
+  int start(const std::string& address);
   void stop();
 
  private:
@@ -34,4 +35,4 @@ class OpsServer {
   std::thread thread_;
 };
 
-}  // namespace blacktree::orchestrator
+}  // namespace blacktree::service
