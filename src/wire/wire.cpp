@@ -263,6 +263,7 @@ v1::JobRequest to_proto(const core::Job& job) {
     out.set_payload(*text);
   }
   for (const auto& [key, value] : job.required_labels) (*out.mutable_labels())[key] = value;
+  out.set_priority(job.priority);
   out.set_timeout_seconds(static_cast<std::uint32_t>(
       std::chrono::duration_cast<std::chrono::seconds>(job.timeout + std::chrono::milliseconds(999)).count()));
   return out;
@@ -283,6 +284,7 @@ core::Job from_proto(const v1::JobRequest& request) {
   for (const auto& [key, value] : request.labels()) job.required_labels.emplace(key, value);
   if (!request.region().empty()) job.required_labels.insert_or_assign("region", request.region());
   job.timeout = std::chrono::seconds(request.timeout_seconds());
+  job.priority = static_cast<std::uint8_t>(std::min<std::uint32_t>(request.priority(), max_priority));
   return job;
 }
 
@@ -491,8 +493,12 @@ ParsedJob parse_job_request(std::string_view json) {
   require(request.repo_url(), "repoUrl");
   require(request.branch(), "branch");
   require(request.image_name(), "imageName");
-  if (!missing.empty())
+  if (!missing.empty()) {
     parsed.valid = core::Error{errc::missing_field, "the JobRequest lacks required field(s): " + missing};
+  } else if (request.priority() > max_priority) {
+    parsed.valid = core::Error{errc::invalid_field, "priority is " + std::to_string(request.priority()) +
+                                                        ": it must be 0 to " + std::to_string(max_priority)};
+  }
   return parsed;
 }
 

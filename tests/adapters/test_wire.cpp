@@ -241,6 +241,26 @@ TEST_CASE("wire: a jobId must be 1 to 128 of A-Z a-z 0-9 . _ : -, and the reason
   }
 }
 
+TEST_CASE("wire: a priority is 0 to 9 and travels with the job", "[wire]") {
+  const auto job = [](const std::string& priority) {
+    return R"({"jobId":"j","repoUrl":"octo/hello","branch":"main","imageName":"hello:1","priority":)" + priority +
+           "}";
+  };
+  const auto high = wire::parse_job_request(job("9"));
+  REQUIRE(high.valid);
+  CHECK(high.job.priority == 9);
+  CHECK(wire::parse_job_request(job("0")).job.priority == 0);
+  CHECK(wire::parse_job_request(R"({"jobId":"j","repoUrl":"o/h","branch":"main","imageName":"h:1"})").job.priority ==
+        0);
+  CHECK(wire::from_proto(wire::to_proto(high.job)).priority == 9);
+  const auto over = wire::parse_job_request(job("10"));
+  REQUIRE_FALSE(over.valid);
+  CHECK(over.valid.error().code() == wire::errc::invalid_field);
+  CHECK(over.valid.error().message() == "priority is 10: it must be 0 to 9");
+  CHECK(over.job.id == "j");  // dead-lettered under its id
+  CHECK_FALSE(wire::parse_job_request(job("-1")).valid);
+}
+
 TEST_CASE("wire: only strict JSON is a JobRequest", "[wire]") {
   const std::string fields = R"("repoUrl":"octo/hello","branch":"main","imageName":"hello:1")";
   CHECK(wire::parse_job_request(" {\"jobId\":\"j\"," + fields + "}\n").valid);

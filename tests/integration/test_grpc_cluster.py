@@ -304,6 +304,29 @@ def test_worker_serves_health_and_metrics_of_its_jobs(cluster, tmp_path):
     assert status == 200 and text.startswith("ok")
 
 
+def test_jobs_waiting_for_a_worker_are_placed_by_priority(cluster, tmp_path):
+    # The orchestrator holds jobs that wait for a worker with their labels
+    # while other workers are idle (it takes them from the queue so that the
+    # idle ones are not starved); among those, the higher priority goes first.
+    orch = cluster.orchestrator()
+    log = tmp_path / "runs.log"
+    cluster.worker(orch, "labelled", capacity=1, extra=["--label", "pool=x"],
+                   command=["sh", "-c", f'echo "$BLACKTREE_JOB_ID" >> {log}; sleep 1'])
+    cluster.worker(orch, "idle", capacity=1)
+    orch.wait_workers(lambda ws: all(ws.get(w) and ws[w].state == FREE for w in ("labelled", "idle")))
+    pool_x = {"labels": {"pool": "x"}}
+    orch.submit(job("blocker", **pool_x))
+    wait_until(lambda: log.exists() and "blocker" in log.read_text(), what="the blocker running")
+    # Queued behind it in this order; placed highest first, FIFO among equals.
+    for job_id, priority in [("p0", 0), ("p5-first", 5), ("p9", 9), ("p5-second", 5), ("none", None), ("p1", 1)]:
+        orch.submit(job(job_id, **pool_x) if priority is None else job(job_id, priority=priority, **pool_x))
+    orch.submit(job("too-high", priority=10))
+    bad = orch.status_of("too-high")
+    assert not bad["success"] and "priority is 10: it must be 0 to 9" in bad["error"]
+    orch.wait_statuses(8, timeout=60)
+    assert log.read_text().split() == ["blocker", "p9", "p5-first", "p5-second", "p1", "p0", "none"]
+
+
 # --- issue 12: delivery under faults ------------------------------------------
 
 def runner_log_command(log, body="sleep 1"):

@@ -30,9 +30,9 @@ struct Grant {
   std::string worker() const { return lease ? lease.worker().id : std::string{}; }
 };
 
-std::shared_ptr<Grant> acquire(WorkerPool& pool, core::Labels labels = {}) {
+std::shared_ptr<Grant> acquire(WorkerPool& pool, core::Labels labels = {}, std::uint8_t priority = 0) {
   auto grant = std::make_shared<Grant>();
-  pool.async_acquire(std::move(labels), [grant](std::error_code ec, WorkerPool::Lease lease) {
+  pool.async_acquire(std::move(labels), priority, [grant](std::error_code ec, WorkerPool::Lease lease) {
     grant->done = true;
     grant->ec = ec;
     grant->lease = std::move(lease);
@@ -154,6 +154,31 @@ TEST_CASE("WorkerPool: waiters are served first come, first served", "[worker_po
     REQUIRE(run_until(io, [&] { return waiters[i]->done; }));
     for (int j = i + 1; j < 5; ++j) CHECK_FALSE(waiters[j]->done);
     current = &waiters[i]->lease;
+  }
+}
+
+TEST_CASE("WorkerPool: a waiter of higher priority is served first, FIFO among equals", "[worker_pool]") {
+  asio::io_context io;
+  WorkerPool pool(io.get_executor());
+  add_alive(pool, "w1");
+  auto holder = acquire(pool);
+  REQUIRE(run_until(io, [&] { return holder->done; }));
+
+  // Arrival order: priorities 0, 5, 9, 5, 1; served: 9, the first 5, the second 5, 1, 0.
+  const std::vector<std::uint8_t> priorities{0, 5, 9, 5, 1};
+  std::vector<std::shared_ptr<Grant>> waiters;
+  for (const auto p : priorities) waiters.push_back(acquire(pool, {}, p));
+  run_ready(io);
+
+  auto* current = &holder->lease;
+  const std::vector<std::size_t> order{2, 1, 3, 4, 0};
+  for (std::size_t served = 0; served < order.size(); ++served) {
+    current->release();
+    REQUIRE(run_until(io, [&] { return waiters[order[served]]->done; }));
+    // The one slot went to that waiter alone.
+    const auto done = std::count_if(waiters.begin(), waiters.end(), [](const auto& w) { return w->done; });
+    CHECK(static_cast<std::size_t>(done) == served + 1);
+    current = &waiters[order[served]]->lease;
   }
 }
 

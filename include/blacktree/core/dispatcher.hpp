@@ -447,13 +447,18 @@ class Dispatcher {
         tell_prefetch();
       }
       arm_placement_timer(ctx);
-      pool.async_acquire(ctx->job().required_labels,
-                         asio::bind_cancellation_slot(
-                             ctx->cancel.slot(),
-                             asio::bind_executor(strand, [self = this->shared_from_this(), ctx](
-                                                             std::error_code ec, lease_type lease) mutable {
-                               self->on_lease(ctx, ec, std::move(lease));
-                             })));
+      auto handler = asio::bind_cancellation_slot(
+          ctx->cancel.slot(),
+          asio::bind_executor(strand, [self = this->shared_from_this(), ctx](std::error_code ec,
+                                                                             lease_type lease) mutable {
+            self->on_lease(ctx, ec, std::move(lease));
+          }));
+      // A pool that orders its waiters by priority (WorkerPool) is told the job's.
+      if constexpr (requires { pool.async_acquire(ctx->job().required_labels, ctx->job().priority, std::move(handler)); }) {
+        pool.async_acquire(ctx->job().required_labels, ctx->job().priority, std::move(handler));
+      } else {
+        pool.async_acquire(ctx->job().required_labels, std::move(handler));
+      }
     }
 
     void arm_placement_timer(const ContextPtr& ctx) {

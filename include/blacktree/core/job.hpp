@@ -103,6 +103,8 @@ struct Job {
   std::string id;                       ///< required; statuses are matched on it
   Labels required_labels;               ///< only a worker offering all of them runs the job
   std::chrono::milliseconds timeout{0};  ///< 0: the worker's default
+  /// 0-9: among jobs waiting for a worker, a higher one is placed first.
+  std::uint8_t priority = 0;
   bool redelivered = false;             ///< the source delivered this job before
   Payload payload;                      ///< what the job is about; only its runner reads it
 };

@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <iterator>
 #include <list>
 #include <map>
 #include <memory>
@@ -201,8 +202,17 @@ class BasicWorkerPool {
   /// strand that called async_acquire).
   template <class Token>
   auto async_acquire(Labels required, Token&& token) {
+    return async_acquire(std::move(required), std::uint8_t{0}, std::forward<Token>(token));
+  }
+
+  /// The same, for a job of `priority`: a waiter of higher priority is
+  /// served before those of lower (FIFO among equals), whatever their order.
+  template <class Token>
+  auto async_acquire(Labels required, std::uint8_t priority, Token&& token) {
     return asio::async_initiate<Token, void(std::error_code, Lease)>(
-        [this](auto handler, Labels labels) { initiate_acquire(std::move(handler), std::move(labels)); },
+        [this, priority](auto handler, Labels labels) {
+          initiate_acquire(std::move(handler), std::move(labels), priority);
+        },
         token, std::move(required));
   }
 
@@ -240,6 +250,7 @@ class BasicWorkerPool {
 
   struct Waiter {
     std::uint64_t id = 0;
+    std::uint8_t priority = 0;
     Labels labels;
     CompletionHandler<void(std::error_code, Lease)> handler;
   };
@@ -256,7 +267,7 @@ class BasicWorkerPool {
     mutable Mutex mutex;
     std::unordered_map<std::string, std::shared_ptr<Record>, StringHash, std::equal_to<>> workers;
     std::list<Record*> free_list;  // live, non-draining, with a free slot; round-robin order
-    std::list<Waiter> waiters;     // FIFO
+    std::list<Waiter> waiters;     // by priority, highest first; FIFO among equals
     std::uint64_t next_waiter_id = 1;
     std::map<std::uint64_t, std::shared_ptr<Listener>> listeners;
     std::uint64_t next_listener_id = 1;
@@ -283,7 +294,7 @@ class BasicWorkerPool {
   };
 
   template <class Handler>
-  void initiate_acquire(Handler handler, Labels labels);
+  void initiate_acquire(Handler handler, Labels labels, std::uint8_t priority);
 
   static bool counts_as_capacity(WorkerState s) noexcept {
     return s == WorkerState::free || s == WorkerState::busy;
@@ -321,7 +332,7 @@ using WorkerPoolSt = BasicWorkerPool<detail::null_mutex>;
 // Member templates: instantiated per completion handler, so always here.
 template <class Mutex>
 template <class Handler>
-void BasicWorkerPool<Mutex>::initiate_acquire(Handler handler, Labels labels) {
+void BasicWorkerPool<Mutex>::initiate_acquire(Handler handler, Labels labels, std::uint8_t priority) {
   auto slot = asio::get_associated_cancellation_slot(handler);
   std::unique_lock lock(state_->mutex);
   if (state_->stopped) {
@@ -341,8 +352,10 @@ void BasicWorkerPool<Mutex>::initiate_acquire(Handler handler, Labels labels) {
     return;
   }
   const std::uint64_t id = state_->next_waiter_id++;
-  state_->waiters.push_back(
-      Waiter{id, std::move(labels), {std::move(handler), state_->executor}});
+  // After every waiter of this priority or higher: FIFO among equals.
+  auto before = state_->waiters.end();
+  while (before != state_->waiters.begin() && std::prev(before)->priority < priority) --before;
+  state_->waiters.insert(before, Waiter{id, priority, std::move(labels), {std::move(handler), state_->executor}});
   lock.unlock();
   // Same thread or strand as any emit on this slot (see async_acquire).
   if (slot.is_connected()) slot.template emplace<CancelWaiter>(state_, id);

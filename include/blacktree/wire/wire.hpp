@@ -13,6 +13,7 @@
 #include <blacktree/v1/blacktree.pb.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -77,11 +78,14 @@ inline constexpr std::size_t max_job_id_length = 128;
 /// or the byte position, never the id itself).
 core::Result<void> check_job_id(std::string_view id);
 
+/// The largest JobRequest priority.
+inline constexpr std::uint32_t max_priority = 9;
+
 /// Parses and validates a seed JobRequest: strict JSON (RFC 8259: no single
 /// quotes, bare keys, comments or trailing text), an object with non-empty
 /// string fields jobId, repoUrl, branch and imageName, the jobId following
 /// check_job_id; dockerfilePath defaults to "Dockerfile" and contextDir to
-/// "."; unknown fields are ignored. A jobId that breaks its rule is not kept
+/// "."; a priority is 0 to max_priority; unknown fields are ignored. A jobId that breaks its rule is not kept
 /// in `job`.
 ParsedJob parse_job_request(std::string_view json);
 
