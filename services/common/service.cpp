@@ -203,6 +203,15 @@ core::Result<std::string> read_secret_file(const std::string& path, std::string_
   return value;
 }
 
+void one_value_per_flag(CLI::App& app) {
+  for (CLI::Option* option : app.get_options()) {
+    // CLI11 takes a `--` right after a list option as the end of its values,
+    // and parses what follows as flags again: one value per flag avoids it.
+    if (option->get_positional() || option->get_items_expected_max() <= 1) continue;
+    option->allow_extra_args(false);
+  }
+}
+
 void add_tls_options(CLI::App& app, TlsFlags& flags, bool with_insecure) {
   app.add_option("--tls-cert", flags.cert, "this process's certificate chain (PEM) for mutual TLS on gRPC")
       ->envname("BLACKTREE_TLS_CERT");

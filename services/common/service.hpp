@@ -94,6 +94,13 @@ struct TlsFlags {
 };
 void add_tls_options(CLI::App& app, TlsFlags& flags, bool with_insecure);
 
+/// Makes every named option of `app` that takes a list take one value per
+/// occurrence (repeat the flag, or separate with commas where the option
+/// says so), so that `--label a=b -- cmd -c x` ends --label's values at
+/// `a=b` and hands the rest, `-c` included, to the positional command.
+/// Call after every option is added.
+void one_value_per_flag(CLI::App& app);
+
 /// For main()'s flag handling, where CLI11 reports usage errors by exception
 /// and app.exit() prints them: the value, or CLI::ValidationError carrying
 /// the error's message (same exit code as a bad flag).

@@ -208,6 +208,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   blacktree::service::add_tls_options(app, tls_flags, true);
   blacktree::service::add_log_options(app, log_options);
+  blacktree::service::one_value_per_flag(app);
   CLI11_PARSE(app, argc, argv);
 
   const blacktree::grpc::TlsOptions tls{tls_flags.cert, tls_flags.key, tls_flags.ca,

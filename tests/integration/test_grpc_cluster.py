@@ -310,7 +310,8 @@ def test_jobs_waiting_for_a_worker_are_placed_by_priority(cluster, tmp_path):
     # idle ones are not starved); among those, the higher priority goes first.
     orch = cluster.orchestrator()
     log = tmp_path / "runs.log"
-    cluster.worker(orch, "labelled", capacity=1, extra=["--label", "pool=x"],
+    # --label right before the command's `--` (its `-c` once read as a flag).
+    cluster.worker(orch, "labelled", capacity=1, labels=["pool=x"],
                    command=["sh", "-c", f'echo "$BLACKTREE_JOB_ID" >> {log}; sleep 1'])
     cluster.worker(orch, "idle", capacity=1)
     orch.wait_workers(lambda ws: all(ws.get(w) and ws[w].state == FREE for w in ("labelled", "idle")))
