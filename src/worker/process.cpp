@@ -23,6 +23,7 @@
 #include <sstream>
 #include <system_error>
 #include <utility>
+#include <vector>
 
 #include <fcntl.h>
 #include <poll.h>
@@ -206,19 +207,19 @@ class JobCgroup {
     if (kill_.valid()) (void)!::write(kill_.get(), "1", 1);
   }
 
-  std::size_t count_members() const {
+  // The processes in this one cgroup now.
+  std::vector<pid_t> members() const {
     std::ifstream in(dir_ + "/cgroup.procs");
-    std::size_t n = 0;
-    for (long pid = 0; in >> pid;) ++n;
-    return n;
+    std::vector<pid_t> pids;
+    for (long pid = 0; in >> pid;) {
+      if (pid > 0) pids.push_back(static_cast<pid_t>(pid));
+    }
+    return pids;
   }
 
-  // For the graceful signal only (SIGTERM): the members of this one cgroup.
+  // For the graceful signal only (SIGTERM).
   void signal_members(int sig) const {
-    std::ifstream in(dir_ + "/cgroup.procs");
-    for (long pid = 0; in >> pid;) {
-      if (pid > 0) ::kill(static_cast<pid_t>(pid), sig);
-    }
+    for (const pid_t pid : members()) ::kill(pid, sig);
   }
 
   bool empty() const {
@@ -357,7 +358,7 @@ class Child {
 
   // What the child left running when it exited, about to be killed: counted
   // in a cgroup only (elsewhere it would take a walk of every process).
-  std::size_t leftovers() const { return cgroup_ && !reaped_ ? cgroup_->count_members() : 0; }
+  std::size_t leftovers() const { return cgroup_ && !reaped_ ? cgroup_->members().size() : 0; }
 
   // Waits (bounded) until nothing the child started is left, so that the
   // caller may rely on "nothing of it is left" once run_process returns. A

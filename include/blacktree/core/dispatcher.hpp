@@ -454,10 +454,11 @@ class Dispatcher {
             self->on_lease(ctx, ec, std::move(lease));
           }));
       // A pool that orders its waiters by priority (WorkerPool) is told the job's.
-      if constexpr (requires { pool.async_acquire(ctx->job().required_labels, ctx->job().priority, std::move(handler)); }) {
-        pool.async_acquire(ctx->job().required_labels, ctx->job().priority, std::move(handler));
+      const Job& job = ctx->job();
+      if constexpr (requires { pool.async_acquire(job.required_labels, job.priority, std::move(handler)); }) {
+        pool.async_acquire(job.required_labels, job.priority, std::move(handler));
       } else {
-        pool.async_acquire(ctx->job().required_labels, std::move(handler));
+        pool.async_acquire(job.required_labels, std::move(handler));
       }
     }
 

@@ -85,8 +85,8 @@ inline constexpr std::uint32_t max_priority = 9;
 /// quotes, bare keys, comments or trailing text), an object with non-empty
 /// string fields jobId, repoUrl, branch and imageName, the jobId following
 /// check_job_id; dockerfilePath defaults to "Dockerfile" and contextDir to
-/// "."; a priority is 0 to max_priority; unknown fields are ignored. A jobId that breaks its rule is not kept
-/// in `job`.
+/// "."; a priority is 0 to max_priority; unknown fields are ignored. A jobId
+/// that breaks its rule is not kept in `job`.
 ParsedJob parse_job_request(std::string_view json);
 
 /// The seed's JobRequest JSON for `job` (the token included: this is what a
