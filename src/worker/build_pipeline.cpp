@@ -34,7 +34,7 @@ namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-using detail::any_line_contains;
+using detail::registry_refused;
 using detail::format_duration;
 using detail::registry_host;
 
@@ -145,7 +145,7 @@ class PipelineJob {
       const auto outcome = run_step(stage::building, pull, "base image pull");
       if (outcome.ok()) continue;
       const std::string& image = pull.argv.back();
-      if (any_line_contains(recent_, {"unauthorized", "authentication required", "denied"})) {
+      if (registry_refused(recent_)) {
         fail(fmt::format("the registry of base image {} refused the worker's credentials ({} {}): {}", image,
                          builder_.name(), outcome.describe(), recent_text()));
       }
@@ -156,7 +156,7 @@ class PipelineJob {
       std::string last_step;
       auto outcome = run_step(stage::building, builder_.build_command(ctx_), "build", &last_step);
       if (!outcome.ok()) {
-        if (any_line_contains(recent_, {"unauthorized", "authentication required"})) {
+        if (registry_refused(recent_)) {
           fail(fmt::format("registry {} refused the worker's credentials while pulling a base image ({} {}): {}",
                            registry_host(config_.registry), builder_.name(), outcome.describe(), recent_text()));
         }
@@ -170,7 +170,7 @@ class PipelineJob {
     begin_stage(stage::pushing);
     auto outcome = run_step(stage::pushing, builder_.push_command(ctx_), "push");
     if (!outcome.ok()) {
-      if (any_line_contains(recent_, {"unauthorized", "authentication required", "denied", "401", "403"})) {
+      if (registry_refused(recent_)) {
         fail(fmt::format("registry {} refused the push of {}: authentication or authorization failed; check the "
                          "worker's registry credentials ({} {}): {}",
                          registry_host(config_.registry), image_ref, builder_.name(), outcome.describe(),

@@ -33,6 +33,13 @@ bool any_line_contains(const std::deque<std::string>& lines, std::initializer_li
   return false;
 }
 
+bool registry_refused(const std::deque<std::string>& lines) {
+  // The distribution API's error codes and messages, and containers/image's
+  // "unexpected http code" form.
+  return any_line_contains(lines, {"unauthorized", "authentication required", "access to the resource is denied",
+                                   "401 Unauthorized", "403 Forbidden"});
+}
+
 core::Result<void> write_private_file(const std::filesystem::path& path, std::string_view content) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) {

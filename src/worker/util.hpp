@@ -22,6 +22,12 @@ std::string format_duration(std::chrono::milliseconds d);
 /// classified by what it says).
 bool any_line_contains(const std::deque<std::string>& lines, std::initializer_list<std::string_view> needles);
 
+/// True when a registry client's output says the registry refused the
+/// credentials or the access (an HTTP 401 or 403). Status codes count only
+/// with their reason phrase: a bare "401" also occurs inside the hex digests
+/// of the blobs a push copies.
+bool registry_refused(const std::deque<std::string>& lines);
+
 /// Creates `path` with mode 0600 and `content`; fails (errc::io_failed) if it
 /// exists or cannot be written.
 core::Result<void> write_private_file(const std::filesystem::path& path, std::string_view content);

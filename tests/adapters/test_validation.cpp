@@ -196,6 +196,19 @@ TEST_CASE("validation: check_token_host allows the GitHub base URL's host and to
   CHECK_FALSE(bw::check_token_host(at("https://git.example/a/b.git"), "https://github.com", allowed));
 }
 
+TEST_CASE("a registry's refusal is told from a failed push whose blob digests hold 401 or 403", "[validation]") {
+  using blacktree::worker::detail::registry_refused;
+  // A push to a port with no registry: the blobs' digests happen to hold "401" and "403".
+  CHECK_FALSE(registry_refused({"Copying blob sha256:9f401ab2c403e8d1f5b0510c0ae14952935c9547d2c5176f1cd4365737618c97",
+                                "Error: pushing image: dial tcp 127.0.0.1:40391: connect: connection refused"}));
+  CHECK_FALSE(registry_refused({"RUN cat /root/secret", "cat: can't open '/root/secret': Permission denied"}));
+  CHECK(registry_refused({"Error: writing blob: initiating layer upload to /v2/app/blobs/uploads/ in 127.0.0.1:5000: "
+                          "unauthorized: authentication required"}));
+  CHECK(registry_refused({"Error: reading manifest v1 in 127.0.0.1:5000/app: "
+                          "denied: requested access to the resource is denied"}));
+  CHECK(registry_refused({"Error: unexpected http code: 403 Forbidden"}));
+}
+
 TEST_CASE("the base images of a Dockerfile: not scratch, not an earlier stage, not one an ARG names", "[validation]") {
   using blacktree::worker::detail::base_images;
   CHECK(base_images("FROM scratch\nCOPY a /a\n").empty());
