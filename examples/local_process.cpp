@@ -327,12 +327,15 @@ class LocalProcessTransport {
 
   // Installed in the handler's cancellation slot; holds the run weakly, so an
   // emit after the run completed finds nothing to do. Killing a process leaves
-  // what it did half done: that is terminal cancellation, so only that is honoured.
+  // what it did half done: partial (a cancel asked for, the run reported) and
+  // terminal (the run let go of) are honoured, total (no side effects) is not.
   class CancelRun {
    public:
     explicit CancelRun(std::weak_ptr<Run> run) : run_(std::move(run)) {}
     void operator()(asio::cancellation_type type) {
-      if ((type & asio::cancellation_type::terminal) == asio::cancellation_type::none) return;
+      if ((type & (asio::cancellation_type::terminal | asio::cancellation_type::partial)) ==
+          asio::cancellation_type::none)
+        return;
       if (auto run = run_.lock()) run->kill_group("cancelled", true);
     }
 

@@ -4,6 +4,7 @@
 // The `blacktree` commands, each a plain function of its settings so main.cpp
 // stays flag wiring. They print what a person needs and return the exit code.
 
+#include <blacktree/amqp/client.hpp>
 #include <blacktree/amqp/options.hpp>
 #include <blacktree/core/job.hpp>
 #include <blacktree/core/result.hpp>
@@ -48,6 +49,13 @@ struct SubmitSettings {
   std::uint32_t wait_timeout_s = 3600;
 };
 
+struct CancelSettings {
+  std::string job_id;
+  std::string reason;  ///< goes into the job's status; empty: "cancel requested"
+  amqp::AmqpOptions amqp;  ///< url, password, tls and cancel_queue as for the orchestrator
+  std::uint32_t connect_timeout_s = 10;
+};
+
 struct WorkersSettings {
   std::string orchestrator_addr = "127.0.0.1:50051";
   core::Secret token;  ///< registration token; empty: none sent
@@ -60,7 +68,13 @@ struct WorkersSettings {
 /// given), or core::errc::invalid_job saying what is wrong, naming the flag.
 core::Result<core::Job> build_job(const SubmitSettings& settings);
 int run_submit(const SubmitSettings& settings);
+int run_cancel(const CancelSettings& settings);
 int run_workers(const WorkersSettings& settings);
+
+/// Opens `client` on the broker `options` name, each step bounded by
+/// connect_timeout_s. exit_ok, or the exit code after printing what went
+/// wrong and which flag to look at.
+int open_broker(amqp::AmqpClient& client, amqp::AmqpOptions options, std::uint32_t connect_timeout_s);
 
 /// A random RFC 4122 version-4 UUID, lower-case.
 std::string random_uuid_v4();

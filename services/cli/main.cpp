@@ -1,8 +1,9 @@
 // Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
 //
 // blacktree: the command-line client. `submit` queues a build job (and with
-// --wait follows it); `workers` lists what the orchestrator knows. Flags
-// only here; the commands are in submit.cpp and workers.cpp.
+// --wait follows it); `cancel` asks for one to be cancelled; `workers` lists
+// what the orchestrator knows. Flags only here; the commands are in
+// submit.cpp, cancel.cpp and workers.cpp.
 
 #include "../common/service.hpp"
 #include "commands.hpp"
@@ -62,6 +63,35 @@ constexpr const char* exit_codes_text =
     "orchestrator could not be used; 3 no result within --wait-timeout-s (the job may still run); 64 bad "
     "flags or configuration; 130 interrupted while following a job (the job keeps running).";
 
+// The broker flags of the commands that publish, named as for the orchestrator.
+void add_broker_options(CLI::App& command, blacktree::amqp::AmqpOptions& amqp, std::string& password_file,
+                        std::uint32_t& connect_timeout_s) {
+  amqp.url = "amqp://guest:guest@127.0.0.1:5672/";
+  command.add_option("--mq-url", amqp.url, "the broker, amqp[s]://user:password@host:port/vhost")
+      ->envname("MQ_URL")
+      ->capture_default_str();
+  command.add_option("--mq-password-file", password_file, "file holding the broker password (overrides the URL's)")
+      ->envname("MQ_PASSWORD_FILE");
+  command.add_option("--mq-tls-ca-file", amqp.tls.ca_file, "CA bundle for amqps (default: the system's)")
+      ->envname("MQ_TLS_CA_FILE");
+  command.add_option("--mq-tls-cert-file", amqp.tls.cert_file, "client certificate for amqps")
+      ->envname("MQ_TLS_CERT_FILE");
+  command.add_option("--mq-tls-key-file", amqp.tls.key_file, "client key for amqps")->envname("MQ_TLS_KEY_FILE");
+  command.add_option("--connect-timeout-s", connect_timeout_s,
+                     "bound on connecting to the broker and on each of its replies")
+      ->check(CLI::Range(1u, 3600u))
+      ->capture_default_str();
+}
+
+void add_cancel_options(CLI::App& cancel, cli::CancelSettings& s, std::string& password_file) {
+  cancel.add_option("JOBID", s.job_id, "the id of the job to cancel")->required();
+  cancel.add_option("--reason", s.reason, "why, for the job's status (at most 1024 bytes)");
+  add_broker_options(cancel, s.amqp, password_file, s.connect_timeout_s);
+  cancel.add_option("--cancel-queue", s.amqp.cancel_queue, "queue the orchestrator takes cancel requests from")
+      ->envname("BLACKTREE_CANCEL_QUEUE")
+      ->capture_default_str();
+}
+
 void add_submit_options(CLI::App& submit, cli::SubmitSettings& s, std::string& token_env, std::string& token_file,
                         std::string& password_file) {
   submit.add_option("--repo", s.repo, "repository to build: owner/name (GitHub) or a git URL")->required();
@@ -82,16 +112,7 @@ void add_submit_options(CLI::App& submit, cli::SubmitSettings& s, std::string& t
   submit.add_option("--token-file", token_file, "file holding the GitHub token (instead of --token-env)")
       ->excludes(env_opt);
 
-  submit.add_option("--mq-url", s.amqp.url, "the broker, amqp[s]://user:password@host:port/vhost")
-      ->envname("MQ_URL")
-      ->capture_default_str();
-  submit.add_option("--mq-password-file", password_file, "file holding the broker password (overrides the URL's)")
-      ->envname("MQ_PASSWORD_FILE");
-  submit.add_option("--mq-tls-ca-file", s.amqp.tls.ca_file, "CA bundle for amqps (default: the system's)")
-      ->envname("MQ_TLS_CA_FILE");
-  submit.add_option("--mq-tls-cert-file", s.amqp.tls.cert_file, "client certificate for amqps")
-      ->envname("MQ_TLS_CERT_FILE");
-  submit.add_option("--mq-tls-key-file", s.amqp.tls.key_file, "client key for amqps")->envname("MQ_TLS_KEY_FILE");
+  add_broker_options(submit, s.amqp, password_file, s.connect_timeout_s);
   submit.add_option("--execute-queue", s.amqp.execute_queue, "queue the orchestrator takes jobs from")
       ->envname("BLACKTREE_EXECUTE_QUEUE")
       ->capture_default_str();
@@ -101,10 +122,6 @@ void add_submit_options(CLI::App& submit, cli::SubmitSettings& s, std::string& t
   submit.add_option("--events-exchange", s.amqp.events_exchange,
                     "topic exchange the orchestrator publishes progress to (--wait)")
       ->envname("BLACKTREE_EVENTS_EXCHANGE")
-      ->capture_default_str();
-  submit.add_option("--connect-timeout-s", s.connect_timeout_s,
-                    "bound on connecting to the broker and on each of its replies")
-      ->check(CLI::Range(1u, 3600u))
       ->capture_default_str();
   submit.add_flag("--wait", s.wait, "follow the job's progress until its result; exit 1 if it fails");
   submit.add_option("--wait-timeout-s", s.wait_timeout_s, "with --wait: give up waiting after this long (exit 3)")
@@ -126,6 +143,13 @@ void add_workers_options(CLI::App& workers, cli::WorkersSettings& s, std::string
   workers.add_flag("--json", s.json, "print the reply as JSON (ListWorkersReply, camelCase) instead of a table");
 }
 
+// --mq-password-file, when given, overrides the URL's password.
+void read_broker_password(const std::string& password_file, blacktree::amqp::AmqpOptions& amqp) {
+  if (password_file.empty()) return;
+  amqp.password = blacktree::core::Secret(
+      service::value_or_usage_error(service::read_secret_file(password_file, "--mq-password-file")));
+}
+
 // Usage errors print CLI11's message and one exit code for all of them.
 int usage_exit(const CLI::App& app, const CLI::Error& e) {
   const int code = app.exit(e);
@@ -141,10 +165,9 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.fallthrough();  // `blacktree submit --config f.yaml ...` works as well as `blacktree --config f.yaml submit`
   service::add_config_file_option(app);
-  app.config_formatter(std::make_shared<SubcommandYamlConfig>(&app, std::set<std::string>{"submit", "workers"}));
+  app.config_formatter(std::make_shared<SubcommandYamlConfig>(&app, std::set<std::string>{"submit", "cancel", "workers"}));
 
   cli::SubmitSettings submit_settings;
-  submit_settings.amqp.url = "amqp://guest:guest@127.0.0.1:5672/";
   std::string token_env = "GITHUB_TOKEN";
   std::string token_file;
   std::string password_file;
@@ -152,6 +175,13 @@ int main(int argc, char** argv) {
       "submit", "queue a build job on the execute queue; with --wait, follow it to its result");
   submit->footer(exit_codes_text);
   add_submit_options(*submit, submit_settings, token_env, token_file, password_file);
+
+  cli::CancelSettings cancel_settings;
+  auto* cancel = app.add_subcommand(
+      "cancel", "ask the orchestrator to cancel a job: waiting, running, or not yet published");
+  cancel->footer(exit_codes_text);
+  std::string cancel_password_file;
+  add_cancel_options(*cancel, cancel_settings, cancel_password_file);
 
   cli::WorkersSettings workers_settings;
   std::string registration_token_file;
@@ -173,11 +203,12 @@ int main(int argc, char** argv) {
         fmt::print(stderr, "blacktree: warning: the environment variable {} (--token-env) is not set: "
                            "submitting without a GitHub token\n", token_env);
       }
-      if (!password_file.empty())
-        submit_settings.amqp.password =
-            blacktree::core::Secret(service::value_or_usage_error(
-                service::read_secret_file(password_file, "--mq-password-file")));
+      read_broker_password(password_file, submit_settings.amqp);
       return cli::run_submit(submit_settings);
+    }
+    if (*cancel) {
+      read_broker_password(cancel_password_file, cancel_settings.amqp);
+      return cli::run_cancel(cancel_settings);
     }
     if (!registration_token_file.empty()) {
       workers_settings.token =

@@ -83,14 +83,6 @@ class InterruptsHeld {
   sigset_t previous_{};
 };
 
-// What a person does about a failed connect, in this command's flags.
-std::string open_hint(const core::Error& error) {
-  if (error.code() == amqp::errc::connect_failed) return ". Is RabbitMQ running there? (set --mq-url or MQ_URL)";
-  if (error.code() == amqp::errc::login_failed) return ". Check the credentials and vhost in --mq-url / MQ_URL";
-  if (error.code() == amqp::errc::tls_setup_failed) return " (--mq-tls-ca-file, --mq-tls-cert-file, --mq-tls-key-file)";
-  return "";
-}
-
 std::string publish_hint(const core::Error& error, const SubmitSettings& s) {
   if (error.code() != amqp::errc::unroutable) return "";
   return s.exchange.empty() ? "; start the orchestrator first (it declares the queue) or check --execute-queue"
@@ -202,17 +194,8 @@ int run_submit(const SubmitSettings& s) {
   const core::Job& job = *built;
 
   const milliseconds rpc_timeout = std::chrono::seconds(s.connect_timeout_s);
-  amqp::AmqpOptions options = s.amqp;
-  options.connect_timeout = rpc_timeout;
   amqp::AmqpClient client;
-  if (auto opened = client.open(options, "cli"); !opened) {
-    if (opened.error().code() == amqp::errc::invalid_url) {
-      fmt::print(stderr, "blacktree: error: {} (set --mq-url or MQ_URL)\n", opened.error().message());
-      return exit_usage;
-    }
-    fmt::print(stderr, "blacktree: error: {}{}\n", opened.error().message(), open_hint(opened.error()));
-    return exit_unreachable;
-  }
+  if (const int opened = open_broker(client, s.amqp, s.connect_timeout_s); opened != exit_ok) return opened;
   // Subscribe before publishing: the orchestrator may publish the first
   // events before we could otherwise have bound a queue, and they would be lost.
   std::string events_queue;

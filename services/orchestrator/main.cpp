@@ -20,6 +20,7 @@
 #include <blacktree/version.hpp>
 #include <blacktree/wire/line_feeder.hpp>
 #include <blacktree/wire/line_status_sink.hpp>
+#include <blacktree/wire/wire.hpp>
 
 #include <asio/executor_work_guard.hpp>
 #include <fmt/format.h>
@@ -30,6 +31,8 @@
 
 #include <csignal>
 #include <future>
+#include <optional>
+#include <mutex>
 
 #include <unistd.h>
 
@@ -239,6 +242,71 @@ struct Plane {
   std::vector<std::thread> threads;
 };
 
+// Where cancel requests enter: open while a dispatcher runs (thread-safe).
+class CancelGate {
+ public:
+  using Done = std::function<void(core::CancelOutcome)>;
+  using Fn = std::function<void(std::string job_id, std::string reason, Done done)>;
+
+  void open(Fn fn) {
+    std::lock_guard lock(mutex_);
+    fn_ = std::move(fn);
+  }
+  void close() {
+    std::lock_guard lock(mutex_);
+    fn_ = nullptr;
+  }
+  /// False when no dispatcher takes cancels (starting or stopping).
+  bool submit(std::string job_id, std::string reason, Done done) {
+    std::lock_guard lock(mutex_);
+    if (!fn_) return false;
+    fn_(std::move(job_id), std::move(reason), std::move(done));
+    return true;
+  }
+
+ private:
+  std::mutex mutex_;
+  Fn fn_;
+};
+
+// Reads the cancel queue into the gate: a request is acked once the
+// dispatcher has it, dead-lettered (with the reason) when it is not one, and
+// handed back while no dispatcher takes it.
+struct CancelReader : std::enable_shared_from_this<CancelReader> {
+  CancelReader(blacktree::amqp::AmqpJobSource& s, CancelGate& g, Logger l)
+      : source(s), gate(g), log(std::move(l)) {}
+
+  void receive() {
+    source.async_receive([self = shared_from_this()](std::error_code ec, blacktree::amqp::AmqpDelivery delivery) {
+      if (ec) return;  // the source stopped
+      self->on_request(delivery);
+      self->receive();
+    });
+  }
+
+  void on_request(blacktree::amqp::AmqpDelivery& delivery) {
+    auto request = blacktree::wire::parse_cancel_request(delivery.body());
+    if (!request) {
+      log->warn("cancel request dead-lettered: {}", request.error().message());
+      source.reject(delivery, core::Disposition::dead_letter, request.error().message());
+      return;
+    }
+    const std::string id = request->job_id();
+    const bool taken = gate.submit(id, request->reason(), [log = log, id](core::CancelOutcome outcome) {
+      log->info("cancel of job {}: {}", id, core::to_string(outcome));
+    });
+    if (taken) {
+      source.ack(delivery);
+    } else {
+      source.reject(delivery, core::Disposition::requeue, "the orchestrator is stopping");
+    }
+  }
+
+  blacktree::amqp::AmqpJobSource& source;
+  CancelGate& gate;
+  Logger log;
+};
+
 // Said at start and on every /healthz while --insecure is given.
 std::string insecure_notice(const Settings& s) {
   return fmt::format("warning: --insecure: gRPC runs {} and {}", tls_options(s).enabled() ? "with mutual TLS" : "without TLS",
@@ -252,7 +320,7 @@ std::string insecure_notice(const Settings& s) {
 template <class Source, class Sink>
 int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset_t& signals,
                           const std::function<void()>& stop_intake, const std::function<std::string()>& queue_ready,
-                          const DispatchObserver::EventFn& events,
+                          const DispatchObserver::EventFn& events, CancelGate* cancels = nullptr,
                           const std::function<std::string()>& more_metrics = {}) {
   core::DispatcherOptions options;
   options.max_attempts = plane.settings.max_attempts;
@@ -283,6 +351,11 @@ int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset
     plane.log->info("serving /healthz and /metrics on port {}", bound);
   }
   dispatcher.start();
+  if (cancels) {
+    cancels->open([&dispatcher](std::string job_id, std::string reason, CancelGate::Done done) {
+      dispatcher.async_cancel(std::move(job_id), std::move(reason), std::move(done));
+    });
+  }
 
   int signal_number = 0;
   sigwait(&signals, &signal_number);
@@ -294,6 +367,7 @@ int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset
   dispatcher.async_stop(std::chrono::seconds(plane.settings.drain_timeout_s),
                         [&stopped](std::error_code ec) { stopped.set_value(ec); });
   const auto ec = stopped.get_future().get();
+  if (cancels) cancels->close();  // before the dispatcher goes
   if (ec) plane.log->warn("drain deadline passed: unfinished jobs were handed back to the queue");
   const auto final_stats = dispatcher.stats();
   plane.log->info("stopped: {} received, {} succeeded, {} failed, {} dead-lettered, {} handed back",
@@ -343,6 +417,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--execute-queue", amqp.execute_queue, "queue the jobs come from")
       ->envname("BLACKTREE_EXECUTE_QUEUE")
+      ->capture_default_str();
+  app.add_option("--cancel-queue", amqp.cancel_queue,
+                 "queue of cancel requests, {\"jobId\": ...} (empty: none taken)")
+      ->envname("BLACKTREE_CANCEL_QUEUE")
       ->capture_default_str();
   app.add_option("--status-queue", amqp.status_queue, "queue the final statuses go to")
       ->envname("BLACKTREE_STATUS_QUEUE")
@@ -489,11 +567,27 @@ int main(int argc, char** argv) {
           return std::string("not connected to the broker (statuses); the reason is in the orchestrator's log");
         return std::string();
       };
-      rc = dispatch_until_signal(plane, source, sink, signals, [&source] { source.cancel_consumer(); }, ready,
-                                 publish, [&] {
-                                   return blacktree::amqp::prometheus_text(source.stats(), sink.stats(),
-                                                                           events.stats());
-                                 });
+      // Cancel requests come on a consumer of their own.
+      CancelGate gate;
+      std::optional<blacktree::amqp::AmqpJobSource> cancel_source;
+      if (!amqp.cancel_queue.empty()) {
+        auto cancel_options = amqp;
+        cancel_options.execute_queue = amqp.cancel_queue;
+        cancel_options.connection_name = "blacktree-orchestrator cancels";
+        cancel_source.emplace(plane.io.get_executor(), cancel_options);
+        cancel_source->set_prefetch(32);
+        std::make_shared<CancelReader>(*cancel_source, gate, log)->receive();
+        log->info("cancel requests from {}", amqp.cancel_queue);
+      }
+      rc = dispatch_until_signal(
+          plane, source, sink, signals,
+          [&] {
+            source.cancel_consumer();
+            if (cancel_source) cancel_source->cancel_consumer();
+          },
+          ready, publish, &gate,
+          [&] { return blacktree::amqp::prometheus_text(source.stats(), sink.stats(), events.stats()); });
+      if (cancel_source) cancel_source->stop();
       events.stop();
       sink.stop();
       source.stop();

@@ -187,6 +187,25 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
     context_.TryCancel();
   }
 
+  // A partial cancellation (a cancel of the job) of an accepted run asks the
+  // worker to stop it: the stream then carries the worker's result, its
+  // processes gone. Any other lets go of the call at once.
+  void cancel(asio::cancellation_type type) {
+    if ((type & asio::cancellation_type::terminal) == asio::cancellation_type::none) {
+      bool ask = false;
+      {
+        std::lock_guard lock(mutex_);
+        if (has_result_ || cancelled_) return;
+        ask = accepted_;
+      }
+      if (ask) {
+        send_cancel("a cancel of the job was asked for");
+        return;
+      }
+    }
+    cancel();
+  }
+
   void OnReadDone(bool ok) override {
     if (!ok) return;  // the stream ended; OnDone has the status
     last_message_.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
@@ -306,6 +325,7 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
     };
     auto call = std::make_shared<CancelCall>();
     call->context.set_deadline(deadline_in(impl_->options.accept_timeout));
+    impl_->authorize(call->context, worker_id_);  // or the worker refuses it
     call->request.set_job_id(job_id_);
     call->request.set_reason(std::move(reason));
     endpoint_->stub->async()->Cancel(&call->context, &call->request, &call->reply,
@@ -389,7 +409,9 @@ GrpcTransport::CancelFn GrpcTransport::start_run(const core::WorkerInfo& worker,
   auto call = std::make_shared<RunCall>(impl_, impl_->endpoint_for(worker), worker, job, std::move(progress),
                                         std::move(handler));
   call->start();
-  return CancelFn{call, [](const std::shared_ptr<void>& p) { static_cast<RunCall*>(p.get())->cancel(); }};
+  return CancelFn{call, [](const std::shared_ptr<void>& p, asio::cancellation_type type) {
+                    static_cast<RunCall*>(p.get())->cancel(type);
+                  }};
 }
 
 void GrpcTransport::start_ping(const core::WorkerInfo& worker, std::chrono::milliseconds deadline,

@@ -298,6 +298,7 @@ v1::JobResponse to_proto(const core::JobResult& result) {
   out.set_worker_id(result.worker_id);
   out.set_image_digest(result.image_digest);
   out.set_redelivered(result.redelivered);
+  out.set_cancelled(result.cancelled);
   out.set_attempts(result.attempts);
   out.set_status_id(result.status_id);
   for (const auto& [stage, took] : result.stage_durations) {
@@ -325,6 +326,7 @@ core::JobResult from_proto(const v1::JobResponse& response) {
   result.worker_id = response.worker_id();
   result.image_digest = response.image_digest();
   result.redelivered = response.redelivered();
+  result.cancelled = response.cancelled();
   result.attempts = response.attempts();
   result.status_id = response.status_id();
   result.received_at = get_time(response.received_at());
@@ -457,6 +459,26 @@ core::Result<void> check_job_id(std::string_view id) {
       return rule("has a character outside the rule at byte " + std::to_string(i));
   }
   return {};
+}
+
+core::Result<v1::CancelRequest> parse_cancel_request(std::string_view json) {
+  if (std::string wrong = StrictJson(json).check(); !wrong.empty()) {
+    return core::Error{errc::invalid_json, "the message is not a valid cancel request JSON object: not strict JSON: " +
+                                               wrong};
+  }
+  v1::CancelRequest request;
+  if (auto read = from_json(json, request); !read) {
+    return core::Error{errc::invalid_json, "the message is not a valid cancel request JSON object: " +
+                                               read.error().message()};
+  }
+  if (request.job_id().empty()) return core::Error{errc::missing_field, "the cancel request lacks jobId"};
+  if (auto id = check_job_id(request.job_id()); !id) return id.error();
+  constexpr std::size_t max_reason = 1024;
+  if (request.reason().size() > max_reason) {
+    return core::Error{errc::invalid_field, "reason is " + std::to_string(request.reason().size()) +
+                                                " bytes: it must be at most " + std::to_string(max_reason)};
+  }
+  return request;
 }
 
 ParsedJob parse_job_request(std::string_view json) {

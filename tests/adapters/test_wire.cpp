@@ -302,3 +302,25 @@ TEST_CASE("wire: a JobResponse carries its statusId", "[wire]") {
   REQUIRE(back);
   CHECK(back->status_id == "j.1");
 }
+
+TEST_CASE("wire: a cancel request is strict JSON with a valid jobId and a bounded reason", "[wire][cancel]") {
+  auto ok = wire::parse_cancel_request(R"({"jobId": "job-7", "reason": "wrong branch"})");
+  REQUIRE(ok);
+  CHECK(ok->job_id() == "job-7");
+  CHECK(ok->reason() == "wrong branch");
+  auto bare = wire::parse_cancel_request(R"({"jobId": "job-8", "fromTheFuture": 1})");
+  REQUIRE(bare);  // unknown fields are ignored, the reason is optional
+  CHECK(bare->reason().empty());
+
+  const auto error_of = [](std::string_view json) {
+    auto parsed = wire::parse_cancel_request(json);
+    REQUIRE_FALSE(parsed);
+    return parsed.error().message();
+  };
+  CHECK_THAT(error_of(R"({"reason": "x"})"), Catch::Contains("lacks jobId"));
+  CHECK_THAT(error_of(R"({"jobId": "a/b"})"), Catch::Contains("jobId") && Catch::Contains("must be 1 to"));
+  CHECK_THAT(error_of(R"({'jobId': 'a'})"), Catch::Contains("not strict JSON"));
+  CHECK_THAT(error_of(R"({"jobId": 7})"), Catch::Contains("not a valid cancel request"));
+  CHECK_THAT(error_of(R"({"jobId": "a", "reason": ")" + std::string(1025, 'r') + R"("})"),
+             Catch::Contains("reason is 1025 bytes") && Catch::Contains("at most 1024"));
+}

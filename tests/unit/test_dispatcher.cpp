@@ -875,3 +875,141 @@ TEST_CASE("Dispatcher: with a transport that watches its runs, missed pings do n
   CHECK(sink.results().at(0).success);
   CHECK(d.stats().lost == 0);
 }
+
+namespace {
+
+core::CancelOutcome cancel(Fixture& f, TestDispatcher& d, const std::string& id, const std::string& reason = "by test") {
+  std::optional<core::CancelOutcome> outcome;
+  d.async_cancel(id, reason, [&](core::CancelOutcome o) { outcome = o; });
+  REQUIRE(run_until(f.io, [&] { return outcome.has_value(); }));
+  return *outcome;
+}
+
+}  // namespace
+
+TEST_CASE("Dispatcher: a job cancelled while it waits for a worker is settled cancelled without running",
+          "[dispatcher][cancel]") {
+  Fixture f;
+  Held held;
+  // w1 runs job-0; job-1 (for w1's label too) is taken while w2 is free and waits for w1.
+  f.add_worker("w1", 1, {{"pool", "a"}}, held.runner());
+  f.add_worker("w2", 1, {{"pool", "b"}});
+  f.queue.publish(make_job("job-0", {{"pool", "a"}}));
+  f.queue.publish(make_job("job-1", {{"pool", "a"}}));
+  auto d = f.start();
+  REQUIRE(run_until(f.io, [&] { return held.calls.size() == 1 && f.queue.unacked() == 2; }));
+  CHECK(cancel(f, *d, "job-1", "superseded") == core::CancelOutcome::cancelled);
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 1; }));
+  auto r = f.status("job-1");
+  REQUIRE(r);
+  CHECK_FALSE(r->success);
+  CHECK(r->cancelled);
+  CHECK_THAT(r->error, Catch::Contains("cancelled before it ran") && Catch::Contains("superseded"));
+
+  held.succeed_all();  // the running one is untouched
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 2; }));
+  CHECK(f.transport.runs_started("loopback:w1") == 1);
+  auto counts = f.status_counts();
+  CHECK(counts == std::map<std::string, int>{{"job-0", 1}, {"job-1", 1}});
+  CHECK(f.status("job-0")->success);
+  CHECK_FALSE(f.status("job-0")->cancelled);
+  CHECK(d->stats().cancelled == 1);
+  CHECK(d->stats().in_flight == 0);
+  // A second cancel of it finds it finished.
+  CHECK(cancel(f, *d, "job-1") == core::CancelOutcome::finished);
+  run_ready(f.io);
+  CHECK(f.sink.size() == 2);
+}
+
+TEST_CASE("Dispatcher: a running job cancelled is stopped on its worker and gets one cancelled status",
+          "[dispatcher][cancel]") {
+  Fixture f;
+  Held held;
+  f.add_worker("w1", 1, {}, held.runner());
+  f.publish(1);
+  auto d = f.start();
+  REQUIRE(run_until(f.io, [&] { return held.calls.size() == 1; }));
+  CHECK(cancel(f, *d, "job-0", "wrong branch") == core::CancelOutcome::stopping);
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 1; }));
+  auto r = f.status("job-0");
+  REQUIRE(r);
+  CHECK_FALSE(r->success);
+  CHECK(r->cancelled);
+  CHECK_THAT(r->error, Catch::Contains("cancelled while running on worker w1") && Catch::Contains("wrong branch"));
+  CHECK_FALSE(held.calls[0].complete(core::JobResult{}));  // the run was stopped on the transport
+  CHECK(f.transport.running("loopback:w1") == 0);
+  CHECK(f.sink.size() == 1);
+  CHECK(d->stats().cancelled == 1);
+  CHECK(d->stats().lost == 0);
+  // The slot is free again: the next job runs.
+  f.queue.publish(make_job("next"));
+  REQUIRE(run_until(f.io, [&] { return held.calls.size() == 2; }));
+  held.calls.erase(held.calls.begin());
+  held.succeed_all();
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 2; }));
+  CHECK(f.status("next")->success);
+}
+
+TEST_CASE("Dispatcher: a cancel of a finished job leaves its one status alone", "[dispatcher][cancel]") {
+  Fixture f;
+  f.add_worker("w1");
+  f.publish(1);
+  auto d = f.start();
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 1; }));
+  CHECK(cancel(f, *d, "job-0") == core::CancelOutcome::finished);
+  run_ready(f.io);
+  CHECK(f.sink.size() == 1);
+  CHECK(f.status("job-0")->success);
+  CHECK_FALSE(f.status("job-0")->cancelled);
+  CHECK(d->stats().cancelled == 0);
+}
+
+TEST_CASE("Dispatcher: a cancel that overtakes its job settles it cancelled on arrival, within the record's bounds",
+          "[dispatcher][cancel]") {
+  Fixture f;
+  f.add_worker("w1");
+  core::DispatcherOptions options;
+  options.cancel_record_size = 2;
+  auto d = f.start(options);
+  CHECK(cancel(f, *d, "early", "never mind") == core::CancelOutcome::remembered);
+  f.queue.publish(make_job("early"));
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 1; }));
+  auto r = f.status("early");
+  REQUIRE(r);
+  CHECK(r->cancelled);
+  CHECK_THAT(r->error, Catch::Contains("cancelled before it ran") && Catch::Contains("never mind"));
+  CHECK(f.transport.runs_started("loopback:w1") == 0);
+
+  // Used up: a later delivery of that id is a duplicate of a finished job, not a new cancel.
+  f.queue.publish(make_job("early"));
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 2; }));
+  CHECK(f.sink.size() == 1);
+
+  // Bounded: the oldest remembered cancel is forgotten once more are remembered.
+  CHECK(cancel(f, *d, "a") == core::CancelOutcome::remembered);
+  CHECK(cancel(f, *d, "b") == core::CancelOutcome::remembered);
+  CHECK(cancel(f, *d, "c") == core::CancelOutcome::remembered);
+  f.queue.publish(make_job("a"));
+  f.queue.publish(make_job("c"));
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 4; }));
+  CHECK(f.status("a")->success);  // forgotten: it ran
+  CHECK(f.status("c")->cancelled);
+  CHECK(f.transport.runs_started("loopback:w1") == 1);
+}
+
+TEST_CASE("Dispatcher: a remembered cancel expires after its ttl", "[dispatcher][cancel]") {
+  Fixture f;
+  f.add_worker("w1");
+  core::DispatcherOptions options;
+  options.cancel_record_ttl = 20ms;
+  auto d = f.start(options);
+  CHECK(cancel(f, *d, "late") == core::CancelOutcome::remembered);
+  bool expired = false;
+  asio::steady_timer timer(f.io, 40ms);
+  timer.async_wait([&](std::error_code) { expired = true; });
+  REQUIRE(run_until(f.io, [&] { return expired; }));
+  f.queue.publish(make_job("late"));
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 1; }));
+  CHECK(f.status("late")->success);
+  CHECK(f.transport.runs_started("loopback:w1") == 1);
+}

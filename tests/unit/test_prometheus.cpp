@@ -133,6 +133,7 @@ TEST_CASE("prometheus: PrometheusMetrics renders the dispatcher's and the pool's
   stats.not_accepted = 4;
   stats.in_flight = 1;
   stats.duplicates = 5;
+  stats.cancelled = 2;
   std::vector<core::WorkerSnapshot> workers;
   workers.push_back({worker("a", 2), core::WorkerState::busy, 2, 0, {}});
   workers.push_back({worker("b", 3), core::WorkerState::free, 1, 0, {}});
@@ -154,6 +155,9 @@ TEST_CASE("prometheus: PrometheusMetrics renders the dispatcher's and the pool's
       "# HELP blacktree_jobs_dead_lettered_total Invalid messages dead-lettered with a reason.\n"
       "# TYPE blacktree_jobs_dead_lettered_total counter\n"
       "blacktree_jobs_dead_lettered_total 1\n"
+      "# HELP blacktree_jobs_cancelled_total Jobs whose final status says cancelled (counted as failed too).\n"
+      "# TYPE blacktree_jobs_cancelled_total counter\n"
+      "blacktree_jobs_cancelled_total 2\n"
       "# HELP blacktree_jobs_handed_back_total Jobs requeued by a graceful stop.\n"
       "# TYPE blacktree_jobs_handed_back_total counter\n"
       "blacktree_jobs_handed_back_total 2\n"

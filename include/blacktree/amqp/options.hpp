@@ -78,6 +78,11 @@ struct AmqpOptions {
   /// hands it on as invalid, to be dead-lettered without its body.
   std::size_t max_message_size = std::size_t{1} << 20;
 
+  /// Cancel requests, {"jobId": "...", "reason": "..."}: the orchestrator
+  /// reads them with an AmqpJobSource of its own whose execute_queue is this
+  /// (an invalid one is dead-lettered like an invalid job).
+  std::string cancel_queue = "cancel.queue";
+
   // --- dead letters (invalid jobs) ---
   /// Invalid jobs are published here, persistent and confirmed, with the
   /// header `x-blacktree-reason`, and only then acked on execute_queue.

@@ -3,6 +3,7 @@
 
 #include <blacktree/core/completion_handler.hpp>
 #include <blacktree/core/concepts.hpp>
+#include <blacktree/core/detail/recent_ids.hpp>
 #include <blacktree/core/error.hpp>
 #include <blacktree/core/job.hpp>
 #include <blacktree/core/worker_pool.hpp>
@@ -22,11 +23,11 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <limits>
 #include <memory>
 #include <random>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
@@ -84,7 +85,35 @@ struct DispatcherOptions {
   /// job timeout.
   std::chrono::milliseconds default_job_timeout{1'800'000};
   std::chrono::milliseconds run_timeout_grace{60'000};
+  /// A cancel (async_cancel) of a job id neither in flight nor recently
+  /// finished is kept this long, among the last `cancel_record_size`, so that
+  /// a cancel that overtakes its job still stops it: the job is then settled
+  /// cancelled without running. 0 keeps none.
+  std::size_t cancel_record_size = 10'000;
+  std::chrono::milliseconds cancel_record_ttl{3'600'000};
+  /// A running job asked to stop has this long for its worker to report
+  /// (its processes gone) before the dispatcher lets go of the run, tells
+  /// the transport to drop it, and reports the job cancelled regardless.
+  std::chrono::milliseconds cancel_grace{30'000};
 };
+
+/// What async_cancel found.
+enum class CancelOutcome : std::uint8_t {
+  cancelled,   ///< it was waiting for a worker: settled cancelled without running
+  stopping,    ///< it runs: its worker was asked to stop it, and its status follows
+  finished,    ///< it already has its status (being published or confirmed): left alone
+  remembered,  ///< not seen: should it arrive within cancel_record_ttl, it is settled cancelled unrun
+};
+
+constexpr std::string_view to_string(CancelOutcome outcome) noexcept {
+  switch (outcome) {
+    case CancelOutcome::cancelled: return "cancelled before it ran";
+    case CancelOutcome::stopping: return "its worker was asked to stop it";
+    case CancelOutcome::finished: return "it had already finished; left alone";
+    case CancelOutcome::remembered: return "not seen yet; remembered in case it arrives";
+  }
+  return "unknown";
+}
 
 struct DispatcherStats {
   std::uint64_t received = 0;       ///< deliveries taken from the source
@@ -96,6 +125,7 @@ struct DispatcherStats {
   std::uint64_t not_accepted = 0;   ///< offers a worker refused or never saw
   std::uint64_t in_flight = 0;      ///< taken and not yet settled
   std::uint64_t duplicates = 0;     ///< deliveries of a job id in flight or finished, not run again
+  std::uint64_t cancelled = 0;      ///< final statuses that say cancelled (counted in failed too)
 };
 
 /// Hooks for logs and metrics. Every hook of this base does nothing and
@@ -136,6 +166,11 @@ static_assert(ObservesDispatcher<DispatcherObserver>);
 ///  - A delivery is acked only after the sink confirmed its status. Invalid
 ///    deliveries are dead-lettered with the reason (after a failure status,
 ///    when they carry a job id).
+///  - async_cancel settles a waiting job cancelled without running, asks a
+///    running one's worker to stop it (partial cancellation of the run, then
+///    terminal after `cancel_grace`), leaves a finished one alone, and
+///    remembers an unknown id for a job yet to arrive. Each job still gets
+///    exactly one status: a cancelled one says `cancelled`.
 ///  - async_stop takes nothing new, lets running jobs finish until the
 ///    deadline, and hands back (requeues) what has no result by then.
 ///
@@ -196,13 +231,30 @@ class Dispatcher {
         token);
   }
 
+  /// Asks for job `job_id` to be stopped (see the class comment); `reason`
+  /// goes into its status. Completion: `void(CancelOutcome)`, once the
+  /// dispatcher has acted on it (for a running job: once its worker was
+  /// asked, not once it stopped; its status says when).
+  template <class Token>
+  auto async_cancel(std::string job_id, std::string reason, Token&& token) {
+    return asio::async_initiate<Token, void(CancelOutcome)>(
+        [impl = impl_](auto handler, std::string id, std::string why) {
+          CompletionHandler<void(CancelOutcome)> erased(std::move(handler), impl->strand);
+          asio::dispatch(impl->strand, [impl, id = std::move(id), why = std::move(why), h = std::move(erased)]() mutable {
+            h.complete(impl->cancel(id, std::move(why)));
+          });
+        },
+        token, std::move(job_id), std::move(reason));
+  }
+
   /// Thread-safe.
   DispatcherStats stats() const noexcept {
     const auto& c = impl_->counters;
     auto get = [](const std::atomic<std::uint64_t>& a) { return a.load(std::memory_order_relaxed); };
     return DispatcherStats{get(c.received),      get(c.succeeded),     get(c.failed),
                            get(c.lost),          get(c.dead_lettered), get(c.handed_back),
-                           get(c.not_accepted),  get(c.in_flight),     get(c.duplicates)};
+                           get(c.not_accepted),  get(c.in_flight),     get(c.duplicates),
+                           get(c.cancelled)};
   }
 
  private:
@@ -242,6 +294,8 @@ class Dispatcher {
     std::unique_ptr<asio::steady_timer> accept_timer;
     std::unique_ptr<asio::steady_timer> run_timer;
     std::unique_ptr<asio::steady_timer> retry_timer;
+    std::unique_ptr<asio::steady_timer> cancel_timer;  // the cancel_grace of a running job
+    std::string cancel_reason;  // non-empty: a cancel was asked for
     std::chrono::milliseconds retry_delay{0};
     std::string dead_letter_reason;  // non-empty: dead-letter once the status is out
     std::string status_id;
@@ -253,7 +307,7 @@ class Dispatcher {
 
   struct Counters {
     std::atomic<std::uint64_t> received{0}, succeeded{0}, failed{0}, lost{0}, dead_lettered{0}, handed_back{0},
-        not_accepted{0}, in_flight{0}, duplicates{0};
+        not_accepted{0}, in_flight{0}, duplicates{0}, cancelled{0};
   };
 
   static std::string describe(std::chrono::milliseconds d) {
@@ -274,7 +328,9 @@ class Dispatcher {
   struct Impl : std::enable_shared_from_this<Impl> {
     Impl(executor_type s, Source& src, Transport& t, Sink& k, Pool& p, DispatcherOptions o, Observer obs)
         : strand(std::move(s)), source(src), transport(t), sink(k), pool(p), options(o), observer(std::move(obs)),
-          token(random_token()) {}
+          token(random_token()),
+          finished(o.finished_record_size, o.finished_record_ttl),
+          cancels(o.cancel_record_size, o.cancel_record_ttl) {}
 
     executor_type strand;
     Source& source;
@@ -299,9 +355,8 @@ class Dispatcher {
     std::size_t prefetch_told = std::numeric_limits<std::size_t>::max();
     std::unordered_set<ContextPtr> active;
     std::unordered_map<std::string, ContextPtr> by_job_id;  // valid jobs in flight
-    // Job ids whose status was confirmed, oldest first (see finished_record_*).
-    std::unordered_map<std::string, Clock::time_point> finished;
-    std::deque<std::pair<std::string, Clock::time_point>> finished_order;
+    detail::RecentIds<bool> finished;  // job ids whose status was confirmed (finished_record_*)
+    detail::RecentIds<std::string> cancels;  // cancel reasons of jobs not seen yet (cancel_record_*)
     std::unique_ptr<asio::steady_timer> stop_timer;
     std::vector<CompletionHandler<void(std::error_code)>> stop_handlers;
 
@@ -367,11 +422,68 @@ class Dispatcher {
       observer.on_received(ctx->job());
       if (!reason.empty()) {
         dead_letter(ctx, std::move(reason));
+      } else if (const std::string* why = cancels.find(ctx->job().id)) {
+        // Its cancel came first.
+        by_job_id.emplace(ctx->job().id, ctx);
+        ctx->cancel_reason = *why;
+        cancels.erase(ctx->job().id);
+        settle_cancelled(ctx, "cancelled before it ran (" + ctx->cancel_reason + ")");
       } else {
         by_job_id.emplace(ctx->job().id, ctx);
         place(ctx);
       }
       pump();
+    }
+
+    CancelOutcome cancel(const std::string& id, std::string reason) {
+      if (reason.empty()) reason = "cancel requested";
+      auto it = by_job_id.find(id);
+      if (it == by_job_id.end()) {
+        if (finished.find(id)) return CancelOutcome::finished;
+        cancels.put(id, std::move(reason));
+        return CancelOutcome::remembered;
+      }
+      const ContextPtr ctx = it->second;
+      if (ctx->stage == Stage::publishing || ctx->stage == Stage::done) return CancelOutcome::finished;
+      if (!ctx->cancel_reason.empty()) return ctx->stage == Stage::running ? CancelOutcome::stopping
+                                                                           : CancelOutcome::cancelled;
+      ctx->cancel_reason = std::move(reason);
+      if (ctx->stage == Stage::placing) {
+        ctx->cancel.emit(asio::cancellation_type::terminal);  // out of the pool's queue
+        leave_pool_queue(ctx);
+        settle_cancelled(ctx, "cancelled before it ran (" + ctx->cancel_reason + ")");
+        return CancelOutcome::cancelled;
+      }
+      // Running: the transport asks the worker to stop it and reports the
+      // result it then sends; after the grace, the run is let go.
+      const std::uint32_t attempt = ctx->attempts;
+      ctx->cancel.emit(asio::cancellation_type::partial);
+      if (running(ctx, attempt) && options.cancel_grace.count() > 0) {
+        if (!ctx->cancel_timer) ctx->cancel_timer = std::make_unique<asio::steady_timer>(strand);
+        ctx->cancel_timer->expires_after(options.cancel_grace);
+        ctx->cancel_timer->async_wait([self = this->shared_from_this(), ctx, attempt](std::error_code ec) {
+          if (ec || !self->running(ctx, attempt)) return;
+          ctx->cancel.emit(asio::cancellation_type::terminal);
+          self->settle_cancelled(ctx, "cancelled while running on worker " + ctx->worker->id + " (" +
+                                          ctx->cancel_reason + "); the worker did not confirm within " +
+                                          describe(self->options.cancel_grace));
+        });
+      }
+      return CancelOutcome::stopping;
+    }
+
+    void settle_cancelled(const ContextPtr& ctx, std::string error, JobResult result = {}) {
+      counters.cancelled.fetch_add(1, std::memory_order_relaxed);
+      result.success = false;
+      result.cancelled = true;
+      result.error = std::move(error);
+      finalize(ctx, std::move(result));
+    }
+
+    void leave_pool_queue(const ContextPtr& ctx) {
+      if (!ctx->waiting) return;
+      ctx->waiting = false;
+      --waiting;
     }
 
     // One run per job id: attaches `delivery` to the run of its job id in
@@ -385,31 +497,12 @@ class Dispatcher {
         counters.duplicates.fetch_add(1, std::memory_order_relaxed);
         return true;
       }
-      if (recently_finished(id)) {
+      if (finished.find(id)) {
         source.ack(delivery);
         counters.duplicates.fetch_add(1, std::memory_order_relaxed);
         return true;
       }
       return false;
-    }
-
-    bool recently_finished(const std::string& id) {
-      const auto now = Clock::now();
-      while (!finished_order.empty() && (now - finished_order.front().second >= options.finished_record_ttl ||
-                                         finished.size() > options.finished_record_size)) {
-        auto& [old_id, at] = finished_order.front();
-        if (auto it = finished.find(old_id); it != finished.end() && it->second == at) finished.erase(it);
-        finished_order.pop_front();
-      }
-      return finished.contains(id);
-    }
-
-    void remember_finished(const std::string& id) {
-      if (options.finished_record_size == 0 || options.finished_record_ttl.count() <= 0) return;
-      const auto now = Clock::now();
-      finished[id] = now;
-      finished_order.emplace_back(id, now);
-      (void)recently_finished(id);  // trims to the bounds
     }
 
     static std::string invalid_reason(const delivery_type& delivery) {
@@ -510,10 +603,7 @@ class Dispatcher {
 
     void on_lease(const ContextPtr& ctx, std::error_code ec, lease_type lease) {
       if (abandoned || ctx->stage != Stage::placing) return;
-      if (ctx->waiting) {
-        ctx->waiting = false;
-        --waiting;
-      }
+      leave_pool_queue(ctx);
       if (ctx->placement_timer) ctx->placement_timer->cancel();
       if (ec) {
         if (!ctx->placement_failure.empty())
@@ -603,6 +693,18 @@ class Dispatcher {
     void on_result(const ContextPtr& ctx, std::uint32_t attempt, std::error_code ec, JobResult result) {
       // Already settled another way (worker declared lost, handed back at a stop deadline).
       if (!running(ctx, attempt)) return;
+      if (!ctx->cancel_reason.empty() && (ec || !result.success)) {
+        // Stopped as asked (or failed meanwhile: it is cancelled all the same;
+        // a job that succeeded before the cancel took effect stays a success).
+        const std::string worker_id = ctx->worker->id;
+        std::string said = ec ? std::string() : std::move(result.error);
+        if (ec) result = JobResult{};
+        settle_cancelled(ctx,
+                         "cancelled while running on worker " + worker_id + " (" + ctx->cancel_reason + ")" +
+                             (said.empty() ? std::string() : "; the worker said: " + said),
+                         std::move(result));
+        return;
+      }
       if (ctx->accept_timed_out && ec == asio::error::operation_aborted) {
         ec = make_error_code(errc::worker_unreachable);
         result.error = "worker " + ctx->worker->id + " did not accept the job within " +
@@ -640,6 +742,7 @@ class Dispatcher {
     void stop_run_timers(const ContextPtr& ctx) {
       if (ctx->accept_timer) ctx->accept_timer->cancel();
       if (ctx->run_timer) ctx->run_timer->cancel();
+      if (ctx->cancel_timer) ctx->cancel_timer->cancel();
     }
 
     // Holds a slot that did not take a job for the cooldown, then returns it
@@ -729,7 +832,7 @@ class Dispatcher {
       if (!ctx->dead_letter_reason.empty()) {
         source.reject(ctx->delivery, Disposition::dead_letter, ctx->dead_letter_reason);
       } else {
-        remember_finished(ctx->job().id);
+        finished.put(ctx->job().id, true);
         source.ack(ctx->delivery);
       }
       for (auto& delivery : ctx->attached) source.ack(delivery);
@@ -747,10 +850,7 @@ class Dispatcher {
 
     void done(const ContextPtr& ctx) {
       ctx->stage = Stage::done;
-      if (ctx->waiting) {
-        ctx->waiting = false;
-        --waiting;
-      }
+      leave_pool_queue(ctx);
       if (ctx->placement_timer) ctx->placement_timer->cancel();
       if (ctx->retry_timer) ctx->retry_timer->cancel();
       stop_run_timers(ctx);

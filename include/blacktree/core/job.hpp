@@ -142,6 +142,7 @@ struct JobResult {
   std::string worker_id;
   std::string image_digest;
   bool redelivered = false;  ///< the job had been delivered before: maybe a duplicate
+  bool cancelled = false;    ///< stopped (or never started) because a cancel asked for it
   std::uint32_t attempts = 0;  ///< workers it was offered to (never-accepted ones included)
   std::chrono::system_clock::time_point received_at{};
   std::chrono::system_clock::time_point started_at{};

@@ -213,6 +213,8 @@ class PrometheusMetrics {
     out.counter("blacktree_jobs_lost_total", "Jobs whose worker went away while running them.", s.lost);
     out.counter("blacktree_jobs_dead_lettered_total", "Invalid messages dead-lettered with a reason.",
                 s.dead_lettered);
+    out.counter("blacktree_jobs_cancelled_total", "Jobs whose final status says cancelled (counted as failed too).",
+                s.cancelled);
     out.counter("blacktree_jobs_handed_back_total", "Jobs requeued by a graceful stop.", s.handed_back);
     out.counter("blacktree_offers_not_accepted_total", "Offers a worker refused or never saw.", s.not_accepted);
     out.counter("blacktree_job_duplicates_total",

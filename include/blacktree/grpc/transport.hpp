@@ -134,12 +134,14 @@ class GrpcTransport {
   using RunHandler = core::CompletionHandler<void(std::error_code, core::JobResult)>;
   using PingHandler = core::CompletionHandler<void(std::error_code, core::PingReply)>;
 
-  // Cancellation-slot handler: cancels the RunJob call (thread-safe).
+  // Cancellation-slot handler (thread-safe): terminal lets go of the RunJob
+  // call at once; partial asks the worker to stop an accepted job (Cancel)
+  // and waits for the result it then sends.
   struct CancelFn {
     std::shared_ptr<void> call;
-    void (*cancel)(const std::shared_ptr<void>&) = nullptr;
-    void operator()(asio::cancellation_type) const {
-      if (cancel) cancel(call);
+    void (*cancel)(const std::shared_ptr<void>&, asio::cancellation_type) = nullptr;
+    void operator()(asio::cancellation_type type) const {
+      if (cancel) cancel(call, type);
     }
   };
 

@@ -89,6 +89,11 @@ inline constexpr std::uint32_t max_priority = 9;
 /// that breaks its rule is not kept in `job`.
 ParsedJob parse_job_request(std::string_view json);
 
+/// Parses a cancel.queue message, {"jobId": "...", "reason": "..."}: strict
+/// JSON, a jobId following check_job_id, an optional reason of at most 1024
+/// bytes; unknown fields are ignored. The error names the field and the rule.
+core::Result<v1::CancelRequest> parse_cancel_request(std::string_view json);
+
 /// The seed's JobRequest JSON for `job` (the token included: this is what a
 /// control plane publishes).
 std::string job_request_json(const core::Job& job);
