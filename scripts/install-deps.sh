@@ -24,6 +24,8 @@ packages=(
   rabbitmq-server amqp-tools
   git buildah skopeo docker-registry apache2-utils busybox-static tar curl
   python3 python3-pytest python3-pytest-timeout python3-pika python3-grpcio python3-protobuf
+  # promtool checks deploy/prometheus/ and a real prometheus scrapes both services (test_prometheus.py).
+  prometheus
   # A build's network box (--build-network private): a network namespace per
   # build (unshare, from util-linux), routes in it (ip), user-mode NAT out.
   slirp4netns iproute2 util-linux
@@ -39,6 +41,12 @@ done
 if ((${#missing[@]})); then
   apt-get update
   apt-get install -y --no-install-recommends "${missing[@]}"
+  # Debian enables and starts the prometheus service it installs (on 9090, the
+  # orchestrator's default ops port); the tests run their own, so one this
+  # script installed does not stay running.
+  if [[ " ${missing[*]} " == *" prometheus "* && -d /run/systemd/system ]]; then
+    systemctl disable --now prometheus.service || true
+  fi
 else
   echo "install-deps.sh: all ${#packages[@]} packages already installed"
 fi
