@@ -10,5 +10,6 @@
 #include <blacktree/core/health_monitor.hpp>
 #include <blacktree/core/in_memory.hpp>
 #include <blacktree/core/job.hpp>
+#include <blacktree/core/job_board.hpp>
 #include <blacktree/core/result.hpp>
 #include <blacktree/core/worker_pool.hpp>

@@ -19,9 +19,9 @@ namespace blacktree::cli {
 /// Exit codes, the same for every command (documented in `blacktree --help`).
 enum ExitCode : int {
   exit_ok = 0,
-  exit_job_failed = 1,     ///< submit --wait: the job ran and failed
+  exit_job_failed = 1,     ///< submit --wait, logs -f: the job ran and failed
   exit_unreachable = 2,    ///< the broker or the orchestrator could not be used
-  exit_wait_timeout = 3,   ///< submit --wait: no result in time (the job may still run)
+  exit_wait_timeout = 3,   ///< submit --wait, logs -f: no result in time (the job may still run)
   exit_usage = 64,         ///< bad flags or configuration (EX_USAGE)
   // 128 + signal: interrupted (SIGINT, SIGTERM) while following a job, which keeps running.
 };
@@ -37,6 +37,7 @@ struct SubmitSettings {
   std::vector<std::string> labels;
   std::string job_id;  ///< empty: a random UUID v4
   std::uint32_t timeout_s = 0;
+  std::uint32_t priority = 0;  ///< 0 to wire::max_priority; build_job refuses more
   core::Secret token;  ///< resolved by main from --token-env / --token-file
 
   // The broker: url, password, tls, execute_queue and events_exchange are
@@ -56,11 +57,30 @@ struct CancelSettings {
   std::uint32_t connect_timeout_s = 10;
 };
 
-struct WorkersSettings {
-  std::string orchestrator_addr = "127.0.0.1:50051";
+struct LogsSettings {
+  std::string job_id;
+  bool follow = false;  ///< -f: the only mode (the events exchange keeps no history to print)
+  amqp::AmqpOptions amqp;  ///< url, password, tls and events_exchange as for the orchestrator
+  std::uint32_t connect_timeout_s = 10;
+  std::uint32_t wait_timeout_s = 3600;
+};
+
+/// How the admin commands (workers, jobs) reach the orchestrator's gRPC.
+struct OrchestratorConnection {
+  std::string address = "127.0.0.1:50051";
   core::Secret token;  ///< registration token; empty: none sent
   grpc::TlsOptions tls;  ///< mutual TLS to the orchestrator when enabled()
   std::uint32_t timeout_s = 10;
+};
+
+struct WorkersSettings {
+  OrchestratorConnection orchestrator;
+  bool json = false;
+};
+
+struct JobsSettings {
+  OrchestratorConnection orchestrator;
+  bool finished = false;  ///< also the last jobs it finished
   bool json = false;
 };
 
@@ -69,7 +89,9 @@ struct WorkersSettings {
 core::Result<core::Job> build_job(const SubmitSettings& settings);
 int run_submit(const SubmitSettings& settings);
 int run_cancel(const CancelSettings& settings);
+int run_logs(const LogsSettings& settings);
 int run_workers(const WorkersSettings& settings);
+int run_jobs(const JobsSettings& settings);
 
 /// Opens `client` on the broker `options` name, each step bounded by
 /// connect_timeout_s. exit_ok, or the exit code after printing what went

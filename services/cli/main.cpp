@@ -1,9 +1,10 @@
 // Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
 //
 // blacktree: the command-line client. `submit` queues a build job (and with
-// --wait follows it); `cancel` asks for one to be cancelled; `workers` lists
-// what the orchestrator knows. Flags only here; the commands are in
-// submit.cpp, cancel.cpp and workers.cpp.
+// --wait follows it); `cancel` asks for one to be cancelled; `logs -f`
+// follows one; `workers` and `jobs` list what the orchestrator knows. Flags
+// only here; the commands are in submit.cpp, cancel.cpp, logs.cpp,
+// workers.cpp and jobs.cpp.
 
 #include "../common/service.hpp"
 #include "commands.hpp"
@@ -12,6 +13,7 @@
 
 #include <fmt/format.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <set>
 
@@ -59,9 +61,10 @@ class SubcommandYamlConfig final : public CLI::Config {
 };
 
 constexpr const char* exit_codes_text =
-    "Exit codes: 0 done (submit --wait: the job succeeded); 1 the job failed; 2 the broker or the "
+    "Exit codes: 0 done (submit --wait, logs -f: the job succeeded); 1 the job failed; 2 the broker or the "
     "orchestrator could not be used; 3 no result within --wait-timeout-s (the job may still run); 64 bad "
-    "flags or configuration; 130 interrupted while following a job (the job keeps running).";
+    "flags or configuration; 128+signal (130 for Ctrl-C) interrupted while following a job (the job keeps "
+    "running).";
 
 // The broker flags of the commands that publish, named as for the orchestrator.
 void add_broker_options(CLI::App& command, blacktree::amqp::AmqpOptions& amqp, std::string& password_file,
@@ -80,6 +83,18 @@ void add_broker_options(CLI::App& command, blacktree::amqp::AmqpOptions& amqp, s
   command.add_option("--connect-timeout-s", connect_timeout_s,
                      "bound on connecting to the broker and on each of its replies")
       ->check(CLI::Range(1u, 3600u))
+      ->capture_default_str();
+}
+
+// The flags of the commands that follow a job on the events exchange.
+void add_follow_options(CLI::App& command, blacktree::amqp::AmqpOptions& amqp, std::uint32_t& wait_timeout_s,
+                        const std::string& what) {
+  command.add_option("--events-exchange", amqp.events_exchange,
+                     "topic exchange the orchestrator publishes progress to (" + what + ")")
+      ->envname("BLACKTREE_EVENTS_EXCHANGE")
+      ->capture_default_str();
+  command.add_option("--wait-timeout-s", wait_timeout_s, "with " + what + ": give up waiting after this long (exit 3)")
+      ->check(CLI::Range(1u, 30u * 24 * 3600))
       ->capture_default_str();
 }
 
@@ -104,6 +119,10 @@ void add_submit_options(CLI::App& submit, cli::SubmitSettings& s, std::string& t
   submit.add_option("--job-id", s.job_id, "the job's id (default: a random UUID v4)");
   submit.add_option("--timeout-s", s.timeout_s, "the job's time limit in seconds (0: the worker's default)")
       ->capture_default_str();
+  submit.add_option("--priority", s.priority,
+                    "0 to 9, higher first: among jobs waiting for a worker, and on a queue declared with "
+                    "x-max-priority (the AMQP priority is set too)")
+      ->capture_default_str();
   // The token is never a flag value: argv is visible to every user of the machine (ps, /proc).
   auto* env_opt = submit.add_option("--token-env", token_env,
                                     "environment variable holding the GitHub token for private repositories "
@@ -119,28 +138,49 @@ void add_submit_options(CLI::App& submit, cli::SubmitSettings& s, std::string& t
   submit.add_option("--exchange", s.exchange,
                     "exchange to publish to, with the execute queue's name as routing key (default: \"\", "
                     "the default exchange)");
-  submit.add_option("--events-exchange", s.amqp.events_exchange,
-                    "topic exchange the orchestrator publishes progress to (--wait)")
-      ->envname("BLACKTREE_EVENTS_EXCHANGE")
-      ->capture_default_str();
+  add_follow_options(submit, s.amqp, s.wait_timeout_s, "--wait");
   submit.add_flag("--wait", s.wait, "follow the job's progress until its result; exit 1 if it fails");
-  submit.add_option("--wait-timeout-s", s.wait_timeout_s, "with --wait: give up waiting after this long (exit 3)")
-      ->check(CLI::Range(1u, 30u * 24 * 3600))
-      ->capture_default_str();
 }
 
-void add_workers_options(CLI::App& workers, cli::WorkersSettings& s, std::string& token_file) {
-  workers.add_option("--orchestrator-addr", s.orchestrator_addr, "the orchestrator's gRPC address (host:port)")
+void add_logs_options(CLI::App& logs, cli::LogsSettings& s, std::string& password_file) {
+  logs.add_option("JOBID", s.job_id, "the id of the job to follow")->required();
+  logs.add_flag("-f,--follow", s.follow,
+                "print the job's output from now on until it ends; exit 1 if it fails (required: the events "
+                "exchange keeps no history, so earlier lines are not shown)");
+  add_broker_options(logs, s.amqp, password_file, s.connect_timeout_s);
+  add_follow_options(logs, s.amqp, s.wait_timeout_s, "-f");
+}
+
+// How the admin commands (workers, jobs) reach the orchestrator: flags, then
+// read_orchestrator_flags once they are parsed.
+struct OrchestratorFlags {
+  std::string token_file;
+  service::TlsFlags tls;
+};
+
+void add_orchestrator_options(CLI::App& command, cli::OrchestratorConnection& c, OrchestratorFlags& flags) {
+  command.add_option("--orchestrator-addr", c.address, "the orchestrator's gRPC address (host:port)")
       ->envname("ORCHESTRATOR_ADDR")
       ->capture_default_str();
-  workers.add_option("--registration-token-file", token_file,
+  command.add_option("--registration-token-file", flags.token_file,
                      "file holding the orchestrator's registration token (env BLACKTREE_REGISTRATION_TOKEN "
                      "also works)")
       ->envname("BLACKTREE_REGISTRATION_TOKEN_FILE");
-  workers.add_option("--rpc-timeout-s", s.timeout_s, "how long to wait for the orchestrator's answer")
+  command.add_option("--rpc-timeout-s", c.timeout_s, "how long to wait for the orchestrator's answer")
       ->check(CLI::Range(1u, 3600u))
       ->capture_default_str();
-  workers.add_flag("--json", s.json, "print the reply as JSON (ListWorkersReply, camelCase) instead of a table");
+  service::add_tls_options(command, flags.tls, false);
+}
+
+void read_orchestrator_flags(const OrchestratorFlags& flags, cli::OrchestratorConnection& c) {
+  if (!flags.token_file.empty()) {
+    c.token = blacktree::core::Secret(
+        service::value_or_usage_error(service::read_secret_file(flags.token_file, "--registration-token-file")));
+  } else if (const char* value = std::getenv("BLACKTREE_REGISTRATION_TOKEN"); value && *value) {
+    c.token = blacktree::core::Secret(value);
+  }
+  c.tls = {flags.tls.cert, flags.tls.key, flags.tls.ca, std::chrono::seconds(flags.tls.reload_interval_s)};
+  if (c.tls.enabled()) service::value_or_usage_error(blacktree::grpc::check_tls_files(c.tls));
 }
 
 // --mq-password-file, when given, overrides the URL's password.
@@ -159,13 +199,14 @@ int usage_exit(const CLI::App& app, const CLI::Error& e) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"blacktree: submit build jobs to a blacktree orchestrator and see its workers"};
+  CLI::App app{"blacktree: submit build jobs to a blacktree orchestrator, follow them, and see its jobs and workers"};
   app.set_version_flag("--version", std::string(BLACKTREE_VERSION_STRING));
   app.footer(exit_codes_text);
   app.require_subcommand(1);
   app.fallthrough();  // `blacktree submit --config f.yaml ...` works as well as `blacktree --config f.yaml submit`
   service::add_config_file_option(app);
-  app.config_formatter(std::make_shared<SubcommandYamlConfig>(&app, std::set<std::string>{"submit", "cancel", "workers"}));
+  app.config_formatter(std::make_shared<SubcommandYamlConfig>(
+      &app, std::set<std::string>{"submit", "cancel", "logs", "workers", "jobs"}));
 
   cli::SubmitSettings submit_settings;
   std::string token_env = "GITHUB_TOKEN";
@@ -183,13 +224,32 @@ int main(int argc, char** argv) {
   std::string cancel_password_file;
   add_cancel_options(*cancel, cancel_settings, cancel_password_file);
 
+  cli::LogsSettings logs_settings;
+  auto* logs = app.add_subcommand(
+      "logs", "with -f: print a job's output from now on until it ends (lines published before are not "
+              "kept by the events exchange, so not shown)");
+  logs->footer(exit_codes_text);
+  std::string logs_password_file;
+  add_logs_options(*logs, logs_settings, logs_password_file);
+
   cli::WorkersSettings workers_settings;
-  std::string registration_token_file;
+  OrchestratorFlags workers_flags;
   auto* workers = app.add_subcommand("workers", "list the workers registered with the orchestrator");
   workers->footer(exit_codes_text);
-  add_workers_options(*workers, workers_settings, registration_token_file);
-  service::TlsFlags workers_tls;
-  service::add_tls_options(*workers, workers_tls, false);
+  add_orchestrator_options(*workers, workers_settings.orchestrator, workers_flags);
+  workers->add_flag("--json", workers_settings.json,
+                    "print the reply as JSON (ListWorkersReply, camelCase) instead of a table");
+
+  cli::JobsSettings jobs_settings;
+  OrchestratorFlags jobs_flags;
+  auto* jobs = app.add_subcommand(
+      "jobs", "list the jobs the orchestrator holds (waiting, running, publishing); with --finished also "
+              "the last ones it finished");
+  jobs->footer(exit_codes_text);
+  add_orchestrator_options(*jobs, jobs_settings.orchestrator, jobs_flags);
+  jobs->add_flag("--finished", jobs_settings.finished,
+                 "also the last jobs it finished (the newest first, at most 100), with their outcome");
+  jobs->add_flag("--json", jobs_settings.json, "print the reply as JSON (ListJobsReply, camelCase) instead of a table");
 
   try {
     app.parse(argc, argv);
@@ -210,17 +270,15 @@ int main(int argc, char** argv) {
       read_broker_password(cancel_password_file, cancel_settings.amqp);
       return cli::run_cancel(cancel_settings);
     }
-    if (!registration_token_file.empty()) {
-      workers_settings.token =
-          blacktree::core::Secret(service::value_or_usage_error(
-              service::read_secret_file(registration_token_file, "--registration-token-file")));
-    } else if (const char* value = std::getenv("BLACKTREE_REGISTRATION_TOKEN"); value && *value) {
-      workers_settings.token = blacktree::core::Secret(value);
+    if (*logs) {
+      read_broker_password(logs_password_file, logs_settings.amqp);
+      return cli::run_logs(logs_settings);
     }
-    workers_settings.tls = {workers_tls.cert, workers_tls.key, workers_tls.ca,
-                            std::chrono::seconds(workers_tls.reload_interval_s)};
-    if (workers_settings.tls.enabled())
-      service::value_or_usage_error(blacktree::grpc::check_tls_files(workers_settings.tls));
+    if (*jobs) {
+      read_orchestrator_flags(jobs_flags, jobs_settings.orchestrator);
+      return cli::run_jobs(jobs_settings);
+    }
+    read_orchestrator_flags(workers_flags, workers_settings.orchestrator);
     return cli::run_workers(workers_settings);
   } catch (const CLI::Error& e) {
     return usage_exit(app, e);

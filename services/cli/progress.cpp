@@ -25,9 +25,9 @@ std::string printable(std::string_view text) {
   return out;
 }
 
-ProgressDisplay::ProgressDisplay(std::FILE* out, bool live, std::string job_id)
-    : out_(out), live_(live), job_id_(std::move(job_id)) {
-  if (live_) draw_status();
+ProgressDisplay::ProgressDisplay(std::FILE* out, Style style, std::string job_id)
+    : out_(out), style_(style), job_id_(std::move(job_id)) {
+  if (style_ == Style::live) draw_status();
 }
 
 void ProgressDisplay::on_event(const v1::JobEvent& event) {
@@ -37,7 +37,7 @@ void ProgressDisplay::on_event(const v1::JobEvent& event) {
   if (!event.worker_id().empty()) worker_id_ = event.worker_id();
   const std::string line = printable(event.line());
 
-  if (live_) {
+  if (style_ == Style::live) {
     if (!line.empty()) {
       clear_status();
       fmt::print(out_, "{}\n", line);
@@ -46,23 +46,25 @@ void ProgressDisplay::on_event(const v1::JobEvent& event) {
     draw_status();
     return;
   }
+  const bool tagged = style_ == Style::tagged;
   if (!line.empty()) {
-    fmt::print(out_, "[{}] {}\n", phase_, line);
+    if (tagged) fmt::print(out_, "[{}] ", phase_);
+    fmt::print(out_, "{}\n", line);
     ++lines_shown_;
-  } else if (phase_changed && !event.has_result()) {  // the summary reports the end
+  } else if (tagged && phase_changed && !event.has_result()) {  // the summary reports the end
     fmt::print(out_, "[{}]{}\n", phase_, worker_id_.empty() ? "" : " on worker " + worker_id_);
   }
   std::fflush(out_);
 }
 
 void ProgressDisplay::tick() {
-  if (!live_) return;
+  if (style_ != Style::live) return;
   ++spinner_;
   draw_status();
 }
 
 void ProgressDisplay::finish() {
-  if (live_) clear_status();
+  if (style_ == Style::live) clear_status();
   std::fflush(out_);
 }
 

@@ -1,10 +1,11 @@
 // Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
 #pragma once
 
-// How `blacktree submit --wait` shows a job's progress events. On a terminal:
-// the log lines scroll while one live line at the bottom shows the phase, a
-// spinner and the elapsed time. Elsewhere (a pipe, a CI log): plain
-// `[phase] line` lines, which grep and log viewers handle.
+// How `blacktree submit --wait` and `blacktree logs -f` show a job's progress
+// events. On a terminal: the log lines scroll while one live line at the
+// bottom shows the phase, a spinner and the elapsed time. Elsewhere (a pipe,
+// a CI log): plain lines, which grep and log viewers handle: `[phase] line`
+// (tagged), or the job's output lines alone (raw).
 
 #include <blacktree/v1/blacktree.pb.h>
 
@@ -16,8 +17,13 @@ namespace blacktree::cli {
 
 class ProgressDisplay {
  public:
-  /// `live`: `out` is a terminal that understands "\r" and "erase line".
-  ProgressDisplay(std::FILE* out, bool live, std::string job_id);
+  enum class Style {
+    live,    ///< `out` is a terminal that understands "\r" and "erase line"
+    tagged,  ///< `[phase] line`, and a line for each phase change
+    raw,     ///< the job's output lines only
+  };
+
+  ProgressDisplay(std::FILE* out, Style style, std::string job_id);
 
   void on_event(const v1::JobEvent& event);
   /// Redraws the live line (the spinner and the clock move); nothing when not live.
@@ -33,7 +39,7 @@ class ProgressDisplay {
   void clear_status();
 
   std::FILE* out_;
-  bool live_;
+  Style style_;
   std::string job_id_;
   std::string phase_ = "queued";  // until the first event: the job waits in the queue for a worker
   std::string worker_id_;

@@ -9,6 +9,7 @@ namespace blacktree::service {
 
 OpsServer::OpsServer(ReadyFn ready, MetricsFn metrics, std::string notice)
     : server_(std::make_unique<httplib::Server>()) {
+  server_->new_task_queue = [] { return new httplib::ThreadPool(16); };
   server_->Get("/healthz", [ready = std::move(ready), notice = std::move(notice)](const httplib::Request&,
                                                                                    httplib::Response& res) {
     const auto why_not = ready();

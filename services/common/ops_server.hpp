@@ -15,7 +15,9 @@ class Server;
 
 namespace blacktree::service {
 
-/// /healthz and /metrics on their own thread (cpp-httplib).
+/// /healthz and /metrics (and what else is added through http()) on their
+/// own thread (cpp-httplib), with a pool of 16 threads for requests: a live
+/// log tail holds one.
 class OpsServer {
  public:
   using ReadyFn = std::function<std::string()>;  ///< empty: ready; otherwise why not
@@ -29,6 +31,8 @@ class OpsServer {
   /// on failure.
   int start(const std::string& address);
   void stop();
+  /// To add routes (the orchestrator's dashboard) before start().
+  httplib::Server& http() { return *server_; }
 
  private:
   std::unique_ptr<httplib::Server> server_;

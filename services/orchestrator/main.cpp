@@ -22,6 +22,8 @@
 #include <blacktree/wire/line_status_sink.hpp>
 #include <blacktree/wire/wire.hpp>
 
+#include "dashboard.hpp"
+
 #include <asio/executor_work_guard.hpp>
 #include <fmt/format.h>
 #include <asio/io_context.hpp>
@@ -50,20 +52,28 @@ struct DispatchObserver : core::PrometheusObserver {
 
   spdlog::logger* log = nullptr;
   const EventFn* events = nullptr;  // may point at an empty function
+  core::JobBoardObserver board;
 
   void on_progress(const core::ProgressEvent& event) {
+    board.on_progress(event);
     if (*events) (*events)(event, nullptr);
   }
-  void on_received(const core::Job& job) { log->debug("job {} received{}", job.id, job.redelivered ? " (redelivered)" : ""); }
+  void on_received(const core::Job& job) {
+    board.on_received(job);
+    log->debug("job {} received{}", job.id, job.redelivered ? " (redelivered)" : "");
+  }
   void on_assigned(const core::Job& job, const core::WorkerInfo& worker) {
+    board.on_assigned(job, worker);
     log->info("job {} assigned to worker {} at {}", job.id, worker.id, worker.address);
   }
+  void on_settled(const core::Job& job) { board.on_settled(job); }
   void on_not_accepted(const core::Job& job, const core::WorkerInfo& worker, std::error_code ec,
                        std::string_view detail) {
     log->warn("job {} not accepted by worker {}: {} ({})", job.id, worker.id, detail, ec.message());
   }
   void on_finished(const core::Job& job, const core::JobResult& result) {
     core::PrometheusObserver::on_finished(job, result);
+    board.on_finished(job, result);
     if (*events) (*events)(core::ProgressEvent{job.id, result.worker_id, core::Phase::finished, {}}, &result);
     if (result.success) {
       log->info("job {} succeeded on worker {}", job.id, result.worker_id);
@@ -73,9 +83,13 @@ struct DispatchObserver : core::PrometheusObserver {
     }
   }
   void on_dead_lettered(const core::Job& job, std::string_view reason) {
+    board.on_dead_lettered(job, reason);
     log->warn("job {} dead-lettered: {}", job.id.empty() ? "(without jobId)" : job.id, reason);
   }
-  void on_handed_back(const core::Job& job) { log->info("job {} handed back to the queue", job.id); }
+  void on_handed_back(const core::Job& job) {
+    board.on_handed_back(job);
+    log->info("job {} handed back to the queue", job.id);
+  }
   // Every held job retries every few seconds while statuses cannot go out;
   // the sink logs the cause once, and this a line a minute, not one per retry.
   void on_publish_failed(const core::Job& job, std::error_code ec) {
@@ -112,6 +126,8 @@ struct Settings {
   std::string listen = "0.0.0.0:50051";
   std::string queue = "amqp";
   std::string http_listen = "0.0.0.0:9090";
+  bool dashboard = true;
+  std::string admin_token;  // empty: the dashboard is read-only
   std::string token;
   std::uint32_t ping_interval_ms = 1000;
   std::uint32_t ping_timeout_ms = 500;
@@ -145,8 +161,10 @@ blacktree::grpc::TransportOptions transport_options(const std::string& orchestra
 }
 
 blacktree::grpc::OrchestratorServiceOptions service_options(const std::string& orchestrator_id, const Settings& s,
-                                                            std::shared_ptr<blacktree::grpc::WorkerSecrets> secrets) {
+                                                            std::shared_ptr<blacktree::grpc::WorkerSecrets> secrets,
+                                                            const core::JobBoard& jobs) {
   blacktree::grpc::OrchestratorServiceOptions options;
+  options.jobs = &jobs;
   options.orchestrator_id = orchestrator_id;
   options.registration_token = s.token;
   options.ping_interval = std::chrono::milliseconds(s.ping_interval_ms);
@@ -178,7 +196,7 @@ struct Plane {
         transport(io.get_executor(), transport_options(id, s, secrets)),
         channels(transport.forget_removed_workers(pool)),
         health(io.get_executor(), transport, pool, health_options(s), LogHealthObserver{{}, log.get()}),
-        service(pool, service_options(id, s, secrets),
+        service(pool, service_options(id, s, secrets, board),
                 [this](const core::WorkerInfo& worker, bool registered, std::string_view detail) {
                   if (registered) {
                     log->info("worker {} {} at {} (capacity {}, labels {}, version {})", worker.id, detail,
@@ -229,6 +247,7 @@ struct Plane {
   std::string id;
   std::shared_ptr<blacktree::grpc::WorkerSecrets> secrets;  // per registration, shared by service and transport
   core::PrometheusMetrics metrics;
+  core::JobBoard board;  // the jobs in flight and the last finished: ListJobs, the dashboard
   asio::io_context io;
   asio::executor_work_guard<asio::io_context::executor_type> work;
   core::WorkerPool pool;
@@ -320,7 +339,7 @@ std::string insecure_notice(const Settings& s) {
 template <class Source, class Sink>
 int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset_t& signals,
                           const std::function<void()>& stop_intake, const std::function<std::string()>& queue_ready,
-                          const DispatchObserver::EventFn& events, CancelGate* cancels = nullptr,
+                          const DispatchObserver::EventFn& events, CancelGate& cancels,
                           const std::function<std::string()>& more_metrics = {}) {
   core::DispatcherOptions options;
   options.max_attempts = plane.settings.max_attempts;
@@ -332,6 +351,7 @@ int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset
   observer.metrics = &plane.metrics;
   observer.log = plane.log.get();
   observer.events = &events;
+  observer.board.board = &plane.board;
   core::Dispatcher<Source, blacktree::grpc::GrpcTransport, Sink, core::WorkerPool, DispatchObserver> dispatcher(
       plane.io.get_executor(), source, plane.transport, sink, plane.pool, options, observer);
 
@@ -342,6 +362,18 @@ int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset
                (more_metrics ? more_metrics() : std::string());
       },
       plane.settings.tls.insecure ? insecure_notice(plane.settings) : std::string());
+  if (plane.settings.dashboard) {
+    blacktree::service::DashboardSource dashboard;
+    dashboard.board = &plane.board;
+    dashboard.workers = [&plane] { return plane.pool.snapshot(); };
+    dashboard.stats = [&dispatcher] { return dispatcher.stats(); };
+    dashboard.cancel = [&cancels](std::string job_id, std::string reason, CancelGate::Done done) {
+      return cancels.submit(std::move(job_id), std::move(reason), std::move(done));
+    };
+    dashboard.admin_token = plane.settings.admin_token;
+    dashboard.title = fmt::format("orchestrator {} ({})", plane.id, BLACKTREE_VERSION_STRING);
+    blacktree::service::add_dashboard(ops.http(), std::move(dashboard));
+  }
   if (!plane.settings.http_listen.empty()) {
     const int bound = ops.start(plane.settings.http_listen);
     if (bound == 0) {
@@ -351,11 +383,9 @@ int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset
     plane.log->info("serving /healthz and /metrics on port {}", bound);
   }
   dispatcher.start();
-  if (cancels) {
-    cancels->open([&dispatcher](std::string job_id, std::string reason, CancelGate::Done done) {
-      dispatcher.async_cancel(std::move(job_id), std::move(reason), std::move(done));
-    });
-  }
+  cancels.open([&dispatcher](std::string job_id, std::string reason, CancelGate::Done done) {
+    dispatcher.async_cancel(std::move(job_id), std::move(reason), std::move(done));
+  });
 
   int signal_number = 0;
   sigwait(&signals, &signal_number);
@@ -367,7 +397,8 @@ int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset
   dispatcher.async_stop(std::chrono::seconds(plane.settings.drain_timeout_s),
                         [&stopped](std::error_code ec) { stopped.set_value(ec); });
   const auto ec = stopped.get_future().get();
-  if (cancels) cancels->close();  // before the dispatcher goes
+  cancels.close();  // before the dispatcher goes
+  plane.board.close();  // live log tails end, so the HTTP server can stop
   if (ec) plane.log->warn("drain deadline passed: unfinished jobs were handed back to the queue");
   const auto final_stats = dispatcher.stats();
   plane.log->info("stopped: {} received, {} succeeded, {} failed, {} dead-lettered, {} handed back",
@@ -397,9 +428,18 @@ int main(int argc, char** argv) {
       ->envname("BLACKTREE_QUEUE")
       ->check(CLI::IsMember({"amqp", "stdio"}))
       ->capture_default_str();
-  app.add_option("--http-listen", s.http_listen, "where to serve /healthz and /metrics (host:port; empty: off)")
+  app.add_option("--http-listen", s.http_listen,
+                 "where to serve /healthz, /metrics and the dashboard (host:port; empty: off)")
       ->envname("BLACKTREE_HTTP_LISTEN")
       ->capture_default_str();
+  app.add_flag("--dashboard,!--no-dashboard", s.dashboard,
+               "serve the dashboard (workers, jobs and their output) at / on the HTTP port")
+      ->envname("BLACKTREE_DASHBOARD")
+      ->capture_default_str();
+  std::string admin_token_file;
+  app.add_option("--dashboard-admin-token-file", admin_token_file,
+                 "file holding the token that lets the dashboard cancel jobs (unset: read-only)")
+      ->envname("BLACKTREE_DASHBOARD_ADMIN_TOKEN_FILE");
   blacktree::amqp::AmqpOptions amqp;
   std::string amqp_password_file;
   std::uint32_t heartbeat_s = static_cast<std::uint32_t>(amqp.heartbeat.count());
@@ -502,6 +542,10 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     s.token = blacktree::service::value_or_usage_error(blacktree::service::registration_token(token_file));
+    if (!admin_token_file.empty()) {
+      s.admin_token = blacktree::service::value_or_usage_error(
+          blacktree::service::read_secret_file(admin_token_file, "--dashboard-admin-token-file"));
+    }
     const auto tls = tls_options(s);
     if (tls.enabled()) blacktree::service::value_or_usage_error(blacktree::grpc::check_tls_files(tls));
     blacktree::service::value_or_usage_error(
@@ -544,8 +588,9 @@ int main(int argc, char** argv) {
       plane.stop();
       return 1;
     }
+    CancelGate gate;  // the dashboard's cancels; stdio has no cancel queue
     rc = dispatch_until_signal(
-        plane, queue, sink, signals, [&feeder] { feeder.stop(); }, [] { return std::string(); }, {});
+        plane, queue, sink, signals, [&feeder] { feeder.stop(); }, [] { return std::string(); }, {}, gate);
   } else {
     try {
       blacktree::amqp::AmqpJobSource source(plane.io.get_executor(), amqp);
@@ -585,7 +630,7 @@ int main(int argc, char** argv) {
             source.cancel_consumer();
             if (cancel_source) cancel_source->cancel_consumer();
           },
-          ready, publish, &gate,
+          ready, publish, gate,
           [&] { return blacktree::amqp::prometheus_text(source.stats(), sink.stats(), events.stats()); });
       if (cancel_source) cancel_source->stop();
       events.stop();

@@ -53,13 +53,18 @@ core::Result<std::string> AmqpClient::subscribe(const std::string& exchange, con
 }
 
 core::Result<void> AmqpClient::publish_confirmed(const std::string& exchange, const std::string& routing_key,
-                                                 std::string_view body, milliseconds timeout) {
+                                                 std::string_view body, milliseconds timeout,
+                                                 std::optional<std::uint8_t> priority) {
   amqp_connection_state_t state = conn_->get();
   const std::string& where = conn_->where();
   amqp_basic_properties_t props{};
   props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;
   props.content_type = amqp_cstring_bytes("application/json");
   props.delivery_mode = 2;  // persistent: the message survives a broker restart
+  if (priority) {
+    props._flags |= AMQP_BASIC_PRIORITY_FLAG;
+    props.priority = *priority;
+  }
   const std::string where_to = exchange.empty() ? "queue '" + routing_key + "'"
                                                 : "exchange '" + exchange + "' (routing key '" + routing_key + "')";
   if (const int rc = amqp_basic_publish(state, channel, detail::to_bytes(exchange), detail::to_bytes(routing_key),

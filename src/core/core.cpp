@@ -9,6 +9,7 @@
 #include <blacktree/core/error-inl.hpp>
 #include <blacktree/core/in_memory-inl.hpp>
 #include <blacktree/core/job-inl.hpp>
+#include <blacktree/core/job_board-inl.hpp>
 #include <blacktree/core/worker_pool-inl.hpp>
 
 namespace blacktree::core {

@@ -8,6 +8,8 @@
 #include <google/protobuf/util/time_util.h>
 
 #include <algorithm>
+#include <unordered_map>
+#include <vector>
 
 namespace blacktree::grpc {
 namespace {
@@ -145,9 +147,18 @@ OrchestratorService::~OrchestratorService() {
   if (auto status = authorize(*context); !status.ok()) return finish(context, status);
   const auto now_steady = std::chrono::steady_clock::now();
   const auto now_system = std::chrono::system_clock::now();
+  std::unordered_map<std::string, std::vector<std::string>> running;  // worker id -> its jobs
+  if (options_.jobs) {
+    for (const auto& job : options_.jobs->jobs(false)) {
+      if (job.state == core::BoardState::running) running[job.worker_id].push_back(job.id);
+    }
+  }
   for (const auto& worker : pool_.snapshot()) {
     if (!worker.info) continue;
     auto* status = reply->add_workers();
+    if (auto it = running.find(worker.info->id); it != running.end()) {
+      for (auto& id : it->second) status->add_running_jobs(std::move(id));
+    }
     *status->mutable_worker() = wire::to_proto(*worker.info);
     status->set_state(wire::to_proto(worker.state));
     status->set_running(worker.in_use);
@@ -158,6 +169,16 @@ OrchestratorService::~OrchestratorService() {
           std::chrono::duration_cast<std::chrono::nanoseconds>(seen.time_since_epoch()).count());
     }
   }
+  return finish(context, ::grpc::Status::OK);
+}
+
+::grpc::ServerUnaryReactor* OrchestratorService::ListJobs(::grpc::CallbackServerContext* context,
+                                                          const v1::ListJobsRequest* request, v1::ListJobsReply* reply) {
+  if (auto status = authorize(*context); !status.ok()) return finish(context, status);
+  if (!options_.jobs) {
+    return finish(context, {::grpc::StatusCode::FAILED_PRECONDITION, "this orchestrator keeps no list of its jobs"});
+  }
+  for (const auto& job : options_.jobs->jobs(request->finished())) *reply->add_jobs() = wire::to_proto(job);
   return finish(context, ::grpc::Status::OK);
 }
 

@@ -340,6 +340,29 @@ core::JobResult from_proto(const v1::JobResponse& response) {
   return result;
 }
 
+v1::JobStatus to_proto(const core::JobView& job) {
+  v1::JobStatus out;
+  out.set_job_id(job.id);
+  switch (job.state) {
+    case core::BoardState::waiting: out.set_state(v1::JOB_STATE_WAITING); break;
+    case core::BoardState::running: out.set_state(v1::JOB_STATE_RUNNING); break;
+    case core::BoardState::publishing: out.set_state(v1::JOB_STATE_PUBLISHING); break;
+    case core::BoardState::finished: out.set_state(v1::JOB_STATE_FINISHED); break;
+  }
+  out.set_worker_id(job.worker_id);
+  if (job.state != core::BoardState::waiting) out.set_phase(to_proto(job.phase, job.stage));
+  for (const auto& [key, value] : job.labels) (*out.mutable_labels())[key] = value;
+  out.set_priority(job.priority);
+  set_time(out.mutable_received_at(), job.received_at);
+  set_time(out.mutable_started_at(), job.started_at);
+  set_time(out.mutable_finished_at(), job.finished_at);
+  out.set_success(job.success);
+  out.set_cancelled(job.cancelled);
+  out.set_error(job.error);
+  out.set_log_bytes(job.log_bytes);
+  return out;
+}
+
 v1::Phase to_proto(core::Phase phase, std::string_view stage) {
   switch (phase) {
     case core::Phase::accepted: return v1::PHASE_ACCEPTED;

@@ -1,11 +1,11 @@
 # Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
-"""Issue 6: the `blacktree` command-line client.
+"""Issues 6 and 16: the `blacktree` command-line client.
 
 `workers` runs against a real orchestrator and real worker processes.
 `submit` runs against a real rabbitmq-server (tests/support/rabbitmq.sh); the
 test reads what it published with pika, and for `--wait` plays the
-orchestrator's part on the events exchange (the end-to-end path with a real
-orchestrator is tested with the main job)."""
+orchestrator's part on the events exchange. `submit --wait`, `logs -f` and
+`jobs` also run through a real orchestrator and worker on that broker."""
 
 import json
 import os
@@ -141,11 +141,16 @@ def test_workers_reads_its_section_of_a_yaml_config(tmp_path):
 
 
 def test_help_and_version():
-    for args, expected in [((), ["submit", "workers", "Exit codes"]),
+    for args, expected in [((), ["submit", "cancel", "logs", "workers", "jobs", "Exit codes"]),
                            (("submit",), ["--repo", "--image", "--token-env", "--token-file", "--wait",
-                                          "--wait-timeout-s", "--mq-url", "MQ_URL", "--events-exchange"]),
+                                          "--wait-timeout-s", "--mq-url", "MQ_URL", "--events-exchange",
+                                          "--priority"]),
+                           (("logs",), ["JOBID", "-f,--follow", "from now on", "--mq-url", "--events-exchange",
+                                        "--wait-timeout-s"]),
                            (("workers",), ["--orchestrator-addr", "ORCHESTRATOR_ADDR", "--json",
-                                           "--registration-token-file"])]:
+                                           "--registration-token-file"]),
+                           (("jobs",), ["--orchestrator-addr", "ORCHESTRATOR_ADDR", "--finished", "--json",
+                                        "--registration-token-file", "--tls-cert"])]:
         r = run_cli(*args, "--help")
         assert r.returncode == 0, r.stderr
         for text in expected:
@@ -156,6 +161,11 @@ def test_help_and_version():
     assert run_cli().returncode == 64
     assert run_cli("workers", "--no-such-flag").returncode == 64
     assert run_cli("submit", "--repo", "a/b").returncode == 64  # --image missing
+    # logs without -f: nothing to show (the events exchange keeps no history), said before any broker is reached.
+    r = run_cli("logs", "some-job", "--mq-url", f"amqp://guest:guest@127.0.0.1:{free_port()}/")
+    assert r.returncode == 64 and "logs needs -f (--follow)" in r.stderr, r.stderr
+    r = run_cli("logs", "-f", "bad/id", "--mq-url", f"amqp://guest:guest@127.0.0.1:{free_port()}/")
+    assert r.returncode == 64 and "JOBID: jobId" in r.stderr, r.stderr
 
 
 # --- submit ----------------------------------------------------------------------
@@ -207,7 +217,8 @@ def test_submit_publishes_the_seed_job_request(broker, mq):
     token = "ghp_" + uuid.uuid4().hex
     argv = ["submit", "--repo", "octo/app", "--branch", "release-1", "--dockerfile", "docker/Dockerfile",
             "--context", "src", "--image", "registry.local/team/app:1.2", "--region", "eu",
-            "--label", "arch=arm64", "--label", "tier=gpu", "--job-id", "job-flags-1", "--timeout-s", "600"]
+            "--label", "arch=arm64", "--label", "tier=gpu", "--job-id", "job-flags-1", "--timeout-s", "600",
+            "--priority", "7"]
     r = run_cli(*argv, env={"MQ_URL": broker.url, "GITHUB_TOKEN": token})
     assert r.returncode == 0, r.stderr
     assert r.stdout == "job-flags-1\n"
@@ -219,6 +230,7 @@ def test_submit_publishes_the_seed_job_request(broker, mq):
         "contextDir": "src", "imageName": "registry.local/team/app:1.2", "githubToken": token}
     assert job["labels"] == {"region": "eu", "arch": "arm64", "tier": "gpu"}
     assert job["timeoutSeconds"] == 600
+    assert job["priority"] == 7 and props.priority == 7  # the AMQP priority too, for x-max-priority queues
     assert props.delivery_mode == 2 and props.content_type == "application/json"
     # The token came from the environment: not in argv, not in anything the CLI printed.
     assert all(token not in a for a in argv)
@@ -231,11 +243,12 @@ def test_submit_defaults_and_token_file(broker, mq, tmp_path):
     assert r.returncode == 0, r.stderr
     job_id = r.stdout.strip()
     assert UUID4.match(job_id), job_id
-    job, _ = take_job(mq)
+    job, props = take_job(mq)
     assert {k: job[k] for k in SEED_FIELDS} == {
         "jobId": job_id, "repoUrl": "https://git.example.com/app.git", "branch": "main",
         "dockerfilePath": "Dockerfile", "contextDir": ".", "imageName": "app:latest", "githubToken": ""}
     assert job.get("labels", {}) == {}
+    assert job.get("priority", 0) == 0 and props.priority == 0
 
     # Another variable named with --token-env, and a file with --token-file.
     r = run_cli("submit", "--repo", "o/a", "--image", "a:1", "--job-id", "env-token", "--token-env", "MY_TOKEN",
@@ -426,52 +439,223 @@ def queue_exists(broker, name):
         connection.close()
 
 
-def test_submit_wait_through_a_real_orchestrator_and_worker(broker, mq, cluster, tmp_path, monkeypatch):
-    """The whole path: CLI -> RabbitMQ -> orchestrator -> worker (argv runner)
-    -> events exchange -> CLI; and status.queue is left to the control plane."""
+@pytest.fixture
+def real_orchestrator(broker, tmp_path):
+    """A real orchestrator on the broker with queues of its own (plaintext
+    gRPC: these tests are about the CLI's AMQP path, not gRPC's security).
+    .port is its gRPC port, .target what cluster.worker() takes to register a worker with it."""
     suffix = uuid.uuid4().hex[:8]
-    execute_queue, status_queue = f"execute.e2e-{suffix}", f"status.e2e-{suffix}"
     port = free_port()
+    execute_queue, status_queue = f"execute.e2e-{suffix}", f"status.e2e-{suffix}"
     orch = Process("orchestrator-amqp",
                    [str(BIN_DIR / "blacktree-orchestrator"), "--listen", f"127.0.0.1:{port}", "--queue", "amqp",
                     "--mq-url", broker.url, "--execute-queue", execute_queue, "--status-queue", status_queue,
-                    "--http-listen", "", "--ping-interval-ms", "300", "--ping-timeout-ms", "250",
-                    "--insecure"],  # about the CLI's AMQP path, not gRPC's security
+                    "--http-listen", "", "--ping-interval-ms", "300", "--ping-timeout-ms", "250", "--insecure"],
                    tmp_path / "orchestrator-amqp.log")
     try:
         orch.wait_log("serving gRPC on port")
-        monkeypatch.setenv("WORKER_RUNNER", "argv")  # a fixed command instead of a real build
-        cluster.worker(types.SimpleNamespace(port=port, token=None), "e2e-eu", region="eu",
-                       command=["sh", "-c", "echo building $BLACKTREE_JOB_ID; echo done"])
-        cluster.worker(types.SimpleNamespace(port=port, token=None), "e2e-us", region="us",
-                       command=["sh", "-c", "echo cannot build; exit 7"])
-        addr = {"ORCHESTRATOR_ADDR": f"127.0.0.1:{port}"}
-        wait_until(lambda: run_cli("workers", env=addr).stdout.count(" free ") == 2, 20, "two free workers")
         wait_until(lambda: queue_exists(broker, execute_queue), 20, f"the orchestrator to declare {execute_queue}")
-
-        common = ["submit", "--repo", "octo/app", "--image", "registry.local/app:1", "--execute-queue", execute_queue,
-                  "--wait", "--wait-timeout-s", "60"]
-        good = run_cli(*common, "--region", "eu", "--job-id", f"e2e-good-{suffix}", env={"MQ_URL": broker.url})
-        assert good.returncode == 0, good.stderr + orch.log()
-        assert f"job e2e-good-{suffix} succeeded on worker e2e-eu" in good.stdout
-        assert f"building e2e-good-{suffix}" in good.stderr
-
-        bad = run_cli(*common, "--region", "us", "--job-id", f"e2e-bad-{suffix}", env={"MQ_URL": broker.url})
-        assert bad.returncode == 1, bad.stderr + orch.log()
-        assert f"job e2e-bad-{suffix} failed on worker e2e-us:" in bad.stdout
-        assert "exited with code 7" in bad.stdout
-        assert "cannot build" in bad.stderr
-
-        # Both statuses are still on status.queue for the control plane: the CLI took neither.
-        connection = broker.connect()
-        try:
-            channel = connection.channel()
-            wait_until(lambda: channel.queue_declare(status_queue, passive=True).method.message_count == 2, 20,
-                       "two statuses on the status queue")
-        finally:
-            connection.close()
+        yield types.SimpleNamespace(process=orch, port=port, addr=f"127.0.0.1:{port}", suffix=suffix,
+                                    execute_queue=execute_queue, status_queue=status_queue,
+                                    target=types.SimpleNamespace(port=port, token=None))
     finally:
         orch.close()
+
+
+def wait_free_workers(orchestrator, n):
+    addr = {"ORCHESTRATOR_ADDR": orchestrator.addr}
+    wait_until(lambda: run_cli("workers", env=addr).stdout.count(" free ") == n, 20, f"{n} free workers")
+
+
+def test_submit_wait_through_a_real_orchestrator_and_worker(broker, real_orchestrator, cluster, monkeypatch):
+    """The whole path: CLI -> RabbitMQ -> orchestrator -> worker (argv runner)
+    -> events exchange -> CLI; and status.queue is left to the control plane."""
+    orch, suffix = real_orchestrator, real_orchestrator.suffix
+    monkeypatch.setenv("WORKER_RUNNER", "argv")  # a fixed command instead of a real build
+    cluster.worker(orch.target, "e2e-eu", region="eu",
+                   command=["sh", "-c", "echo building $BLACKTREE_JOB_ID; echo done"])
+    cluster.worker(orch.target, "e2e-us", region="us", command=["sh", "-c", "echo cannot build; exit 7"])
+    wait_free_workers(orch, 2)
+
+    common = ["submit", "--repo", "octo/app", "--image", "registry.local/app:1", "--execute-queue", orch.execute_queue,
+              "--wait", "--wait-timeout-s", "60"]
+    good = run_cli(*common, "--region", "eu", "--job-id", f"e2e-good-{suffix}", env={"MQ_URL": broker.url})
+    assert good.returncode == 0, good.stderr + orch.process.log()
+    assert f"job e2e-good-{suffix} succeeded on worker e2e-eu" in good.stdout
+    assert f"building e2e-good-{suffix}" in good.stderr
+
+    bad = run_cli(*common, "--region", "us", "--job-id", f"e2e-bad-{suffix}", env={"MQ_URL": broker.url})
+    assert bad.returncode == 1, bad.stderr + orch.process.log()
+    assert f"job e2e-bad-{suffix} failed on worker e2e-us:" in bad.stdout
+    assert "exited with code 7" in bad.stdout
+    assert "cannot build" in bad.stderr
+
+    # Both statuses are still on status.queue for the control plane: the CLI took neither.
+    connection = broker.connect()
+    try:
+        channel = connection.channel()
+        wait_until(lambda: channel.queue_declare(orch.status_queue, passive=True).method.message_count == 2, 20,
+                   "two statuses on the status queue")
+    finally:
+        connection.close()
+
+
+# --- logs -f and jobs, through a real orchestrator and worker -----------------------
+
+# A job of the gated worker: it marks itself started, prints a line, waits for
+# the test to open its gate (a FIFO named after it), prints three lines and
+# ends: failed (exit 3) when its id starts with "fail".
+GATED_JOB = """id=$BLACKTREE_JOB_ID
+echo "$id" >> "$0/started"
+echo "$id is waiting for its gate"
+read go < "$0/$id.gate"
+for n in 1 2 3; do echo "$id line $n"; done
+case $id in fail*) echo "$id fails on purpose"; exit 3;; esac
+"""
+
+
+@pytest.fixture
+def gated(broker, real_orchestrator, cluster, tmp_path):
+    """The real orchestrator and one worker, "w-gate" (region eu, tier=fast,
+    capacity 2), running GATED_JOB: each job holds until open_gate(its id)."""
+    orch = real_orchestrator
+    cluster.worker(orch.target, "w-gate", region="eu", labels=["tier=fast"], capacity=2,
+                   command=["sh", "-c", GATED_JOB, str(tmp_path)])
+    wait_free_workers(orch, 1)
+
+    def submit(job_id, *extra):
+        """Queues job_id (its gate made first) and waits until it runs, held at its gate."""
+        os.mkfifo(tmp_path / f"{job_id}.gate")
+        r = run_cli("submit", "--repo", "octo/app", "--image", "registry.local/app:1", "--execute-queue",
+                    orch.execute_queue, "--job-id", job_id, *extra, env={"MQ_URL": broker.url})
+        assert r.returncode == 0, r.stderr
+        started = tmp_path / "started"
+        wait_until(lambda: started.exists() and job_id in started.read_text().split(), 30, f"job {job_id} running")
+
+    def open_gate(job_id):
+        gate = tmp_path / f"{job_id}.gate"
+
+        def opened():
+            try:  # without blocking: ENXIO until the job opens its end
+                fd = os.open(gate, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                return False
+            os.write(fd, b"go\n")
+            os.close(fd)
+            return True
+        wait_until(opened, 30, f"job {job_id} reading its gate")
+
+    def jobs(*args):
+        return run_cli("jobs", "--orchestrator-addr", orch.addr, *args)
+
+    return types.SimpleNamespace(orchestrator=orch, submit=submit, open_gate=open_gate, jobs=jobs,
+                                 suffix=orch.suffix)
+
+
+def start_logs(broker, tmp_path, job_id, *extra):
+    """`blacktree logs -f job_id`, its stderr in a file; returns once it has subscribed."""
+    err_path = tmp_path / f"logs-{job_id}.err"
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen([CLI, "logs", "-f", job_id, *extra], env=cli_env({"MQ_URL": broker.url}),
+                                stdout=subprocess.PIPE, stderr=err, text=True)
+    wait_until(lambda: f"following job {job_id}" in err_path.read_text() or proc.poll() is not None, 30,
+               "logs -f subscribed")
+    assert proc.poll() is None, err_path.read_text()
+    return proc, err_path
+
+
+def finish_logs(proc, err_path):
+    try:
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    return proc.returncode, out, err_path.read_text()
+
+
+@pytest.mark.timeout(180)
+def test_logs_follow_prints_the_jobs_output_until_it_ends(broker, gated, tmp_path):
+    job_id = f"logs-ok-{gated.suffix}"
+    gated.submit(job_id)
+    proc, err_path = start_logs(broker, tmp_path, job_id)
+    gated.open_gate(job_id)
+    code, out, err = finish_logs(proc, err_path)
+    assert code == 0, err
+    # The job's own lines on stdout, raw (a pipe); the line it printed before
+    # `logs` subscribed may or may not have been published after.
+    lines = [line for line in out.splitlines() if line != f"{job_id} is waiting for its gate"]
+    assert lines == [f"{job_id} line 1", f"{job_id} line 2", f"{job_id} line 3"], out
+    assert f"job {job_id} succeeded on worker w-gate" in err
+
+
+@pytest.mark.timeout(180)
+def test_logs_follow_of_a_failing_job_exits_1(broker, gated, tmp_path):
+    job_id = f"fail-logs-{gated.suffix}"
+    gated.submit(job_id)
+    proc, err_path = start_logs(broker, tmp_path, job_id)
+    gated.open_gate(job_id)
+    code, out, err = finish_logs(proc, err_path)
+    assert code == 1, err
+    assert f"{job_id} line 3\n{job_id} fails on purpose\n" in out
+    assert f"job {job_id} failed on worker w-gate:" in err and "exited with code 3" in err
+
+
+@pytest.mark.timeout(60)
+def test_logs_follow_interrupted_or_timed_out(broker, mq, tmp_path):
+    """Nothing publishes for this job: Ctrl-C stops following (128+2), and --wait-timeout-s gives up (3)."""
+    proc, err_path = start_logs(broker, tmp_path, "nobody-runs-this")
+    proc.send_signal(signal.SIGINT)
+    code, out, err = finish_logs(proc, err_path)
+    assert code == 128 + signal.SIGINT and out == ""
+    assert "stopped following job nobody-runs-this; the job itself keeps running" in err
+
+    r = run_cli("logs", "-f", "nobody-runs-this", "--wait-timeout-s", "1", env={"MQ_URL": broker.url})
+    assert r.returncode == 3 and "no result for job nobody-runs-this within 1 s" in r.stderr, r.stderr
+    r = run_cli("logs", "-f", "any", "--mq-url", f"amqp://guest:guest@127.0.0.1:{free_port()}/", timeout=30)
+    assert r.returncode == 2 and "connection refused" in r.stderr, r.stderr
+
+
+def jobs_table(result):
+    """`blacktree jobs` output: {job id: its row's columns}, after checking the header."""
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["JOB", "ID", "STATE", "WORKER", "PHASE", "AGE", "DURATION", "PRIORITY", "OUTCOME",
+                                "LABELS"]
+    return {line.split()[0]: line.split() for line in lines[1:]}
+
+
+@pytest.mark.timeout(180)
+def test_jobs_lists_a_running_job_and_with_finished_its_outcome(gated):
+    running, failing = f"jobs-run-{gated.suffix}", f"fail-jobs-{gated.suffix}"
+    gated.submit(running, "--region", "eu", "--label", "tier=fast", "--priority", "7")
+    gated.submit(failing)
+
+    rows = jobs_table(gated.jobs())
+    # JOB-ID STATE WORKER PHASE AGE DURATION PRIORITY OUTCOME LABELS
+    row = rows[running]
+    assert row[1:3] == ["running", "w-gate"], row
+    assert re.fullmatch(r"\d+s", row[4]) and re.fullmatch(r"\d+s", row[5]), row
+    assert row[6:] == ["7", "-", "region=eu,tier=fast"], row
+    assert rows[failing][1:3] == ["running", "w-gate"] and rows[failing][6:] == ["0", "-", "-"]
+
+    reply = json.loads(gated.jobs("--json").stdout)
+    by_id = {j["jobId"]: j for j in reply["jobs"]}
+    assert by_id[running]["state"] == "JOB_STATE_RUNNING" and by_id[running]["workerId"] == "w-gate"
+    assert by_id[running]["priority"] == 7 and by_id[running]["labels"] == {"region": "eu", "tier": "fast"}
+
+    gated.open_gate(running)
+    gated.open_gate(failing)
+
+    def finished():
+        rows = jobs_table(gated.jobs("--finished"))
+        done = [rows.get(j) for j in (running, failing)]
+        return done if all(r and r[1] == "finished" for r in done) else None
+    ran, failed = wait_until(finished, 30, "both jobs finished")
+    assert ran[2] == "w-gate" and ran[7] == "succeeded", ran
+    assert failed[2] == "w-gate" and failed[7] == "failed", failed
+    # No longer in flight: not listed without --finished.
+    in_flight = gated.jobs()
+    assert running not in in_flight.stdout and failing not in in_flight.stdout
+    assert "holds no jobs" in in_flight.stderr
 
 
 def test_environment_overrides_the_cli_config_file(tmp_path):

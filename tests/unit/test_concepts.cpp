@@ -161,6 +161,7 @@ struct ObserverWithoutPublishFailed {
   void on_not_accepted(const core::Job&, const core::WorkerInfo&, std::error_code, std::string_view) {}
   void on_progress(const core::ProgressEvent&) {}
   void on_finished(const core::Job&, const core::JobResult&) {}
+  void on_settled(const core::Job&) {}
   void on_dead_lettered(const core::Job&, std::string_view) {}
   void on_handed_back(const core::Job&) {}
 };

@@ -19,6 +19,7 @@
 #include <blacktree/core/result.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -51,13 +52,15 @@ class AmqpClient {
   core::Result<std::string> subscribe(const std::string& exchange, const std::string& routing_key);
 
   /// Publishes `body` persistent, application/json, mandatory, and waits up
-  /// to `timeout` for the broker's confirm. A message no queue takes (the
-  /// broker returns it) fails with unroutable: it would otherwise be
-  /// confirmed and lost. Other errors: publish_failed, publish_nacked,
-  /// timed_out and connection_lost (the message may or may not be queued),
-  /// channel_closed.
+  /// to `timeout` for the broker's confirm. `priority`, when given, is the
+  /// message's AMQP priority property (a queue declared with x-max-priority
+  /// delivers higher ones first). A message no queue takes (the broker
+  /// returns it) fails with unroutable: it would otherwise be confirmed and
+  /// lost. Other errors: publish_failed, publish_nacked, timed_out and
+  /// connection_lost (the message may or may not be queued), channel_closed.
   core::Result<void> publish_confirmed(const std::string& exchange, const std::string& routing_key,
-                                       std::string_view body, std::chrono::milliseconds timeout);
+                                       std::string_view body, std::chrono::milliseconds timeout,
+                                       std::optional<std::uint8_t> priority = std::nullopt);
 
   /// Starts consuming `queue` (auto-ack: meant for a queue of our own, as
   /// subscribe() declares). Errors: consume_failed.

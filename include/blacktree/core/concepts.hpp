@@ -304,6 +304,7 @@ concept ObservesDispatcher =
       o.on_not_accepted(j, w, ec, text);
       o.on_progress(e);
       o.on_finished(j, r);
+      o.on_settled(j);
       o.on_dead_lettered(j, text);
       o.on_handed_back(j);
       o.on_publish_failed(j, ec);

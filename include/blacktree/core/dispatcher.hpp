@@ -140,6 +140,8 @@ struct DispatcherObserver {
   void on_not_accepted(const Job&, const WorkerInfo&, std::error_code, std::string_view /*detail*/) {}
   void on_progress(const ProgressEvent&) {}
   void on_finished(const Job&, const JobResult&) {}
+  /// Its status confirmed and its delivery settled: the job is done here.
+  void on_settled(const Job&) {}
   void on_dead_lettered(const Job&, std::string_view /*reason*/) {}
   void on_handed_back(const Job&) {}
   void on_publish_failed(const Job&, std::error_code) {}
@@ -836,6 +838,7 @@ class Dispatcher {
         source.ack(ctx->delivery);
       }
       for (auto& delivery : ctx->attached) source.ack(delivery);
+      observer.on_settled(ctx->job());
       done(ctx);
     }
 

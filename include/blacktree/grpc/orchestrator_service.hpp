@@ -3,13 +3,14 @@
 
 // OrchestratorService: the orchestrator side of blacktree.v1.Orchestrator.
 // Workers register into (and leave) a core::WorkerPool through it; operators
-// list them. When a registration token is configured, every call must carry
+// list them and the jobs. When a registration token is configured, every call must carry
 // `authorization: Bearer <token>` metadata; under mutual TLS a worker's
 // certificate must name the worker it registers or deregisters; a capacity
 // above max_worker_capacity is refused; a second live process with a
 // registered worker's id is refused with ALREADY_EXISTS. A refusal says what
 // is wrong without echoing what was sent.
 
+#include <blacktree/core/job_board.hpp>
 #include <blacktree/core/worker_pool.hpp>
 #include <blacktree/grpc/credentials.hpp>
 
@@ -39,6 +40,9 @@ struct OrchestratorServiceOptions {
   /// When set, every Register issues the worker a fresh secret (returned in
   /// RegisterReply.worker_secret), which the transport sends with every call.
   std::shared_ptr<WorkerSecrets> worker_secrets{};
+  /// What ListJobs reports, and the running jobs ListWorkers lists per
+  /// worker. Null: ListJobs answers FAILED_PRECONDITION.
+  const core::JobBoard* jobs = nullptr;
 };
 
 class OrchestratorService final : public ::blacktree::v1::Orchestrator::CallbackService {
@@ -63,6 +67,8 @@ class OrchestratorService final : public ::blacktree::v1::Orchestrator::Callback
   ::grpc::ServerUnaryReactor* ListWorkers(::grpc::CallbackServerContext* context,
                                           const v1::ListWorkersRequest* request,
                                           v1::ListWorkersReply* reply) override;
+  ::grpc::ServerUnaryReactor* ListJobs(::grpc::CallbackServerContext* context, const v1::ListJobsRequest* request,
+                                       v1::ListJobsReply* reply) override;
 
  private:
   ::grpc::Status authorize(const ::grpc::CallbackServerContext& context) const;

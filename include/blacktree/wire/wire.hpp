@@ -7,6 +7,7 @@
 // adapter converts through here, so a field is added in one place.
 
 #include <blacktree/core/job.hpp>
+#include <blacktree/core/job_board.hpp>
 #include <blacktree/core/result.hpp>
 #include <blacktree/wire/error.hpp>
 
@@ -56,6 +57,9 @@ core::WorkerInfo from_proto(const v1::WorkerInfo& info);
 
 v1::JobEvent to_proto(const core::ProgressEvent& event);
 core::ProgressEvent from_proto(const v1::JobEvent& event);
+
+/// A job on an orchestrator's board, as ListJobs reports it.
+v1::JobStatus to_proto(const core::JobView& job);
 
 // --- the seed's JSON ------------------------------------------------------
 
