@@ -24,6 +24,9 @@ packages=(
   rabbitmq-server amqp-tools
   git buildah skopeo docker-registry apache2-utils busybox-static tar curl
   python3 python3-pytest python3-pytest-timeout python3-pika python3-grpcio python3-protobuf
+  # The dashboard's browser test: Debian's headless Chromium, driven through
+  # chromedriver's WebDriver HTTP API.
+  chromium chromium-driver
   # promtool checks deploy/prometheus/ and a real prometheus scrapes both services (test_prometheus.py).
   prometheus
   # A build's network box (--build-network private): a network namespace per
