@@ -7,6 +7,7 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <yaml-cpp/yaml.h>
 
+#include <array>
 #include <charconv>
 #include <cstdlib>
 #include <chrono>
@@ -65,28 +66,74 @@ std::string json_escape(std::string_view text) {
   return out;
 }
 
-// One JSON object per line, for log shippers.
+// A line logged with fields (log_event) carries them in its payload, ahead
+// of its message: each field as its length in decimal, ':' and its bytes, in
+// LogFields' order. What marks such a line is the address of kFieldsTag as
+// its source file name, which no other log call can pass: a plain line whose
+// text looks like fields (an untrusted jobId) stays text.
+constexpr char kFieldsTag[] = "blacktree-log-fields";
+constexpr std::array<std::string_view, 9> kFieldNames{"event", "job_id",  "worker_id",  "phase", "state",
+                                                      "from",  "outcome", "connection", "reason"};
+
+std::array<std::string_view, kFieldNames.size()> values_of(const LogFields& f) {
+  return {f.event, f.job_id, f.worker_id, f.phase, f.state, f.from, f.outcome, f.connection, f.reason};
+}
+
+struct Payload {
+  std::array<std::string_view, kFieldNames.size()> fields{};
+  std::string_view message;
+};
+
+Payload decode(const spdlog::details::log_msg& msg) {
+  Payload out;
+  std::string_view rest(msg.payload.data(), msg.payload.size());
+  if (msg.source.filename != kFieldsTag) {
+    out.message = rest;
+    return out;
+  }
+  for (auto& field : out.fields) {
+    const auto colon = rest.find(':');
+    std::size_t size = 0;
+    if (colon == std::string_view::npos ||
+        std::from_chars(rest.data(), rest.data() + colon, size).ec != std::errc{} || size > rest.size() - colon - 1) {
+      return Payload{{}, std::string_view(msg.payload.data(), msg.payload.size())};  // not ours after all
+    }
+    field = rest.substr(colon + 1, size);
+    rest.remove_prefix(colon + 1 + size);
+  }
+  out.message = rest;
+  return out;
+}
+
+// One JSON object per line, for log shippers: time_ms, level, logger, msg,
+// then the line's fields that are set.
 class JsonFormatter final : public spdlog::formatter {
  public:
   void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
     const auto time = std::chrono::duration_cast<std::chrono::milliseconds>(msg.time.time_since_epoch()).count();
     const auto level = spdlog::level::to_string_view(msg.level);
-    const auto line = fmt::format(R"({{"time_ms":{},"level":"{}","logger":"{}","msg":"{}"}})"
-                                  "\n",
-                                  time, std::string_view(level.data(), level.size()),
-                                  json_escape(std::string_view(msg.logger_name.data(), msg.logger_name.size())),
-                                  json_escape(std::string_view(msg.payload.data(), msg.payload.size())));
+    const Payload payload = decode(msg);
+    auto line = fmt::format(R"({{"time_ms":{},"level":"{}","logger":"{}","msg":"{}")", time,
+                            std::string_view(level.data(), level.size()),
+                            json_escape(std::string_view(msg.logger_name.data(), msg.logger_name.size())),
+                            json_escape(payload.message));
+    for (std::size_t i = 0; i < kFieldNames.size(); ++i) {
+      if (payload.fields[i].empty()) continue;
+      line += fmt::format(R"(,"{}":"{}")", kFieldNames[i], json_escape(payload.fields[i]));
+    }
+    line += "}\n";
     dest.append(line.data(), line.data() + line.size());
   }
   std::unique_ptr<spdlog::formatter> clone() const override { return std::make_unique<JsonFormatter>(); }
 };
 
 // %v with escape_log_text: a message quoting untrusted text (a jobId with a
-// newline in it) cannot start a line of its own.
+// newline in it) cannot start a line of its own. A line's fields are not
+// shown: its message names what matters.
 class EscapedPayload final : public spdlog::custom_flag_formatter {
  public:
   void format(const spdlog::details::log_msg& msg, const std::tm&, spdlog::memory_buf_t& dest) override {
-    const std::string text = escape_log_text(std::string_view(msg.payload.data(), msg.payload.size()));
+    const std::string text = escape_log_text(decode(msg).message);
     dest.append(text.data(), text.data() + text.size());
   }
   std::unique_ptr<custom_flag_formatter> clone() const override { return std::make_unique<EscapedPayload>(); }
@@ -184,6 +231,18 @@ std::shared_ptr<spdlog::logger> make_logger(const std::string& name, const LogOp
   logger->set_level(spdlog::level::from_str(options.level));
   logger->flush_on(spdlog::level::trace);  // tests and log shippers read lines as they come
   return logger;
+}
+
+void log_event_message(spdlog::logger& logger, spdlog::level::level_enum level, const LogFields& fields,
+                       std::string_view message) {
+  std::string payload;
+  for (const auto value : values_of(fields)) {
+    payload += std::to_string(value.size());
+    payload += ':';
+    payload += value;
+  }
+  payload += message;
+  logger.log(spdlog::source_loc{kFieldsTag, 0, nullptr}, level, spdlog::string_view_t(payload.data(), payload.size()));
 }
 
 core::Result<std::string> read_secret_file(const std::string& path, std::string_view option) {

@@ -7,6 +7,7 @@
 #include <blacktree/core/result.hpp>
 
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <csignal>
@@ -46,8 +47,44 @@ struct LogOptions {
 void add_log_options(CLI::App& app, LogOptions& options);
 
 /// A logger writing to stderr in the chosen format: text for terminals, or one
-/// JSON object per line ({"time","level","logger","msg"}).
+/// JSON object per line ({"time_ms","level","logger","msg"}, and the fields
+/// of a line logged with log_event()).
 std::shared_ptr<spdlog::logger> make_logger(const std::string& name, const LogOptions& options);
+
+/// What a log line is about, besides its message, for log shippers to query
+/// on. With `--log-format json` every field that is not empty becomes a
+/// member of the line's object ("event":"job.assigned","job_id":"j1",...);
+/// with `text` the line is the message alone, as readable as ever (put the
+/// ids in the message too). Views: they need to live only for the call.
+struct LogFields {
+  std::string_view event{};       ///< what happened: a short stable dotted name (job.assigned, worker.dead, ...)
+  std::string_view job_id{};
+  std::string_view worker_id{};
+  std::string_view phase{};       ///< where the job is now: waiting, running, publishing, finished, requeued
+  std::string_view state{};       ///< a worker's state now: registering, free, draining, dead, removed, ...
+  std::string_view from{};        ///< a worker's state before the change
+  std::string_view outcome{};     ///< how a job (or a cancel) ended: succeeded, failed, cancelled, ...
+  std::string_view connection{};  ///< which broker connection: source, status, events
+  std::string_view reason{};      ///< why, in words
+};
+
+/// Logs one line with fields (thread-safe as the logger; nothing is
+/// formatted below the logger's level):
+///
+///   log_event(*log, spdlog::level::info, {.event = "job.assigned", .job_id = job.id, .worker_id = worker.id},
+///             "job {} assigned to worker {} at {}", job.id, worker.id, worker.address);
+///
+/// Only for loggers from make_logger(), whose formatters read the fields;
+/// another formatter would print them encoded in the message.
+template <class... Args>
+void log_event(spdlog::logger& logger, spdlog::level::level_enum level, const LogFields& fields,
+               fmt::format_string<Args...> format, Args&&... args) {
+  if (!logger.should_log(level)) return;
+  log_event_message(logger, level, fields, fmt::vformat(format, fmt::make_format_args(args...)));
+}
+/// log_event() with its message formatted already.
+void log_event_message(spdlog::logger& logger, spdlog::level::level_enum level, const LogFields& fields,
+                       std::string_view message);
 
 /// `text` with control characters escaped (\n, \r, \t, \xHH): what the
 /// text log format does to every message, so that untrusted text in one (a

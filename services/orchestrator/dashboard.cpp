@@ -135,6 +135,8 @@ std::string index_body(const DashboardSource& src) {
       stats.received, stats.succeeded, stats.failed, stats.cancelled, stats.lost, stats.dead_lettered,
       stats.in_flight, done_last_5m, static_cast<double>(done_last_5m) / 5.0);
 
+  if (src.queue) out += fmt::format("<p id=\"queue\">In the broker: {}</p>\n", escape(src.queue()));
+
   out += "<h2>Workers</h2>\n<table id=\"workers\"><tr><th>worker</th><th>state</th><th>labels</th>"
          "<th>slots</th><th>running</th><th>last seen</th><th>address</th><th>version</th></tr>\n";
   auto workers = src.workers();

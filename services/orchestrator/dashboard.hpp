@@ -32,6 +32,9 @@ struct DashboardSource {
   /// Asks the dispatcher to cancel a job and calls `done` with what it found
   /// (any thread); false when no dispatcher takes cancels (it is stopping).
   std::function<bool(std::string job_id, std::string reason, std::function<void(core::CancelOutcome)> done)> cancel;
+  /// What waits in the broker's queue, in words ("12 jobs ready in
+  /// execute.queue ..."); empty function: not shown (no broker).
+  std::function<std::string()> queue;
   std::string admin_token;  ///< empty: the page is read-only
   std::string title;        ///< e.g. the orchestrator's id and version
   std::size_t max_streams = 8;  ///< live log tails served at once; more get 503

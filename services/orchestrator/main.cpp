@@ -23,6 +23,7 @@
 #include <blacktree/wire/wire.hpp>
 
 #include "dashboard.hpp"
+#include "queue_depth.hpp"
 
 #include <asio/executor_work_guard.hpp>
 #include <fmt/format.h>
@@ -41,7 +42,13 @@
 namespace {
 
 namespace core = blacktree::core;
+namespace level = spdlog::level;
 using Logger = std::shared_ptr<spdlog::logger>;
+using blacktree::service::log_event;
+
+std::string_view outcome_of(const core::JobResult& result) {
+  return result.success ? "succeeded" : result.cancelled ? "cancelled" : "failed";
+}
 
 // Every job assignment and outcome, logged with ids (never tokens: Job's
 // token is a core::Secret and is never formatted), counted for /metrics and,
@@ -60,47 +67,69 @@ struct DispatchObserver : core::PrometheusObserver {
   }
   void on_received(const core::Job& job) {
     board.on_received(job);
-    log->debug("job {} received{}", job.id, job.redelivered ? " (redelivered)" : "");
+    log_event(*log, level::debug,
+              {.event = "job.received", .job_id = job.id, .phase = "waiting",
+               .reason = job.redelivered ? "redelivered" : ""},
+              "job {} received{}", job.id, job.redelivered ? " (redelivered)" : "");
   }
   void on_assigned(const core::Job& job, const core::WorkerInfo& worker) {
     board.on_assigned(job, worker);
-    log->info("job {} assigned to worker {} at {}", job.id, worker.id, worker.address);
+    log_event(*log, level::info,
+              {.event = "job.assigned", .job_id = job.id, .worker_id = worker.id, .phase = "running"},
+              "job {} assigned to worker {} at {}", job.id, worker.id, worker.address);
   }
   void on_settled(const core::Job& job) { board.on_settled(job); }
   void on_not_accepted(const core::Job& job, const core::WorkerInfo& worker, std::error_code ec,
                        std::string_view detail) {
-    log->warn("job {} not accepted by worker {}: {} ({})", job.id, worker.id, detail, ec.message());
+    const std::string why = ec.message();
+    log_event(*log, level::warn,
+              {.event = "job.not_accepted", .job_id = job.id, .worker_id = worker.id, .phase = "waiting",
+               .reason = detail.empty() ? std::string_view(why) : detail},
+              "job {} not accepted by worker {}: {} ({})", job.id, worker.id, detail, why);
   }
   void on_finished(const core::Job& job, const core::JobResult& result) {
     core::PrometheusObserver::on_finished(job, result);
     board.on_finished(job, result);
     if (*events) (*events)(core::ProgressEvent{job.id, result.worker_id, core::Phase::finished, {}}, &result);
+    const blacktree::service::LogFields fields{.event = "job.finished", .job_id = job.id, .worker_id = result.worker_id,
+                                               .phase = "finished", .outcome = outcome_of(result),
+                                               .reason = result.error};
     if (result.success) {
-      log->info("job {} succeeded on worker {}", job.id, result.worker_id);
+      log_event(*log, level::info, fields, "job {} succeeded on worker {}", job.id, result.worker_id);
     } else {
-      log->warn("job {} failed on worker {}: {}", job.id, result.worker_id.empty() ? "-" : result.worker_id,
-                result.error);
+      log_event(*log, level::warn, fields, "job {} failed on worker {}: {}", job.id,
+                result.worker_id.empty() ? "-" : result.worker_id, result.error);
     }
   }
   void on_dead_lettered(const core::Job& job, std::string_view reason) {
     board.on_dead_lettered(job, reason);
-    log->warn("job {} dead-lettered: {}", job.id.empty() ? "(without jobId)" : job.id, reason);
+    log_event(*log, level::warn,
+              {.event = "job.dead_lettered", .job_id = job.id, .phase = "finished", .outcome = "dead_lettered",
+               .reason = reason},
+              "job {} dead-lettered: {}", job.id.empty() ? "(without jobId)" : job.id, reason);
   }
   void on_handed_back(const core::Job& job) {
     board.on_handed_back(job);
-    log->info("job {} handed back to the queue", job.id);
+    log_event(*log, level::info,
+              {.event = "job.handed_back", .job_id = job.id, .phase = "requeued",
+               .reason = "the orchestrator is stopping"},
+              "job {} handed back to the queue", job.id);
   }
   // Every held job retries every few seconds while statuses cannot go out;
   // the sink logs the cause once, and this a line a minute, not one per retry.
   void on_publish_failed(const core::Job& job, std::error_code ec) {
     const auto now = std::chrono::steady_clock::now();
+    const std::string why = ec.message();
+    const blacktree::service::LogFields fields{.event = "job.status_retry", .job_id = job.id, .phase = "publishing",
+                                               .reason = why};
     if (now - last_publish_warning_ < std::chrono::minutes(1)) {
       ++publish_failures_unlogged_;
-      log->debug("job {}: status not confirmed yet ({}); retrying", job.id, ec.message());
+      log_event(*log, level::debug, fields, "job {}: status not confirmed yet ({}); retrying", job.id, why);
       return;
     }
-    log->warn("job {}: status not confirmed yet ({}); retrying ({} more such retries in the last minute)", job.id,
-              ec.message(), publish_failures_unlogged_);
+    log_event(*log, level::warn, fields,
+              "job {}: status not confirmed yet ({}); retrying ({} more such retries in the last minute)", job.id, why,
+              publish_failures_unlogged_);
     last_publish_warning_ = now;
     publish_failures_unlogged_ = 0;
   }
@@ -108,19 +137,55 @@ struct DispatchObserver : core::PrometheusObserver {
   std::uint64_t publish_failures_unlogged_ = 0;
 };
 
+// Missed pings. What they lead to (dead, alive again, forgotten) is a change
+// of the worker's state in the pool, logged once by log_worker_event.
 struct LogHealthObserver : core::HealthObserver {
   spdlog::logger* log = nullptr;
   void on_ping_failed(const core::WorkerInfo& worker, std::error_code ec, std::uint32_t misses) {
-    log->debug("worker {} missed a ping ({}), {} in a row", worker.id, ec.message(), misses);
-  }
-  void on_dead(const core::WorkerInfo& worker, std::string_view reason) {
-    log->warn("worker {} is dead: {}", worker.id, reason);
-  }
-  void on_alive(const core::WorkerInfo& worker) { log->info("worker {} answers pings", worker.id); }
-  void on_forgotten(const core::WorkerInfo& worker, std::string_view reason) {
-    log->info("worker {} forgotten: {}", worker.id, reason);
+    const std::string why = ec.message();
+    log_event(*log, level::debug, {.event = "worker.ping_failed", .worker_id = worker.id, .reason = why},
+              "worker {} missed a ping ({}), {} in a row", worker.id, why, misses);
   }
 };
+
+// Every change of a worker's lifecycle state in the pool, one line each with
+// its reason: free <-> busy is not one (the pool does not report it). Into
+// `registering` is a registration, logged by the registration listener with
+// the worker's details instead.
+void log_worker_event(spdlog::logger& log, const core::WorkerEvent& event) {
+  if (!event.info) return;
+  const core::WorkerInfo& worker = *event.info;
+  const std::string_view from = core::to_string(event.from);
+  if (event.removed) {
+    // A dead worker removed was forgotten (--forget-dead-after-s) or left
+    // while dead; any other left (deregistered, or its last job ended after).
+    const bool dead = event.from == core::WorkerState::dead;
+    log_event(log, level::info,
+              {.event = dead ? "worker.forgotten" : "worker.deregistered", .worker_id = worker.id, .state = "removed",
+               .from = from, .reason = event.reason},
+              "worker {} {}: {}", worker.id, dead ? "forgotten" : "deregistered", event.reason);
+    return;
+  }
+  if (event.added || event.to == core::WorkerState::registering) return;
+  const std::string_view to = core::to_string(event.to);
+  if (event.from == event.to) {
+    if (event.leases_lost) {  // a ping answered by a new incarnation
+      log_event(log, level::warn,
+                {.event = "worker.restarted", .worker_id = worker.id, .state = to, .from = from,
+                 .reason = event.reason},
+                "worker {} restarted (a new process answers its pings): the jobs it ran are lost", worker.id);
+    }
+    return;
+  }
+  const bool alive = (event.from == core::WorkerState::registering || event.from == core::WorkerState::dead) &&
+                     event.to == core::WorkerState::free;
+  const std::string_view name = event.to == core::WorkerState::dead ? "worker.dead"
+                                : alive                             ? "worker.alive"
+                                                                    : "worker.state";
+  log_event(log, event.to == core::WorkerState::dead ? level::warn : level::info,
+            {.event = name, .worker_id = worker.id, .state = to, .from = from, .reason = event.reason},
+            "worker {} {} -> {}{}{}", worker.id, from, to, event.reason.empty() ? "" : ": ", event.reason);
+}
 
 struct Settings {
   std::string listen = "0.0.0.0:50051";
@@ -198,25 +263,21 @@ struct Plane {
         health(io.get_executor(), transport, pool, health_options(s), LogHealthObserver{{}, log.get()}),
         service(pool, service_options(id, s, secrets, board),
                 [this](const core::WorkerInfo& worker, bool registered, std::string_view detail) {
-                  if (registered) {
-                    log->info("worker {} {} at {} (capacity {}, labels {}, version {})", worker.id, detail,
-                              worker.address, worker.capacity, core::to_string(worker.labels), worker.version);
-                  } else {
-                    log->info("worker {} deregistered: {}", worker.id, detail);
-                  }
+                  // A registration puts the worker in `registering`; leaving
+                  // is the pool's change to log (log_worker_event), once.
+                  if (!registered) return;
+                  log_event(*log, level::info,
+                            {.event = "worker.registered", .worker_id = worker.id, .state = "registering",
+                             .reason = detail},
+                            "worker {} {} at {} (capacity {}, labels {}, version {})", worker.id, detail,
+                            worker.address, worker.capacity, core::to_string(worker.labels), worker.version);
                 }) {
     // A leaving worker's last results are taken before its leases are voided
     // (bounded below the worker's own Deregister deadline).
     service.settle_runs_before_deregister([this](const std::string& worker_id, std::function<void()> then) {
       transport.when_runs_ended(worker_id, std::chrono::seconds(2), std::move(then));
     });
-    subscription = pool.subscribe([this](const core::WorkerEvent& event) {
-      if (!event.info || event.removed) return;
-      if (event.from != event.to) {
-        log->info("worker {} {} -> {}{}{}", event.info->id, core::to_string(event.from), core::to_string(event.to),
-                  event.reason.empty() ? "" : ": ", event.reason);
-      }
-    });
+    subscription = pool.subscribe([this](const core::WorkerEvent& event) { log_worker_event(*log, event); });
   }
 
   bool start_server() {
@@ -306,14 +367,14 @@ struct CancelReader : std::enable_shared_from_this<CancelReader> {
   void on_request(blacktree::amqp::AmqpDelivery& delivery) {
     auto request = blacktree::wire::parse_cancel_request(delivery.body());
     if (!request) {
-      log->warn("cancel request dead-lettered: {}", request.error().message());
-      source.reject(delivery, core::Disposition::dead_letter, request.error().message());
+      const std::string why = request.error().message();
+      log_event(*log, level::warn, {.event = "job.cancel", .outcome = "dead_lettered", .reason = why},
+                "cancel request dead-lettered: {}", why);
+      source.reject(delivery, core::Disposition::dead_letter, why);
       return;
     }
-    const std::string id = request->job_id();
-    const bool taken = gate.submit(id, request->reason(), [log = log, id](core::CancelOutcome outcome) {
-      log->info("cancel of job {}: {}", id, core::to_string(outcome));
-    });
+    // The gate logs the outcome.
+    const bool taken = gate.submit(request->job_id(), request->reason(), [](core::CancelOutcome) {});
     if (taken) {
       source.ack(delivery);
     } else {
@@ -326,11 +387,45 @@ struct CancelReader : std::enable_shared_from_this<CancelReader> {
   Logger log;
 };
 
+std::string_view short_name(core::CancelOutcome outcome) {
+  switch (outcome) {
+    case core::CancelOutcome::cancelled: return "cancelled";
+    case core::CancelOutcome::stopping: return "stopping";
+    case core::CancelOutcome::finished: return "finished";
+    case core::CancelOutcome::remembered: return "remembered";
+  }
+  return "unknown";
+}
+
 // Said at start and on every /healthz while --insecure is given.
 std::string insecure_notice(const Settings& s) {
   return fmt::format("warning: --insecure: gRPC runs {} and {}", tls_options(s).enabled() ? "with mutual TLS" : "without TLS",
                      s.token.empty() ? "without a registration token: anyone who reaches the port can register"
                                      : "with a registration token");
+}
+
+// The broker's counts of the execute queue, as Prometheus text (nothing
+// while the broker cannot be asked), and in words for the dashboard.
+std::string queue_depth_metrics(blacktree::service::QueueDepth& depth) {
+  const auto reading = depth.get();
+  if (!reading) return {};
+  const std::string queue = core::prometheus::escape_label_value(depth.queue());
+  return fmt::format(
+      "# HELP blacktree_amqp_queue_messages_ready Jobs ready in the execute queue (the broker's count, at most 5 s "
+      "old).\n# TYPE blacktree_amqp_queue_messages_ready gauge\nblacktree_amqp_queue_messages_ready{{queue=\"{0}\"}} "
+      "{1}\n# HELP blacktree_amqp_queue_consumers Consumers of the execute queue.\n# TYPE "
+      "blacktree_amqp_queue_consumers gauge\nblacktree_amqp_queue_consumers{{queue=\"{0}\"}} {2}\n",
+      queue, reading->counts.messages, reading->counts.consumers);
+}
+
+std::string queue_depth_text(blacktree::service::QueueDepth& depth) {
+  const auto reading = depth.get();
+  if (!reading) {
+    const std::string why = depth.last_error();
+    return "unknown (" + (why.empty() ? std::string("not asked yet") : why) + ")";
+  }
+  return fmt::format("{} jobs ready in {} ({} consumers)", reading->counts.messages, depth.queue(),
+                     reading->counts.consumers);
 }
 
 // Runs the dispatcher on `source` and `sink` until SIGTERM/SIGINT, then
@@ -340,7 +435,8 @@ template <class Source, class Sink>
 int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset_t& signals,
                           const std::function<void()>& stop_intake, const std::function<std::string()>& queue_ready,
                           const DispatchObserver::EventFn& events, CancelGate& cancels,
-                          const std::function<std::string()>& more_metrics = {}) {
+                          const std::function<std::string()>& more_metrics = {},
+                          const std::function<std::string()>& queue_depth = {}) {
   core::DispatcherOptions options;
   options.max_attempts = plane.settings.max_attempts;
   options.placement_timeout = std::chrono::seconds(plane.settings.placement_timeout_s);
@@ -359,6 +455,7 @@ int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset
       queue_ready,
       [&] {
         return plane.metrics.render(dispatcher.stats(), plane.pool.snapshot()) +
+               core::render_backlog(plane.board.backlog(), std::chrono::system_clock::now()) +
                (more_metrics ? more_metrics() : std::string());
       },
       plane.settings.tls.insecure ? insecure_notice(plane.settings) : std::string());
@@ -370,6 +467,7 @@ int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset
     dashboard.cancel = [&cancels](std::string job_id, std::string reason, CancelGate::Done done) {
       return cancels.submit(std::move(job_id), std::move(reason), std::move(done));
     };
+    dashboard.queue = queue_depth;
     dashboard.admin_token = plane.settings.admin_token;
     dashboard.title = fmt::format("orchestrator {} ({})", plane.id, BLACKTREE_VERSION_STRING);
     blacktree::service::add_dashboard(ops.http(), std::move(dashboard));
@@ -383,15 +481,24 @@ int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset
     plane.log->info("serving /healthz and /metrics on port {}", bound);
   }
   dispatcher.start();
-  cancels.open([&dispatcher](std::string job_id, std::string reason, CancelGate::Done done) {
-    dispatcher.async_cancel(std::move(job_id), std::move(reason), std::move(done));
+  // Every cancel, from the queue or the dashboard: one line with its outcome.
+  cancels.open([&dispatcher, log = plane.log](std::string job_id, std::string reason, CancelGate::Done done) {
+    auto logged = [log, job_id, reason, done = std::move(done)](core::CancelOutcome outcome) {
+      log_event(*log, level::info,
+                {.event = "job.cancel", .job_id = job_id, .outcome = short_name(outcome), .reason = reason},
+                "cancel of job {}: {}", job_id, core::to_string(outcome));
+      if (done) done(outcome);
+    };
+    dispatcher.async_cancel(std::move(job_id), std::move(reason), std::move(logged));
   });
 
   int signal_number = 0;
   sigwait(&signals, &signal_number);
   const auto stats = dispatcher.stats();
-  plane.log->info("received {}: draining ({} job(s) in flight, up to {} s)", strsignal(signal_number),
-                  stats.in_flight, plane.settings.drain_timeout_s);
+  log_event(*plane.log, level::info,
+            {.event = "orchestrator.draining", .reason = strsignal(signal_number)},
+            "received {}: draining ({} job(s) in flight, up to {} s)", strsignal(signal_number), stats.in_flight,
+            plane.settings.drain_timeout_s);
   if (stop_intake) stop_intake();
   std::promise<std::error_code> stopped;
   dispatcher.async_stop(std::chrono::seconds(plane.settings.drain_timeout_s),
@@ -399,11 +506,14 @@ int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset
   const auto ec = stopped.get_future().get();
   cancels.close();  // before the dispatcher goes
   plane.board.close();  // live log tails end, so the HTTP server can stop
-  if (ec) plane.log->warn("drain deadline passed: unfinished jobs were handed back to the queue");
+  if (ec) {
+    log_event(*plane.log, level::warn, {.event = "orchestrator.drain_deadline", .reason = "drain deadline passed"},
+              "drain deadline passed: unfinished jobs were handed back to the queue");
+  }
   const auto final_stats = dispatcher.stats();
-  plane.log->info("stopped: {} received, {} succeeded, {} failed, {} dead-lettered, {} handed back",
-                  final_stats.received, final_stats.succeeded, final_stats.failed, final_stats.dead_lettered,
-                  final_stats.handed_back);
+  log_event(*plane.log, level::info, {.event = "orchestrator.stopped"},
+            "stopped: {} received, {} succeeded, {} failed, {} dead-lettered, {} handed back", final_stats.received,
+            final_stats.succeeded, final_stats.failed, final_stats.dead_lettered, final_stats.handed_back);
   ops.stop();
   return 0;
 }
@@ -561,19 +671,31 @@ int main(int argc, char** argv) {
   amqp.connection_name = "blacktree-orchestrator";
 
   auto log = blacktree::service::make_logger("orchestrator", log_options);
-  amqp.log = [log](blacktree::amqp::LogLevel level, std::string_view message) {
+  // The AMQP adapters log once per distinct error of a connection (not per
+  // retry) and once when it recovers, as "amqp <connection>: <what>".
+  amqp.log = [log](blacktree::amqp::LogLevel amqp_level, std::string_view message) {
     using blacktree::amqp::LogLevel;
-    log->log(level == LogLevel::error     ? spdlog::level::err
-             : level == LogLevel::warning ? spdlog::level::warn
-                                          : spdlog::level::info,
-             "{}", message);
+    std::string_view connection;
+    std::string_view what = message;
+    if (message.starts_with("amqp ")) {
+      if (const auto colon = message.find(": "); colon != std::string_view::npos) {
+        connection = message.substr(5, colon - 5);
+        what = message.substr(colon + 2);
+      }
+    }
+    log_event(*log,
+              amqp_level == LogLevel::error     ? level::err
+              : amqp_level == LogLevel::warning ? level::warn
+                                                : level::info,
+              {.event = "broker.connection", .connection = connection, .reason = what}, "{}", message);
   };
   Plane plane(s, log);
   if (!plane.start_server()) {
     log->error("cannot listen on {}: is the address valid and the port free?", s.listen);
     return 1;
   }
-  log->info("orchestrator {} serving gRPC on port {} (queue: {}, registration token {}, {})", plane.id, plane.port,
+  log_event(*log, level::info, {.event = "orchestrator.started"},
+            "orchestrator {} serving gRPC on port {} (queue: {}, registration token {}, {})", plane.id, plane.port,
             s.queue, s.token.empty() ? "not required" : "required",
             tls_options(s).enabled() ? "mutual TLS" : "plaintext");
   if (s.tls.insecure) log->warn("{}", insecure_notice(s));
@@ -612,6 +734,10 @@ int main(int argc, char** argv) {
           return std::string("not connected to the broker (statuses); the reason is in the orchestrator's log");
         return std::string();
       };
+      // What waits in the broker, for /metrics and the dashboard.
+      auto depth_options = amqp;
+      depth_options.connection_name = "blacktree-orchestrator";
+      blacktree::service::QueueDepth depth(depth_options);
       // Cancel requests come on a consumer of their own.
       CancelGate gate;
       std::optional<blacktree::amqp::AmqpJobSource> cancel_source;
@@ -619,6 +745,15 @@ int main(int argc, char** argv) {
         auto cancel_options = amqp;
         cancel_options.execute_queue = amqp.cancel_queue;
         cancel_options.connection_name = "blacktree-orchestrator cancels";
+        // Its lines say `amqp cancels: ...`, not the jobs' `amqp source: ...`.
+        cancel_options.log = [forward = amqp.log](blacktree::amqp::LogLevel amqp_level, std::string_view message) {
+          constexpr std::string_view role = "amqp source: ";
+          if (message.starts_with(role)) {
+            forward(amqp_level, "amqp cancels: " + std::string(message.substr(role.size())));
+          } else {
+            forward(amqp_level, message);
+          }
+        };
         cancel_source.emplace(plane.io.get_executor(), cancel_options);
         cancel_source->set_prefetch(32);
         std::make_shared<CancelReader>(*cancel_source, gate, log)->receive();
@@ -631,7 +766,11 @@ int main(int argc, char** argv) {
             if (cancel_source) cancel_source->cancel_consumer();
           },
           ready, publish, gate,
-          [&] { return blacktree::amqp::prometheus_text(source.stats(), sink.stats(), events.stats()); });
+          [&] {
+            return blacktree::amqp::prometheus_text(source.stats(), sink.stats(), events.stats()) +
+                   queue_depth_metrics(depth);
+          },
+          [&] { return queue_depth_text(depth); });
       if (cancel_source) cancel_source->stop();
       events.stop();
       sink.stop();

@@ -22,14 +22,76 @@
 
 #include <csignal>
 #include <filesystem>
+#include <stop_token>
 #include <unistd.h>
 
 namespace {
+
+namespace level = spdlog::level;
+using blacktree::service::log_event;
 
 std::string host_name() {
   char buf[256] = {};
   if (::gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return "localhost";
   return buf;
+}
+
+// One line when a job starts on this worker, one when it is asked to stop,
+// one when it ends (with its outcome); the job's own output goes to its
+// progress events, not here. Thread-safe: jobs run on the service's threads.
+class LoggedRunner final : public blacktree::worker::JobRunner {
+ public:
+  LoggedRunner(JobRunner& inner, std::shared_ptr<spdlog::logger> log, std::string worker_id)
+      : inner_(inner), log_(std::move(log)), worker_id_(std::move(worker_id)) {}
+
+  blacktree::core::JobResult run(const blacktree::core::Job& job, const blacktree::worker::EmitFn& emit,
+                                 std::stop_token stop) override {
+    log_event(*log_, level::info,
+              {.event = "job.accepted", .job_id = job.id, .worker_id = worker_id_, .phase = "running"},
+              "job {} accepted", job.id);
+    blacktree::core::JobResult result;
+    {
+      // Runs on the thread that asks (a Cancel call, the caller leaving, the
+      // worker stopping), or here if that happened already.
+      std::stop_callback asked(stop, [this, &job] {
+        log_event(*log_, level::info,
+                  {.event = "job.cancel", .job_id = job.id, .worker_id = worker_id_, .phase = "running"},
+                  "job {} asked to stop (cancelled, its orchestrator gone, or this worker stopping)", job.id);
+      });
+      result = inner_.run(job, emit, stop);
+    }
+    const std::string_view outcome = result.success                               ? "succeeded"
+                                      : result.cancelled || stop.stop_requested() ? "cancelled"
+                                                                                  : "failed";
+    const blacktree::service::LogFields fields{.event = "job.finished", .job_id = job.id, .worker_id = worker_id_,
+                                               .phase = "finished", .outcome = outcome, .reason = result.error};
+    if (result.success) {
+      log_event(*log_, level::info, fields, "job {} succeeded", job.id);
+    } else {
+      log_event(*log_, level::warn, fields, "job {} {}: {}", job.id, outcome, result.error);
+    }
+    return result;
+  }
+  void after_result(const blacktree::core::Job& job) noexcept override { inner_.after_result(job); }
+
+ private:
+  JobRunner& inner_;
+  std::shared_ptr<spdlog::logger> log_;
+  std::string worker_id_;
+};
+
+// The registrar reports in sentences (registrar.cpp); these name its events.
+struct RegistrarEvent {
+  std::string_view event;
+  level::level_enum severity;
+};
+RegistrarEvent registrar_event(std::string_view line) {
+  if (line.starts_with("registered with orchestrator")) return {"worker.registered", level::info};
+  if (line.starts_with("another live worker")) return {"worker.registration_refused", level::warn};
+  if (line.starts_with("registration with")) return {"worker.registration_failed", level::warn};
+  if (line.starts_with("deregistration failed")) return {"worker.deregistration_failed", level::warn};
+  if (line.starts_with("deregistered")) return {"worker.deregistered", level::info};
+  return {"worker.registering_again", level::info};  // pinged by another orchestrator, or not pinged
 }
 
 }  // namespace
@@ -317,7 +379,9 @@ int main(int argc, char** argv) {
       else
         log->info("removed the stale job directory {}", stale.path.string());
     }
-    build.on_event = [log](std::string_view what) { log->info("{}", what); };
+    build.on_event = [log](std::string_view what) {
+      log_event(*log, level::info, {.event = "worker.pipeline", .reason = what}, "{}", what);
+    };
     auto pipeline = std::make_unique<blacktree::worker::BuildPipelineRunner>(build);
     if (auto usable = pipeline->check(); !usable) {
       log->error("the build pipeline cannot run here: {}", usable.error().message());
@@ -329,13 +393,14 @@ int main(int argc, char** argv) {
     runner = std::move(pipeline);
   }
   blacktree::worker::MeteredRunner metered(*runner, build_runner);
+  LoggedRunner logged(metered, log, worker_id);
 
   blacktree::grpc::WorkerServiceOptions service_options;
   service_options.worker_id = worker_id;
   service_options.incarnation = self.incarnation;
   service_options.capacity = capacity;
   service_options.heartbeat_interval = std::chrono::milliseconds(heartbeat_interval_ms);
-  blacktree::grpc::WorkerService service(metered, std::move(service_options));
+  blacktree::grpc::WorkerService service(logged, std::move(service_options));
   // Obeys only the orchestrator it registered with: its certificate (under
   // mutual TLS) and that registration's secret (unless --insecure).
   service.set_caller_policy({tls.enabled() ? orchestrator_name : std::string(), !tls_flags.insecure});
@@ -364,7 +429,8 @@ int main(int argc, char** argv) {
     advertise = (any ? host_name() : host) + ":" + std::to_string(port);
   }
   self.address = advertise;
-  log->info("worker {} serving on port {} (advertised as {}), capacity {}, labels {}", worker_id, port, advertise,
+  log_event(*log, level::info, {.event = "worker.started", .worker_id = worker_id},
+            "worker {} serving on port {} (advertised as {}), capacity {}, labels {}", worker_id, port, advertise,
             capacity, blacktree::core::to_string(self.labels));
 
   blacktree::grpc::RegistrarOptions registrar_options;
@@ -378,7 +444,10 @@ int main(int argc, char** argv) {
         service.set_orchestrator_secret(registrar.worker_secret());
         service.set_orchestrator_id(id);
       },
-      [log](std::string_view line) { log->info("{}", line); });
+      [log, worker_id](std::string_view line) {
+        const auto said = registrar_event(line);
+        log_event(*log, said.severity, {.event = said.event, .worker_id = worker_id, .reason = line}, "{}", line);
+      });
   service.set_ping_listener([&registrar](std::string_view id) { registrar.on_ping(id); });
   registrar.start();
 
@@ -396,12 +465,19 @@ int main(int argc, char** argv) {
 
   int signal_number = 0;
   sigwait(&signals, &signal_number);
-  log->info("received {}: draining (up to {} s for {} running job(s))", strsignal(signal_number), drain_timeout_s,
+  log_event(*log, level::info,
+            {.event = "worker.draining", .worker_id = worker_id, .state = "draining",
+             .reason = strsignal(signal_number)},
+            "received {}: draining (up to {} s for {} running job(s))", strsignal(signal_number), drain_timeout_s,
             service.running());
   blacktree::grpc::ShutdownOptions shutdown;
   shutdown.drain_timeout = std::chrono::seconds(drain_timeout_s);
-  if (auto drained = service.shutdown(&registrar, shutdown); !drained) log->warn("{}", drained.error().message());
+  if (auto drained = service.shutdown(&registrar, shutdown); !drained) {
+    const std::string why = drained.error().message();
+    log_event(*log, level::warn, {.event = "worker.drain_deadline", .worker_id = worker_id, .reason = why}, "{}", why);
+  }
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  log->info("worker {} stopped", worker_id);
+  log_event(*log, level::info, {.event = "worker.stopped", .worker_id = worker_id, .state = "stopped"},
+            "worker {} stopped", worker_id);
   return 0;
 }

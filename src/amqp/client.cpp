@@ -52,6 +52,18 @@ core::Result<std::string> AmqpClient::subscribe(const std::string& exchange, con
   return queue;
 }
 
+core::Result<AmqpClient::QueueCounts> AmqpClient::queue_counts(const std::string& queue) {
+  amqp_connection_state_t state = conn_->get();
+  amqp_queue_declare_ok_t* declared = amqp_queue_declare(state, channel, detail::to_bytes(queue), /*passive=*/1,
+                                                         /*durable=*/0, /*exclusive=*/0, /*auto_delete=*/0,
+                                                         amqp_empty_table);
+  const std::string context = "cannot read the counts of queue '" + queue + "' on " + conn_->where();
+  if (auto ok = detail::check_reply(amqp_get_rpc_reply(state), errc::declare_failed, context); !ok)
+    return std::move(ok).error();
+  if (!declared) return core::Error{errc::declare_failed, context};
+  return QueueCounts{declared->message_count, declared->consumer_count};
+}
+
 core::Result<void> AmqpClient::publish_confirmed(const std::string& exchange, const std::string& routing_key,
                                                  std::string_view body, milliseconds timeout,
                                                  std::optional<std::uint8_t> priority) {

@@ -279,3 +279,14 @@ def test_healthz_names_no_broker_user(cluster, broker, names):
     assert "not connected to the broker" in body
     assert "blacktree-probe-user" not in body and "wrong-password" not in body
     wait_until(lambda: "blacktree-probe-user" in orch.log(), timeout=30, what="the reason in the log")
+
+
+def test_the_broker_backlog_is_on_metrics_and_the_dashboard(cluster, broker, names):
+    # No worker: the orchestrator takes nothing, so all of it waits in the broker.
+    orch = cluster.orchestrator(amqp=amqp_flags(broker, names))
+    publish(broker, names["execute-queue"], [json.dumps(job(f"q-{i}")) for i in range(5)])
+    key = f'blacktree_amqp_queue_messages_ready{{queue="{names["execute-queue"]}"}}'
+    wait_until(lambda: orch.metrics().get(key) == 5, timeout=30, what="5 messages ready in the metrics")
+    assert orch.metrics()[f'blacktree_amqp_queue_consumers{{queue="{names["execute-queue"]}"}}'] == 0
+    status, body = orch.http_get("/")
+    assert status == 200 and f"5 jobs ready in {names['execute-queue']}" in body, body

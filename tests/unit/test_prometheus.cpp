@@ -236,3 +236,82 @@ TEST_CASE("prometheus: PrometheusMetrics may be fed and scraped from different t
   CHECK_THAT(text, Catch::Contains("blacktree_job_run_duration_seconds_count 1000\n"));
   CHECK_THAT(text, Catch::Contains("blacktree_events_dropped_total 1000\n"));
 }
+
+namespace {
+core::Backlog waiting(core::Labels labels, std::size_t jobs, std::chrono::system_clock::time_point oldest) {
+  core::Backlog b;
+  b.labels = std::move(labels);
+  b.jobs = jobs;
+  b.oldest = oldest;
+  return b;
+}
+}  // namespace
+
+TEST_CASE("prometheus: the backlog by labels is two gauges, one sample per label set", "[prometheus]") {
+  const auto now = std::chrono::system_clock::time_point(std::chrono::hours(24 * 365 * 56));
+  const std::vector<core::Backlog> backlog{
+      waiting({{"region", "eu"}, {"pool", "a"}}, 3, now - 90s),
+      waiting({}, 1, now - 250ms),
+      waiting({{"region", "mars"}}, 2, now - 7s),
+  };
+  CHECK(core::render_backlog(backlog, now) ==
+        "# HELP blacktree_jobs_waiting Jobs waiting for a worker, by the labels they require.\n"
+        "# TYPE blacktree_jobs_waiting gauge\n"
+        "blacktree_jobs_waiting{labels=\"(any)\"} 1\n"
+        "blacktree_jobs_waiting{labels=\"pool=a,region=eu\"} 3\n"
+        "blacktree_jobs_waiting{labels=\"region=mars\"} 2\n"
+        "# HELP blacktree_job_oldest_waiting_seconds How long the longest-waiting job of those labels has waited "
+        "for a worker.\n"
+        "# TYPE blacktree_job_oldest_waiting_seconds gauge\n"
+        "blacktree_job_oldest_waiting_seconds{labels=\"(any)\"} 0.25\n"
+        "blacktree_job_oldest_waiting_seconds{labels=\"pool=a,region=eu\"} 90\n"
+        "blacktree_job_oldest_waiting_seconds{labels=\"region=mars\"} 7\n");
+}
+
+TEST_CASE("prometheus: with nothing waiting the backlog families have no samples", "[prometheus]") {
+  const auto text = core::render_backlog({}, std::chrono::system_clock::now());
+  CHECK(text ==
+        "# HELP blacktree_jobs_waiting Jobs waiting for a worker, by the labels they require.\n"
+        "# TYPE blacktree_jobs_waiting gauge\n"
+        "# HELP blacktree_job_oldest_waiting_seconds How long the longest-waiting job of those labels has waited "
+        "for a worker.\n"
+        "# TYPE blacktree_job_oldest_waiting_seconds gauge\n");
+}
+
+TEST_CASE("prometheus: backlog label values escape quotes, backslashes and line feeds", "[prometheus]") {
+  const auto now = std::chrono::system_clock::now();
+  const auto text = core::render_backlog({waiting({{"team", R"(a "b" \c)"}, {"note", "x\ny"}}, 1, now)}, now);
+  CHECK_THAT(text, Catch::Contains(R"(blacktree_jobs_waiting{labels="note=x\ny,team=a \"b\" \\c"} 1)"
+                                   "\n"));
+  CHECK_THAT(text, Catch::Contains(R"(blacktree_job_oldest_waiting_seconds{labels="note=x\ny,team=a \"b\" \\c"} 0)"
+                                   "\n"));
+}
+
+TEST_CASE("prometheus: a clock behind the oldest receipt reports 0 s, not a negative wait", "[prometheus]") {
+  const auto now = std::chrono::system_clock::now();
+  CHECK_THAT(core::render_backlog({waiting({{"a", "b"}}, 1, now + 5s)}, now),
+             Catch::Contains("blacktree_job_oldest_waiting_seconds{labels=\"a=b\"} 0\n"));
+}
+
+TEST_CASE("prometheus: past the label-set bound, the smallest backlogs are summed under (other)", "[prometheus]") {
+  const auto now = std::chrono::system_clock::time_point(std::chrono::hours(24 * 365 * 56));
+  std::vector<core::Backlog> backlog;
+  // 60 label sets: id=00..59, id=i holding i+1 jobs, received i seconds ago.
+  for (int i = 0; i < 60; ++i) {
+    backlog.push_back(waiting({{"id", (i < 10 ? "0" : "") + std::to_string(i)}}, static_cast<std::size_t>(i + 1),
+                              now - std::chrono::seconds(i)));
+  }
+  const auto text = core::render_backlog(backlog, now, 50);
+  std::size_t samples = 0;
+  for (std::size_t at = 0; (at = text.find("\nblacktree_jobs_waiting{", at)) != std::string::npos; ++at) ++samples;
+  CHECK(samples == 51);  // the 50 largest and (other)
+  // The 10 smallest (id=00..09: 1+2+...+10 jobs) are (other); the oldest of them waited 9 s.
+  CHECK_THAT(text, Catch::Contains("blacktree_jobs_waiting{labels=\"(other)\"} 55\n"));
+  CHECK_THAT(text, Catch::Contains("blacktree_job_oldest_waiting_seconds{labels=\"(other)\"} 9\n"));
+  CHECK_THAT(text, Catch::Contains("blacktree_jobs_waiting{labels=\"id=10\"} 11\n"));
+  CHECK_THAT(text, Catch::Contains("blacktree_jobs_waiting{labels=\"id=59\"} 60\n"));
+  CHECK_THAT(text, !Catch::Contains("labels=\"id=09\""));
+  // At the bound exactly, nothing is summed.
+  backlog.resize(50);
+  CHECK_THAT(core::render_backlog(backlog, now, 50), !Catch::Contains("(other)"));
+}

@@ -62,6 +62,15 @@ class AmqpClient {
                                        std::string_view body, std::chrono::milliseconds timeout,
                                        std::optional<std::uint8_t> priority = std::nullopt);
 
+  struct QueueCounts {
+    std::uint32_t messages = 0;   ///< ready for delivery (not those delivered and unacked)
+    std::uint32_t consumers = 0;
+  };
+  /// The broker's counts for `queue`, by a passive declare (the queue is not
+  /// created). Errors: declare_failed (a missing queue also closes the
+  /// channel: open() again to go on).
+  core::Result<QueueCounts> queue_counts(const std::string& queue);
+
   /// Starts consuming `queue` (auto-ack: meant for a queue of our own, as
   /// subscribe() declares). Errors: consume_failed.
   core::Result<void> consume(const std::string& queue);

@@ -12,12 +12,16 @@
 //
 // Counters come from Dispatcher::stats() and worker gauges from
 // WorkerPool::snapshot() at scrape time, so the hot path pays only for the
-// two duration histograms, fed from the observer's on_finished.
+// two duration histograms, fed from the observer's on_finished. With a
+// JobBoard, render_backlog(board.backlog(), now) adds the jobs waiting for a
+// worker by labels.
 
 #include <blacktree/core/dispatcher.hpp>
 #include <blacktree/core/job.hpp>
+#include <blacktree/core/job_board.hpp>
 #include <blacktree/core/worker_pool.hpp>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <charconv>
@@ -250,6 +254,71 @@ class PrometheusMetrics {
   prometheus::Histogram run_duration_{{0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600}};
   std::atomic<std::uint64_t> events_dropped_{0};
 };
+
+/// A Backlog's labels as one label value: "pool=a,region=eu" (sorted by key),
+/// "(any)" for jobs that require none.
+inline std::string backlog_label(const Labels& labels) {
+  if (labels.empty()) return "(any)";
+  std::string out;
+  for (const auto& [key, value] : labels) {
+    if (!out.empty()) out += ',';
+    out += key;
+    out += '=';
+    out += value;
+  }
+  return out;
+}
+
+/// The jobs waiting for a worker by the labels they require (JobBoard::backlog()
+/// at scrape time): blacktree_jobs_waiting{labels="pool=a,region=eu"} (how
+/// many) and blacktree_job_oldest_waiting_seconds{labels=...} (the longest
+/// wait among them, from receipt to `now`). The label sets are the jobs'
+/// input, so there are at most `max_label_sets` of them: those with the most
+/// jobs (then the longest wait); the rest are summed under labels="(other)"
+/// (their count, and the longest wait of all of them). Samples are sorted by
+/// label value; with nothing waiting, the families have no samples.
+inline std::string render_backlog(const std::vector<Backlog>& backlog, std::chrono::system_clock::time_point now,
+                                  std::size_t max_label_sets = 50) {
+  struct Row {
+    std::string labels;
+    std::size_t jobs = 0;
+    std::chrono::system_clock::time_point oldest{};
+  };
+  std::vector<Row> rows;
+  rows.reserve(backlog.size());
+  for (const auto& b : backlog) {
+    if (b.jobs == 0) continue;
+    rows.push_back({backlog_label(b.labels), b.jobs, b.oldest});
+  }
+  if (rows.size() > max_label_sets) {
+    std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
+      if (a.jobs != b.jobs) return a.jobs > b.jobs;
+      if (a.oldest != b.oldest) return a.oldest < b.oldest;
+      return a.labels < b.labels;
+    });
+    Row other{"(other)", 0, rows[max_label_sets].oldest};
+    for (auto it = rows.begin() + static_cast<std::ptrdiff_t>(max_label_sets); it != rows.end(); ++it) {
+      other.jobs += it->jobs;
+      other.oldest = std::min(other.oldest, it->oldest);
+    }
+    rows.resize(max_label_sets);
+    rows.push_back(std::move(other));
+  }
+  std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) { return a.labels < b.labels; });
+
+  prometheus::TextWriter out;
+  out.family("blacktree_jobs_waiting", "gauge", "Jobs waiting for a worker, by the labels they require.");
+  for (const auto& row : rows) {
+    out.sample("blacktree_jobs_waiting", {{"labels", row.labels}}, static_cast<std::uint64_t>(row.jobs));
+  }
+  out.family("blacktree_job_oldest_waiting_seconds", "gauge",
+             "How long the longest-waiting job of those labels has waited for a worker.");
+  for (const auto& row : rows) {
+    const double waited = std::max(0.0, std::chrono::duration<double>(now - row.oldest).count());
+    out.sample("blacktree_job_oldest_waiting_seconds", {{"labels", row.labels}}, waited);
+  }
+  return std::move(out).text();
+}
 
 /// A Dispatcher observer that feeds PrometheusMetrics; the metrics outlive
 /// the dispatcher. To log as well, derive from it and call its on_finished
