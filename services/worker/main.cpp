@@ -80,20 +80,6 @@ class LoggedRunner final : public blacktree::worker::JobRunner {
   std::string worker_id_;
 };
 
-// The registrar reports in sentences (registrar.cpp); these name its events.
-struct RegistrarEvent {
-  std::string_view event;
-  level::level_enum severity;
-};
-RegistrarEvent registrar_event(std::string_view line) {
-  if (line.starts_with("registered with orchestrator")) return {"worker.registered", level::info};
-  if (line.starts_with("another live worker")) return {"worker.registration_refused", level::warn};
-  if (line.starts_with("registration with")) return {"worker.registration_failed", level::warn};
-  if (line.starts_with("deregistration failed")) return {"worker.deregistration_failed", level::warn};
-  if (line.starts_with("deregistered")) return {"worker.deregistered", level::info};
-  return {"worker.registering_again", level::info};  // pinged by another orchestrator, or not pinged
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -444,9 +430,12 @@ int main(int argc, char** argv) {
         service.set_orchestrator_secret(registrar.worker_secret());
         service.set_orchestrator_id(id);
       },
-      [log, worker_id](std::string_view line) {
-        const auto said = registrar_event(line);
-        log_event(*log, said.severity, {.event = said.event, .worker_id = worker_id, .reason = line}, "{}", line);
+      [log, worker_id](blacktree::grpc::RegistrarEvent event, std::string_view line) {
+        using blacktree::grpc::RegistrarEvent;
+        const bool trouble = event == RegistrarEvent::refused || event == RegistrarEvent::failed ||
+                             event == RegistrarEvent::deregistration_failed;
+        log_event(*log, trouble ? level::warn : level::info,
+                  {.event = blacktree::grpc::to_string(event), .worker_id = worker_id, .reason = line}, "{}", line);
       });
   service.set_ping_listener([&registrar](std::string_view id) { registrar.on_ping(id); });
   registrar.start();

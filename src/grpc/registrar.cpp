@@ -29,8 +29,7 @@ std::unique_ptr<v1::Orchestrator::Stub> make_stub(const std::string& address,
 
 }  // namespace
 
-Registrar::Registrar(RegistrarOptions options, std::function<void(const std::string&)> on_registered,
-                     std::function<void(std::string_view)> log)
+Registrar::Registrar(RegistrarOptions options, std::function<void(const std::string&)> on_registered, LogFn log)
     : options_(std::move(options)), on_registered_(std::move(on_registered)), log_(std::move(log)) {}
 
 Registrar::~Registrar() {
@@ -102,6 +101,18 @@ core::Result<void> Registrar::try_register() {
   return {};
 }
 
+std::string_view to_string(RegistrarEvent event) noexcept {
+  switch (event) {
+    case RegistrarEvent::registered: return "worker.registered";
+    case RegistrarEvent::refused: return "worker.registration_refused";
+    case RegistrarEvent::failed: return "worker.registration_failed";
+    case RegistrarEvent::registering_again: return "worker.registering_again";
+    case RegistrarEvent::deregistered: return "worker.deregistered";
+    case RegistrarEvent::deregistration_failed: return "worker.deregistration_failed";
+  }
+  return "worker.registrar";
+}
+
 void Registrar::run(std::stop_token stop) {
   auto backoff = options_.backoff_initial;
   while (!stop.stop_requested()) {
@@ -109,18 +120,23 @@ void Registrar::run(std::stop_token stop) {
       const auto attempt = try_register();
       if (attempt) {
         backoff = options_.backoff_initial;
-        if (log_) log_(fmt::format("registered with orchestrator {} at {}", orchestrator_id(), options_.orchestrator_address));
+        if (log_) {
+          log_(RegistrarEvent::registered,
+               fmt::format("registered with orchestrator {} at {}", orchestrator_id(), options_.orchestrator_address));
+        }
         continue;
       }
       if (log_ && attempt.error().code() == errc::worker_id_in_use) {
         // Not flapping: this process waits, and takes the id over once the
         // orchestrator has seen the other one stop or die.
-        log_(fmt::format("another live worker already uses worker id {}, so {} refused this one: {}; is a second "
+        log_(RegistrarEvent::refused,
+             fmt::format("another live worker already uses worker id {}, so {} refused this one: {}; is a second "
                          "process running with the same --worker-id? Retrying in {} ms",
                          options_.self.id, options_.orchestrator_address, attempt.error().message(),
                          backoff.count()));
       } else if (log_) {
-        log_(fmt::format("registration with {} failed: {}; retrying in {} ms", options_.orchestrator_address,
+        log_(RegistrarEvent::failed,
+             fmt::format("registration with {} failed: {}; retrying in {} ms", options_.orchestrator_address,
                          attempt.error().message(), backoff.count()));
       }
       std::unique_lock lock(mutex_);
@@ -135,13 +151,16 @@ void Registrar::run(std::stop_token stop) {
     if (stop.stop_requested()) break;
     if (changed) {
       lock.unlock();
-      if (log_) log_("pinged by an orchestrator this worker is not registered with; registering again");
+      if (log_) {
+        log_(RegistrarEvent::registering_again,
+             "pinged by an orchestrator this worker is not registered with; registering again");
+      }
       continue;
     }
     if (std::chrono::steady_clock::now() >= last_ping_ + silence) {
       registered_ = false;
       lock.unlock();
-      if (log_) log_(fmt::format("no ping for {} ms; registering again", silence.count()));
+      if (log_) log_(RegistrarEvent::registering_again, fmt::format("no ping for {} ms; registering again", silence.count()));
     }
   }
 }
@@ -166,9 +185,13 @@ core::Result<void> Registrar::stop_and_deregister(std::string_view reason) {
   v1::DeregisterReply reply;
   auto deregistered = detail::to_result(stub->Deregister(&context, request, &reply));
   if (log_) {
-    log_(deregistered ? std::string("deregistered")
-                      : fmt::format("deregistration failed: {} (the orchestrator will notice by pings)",
-                                    deregistered.error().message()));
+    if (deregistered) {
+      log_(RegistrarEvent::deregistered, "deregistered");
+    } else {
+      log_(RegistrarEvent::deregistration_failed,
+           fmt::format("deregistration failed: {} (the orchestrator will notice by pings)",
+                       deregistered.error().message()));
+    }
   }
   return deregistered;
 }

@@ -307,7 +307,7 @@ struct Orchestrated {
     options.self = rig.worker;
     registrar = std::make_unique<bgrpc::Registrar>(
         options, [&](const std::string&) { std::call_once(once, [&] { registered.set_value(); }); },
-        std::function<void(std::string_view)>{});
+        bgrpc::Registrar::LogFn{});
     registrar->start();
     REQUIRE(registered.get_future().wait_for(30s) == std::future_status::ready);
     REQUIRE(pool.find(rig.worker.id));

@@ -45,12 +45,26 @@ struct RegistrarOptions {
   std::shared_ptr<::grpc::ChannelCredentials> credentials{};
 };
 
+/// What a Registrar reports to its log function, with a line in words.
+enum class RegistrarEvent : std::uint8_t {
+  registered,             ///< Register succeeded
+  refused,                ///< another live worker uses this worker id: waiting for it to go
+  failed,                 ///< Register failed (unreachable, refused): retrying with backoff
+  registering_again,      ///< pinged by another orchestrator, or not pinged: registering again
+  deregistered,
+  deregistration_failed,  ///< the orchestrator will notice by pings
+};
+
+/// A short stable dotted name, for logs: "worker.registered", ...
+std::string_view to_string(RegistrarEvent event) noexcept;
+
 class Registrar {
  public:
+  using LogFn = std::function<void(RegistrarEvent event, std::string_view line)>;
+
   /// `on_registered(orchestrator_id)` runs after every successful Register;
-  /// `log(line)` gets one line per attempt outcome (never the token).
-  Registrar(RegistrarOptions options, std::function<void(const std::string&)> on_registered,
-            std::function<void(std::string_view)> log);
+  /// `log(event, line)` gets one line per attempt outcome (never the token).
+  Registrar(RegistrarOptions options, std::function<void(const std::string&)> on_registered, LogFn log);
   Registrar(const Registrar&) = delete;
   Registrar& operator=(const Registrar&) = delete;
   ~Registrar();  ///< stops without deregistering
@@ -77,7 +91,7 @@ class Registrar {
 
   RegistrarOptions options_;
   std::function<void(const std::string&)> on_registered_;
-  std::function<void(std::string_view)> log_;
+  LogFn log_;
 
   mutable std::mutex mutex_;
   std::condition_variable_any wake_;
