@@ -22,6 +22,7 @@
 #include <blacktree/wire/line_status_sink.hpp>
 #include <blacktree/wire/wire.hpp>
 
+#include "cancels.hpp"
 #include "dashboard.hpp"
 #include "queue_depth.hpp"
 
@@ -44,6 +45,8 @@ namespace {
 namespace core = blacktree::core;
 namespace level = spdlog::level;
 using Logger = std::shared_ptr<spdlog::logger>;
+using blacktree::service::CancelGate;
+using blacktree::service::CancelReader;
 using blacktree::service::log_event;
 
 std::string_view outcome_of(const core::JobResult& result) {
@@ -322,81 +325,6 @@ struct Plane {
   std::vector<std::thread> threads;
 };
 
-// Where cancel requests enter: open while a dispatcher runs (thread-safe).
-class CancelGate {
- public:
-  using Done = std::function<void(core::CancelOutcome)>;
-  using Fn = std::function<void(std::string job_id, std::string reason, Done done)>;
-
-  void open(Fn fn) {
-    std::lock_guard lock(mutex_);
-    fn_ = std::move(fn);
-  }
-  void close() {
-    std::lock_guard lock(mutex_);
-    fn_ = nullptr;
-  }
-  /// False when no dispatcher takes cancels (starting or stopping).
-  bool submit(std::string job_id, std::string reason, Done done) {
-    std::lock_guard lock(mutex_);
-    if (!fn_) return false;
-    fn_(std::move(job_id), std::move(reason), std::move(done));
-    return true;
-  }
-
- private:
-  std::mutex mutex_;
-  Fn fn_;
-};
-
-// Reads the cancel queue into the gate: a request is acked once the
-// dispatcher has it, dead-lettered (with the reason) when it is not one, and
-// handed back while no dispatcher takes it.
-struct CancelReader : std::enable_shared_from_this<CancelReader> {
-  CancelReader(blacktree::amqp::AmqpJobSource& s, CancelGate& g, Logger l)
-      : source(s), gate(g), log(std::move(l)) {}
-
-  void receive() {
-    source.async_receive([self = shared_from_this()](std::error_code ec, blacktree::amqp::AmqpDelivery delivery) {
-      if (ec) return;  // the source stopped
-      self->on_request(delivery);
-      self->receive();
-    });
-  }
-
-  void on_request(blacktree::amqp::AmqpDelivery& delivery) {
-    auto request = blacktree::wire::parse_cancel_request(delivery.body());
-    if (!request) {
-      const std::string why = request.error().message();
-      log_event(*log, level::warn, {.event = "job.cancel", .outcome = "dead_lettered", .reason = why},
-                "cancel request dead-lettered: {}", why);
-      source.reject(delivery, core::Disposition::dead_letter, why);
-      return;
-    }
-    // The gate logs the outcome.
-    const bool taken = gate.submit(request->job_id(), request->reason(), [](core::CancelOutcome) {});
-    if (taken) {
-      source.ack(delivery);
-    } else {
-      source.reject(delivery, core::Disposition::requeue, "the orchestrator is stopping");
-    }
-  }
-
-  blacktree::amqp::AmqpJobSource& source;
-  CancelGate& gate;
-  Logger log;
-};
-
-std::string_view short_name(core::CancelOutcome outcome) {
-  switch (outcome) {
-    case core::CancelOutcome::cancelled: return "cancelled";
-    case core::CancelOutcome::stopping: return "stopping";
-    case core::CancelOutcome::finished: return "finished";
-    case core::CancelOutcome::remembered: return "remembered";
-  }
-  return "unknown";
-}
-
 // Said at start and on every /healthz while --insecure is given.
 std::string insecure_notice(const Settings& s) {
   return fmt::format("warning: --insecure: gRPC runs {} and {}", tls_options(s).enabled() ? "with mutual TLS" : "without TLS",
@@ -409,13 +337,14 @@ std::string insecure_notice(const Settings& s) {
 std::string queue_depth_metrics(blacktree::service::QueueDepth& depth) {
   const auto reading = depth.get();
   if (!reading) return {};
-  const std::string queue = core::prometheus::escape_label_value(depth.queue());
-  return fmt::format(
-      "# HELP blacktree_amqp_queue_messages_ready Jobs ready in the execute queue (the broker's count, at most 5 s "
-      "old).\n# TYPE blacktree_amqp_queue_messages_ready gauge\nblacktree_amqp_queue_messages_ready{{queue=\"{0}\"}} "
-      "{1}\n# HELP blacktree_amqp_queue_consumers Consumers of the execute queue.\n# TYPE "
-      "blacktree_amqp_queue_consumers gauge\nblacktree_amqp_queue_consumers{{queue=\"{0}\"}} {2}\n",
-      queue, reading->counts.messages, reading->counts.consumers);
+  core::prometheus::TextWriter out;
+  out.family("blacktree_amqp_queue_messages_ready", "gauge",
+             "Jobs ready in the execute queue (the broker's count, at most 5 s old).");
+  out.sample("blacktree_amqp_queue_messages_ready", {{"queue", depth.queue()}},
+             std::uint64_t{reading->counts.messages});
+  out.family("blacktree_amqp_queue_consumers", "gauge", "Consumers of the execute queue.");
+  out.sample("blacktree_amqp_queue_consumers", {{"queue", depth.queue()}}, std::uint64_t{reading->counts.consumers});
+  return std::move(out).text();
 }
 
 std::string queue_depth_text(blacktree::service::QueueDepth& depth) {
@@ -485,7 +414,7 @@ int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset
   cancels.open([&dispatcher, log = plane.log](std::string job_id, std::string reason, CancelGate::Done done) {
     auto logged = [log, job_id, reason, done = std::move(done)](core::CancelOutcome outcome) {
       log_event(*log, level::info,
-                {.event = "job.cancel", .job_id = job_id, .outcome = short_name(outcome), .reason = reason},
+                {.event = "job.cancel", .job_id = job_id, .outcome = blacktree::service::short_name(outcome), .reason = reason},
                 "cancel of job {}: {}", job_id, core::to_string(outcome));
       if (done) done(outcome);
     };

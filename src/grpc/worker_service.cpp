@@ -253,7 +253,6 @@ core::JobResult run_guarded(worker::JobRunner& runner, const core::Job& job, con
 struct RunningJob {
   std::string id;
   std::stop_source stop;
-  std::thread thread;
 
   std::mutex mutex;  // taken after State::mutex when both are
   std::vector<std::shared_ptr<RunStream>> callers;
@@ -289,7 +288,6 @@ struct WorkerService::State {
   // before its result is sent, and a drain must not end (and deregister,
   // which makes the orchestrator call the job lost) before the result is out.
   std::size_t open_streams = 0;
-  std::vector<std::thread> finished;  // threads whose job ended, to join
   std::string orchestrator_id;
   PingListener ping_listener;
   CallerPolicy caller;
@@ -305,16 +303,57 @@ struct WorkerService::State {
     }
     return authorize_orchestrator(policy, secret, context);
   }
+};
 
-  // Joins the threads of jobs that ended. Never called with `mutex` held.
-  void reap() {
-    std::vector<std::thread> done;
-    {
-      std::lock_guard lock(mutex);
-      done.swap(finished);
-    }
-    for (auto& t : done) t.join();
+// The threads jobs run on: as many as the worker has slots (and one for a
+// job whose slot is free again while its thread still tidies up after it:
+// after_result), started once. Tasks run in the order posted; the destructor
+// runs what is queued, then joins.
+class WorkerService::JobThreads {
+ public:
+  explicit JobThreads(std::size_t count) {
+    threads_.reserve(count);
+    for (std::size_t i = 0; i < count; ++i) threads_.emplace_back([this] { loop(); });
   }
+  ~JobThreads() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+  JobThreads(const JobThreads&) = delete;
+  JobThreads& operator=(const JobThreads&) = delete;
+
+  void post(std::function<void()> task) {
+    {
+      std::lock_guard lock(mutex_);
+      tasks_.push_back(std::move(task));
+    }
+    wake_.notify_one();
+  }
+
+ private:
+  void loop() {
+    for (;;) {
+      std::function<void()> task;
+      {
+        std::unique_lock lock(mutex_);
+        wake_.wait(lock, [&] { return stopping_ || !tasks_.empty(); });
+        if (tasks_.empty()) return;  // stopping, and nothing left to run
+        task = std::move(tasks_.front());
+        tasks_.pop_front();
+      }
+      task();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<std::function<void()>> tasks_;
+  bool stopping_ = false;
+  std::vector<std::thread> threads_;
 };
 
 namespace {
@@ -343,6 +382,7 @@ std::shared_ptr<RunStream> make_stream(const std::shared_ptr<WorkerService::Stat
 WorkerService::WorkerService(worker::JobRunner& runner, WorkerServiceOptions options)
     : state_(std::make_shared<State>(runner, std::move(options))) {
   if (state_->options.capacity == 0) state_->options.capacity = 1;
+  threads_ = std::make_unique<JobThreads>(std::size_t{state_->options.capacity} + 1);
   if (const auto interval = state_->options.heartbeat_interval; interval.count() > 0) {
     heartbeats_ = std::jthread([state = state_, interval](std::stop_token stop) {
       std::mutex mutex;
@@ -373,7 +413,7 @@ WorkerService::~WorkerService() {
     std::unique_lock lock(state_->mutex);
     state_->idle.wait(lock, [&] { return state_->jobs.empty(); });
   }
-  state_->reap();
+  threads_.reset();  // after_result of the last jobs, then the threads end
 }
 
 void WorkerService::drain() {
@@ -456,7 +496,6 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
 ::grpc::ServerWriteReactor<v1::RunJobReply>* WorkerService::RunJob(::grpc::CallbackServerContext* context,
                                                                    const v1::RunJobRequest* request) {
   if (auto status = state_->authorize(*context); !status.ok()) return new Refusal(status);
-  state_->reap();
   core::Job job = wire::from_proto(request->job());
   const auto& options = state_->options;
 
@@ -496,10 +535,7 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
   stream->push_accepted(options.worker_id, options.heartbeat_interval, false);
   state_->jobs.emplace(job.id, running);
 
-  // The thread takes the state lock first, so `running->thread` is assigned
-  // before the thread can move itself to the finished list.
-  running->thread = std::thread([state = state_, running, job = std::move(job)]() mutable {
-    { std::lock_guard sync(state->mutex); }
+  threads_->post([state = state_, running, job = std::move(job)]() mutable {
     const auto& worker_id = state->options.worker_id;
     const auto started = std::chrono::system_clock::now();
     worker::EmitFn emit = [&](std::string_view stage, std::string_view line) {
@@ -520,7 +556,6 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
     {
       std::lock_guard done_lock(state->mutex);
       state->jobs.erase(running->id);
-      state->finished.push_back(std::move(running->thread));  // joined by a later reap()
       std::lock_guard job_lock(running->mutex);
       running->finished = true;
       callers = running->callers;

@@ -24,10 +24,13 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <unistd.h>
 
 namespace core = blacktree::core;
 namespace bgrpc = blacktree::grpc;
@@ -43,6 +46,7 @@ class ScriptedRunner final : public blacktree::worker::JobRunner {
     {
       std::lock_guard lock(mutex_);
       ++starts_[job.id];
+      thread_ids_.insert(::gettid());  // kernel thread ids: a new thread gets a new one
       if (armed_) started_.set_value();
       armed_ = false;
     }
@@ -102,6 +106,11 @@ class ScriptedRunner final : public blacktree::worker::JobRunner {
     go_ = true;
     go_cv_.notify_all();
   }
+  /// The distinct threads that ran jobs.
+  std::size_t threads() {
+    std::lock_guard lock(mutex_);
+    return thread_ids_.size();
+  }
 
  private:
   std::mutex mutex_;
@@ -113,6 +122,7 @@ class ScriptedRunner final : public blacktree::worker::JobRunner {
   bool armed_ = false;
   std::promise<void> started_;
   std::map<std::string, int> starts_;
+  std::set<pid_t> thread_ids_;
 };
 
 bgrpc::TransportOptions test_transport_options() {
@@ -203,6 +213,20 @@ struct Rig {
 };
 
 }  // namespace
+
+TEST_CASE("WorkerService: jobs run on threads started once, not on a thread per job", "[worker_service]") {
+  Rig rig;  // capacity 2
+  for (int round = 0; round < 20; ++round) {
+    auto a = rig.run("job-a-" + std::to_string(round));
+    auto b = rig.run("job-b-" + std::to_string(round));
+    CHECK(Rig::wait(a).second.success);
+    CHECK(Rig::wait(b).second.success);
+  }
+  // 40 jobs on at most capacity + 1 threads (one may still be tidying up
+  // after a job whose slot is free again).
+  CHECK(rig.runner.threads() >= 1);
+  CHECK(rig.runner.threads() <= 3);
+}
 
 TEST_CASE("WorkerService: a runner that throws fails its job and the worker goes on", "[worker_service]") {
   Rig rig;

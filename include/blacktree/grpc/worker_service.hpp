@@ -2,8 +2,9 @@
 #pragma once
 
 // WorkerService: the worker side of blacktree.v1.Worker. Runs up to
-// `capacity` jobs at once through a worker::JobRunner, one thread per running
-// job (bounded by capacity), and streams their progress back to the caller.
+// `capacity` jobs at once through a worker::JobRunner, on `capacity` threads
+// started once (no thread is created per job), and streams their progress
+// back to the caller.
 //
 //  - A job is refused, never queued, when the worker is full
 //    (RESOURCE_EXHAUSTED) or draining (FAILED_PRECONDITION), with a message
@@ -114,9 +115,11 @@ class WorkerService final : public ::blacktree::v1::Worker::CallbackService {
                                      v1::CancelReply* reply) override;
 
   struct State;  // shared with job threads and streams
+  class JobThreads;
 
  private:
   std::shared_ptr<State> state_;
+  std::unique_ptr<JobThreads> threads_;  // the jobs run here; joined in the destructor
   std::jthread heartbeats_;  // stopped and joined first, before state_ is let go
 };
 
