@@ -133,7 +133,7 @@ TEST_CASE("JobBoard: fed by a dispatcher, it follows every job to its settled st
   core::JobBoard board;
   core::Dispatcher<core::InMemoryQueue, core::LoopbackTransport, core::InMemoryStatusSink, core::WorkerPool,
                    core::JobBoardObserver>
-      d(io.get_executor(), queue, transport, sink, pool, {}, core::JobBoardObserver{{}, &board});
+      d(io.get_executor(), queue, transport, sink, pool, {}, core::JobBoardObserver{&board});
   for (int i = 0; i < 5; ++i) queue.publish(make_job("job-" + std::to_string(i)));
   d.start();
   REQUIRE(run_until(io, [&] { return queue.acked() == 5; }));
@@ -146,4 +146,46 @@ TEST_CASE("JobBoard: fed by a dispatcher, it follows every job to its settled st
     CHECK(job.worker_id == "w1");
     CHECK(job.lines == 1);
   }
+}
+
+TEST_CASE("JobBoard: an invalid message carrying the id of a job in flight leaves that job's entry alone",
+          "[job_board]") {
+  asio::io_context io;
+  core::InMemoryQueue queue{io.get_executor()};
+  core::LoopbackTransport transport{io.get_executor()};
+  core::InMemoryStatusSink sink{io.get_executor()};
+  core::WorkerPool pool{io.get_executor()};
+  std::vector<core::LoopbackTransport::Call> held;
+  transport.add_endpoint("loopback:w1", 2, [&](core::LoopbackTransport::Call call) {
+    call.progress("building", "step 1");
+    held.push_back(std::move(call));
+  });
+  auto info = make_worker("w1", 2);  // a free slot: the invalid message is taken while "dup" runs
+  info.incarnation = transport.incarnation(info.address);
+  REQUIRE(pool.register_worker(info));
+  REQUIRE(pool.mark_alive("w1"));
+  core::JobBoard board;
+  core::Dispatcher<core::InMemoryQueue, core::LoopbackTransport, core::InMemoryStatusSink, core::WorkerPool,
+                   core::JobBoardObserver>
+      d(io.get_executor(), queue, transport, sink, pool, {}, core::JobBoardObserver{&board});
+  queue.publish(make_job("dup"));
+  d.start();
+  REQUIRE(run_until(io, [&] { return held.size() == 1; }));
+  queue.publish_invalid(make_job("dup"), "repoUrl is missing");
+  REQUIRE(run_until(io, [&] { return queue.dead_letters().size() == 1; }));
+  auto view = board.job("dup");
+  REQUIRE(view);
+  CHECK(view->state == core::BoardState::running);
+  CHECK(view->worker_id == "w1");
+  CHECK(view->error.empty());
+  CHECK(board.jobs(true).size() == 1);
+
+  core::JobResult ok;
+  ok.success = true;
+  held[0].complete(ok);
+  REQUIRE(run_until(io, [&] { return board.jobs(false).empty(); }));
+  auto all = board.jobs(true);
+  REQUIRE(all.size() == 1);
+  CHECK(all[0].success);
+  CHECK(all[0].lines == 1);
 }

@@ -20,15 +20,17 @@ BLACKTREE_INLINE std::string_view to_string(BoardState state) noexcept {
   return "unknown";
 }
 
-BLACKTREE_INLINE void JobBoard::received(const Job& job) {
+BLACKTREE_INLINE bool JobBoard::received(const Job& job) {
   std::lock_guard lock(mutex_);
+  if (held_.contains(job.id)) return false;
   Entry entry;
   entry.view.id = job.id;
   entry.view.labels = job.required_labels;
   entry.view.priority = job.priority;
   entry.view.received_at = std::chrono::system_clock::now();
-  held_.insert_or_assign(job.id, std::move(entry));
+  held_.emplace(job.id, std::move(entry));
   changed_.notify_all();
+  return true;
 }
 
 BLACKTREE_INLINE JobBoard::Entry* JobBoard::find_locked(const std::string& id) {

@@ -26,6 +26,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace blacktree::core {
@@ -80,7 +81,8 @@ class JobBoard {
   explicit JobBoard(Options options) : options_(options) {}
 
   // --- fed by JobBoardObserver (thread-safe) ---
-  void received(const Job& job);
+  /// False (and nothing changes) when a job of that id is held already.
+  bool received(const Job& job);
   void assigned(const Job& job, const WorkerInfo& worker);
   void progress(const ProgressEvent& event);
   void result(const Job& job, const JobResult& result);
@@ -128,18 +130,46 @@ class JobBoard {
 };
 
 /// A dispatcher observer that keeps a JobBoard. Compose it with another
-/// observer by deriving from both or by calling it from yours.
+/// observer by holding one in yours and forwarding the hooks.
+///
+/// The board is keyed by job id. A delivery the dispatcher does not attach
+/// to the run of its id (an invalid message that carries the id of a job in
+/// flight) is left off the board: its hooks are told apart by the job's
+/// address, which the dispatcher keeps for a delivery's whole life (the
+/// hooks other than on_progress run on the dispatcher's strand).
 struct JobBoardObserver : DispatcherObserver {
   static constexpr bool wants_progress = true;
   JobBoard* board = nullptr;
 
-  void on_received(const Job& job) { board->received(job); }
-  void on_assigned(const Job& job, const WorkerInfo& worker) { board->assigned(job, worker); }
+  JobBoardObserver() = default;
+  explicit JobBoardObserver(JobBoard* b) : board(b) {}
+
+  void on_received(const Job& job) {
+    if (!board->received(job)) shadowed_.insert(&job);
+  }
+  void on_assigned(const Job& job, const WorkerInfo& worker) {
+    if (!shadowed_.contains(&job)) board->assigned(job, worker);
+  }
   void on_progress(const ProgressEvent& event) { board->progress(event); }
-  void on_finished(const Job& job, const JobResult& result) { board->result(job, result); }
-  void on_settled(const Job& job) { board->settled(job); }
-  void on_dead_lettered(const Job& job, std::string_view reason) { board->dropped(job, reason); }
-  void on_handed_back(const Job& job) { board->dropped(job, "handed back to the queue"); }
+  void on_finished(const Job& job, const JobResult& result) {
+    if (!shadowed_.contains(&job)) board->result(job, result);
+  }
+  void on_settled(const Job& job) {
+    if (shadowed_.erase(&job) == 0) board->settled(job);
+  }
+  void on_dead_lettered(const Job& job, std::string_view reason) {
+    if (!shadowed_.contains(&job)) {
+      board->dropped(job, reason);
+    } else if (job.id.empty()) {
+      shadowed_.erase(&job);  // dead-lettered at once, with no status to settle
+    }
+  }
+  void on_handed_back(const Job& job) {
+    if (shadowed_.erase(&job) == 0) board->dropped(job, "handed back to the queue");
+  }
+
+ private:
+  std::unordered_set<const Job*> shadowed_;
 };
 static_assert(ObservesDispatcher<JobBoardObserver>);
 
