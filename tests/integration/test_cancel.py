@@ -228,7 +228,8 @@ def test_cancel_a_real_buildah_build_leaves_no_process(stack_dir):  # noqa: F811
 
     # Exactly one status: a status is only ever published for a job in flight,
     # and none is left.
-    metrics = urllib.request.urlopen(env["METRICS_URL"], timeout=10).read().decode()
+    with urllib.request.urlopen(env["METRICS_URL"], timeout=10) as r:
+        metrics = r.read().decode()
     assert re.search(r"^blacktree_jobs_in_flight 0$", metrics, re.M), metrics
     assert re.search(r"^blacktree_jobs_cancelled_total 1$", metrics, re.M), metrics
 

@@ -22,13 +22,12 @@ CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the W3C WebDriver element key
 
-# A job that writes a line, then waits for the test's go-ahead files (so the
-# test controls when each later line is written), in the job's own shell.
+# A job that writes a line, then waits for the test's go-ahead on a FIFO (so
+# the test controls when each later line is written), in the job's own shell.
 GATED = ('echo "first line of $BLACKTREE_JOB_ID <i>&amp;</i>"; '
-         'while [ ! -e "$0.$BLACKTREE_JOB_ID.go" ]; do sleep 0.05; done; '
+         'read _ < "$0.$BLACKTREE_JOB_ID.go"; '
          'echo "second line, written after the page loaded"; '
-         'while [ ! -e "$0.$BLACKTREE_JOB_ID.end" ]; do sleep 0.05; done; echo "last line"')
-
+         'read _ < "$0.$BLACKTREE_JOB_ID.end"; echo "last line"')
 
 class WebDriver:
     """The few W3C WebDriver calls the tests need, over chromedriver's HTTP API."""
@@ -125,15 +124,32 @@ def farm(cluster, tmp_path):
     return orch, gate
 
 
+def gated_submit(orch, gate, job_id):
+    """Submits `job_id` with its two FIFOs in place."""
+    for step in ("go", "end"):
+        os.mkfifo(gate.parent / f"{gate.name}.{job_id}.{step}")
+    orch.submit(job(job_id))
+
+
 def release(gate, job_id, step):
-    (gate.parent / f"{gate.name}.{job_id}.{step}").touch()
+    """Lets job `job_id` past `step` once it waits there (its shell opened the FIFO)."""
+    path = gate.parent / f"{gate.name}.{job_id}.{step}"
+
+    def opened():
+        try:
+            return os.open(path, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO until a reader has it open
+        except OSError:
+            return None
+    fd = wait_until(lambda: opened(), timeout=30, what=f"job {job_id} waiting at {step}")
+    os.write(fd, b"go\n")
+    os.close(fd)
 
 
 @pytest.mark.timeout(180)
 def test_the_page_shows_workers_and_a_running_jobs_lines_as_they_arrive(farm, browser):
     orch, gate = farm
     base = f"http://127.0.0.1:{orch.http_port}"
-    orch.submit(job("live-1"))
+    gated_submit(orch, gate, "live-1")
     wait_until(lambda: "first line of live-1" in http(base + "/jobs/live-1")[2], what="the job's first line")
 
     b = browser()
@@ -161,7 +177,7 @@ def test_the_page_shows_workers_and_a_running_jobs_lines_as_they_arrive(farm, br
 def test_without_javascript_the_static_parts_work(farm, browser):
     orch, gate = farm
     base = f"http://127.0.0.1:{orch.http_port}"
-    orch.submit(job("static-1"))
+    gated_submit(orch, gate, "static-1")
     wait_until(lambda: "first line of static-1" in http(base + "/jobs/static-1")[2], what="the job's first line")
     b = browser(javascript=False)
     b.open(base + "/")
@@ -182,7 +198,7 @@ def test_without_javascript_the_static_parts_work(farm, browser):
 def test_cancel_from_the_page_needs_the_admin_token(farm, cluster, tmp_path):
     orch, gate = farm
     base = f"http://127.0.0.1:{orch.http_port}"
-    orch.submit(job("to-cancel"))
+    gated_submit(orch, gate, "to-cancel")
     wait_until(lambda: "first line of to-cancel" in http(base + "/jobs/to-cancel")[2], what="the job running")
     form = urllib.parse.urlencode({"token": "wrong", "reason": "x"}).encode()
     assert http(base + "/jobs/to-cancel/cancel", form)[0] == 403
@@ -197,7 +213,7 @@ def test_cancel_from_the_page_needs_the_admin_token(farm, cluster, tmp_path):
     other = cluster.orchestrator(name="read-only")
     cluster.worker(other, "w-ro", command=["sh", "-c", GATED, str(gate)], capacity=1)
     other.wait_workers(lambda ws: ws.get("w-ro") and ws["w-ro"].state == 2, what="the worker free")
-    other.submit(job("ro-1"))
+    gated_submit(other, gate, "ro-1")
     ro = f"http://127.0.0.1:{other.http_port}"
     wait_until(lambda: "first line of ro-1" in http(ro + "/jobs/ro-1")[2], what="the job running")
     assert "<form" not in http(ro + "/jobs/ro-1")[2]
@@ -215,7 +231,7 @@ def test_pages_are_self_contained_and_escape_what_they_show(farm):
     assert status == 200
     assert "default-src 'none'" in headers["Content-Security-Policy"]
     assert "http://" not in body.replace(base, "") and "https://" not in body  # nothing from elsewhere
-    orch.submit(job("esc-1"))
+    gated_submit(orch, gate, "esc-1")
     wait_until(lambda: "first line of esc-1" in http(base + "/jobs/esc-1")[2], what="the job's first line")
     body = http(base + "/jobs/esc-1")[2]
     assert "<i>&amp;</i>" not in body and "&lt;i&gt;&amp;amp;&lt;/i&gt;" in body, body

@@ -24,6 +24,28 @@ core::ProgressEvent line(const std::string& job, std::string text, std::string s
   return core::ProgressEvent{job, "w1", core::Phase::running, std::move(stage), std::move(text)};
 }
 
+// A dispatcher feeding a board, with one loopback worker "w1" of two slots
+// whose runs `runner` handles.
+struct BoardRig {
+  explicit BoardRig(core::LoopbackTransport::Runner runner) {
+    transport.add_endpoint("loopback:w1", 2, std::move(runner));
+    auto info = make_worker("w1", 2);
+    info.incarnation = transport.incarnation(info.address);
+    REQUIRE(pool.register_worker(info));
+    REQUIRE(pool.mark_alive("w1"));
+  }
+
+  asio::io_context io;
+  core::InMemoryQueue queue{io.get_executor()};
+  core::LoopbackTransport transport{io.get_executor()};
+  core::InMemoryStatusSink sink{io.get_executor()};
+  core::WorkerPool pool{io.get_executor()};
+  core::JobBoard board;
+  core::Dispatcher<core::InMemoryQueue, core::LoopbackTransport, core::InMemoryStatusSink, core::WorkerPool,
+                   core::JobBoardObserver>
+      dispatcher{io.get_executor(), queue, transport, sink, pool, {}, core::JobBoardObserver{&board}};
+};
+
 }  // namespace
 
 TEST_CASE("JobBoard: a job goes waiting, running, publishing, finished, with its lines", "[job_board]") {
@@ -115,28 +137,16 @@ TEST_CASE("JobBoard: a reader waits for the next line or the end, and close() wa
 }
 
 TEST_CASE("JobBoard: fed by a dispatcher, it follows every job to its settled status", "[job_board]") {
-  asio::io_context io;
-  core::InMemoryQueue queue{io.get_executor()};
-  core::LoopbackTransport transport{io.get_executor()};
-  core::InMemoryStatusSink sink{io.get_executor()};
-  core::WorkerPool pool{io.get_executor()};
-  transport.add_endpoint("loopback:w1", 2, [](core::LoopbackTransport::Call call) {
+  BoardRig rig([](core::LoopbackTransport::Call call) {
     call.progress("building", "step 1");
     core::JobResult r;
     r.success = true;
     call.complete(r);
   });
-  auto info = make_worker("w1", 2);
-  info.incarnation = transport.incarnation(info.address);
-  REQUIRE(pool.register_worker(info));
-  REQUIRE(pool.mark_alive("w1"));
-  core::JobBoard board;
-  core::Dispatcher<core::InMemoryQueue, core::LoopbackTransport, core::InMemoryStatusSink, core::WorkerPool,
-                   core::JobBoardObserver>
-      d(io.get_executor(), queue, transport, sink, pool, {}, core::JobBoardObserver{&board});
-  for (int i = 0; i < 5; ++i) queue.publish(make_job("job-" + std::to_string(i)));
-  d.start();
-  REQUIRE(run_until(io, [&] { return queue.acked() == 5; }));
+  auto& board = rig.board;
+  for (int i = 0; i < 5; ++i) rig.queue.publish(make_job("job-" + std::to_string(i)));
+  rig.dispatcher.start();
+  REQUIRE(run_until(rig.io, [&] { return rig.queue.acked() == 5; }));
   CHECK(board.jobs(false).empty());
   auto all = board.jobs(true);
   REQUIRE(all.size() == 5);
@@ -150,26 +160,17 @@ TEST_CASE("JobBoard: fed by a dispatcher, it follows every job to its settled st
 
 TEST_CASE("JobBoard: an invalid message carrying the id of a job in flight leaves that job's entry alone",
           "[job_board]") {
-  asio::io_context io;
-  core::InMemoryQueue queue{io.get_executor()};
-  core::LoopbackTransport transport{io.get_executor()};
-  core::InMemoryStatusSink sink{io.get_executor()};
-  core::WorkerPool pool{io.get_executor()};
   std::vector<core::LoopbackTransport::Call> held;
-  transport.add_endpoint("loopback:w1", 2, [&](core::LoopbackTransport::Call call) {
+  // Two slots: the invalid message is taken while "dup" runs.
+  BoardRig rig([&](core::LoopbackTransport::Call call) {
     call.progress("building", "step 1");
     held.push_back(std::move(call));
   });
-  auto info = make_worker("w1", 2);  // a free slot: the invalid message is taken while "dup" runs
-  info.incarnation = transport.incarnation(info.address);
-  REQUIRE(pool.register_worker(info));
-  REQUIRE(pool.mark_alive("w1"));
-  core::JobBoard board;
-  core::Dispatcher<core::InMemoryQueue, core::LoopbackTransport, core::InMemoryStatusSink, core::WorkerPool,
-                   core::JobBoardObserver>
-      d(io.get_executor(), queue, transport, sink, pool, {}, core::JobBoardObserver{&board});
+  auto& io = rig.io;
+  auto& queue = rig.queue;
+  auto& board = rig.board;
   queue.publish(make_job("dup"));
-  d.start();
+  rig.dispatcher.start();
   REQUIRE(run_until(io, [&] { return held.size() == 1; }));
   queue.publish_invalid(make_job("dup"), "repoUrl is missing");
   REQUIRE(run_until(io, [&] { return queue.dead_letters().size() == 1; }));
