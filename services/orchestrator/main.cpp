@@ -81,6 +81,12 @@ struct DispatchObserver : core::PrometheusObserver {
               {.event = "job.assigned", .job_id = job.id, .worker_id = worker.id, .phase = "running"},
               "job {} assigned to worker {} at {}", job.id, worker.id, worker.address);
   }
+  void on_adopted(const core::Job& job, const core::WorkerInfo& worker) {
+    log_event(*log, level::info,
+              {.event = "job.adopted", .job_id = job.id, .worker_id = worker.id, .phase = "running"},
+              "job {} goes to worker {}, which carries its run from before: attaching, not starting it again",
+              job.id, worker.id);
+  }
   void on_settled(const core::Job& job) { board.on_settled(job); }
   void on_not_accepted(const core::Job& job, const core::WorkerInfo& worker, std::error_code ec,
                        std::string_view detail) {
@@ -206,6 +212,7 @@ struct Settings {
   std::uint32_t job_timeout_s = 1800;
   std::uint32_t run_grace_s = 60;
   std::uint32_t drain_timeout_s = 30;
+  std::uint32_t carrier_wait_ms = 15'000;
   std::uint32_t forget_dead_after_s = 600;
   blacktree::service::TlsFlags tls;
   std::uint32_t max_worker_capacity = 64;
@@ -372,6 +379,7 @@ int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset
   options.accept_timeout = std::chrono::milliseconds(plane.settings.accept_timeout_ms);
   options.default_job_timeout = std::chrono::seconds(plane.settings.job_timeout_s);
   options.run_timeout_grace = std::chrono::seconds(plane.settings.run_grace_s);
+  options.carrier_wait = std::chrono::milliseconds(plane.settings.carrier_wait_ms);
   DispatchObserver observer;
   observer.metrics = &plane.metrics;
   observer.log = plane.log.get();
@@ -560,8 +568,16 @@ int main(int argc, char** argv) {
       ->envname("BLACKTREE_RUN_GRACE_S")
       ->check(CLI::Range(1u, 86400u))
       ->capture_default_str();
-  app.add_option("--drain-timeout-s", s.drain_timeout_s, "on SIGTERM, how long running jobs may take to finish")
+  app.add_option("--drain-timeout-s", s.drain_timeout_s,
+                 "on SIGTERM, how long running jobs may take to finish; then they are handed back to the queue and "
+                 "go on running on their workers, for the next orchestrator to attach to")
       ->envname("BLACKTREE_DRAIN_TIMEOUT_S")
+      ->capture_default_str();
+  app.add_option("--carrier-wait-ms", s.carrier_wait_ms,
+                 "a redelivered job waits this long for the worker that may still run it (from an orchestrator "
+                 "that went away) to register, before it is placed anew (0: never waits; such a job may run twice)")
+      ->envname("BLACKTREE_CARRIER_WAIT_MS")
+      ->check(CLI::Range(0u, 600000u))
       ->capture_default_str();
   app.add_option("--forget-dead-after-s", s.forget_dead_after_s,
                  "deregister a worker dead for this long (0: keep dead workers listed)")

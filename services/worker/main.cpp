@@ -91,7 +91,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string(BLACKTREE_VERSION_STRING));
   blacktree::service::add_config_file_option(app);
 
-  std::string orchestrator = "127.0.0.1:50051";
+  std::vector<std::string> orchestrators{"127.0.0.1:50051"};
   std::string worker_id;
   std::string region;
   std::vector<std::string> label_items;
@@ -112,12 +112,16 @@ int main(int argc, char** argv) {
   std::uint32_t job_timeout_s = 1800;
   std::uint32_t drain_timeout_s = 60;
   std::uint32_t heartbeat_interval_ms = 5000;
+  std::uint32_t orphan_grace_s = 600;
   blacktree::service::LogOptions log_options;
   blacktree::service::TlsFlags tls_flags;
   std::string orchestrator_name = "blacktree-orchestrator";
 
-  app.add_option("--orchestrator-addr", orchestrator, "the orchestrator's gRPC address (host:port)")
+  app.add_option("--orchestrator-addr", orchestrators,
+                 "the orchestrators' gRPC addresses (host:port; repeatable, or comma-separated): it registers "
+                 "with one, and fails over to the next when it loses it")
       ->envname("ORCHESTRATOR_ADDR")
+      ->delimiter(',')
       ->capture_default_str();
   app.add_option("--worker-id", worker_id, "this worker's id (default: <hostname>-<random>, stable for the process)")
       ->envname("WORKER_ID");
@@ -249,6 +253,12 @@ int main(int argc, char** argv) {
                  "under mutual TLS, the name the orchestrator's certificate must carry (common name or DNS SAN) for "
                  "this worker to obey its calls")
       ->envname("BLACKTREE_ORCHESTRATOR_NAME")
+      ->capture_default_str();
+  app.add_option("--orphan-grace-s", orphan_grace_s,
+                 "a job whose orchestrator went away runs on this long, and its result is kept this long, for an "
+                 "orchestrator to attach to it (0: such a job stops at once)")
+      ->envname("WORKER_ORPHAN_GRACE_S")
+      ->check(CLI::Range(0u, 86400u))
       ->capture_default_str();
   app.add_option("--heartbeat-interval-ms", heartbeat_interval_ms,
                  "how often a running job's stream carries a heartbeat when nothing else is sent (0: never)")
@@ -386,6 +396,14 @@ int main(int argc, char** argv) {
   service_options.incarnation = self.incarnation;
   service_options.capacity = capacity;
   service_options.heartbeat_interval = std::chrono::milliseconds(heartbeat_interval_ms);
+  service_options.orphan_grace = std::chrono::seconds(orphan_grace_s);
+  service_options.log = [log, worker_id](blacktree::grpc::WorkerServiceEvent event, std::string_view job_id,
+                                         std::string_view line) {
+    using blacktree::grpc::WorkerServiceEvent;
+    const bool loss = event == WorkerServiceEvent::orphan_stopped || event == WorkerServiceEvent::result_dropped;
+    log_event(*log, loss ? level::warn : level::info,
+              {.event = blacktree::grpc::to_string(event), .job_id = job_id, .worker_id = worker_id}, "{}", line);
+  };
   blacktree::grpc::WorkerService service(logged, std::move(service_options));
   // Obeys only the orchestrator it registered with: its certificate (under
   // mutual TLS) and that registration's secret (unless --insecure).
@@ -420,7 +438,8 @@ int main(int argc, char** argv) {
             capacity, blacktree::core::to_string(self.labels));
 
   blacktree::grpc::RegistrarOptions registrar_options;
-  registrar_options.orchestrator_address = orchestrator;
+  registrar_options.orchestrator_addresses = orchestrators;
+  registrar_options.carried_jobs = [&service] { return service.carried_jobs(); };
   registrar_options.self = self;
   registrar_options.registration_token = token;
   registrar_options.credentials = *blacktree::grpc::channel_credentials(tls);

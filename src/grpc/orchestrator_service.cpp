@@ -79,7 +79,12 @@ OrchestratorService::OrchestratorService(core::WorkerPool& pool, OrchestratorSer
   // register_worker handles both: a new incarnation (a restart) starts over
   // and voids the old one's leases; the same incarnation just updates. Its
   // error says which rule the registration broke.
-  if (auto registered = pool_.register_worker(info); !registered) {
+  // The jobs it carries from an orchestrator it lost: their deliveries
+  // attach to those runs (Dispatcher, WorkerPool::claim).
+  std::vector<std::string> carried(request->running_jobs().begin(), request->running_jobs().end());
+  carried.insert(carried.end(), request->finished_jobs().begin(), request->finished_jobs().end());
+  const std::size_t carried_count = carried.size();
+  if (auto registered = pool_.register_worker(info, std::move(carried)); !registered) {
     // A second live process with this id: ALREADY_EXISTS tells it that it is
     // not its own input that is wrong (the pool's message says who holds the id).
     const bool held = registered.error().code() == core::errc::duplicate_worker;
@@ -90,7 +95,13 @@ OrchestratorService::OrchestratorService(core::WorkerPool& pool, OrchestratorSer
   reply->set_ping_interval_ms(static_cast<std::uint32_t>(options_.ping_interval.count()));
   reply->set_ping_timeout_ms(static_cast<std::uint32_t>(options_.ping_timeout.count()));
   if (options_.worker_secrets) reply->set_worker_secret(options_.worker_secrets->issue(info.id));
-  if (listener_) listener_(info, true, known ? "registered again" : "registered");
+  if (listener_) {
+    std::string how = known ? "registered again" : "registered";
+    if (carried_count > 0)
+      how += fmt::format(", carrying {} job(s) from before ({} running, {} finished)", carried_count,
+                         request->running_jobs_size(), request->finished_jobs_size());
+    listener_(info, true, how);
+  }
   return finish(context, ::grpc::Status::OK);
 }
 

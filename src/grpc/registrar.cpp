@@ -63,6 +63,12 @@ std::string Registrar::orchestrator_id() const {
   return orchestrator_id_;
 }
 
+std::string Registrar::orchestrator_address() const {
+  std::lock_guard lock(mutex_);
+  return options_.orchestrator_addresses.empty() ? std::string()
+                                                 : options_.orchestrator_addresses[current_];
+}
+
 std::string Registrar::worker_secret() const {
   std::lock_guard lock(mutex_);
   return worker_secret_;
@@ -74,7 +80,9 @@ std::uint64_t Registrar::registrations() const {
 }
 
 core::Result<void> Registrar::try_register() {
-  auto stub = make_stub(options_.orchestrator_address, options_.credentials);
+  if (options_.orchestrator_addresses.empty())
+    return core::Error{errc::unavailable, "no orchestrator address to register with"};
+  auto stub = make_stub(orchestrator_address(), options_.credentials);
   ::grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + options_.call_timeout);
   context.set_wait_for_ready(false);
@@ -83,6 +91,11 @@ core::Result<void> Registrar::try_register() {
   }
   v1::RegisterRequest request;
   *request.mutable_worker() = wire::to_proto(options_.self);
+  if (options_.carried_jobs) {
+    auto carried = options_.carried_jobs();
+    for (auto& id : carried.running) request.add_running_jobs(std::move(id));
+    for (auto& id : carried.finished) request.add_finished_jobs(std::move(id));
+  }
   v1::RegisterReply reply;
   const auto status = stub->Register(&context, request, &reply);
   if (status.error_code() == ::grpc::StatusCode::ALREADY_EXISTS)
@@ -115,30 +128,43 @@ std::string_view to_string(RegistrarEvent event) noexcept {
 
 void Registrar::run(std::stop_token stop) {
   auto backoff = options_.backoff_initial;
+  std::size_t failed_in_a_row = 0;
   while (!stop.stop_requested()) {
     if (!registered()) {
+      const std::string address = orchestrator_address();
       const auto attempt = try_register();
       if (attempt) {
         backoff = options_.backoff_initial;
+        failed_in_a_row = 0;
         if (log_) {
           log_(RegistrarEvent::registered,
-               fmt::format("registered with orchestrator {} at {}", orchestrator_id(), options_.orchestrator_address));
+               fmt::format("registered with orchestrator {} at {}", orchestrator_id(), address));
         }
         continue;
       }
+      // The next attempt goes to the next orchestrator; only once every one
+      // failed in a row does it wait, longer each round.
+      const std::size_t count = std::max<std::size_t>(options_.orchestrator_addresses.size(), 1);
+      {
+        std::lock_guard lock(mutex_);
+        current_ = (current_ + 1) % count;
+      }
+      const bool round_failed = ++failed_in_a_row % count == 0;
       if (log_ && attempt.error().code() == errc::worker_id_in_use) {
         // Not flapping: this process waits, and takes the id over once the
         // orchestrator has seen the other one stop or die.
         log_(RegistrarEvent::refused,
              fmt::format("another live worker already uses worker id {}, so {} refused this one: {}; is a second "
                          "process running with the same --worker-id? Retrying in {} ms",
-                         options_.self.id, options_.orchestrator_address, attempt.error().message(),
-                         backoff.count()));
+                         options_.self.id, address, attempt.error().message(), backoff.count()));
       } else if (log_) {
         log_(RegistrarEvent::failed,
-             fmt::format("registration with {} failed: {}; retrying in {} ms", options_.orchestrator_address,
-                         attempt.error().message(), backoff.count()));
+             round_failed ? fmt::format("registration with {} failed: {}; retrying in {} ms", address,
+                                        attempt.error().message(), backoff.count())
+                          : fmt::format("registration with {} failed: {}; trying {} next", address,
+                                        attempt.error().message(), orchestrator_address()));
       }
+      if (!round_failed) continue;
       std::unique_lock lock(mutex_);
       wake_.wait_for(lock, stop, backoff, [] { return false; });
       backoff = std::min(backoff * 2, options_.backoff_max);
@@ -173,7 +199,7 @@ core::Result<void> Registrar::stop_and_deregister(std::string_view reason) {
     if (stopped_ || !registered_) return {};
     stopped_ = true;
   }
-  auto stub = make_stub(options_.orchestrator_address, options_.credentials);
+  auto stub = make_stub(orchestrator_address(), options_.credentials);
   ::grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + options_.call_timeout);
   if (!options_.registration_token.empty()) {

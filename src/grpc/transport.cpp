@@ -187,23 +187,32 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
     context_.TryCancel();
   }
 
-  // A partial cancellation (a cancel of the job) of an accepted run asks the
-  // worker to stop it: the stream then carries the worker's result, its
-  // processes gone. Any other lets go of the call at once.
+  // What the dispatcher's cancellation asks for:
+  //  - partial (a cancel of the job): an accepted run's worker is asked to
+  //    stop it, and the stream then carries its result, its processes gone;
+  //  - core::run_hand_over: let go of the call and leave the job running (a
+  //    worker keeps a job whose caller went away, for its next caller);
+  //  - anything else (terminal, or partial before acceptance): let go of the
+  //    call, and have the worker stop the job should it have taken it.
   void cancel(asio::cancellation_type type) {
-    if ((type & asio::cancellation_type::terminal) == asio::cancellation_type::none) {
-      bool ask = false;
-      {
-        std::lock_guard lock(mutex_);
-        if (has_result_ || cancelled_) return;
-        ask = accepted_;
-      }
-      if (ask) {
-        send_cancel("a cancel of the job was asked for");
-        return;
-      }
+    if (type == core::run_hand_over) {
+      cancel();
+      return;
+    }
+    bool accepted = false;
+    {
+      std::lock_guard lock(mutex_);
+      if (has_result_ || cancelled_) return;
+      accepted = accepted_;
+    }
+    if ((type & asio::cancellation_type::terminal) == asio::cancellation_type::none && accepted) {
+      send_cancel("a cancel of the job was asked for", false);
+      return;
     }
     cancel();
+    // Taken back: it goes elsewhere, or gets its status here; nothing of it
+    // may run on, or be kept, on the worker.
+    send_cancel(accepted ? "the orchestrator let go of the run" : "the orchestrator took the job back", true);
   }
 
   void OnReadDone(bool ok) override {
@@ -249,6 +258,7 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
     });
     std::error_code ec;
     core::JobResult result;
+    bool stop_orphan = false;
     {
       std::lock_guard lock(mutex_);
       if (has_result_ && status.ok()) {
@@ -273,8 +283,12 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
         ec = make_error_code(core::errc::worker_lost);
         // The dispatcher says "worker X was lost while running the job (...)".
         result.error = fmt::format("its RunJob stream broke: {}", describe(status));
+        stop_orphan = true;
       }
     }
+    // Reported lost: a worker that is still there must not run it on
+    // unobserved (a worker keeps a job whose stream broke, for a while).
+    if (stop_orphan) send_cancel("its RunJob stream broke; the job was reported lost", true);
     if (result.job_id.empty()) result.job_id = job_id_;
     if (result.worker_id.empty()) result.worker_id = worker_id_;
     handler_.complete(ec, std::move(result));
@@ -304,7 +318,7 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
         if (has_result_ || cancelled_) return;
         silent_for_ = timeout;
       }
-      send_cancel(fmt::format("no message on the RunJob stream for {} ms", timeout.count()));
+      send_cancel(fmt::format("no message on the RunJob stream for {} ms", timeout.count()), true);
       context_.TryCancel();
       return;
     }
@@ -316,7 +330,8 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
   }
 
   // Best effort, bounded by the accept timeout; counted as a call in flight.
-  void send_cancel(std::string reason) {
+  // `taken_back`: the job is not this worker's any more (see CancelRequest).
+  void send_cancel(std::string reason, bool taken_back) {
     if (!impl_->begin_call()) return;
     struct CancelCall {
       ::grpc::ClientContext context;
@@ -328,6 +343,7 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
     impl_->authorize(call->context, worker_id_);  // or the worker refuses it
     call->request.set_job_id(job_id_);
     call->request.set_reason(std::move(reason));
+    call->request.set_taken_back(taken_back);
     endpoint_->stub->async()->Cancel(&call->context, &call->request, &call->reply,
                                      [impl = impl_, endpoint = endpoint_, call](const ::grpc::Status&) {
                                        impl->end_call();
@@ -341,6 +357,8 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
       accept_timed_out_ = true;
     }
     context_.TryCancel();
+    // It goes elsewhere: a worker that took it meanwhile must not run it too.
+    send_cancel(fmt::format("not accepted within {} ms", impl_->options.accept_timeout.count()), true);
   }
 
   std::shared_ptr<GrpcTransport::Impl> impl_;

@@ -1,6 +1,7 @@
 // Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
 #include <blacktree/grpc/worker_service.hpp>
 
+#include <blacktree/core/detail/recent_ids.hpp>
 #include <blacktree/wire/wire.hpp>
 
 #include <fmt/format.h>
@@ -104,10 +105,11 @@ class RunStream final : public ::grpc::ServerWriteReactor<v1::RunJobReply> {
     push(std::move(reply), !event.line.empty(), false);
   }
 
-  void push_result(const core::JobResult& result) {
+  // False when the stream is broken or done: the result did not go out here.
+  bool push_result(const core::JobResult& result) {
     v1::RunJobReply reply;
     *reply.mutable_result() = wire::to_proto(result);
-    push(std::move(reply), false, true);
+    return push(std::move(reply), false, true);
   }
 
   // Only onto an idle stream: anything else in flight says as much.
@@ -165,15 +167,15 @@ class RunStream final : public ::grpc::ServerWriteReactor<v1::RunJobReply> {
  private:
   enum class Action { none, write, finish_ok, finish_cancelled };
 
-  void push(v1::RunJobReply reply, bool is_line, bool last) {
+  bool push(v1::RunJobReply reply, bool is_line, bool last) {
     Action action;
     {
       std::lock_guard lock(mutex_);
-      if (done_ || broken_) return;
+      if (done_ || broken_) return false;
       if (is_line) {
         if (buffered_lines_ >= max_lines_) {
           ++dropped_;
-          return;
+          return true;
         }
         ++buffered_lines_;
       }
@@ -182,6 +184,7 @@ class RunStream final : public ::grpc::ServerWriteReactor<v1::RunJobReply> {
       action = next_locked();
     }
     perform(action);
+    return true;
   }
 
   // Decides what to start next; the caller performs it after unlocking.
@@ -251,24 +254,45 @@ core::JobResult run_guarded(worker::JobRunner& runner, const core::Job& job, con
 // One run of a job, and every stream that waits for its outcome: the one that
 // started it and any attached later (the same job id offered again).
 struct RunningJob {
+  using Clock = std::chrono::steady_clock;
+
   std::string id;
   std::stop_source stop;
 
   std::mutex mutex;  // taken after State::mutex when both are
   std::vector<std::shared_ptr<RunStream>> callers;
-  bool finished = false;  // the result is out to `callers`; no more attach
+  bool finished = false;       // the result is out to `callers`; no more attach
+  Clock::time_point orphaned;  // since when no caller waits for it (epoch: one does)
+  // False once the job is being dropped (taken back by its orchestrator, or
+  // nobody came for it): its result is not kept, and no caller attaches.
+  bool keep = true;
 
   std::vector<std::shared_ptr<RunStream>> streams() {
     std::lock_guard lock(mutex);
     return callers;
   }
 
-  // A caller went away: the job stops when no caller is left to want its outcome.
-  void drop(const RunStream* stream) {
+  // A caller went away. With no caller left, the job runs on for `grace`
+  // (true: it just became an orphan), or stops at once when there is none.
+  bool drop(const RunStream* stream, std::chrono::milliseconds grace) {
     std::lock_guard lock(mutex);
     std::erase_if(callers, [stream](const auto& s) { return s.get() == stream; });
-    if (callers.empty() && !finished) stop.request_stop();
+    if (!callers.empty() || finished) return false;
+    if (grace.count() <= 0) {
+      stop.request_stop();
+      return false;
+    }
+    if (orphaned != Clock::time_point{}) return false;
+    orphaned = Clock::now();
+    return true;
   }
+};
+
+// A finished job's result, for a caller that comes for it later.
+struct KeptResult {
+  core::JobResult result;
+  std::chrono::steady_clock::time_point expires;
+  bool collected = false;  // handed to a caller at least once
 };
 
 }  // namespace worker_service_detail
@@ -292,6 +316,39 @@ struct WorkerService::State {
   PingListener ping_listener;
   CallerPolicy caller;
   std::string orchestrator_secret;
+  std::map<std::string, KeptResult, std::less<>> kept;
+  // Job ids a Cancel took back before their RunJob arrived (the calls crossed).
+  core::detail::RecentIds<bool> taken_back{1024, std::chrono::seconds(30)};
+
+  void log(WorkerServiceEvent event, std::string_view job_id, std::string_view line) const {
+    if (options.log) options.log(event, job_id, line);
+  }
+
+  std::string grace_text() const { return fmt::format("{} s", options.orphan_grace.count() / 1000.0); }
+
+  // With `mutex` held. Keeps `result` for the grace, making room (the
+  // soonest to expire goes); returns lines to log once the lock is released.
+  std::vector<std::pair<std::string, std::string>> keep_result(const std::string& id, core::JobResult result,
+                                                               bool collected) {
+    std::vector<std::pair<std::string, std::string>> dropped;
+    while (!kept.empty() && kept.size() >= std::max<std::size_t>(options.max_kept_results, 1)) {
+      auto oldest = std::min_element(kept.begin(), kept.end(),
+                                     [](const auto& a, const auto& b) { return a.second.expires < b.second.expires; });
+      if (!oldest->second.collected)
+        dropped.emplace_back(oldest->first, fmt::format("job {}: its result was dropped uncollected to make room "
+                                                        "({} results kept at most)",
+                                                        oldest->first, options.max_kept_results));
+      kept.erase(oldest);
+    }
+    kept.insert_or_assign(id, KeptResult{std::move(result), std::chrono::steady_clock::now() + options.orphan_grace,
+                                         collected});
+    return dropped;
+  }
+
+  std::size_t uncollected() const {  // with `mutex` held
+    return static_cast<std::size_t>(
+        std::count_if(kept.begin(), kept.end(), [](const auto& k) { return !k.second.collected; }));
+  }
 
   ::grpc::Status authorize(const ::grpc::ServerContextBase& context) const {
     CallerPolicy policy;
@@ -358,14 +415,19 @@ class WorkerService::JobThreads {
 
 namespace {
 
-// A stream for `running`, counted open until gRPC is done with it (a drain
-// waits for that). Called with State::mutex held.
+// A stream for `running` (null: for a kept result), counted open until gRPC
+// is done with it (a drain waits for that). Called with State::mutex held.
 std::shared_ptr<RunStream> make_stream(const std::shared_ptr<WorkerService::State>& state,
                                        const std::shared_ptr<RunningJob>& running) {
   auto stream = std::make_shared<RunStream>(
       state->options.max_buffered_lines,
-      [weak = std::weak_ptr<RunningJob>(running)](const RunStream* gone) {
-        if (auto r = weak.lock()) r->drop(gone);
+      [weak = std::weak_ptr<RunningJob>(running), state](const RunStream* gone) {
+        auto r = weak.lock();
+        if (!r || !r->drop(gone, state->options.orphan_grace)) return;
+        state->log(WorkerServiceEvent::job_orphaned, r->id,
+                   fmt::format("job {}: its caller went away (orchestrator gone?); it runs on for up to {} for an "
+                               "orchestrator to come back for it",
+                               r->id, state->grace_text()));
       },
       [state] {
         std::lock_guard done_lock(state->mutex);
@@ -379,19 +441,40 @@ std::shared_ptr<RunStream> make_stream(const std::shared_ptr<WorkerService::Stat
 
 }  // namespace
 
+std::string_view to_string(WorkerServiceEvent event) noexcept {
+  switch (event) {
+    case WorkerServiceEvent::job_orphaned: return "job.orphaned";
+    case WorkerServiceEvent::job_attached: return "job.attached";
+    case WorkerServiceEvent::orphan_stopped: return "job.orphan_stopped";
+    case WorkerServiceEvent::result_dropped: return "job.result_dropped";
+  }
+  return "job.unknown";
+}
+
 WorkerService::WorkerService(worker::JobRunner& runner, WorkerServiceOptions options)
     : state_(std::make_shared<State>(runner, std::move(options))) {
   if (state_->options.capacity == 0) state_->options.capacity = 1;
   threads_ = std::make_unique<JobThreads>(std::size_t{state_->options.capacity} + 1);
-  if (const auto interval = state_->options.heartbeat_interval; interval.count() > 0) {
-    heartbeats_ = std::jthread([state = state_, interval](std::stop_token stop) {
-      std::mutex mutex;
-      std::condition_variable_any tick;
-      while (!stop.stop_requested()) {
-        {
-          std::unique_lock lock(mutex);
-          tick.wait_for(lock, stop, interval, [] { return false; });
-        }
+  const auto heartbeat = state_->options.heartbeat_interval;
+  const auto grace = state_->options.orphan_grace;
+  if (heartbeat.count() <= 0 && grace.count() <= 0) return;
+  // One thread for both clocks: heartbeats on idle streams, and the grace of
+  // jobs without a caller and of kept results (checked a few times a grace).
+  auto tick = heartbeat.count() > 0 ? heartbeat : std::chrono::milliseconds(1000);
+  if (grace.count() > 0) tick = std::min(tick, std::max(grace / 4, std::chrono::milliseconds(50)));
+  housekeeping_ = std::jthread([state = state_, heartbeat, tick](std::stop_token stop) {
+    std::mutex mutex;
+    std::condition_variable_any wake;
+    auto next_heartbeat = std::chrono::steady_clock::now() + heartbeat;
+    while (!stop.stop_requested()) {
+      {
+        std::unique_lock lock(mutex);
+        wake.wait_for(lock, stop, tick, [] { return false; });
+      }
+      if (stop.stop_requested()) break;
+      const auto now = std::chrono::steady_clock::now();
+      if (heartbeat.count() > 0 && now >= next_heartbeat) {
+        next_heartbeat = now + heartbeat;
         std::vector<std::shared_ptr<RunStream>> streams;
         {
           std::lock_guard lock(state->mutex);
@@ -402,8 +485,44 @@ WorkerService::WorkerService(worker::JobRunner& runner, WorkerServiceOptions opt
         }
         for (const auto& stream : streams) stream->push_heartbeat();
       }
-    });
+      if (state->options.orphan_grace.count() > 0) expire(*state, now);
+    }
+  });
+}
+
+// Stops the jobs nobody came back for within the grace, and drops the kept
+// results nobody collected within it.
+void WorkerService::expire(State& state, std::chrono::steady_clock::time_point now) {
+  std::vector<std::pair<WorkerServiceEvent, std::pair<std::string, std::string>>> lines;
+  {
+    std::lock_guard lock(state.mutex);
+    for (const auto& [id, job] : state.jobs) {
+      std::lock_guard job_lock(job->mutex);
+      if (job->orphaned == RunningJob::Clock::time_point{} || now - job->orphaned < state.options.orphan_grace ||
+          !job->keep)
+        continue;
+      job->keep = false;
+      job->stop.request_stop();
+      lines.push_back({WorkerServiceEvent::orphan_stopped,
+                       {id, fmt::format("job {}: no orchestrator came back for it within {}: stopped", id,
+                                        state.grace_text())}});
+    }
+    for (auto it = state.kept.begin(); it != state.kept.end();) {
+      if (it->second.expires > now) {
+        ++it;
+        continue;
+      }
+      if (!it->second.collected)
+        lines.push_back({WorkerServiceEvent::result_dropped,
+                         {it->first, fmt::format("job {}: no orchestrator collected its result within {}: dropped "
+                                                 "(it {})",
+                                                 it->first, state.grace_text(),
+                                                 it->second.result.success ? "succeeded" : "failed")}});
+      it = state.kept.erase(it);
+    }
+    state.idle.notify_all();
   }
+  for (const auto& [event, line] : lines) state.log(event, line.first, line.second);
 }
 
 WorkerService::~WorkerService() {
@@ -433,6 +552,7 @@ void WorkerService::cancel_all(std::string_view /*reason*/) {
 
 core::Result<void> WorkerService::shutdown(Registrar* registrar, const ShutdownOptions& options) {
   drain();
+  const auto deadline = std::chrono::steady_clock::now() + options.drain_timeout;
   core::Result<void> outcome;
   if (!wait_idle(options.drain_timeout)) {
     const auto cancelled = running();
@@ -448,6 +568,12 @@ core::Result<void> WorkerService::shutdown(Registrar* registrar, const ShutdownO
                                         options.drain_timeout.count(), cancelled, running(),
                                         options.cancel_grace.count())};
     }
+  }
+  {
+    // Results of jobs whose orchestrator went away: one that comes back
+    // (registered again, it is told of them) collects them.
+    std::unique_lock lock(state_->mutex);
+    state_->idle.wait_until(lock, deadline, [&] { return state_->uncollected() == 0; });
   }
   // Deregistering only now: until the jobs end, their results still go out
   // through streams the orchestrator holds, and pings tell it we drain.
@@ -465,6 +591,17 @@ std::vector<std::string> WorkerService::running_jobs() const {
   std::vector<std::string> ids;
   for (const auto& [id, job] : state_->jobs) ids.push_back(id);
   return ids;
+}
+
+CarriedJobs WorkerService::carried_jobs() const {
+  std::lock_guard lock(state_->mutex);
+  CarriedJobs carried;
+  for (const auto& [id, job] : state_->jobs) {
+    std::lock_guard job_lock(job->mutex);
+    if (job->keep) carried.running.push_back(id);
+  }
+  for (const auto& [id, kept] : state_->kept) carried.finished.push_back(id);
+  return carried;
 }
 
 std::size_t WorkerService::callers(std::string_view job_id) const {
@@ -506,17 +643,46 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
   // Before the draining and capacity checks: a job this worker runs already
   // takes no new slot, and a second run of it must never start anywhere.
   if (auto it = state_->jobs.find(job.id); it != state_->jobs.end()) {
-    const auto& running = it->second;
-    if (running->stop.stop_requested()) {
+    const auto running = it->second;
+    std::unique_lock job_lock(running->mutex);
+    if (!running->keep) {
+      // Being dropped: whoever offers it runs it afresh once it ended.
       return new Refusal(::grpc::Status(
           ::grpc::StatusCode::FAILED_PRECONDITION,
           fmt::format("worker {} is stopping job {}; offer it again once it ended", options.worker_id, job.id)));
     }
     auto stream = make_stream(state_, running);
-    std::lock_guard job_lock(running->mutex);
+    const bool was_orphan = running->orphaned != RunningJob::Clock::time_point{};
+    running->orphaned = {};
     running->callers.push_back(stream);
     stream->push_accepted(options.worker_id, options.heartbeat_interval, true);
+    job_lock.unlock();
+    lock.unlock();
+    if (was_orphan)
+      state_->log(WorkerServiceEvent::job_attached, job.id,
+                  fmt::format("job {}: an orchestrator came back for it; attached to its run", job.id));
     return stream.get();
+  }
+  // Finished, its result kept: the caller gets that result, not a second run.
+  if (auto it = state_->kept.find(job.id); it != state_->kept.end()) {
+    auto stream = make_stream(state_, nullptr);
+    it->second.collected = true;
+    const core::JobResult result = it->second.result;
+    state_->idle.notify_all();
+    lock.unlock();
+    stream->push_accepted(options.worker_id, options.heartbeat_interval, true);
+    stream->push_event(core::ProgressEvent{job.id, options.worker_id, core::Phase::finished, {}});
+    stream->push_result(result);
+    state_->log(WorkerServiceEvent::job_attached, job.id,
+                fmt::format("job {}: its kept result was handed to an orchestrator", job.id));
+    return stream.get();
+  }
+  if (state_->taken_back.find(job.id)) {
+    return new Refusal(::grpc::Status(
+        ::grpc::StatusCode::FAILED_PRECONDITION,
+        fmt::format("worker {} was told moments ago that job {} was taken back (the calls crossed); offer it "
+                    "again",
+                    options.worker_id, job.id)));
   }
   if (state_->draining) {
     return new Refusal(::grpc::Status(::grpc::StatusCode::FAILED_PRECONDITION,
@@ -552,15 +718,22 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
     for (auto* text : {&result.logs, &result.error, &result.image_url, &result.image_digest}) repair_utf8(*text);
     // Free the slot before the result goes out: the orchestrator reuses it
     // as soon as it reads the result, and must not find this worker "full".
+    // Kept (unless the job is being dropped) for a caller that comes for it
+    // later: its orchestrator went away, or goes away before publishing it.
     std::vector<std::shared_ptr<RunStream>> callers;
+    std::vector<std::pair<std::string, std::string>> dropped_results;
+    bool kept = false;
     {
       std::lock_guard done_lock(state->mutex);
       state->jobs.erase(running->id);
       std::lock_guard job_lock(running->mutex);
       running->finished = true;
       callers = running->callers;
+      kept = running->keep && state->options.orphan_grace.count() > 0;
+      if (kept) dropped_results = state->keep_result(running->id, result, false);
       state->idle.notify_all();
     }
+    bool delivered = false;
     for (const auto& caller : callers) {
       core::JobResult mine = result;
       if (const auto dropped = caller->dropped_lines()) {
@@ -568,8 +741,14 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
                                  dropped);
       }
       caller->push_event(core::ProgressEvent{job.id, worker_id, core::Phase::finished, {}});
-      caller->push_result(mine);
+      delivered = caller->push_result(mine) || delivered;
     }
+    if (kept && delivered) {
+      std::lock_guard done_lock(state->mutex);
+      if (auto it = state->kept.find(job.id); it != state->kept.end()) it->second.collected = true;
+      state->idle.notify_all();
+    }
+    for (const auto& [id, line] : dropped_results) state->log(WorkerServiceEvent::result_dropped, id, line);
     // The result is on its way: now what need not delay it (the job's files).
     state->runner.after_result(job);
   });
@@ -613,9 +792,21 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
   }
   {
     std::lock_guard lock(state_->mutex);
-    auto it = state_->jobs.find(request->job_id());
+    const std::string& id = request->job_id();
+    auto it = state_->jobs.find(id);
     reply->set_found(it != state_->jobs.end());
-    if (it != state_->jobs.end()) it->second->stop.request_stop();
+    if (it != state_->jobs.end()) {
+      if (request->taken_back()) {
+        std::lock_guard job_lock(it->second->mutex);
+        it->second->keep = false;  // it runs elsewhere: nothing of this run is kept
+      }
+      it->second->stop.request_stop();
+    } else if (request->taken_back()) {
+      // Finished already (keep nothing), or its RunJob is still on the way.
+      state_->kept.erase(id);
+      state_->taken_back.put(id, true);
+      state_->idle.notify_all();
+    }
   }
   auto* reactor = context->DefaultReactor();
   reactor->Finish(::grpc::Status::OK);

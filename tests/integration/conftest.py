@@ -209,12 +209,14 @@ class Orchestrator(Process):
 class Worker(Process):
     def __init__(self, tmp_path, orchestrator_port, worker_id, command, region=None, capacity=None,
                  token=None, port=None, labels=(), extra=(), env=None, tls=None, insecure=None, name=None,
-                 http=False):
+                 http=False, more_orchestrators=()):
         """name: the process's (and its log's) name when two processes share a worker id.
-        http: serve /healthz and /metrics (on self.http_port)."""
+        http: serve /healthz and /metrics (on self.http_port).
+        more_orchestrators: ports of orchestrators to fail over to, in order."""
         self.port = port or free_port()
         self.worker_id = worker_id
-        argv = [str(BIN_DIR / "blacktree-worker"), "--orchestrator-addr", f"127.0.0.1:{orchestrator_port}",
+        addresses = ",".join(f"127.0.0.1:{p}" for p in (orchestrator_port, *more_orchestrators))
+        argv = [str(BIN_DIR / "blacktree-worker"), "--orchestrator-addr", addresses,
                 "--listen", f"127.0.0.1:{self.port}", "--worker-id", worker_id,
                 "--drain-timeout-s", "20", *extra]
         self.http_port = free_port() if http else None

@@ -11,6 +11,8 @@
 #include <blacktree/grpc/transport.hpp>
 #include <blacktree/grpc/worker_service.hpp>
 
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/cancellation_signal.hpp>
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
 #include <asio/post.hpp>
@@ -138,12 +140,34 @@ bgrpc::WorkerServiceOptions test_worker_options(std::string id) {
 }
 
 // A WorkerService on a free loopback port, and a GrpcTransport to call it.
+// What the service told its log function, for tests to wait on.
+struct ServiceEvents {
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::vector<std::pair<bgrpc::WorkerServiceEvent, std::string>> seen;  // event, job id
+
+  void add(bgrpc::WorkerServiceEvent event, std::string_view job_id) {
+    std::lock_guard lock(mutex);
+    seen.emplace_back(event, std::string(job_id));
+    cv.notify_all();
+  }
+  bool wait_for(bgrpc::WorkerServiceEvent event, const std::string& job_id) {
+    std::unique_lock lock(mutex);
+    return cv.wait_for(lock, 30s, [&] {
+      return std::find(seen.begin(), seen.end(), std::pair(event, job_id)) != seen.end();
+    });
+  }
+};
+
 struct Rig {
   explicit Rig(std::string id = "w1", bgrpc::TransportOptions transport_options = test_transport_options(),
-               std::chrono::milliseconds heartbeat_interval = 5s)
+               std::chrono::milliseconds heartbeat_interval = 5s, std::chrono::milliseconds orphan_grace = 600s)
       : service(runner, [&] {
           auto options = test_worker_options(id);
           options.heartbeat_interval = heartbeat_interval;
+          options.orphan_grace = orphan_grace;
+          options.log = [events = events](bgrpc::WorkerServiceEvent event, std::string_view job_id,
+                                          std::string_view) { events->add(event, job_id); };
           return options;
         }()),
         transport(io.get_executor(), std::move(transport_options)) {
@@ -168,16 +192,42 @@ struct Rig {
   }
 
   // Starts job `id`; the future holds the transport's outcome.
+  // With `cancel`, the run can be cancelled through it.
   std::future<std::pair<std::error_code, core::JobResult>> run(const std::string& id,
-                                                              core::ProgressCallback progress = {}) {
+                                                              core::ProgressCallback progress = {},
+                                                              asio::cancellation_signal* cancel = nullptr) {
     auto done = std::make_shared<std::promise<std::pair<std::error_code, core::JobResult>>>();
     auto outcome = done->get_future();
     jobs.push_back(std::make_unique<core::Job>());
     jobs.back()->id = id;
-    transport.async_run(worker, *jobs.back(), std::move(progress), [done](std::error_code ec, core::JobResult result) {
-      done->set_value({ec, std::move(result)});
-    });
+    auto handler = [done](std::error_code ec, core::JobResult result) { done->set_value({ec, std::move(result)}); };
+    if (cancel)
+      transport.async_run(worker, *jobs.back(), std::move(progress),
+                          asio::bind_cancellation_slot(cancel->slot(), std::move(handler)));
+    else
+      transport.async_run(worker, *jobs.back(), std::move(progress), std::move(handler));
     return outcome;
+  }
+
+  // Runs `until` with `what` on the io_context's thread (where the transport's
+  // cancellation slots are served), and waits for it.
+  void on_io(std::function<void()> what) {
+    std::promise<void> ran;
+    asio::post(io, [&] {
+      what();
+      ran.set_value();
+    });
+    ran.get_future().wait();
+  }
+
+  // Waits (yielding, with a deadline) until `condition` holds.
+  static bool eventually(const std::function<bool()>& condition) {
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (!condition()) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::yield();
+    }
+    return true;
   }
 
   // Starts job `id` and returns once its runner runs it.
@@ -200,6 +250,7 @@ struct Rig {
     return f.get();
   }
 
+  std::shared_ptr<ServiceEvents> events = std::make_shared<ServiceEvents>();
   ScriptedRunner runner;
   bgrpc::WorkerService service;
   asio::io_context io;
@@ -327,7 +378,7 @@ struct Orchestrated {
     server = builder.BuildAndStart();
     REQUIRE(server);
     bgrpc::RegistrarOptions options;
-    options.orchestrator_address = "127.0.0.1:" + std::to_string(port);
+    options.orchestrator_addresses = {"127.0.0.1:" + std::to_string(port)};
     options.self = rig.worker;
     registrar = std::make_unique<bgrpc::Registrar>(
         options, [&](const std::string&) { std::call_once(once, [&] { registered.set_value(); }); },
@@ -583,4 +634,85 @@ TEST_CASE("WorkerService: a leaving worker's last result is taken before its lea
     std::this_thread::yield();
   }
   CHECK(seen == std::vector<std::string>{"result", "removed"});
+}
+
+// ---------------------------------------------------------------------------
+// Builds outlive their orchestrator (issue 13)
+
+TEST_CASE("WorkerService: a job whose caller let go runs on, and a later caller gets its one result",
+          "[worker_service][orphan]") {
+  Rig rig;
+  asio::cancellation_signal cancel;
+  auto first = rig.run("until-go", {}, &cancel);
+  REQUIRE(Rig::eventually([&] { return rig.runner.starts("until-go") == 1 && rig.service.callers("until-go") == 1; }));
+  rig.on_io([&] { cancel.emit(core::run_hand_over); });  // the orchestrator goes away
+  auto [ec1, r1] = Rig::wait(first);
+  CHECK(ec1 == asio::error::operation_aborted);
+  REQUIRE(rig.events->wait_for(bgrpc::WorkerServiceEvent::job_orphaned, "until-go"));
+  CHECK(rig.service.running() == 1);  // not stopped
+  CHECK(rig.service.carried_jobs().running == std::vector<std::string>{"until-go"});
+
+  rig.runner.go();  // it finishes with nobody listening: its result is kept
+  REQUIRE(Rig::eventually([&] { return rig.service.carried_jobs().finished == std::vector<std::string>{"until-go"}; }));
+  CHECK(rig.service.running() == 0);
+  auto second = rig.run("until-go");  // the next orchestrator's delivery of it
+  auto [ec2, r2] = Rig::wait(second);
+  CHECK_FALSE(ec2);
+  CHECK(r2.success);
+  CHECK(rig.runner.starts("until-go") == 1);
+  CHECK(rig.events->wait_for(bgrpc::WorkerServiceEvent::job_attached, "until-go"));
+}
+
+TEST_CASE("WorkerService: a caller that takes its job back stops it, and a RunJob that crossed its Cancel is refused",
+          "[worker_service][orphan]") {
+  Rig rig;
+  asio::cancellation_signal cancel;
+  auto run = rig.run("until-cancelled", {}, &cancel);
+  REQUIRE(Rig::eventually([&] { return rig.runner.starts("until-cancelled") == 1; }));
+  // Terminal: the orchestrator takes it back (to run it elsewhere or fail
+  // it), so the worker is told to stop it, and keeps nothing of it.
+  rig.on_io([&] { cancel.emit(asio::cancellation_type::terminal); });
+  CHECK(Rig::wait(run).first == asio::error::operation_aborted);
+  REQUIRE(Rig::eventually([&] { return rig.service.running() == 0; }));
+  CHECK(rig.service.carried_jobs().finished.empty());
+
+  // A Cancel that overtook its RunJob: the RunJob is refused, never run.
+  auto channel = ::grpc::CreateChannel(rig.worker.address, ::grpc::InsecureChannelCredentials());
+  auto stub = ::blacktree::v1::Worker::NewStub(channel);
+  ::grpc::ClientContext context;
+  ::blacktree::v1::CancelRequest request;
+  request.set_job_id("crossed");
+  request.set_taken_back(true);
+  ::blacktree::v1::CancelReply reply;
+  REQUIRE(stub->Cancel(&context, request, &reply).ok());
+  CHECK_FALSE(reply.found());
+  auto crossed = rig.run("crossed");
+  auto [ec, result] = Rig::wait(crossed);
+  CHECK(ec == core::errc::worker_refused);
+  CHECK(result.error.find("taken back") != std::string::npos);
+  CHECK(rig.runner.starts("crossed") == 0);
+}
+
+TEST_CASE("WorkerService: a job nobody comes back for is stopped when its orphan grace ends",
+          "[worker_service][orphan]") {
+  Rig rig("w1", test_transport_options(), 5s, 200ms);
+  asio::cancellation_signal cancel;
+  auto run = rig.run("until-cancelled", {}, &cancel);
+  REQUIRE(Rig::eventually([&] { return rig.runner.starts("until-cancelled") == 1; }));
+  rig.on_io([&] { cancel.emit(core::run_hand_over); });
+  CHECK(Rig::wait(run).first == asio::error::operation_aborted);
+  REQUIRE(rig.events->wait_for(bgrpc::WorkerServiceEvent::orphan_stopped, "until-cancelled"));
+  REQUIRE(Rig::eventually([&] { return rig.service.running() == 0; }));
+  CHECK(rig.service.carried_jobs().finished.empty());  // nobody wanted it: nothing kept
+
+  // A result nobody collects is dropped when the grace ends, and said so.
+  asio::cancellation_signal cancel2;
+  auto quick = rig.run("until-go", {}, &cancel2);
+  REQUIRE(Rig::eventually([&] { return rig.runner.starts("until-go") == 1; }));
+  rig.on_io([&] { cancel2.emit(core::run_hand_over); });
+  CHECK(Rig::wait(quick).first == asio::error::operation_aborted);
+  REQUIRE(rig.events->wait_for(bgrpc::WorkerServiceEvent::job_orphaned, "until-go"));
+  rig.runner.go();
+  REQUIRE(rig.events->wait_for(bgrpc::WorkerServiceEvent::result_dropped, "until-go"));
+  CHECK(rig.service.carried_jobs().finished.empty());
 }

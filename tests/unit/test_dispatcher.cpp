@@ -1013,3 +1013,74 @@ TEST_CASE("Dispatcher: a remembered cancel expires after its ttl", "[dispatcher]
   CHECK(f.status("late")->success);
   CHECK(f.transport.runs_started("loopback:w1") == 1);
 }
+
+// ---------------------------------------------------------------------------
+// Builds outlive their orchestrator (issue 13)
+
+TEST_CASE("Dispatcher: a job a worker carries from before goes to that worker, which attaches to it",
+          "[dispatcher][carried]") {
+  Fixture f;
+  f.add_worker("free", 2);
+  // Registered, carrying job "c", not answering yet (a worker failing over).
+  f.transport.add_endpoint("loopback:carrier", 1, {});
+  auto carrier = make_worker("carrier", 1);
+  carrier.incarnation = f.transport.incarnation(carrier.address);
+  REQUIRE(f.pool.register_worker(carrier, {"c"}));
+  auto redelivered = make_job("c");
+  redelivered.redelivered = true;
+  f.queue.publish(redelivered);
+  f.queue.publish(make_job("new"));
+  core::DispatcherOptions options;
+  options.carrier_wait = 60s;
+  auto d = f.start(options);
+  // "new" runs at once; "c" waits for its carrier instead of going to the free worker.
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 1; }));
+  CHECK(f.status("new"));
+  CHECK_FALSE(f.status("c"));
+  CHECK(f.transport.runs_started("loopback:free") == 1);
+  CHECK(f.queue.unacked() == 1);
+
+  REQUIRE(f.pool.mark_alive("carrier"));  // it answers: the job goes to it
+  REQUIRE(run_until(f.io, [&] { return f.status("c").has_value(); }));
+  CHECK(f.status("c")->success);
+  CHECK(f.status("c")->worker_id == "carrier");
+  CHECK(f.transport.runs_started("loopback:free") == 1);
+  CHECK(d->stats().adopted == 1);
+}
+
+TEST_CASE("Dispatcher: a redelivered job nobody carries is placed once the carrier wait ends",
+          "[dispatcher][carried]") {
+  Fixture f;
+  f.add_worker("w1");
+  auto redelivered = make_job("r");
+  redelivered.redelivered = true;
+  f.queue.publish(redelivered);
+  core::DispatcherOptions options;
+  options.carrier_wait = 30ms;
+  auto d = f.start(options);
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 1; }));
+  CHECK(f.status("r")->success);
+  CHECK(f.transport.runs_started("loopback:w1") == 1);
+  CHECK(d->stats().adopted == 0);
+}
+
+TEST_CASE("Dispatcher: a stop hands back a job waiting for its carrier, and hands running jobs over",
+          "[dispatcher][carried]") {
+  Fixture f;
+  Held held;
+  f.add_worker("w1", 2, {}, held.runner());
+  f.queue.publish(make_job("running"));
+  auto waiting = make_job("waiting");
+  waiting.redelivered = true;
+  f.queue.publish(waiting);
+  core::DispatcherOptions options;
+  options.carrier_wait = 60s;
+  auto d = f.start(options);
+  REQUIRE(run_until(f.io, [&] { return held.calls.size() == 1 && d->stats().received == 2; }));
+  std::error_code ec;
+  REQUIRE(f.stop(*d, 20ms, ec));
+  CHECK(ec == core::errc::stop_deadline_exceeded);
+  CHECK(d->stats().handed_back == 2);
+  CHECK(f.queue.unacked() == 0);
+  CHECK(f.sink.size() == 0);
+}

@@ -616,3 +616,41 @@ TEST_CASE("WorkerPool: a worker that deregisters with jobs in flight drains and 
   REQUIRE(pool.deregister("w2", "graceful stop"));
   CHECK_FALSE(pool.find("w2"));
 }
+
+TEST_CASE("WorkerPool: a job a worker carries from before is claimed on that worker, once, full or not",
+          "[worker_pool][carried]") {
+  asio::io_context io;
+  WorkerPool pool(io.get_executor());
+  add_alive(pool, "other", 4);
+  auto carrier = make_worker("carrier", 1);
+  REQUIRE(pool.register_worker(carrier, {"running-1", "finished-1"}));
+
+  CHECK_FALSE(pool.claim("running-1"));  // registering: not yet
+  CHECK_FALSE(pool.claim("unknown"));
+  REQUIRE(pool.mark_alive("carrier"));
+  auto first = pool.claim("running-1");
+  REQUIRE(first);
+  CHECK(first.worker().id == "carrier");
+  CHECK_FALSE(pool.claim("running-1"));  // handed out once
+  // Its one slot is taken; the finished job's claim is granted all the same.
+  auto second = pool.claim("finished-1");
+  REQUIRE(second);
+  CHECK(second.worker().id == "carrier");
+  CHECK(pool.find("carrier")->in_use == 2);
+  first.release();
+  second.release();
+  CHECK(pool.find("carrier")->in_use == 0);
+
+  // Registering again replaces what it carries; leaving forgets it.
+  REQUIRE(pool.register_worker(carrier, {"running-2"}));
+  CHECK_FALSE(pool.claim("finished-1"));
+  REQUIRE(pool.deregister("carrier", "gone"));
+  CHECK_FALSE(pool.claim("running-2"));
+  // A job id two workers carry belongs to the last that said so.
+  REQUIRE(pool.register_worker(carrier, {"shared"}));
+  REQUIRE(pool.mark_alive("carrier"));
+  REQUIRE(pool.register_worker(make_worker("other", 4), {"shared"}));
+  auto shared = pool.claim("shared");
+  REQUIRE(shared);
+  CHECK(shared.worker().id == "other");
+}

@@ -29,6 +29,8 @@
 #include <blacktree/core/error.hpp>
 #include <blacktree/core/job.hpp>
 
+#include <asio/cancellation_type.hpp>
+
 #include <chrono>
 #include <concepts>
 #include <cstddef>
@@ -200,6 +202,12 @@ concept JobSource =
       s.reject(d, x, reason);
     } && (!job_source_traits<S>::prefetch_control || PrefetchControl<S>);
 
+/// The cancellation type of a run handed over rather than stopped (see
+/// WorkerTransport): the dispatcher lets go of it at a stop deadline or when
+/// destroyed, and the job's next delivery, in this process or another,
+/// attaches to the run still going on its worker.
+inline constexpr asio::cancellation_type run_hand_over = asio::cancellation_type::total;
+
 /// How the dispatcher reaches workers.
 ///
 /// Required, for `T t`, `const WorkerInfo w`, `const Job j`,
@@ -212,7 +220,12 @@ concept JobSource =
 ///    have started. On error, JobResult::error carries the detail. `j` stays
 ///    valid until `h` is invoked. Cancellation (terminal): the transport lets
 ///    go of the run (tells the worker to stop when it can) and completes with
-///    asio::error::operation_aborted; the job may have partly run.
+///    asio::error::operation_aborted; the job may have partly run. Partial:
+///    the worker is asked to stop the job, and the run completes with what it
+///    then reports. `run_hand_over` (total, alone): the transport lets go of
+///    the run and leaves the job running on its worker, so that a later
+///    async_run of the same job id attaches to it; one that cannot treats it
+///    as terminal.
 ///  - `t.async_ping(w, deadline, h)`: completes `h(std::error_code, PingReply)`
 ///    within `deadline`. Cancellation (terminal): completes at once with
 ///    asio::error::operation_aborted, without waiting for the deadline.

@@ -95,6 +95,15 @@ struct DispatcherOptions {
   /// (its processes gone) before the dispatcher lets go of the run, tells
   /// the transport to drop it, and reports the job cancelled regardless.
   std::chrono::milliseconds cancel_grace{30'000};
+  /// Builds outlive their orchestrator: with a pool that knows which worker
+  /// carries a job id (WorkerPool::claim), a delivery of a job a worker
+  /// still runs, or has finished, attaches to that run on that worker. A
+  /// redelivered job nobody carries yet waits up to this long for its
+  /// worker to register (it may be on its way from an orchestrator that
+  /// went away) before it is placed like any other; keep it above the time
+  /// workers take to register again (missed pings plus their backoff). 0:
+  /// never waits, so a job whose worker registers late may run twice.
+  std::chrono::milliseconds carrier_wait{0};
 };
 
 /// What async_cancel found.
@@ -126,6 +135,7 @@ struct DispatcherStats {
   std::uint64_t in_flight = 0;      ///< taken and not yet settled
   std::uint64_t duplicates = 0;     ///< deliveries of a job id in flight or finished, not run again
   std::uint64_t cancelled = 0;      ///< final statuses that say cancelled (counted in failed too)
+  std::uint64_t adopted = 0;        ///< runs attached to on the worker that carried them (see carrier_wait)
 };
 
 /// Hooks for logs and metrics. Every hook of this base does nothing and
@@ -137,6 +147,9 @@ struct DispatcherObserver {
   static constexpr bool wants_progress = false;
   void on_received(const Job&) {}
   void on_assigned(const Job&, const WorkerInfo&) {}
+  /// Optional (found by its expression): the job goes to the worker that
+  /// carries its run (see carrier_wait); on_assigned follows.
+  void on_adopted(const Job&, const WorkerInfo&) {}
   void on_not_accepted(const Job&, const WorkerInfo&, std::error_code, std::string_view /*detail*/) {}
   void on_progress(const ProgressEvent&) {}
   void on_finished(const Job&, const JobResult&) {}
@@ -158,7 +171,9 @@ static_assert(ObservesDispatcher<DispatcherObserver>);
 ///    and a backlog for one label does not starve the others.
 ///  - One run per job id: a delivery of a job id already in flight attaches
 ///    to it and is settled with it; one whose status was confirmed recently
-///    is acked without running again.
+///    is acked without running again; one that a worker carries (it still
+///    runs it, or keeps its result, from an orchestrator that went away) is
+///    sent to that worker, which attaches to its run (carrier_wait).
 ///  - A job its worker never accepted is offered to another worker; a job
 ///    whose worker was lost mid-run, or that ran past its timeout plus a
 ///    grace, gets a failure status saying so; a job that ran and failed is
@@ -174,7 +189,9 @@ static_assert(ObservesDispatcher<DispatcherObserver>);
 ///    remembers an unknown id for a job yet to arrive. Each job still gets
 ///    exactly one status: a cancelled one says `cancelled`.
 ///  - async_stop takes nothing new, lets running jobs finish until the
-///    deadline, and hands back (requeues) what has no result by then.
+///    deadline, and hands back (requeues) what has no result by then; a
+///    running job is handed over (run_hand_over), not stopped: it goes on
+///    on its worker, and its next delivery attaches to it.
 ///
 /// All its state lives on one strand; it needs no lock. The source,
 /// transport, sink and pool must outlive it. Destroying it abandons what is in
@@ -256,7 +273,7 @@ class Dispatcher {
     return DispatcherStats{get(c.received),      get(c.succeeded),     get(c.failed),
                            get(c.lost),          get(c.dead_lettered), get(c.handed_back),
                            get(c.not_accepted),  get(c.in_flight),     get(c.duplicates),
-                           get(c.cancelled)};
+                           get(c.cancelled),     get(c.adopted)};
   }
 
  private:
@@ -268,6 +285,9 @@ class Dispatcher {
   static constexpr bool monitors_runs = worker_transport_traits<Transport>::monitors_runs;
   static constexpr bool can_try_acquire = requires(Pool& p, const Labels& l) {
     { p.try_acquire(l) } -> std::same_as<lease_type>;
+  };
+  static constexpr bool can_claim = requires(Pool& p, std::string_view id) {
+    { p.claim(id) } -> std::same_as<lease_type>;
   };
 
   enum class Stage { placing, running, publishing, done };
@@ -282,7 +302,9 @@ class Dispatcher {
     delivery_type delivery;
     std::vector<delivery_type> attached;  // more deliveries of this job id, settled with it
     Stage stage = Stage::placing;
-    bool waiting = false;  // queued in the pool for a slot
+    bool waiting = false;  // queued in the pool for a slot, or for its carrier
+    bool awaiting_carrier = false;  // redelivered: waiting for a worker to say it carries it
+    bool carrier_waited = false;    // it did (once is enough)
     lease_type lease;
     std::shared_ptr<const WorkerInfo> worker;  // kept for the transport call
     asio::cancellation_signal cancel;          // the pending acquire or run
@@ -309,7 +331,7 @@ class Dispatcher {
 
   struct Counters {
     std::atomic<std::uint64_t> received{0}, succeeded{0}, failed{0}, lost{0}, dead_lettered{0}, handed_back{0},
-        not_accepted{0}, in_flight{0}, duplicates{0}, cancelled{0};
+        not_accepted{0}, in_flight{0}, duplicates{0}, cancelled{0}, adopted{0};
   };
 
   static std::string describe(std::chrono::milliseconds d) {
@@ -324,6 +346,29 @@ class Dispatcher {
     static constexpr char digits[] = "0123456789abcdef";
     std::string out(16, '0');
     for (int i = 0; i < 16; ++i) out[static_cast<std::size_t>(i)] = digits[(value >> (60 - 4 * i)) & 0xf];
+    return out;
+  }
+
+  // "run-" and 16 hex digits of FNV-1a over the job id, the worker id and
+  // the run's start (ns): the same for every report of one run.
+  static std::string run_status_id(const std::string& job_id, const std::string& worker_id,
+                                   std::chrono::system_clock::time_point started) {
+    std::uint64_t hash = 0xcbf29ce484222325ULL;
+    auto mix = [&hash](std::string_view bytes) {
+      const std::string length = std::to_string(bytes.size()) + ":";  // so ("ab","c") != ("a","bc")
+      for (const std::string_view part : {std::string_view(length), bytes}) {
+        for (const char c : part) {
+          hash ^= static_cast<unsigned char>(c);
+          hash *= 0x100000001b3ULL;
+        }
+      }
+    };
+    mix(job_id);
+    mix(worker_id);
+    mix(std::to_string(std::chrono::duration_cast<std::chrono::nanoseconds>(started.time_since_epoch()).count()));
+    static constexpr char digits[] = "0123456789abcdef";
+    std::string out = "run-0000000000000000";
+    for (int i = 0; i < 16; ++i) out[static_cast<std::size_t>(4 + i)] = digits[(hash >> (60 - 4 * i)) & 0xf];
     return out;
   }
 
@@ -357,6 +402,7 @@ class Dispatcher {
     std::size_t prefetch_told = std::numeric_limits<std::size_t>::max();
     std::unordered_set<ContextPtr> active;
     std::unordered_map<std::string, ContextPtr> by_job_id;  // valid jobs in flight
+    std::unordered_set<ContextPtr> awaiting_carrier;       // see DispatcherOptions::carrier_wait
     detail::RecentIds<bool> finished;  // job ids whose status was confirmed (finished_record_*)
     detail::RecentIds<std::string> cancels;  // cancel reasons of jobs not seen yet (cancel_record_*)
     std::unique_ptr<asio::steady_timer> stop_timer;
@@ -452,6 +498,7 @@ class Dispatcher {
       ctx->cancel_reason = std::move(reason);
       if (ctx->stage == Stage::placing) {
         ctx->cancel.emit(asio::cancellation_type::terminal);  // out of the pool's queue
+        stop_awaiting_carrier(ctx);
         leave_pool_queue(ctx);
         settle_cancelled(ctx, "cancelled before it ran (" + ctx->cancel_reason + ")");
         return CancelOutcome::cancelled;
@@ -531,6 +578,13 @@ class Dispatcher {
 
     void place(const ContextPtr& ctx) {
       ctx->stage = Stage::placing;
+      if constexpr (can_claim) {
+        if (claim(ctx)) return;
+        if (ctx->job().redelivered && !ctx->carrier_waited && options.carrier_wait.count() > 0) {
+          await_carrier(ctx);
+          return;
+        }
+      }
       if constexpr (can_try_acquire) {
         if (lease_type lease = pool.try_acquire(ctx->job().required_labels)) {
           on_lease(ctx, {}, std::move(lease));
@@ -554,6 +608,55 @@ class Dispatcher {
         pool.async_acquire(job.required_labels, job.priority, std::move(handler));
       } else {
         pool.async_acquire(job.required_labels, std::move(handler));
+      }
+    }
+
+    // Sends the job to the worker that carries it, if one does: that worker
+    // attaches to its run. True when it did.
+    bool claim(const ContextPtr& ctx) {
+      lease_type lease = pool.claim(ctx->job().id);
+      if (!lease) return false;
+      stop_awaiting_carrier(ctx);
+      ctx->carrier_waited = true;
+      counters.adopted.fetch_add(1, std::memory_order_relaxed);
+      if constexpr (requires { observer.on_adopted(ctx->job(), *lease.worker_info()); })
+        observer.on_adopted(ctx->job(), *lease.worker_info());
+      on_lease(ctx, {}, std::move(lease));
+      return true;
+    }
+
+    // A redelivered job may still run on a worker that has not registered
+    // here yet: it waits aside (out of the window) for carrier_wait, and
+    // each change in the pool (a worker registering, answering) tries again.
+    void await_carrier(const ContextPtr& ctx) {
+      ctx->carrier_waited = true;
+      ctx->awaiting_carrier = true;
+      ctx->waiting = true;
+      ++waiting;
+      awaiting_carrier.insert(ctx);
+      tell_prefetch();
+      if (!ctx->placement_timer) ctx->placement_timer = std::make_unique<asio::steady_timer>(strand);
+      ctx->placement_timer->expires_after(options.carrier_wait);
+      ctx->placement_timer->async_wait([self = this->shared_from_this(), ctx](std::error_code ec) {
+        if (ec || self->abandoned || ctx->stage != Stage::placing || !ctx->awaiting_carrier) return;
+        self->stop_awaiting_carrier(ctx);
+        self->place(ctx);  // nobody claimed it: it runs like any other job
+      });
+    }
+
+    void stop_awaiting_carrier(const ContextPtr& ctx) {
+      if (!ctx->awaiting_carrier) return;
+      ctx->awaiting_carrier = false;
+      awaiting_carrier.erase(ctx);
+      leave_pool_queue(ctx);
+    }
+
+    void retry_carried() {
+      if constexpr (can_claim) {
+        if (awaiting_carrier.empty()) return;
+        const std::vector<ContextPtr> candidates(awaiting_carrier.begin(), awaiting_carrier.end());
+        for (const auto& ctx : candidates)
+          if (ctx->awaiting_carrier && ctx->stage == Stage::placing) (void)claim(ctx);
       }
     }
 
@@ -775,6 +878,7 @@ class Dispatcher {
           lost(ctx, event.reason);
         }
       }
+      retry_carried();
       pump();
     }
 
@@ -798,13 +902,17 @@ class Dispatcher {
       const Job& job = ctx->job();
       result.job_id = job.id;
       // Per run, not per job id: a job that runs again (its record expired,
-      // another orchestrator) is another run with another status.
-      result.status_id = ctx->status_id;
+      // another orchestrator) is another run with another status. A result a
+      // worker sent is named by its run (job, worker, the run's start), so
+      // the same run reported again by another orchestrator (it attached to
+      // the run after this one went away) carries the same status id.
+      const bool worker_run = !result.worker_id.empty() && result.started_at != std::chrono::system_clock::time_point{};
+      result.status_id = worker_run ? run_status_id(job.id, result.worker_id, result.started_at) : ctx->status_id;
       if (result.worker_id.empty() && ctx->worker) result.worker_id = ctx->worker->id;
       result.redelivered = job.redelivered;
       result.attempts = ctx->attempts;
       result.received_at = ctx->received_at;
-      result.started_at = ctx->started_at;
+      result.started_at = ctx->started_at;  // this clock's, as received_at (the worker's may be skewed)
       result.finished_at = std::chrono::system_clock::now();
       (result.success ? counters.succeeded : counters.failed).fetch_add(1, std::memory_order_relaxed);
       ctx->result = std::move(result);
@@ -853,6 +961,7 @@ class Dispatcher {
 
     void done(const ContextPtr& ctx) {
       ctx->stage = Stage::done;
+      stop_awaiting_carrier(ctx);
       leave_pool_queue(ctx);
       if (ctx->placement_timer) ctx->placement_timer->cancel();
       if (ctx->retry_timer) ctx->retry_timer->cancel();
@@ -877,7 +986,12 @@ class Dispatcher {
       std::vector<ContextPtr> placing;
       for (const auto& ctx : active)
         if (ctx->stage == Stage::placing) placing.push_back(ctx);
-      for (const auto& ctx : placing) ctx->cancel.emit(asio::cancellation_type::terminal);
+      for (const auto& ctx : placing) {
+        if (ctx->awaiting_carrier)
+          hand_back(ctx);  // no acquire to cancel: it waits on a timer
+        else
+          ctx->cancel.emit(asio::cancellation_type::terminal);
+      }
       stop_timer = std::make_unique<asio::steady_timer>(strand, deadline);
       stop_timer->async_wait([self = this->shared_from_this()](std::error_code ec) {
         if (!ec) self->force_stop();
@@ -895,7 +1009,8 @@ class Dispatcher {
       for (const auto& ctx : active)
         if (ctx->stage == Stage::placing || ctx->stage == Stage::running) left.push_back(ctx);
       for (const auto& ctx : left) {
-        if (ctx->stage == Stage::running) ctx->cancel.emit(asio::cancellation_type::terminal);
+        // Handed over, not stopped: its next delivery attaches to it.
+        if (ctx->stage == Stage::running) ctx->cancel.emit(run_hand_over);
         if (ctx->stage != Stage::done) hand_back(ctx);
       }
       maybe_finish_stop();
@@ -919,8 +1034,9 @@ class Dispatcher {
       std::vector<ContextPtr> left(active.begin(), active.end());
       active.clear();
       by_job_id.clear();
+      awaiting_carrier.clear();
       for (const auto& ctx : left) {
-        ctx->cancel.emit(asio::cancellation_type::terminal);
+        ctx->cancel.emit(ctx->stage == Stage::running ? run_hand_over : asio::cancellation_type::terminal);
         if (ctx->placement_timer) ctx->placement_timer->cancel();
         if (ctx->retry_timer) ctx->retry_timer->cancel();
         stop_run_timers(ctx);

@@ -178,6 +178,7 @@ void BasicWorkerPool<Mutex>::remove(State& st, std::shared_ptr<Record> rec, std:
   set_state(st, *rec, WorkerState::dead);
   rec->removed = true;
   rec->leaving = false;
+  forget_carried(st, *rec);
   refresh(st, *rec);
   auto removed = make_event(*rec, from, std::move(reason));
   removed.removed = true;
@@ -200,7 +201,7 @@ Error BasicWorkerPool<Mutex>::not_registered(std::string_view id) {
 }
 
 template <class Mutex>
-Result<void> BasicWorkerPool<Mutex>::register_worker(WorkerInfo info) {
+Result<void> BasicWorkerPool<Mutex>::register_worker(WorkerInfo info, std::vector<std::string> carried_jobs) {
   if (auto valid = check(info); !valid) return valid;
   Deferred deferred;
   {
@@ -213,6 +214,7 @@ Result<void> BasicWorkerPool<Mutex>::register_worker(WorkerInfo info) {
       rec->info = std::make_shared<const WorkerInfo>(std::move(info));
       rec->last_seen = std::chrono::steady_clock::now();
       state_->workers.emplace(rec->info->id, rec);
+      set_carried(*state_, rec, std::move(carried_jobs));
       auto event = make_event(*rec, WorkerState::registering, "registered");
       event.added = true;
       deferred.events.push_back(std::move(event));
@@ -227,6 +229,7 @@ Result<void> BasicWorkerPool<Mutex>::register_worker(WorkerInfo info) {
                          "') is refused until that one stops answering pings or leaves: give each worker its "
                          "own id"};
       rec.last_seen = std::chrono::steady_clock::now();
+      set_carried(*state_, it->second, std::move(carried_jobs));
       const WorkerState from = rec.state;
       if (rec.leaving && same_process) {  // changed its mind: stays
         rec.leaving = false;
@@ -426,6 +429,45 @@ typename BasicWorkerPool<Mutex>::Lease BasicWorkerPool<Mutex>::try_acquire(const
   if (!rec) return Lease{};
   take_slot(*state_, *rec);
   return Lease(state_, rec->shared_from_this());
+}
+
+template <class Mutex>
+void BasicWorkerPool<Mutex>::forget_carried(State& st, Record& rec) {
+  for (const auto& job_id : rec.carried)
+    if (auto it = st.carriers.find(job_id); it != st.carriers.end() && it->second.get() == &rec) st.carriers.erase(it);
+  rec.carried.clear();
+  st.carried_count.store(st.carriers.size(), std::memory_order_release);
+}
+
+template <class Mutex>
+void BasicWorkerPool<Mutex>::set_carried(State& st, const std::shared_ptr<Record>& rec,
+                                         std::vector<std::string> job_ids) {
+  forget_carried(st, *rec);
+  for (const auto& job_id : job_ids) {
+    auto [entry, added] = st.carriers.try_emplace(job_id, rec);
+    if (!added && entry->second != rec) {
+      std::erase(entry->second->carried, job_id);
+      entry->second = rec;
+    }
+  }
+  rec->carried = std::move(job_ids);
+  st.carried_count.store(st.carriers.size(), std::memory_order_release);
+}
+
+template <class Mutex>
+typename BasicWorkerPool<Mutex>::Lease BasicWorkerPool<Mutex>::claim(std::string_view job_id) {
+  if (state_->carried_count.load(std::memory_order_acquire) == 0) return Lease{};
+  std::lock_guard lock(state_->mutex);
+  auto it = state_->carriers.find(job_id);
+  if (it == state_->carriers.end()) return Lease{};
+  const std::shared_ptr<Record> rec = it->second;
+  if (!rec->removed && !holds_leases(rec->state)) return Lease{};  // registering or dead: later
+  state_->carriers.erase(it);
+  std::erase(rec->carried, job_id);
+  state_->carried_count.store(state_->carriers.size(), std::memory_order_release);
+  if (rec->removed || state_->stopped) return Lease{};
+  take_slot(*state_, *rec);
+  return Lease(state_, rec);
 }
 
 template <class Mutex>

@@ -169,7 +169,14 @@ class BasicWorkerPool {
   /// first keeps it until it is declared dead or has left. A new incarnation
   /// at the same address is a restart (only one process can answer there), so
   /// it replaces the old one at once.
-  Result<void> register_worker(WorkerInfo info);
+  ///
+  /// `carried_jobs`: jobs the worker runs, or keeps the results of, from
+  /// before it registered here (the orchestrator it ran them for went away).
+  /// A job id carried by a live worker is handed out by claim(), so that its
+  /// delivery attaches to that run instead of starting another. Replaces what
+  /// the worker said before; a job id two workers carry belongs to the last
+  /// that said so; forgotten when the worker is removed.
+  Result<void> register_worker(WorkerInfo info, std::vector<std::string> carried_jobs = {});
 
   /// Changes a live worker's address, labels, capacity or version in place.
   /// Fails with errc::invalid_worker or errc::unknown_worker.
@@ -222,6 +229,13 @@ class BasicWorkerPool {
   /// handed to them when it returns, before it is free for this call.
   Lease try_acquire(const Labels& required);
 
+  /// A lease on the live worker carrying `job_id` (see register_worker), taken even
+  /// when every slot of that worker is in use (the job holds one there
+  /// already, or has finished): the worker is no longer said to carry it.
+  /// Empty when no live worker carries it (one still registering keeps it,
+  /// for a later claim). Without carried jobs this costs one atomic load.
+  Lease claim(std::string_view job_id);
+
   /// Fails every pending and future acquire with errc::pool_stopped.
   void stop();
 
@@ -246,6 +260,7 @@ class BasicWorkerPool {
     bool listed = false;
     typename std::list<Record*>::iterator position{};
     std::chrono::steady_clock::time_point last_seen{};
+    std::vector<std::string> carried;  // see register_worker()
   };
 
   struct Waiter {
@@ -273,6 +288,10 @@ class BasicWorkerPool {
     std::uint64_t next_listener_id = 1;
     bool stopped = false;
     std::atomic<std::size_t> alive_capacity{0};
+    // Job id -> the worker that carries it (see register_worker()); `carried_count`
+    // is its size, read without the lock by claim().
+    std::unordered_map<std::string, std::shared_ptr<Record>, StringHash, std::equal_to<>> carriers;
+    std::atomic<std::size_t> carried_count{0};
   };
 
   // Work collected under the lock, done after it is released.
@@ -309,6 +328,8 @@ class BasicWorkerPool {
   static void take_slot(State& st, Record& rec);
   static void offer_slots(const std::shared_ptr<State>& st, const std::shared_ptr<Record>& rec, Deferred& out);
   static void void_leases(State& st, Record& rec, WorkerEvent& event);
+  static void forget_carried(State& st, Record& rec);
+  static void set_carried(State& st, const std::shared_ptr<Record>& rec, std::vector<std::string> job_ids);
   static void apply_update(const std::shared_ptr<State>& st, const std::shared_ptr<Record>& rec, WorkerInfo info,
                            Deferred& out);
   static void finish(const std::shared_ptr<State>& st, Deferred& deferred);

@@ -1,13 +1,18 @@
 // Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
 #pragma once
 
-// Registrar: keeps a worker registered with its orchestrator.
+// Registrar: keeps a worker registered with one of its orchestrators.
 //
 // It registers at start with retries and exponential backoff, and registers
 // again when the orchestrator no longer knows the worker: a ping from another
 // orchestrator id (the orchestrator restarted and a new one reached us), or no
-// ping at all for `missed_pings` ping intervals (the orchestrator restarted and
-// does not know our address). On stop it deregisters, once, best effort.
+// ping at all for `missed_pings` ping intervals (the orchestrator restarted,
+// or is gone). With several orchestrator addresses, an attempt that fails
+// moves on to the next address, so a worker whose orchestrator died fails
+// over to another; the backoff grows once every address failed in a row.
+// Every registration reports the jobs the worker carries (running, or with
+// a kept result), so the orchestrator attaches their deliveries to them.
+// On stop it deregisters, once, best effort, from the one it is registered with.
 // Refused because another live worker uses the same id, it says so and keeps
 // retrying (backoff_max apart): it takes the id over once that one is gone.
 // One thread of its own, waiting on a condition variable, never polling.
@@ -25,6 +30,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 namespace grpc {
 class ChannelCredentials;
@@ -32,8 +38,15 @@ class ChannelCredentials;
 
 namespace blacktree::grpc {
 
+/// The jobs a worker reports when it registers (RegisterRequest).
+struct CarriedJobs {
+  std::vector<std::string> running;
+  std::vector<std::string> finished;  ///< finished, their result kept for an orchestrator to collect
+};
+
 struct RegistrarOptions {
-  std::string orchestrator_address;  ///< host:port
+  /// host:port of each orchestrator, tried in turn (at least one).
+  std::vector<std::string> orchestrator_addresses;
   core::WorkerInfo self;
   std::string registration_token;  ///< sent as `authorization: Bearer ...` when set
   std::chrono::milliseconds call_timeout{3000};
@@ -43,6 +56,8 @@ struct RegistrarOptions {
   /// Channel credentials to the orchestrator (see channel_credentials());
   /// insecure when null.
   std::shared_ptr<::grpc::ChannelCredentials> credentials{};
+  /// What each registration reports as carried (WorkerService::carried_jobs).
+  std::function<CarriedJobs()> carried_jobs{};
 };
 
 /// What a Registrar reports to its log function, with a line in words.
@@ -80,6 +95,8 @@ class Registrar {
 
   bool registered() const;
   std::string orchestrator_id() const;
+  /// The address of the orchestrator it is registered with (or tries next).
+  std::string orchestrator_address() const;
   std::uint64_t registrations() const;  ///< successful Register calls so far
   /// The secret of the current registration (RegisterReply.worker_secret):
   /// the orchestrator's calls carry it. Set before on_registered runs.
@@ -102,6 +119,7 @@ class Registrar {
   std::chrono::milliseconds ping_interval_{1000};
   std::chrono::steady_clock::time_point last_ping_{};
   std::uint64_t registrations_ = 0;
+  std::size_t current_ = 0;  // index into options_.orchestrator_addresses
   std::jthread thread_;
 };
 

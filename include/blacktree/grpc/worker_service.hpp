@@ -9,10 +9,16 @@
 //  - A job is refused, never queued, when the worker is full
 //    (RESOURCE_EXHAUSTED) or draining (FAILED_PRECONDITION), with a message
 //    that says so; the orchestrator then offers it to another worker.
-//  - A job id it already runs is attached to, not started again: the new
-//    caller gets the rest of the run's events and its one result.
-//  - A caller that goes away (orchestrator restart, network loss) cancels its
-//    job, unless another caller is attached: the runner's stop_token is triggered.
+//  - A job id it already runs, or finished and keeps the result of, is
+//    attached to, not started again: the new caller gets the rest of the
+//    run's events and its one result.
+//  - Builds outlive their orchestrator: a job whose last caller goes away
+//    (orchestrator restart, failover, network loss) runs on for
+//    `orphan_grace`, and its result is kept as long for the next caller
+//    (carried_jobs() is what the registrar reports when it registers);
+//    a job nobody comes back for within the grace is stopped, and a result
+//    nobody collects is dropped, each with a log line. Only Cancel (and
+//    shutdown) stops a job on purpose.
 //  - Every running job's stream carries a heartbeat when idle for
 //    `heartbeat_interval`, so the caller can tell it from a stuck one.
 //  - A job's output is bytes: text that is not UTF-8 is repaired (U+FFFD)
@@ -44,6 +50,17 @@
 
 namespace blacktree::grpc {
 
+/// What WorkerServiceOptions::log is told.
+enum class WorkerServiceEvent : std::uint8_t {
+  job_orphaned,     ///< its last caller went away: it runs on for the orphan grace
+  job_attached,     ///< a caller came for an orphaned job, or for a kept result
+  orphan_stopped,   ///< nobody came for it within the grace: stopped
+  result_dropped,   ///< a result nobody collected, dropped (grace passed, or too many kept)
+};
+
+/// A short stable dotted name, for logs: "job.orphaned", ...
+std::string_view to_string(WorkerServiceEvent event) noexcept;
+
 struct WorkerServiceOptions {
   std::string worker_id;
   std::string incarnation;  ///< new for every process start
@@ -52,6 +69,14 @@ struct WorkerServiceOptions {
   /// How often every running job's stream carries a heartbeat (0: never), so
   /// the orchestrator can tell a live stream from a stuck one.
   std::chrono::milliseconds heartbeat_interval{5000};
+  /// How long a job whose caller went away runs on, and how long a result
+  /// is kept for a caller to collect it (see above). 0: a job stops when its
+  /// last caller goes away, and no result is kept.
+  std::chrono::milliseconds orphan_grace{600'000};
+  /// Results kept at most (the oldest go first, logged when uncollected).
+  std::size_t max_kept_results = 1024;
+  /// Told what happens to jobs without a caller (one line each, in words).
+  std::function<void(WorkerServiceEvent, std::string_view job_id, std::string_view line)> log{};
 };
 
 struct ShutdownOptions {
@@ -83,7 +108,9 @@ class WorkerService final : public ::blacktree::v1::Worker::CallbackService {
   /// A graceful stop: takes no new jobs (pings report draining, so the
   /// orchestrator offers nothing more), lets running jobs finish until
   /// `drain_timeout`, cancels what still runs and waits up to `cancel_grace`
-  /// for it to report, then deregisters through `registrar` (when given).
+  /// for it to report; waits (within `drain_timeout`) for an orchestrator to
+  /// collect the results of jobs whose caller went away; then deregisters
+  /// through `registrar` (when given).
   /// Blocks. An error says what could not end by itself:
   /// errc::drain_deadline_exceeded (jobs were cancelled) or
   /// errc::jobs_still_running (cancelled jobs had not ended either); the
@@ -92,6 +119,9 @@ class WorkerService final : public ::blacktree::v1::Worker::CallbackService {
 
   std::size_t running() const;
   std::vector<std::string> running_jobs() const;
+  /// The jobs a registration reports (RegistrarOptions::carried_jobs): those
+  /// running (but not being dropped) and those whose result is kept.
+  CarriedJobs carried_jobs() const;
   /// Streams waiting for the result of running job `job_id` (0: not running).
   std::size_t callers(std::string_view job_id) const;
 
@@ -118,9 +148,11 @@ class WorkerService final : public ::blacktree::v1::Worker::CallbackService {
   class JobThreads;
 
  private:
+  static void expire(State& state, std::chrono::steady_clock::time_point now);
+
   std::shared_ptr<State> state_;
   std::unique_ptr<JobThreads> threads_;  // the jobs run here; joined in the destructor
-  std::jthread heartbeats_;  // stopped and joined first, before state_ is let go
+  std::jthread housekeeping_;  // heartbeats and the orphan grace; stopped and joined before state_ is let go
 };
 
 }  // namespace blacktree::grpc
