@@ -178,7 +178,7 @@ def start_orchestrator(args, broker, q, logdir, tag):
     port, http_port = free_port(), free_port()
     argv = [str(args.bin_dir / "blacktree-orchestrator"), "--listen", f"127.0.0.1:{port}",
             "--http-listen", f"127.0.0.1:{http_port}", "--queue", "amqp", "--mq-url", broker.url,
-            "--drain-timeout-s", "5"]
+            "--drain-timeout-s", "5", "--insecure"]  # loopback only: no TLS, no token
     for k, v in q.items():
         argv += [f"--{k}", v]
     o = Proc(f"orchestrator-{tag}", argv, logdir, wait_text="serving gRPC on port")
@@ -191,7 +191,7 @@ def start_workers(args, orchestrator, logdir, tag, command, capacity):
     for i in range(args.workers):
         argv = [str(args.bin_dir / "blacktree-worker"), "--orchestrator-addr", f"127.0.0.1:{orchestrator.port}",
                 "--listen", f"127.0.0.1:{free_port()}", "--worker-id", f"{tag}-w{i}", "--drain-timeout-s", "2",
-                "--capacity", str(capacity)]
+                "--capacity", str(capacity), "--insecure"]
         argv += ["--runner", "noop"] if command == ["noop"] else ["--runner", "argv", "--", *command]
         ws.append(Proc(f"{tag}-w{i}", argv, logdir, wait_text="serving on port"))
     return ws

@@ -44,7 +44,10 @@ void Registrar::start() {
 void Registrar::on_ping(std::string_view orchestrator_id) {
   std::lock_guard lock(mutex_);
   if (registered_ && orchestrator_id != orchestrator_id_) {
-    // Pinged by an orchestrator we did not register with: it restarted.
+    // Pinged by an orchestrator we did not register with: ours restarted,
+    // unless ours still pings us, and this is one we left (failed over
+    // from) that has not noticed yet: that one is not followed.
+    if (std::chrono::steady_clock::now() - last_ping_ < 2 * ping_interval_) return;
     registered_ = false;
     wake_.notify_all();
     return;

@@ -17,22 +17,23 @@ from conftest import job, wait_until
 from test_amqp_e2e import StatusCollector, amqp_flags, broker, names, publish  # noqa: F401
 from test_chaos import overlapping_runs
 
-# Sleeps $1 seconds (or, with $1 = "id", 50-500 ms from the job's number),
-# logging start and end; a stopped run (SIGTERM) logs its end too. The log's
-# path is $0 (jobs get no environment of ours).
+# Sleeps $1 seconds (or, with $1 = "id", 50-500 ms from the job's number;
+# with "id-long", 1-3 s), logging start and end; a stopped run (SIGTERM) logs
+# its end too. The log's path is $0 (jobs get no environment of ours).
 RUNNER = r"""
 log() { echo "$1 $BLACKTREE_JOB_ID $EPOCHREALTIME $$" >> "$0"; }
 trap 'log end; exit 143' TERM
-if [ "$1" = id ]; then
-  n=${BLACKTREE_JOB_ID##*-}; n=${n#0}; n=${n#0}; n=${n#0}
-  secs=$(printf '0.%03d' $((50 + n * 37 % 451)))
-else
-  secs=$1
-fi
+n=${BLACKTREE_JOB_ID##*-}; n=${n#0}; n=${n#0}; n=${n#0}
+case "$1" in
+  id) ms=$((50 + n * 37 % 451)) ;;
+  id-long) ms=$((1000 + n * 37 % 2001)) ;;
+  *) ms=$(($1 * 1000)) ;;
+esac
+secs=$((ms / 1000)).$(printf '%03d' $((ms % 1000)))
 log start
 sleep "$secs" & wait $!
 log end
-echo "built in $secs s"
+echo "built in $1 s"
 """
 
 FREE, BUSY = 2, 3  # WorkerState
@@ -198,3 +199,69 @@ def test_sigterm_hands_running_builds_over_to_the_next_orchestrator(cluster, tmp
     assert collections.Counter(s["jobId"] for s in received) == collections.Counter(ids)
     assert all(s["success"] for s in received), received
     assert starts(log) == collections.Counter(ids)
+
+
+@pytest.mark.timeout(300)
+def test_rolling_upgrade(cluster, tmp_path, broker, names):  # noqa: F811
+    """docs/operations.md's rolling upgrade, step by step, with builds running
+    throughout: each orchestrator stopped (SIGTERM) and started again, then
+    each worker; every job runs once and gets its status. (Broker nodes, the
+    procedure's third step, are stopped one at a time in
+    test_rabbit_cluster.py.)"""
+    log = tmp_path / "runs.log"
+    flags = amqp_flags(broker, names)
+    short_drain = ["--drain-timeout-s", "2"]
+    orchs = [cluster.orchestrator(amqp=flags, name=f"orch-{n}", extra=short_drain) for n in "ab"]
+    command = ["bash", "-c", RUNNER, str(log), "id-long"]  # 1-3 s builds
+    workers = {}
+
+    def start_worker(i, generation=0):
+        first, second = (orchs[0], orchs[1]) if i % 2 == 0 else (orchs[1], orchs[0])
+        old = workers.get(i)
+        workers[i] = cluster.worker(first, f"up-w{i}", command=command, capacity=2,
+                                    more_orchestrators=(second.port,), port=old.port if old else None,
+                                    name=f"up-w{i}-{generation}")
+
+    for i in range(4):
+        start_worker(i)
+    for o in orchs:
+        o.wait_workers(lambda ws: len(ws) == 2 and all(w.state == FREE for w in ws.values()),
+                       what=f"2 free workers on {o.name}")
+    statuses = StatusCollector(broker, names["status-queue"])
+    ids = [f"up-{i:04d}" for i in range(150)]
+    try:
+        publish(broker, names["execute-queue"], [json.dumps(job(i)) for i in ids])
+        wait_until(lambda: len(statuses.ids()) >= 10, timeout=60, what="builds under way")
+        # 1. Orchestrators, one at a time.
+        for n in range(2):
+            old = orchs[n]
+            old.proc.send_signal(signal.SIGTERM)
+            assert old.proc.wait(timeout=60) == 0
+            orchs[n] = cluster.orchestrator(amqp=flags, port=old.port, name=f"{old.name}-2", extra=short_drain)
+            new = orchs[n]
+            wait_until(lambda: new.http_get("/healthz")[0] == 200, timeout=30, what=f"{new.name} healthy")
+            # Every worker is registered with one of the two before the next step.
+            wait_until(lambda: sum(len(o.list_workers()) for o in orchs) >= 4, timeout=30,
+                       what="every worker registered again")
+        # 2. Workers, one at a time: each drains, deregisters, and comes back.
+        for i in range(4):
+            assert workers[i].terminate(timeout=60) == 0
+            start_worker(i, generation=1)
+            wait_until(lambda: any(f"up-w{i}" in o.list_workers() for o in orchs), timeout=30,
+                       what=f"up-w{i} registered again")
+        statuses.wait_all(ids, timeout=180)
+        settled(broker, names["execute-queue"])
+    finally:
+        statuses.close()
+
+    with statuses.lock:
+        received = list(statuses.statuses)
+    failed = {s["jobId"]: s.get("error") for s in received if not s["success"]}
+    assert not failed, f"jobs failed during the upgrade: {list(failed.items())[:5]}"
+    by_job = collections.defaultdict(set)
+    for s in received:
+        by_job[s["jobId"]].add(s["statusId"])
+    assert set(by_job) == set(ids)
+    assert all(len(v) == 1 for v in by_job.values()), "a job's statuses all come from its one run"
+    twice = {k: n for k, n in starts(log).items() if n > 1}
+    assert not twice, f"builds started over during the upgrade: {twice}"

@@ -5,7 +5,8 @@
 //
 // It registers at start with retries and exponential backoff, and registers
 // again when the orchestrator no longer knows the worker: a ping from another
-// orchestrator id (the orchestrator restarted and a new one reached us), or no
+// orchestrator id while its own has gone quiet (it restarted and a new one
+// reached us; one it failed over from and that still pings it is ignored), or no
 // ping at all for `missed_pings` ping intervals (the orchestrator restarted,
 // or is gone). With several orchestrator addresses, an attempt that fails
 // moves on to the next address, so a worker whose orchestrator died fails
