@@ -70,7 +70,9 @@ constexpr const char* exit_codes_text =
 void add_broker_options(CLI::App& command, blacktree::amqp::AmqpOptions& amqp, std::string& password_file,
                         std::uint32_t& connect_timeout_s) {
   amqp.url = "amqp://guest:guest@127.0.0.1:5672/";
-  command.add_option("--mq-url", amqp.url, "the broker, amqp[s]://user:password@host:port/vhost")
+  command.add_option("--mq-url", amqp.url,
+                     "the broker, amqp[s]://user:password@host:port/vhost; a cluster: one URL per node, "
+                     "comma-separated (tried in turn)")
       ->envname("MQ_URL")
       ->capture_default_str();
   command.add_option("--mq-password-file", password_file, "file holding the broker password (overrides the URL's)")

@@ -77,7 +77,8 @@ struct DispatchObserver : core::PrometheusObserver {
   }
   void on_assigned(const core::Job& job, const core::WorkerInfo& worker) {
     board.on_assigned(job, worker);
-    log_event(*log, level::info,
+    // One info line per job (job.finished); the rest at debug (issue 15).
+    log_event(*log, level::debug,
               {.event = "job.assigned", .job_id = job.id, .worker_id = worker.id, .phase = "running"},
               "job {} assigned to worker {} at {}", job.id, worker.id, worker.address);
   }
@@ -490,7 +491,9 @@ int main(int argc, char** argv) {
   blacktree::amqp::AmqpOptions amqp;
   std::string amqp_password_file;
   std::uint32_t heartbeat_s = static_cast<std::uint32_t>(amqp.heartbeat.count());
-  app.add_option("--mq-url", amqp.url, "the broker, amqp[s]://user:password@host:port/vhost")
+  app.add_option("--mq-url", amqp.url,
+                 "the broker, amqp[s]://user:password@host:port/vhost; a cluster: one URL per node, "
+                 "comma-separated (tried in turn)")
       ->envname("MQ_URL")
       ->capture_default_str();
   app.add_option("--mq-password-file", amqp_password_file, "file holding the broker password (overrides the URL's)")
@@ -501,6 +504,12 @@ int main(int argc, char** argv) {
   app.add_option("--mq-tls-key-file", amqp.tls.key_file, "client key for amqps")->envname("MQ_TLS_KEY_FILE");
   app.add_option("--mq-heartbeat-s", heartbeat_s, "AMQP heartbeat (0: off)")
       ->envname("MQ_HEARTBEAT_S")
+      ->capture_default_str();
+  app.add_option("--mq-queue-type", amqp.queue_type,
+                 "type the queues are declared with (jobs, statuses, cancels, dead letters): classic, or quorum "
+                 "(replicated across a RabbitMQ cluster's nodes)")
+      ->envname("BLACKTREE_MQ_QUEUE_TYPE")
+      ->check(CLI::IsMember({"classic", "quorum"}))
       ->capture_default_str();
   app.add_option("--execute-queue", amqp.execute_queue, "queue the jobs come from")
       ->envname("BLACKTREE_EXECUTE_QUEUE")

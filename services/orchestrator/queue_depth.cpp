@@ -16,18 +16,19 @@ std::optional<QueueDepth::Reading> QueueDepth::get() {
     return std::nullopt;
   }
   last_try_ = now;
-  if (!client_) {
-    client_.emplace();
-    if (auto opened = client_->open(options_, "queue depth"); !opened) {
+  if (!open_) {
+    // One address per try, so a node that does not answer costs one connect timeout.
+    if (auto opened = client_.open(options_, "queue depth", 1); !opened) {
       error_ = opened.error().message();
-      client_.reset();
       return std::nullopt;
     }
+    open_ = true;
   }
-  auto counts = client_->queue_counts(options_.execute_queue);
+  auto counts = client_.queue_counts(options_.execute_queue);
   if (!counts) {
     error_ = counts.error().message();
-    client_.reset();  // the channel may be closed: open again next time
+    client_.close();  // the channel may be closed, the node gone: open again (the next node) next time
+    open_ = false;
     return std::nullopt;
   }
   error_.clear();

@@ -5,7 +5,8 @@
 // does not hold (it takes only what it can place). Read by a passive declare
 // on a connection of its own, at most every `max_age`, for the dashboard and
 // /metrics; thread-safe, and never blocks a caller for longer than the
-// broker's connect timeout.
+// broker's connect timeout: with several broker addresses (a cluster), each
+// try goes to one node, the next one in turn after a failure.
 
 #include <blacktree/amqp/client.hpp>
 #include <blacktree/amqp/options.hpp>
@@ -36,7 +37,8 @@ class QueueDepth {
   amqp::AmqpOptions options_;
   std::chrono::seconds max_age_;
   mutable std::mutex mutex_;
-  std::optional<amqp::AmqpClient> client_;
+  amqp::AmqpClient client_;  // kept across failures: it knows which node to try next
+  bool open_ = false;
   std::optional<Reading> reading_;
   std::chrono::steady_clock::time_point last_try_{};
   std::string error_;

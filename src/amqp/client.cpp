@@ -3,6 +3,9 @@
 
 #include "connection.hpp"
 
+#include <algorithm>
+#include <vector>
+
 namespace blacktree::amqp {
 namespace {
 
@@ -23,12 +26,41 @@ void AmqpClient::close() noexcept { conn_->close(); }
 
 const std::string& AmqpClient::where() const noexcept { return conn_->where(); }
 
-core::Result<void> AmqpClient::open(const AmqpOptions& options, std::string_view role) {
-  auto endpoint = resolve_endpoint(options);
-  if (!endpoint) return std::move(endpoint).error();
+core::Result<void> AmqpClient::open(const AmqpOptions& options, std::string_view role, std::size_t max_addresses) {
+  if (!brokers_ || url_ != options.url) {
+    auto brokers = detail::resolve_brokers(options);
+    if (!brokers) return std::move(brokers).error();
+    brokers_ = std::make_unique<detail::Brokers>(std::move(*brokers));
+    url_ = options.url;
+  }
+  const std::size_t attempts = std::max<std::size_t>(1, std::min(max_addresses, brokers_->size()));
+  std::vector<core::Error> errors;
+  for (std::size_t i = 0; i < attempts; ++i) {
+    if (auto opened = open_at(brokers_->next(), options, role); !opened)
+      errors.push_back(std::move(opened).error());
+    else
+      return {};
+  }
+  if (errors.size() == 1) return std::move(errors.front());
+  // The code of the most telling failure: a refused login or a TLS problem
+  // says more than a node that is down.
+  std::error_code code = errors.front().code();
+  for (const auto& e : errors) {
+    if (e.code() != errc::connect_failed) {
+      code = e.code();
+      break;
+    }
+  }
+  std::string message = "no broker node could be used (" + std::to_string(errors.size()) + " tried): ";
+  for (std::size_t i = 0; i < errors.size(); ++i) message += (i ? "; " : "") + errors[i].message();
+  return core::Error{code, std::move(message)};
+}
+
+core::Result<void> AmqpClient::open_at(const AmqpEndpoint& endpoint, const AmqpOptions& options,
+                                       std::string_view role) {
   // Blocking in rabbitmq-c, as this client does, it sends and checks the
   // heartbeats itself: a long wait survives idle NATs and notices a dead broker.
-  if (auto opened = conn_->open(*endpoint, options, role); !opened) return opened;
+  if (auto opened = conn_->open(endpoint, options, role); !opened) return opened;
   if (auto confirming = conn_->confirm_select(channel); !confirming) {
     conn_->abandon();
     return confirming;

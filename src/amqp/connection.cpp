@@ -223,17 +223,31 @@ bool precondition_failed(const amqp_rpc_reply_t& reply) {
 }
 }  // namespace
 
-core::Result<void> Connection::declare_queue(amqp_channel_t ch, const std::string& name) {
-  amqp_queue_declare(state_, ch, to_bytes(name), 0, 1, 0, 0, amqp_empty_table);
+core::Result<void> Connection::declare_queue(amqp_channel_t ch, const std::string& name, std::string_view type,
+                                             std::string* note) {
+  const bool quorum = type == "quorum";
+  amqp_table_entry_t queue_type{};
+  queue_type.key = amqp_cstring_bytes("x-queue-type");
+  queue_type.value.kind = AMQP_FIELD_KIND_UTF8;
+  queue_type.value.value.bytes = amqp_cstring_bytes("quorum");
+  // Classic: no arguments at all, as before there was a choice, so that
+  // queues declared by earlier versions stay equivalent.
+  const amqp_table_t arguments = quorum ? amqp_table_t{1, &queue_type} : amqp_empty_table;
+  amqp_queue_declare(state_, ch, to_bytes(name), 0, 1, 0, 0, arguments);
   amqp_rpc_reply_t reply = amqp_get_rpc_reply(state_);
   if (precondition_failed(reply)) {
-    // It exists with other arguments (a control plane's DLX, a quorum queue): use it as it is.
+    // It exists with other arguments (a control plane's DLX, another type): use it as it is.
+    const std::string why = describe_reply(reply);
+    if (note && quorum && why.find("x-queue-type") != std::string::npos)
+      *note = "queue '" + name + "' exists on " + where_ + " as another type than quorum (" + why +
+              "): it is used as it is, not replicated as a quorum queue";
     if (auto reopened = reopen_after_channel_error(ch); !reopened)
       return reopened.error().with_context("cannot reopen the channel after declaring queue '" + name + "'");
     amqp_queue_declare(state_, ch, to_bytes(name), 1, 0, 0, 0, amqp_empty_table);
     reply = amqp_get_rpc_reply(state_);
   }
-  return check_reply(reply, errc::declare_failed, "cannot declare queue '" + name + "'");
+  return check_reply(reply, errc::declare_failed,
+                     "cannot declare " + std::string(quorum ? "quorum " : "") + "queue '" + name + "' on " + where_);
 }
 
 core::Result<void> Connection::declare_exchange(amqp_channel_t ch, const std::string& name, const std::string& type) {

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace blacktree::amqp::detail {
 
@@ -68,8 +69,12 @@ class Connection {
 
   /// Opens channel `ch` (> 1; 1 is opened by open()).
   core::Result<void> open_channel(amqp_channel_t ch);
-  /// Declares a durable queue; one that exists with other arguments is used as it is.
-  core::Result<void> declare_queue(amqp_channel_t ch, const std::string& name);
+  /// Declares a durable queue of `type` ("classic": no arguments; "quorum":
+  /// `x-queue-type: quorum`); one that exists with other arguments is used
+  /// as it is. When `type` is quorum and the broker says the queue exists as
+  /// another type, `note` (if given) gets a sentence saying so, to be logged.
+  core::Result<void> declare_queue(amqp_channel_t ch, const std::string& name, std::string_view type = "classic",
+                                   std::string* note = nullptr);
   core::Result<void> declare_exchange(amqp_channel_t ch, const std::string& name, const std::string& type);
   core::Result<void> bind_queue(amqp_channel_t ch, const std::string& queue, const std::string& exchange,
                                 const std::string& key);
@@ -103,6 +108,30 @@ class Connection {
   std::chrono::seconds heartbeat_{0};
   std::chrono::steady_clock::time_point last_received_{};
 };
+
+/// The broker addresses of one connection, taken in turn. The one place
+/// that picks where a connection goes: the adapters' connection loops and
+/// the blocking AmqpClient (the CLI, the orchestrator's queue-depth reader)
+/// all ask it. Used by one thread at a time.
+class Brokers {
+ public:
+  /// Throws std::invalid_argument when `endpoints` is empty.
+  explicit Brokers(std::vector<AmqpEndpoint> endpoints);
+  /// Where the next connection attempt goes: the first address on the first
+  /// call, then each call moves on to the next one, wrapping around. So a
+  /// failed attempt, or a connection that was lost, is followed by one to the
+  /// next node.
+  const AmqpEndpoint& next() noexcept;
+  std::size_t size() const noexcept { return endpoints_.size(); }
+  const std::vector<AmqpEndpoint>& all() const noexcept { return endpoints_; }
+
+ private:
+  std::vector<AmqpEndpoint> endpoints_;
+  std::size_t next_ = 0;
+};
+
+/// resolve_endpoints(), as Brokers.
+core::Result<Brokers> resolve_brokers(const AmqpOptions& options);
 
 /// Success unless `frame` is the broker closing a channel (channel_closed) or
 /// the connection (connection_lost, answered with close-ok).

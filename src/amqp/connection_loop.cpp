@@ -9,10 +9,11 @@
 
 namespace blacktree::amqp::detail {
 
-ConnectionLoop::ConnectionLoop(AmqpOptions options, AmqpEndpoint endpoint, std::string role)
+ConnectionLoop::ConnectionLoop(AmqpOptions options, Brokers brokers, std::string role)
     : options_(std::move(options)),
-      endpoint_(std::move(endpoint)),
       role_(std::move(role)),
+      all_brokers_(describe(brokers.all())),
+      brokers_(std::move(brokers)),
       backoff_(options_.reconnect_initial, options_.reconnect_max) {}
 
 void ConnectionLoop::start(std::unique_ptr<ConnectionWork> work) {
@@ -54,6 +55,11 @@ std::string ConnectionLoop::last_error() const {
   return last_error_;
 }
 
+std::string ConnectionLoop::where() const {
+  std::lock_guard lock(error_mutex_);
+  return connected_to_.empty() ? all_brokers_ : connected_to_;
+}
+
 void ConnectionLoop::set_error(std::string message) {
   std::lock_guard lock(error_mutex_);
   last_error_ = std::move(message);
@@ -80,6 +86,10 @@ void ConnectionLoop::run(ConnectionWork& work) noexcept {
     }
   }
   connected_ = false;
+  {
+    std::lock_guard lock(error_mutex_);
+    connected_to_.clear();
+  }
   release_connection(/*polite=*/true);  // the broker takes back whatever was not settled
   try {
     work.on_disconnected();
@@ -112,7 +122,8 @@ void ConnectionLoop::loop(ConnectionWork& work) {
 }
 
 core::Result<void> ConnectionLoop::connect(ConnectionWork& work) {
-  if (auto opened = conn_.open(endpoint_, options_, role_); !opened) return opened;
+  // A failed attempt, or the loss of the connection before, moves on to the next node.
+  if (auto opened = conn_.open(brokers_.next(), options_, role_); !opened) return opened;
   {
     std::lock_guard lock(fd_mutex_);
     open_fd_ = conn_.fd();
@@ -126,8 +137,13 @@ core::Result<void> ConnectionLoop::connect(ConnectionWork& work) {
     std::lock_guard lock(error_mutex_);
     recovered = !last_logged_.empty();
     last_logged_.clear();
+    connected_to_ = conn_.where();
   }
-  if (recovered) log(LogLevel::info, "connected again to " + conn_.where());
+  // Named on every connect: with several nodes, which one it is matters.
+  if (recovered)
+    log(LogLevel::info, "connected again to " + conn_.where());
+  else if (connects_.load() == 1 || brokers_.size() > 1)
+    log(LogLevel::info, "connected to " + conn_.where());
   return {};
 }
 
@@ -142,6 +158,10 @@ void ConnectionLoop::teardown(ConnectionWork& work, const core::Error& error) {
   if (!repeated && !stop_requested_) log(LogLevel::error, error.message());
   if (connected_ && std::chrono::steady_clock::now() - connected_at_ >= options_.reconnect_max) backoff_.reset();
   connected_ = false;
+  {
+    std::lock_guard lock(error_mutex_);
+    connected_to_.clear();
+  }
   release_connection(/*polite=*/false);
   work.on_disconnected();
 }

@@ -55,15 +55,19 @@ class ConnectionWork {
   virtual std::chrono::steady_clock::time_point wake_at() const { return std::chrono::steady_clock::time_point::max(); }
 };
 
-/// The adapters' constructors report a URL they cannot use by throwing
-/// std::invalid_argument with resolve_endpoint's message (a constructor has
-/// no Result to return; it throws on the caller's thread, never on the loop's).
-AmqpEndpoint resolve_or_throw(const AmqpOptions& options);
+/// The adapters' constructors report a URL (or an option, check_options())
+/// they cannot use by throwing std::invalid_argument with resolve_endpoints'
+/// message (a constructor has no Result to return; it throws on the caller's
+/// thread, never on the loop's).
+Brokers resolve_or_throw(const AmqpOptions& options);
 
 class ConnectionLoop {
  public:
   /// `role` names the connection to the broker ("<connection_name> <role>").
-  ConnectionLoop(AmqpOptions options, AmqpEndpoint endpoint, std::string role);
+  /// Each connection attempt goes to `brokers`' next address.
+  ConnectionLoop(AmqpOptions options, Brokers brokers, std::string role);
+  ConnectionLoop(AmqpOptions options, AmqpEndpoint endpoint, std::string role)
+      : ConnectionLoop(std::move(options), Brokers({std::move(endpoint)}), std::move(role)) {}
   ~ConnectionLoop() { stop(); }
   ConnectionLoop(const ConnectionLoop&) = delete;
   ConnectionLoop& operator=(const ConnectionLoop&) = delete;
@@ -81,7 +85,9 @@ class ConnectionLoop {
   /// For bounded waits inside on_stopping().
   Waker& waker() noexcept { return waker_; }
   const AmqpOptions& options() const noexcept { return options_; }
-  const AmqpEndpoint& endpoint() const noexcept { return endpoint_; }
+  /// The node connected now ("amqp://host:5672/"), or while there is none,
+  /// every address it tries, comma-separated. Any thread.
+  std::string where() const;
 
   /// True while a connection is up and on_connected() succeeded.
   bool connected() const noexcept { return connected_.load(); }
@@ -109,17 +115,19 @@ class ConnectionLoop {
   void release_connection(bool polite) noexcept;
 
   const AmqpOptions options_;
-  const AmqpEndpoint endpoint_;
   const std::string role_;
+  const std::string all_brokers_;  // describe() of every address
   Waker waker_;
   std::atomic<bool> stop_requested_{false};
   std::atomic<bool> connected_{false};
   std::atomic<std::uint64_t> connects_{0};
   mutable std::mutex error_mutex_;
   std::string last_error_;
+  std::string connected_to_;  // the node of the connection up now; empty: none
   std::string last_logged_;  // the error last logged: a retry failing alike is not logged again
 
   // The thread's own.
+  Brokers brokers_;
   Connection conn_;
   Backoff backoff_;
   std::chrono::steady_clock::time_point connected_at_{};

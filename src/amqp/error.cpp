@@ -20,6 +20,7 @@ std::string_view describe(errc e) noexcept {
     case errc::publish_nacked: return "the broker refused the message";
     case errc::unroutable: return "no queue took the message";
     case errc::timed_out: return "the broker did not answer in time";
+    case errc::invalid_option: return "invalid broker option";
   }
   return {};
 }

@@ -24,8 +24,7 @@ struct PublisherState {
     std::optional<core::JobResult> result;
   };
 
-  PublisherState(AmqpOptions options, AmqpEndpoint endpoint)
-      : loop(std::move(options), std::move(endpoint), "events") {}
+  PublisherState(AmqpOptions options, Brokers brokers) : loop(std::move(options), std::move(brokers), "events") {}
 
   mutable std::mutex mutex;
   std::deque<Event> buffer;  // while disconnected, events wait here (up to its bound)
@@ -102,8 +101,8 @@ class PublisherWork final : public ConnectionWork {
 }  // namespace detail
 
 AmqpEventPublisher::AmqpEventPublisher(AmqpOptions options) {
-  AmqpEndpoint endpoint = detail::resolve_or_throw(options);
-  state_ = std::make_shared<detail::PublisherState>(std::move(options), std::move(endpoint));
+  detail::Brokers brokers = detail::resolve_or_throw(options);
+  state_ = std::make_shared<detail::PublisherState>(std::move(options), std::move(brokers));
   state_->loop.start(std::make_unique<detail::PublisherWork>(state_));
 }
 
@@ -141,6 +140,8 @@ bool AmqpEventPublisher::enqueue(const core::ProgressEvent& event, const core::J
 }
 
 bool AmqpEventPublisher::connected() const noexcept { return state_->loop.connected(); }
+
+std::string AmqpEventPublisher::endpoint() const { return state_->loop.where(); }
 
 std::string AmqpEventPublisher::last_error() const { return state_->loop.last_error(); }
 

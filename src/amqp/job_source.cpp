@@ -4,6 +4,8 @@
 #include "confirms.hpp"
 #include "connection_loop.hpp"
 
+#include <blacktree/core/detail/recent_ids.hpp>
+
 #include <blacktree/core/error.hpp>
 #include <blacktree/wire/wire.hpp>
 
@@ -52,7 +54,7 @@ struct SourceState : std::enable_shared_from_this<SourceState> {
     ReceiveHandler handler;
   };
 
-  SourceState(asio::any_io_executor ex, AmqpOptions o, AmqpEndpoint e)
+  SourceState(asio::any_io_executor ex, AmqpOptions o, Brokers e)
       : executor(std::move(ex)), prefetch(o.initial_prefetch), loop(std::move(o), std::move(e), "source") {}
 
   const asio::any_io_executor executor;
@@ -70,6 +72,16 @@ struct SourceState : std::enable_shared_from_this<SourceState> {
   std::atomic<std::uint64_t> delivered{0}, acked{0}, requeued{0}, dead_lettered{0}, dead_letters_returned{0},
       too_large{0};
   std::atomic<std::uint64_t> generation_counter{0};  // one per connection established
+  // Job ids of deliveries this source gave back to the broker without ever
+  // handing them out (requeued while buffered or arriving for a cancelled
+  // consumer, or buffered when their connection was lost). Their redelivery
+  // is no news to anyone: it is not marked redelivered, so the dispatcher
+  // does not wait for a worker that might carry it. Under `mutex`.
+  core::detail::RecentIds<bool> never_handed_out{4096, std::chrono::minutes(10)};
+
+  void note_never_handed_out(const std::string& job_id) {  // with `mutex` held
+    if (!job_id.empty()) never_handed_out.put(job_id, true);
+  }
 
   ConnectionLoop loop;  // last: its thread may use everything above until stop() joins it
 
@@ -146,6 +158,7 @@ class SourceWork final : public ConnectionWork {
     // whose dead letter was unconfirmed: the broker redelivers them.
     forget_connection();
     std::lock_guard lock(state_->mutex);
+    for (const auto& in : state_->ready) state_->note_never_handed_out(in.job.id);
     state_->ready.clear();
   }
 
@@ -203,15 +216,23 @@ class SourceWork final : public ConnectionWork {
     retry_at_ = std::chrono::steady_clock::time_point::max();
   }
 
+  // Declares `name` with the options' queue type; says so when it exists as another.
+  core::Result<void> declare_queue(const AmqpOptions& o, const std::string& name) {
+    std::string note;
+    auto declared = conn_->declare_queue(consume_channel, name, o.queue_type, &note);
+    if (declared && !note.empty()) state_->loop.log(LogLevel::warning, note);
+    return declared;
+  }
+
   core::Result<void> declare(const AmqpOptions& o) {
-    if (auto declared = conn_->declare_queue(consume_channel, o.execute_queue); !declared) return declared;
+    if (auto declared = declare_queue(o, o.execute_queue); !declared) return declared;
     if (!o.dead_letter_exchange.empty()) {
       if (auto declared = conn_->declare_exchange(consume_channel, o.dead_letter_exchange, o.dead_letter_exchange_type);
           !declared)
         return declared;
     }
     if (o.dead_letter_queue.empty()) return {};
-    if (auto declared = conn_->declare_queue(consume_channel, o.dead_letter_queue); !declared) return declared;
+    if (auto declared = declare_queue(o, o.dead_letter_queue); !declared) return declared;
     if (o.dead_letter_exchange.empty()) return {};
     const std::string key = o.dead_letter_exchange_type == "topic" ? "#" : o.execute_queue;
     return conn_->bind_queue(consume_channel, o.dead_letter_queue, o.dead_letter_exchange, key);
@@ -395,6 +416,8 @@ class SourceWork final : public ConnectionWork {
         return conn_->lost(rc);
       state_->requeued.fetch_add(1);
       settled(in.tag);
+      std::lock_guard lock(state_->mutex);
+      state_->note_never_handed_out(in.job.id);
     }
     return {};
   }
@@ -472,6 +495,11 @@ class SourceWork final : public ConnectionWork {
       // Arrived while the consumer was being cancelled (prefetch 0): not ours to hold.
       amqp_basic_reject(conn_->get(), consume_channel, in.tag, 1);
       state_->requeued.fetch_add(1);
+      if (!done.too_large) {
+        const std::string id = wire::parse_job_request(in.body).job.id;
+        std::lock_guard lock(state_->mutex);
+        state_->note_never_handed_out(id);
+      }
       return;
     }
     if (done.consumer_tag == consumer_tag_)
@@ -485,8 +513,15 @@ class SourceWork final : public ConnectionWork {
                           " bytes (max_message_size); its body was not read";
     } else {
       wire::ParsedJob parsed = wire::parse_job_request(in.body);
-      const bool redelivered = in.job.redelivered;
+      bool redelivered = in.job.redelivered;
       in.job = std::move(parsed.job);
+      if (redelivered && !in.job.id.empty()) {
+        std::lock_guard lock(state_->mutex);
+        if (state_->never_handed_out.find(in.job.id)) {
+          redelivered = false;  // back from this source's own requeue: nobody saw it
+          state_->never_handed_out.erase(in.job.id);
+        }
+      }
       in.job.redelivered = redelivered;
       if (!parsed.valid) in.invalid_reason = parsed.valid.error().message();
     }
@@ -552,9 +587,8 @@ void AmqpDelivery::hand_back() noexcept {
 // --- AmqpJobSource -------------------------------------------------------------
 
 AmqpJobSource::AmqpJobSource(asio::any_io_executor executor, AmqpOptions options) : executor_(executor) {
-  AmqpEndpoint endpoint = detail::resolve_or_throw(options);
-  endpoint_description_ = endpoint.describe();
-  state_ = std::make_shared<detail::SourceState>(std::move(executor), std::move(options), std::move(endpoint));
+  detail::Brokers brokers = detail::resolve_or_throw(options);
+  state_ = std::make_shared<detail::SourceState>(std::move(executor), std::move(options), std::move(brokers));
   state_->loop.start(std::make_unique<detail::SourceWork>(state_));
 }
 
@@ -657,6 +691,8 @@ void AmqpJobSource::cancel_consumer() {
 }
 
 bool AmqpJobSource::connected() const noexcept { return state_->loop.connected(); }
+
+std::string AmqpJobSource::endpoint() const { return state_->loop.where(); }
 
 std::string AmqpJobSource::last_error() const { return state_->loop.last_error(); }
 

@@ -27,7 +27,7 @@ struct SinkState {
     PublishHandler handler;
   };
 
-  SinkState(AmqpOptions options, AmqpEndpoint endpoint) : loop(std::move(options), std::move(endpoint), "status") {}
+  SinkState(AmqpOptions options, Brokers brokers) : loop(std::move(options), std::move(brokers), "status") {}
 
   mutable std::mutex mutex;
   std::deque<Publish> queue;
@@ -53,7 +53,10 @@ class SinkWork final : public ConnectionWork {
   core::Result<void> on_connected(Connection& conn) override {
     const AmqpOptions& o = state_->loop.options();
     if (o.declare && !o.status_queue.empty()) {
-      if (auto declared = conn.declare_queue(status_channel, o.status_queue); !declared) return declared;
+      std::string note;
+      if (auto declared = conn.declare_queue(status_channel, o.status_queue, o.queue_type, &note); !declared)
+        return declared;
+      if (!note.empty()) state_->loop.log(LogLevel::warning, note);
     }
     if (auto confirming = conn.confirm_select(status_channel); !confirming) return confirming;
     confirms_.reset();
@@ -180,9 +183,8 @@ class SinkWork final : public ConnectionWork {
 }  // namespace detail
 
 AmqpStatusSink::AmqpStatusSink(asio::any_io_executor executor, AmqpOptions options) : executor_(std::move(executor)) {
-  AmqpEndpoint endpoint = detail::resolve_or_throw(options);
-  endpoint_description_ = endpoint.describe();
-  state_ = std::make_shared<detail::SinkState>(std::move(options), std::move(endpoint));
+  detail::Brokers brokers = detail::resolve_or_throw(options);
+  state_ = std::make_shared<detail::SinkState>(std::move(options), std::move(brokers));
   state_->loop.start(std::make_unique<detail::SinkWork>(state_));
 }
 
@@ -210,6 +212,8 @@ void AmqpStatusSink::start_publish(const core::JobResult& result, PublishHandler
 }
 
 bool AmqpStatusSink::connected() const noexcept { return state_->loop.connected(); }
+
+std::string AmqpStatusSink::endpoint() const { return state_->loop.where(); }
 
 std::string AmqpStatusSink::last_error() const { return state_->loop.last_error(); }
 

@@ -66,6 +66,24 @@ inline int run_script(const std::string& command, const std::string& args, std::
   return status;
 }
 
+/// `rabbitmqctl list_queues name <column>`, as a map from queue name to the column's text.
+inline std::map<std::string, std::string> list_queues_text(const std::string& column) {
+  std::string out;
+  if (run_script("ctl", "list_queues --no-table-headers name " + column, &out) != 0)
+    throw std::runtime_error("rabbitmqctl list_queues failed: " + out);
+  std::map<std::string, std::string> result;
+  std::size_t pos = 0;
+  while (pos < out.size()) {
+    const std::size_t eol = out.find('\n', pos);
+    const std::string row = out.substr(pos, eol == std::string::npos ? std::string::npos : eol - pos);
+    pos = eol == std::string::npos ? out.size() : eol + 1;
+    const std::size_t tab = row.find('\t');
+    if (tab == std::string::npos) continue;
+    result[row.substr(0, tab)] = row.substr(tab + 1);
+  }
+  return result;
+}
+
 /// `rabbitmqctl list_queues name <column>`, as a map from queue name.
 inline std::map<std::string, long> list_queues(const std::string& column) {
   std::string out;

@@ -378,6 +378,41 @@ TEST_CASE("amqp: deliveries of a dead channel come back marked redelivered", "[a
   CHECK(client.ready(o.execute_queue) == 0);
 }
 
+TEST_CASE("amqp: a delivery the source gave back unseen comes back not marked redelivered", "[amqp]") {
+  // Its redelivery is no news: nobody could have a status of it, and no
+  // worker can run it, so the dispatcher must not wait for one (carrier_wait).
+  asio::io_context io;
+  AmqpOptions o = test_options("unseen");
+  t::Client client;
+  client.declare_queue(o.execute_queue);
+  for (int i = 0; i < 3; ++i) client.publish(o.execute_queue, job_json("u" + std::to_string(i)));
+  AmqpJobSource source(io.get_executor(), o);
+  source.set_prefetch(3);
+  Received first = receive(io, source);
+  REQUIRE_FALSE(first.ec);
+  REQUIRE(t::eventually([&] { return source.stats().delivered == 3; }));  // two buffered, never handed out
+  source.set_prefetch(0);  // the consumer goes: the buffered two go back to the queue
+  REQUIRE(t::eventually([&] { return source.stats().requeued == 2; }));
+  source.set_prefetch(3);
+  for (int i = 0; i < 2; ++i) {
+    Received r = receive(io, source);
+    REQUIRE_FALSE(r.ec);
+    CHECK(r.delivery.job().id != first.delivery.job().id);
+    CHECK_FALSE(r.delivery.job().redelivered);
+    source.ack(r.delivery);
+  }
+  // One that was handed out and dropped unsettled is redelivered, and says so.
+  const std::string handed_out = first.delivery.job().id;
+  first.delivery = AmqpDelivery{};
+  Received again = receive(io, source);
+  REQUIRE_FALSE(again.ec);
+  CHECK(again.delivery.job().id == handed_out);
+  CHECK(again.delivery.job().redelivered);
+  source.ack(again.delivery);
+  source.stop();
+  CHECK(client.ready(o.execute_queue) == 0);
+}
+
 TEST_CASE("amqp: the status sink confirms, and the status is the seed's JSON", "[amqp]") {
   asio::io_context io;
   AmqpOptions o = test_options("status");
@@ -777,6 +812,77 @@ TEST_CASE("amqp: the source consumes a quorum execute.queue, and a new prefetch 
   CHECK(source.stats().connects == 1);
   source.stop();
   CHECK(client.ready(o.execute_queue) == 0);
+}
+
+TEST_CASE("amqp: with queue_type quorum the adapters declare quorum queues", "[amqp]") {
+  asio::io_context io;
+  AmqpOptions o = test_options("declare-quorum");
+  o.queue_type = "quorum";
+  LogLines log;
+  log.attach(o);
+  AmqpJobSource source(io.get_executor(), o);
+  AmqpStatusSink sink(io.get_executor(), o);
+  REQUIRE(t::eventually([&] { return source.connected() && sink.connected(); }));
+  INFO(source.last_error() << " / " << sink.last_error());
+  const auto types = t::list_queues_text("type");
+  CHECK(types.at(o.execute_queue) == "quorum");
+  CHECK(types.at(o.dead_letter_queue) == "quorum");
+  CHECK(types.at(o.status_queue) == "quorum");
+  CHECK(log.count("used as it is") == 0);
+  // Jobs go through a quorum queue as through a classic one.
+  t::Client client;
+  client.publish(o.execute_queue, job_json("qq-1"));
+  source.set_prefetch(2);
+  Received r = receive(io, source);
+  REQUIRE_FALSE(r.ec);
+  CHECK(r.delivery.job().id == "qq-1");
+  source.ack(r.delivery);
+  REQUIRE(t::eventually([&] { return source.stats().acked == 1; }));
+  source.stop();
+  sink.stop();
+
+  // A classic queue of that name is used as it is, and the log says so.
+  AmqpOptions classic = test_options("declare-quorum-classic");
+  client.declare_queue(classic.execute_queue);
+  classic.queue_type = "quorum";
+  LogLines classic_log;
+  classic_log.attach(classic);
+  AmqpJobSource on_classic(io.get_executor(), classic);
+  REQUIRE(t::eventually([&] { return on_classic.connected(); }));
+  CHECK(t::list_queues_text("type").at(classic.execute_queue) == "classic");
+  CHECK(classic_log.count("queue '" + classic.execute_queue + "' exists on amqp://127.0.0.1:" +
+                          std::to_string(t::broker_port()) + "/ as another type than quorum") == 1);
+  on_classic.stop();
+
+  // Anything but classic or quorum is refused by the constructors.
+  AmqpOptions bad = test_options("declare-bad-type");
+  bad.queue_type = "Quorum";
+  CHECK_THROWS_WITH(AmqpJobSource(io.get_executor(), bad), "queue_type 'Quorum': it must be classic or quorum");
+  CHECK_THROWS_WITH(AmqpStatusSink(io.get_executor(), bad), "queue_type 'Quorum': it must be classic or quorum");
+  CHECK_THROWS_WITH(AmqpEventPublisher(bad), "queue_type 'Quorum': it must be classic or quorum");
+}
+
+TEST_CASE("amqp: the adapters connect to the next node of the list and name the one they are on", "[amqp]") {
+  asio::io_context io;
+  AmqpOptions o = test_options("several");
+  const std::string live = "amqp://127.0.0.1:" + std::to_string(t::broker_port()) + "/";
+  o.url = "amqp://guest:secretpw@127.0.0.1:1/, " + t::broker_url();  // nothing listens on port 1
+  LogLines log;
+  log.attach(o);
+  AmqpJobSource source(io.get_executor(), o);
+  AmqpStatusSink sink(io.get_executor(), o);
+  AmqpEventPublisher events(o);
+  REQUIRE(t::eventually([&] { return source.connected() && sink.connected() && events.connected(); }));
+  CHECK(source.endpoint() == live);
+  CHECK(sink.endpoint() == live);
+  CHECK(events.endpoint() == live);
+  CHECK(log.count("amqp source: connected again to " + live) == 1);
+  CHECK(log.count("amqp status: connected again to " + live) == 1);
+  CHECK(log.count("secretpw") == 0);
+  source.stop();
+  sink.stop();
+  events.stop();
+  CHECK(source.endpoint() == "amqp://127.0.0.1:1/," + live);
 }
 
 TEST_CASE("amqp: after a consume failure the source reconnects with backoff", "[amqp]") {

@@ -10,8 +10,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <algorithm>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -127,4 +130,50 @@ TEST_CASE("amqp: the connection loop retries an unreachable broker until stopped
   CHECK(loop.connects() == 0);
   CHECK(seen->connected == 0);
   CHECK(seen->stopping == 0);
+}
+
+TEST_CASE("amqp: the connection loop goes to the next broker address after a failure or a lost connection",
+          "[amqp]") {
+  auto seen = std::make_shared<Seen>();
+  AmqpOptions o = loop_options();
+  const std::string port = std::to_string(t::broker_port());
+  // Three addresses: a dead one, then the fixture's broker under two names,
+  // so that where() tells which address a connection went to.
+  o.url = "amqp://guest:guest@127.0.0.1:1/,amqp://guest:guest@127.0.0.1:" + port +
+          "/,amqp://guest:guest@localhost:" + port + "/";
+  auto brokers = amqp::detail::resolve_brokers(o);
+  REQUIRE(brokers);
+  std::vector<std::string> lines;
+  std::mutex lines_mutex;
+  o.log = [&](amqp::LogLevel, std::string_view line) {
+    std::lock_guard lock(lines_mutex);
+    lines.emplace_back(line);
+  };
+  amqp::detail::ConnectionLoop loop(o, std::move(*brokers), "loop-test");
+  CHECK(loop.where() == "amqp://127.0.0.1:1/,amqp://127.0.0.1:" + port + "/,amqp://localhost:" + port + "/");
+  loop.start(std::make_unique<Work>(seen, t::unique_name("loop")));
+  // The dead node fails, the next one takes the connection.
+  REQUIRE(t::eventually([&] { return loop.connected(); }));
+  CHECK(loop.connects() == 1);
+  CHECK(loop.where() == "amqp://127.0.0.1:" + port + "/");
+  {
+    std::lock_guard lock(lines_mutex);
+    CHECK(std::count_if(lines.begin(), lines.end(), [](const std::string& l) {
+            return l.find("cannot connect to amqp://127.0.0.1:1/") != std::string::npos;
+          }) == 1);
+    CHECK(lines.back() == "amqp loop-test: connected again to amqp://127.0.0.1:" + port + "/");
+  }
+
+  // The connection is lost: the next one goes to the next address.
+  seen->fail_once = true;
+  loop.wake();
+  REQUIRE(t::eventually([&] { return loop.connects() == 2 && loop.connected(); }));
+  CHECK(loop.where() == "amqp://localhost:" + port + "/");
+  // And round again: the dead one, then the first live one.
+  seen->fail_once = true;
+  loop.wake();
+  REQUIRE(t::eventually([&] { return loop.connects() == 3 && loop.connected(); }));
+  CHECK(loop.where() == "amqp://127.0.0.1:" + port + "/");
+  loop.stop();
+  CHECK(loop.where() == "amqp://127.0.0.1:1/,amqp://127.0.0.1:" + port + "/,amqp://localhost:" + port + "/");
 }

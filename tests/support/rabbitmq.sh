@@ -12,6 +12,8 @@
 #                                  (same name, ports, durable queues and messages)
 #   rabbitmq.sh ctl <dir> ARGS...  rabbitmqctl ARGS against that node, e.g.
 #                                  `ctl <dir> list_queues name messages_unacknowledged`
+#   rabbitmq.sh queues <dir> ARGS... rabbitmq-queues ARGS against that node, e.g.
+#                                  `queues <dir> quorum_status execute.queue`
 #
 # After `start`, <dir> holds:
 #   port   the AMQP port on 127.0.0.1 (connect to amqp://guest:guest@127.0.0.1:<port>/)
@@ -27,13 +29,20 @@
 # directory whose node is not running succeeds. Needs rabbitmq-server (Debian
 # package; /usr/lib/rabbitmq/bin is used directly, so no root and no su) and
 # python3 (to find free ports); openssl with RABBITMQ_TLS=1.
+#
+# For a node of a cluster (tests/support/rabbitmq_cluster.sh sets them at the
+# first `start` of a <dir>; they are kept in <dir>/env like the rest):
+#   CLUSTER_NODE_NAME   the node's name (default: blacktree-<pid>-<random>@localhost)
+#   CLUSTER_EPMD_PORT   an epmd port the cluster's nodes share (so they find
+#                       each other); `stop` then leaves that epmd running
+#   CLUSTER_COOKIE      the Erlang cookie the cluster's nodes share
 set -euo pipefail
 
 RABBIT_BIN=${RABBIT_BIN:-/usr/lib/rabbitmq/bin}
 START_TIMEOUT=${RABBITMQ_START_TIMEOUT:-90}
 
 usage() {
-  sed -n '4,31p' "$0" >&2
+  sed -n '4,38p' "$0" >&2
   exit 2
 }
 
@@ -63,13 +72,24 @@ if [[ ! -f "$dir/env" ]]; then
   [[ $cmd == start ]] || { echo "rabbitmq.sh: no node was ever started in $dir" >&2; exit 1; }
   read -r amqp_port dist_port epmd_port tls_port < <(free_ports 4)
   [[ ${RABBITMQ_TLS:-0} == 1 ]] || tls_port=
+  epmd_shared=0
+  if [[ -n ${CLUSTER_EPMD_PORT:-} ]]; then
+    epmd_port=$CLUSTER_EPMD_PORT
+    epmd_shared=1
+  fi
   cat >"$dir/env" <<EOF
-NODE_NAME=blacktree-$$-$RANDOM@localhost
+NODE_NAME=${CLUSTER_NODE_NAME:-blacktree-$$-$RANDOM@localhost}
 AMQP_PORT=$amqp_port
 DIST_PORT=$dist_port
 EPMD_PORT=$epmd_port
+EPMD_SHARED=$epmd_shared
 TLS_PORT=$tls_port
 EOF
+  if [[ -n ${CLUSTER_COOKIE:-} ]]; then
+    mkdir -p "$dir/home"
+    (umask 077 && printf '%s' "$CLUSTER_COOKIE" >"$dir/home/.erlang.cookie")
+    chmod 400 "$dir/home/.erlang.cookie"
+  fi
 fi
 # shellcheck disable=SC1091
 source "$dir/env"
@@ -125,8 +145,11 @@ export ERL_EPMD_ADDRESS=127.0.0.1
 
 ctl() { "$RABBIT_BIN/rabbitmqctl" -q -n "$NODE_NAME" "$@"; }
 
-# The CLI tools start an epmd on EPMD_PORT when none runs; it serves only this node.
-kill_epmd() { epmd -port "$EPMD_PORT" -kill >/dev/null 2>&1 || true; }
+# The CLI tools start an epmd on EPMD_PORT when none runs; it serves only
+# this node, unless the port is a cluster's (then the cluster script ends it).
+kill_epmd() {
+  [[ ${EPMD_SHARED:-0} == 1 ]] || epmd -port "$EPMD_PORT" -kill >/dev/null 2>&1 || true
+}
 
 failed_start() {
   echo "rabbitmq.sh: $1; see $dir/log" >&2
@@ -178,6 +201,9 @@ case $cmd in
     ;;
   ctl)
     ctl "$@"
+    ;;
+  queues)
+    "$RABBIT_BIN/rabbitmq-queues" -q -n "$NODE_NAME" "$@"
     ;;
   *)
     usage

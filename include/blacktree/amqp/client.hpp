@@ -4,8 +4,9 @@
 // A blocking AMQP client for short-lived programs (the `blacktree` CLI): one
 // connection, one channel in confirm mode, calls that wait for the broker.
 // It opens its connection exactly as the adapters do (URL, TLS, login,
-// heartbeats); unlike them it has no thread and does not reconnect, so it is
-// no fit for a long-lived service.
+// heartbeats, the next of several broker addresses in turn); unlike them it
+// has no thread and does not reconnect by itself, so it is no fit for a
+// long-lived service.
 //
 //   blacktree::amqp::AmqpClient client;
 //   if (auto opened = client.open(options, "tool"); !opened) return fail(opened.error());
@@ -19,6 +20,7 @@
 #include <blacktree/core/result.hpp>
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -29,6 +31,7 @@ namespace blacktree::amqp {
 
 namespace detail {
 class Connection;
+class Brokers;
 }
 
 class AmqpClient {
@@ -41,9 +44,16 @@ class AmqpClient {
   /// Connects to `options.url` (TLS for amqps, with `options.tls`), logs in
   /// as "<connection_name> <role>" and opens channel 1 with publisher
   /// confirms. `options.connect_timeout` bounds the connect, the handshake
-  /// and each synchronous request. Errors: invalid_url, tls_setup_failed,
-  /// connect_failed, login_failed, channel_closed.
-  core::Result<void> open(const AmqpOptions& options, std::string_view role);
+  /// and each synchronous request. With several addresses (a cluster), the
+  /// attempts go to them in turn, as the adapters' do: the first address on
+  /// this client's first call, then always the next one, each at most once
+  /// per call and at most `max_addresses` of them, until one accepts; so
+  /// calling open() again after a failure, or after the connection broke,
+  /// moves on to the next node. Errors: invalid_url, tls_setup_failed,
+  /// connect_failed, login_failed, channel_closed; when several addresses
+  /// failed, the message names each with its reason.
+  core::Result<void> open(const AmqpOptions& options, std::string_view role,
+                          std::size_t max_addresses = static_cast<std::size_t>(-1));
 
   /// Declares `exchange` (topic, durable, not auto-delete: as the event
   /// publisher does, so whichever comes first, the other's declare agrees)
@@ -84,11 +94,16 @@ class AmqpClient {
   /// Polite close; the broker then deletes the exclusive queue.
   void close() noexcept;
 
-  /// "amqp://host:port/vhost" without credentials; empty before open().
+  /// "amqp://host:port/vhost" without credentials: the node of the last
+  /// open() attempt; empty before open().
   const std::string& where() const noexcept;
 
  private:
+  core::Result<void> open_at(const AmqpEndpoint& endpoint, const AmqpOptions& options, std::string_view role);
+
   std::unique_ptr<detail::Connection> conn_;
+  std::unique_ptr<detail::Brokers> brokers_;  // options.url's addresses, resolved by the first open()
+  std::string url_;                          // ... from this url (another url resolves them anew)
 };
 
 }  // namespace blacktree::amqp

@@ -23,6 +23,7 @@ enum class errc {
   publish_nacked,    ///< the broker refused a published message (basic.nack)
   unroutable,        ///< no queue took a mandatory message (basic.return)
   timed_out,         ///< the broker did not answer in time
+  invalid_option,    ///< an option other than the URL cannot be used (queue_type); the message names it
 };
 
 const std::error_category& error_category() noexcept;

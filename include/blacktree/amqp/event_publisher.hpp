@@ -57,6 +57,9 @@ class AmqpEventPublisher {
   bool connected() const noexcept;
   std::string last_error() const;
   AmqpEventStats stats() const;
+  /// The broker (no credentials): the node connected now ("amqp://host:5672/"),
+  /// or while there is none, every address it tries, comma-separated.
+  std::string endpoint() const;
 
  private:
   bool enqueue(const core::ProgressEvent& event, const core::JobResult* result);

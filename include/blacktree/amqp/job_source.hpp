@@ -185,8 +185,9 @@ class AmqpJobSource {
   /// amqp://127.0.0.1:5672/: connection refused"); empty if none yet.
   std::string last_error() const;
   AmqpSourceStats stats() const;
-  /// The broker this source connects to (no credentials).
-  const std::string& endpoint() const noexcept { return endpoint_description_; }
+  /// The broker (no credentials): the node connected now ("amqp://host:5672/"),
+  /// or while there is none, every address it tries, comma-separated.
+  std::string endpoint() const;
 
  private:
   using ReceiveHandler = core::CompletionHandler<void(std::error_code, AmqpDelivery)>;
@@ -210,7 +211,6 @@ class AmqpJobSource {
   static void cancel_receive(const std::weak_ptr<detail::SourceState>& state, std::uint64_t id);
 
   asio::any_io_executor executor_;
-  std::string endpoint_description_;
   std::shared_ptr<detail::SourceState> state_;
 };
 

@@ -17,6 +17,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace blacktree::amqp {
 
@@ -39,6 +40,12 @@ struct AmqpOptions {
   /// The seed's MQ_URL: `amqp[s]://user:password@host:port/vhost` (RFC 3986
   /// escapes allowed). An empty path or a bare "/" is the vhost "/", as in
   /// the Go client the seed used; "%2f" spells "/" explicitly.
+  ///
+  /// A RabbitMQ cluster: several URLs separated by commas, one per node
+  /// (`amqp://u:p@node1:5672/,amqp://u:p@node2:5672/`; spaces around the
+  /// commas are ignored). Each connection attempt goes to the next address in
+  /// turn, starting with the first: after a failed attempt, or once a
+  /// connection is lost, the next one is to the next node.
   std::string url = "amqp://guest:guest@localhost:5672/";
   /// When set, override what the URL says.
   std::optional<std::string> vhost;
@@ -67,6 +74,13 @@ struct AmqpOptions {
   /// connect. A queue that already exists with other arguments (e.g. a
   /// control plane's x-dead-letter-exchange) is used as it is.
   bool declare = true;
+  /// The type the queues below (jobs, cancels, statuses, dead letters) are
+  /// declared with: "classic" (no arguments, as before) or "quorum" (durable,
+  /// `x-queue-type: quorum`: replicated across a cluster's nodes, and a node
+  /// that goes away loses nothing confirmed). It applies only to queues the
+  /// adapters create; one that exists is used as it is (logged when it is
+  /// not the type asked for). Anything else: the adapters' constructors throw.
+  std::string queue_type = "classic";
 
   // --- jobs ---
   std::string execute_queue = "execute.queue";
@@ -121,9 +135,21 @@ struct AmqpEndpoint {
   std::string describe() const;
 };
 
-/// Parses `options.url` and applies the overrides. Fails with
-/// errc::invalid_url and a message that never contains the password
-/// (e.g. "invalid MQ_URL: it must start with amqp:// or amqps://").
+/// Parses every address of `options.url` (one, or several separated by
+/// commas) and applies the overrides to each. Fails with errc::invalid_url
+/// and a message that names the address by its position and never contains
+/// a password (e.g. "invalid MQ_URL, address 2 of 3 (amqp://...@node2:0/):
+/// the port must be 1 to 65535").
+core::Result<std::vector<AmqpEndpoint>> resolve_endpoints(const AmqpOptions& options);
+
+/// The first of resolve_endpoints(): where a single-node setup connects.
 core::Result<AmqpEndpoint> resolve_endpoint(const AmqpOptions& options);
+
+/// "amqp://node1:5672/,amqp://node2:5672/": the addresses, without credentials.
+std::string describe(const std::vector<AmqpEndpoint>& endpoints);
+
+/// Checks what resolve_endpoints() does not (queue_type). Fails with
+/// errc::invalid_option naming the field and the rule.
+core::Result<void> check_options(const AmqpOptions& options);
 
 }  // namespace blacktree::amqp

@@ -77,14 +77,15 @@ class AmqpStatusSink {
   /// The last connection or publish problem, for a person; empty if none yet.
   std::string last_error() const;
   AmqpSinkStats stats() const;
-  const std::string& endpoint() const noexcept { return endpoint_description_; }
+  /// The broker (no credentials): the node connected now ("amqp://host:5672/"),
+  /// or while there is none, every address it tries, comma-separated.
+  std::string endpoint() const;
 
  private:
   using PublishHandler = core::CompletionHandler<void(std::error_code)>;
   void start_publish(const core::JobResult& result, PublishHandler handler);
 
   asio::any_io_executor executor_;
-  std::string endpoint_description_;
   std::shared_ptr<detail::SinkState> state_;
 };
 
