@@ -36,8 +36,8 @@ std::string host_name() {
   return buf;
 }
 
-// One line when a job starts on this worker, one when it is asked to stop,
-// one when it ends (with its outcome); the job's own output goes to its
+// One line when a job starts on this worker (debug), one when it is asked to
+// stop, one when it ends (with its outcome); the job's own output goes to its
 // progress events, not here. Thread-safe: jobs run on the service's threads.
 class LoggedRunner final : public blacktree::worker::JobRunner {
  public:
@@ -46,7 +46,8 @@ class LoggedRunner final : public blacktree::worker::JobRunner {
 
   blacktree::core::JobResult run(const blacktree::core::Job& job, const blacktree::worker::EmitFn& emit,
                                  std::stop_token stop) override {
-    log_event(*log_, level::info,
+    // One info line per job (job.finished); this one at debug.
+    log_event(*log_, level::debug,
               {.event = "job.accepted", .job_id = job.id, .worker_id = worker_id_, .phase = "running"},
               "job {} accepted", job.id);
     blacktree::core::JobResult result;
@@ -56,7 +57,8 @@ class LoggedRunner final : public blacktree::worker::JobRunner {
       std::stop_callback asked(stop, [this, &job] {
         log_event(*log_, level::info,
                   {.event = "job.cancel", .job_id = job.id, .worker_id = worker_id_, .phase = "running"},
-                  "job {} asked to stop (cancelled, its orchestrator gone, or this worker stopping)", job.id);
+                  "job {} asked to stop (cancelled, taken back, no orchestrator came back for it, or this worker "
+                  "stopping)", job.id);
       });
       result = inner_.run(job, emit, stop);
     }

@@ -188,8 +188,17 @@ void Registrar::run(std::stop_token stop) {
     }
     if (std::chrono::steady_clock::now() >= last_ping_ + silence) {
       registered_ = false;
+      // Its orchestrator is gone: the next one first. Its unacked jobs went
+      // back to the queue while it was gone, to the orchestrators still
+      // consuming, which a worker that carries them should register with;
+      // one that restarts meanwhile has no workers, so it takes none.
+      const std::size_t count = options_.orchestrator_addresses.size();
+      if (count > 1) current_ = (current_ + 1) % count;
       lock.unlock();
-      if (log_) log_(RegistrarEvent::registering_again, fmt::format("no ping for {} ms; registering again", silence.count()));
+      if (log_)
+        log_(RegistrarEvent::registering_again,
+             fmt::format("no ping for {} ms; registering again, with {} first", silence.count(),
+                         orchestrator_address()));
     }
   }
 }

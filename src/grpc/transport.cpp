@@ -169,6 +169,7 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
     run_id_ = impl_->add_run(worker_id_, [weak = weak_from_this()] {
       if (auto self = weak.lock()) self->cancel();
     });
+    request_.set_offer_id(impl_->options.orchestrator_id + "-" + std::to_string(run_id_));
     accept_timer_.expires_after(impl_->options.accept_timeout);
     accept_timer_.async_wait([weak = weak_from_this()](std::error_code ec) {
       if (ec) return;
@@ -344,6 +345,7 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
     call->request.set_job_id(job_id_);
     call->request.set_reason(std::move(reason));
     call->request.set_taken_back(taken_back);
+    call->request.set_offer_id(request_.offer_id());
     endpoint_->stub->async()->Cancel(&call->context, &call->request, &call->reply,
                                      [impl = impl_, endpoint = endpoint_, call](const ::grpc::Status&) {
                                        impl->end_call();

@@ -317,8 +317,8 @@ struct WorkerService::State {
   CallerPolicy caller;
   std::string orchestrator_secret;
   std::map<std::string, KeptResult, std::less<>> kept;
-  // Job ids a Cancel took back before their RunJob arrived (the calls crossed).
-  core::detail::RecentIds<bool> taken_back{1024, std::chrono::seconds(30)};
+  // Offers a Cancel took back before their RunJob arrived (the calls crossed).
+  core::detail::RecentIds<bool> taken_back{1024, std::chrono::seconds(60)};
 
   void log(WorkerServiceEvent event, std::string_view job_id, std::string_view line) const {
     if (options.log) options.log(event, job_id, line);
@@ -677,11 +677,10 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
                 fmt::format("job {}: its kept result was handed to an orchestrator", job.id));
     return stream.get();
   }
-  if (state_->taken_back.find(job.id)) {
+  if (!request->offer_id().empty() && state_->taken_back.find(request->offer_id())) {
     return new Refusal(::grpc::Status(
         ::grpc::StatusCode::FAILED_PRECONDITION,
-        fmt::format("worker {} was told moments ago that job {} was taken back (the calls crossed); offer it "
-                    "again",
+        fmt::format("worker {} was told that this offer of job {} was taken back (the calls crossed)",
                     options.worker_id, job.id)));
   }
   if (state_->draining) {
@@ -804,7 +803,7 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
     } else if (request->taken_back()) {
       // Finished already (keep nothing), or its RunJob is still on the way.
       state_->kept.erase(id);
-      state_->taken_back.put(id, true);
+      if (!request->offer_id().empty()) state_->taken_back.put(request->offer_id(), true);
       state_->idle.notify_all();
     }
   }

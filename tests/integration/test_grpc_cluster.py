@@ -73,7 +73,7 @@ def test_jobs_flow_and_region_is_respected(cluster):
 
 
 def test_failed_job_is_reported_not_rerun(cluster):
-    orch = cluster.orchestrator()
+    orch = cluster.orchestrator(extra=["--log-level", "debug"])  # job.assigned is a debug line
     cluster.worker(orch, "w-false", command=["sh", "-c", "echo attempt; exit 3"])
     orch.wait_workers(lambda ws: ws.get("w-false") and ws["w-false"].state == FREE)
     orch.submit(job("bad"))
@@ -88,7 +88,7 @@ def test_failed_job_is_reported_not_rerun(cluster):
 
 def test_worker_killed_mid_job_is_reported_lost_and_avoided(cluster, tmp_path):
     marks = tmp_path / "started"
-    orch = cluster.orchestrator()
+    orch = cluster.orchestrator(extra=["--log-level", "debug"])  # job.assigned is a debug line
     slow = cluster.worker(orch, "slow", command=marking_starts("echo started; sleep 60", marks))
     orch.wait_workers(lambda ws: ws.get("slow") and ws["slow"].state == FREE)
 

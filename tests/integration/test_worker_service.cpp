@@ -676,21 +676,37 @@ TEST_CASE("WorkerService: a caller that takes its job back stops it, and a RunJo
   REQUIRE(Rig::eventually([&] { return rig.service.running() == 0; }));
   CHECK(rig.service.carried_jobs().finished.empty());
 
-  // A Cancel that overtook its RunJob: the RunJob is refused, never run.
+  // A Cancel that overtook its RunJob: that offer is refused, never run; a
+  // later offer of the same job (another offer id) is taken.
   auto channel = ::grpc::CreateChannel(rig.worker.address, ::grpc::InsecureChannelCredentials());
   auto stub = ::blacktree::v1::Worker::NewStub(channel);
-  ::grpc::ClientContext context;
-  ::blacktree::v1::CancelRequest request;
-  request.set_job_id("crossed");
-  request.set_taken_back(true);
-  ::blacktree::v1::CancelReply reply;
-  REQUIRE(stub->Cancel(&context, request, &reply).ok());
-  CHECK_FALSE(reply.found());
-  auto crossed = rig.run("crossed");
-  auto [ec, result] = Rig::wait(crossed);
-  CHECK(ec == core::errc::worker_refused);
-  CHECK(result.error.find("taken back") != std::string::npos);
+  {
+    ::grpc::ClientContext context;
+    ::blacktree::v1::CancelRequest request;
+    request.set_job_id("crossed");
+    request.set_taken_back(true);
+    request.set_offer_id("offer-1");
+    ::blacktree::v1::CancelReply reply;
+    REQUIRE(stub->Cancel(&context, request, &reply).ok());
+    CHECK_FALSE(reply.found());
+  }
+  auto offer = [&](const std::string& offer_id) {
+    ::grpc::ClientContext context;
+    ::blacktree::v1::RunJobRequest request;
+    request.mutable_job()->set_job_id("crossed");
+    request.set_offer_id(offer_id);
+    auto reader = stub->RunJob(&context, request);
+    ::blacktree::v1::RunJobReply reply;
+    while (reader->Read(&reply)) {
+    }
+    return reader->Finish();
+  };
+  const auto refused = offer("offer-1");
+  CHECK(refused.error_code() == ::grpc::StatusCode::FAILED_PRECONDITION);
+  CHECK(refused.error_message().find("taken back") != std::string::npos);
   CHECK(rig.runner.starts("crossed") == 0);
+  CHECK(offer("offer-2").ok());
+  CHECK(rig.runner.starts("crossed") == 1);
 }
 
 TEST_CASE("WorkerService: a job nobody comes back for is stopped when its orphan grace ends",

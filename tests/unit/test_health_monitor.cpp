@@ -16,6 +16,7 @@
 #include <atomic>
 #include <exception>
 #include <map>
+#include <set>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -791,4 +792,52 @@ TEST_CASE("HealthMonitor: without forget_dead_after a dead worker stays listed",
   REQUIRE(run_until(rig.io, [&] { return rig.log->fails("w1") >= fails + 10; }));  // 10 intervals dead
   CHECK(rig.state("w1") == WorkerState::dead);
   CHECK(rig.log->forgettings("w1") == 0);
+}
+
+namespace {
+// Notes when each ping is sent, for the spreading test.
+class TimingTransport {
+ public:
+  explicit TimingTransport(LoopbackTransport& inner) : inner_(inner) {}
+  template <class Token>
+  auto async_run(const core::WorkerInfo& w, const core::Job& j, core::ProgressCallback p, Token&& token) {
+    return inner_.async_run(w, j, std::move(p), std::forward<Token>(token));
+  }
+  template <class Handler>
+  void async_ping(const core::WorkerInfo& w, std::chrono::milliseconds deadline, Handler&& handler) {
+    sent.emplace_back(std::chrono::steady_clock::now(), w.id);  // on the monitor's strand: one thread
+    inner_.async_ping(w, deadline, std::forward<Handler>(handler));
+  }
+  std::vector<std::pair<std::chrono::steady_clock::time_point, std::string>> sent;
+
+ private:
+  LoopbackTransport& inner_;
+};
+static_assert(core::WorkerTransport<TimingTransport>);
+}  // namespace
+
+TEST_CASE("HealthMonitor: the pings of a round are spread over the interval, each worker once",
+          "[health_monitor]") {
+  Rig rig;
+  TimingTransport timing(rig.transport);
+  for (int i = 0; i < 20; ++i) rig.add("w" + std::to_string(i));
+  core::HealthOptions options;
+  options.interval = 400ms;
+  options.timeout = 200ms;
+  core::HealthMonitor<TimingTransport, WorkerPool, RecordingObserver> monitor(rig.io.get_executor(), timing,
+                                                                               rig.pool, options, rig.observer());
+  monitor.start();  // registered before start: the first round pings them all
+  REQUIRE(run_until(rig.io, [&] { return timing.sent.size() >= 20; }, 5s));
+  monitor.stop();
+  run_ready(rig.io);
+  const auto first_round = std::vector(timing.sent.begin(), timing.sent.begin() + 20);
+  std::set<std::string> pinged;
+  for (const auto& [at, id] : first_round) pinged.insert(id);
+  CHECK(pinged.size() == 20);  // each once
+  // Slice i of 20 goes out at i/20 of the interval from the round's start,
+  // never earlier (a timer does not fire early): the last one at least 19/20
+  // of the interval after the first, where a burst would send all at once.
+  CHECK(first_round.back().first - first_round.front().first >= options.interval * 19 / 20);
+  // The first slice is the first worker alone.
+  CHECK(first_round[1].first - first_round[0].first >= options.interval / 20);
 }

@@ -13,6 +13,7 @@
 #include <asio/steady_timer.hpp>
 #include <asio/strand.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -21,6 +22,7 @@
 #include <string_view>
 #include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 namespace blacktree::core {
 
@@ -54,6 +56,11 @@ struct HealthObserver {
 /// dispatcher report its running jobs lost. A newly registered worker is
 /// pinged at once, so it takes jobs as soon as it is known to answer. With
 /// `forget_dead_after` set, a worker dead for longer is deregistered.
+///
+/// Each worker is pinged once per interval, and the pings of a round are
+/// spread over the interval (in slices of at least `min_slice`), so 10,000
+/// workers cost the transport, the pool and the strand a steady trickle
+/// instead of a burst every interval.
 template <WorkerTransport Transport, class Pool = WorkerPool, class Observer = HealthObserver>
 class HealthMonitor {
  public:
@@ -121,6 +128,12 @@ class HealthMonitor {
     std::atomic<bool> detached{false};
     std::uint64_t next_epoch = 1;
     std::unordered_map<std::string, Probe> probes;
+    // The round in progress: who is pinged in it, and when it started.
+    std::vector<std::shared_ptr<const WorkerInfo>> round;
+    std::chrono::steady_clock::time_point round_start;
+    std::size_t slices = 1;
+
+    static constexpr std::chrono::milliseconds min_slice{10};
 
     Probe& probe_of(const std::string& id) {
       auto [it, inserted] = probes.try_emplace(id);
@@ -136,16 +149,36 @@ class HealthMonitor {
       for (const auto& w : workers) known.insert(w.info->id);
       std::erase_if(probes, [&](const auto& entry) { return !known.contains(entry.first); });
       const auto now = std::chrono::steady_clock::now();
+      round.clear();
+      round.reserve(workers.size());
       for (const auto& w : workers) {
         if (should_forget(w, now)) {
           forget(w.info);
         } else {
-          probe(w.info);
+          round.push_back(w.info);
         }
       }
-      timer.expires_after(options.interval);
-      timer.async_wait([self = this->shared_from_this()](std::error_code ec) {
-        if (!ec) self->tick();
+      round_start = now;
+      const auto most = static_cast<std::size_t>(std::max<std::int64_t>(1, options.interval / min_slice));
+      slices = std::clamp<std::size_t>(round.size(), 1, most);
+      step(0);
+    }
+
+    // Pings slice `slice` of the round, then waits for the next slice (at
+    // its share of the interval) or, after the last, for the next round.
+    void step(std::size_t slice) {
+      const std::size_t n = round.size();
+      for (std::size_t i = slice * n / slices; i < (slice + 1) * n / slices; ++i) probe(round[i]);
+      const bool last = slice + 1 >= slices;
+      const auto share = options.interval * static_cast<std::int64_t>(slice + 1) / static_cast<std::int64_t>(slices);
+      timer.expires_at(round_start + (last ? options.interval : share));
+      timer.async_wait([self = this->shared_from_this(), slice, last](std::error_code ec) {
+        if (ec || !self->running || self->detached.load(std::memory_order_acquire)) return;
+        if (last) {
+          self->tick();
+        } else {
+          self->step(slice + 1);
+        }
       });
     }
 

@@ -8,9 +8,10 @@
 // orchestrator id while its own has gone quiet (it restarted and a new one
 // reached us; one it failed over from and that still pings it is ignored), or no
 // ping at all for `missed_pings` ping intervals (the orchestrator restarted,
-// or is gone). With several orchestrator addresses, an attempt that fails
-// moves on to the next address, so a worker whose orchestrator died fails
-// over to another; the backoff grows once every address failed in a row.
+// or is gone). With several orchestrator addresses, a worker whose
+// orchestrator went silent tries the next address first, and an attempt that
+// fails moves on to the next one, so it fails over to another orchestrator;
+// the backoff grows once every address failed in a row.
 // Every registration reports the jobs the worker carries (running, or with
 // a kept result), so the orchestrator attaches their deliveries to them.
 // On stop it deregisters, once, best effort, from the one it is registered with.
