@@ -492,17 +492,28 @@ class SourceWork final : public ConnectionWork {
     Incoming& in = done.in;
     state_->delivered.fetch_add(1);
     if (!consuming_) {
-      // Arrived while the consumer was being cancelled (prefetch 0): not ours to hold.
-      amqp_basic_reject(conn_->get(), consume_channel, in.tag, 1);
-      state_->requeued.fetch_add(1);
-      if (!done.too_large) {
-        const std::string id = wire::parse_job_request(in.body).job.id;
+      bool wanted = false;
+      {
         std::lock_guard lock(state_->mutex);
-        state_->note_never_handed_out(id);
+        wanted = !state_->consumer_cancelled && state_->prefetch > 0;
       }
-      return;
+      if (!wanted) {
+        // Arrived while the consumer was being cancelled (prefetch 0): not ours to hold.
+        amqp_basic_reject(conn_->get(), consume_channel, in.tag, 1);
+        state_->requeued.fetch_add(1);
+        if (!done.too_large) {
+          const std::string id = wire::parse_job_request(in.body).job.id;
+          std::lock_guard lock(state_->mutex);
+          state_->note_never_handed_out(id);
+        }
+        return;
+      }
+      // Sent to a consumer cancelled for a new prefetch whose replacement
+      // waits for earlier deliveries to settle: ours to hold, like any
+      // delivery of an earlier consumer (handing it back would send it to
+      // another orchestrator as a redelivery).
     }
-    if (done.consumer_tag == consumer_tag_)
+    if (consuming_ && done.consumer_tag == consumer_tag_)
       current_tags_.insert(in.tag);
     else
       ++held_by_earlier_;  // sent to a consumer cancelled since
