@@ -7,6 +7,7 @@
 #include "dispatch.hpp"
 
 #include <blacktree/core/dispatcher.hpp>
+#include <blacktree/core/health_monitor.hpp>
 #include <blacktree/core/in_memory.hpp>
 #include <blacktree/core/worker_pool.hpp>
 
@@ -86,6 +87,14 @@ Throughput run_blacktree(const DispatchConfig& config) {
 
   std::optional<bt::Dispatcher<bt::InMemoryQueue, bt::LoopbackTransport, CountingSink>> dispatcher;
   dispatcher.emplace(io.get_executor(), queue, transport, sink, pool);
+  std::optional<bt::HealthMonitor<bt::LoopbackTransport>> monitor;
+  if (config.ping_interval.count() > 0) {
+    bt::HealthOptions health;
+    health.interval = config.ping_interval;
+    health.timeout = config.ping_interval;
+    monitor.emplace(io.get_executor(), transport, pool, health);
+    monitor->start();
+  }
 
   const auto start = Clock::now();
   dispatcher->start();
@@ -108,6 +117,10 @@ Throughput run_blacktree(const DispatchConfig& config) {
     io.stop();
     for (auto& thread : threads) thread.join();
     throw std::runtime_error("the dispatcher did not stop within 30 s");
+  }
+  if (monitor) {
+    monitor->stop();
+    monitor.reset();
   }
   for (auto& thread : threads) thread.join();
   const auto stats = dispatcher->stats();

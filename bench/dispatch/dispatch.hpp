@@ -39,6 +39,9 @@ struct DispatchConfig {
   std::uint32_t capacity = 1;  ///< slots per worker (WorkerInfo::capacity)
   std::size_t jobs = 0;
   unsigned threads = 2;        ///< threads running the io_context / thread_pool
+  /// > 0: a HealthMonitor pings every worker this often during the run (the
+  /// loopback transport answers at once), as an orchestrator's does.
+  std::chrono::milliseconds ping_interval{0};
 };
 
 /// Dispatcher<InMemoryQueue, LoopbackTransport, counting sink> with a
@@ -50,6 +53,18 @@ Throughput run_blacktree(const DispatchConfig& config);
 /// asio::thread_pool(threads) running `jobs` posted no-op handlers, each of
 /// which counts its completion; timed from releasing the gate until join().
 Throughput run_asio_baseline(std::size_t jobs, unsigned threads);
+
+/// What a HealthMonitor costs with `workers` loopback workers answering its
+/// pings, and nothing else running: the process's CPU time over `rounds`
+/// ping intervals, per interval.
+struct HealthCost {
+  std::size_t workers = 0;
+  std::size_t pings = 0;        ///< answered during the measurement
+  double cpu_ms_per_round = 0;  ///< process CPU (all threads), ms per interval
+  double round_ms = 0;          ///< the interval
+};
+HealthCost run_health(std::size_t workers, std::chrono::milliseconds interval, std::size_t rounds,
+                      unsigned threads);
 
 /// Latency percentiles in nanoseconds.
 struct Latency {

@@ -36,6 +36,10 @@ struct Options {
   unsigned threads = 2;
   bool throughput = true;
   bool latency = true;
+  bool health = false;
+  std::vector<std::size_t> health_workers{2, 10'000};
+  std::uint32_t ping_interval_ms = 1000;
+  std::size_t health_rounds = 5;
 };
 
 constexpr double target_ratio = 0.5;     // blacktree jobs/s >= 0.5 x asio jobs/s
@@ -66,6 +70,23 @@ void add_options(CLI::App& app, Options& o) {
                                                 "measure throughput only");
   app.add_flag_callback("--latency-only", [&o] { o.throughput = false; }, "measure acquire/release latency only")
       ->excludes(throughput_only);
+  app.add_flag_callback("--health-only",
+                        [&o] {
+                          o.health = true;
+                          o.throughput = o.latency = false;
+                        },
+                        "measure the health monitor only: its CPU per ping interval with N workers answering, and "
+                        "dispatch throughput while it pings them");
+  app.add_option("--health-workers", o.health_workers, "registered workers per health row, A,B,...")
+      ->delimiter(',')
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--ping-interval-ms", o.ping_interval_ms, "the health monitor's interval")
+      ->check(CLI::Range(10u, 60000u))
+      ->capture_default_str();
+  app.add_option("--health-rounds", o.health_rounds, "ping intervals per CPU measurement")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
 }
 
 double median(std::vector<double> v) {
@@ -156,6 +177,35 @@ void latency(const Options& o) {
   std::printf("\n");
 }
 
+void health(const Options& o) {
+  using std::chrono::milliseconds;
+  const milliseconds interval(o.ping_interval_ms);
+  std::printf("== HealthMonitor: loopback workers answering pings every %u ms, %u threads, median of %zu ==\n",
+              o.ping_interval_ms, o.threads, o.reps);
+  std::printf("cpu/interval: process CPU (all threads) per ping interval over %zu intervals, nothing else running\n",
+              o.health_rounds);
+  std::printf("dispatch:     jobs/s as in the throughput table (%zu jobs), without and with the monitor pinging\n\n",
+              o.jobs);
+  std::printf("%8s %14s %14s %16s %16s %8s\n", "workers", "cpu ms/interval", "pings/interval", "jobs/s no monitor",
+              "jobs/s monitor", "ratio");
+  for (std::size_t workers : o.health_workers) {
+    std::vector<double> cpu, pings, plain, monitored;
+    for (std::size_t r = 0; r < o.reps; ++r) {
+      const auto cost = run_health(workers, interval, o.health_rounds, o.threads);
+      cpu.push_back(cost.cpu_ms_per_round);
+      pings.push_back(static_cast<double>(cost.pings) / static_cast<double>(o.health_rounds));
+      plain.push_back(run_blacktree(DispatchConfig{workers, o.capacity, o.jobs, o.threads}).jobs_per_second());
+      monitored.push_back(
+          run_blacktree(DispatchConfig{workers, o.capacity, o.jobs, o.threads, interval}).jobs_per_second());
+    }
+    const double with = median(monitored), without = median(plain);
+    std::printf("%8zu %14.2f %14.0f %16.0f %16.0f %8.3f\n", workers, median(cpu), median(pings), without, with,
+                with / without);
+    std::fflush(stdout);
+  }
+  std::printf("\n");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -174,6 +224,7 @@ int main(int argc, char** argv) try {
   std::printf("\n");
   if (o.throughput) throughput(o);
   if (o.latency) latency(o);
+  if (o.health) health(o);
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "blacktree_bench_dispatch: %s\n", e.what());

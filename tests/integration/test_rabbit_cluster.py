@@ -284,7 +284,9 @@ def test_rolling_upgrade(cluster, rabbit_cluster, tmp_path):
             rc.stop_node(node)
             before = statuses.count()
             if before < len(ids):
-                wait_until(lambda: statuses.count() > before or statuses.count() == len(ids), timeout=60,
+                # Within the carrier wait (15 s) of a delivery that went to the
+                # other orchestrator, plus a quorum queue's leader election.
+                wait_until(lambda: statuses.count() > before or statuses.count() == len(ids), timeout=120,
                            what=f"builds going on without node {node}")
             rc.start_node(node)
         wait_until(lambda: statuses.count() == len(ids), timeout=180, what=f"statuses for all {len(ids)} jobs")
