@@ -235,6 +235,11 @@ def test_rolling_upgrade(cluster, rabbit_cluster, tmp_path):
     from test_failover import RUNNER, starts
 
     rc = rabbit_cluster
+    # The whole cluster first (a test before may have left a node stopped):
+    # a quorum queue keeps going with one node of three down, not two.
+    for node in range(1, rc.n + 1):
+        if node not in rc.running:
+            rc.start_node(node)
     suffix = uuid.uuid4().hex[:8]
     names = {"execute-queue": f"up.execute.{suffix}", "status-queue": f"up.status.{suffix}",
              "cancel-queue": "", "events-exchange": f"up.events.{suffix}",
