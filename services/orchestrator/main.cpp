@@ -11,6 +11,7 @@
 #include <blacktree/amqp/event_publisher.hpp>
 #include <blacktree/amqp/job_source.hpp>
 #include <blacktree/amqp/metrics.hpp>
+#include <blacktree/amqp/peers.hpp>
 #include <blacktree/amqp/status_sink.hpp>
 #include <blacktree/core.hpp>
 #include <blacktree/core/prometheus.hpp>
@@ -87,6 +88,18 @@ struct DispatchObserver : core::PrometheusObserver {
               {.event = "job.adopted", .job_id = job.id, .worker_id = worker.id, .phase = "running"},
               "job {} goes to worker {}, which carries its run from before: attaching, not starting it again",
               job.id, worker.id);
+  }
+  void on_settled_elsewhere(const core::Job& job) {
+    log_event(*log, level::info, {.event = "job.settled_elsewhere", .job_id = job.id, .phase = "finished"},
+              "job {} came back from the queue while another orchestrator ran it; that one published its status: "
+              "acked here without running it again",
+              job.id);
+  }
+  void on_passed_back(const core::Job& job) {
+    log_event(*log, level::info, {.event = "job.passed_back", .job_id = job.id, .phase = "requeued"},
+              "job {}: the worker that carries its run registered with another orchestrator; back to the queue "
+              "to reach it",
+              job.id);
   }
   void on_settled(const core::Job& job) { board.on_settled(job); }
   void on_not_accepted(const core::Job& job, const core::WorkerInfo& worker, std::error_code ec,
@@ -196,6 +209,32 @@ void log_worker_event(spdlog::logger& log, const core::WorkerEvent& event) {
             {.event = name, .worker_id = worker.id, .state = to, .from = from, .reason = event.reason},
             "worker {} {} -> {}{}{}", worker.id, from, to, event.reason.empty() ? "" : ": ", event.reason);
 }
+
+// What the other orchestrators on the queue say (AmqpPeers, on its thread),
+// handed to the dispatcher while there is one. `hold` is how long a job they
+// say they run is waited for (DispatcherOptions::peer_hold; 0: no peers).
+class PeerInbox {
+ public:
+  using Fn = std::function<void(blacktree::amqp::PeerNews)>;
+  std::chrono::milliseconds hold{0};
+
+  void open(Fn fn) {
+    std::lock_guard lock(mutex_);
+    fn_ = std::move(fn);
+  }
+  void close() {
+    std::lock_guard lock(mutex_);
+    fn_ = nullptr;
+  }
+  void operator()(blacktree::amqp::PeerNews news) {
+    std::lock_guard lock(mutex_);
+    if (fn_) fn_(std::move(news));  // said again next interval if nobody listens yet
+  }
+
+ private:
+  std::mutex mutex_;
+  Fn fn_;
+};
 
 struct Settings {
   std::string listen = "0.0.0.0:50051";
@@ -371,7 +410,7 @@ std::string queue_depth_text(blacktree::service::QueueDepth& depth) {
 template <class Source, class Sink>
 int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset_t& signals,
                           const std::function<void()>& stop_intake, const std::function<std::string()>& queue_ready,
-                          const DispatchObserver::EventFn& events, CancelGate& cancels,
+                          const DispatchObserver::EventFn& events, CancelGate& cancels, PeerInbox& peers,
                           const std::function<std::string()>& more_metrics = {},
                           const std::function<std::string()>& queue_depth = {}) {
   core::DispatcherOptions options;
@@ -381,6 +420,7 @@ int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset
   options.default_job_timeout = std::chrono::seconds(plane.settings.job_timeout_s);
   options.run_timeout_grace = std::chrono::seconds(plane.settings.run_grace_s);
   options.carrier_wait = std::chrono::milliseconds(plane.settings.carrier_wait_ms);
+  options.peer_hold = peers.hold;
   DispatchObserver observer;
   observer.metrics = &plane.metrics;
   observer.log = plane.log.get();
@@ -430,6 +470,16 @@ int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset
     dispatcher.async_cancel(std::move(job_id), std::move(reason), std::move(logged));
   });
 
+  peers.open([&dispatcher, log = plane.log](blacktree::amqp::PeerNews news) {
+    log_event(*log, level::debug, {.event = "peers.heard", .reason = news.from},
+              "orchestrator {} runs {} job(s) whose deliveries went back to the queue, {} settled since; its "
+              "workers carry {} job(s) it has no delivery of",
+              news.from, news.running.size(), news.settled.size(), news.carried.size());
+    if (!news.running.empty()) dispatcher.held_elsewhere(std::move(news.running));
+    if (!news.settled.empty()) dispatcher.settled_elsewhere(std::move(news.settled));
+    if (!news.carried.empty()) dispatcher.carried_elsewhere(std::move(news.carried));
+  });
+
   int signal_number = 0;
   sigwait(&signals, &signal_number);
   const auto stats = dispatcher.stats();
@@ -443,6 +493,7 @@ int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset
                         [&stopped](std::error_code ec) { stopped.set_value(ec); });
   const auto ec = stopped.get_future().get();
   cancels.close();  // before the dispatcher goes
+  peers.close();
   plane.board.close();  // live log tails end, so the HTTP server can stop
   if (ec) {
     log_event(*plane.log, level::warn, {.event = "orchestrator.drain_deadline", .reason = "drain deadline passed"},
@@ -513,6 +564,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--execute-queue", amqp.execute_queue, "queue the jobs come from")
       ->envname("BLACKTREE_EXECUTE_QUEUE")
+      ->capture_default_str();
+  app.add_option("--mq-peers-exchange", amqp.peers_exchange,
+                 "fanout exchange on which orchestrators sharing the job queue tell each other which jobs they still "
+                 "run after a lost broker connection sent their deliveries back to the queue (empty: off; a job "
+                 "redelivered to another orchestrator may then run twice)")
+      ->envname("BLACKTREE_MQ_PEERS_EXCHANGE")
       ->capture_default_str();
   app.add_option("--cancel-queue", amqp.cancel_queue,
                  "queue of cancel requests, {\"jobId\": ...} (empty: none taken)")
@@ -622,7 +679,6 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
   amqp.heartbeat = std::chrono::seconds(heartbeat_s);
-  amqp.connection_name = "blacktree-orchestrator";
 
   auto log = blacktree::service::make_logger("orchestrator", log_options);
   // The AMQP adapters log once per distinct error of a connection (not per
@@ -644,6 +700,8 @@ int main(int argc, char** argv) {
               {.event = "broker.connection", .connection = connection, .reason = what}, "{}", message);
   };
   Plane plane(s, log);
+  // The broker's connection list says which orchestrator each connection is.
+  amqp.connection_name = "blacktree-orchestrator " + plane.id;
   if (!plane.start_server()) {
     log->error("cannot listen on {}: is the address valid and the port free?", s.listen);
     return 1;
@@ -665,8 +723,10 @@ int main(int argc, char** argv) {
       return 1;
     }
     CancelGate gate;  // the dashboard's cancels; stdio has no cancel queue
+    PeerInbox no_peers;  // nor other orchestrators
     rc = dispatch_until_signal(
-        plane, queue, sink, signals, [&feeder] { feeder.stop(); }, [] { return std::string(); }, {}, gate);
+        plane, queue, sink, signals, [&feeder] { feeder.stop(); }, [] { return std::string(); }, {}, gate,
+        no_peers);
   } else {
     try {
       blacktree::amqp::AmqpJobSource source(plane.io.get_executor(), amqp);
@@ -689,16 +749,14 @@ int main(int argc, char** argv) {
         return std::string();
       };
       // What waits in the broker, for /metrics and the dashboard.
-      auto depth_options = amqp;
-      depth_options.connection_name = "blacktree-orchestrator";
-      blacktree::service::QueueDepth depth(depth_options);
+      blacktree::service::QueueDepth depth(amqp);
       // Cancel requests come on a consumer of their own.
       CancelGate gate;
       std::optional<blacktree::amqp::AmqpJobSource> cancel_source;
       if (!amqp.cancel_queue.empty()) {
         auto cancel_options = amqp;
         cancel_options.execute_queue = amqp.cancel_queue;
-        cancel_options.connection_name = "blacktree-orchestrator cancels";
+        cancel_options.connection_name = amqp.connection_name + " cancels";
         // Its lines say `amqp cancels: ...`, not the jobs' `amqp source: ...`.
         cancel_options.log = [forward = amqp.log](blacktree::amqp::LogLevel amqp_level, std::string_view message) {
           constexpr std::string_view role = "amqp source: ";
@@ -713,19 +771,35 @@ int main(int argc, char** argv) {
         std::make_shared<CancelReader>(*cancel_source, gate, log)->receive();
         log->info("cancel requests from {}", amqp.cancel_queue);
       }
+      // Other orchestrators on the queue: what each still runs after its
+      // deliveries went back to the queue, so that none runs it again.
+      PeerInbox inbox;
+      std::optional<blacktree::amqp::AmqpPeers> peers;
+      if (!amqp.peers_exchange.empty()) {
+        inbox.hold = 5 * amqp.peers_interval;
+        peers.emplace(
+            amqp, plane.id,
+            [&source, &plane] {
+              auto lost = source.lost_deliveries(std::chrono::seconds(30));
+              return blacktree::amqp::PeerNews{{}, std::move(lost.running), std::move(lost.settled),
+                                               plane.pool.carried_job_ids()};
+            },
+            [&inbox](blacktree::amqp::PeerNews news) { inbox(std::move(news)); });
+      }
       rc = dispatch_until_signal(
           plane, source, sink, signals,
           [&] {
             source.cancel_consumer();
             if (cancel_source) cancel_source->cancel_consumer();
           },
-          ready, publish, gate,
+          ready, publish, gate, inbox,
           [&] {
             return blacktree::amqp::prometheus_text(source.stats(), sink.stats(), events.stats()) +
                    queue_depth_metrics(depth);
           },
           [&] { return queue_depth_text(depth); });
       if (cancel_source) cancel_source->stop();
+      if (peers) peers->stop();
       events.stop();
       sink.stop();
       source.stop();

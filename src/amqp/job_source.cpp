@@ -15,6 +15,7 @@
 #include <atomic>
 #include <deque>
 #include <list>
+#include <map>
 #include <mutex>
 #include <unordered_set>
 #include <utility>
@@ -83,6 +84,33 @@ struct SourceState : std::enable_shared_from_this<SourceState> {
     if (!job_id.empty()) never_handed_out.put(job_id, true);
   }
 
+  // Deliveries handed out and not settled yet, by connection (generation)
+  // and tag: their job ids. One whose connection was lost is back with the
+  // broker, which may deliver it to another consumer (another orchestrator)
+  // while its job goes on here: see lost_deliveries(). Under `mutex`.
+  std::map<std::uint64_t, std::unordered_map<std::uint64_t, std::string>> handed_out;
+  std::uint64_t live_generation = 0;  // the connection up now; 0: none. Under `mutex`.
+  // Deliveries of lost connections acked since (their statuses are out), oldest first. Under `mutex`.
+  std::deque<std::pair<std::chrono::steady_clock::time_point, std::string>> lost_acked;
+
+  void note_handed_out(const Incoming& in) {  // with `mutex` held
+    if (!in.job.id.empty()) handed_out[in.generation][in.tag] = in.job.id;
+  }
+
+  void note_settled(std::uint64_t generation, std::uint64_t tag, bool was_acked) {
+    std::lock_guard lock(mutex);
+    auto connection = handed_out.find(generation);
+    if (connection == handed_out.end()) return;
+    auto it = connection->second.find(tag);
+    if (it == connection->second.end()) return;
+    if (was_acked && generation != live_generation) {
+      lost_acked.emplace_back(std::chrono::steady_clock::now(), it->second);
+      if (lost_acked.size() > 4096) lost_acked.pop_front();  // bounded when nobody asks (no peers)
+    }
+    connection->second.erase(it);
+    if (connection->second.empty()) handed_out.erase(connection);
+  }
+
   ConnectionLoop loop;  // last: its thread may use everything above until stop() joins it
 
   AmqpDelivery make_delivery(Incoming in) {
@@ -117,6 +145,7 @@ struct SourceState : std::enable_shared_from_this<SourceState> {
     }
     ReceiveHandler handler = std::move(receivers.front().handler);
     receivers.pop_front();
+    note_handed_out(in);
     lock.unlock();
     handler.complete(std::error_code{}, make_delivery(std::move(in)));
   }
@@ -141,6 +170,8 @@ class SourceWork final : public ConnectionWork {
     if (auto confirming = conn.confirm_select(dead_letter_channel); !confirming) return confirming;
     generation_ = state_->generation_counter.fetch_add(1) + 1;
     forget_connection();
+    std::lock_guard lock(state_->mutex);
+    state_->live_generation = generation_;
     return {};
   }
 
@@ -158,6 +189,7 @@ class SourceWork final : public ConnectionWork {
     // whose dead letter was unconfirmed: the broker redelivers them.
     forget_connection();
     std::lock_guard lock(state_->mutex);
+    state_->live_generation = 0;
     for (const auto& in : state_->ready) state_->note_never_handed_out(in.job.id);
     state_->ready.clear();
   }
@@ -588,6 +620,7 @@ void AmqpDelivery::hand_back() noexcept {
     command.kind = detail::Command::Kind::requeue;
     command.generation = generation_;
     command.tag = delivery_tag_;
+    state->note_settled(generation_, delivery_tag_, false);
     state->push(std::move(command));
   } catch (...) {
     // Out of memory: the delivery stays unacked until its connection closes,
@@ -631,6 +664,7 @@ std::uint64_t AmqpJobSource::start_receive(ReceiveHandler handler) {
   if (!state_->ready.empty()) {
     detail::Incoming in = std::move(state_->ready.front());
     state_->ready.pop_front();
+    state_->note_handed_out(in);
     lock.unlock();
     handler.complete(std::error_code{}, state_->make_delivery(std::move(in)));
     return 0;
@@ -662,6 +696,7 @@ void AmqpJobSource::ack(AmqpDelivery& delivery) {
   command.kind = detail::Command::Kind::ack;
   command.generation = delivery.generation_;
   command.tag = delivery.delivery_tag_;
+  state->note_settled(command.generation, command.tag, true);
   state->push(std::move(command));
 }
 
@@ -671,6 +706,7 @@ void AmqpJobSource::reject(AmqpDelivery& delivery, core::Disposition disposition
   detail::Command command;
   command.generation = delivery.generation_;
   command.tag = delivery.delivery_tag_;
+  state->note_settled(command.generation, command.tag, false);
   if (disposition == core::Disposition::requeue) {
     command.kind = detail::Command::Kind::requeue;
   } else {
@@ -706,6 +742,20 @@ bool AmqpJobSource::connected() const noexcept { return state_->loop.connected()
 std::string AmqpJobSource::endpoint() const { return state_->loop.where(); }
 
 std::string AmqpJobSource::last_error() const { return state_->loop.last_error(); }
+
+LostDeliveries AmqpJobSource::lost_deliveries(std::chrono::milliseconds settled_within) const {
+  LostDeliveries lost;
+  const auto since = std::chrono::steady_clock::now() - settled_within;
+  std::lock_guard lock(state_->mutex);
+  auto& acked = state_->lost_acked;
+  while (!acked.empty() && acked.front().first < since) acked.pop_front();
+  for (const auto& [at, id] : acked) lost.settled.push_back(id);
+  for (const auto& [generation, deliveries] : state_->handed_out) {
+    if (generation == state_->live_generation) continue;
+    for (const auto& [tag, id] : deliveries) lost.running.push_back(id);
+  }
+  return lost;
+}
 
 AmqpSourceStats AmqpJobSource::stats() const {
   AmqpSourceStats s;

@@ -137,6 +137,7 @@ class SinkWork final : public ConnectionWork {
       return {};
     }
     const bool ack = id == AMQP_BASIC_ACK_METHOD;
+    bool refused = false;
     const auto* m = static_cast<const amqp_basic_ack_t*>(frame.payload.method.decoded);  // nack: the same prefix
     const auto* n = static_cast<const amqp_basic_nack_t*>(frame.payload.method.decoded);
     const std::uint64_t tag = ack ? m->delivery_tag : n->delivery_tag;
@@ -166,11 +167,18 @@ class SinkWork final : public ConnectionWork {
           state_->fail(settled.value);
           break;
         case PublishOutcome::refused:
-          state_->loop.set_error("the broker at " + conn.where() + " refused (nacked) a status");
+          refused = true;
           state_->fail(settled.value);
           break;
       }
     }
+    // A quorum queue's leader gone with a node: a channel that came up during
+    // the election may go on nacking every publish (seen with RabbitMQ 3.10)
+    // while the queue has a new leader. A new connection, to the next node,
+    // starts afresh; the dispatcher publishes the status again after its backoff.
+    if (refused)
+      return core::Error{errc::publish_failed,
+                         "the broker at " + conn.where() + " refused (nacked) a status; reconnecting"};
     return {};
   }
 

@@ -102,6 +102,29 @@ inline std::map<std::string, long> list_queues(const std::string& column) {
   return result;
 }
 
+/// Closes, from the broker's side, every connection whose client-given name
+/// is `name` (AmqpOptions::connection_name, a space, the role: "x source"),
+/// as a node going away would. Returns how many it closed.
+inline int close_connections_named(const std::string& name) {
+  std::string out;
+  if (run_script("ctl", "list_connections --no-table-headers pid client_properties", &out) != 0)
+    throw std::runtime_error("rabbitmqctl list_connections failed: " + out);
+  const std::string needle = "{\"connection_name\",\"" + name + "\"}";
+  int closed = 0;
+  std::size_t pos = 0;
+  while (pos < out.size()) {
+    const std::size_t eol = out.find('\n', pos);
+    const std::string row = out.substr(pos, eol == std::string::npos ? std::string::npos : eol - pos);
+    pos = eol == std::string::npos ? out.size() : eol + 1;
+    if (row.find(needle) == std::string::npos) continue;
+    const std::string pid = row.substr(0, row.find('\t'));
+    if (run_script("ctl", "close_connection '" + pid + "' 'closed by a test'") != 0)
+      throw std::runtime_error("rabbitmqctl close_connection " + pid + " failed");
+    ++closed;
+  }
+  return closed;
+}
+
 /// Names no other test uses, so tests need not clean up after each other.
 inline std::string unique_name(const std::string& stem) {
   static std::mt19937_64 random{std::random_device{}()};

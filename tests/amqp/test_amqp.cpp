@@ -413,6 +413,129 @@ TEST_CASE("amqp: a delivery the source gave back unseen comes back not marked re
   CHECK(client.ready(o.execute_queue) == 0);
 }
 
+TEST_CASE("amqp: deliveries whose connection was lost are reported running until settled, then acked ones settled",
+          "[amqp][peers]") {
+  // What an orchestrator tells its peers (AmqpPeers): the broker has these
+  // back, and may redeliver them to another orchestrator, while they run here.
+  asio::io_context io;
+  AmqpOptions o = test_options("lost");
+  o.connection_name = t::unique_name("lost");
+  t::Client client;
+  client.declare_queue(o.execute_queue);
+  for (const char* id : {"l1", "l2"}) client.publish(o.execute_queue, job_json(id));
+  AmqpJobSource source(io.get_executor(), o);
+  source.set_prefetch(2);
+  Received first = receive(io, source);
+  Received second = receive(io, source);
+  REQUIRE_FALSE(first.ec);
+  REQUIRE_FALSE(second.ec);
+  auto lost = source.lost_deliveries(60s);
+  CHECK(lost.running.empty());  // their connection lives
+  CHECK(lost.settled.empty());
+
+  REQUIRE(t::close_connections_named(o.connection_name + " source") == 1);
+  REQUIRE(t::eventually([&] { return source.stats().connects == 2 && source.connected(); }));
+  lost = source.lost_deliveries(60s);
+  std::sort(lost.running.begin(), lost.running.end());
+  CHECK(lost.running == std::vector<std::string>{"l1", "l2"});
+  CHECK(lost.settled.empty());
+  // The broker gives them to the new connection, redelivered: those are not lost.
+  Received again = receive(io, source);
+  REQUIRE_FALSE(again.ec);
+  CHECK(again.delivery.job().redelivered);
+  CHECK(source.lost_deliveries(60s).running.size() == 2);
+
+  // Acked (its status is out): reported settled. Requeued: no longer anything.
+  const std::string acked_id = first.delivery.job().id;
+  source.ack(first.delivery);
+  source.reject(second.delivery, core::Disposition::requeue, "test");
+  lost = source.lost_deliveries(60s);
+  CHECK(lost.running.empty());
+  CHECK(lost.settled == std::vector<std::string>{acked_id});
+  CHECK(source.lost_deliveries(0ms).settled.empty());  // only those acked within the window
+  source.ack(again.delivery);
+  source.stop();
+}
+
+TEST_CASE("amqp: orchestrators on one queue hear what each other runs, not their own nor another queue's",
+          "[amqp][peers]") {
+  AmqpOptions o = test_options("peers");
+  o.peers_exchange = o.execute_queue + ".peers";
+  o.peers_interval = 50ms;
+  struct Heard {
+    std::mutex mutex;
+    std::vector<blacktree::amqp::PeerNews> news;
+    std::size_t size() {
+      std::lock_guard lock(mutex);
+      return news.size();
+    }
+    blacktree::amqp::AmqpPeers::Heard fn() {
+      return [this](blacktree::amqp::PeerNews n) {
+        std::lock_guard lock(mutex);
+        news.push_back(std::move(n));
+      };
+    }
+  } heard_a, heard_b, heard_other;
+  auto says = [](std::vector<std::string> running, std::vector<std::string> settled,
+                 std::vector<std::string> carried = {}) {
+    return [running, settled, carried] { return blacktree::amqp::PeerNews{{}, running, settled, carried}; };
+  };
+  AmqpOptions other_queue = o;
+  other_queue.execute_queue += ".other";
+  blacktree::amqp::AmqpPeers other(other_queue, "orch-other", says({"o1"}, {}), heard_other.fn());
+  blacktree::amqp::AmqpPeers b(o, "orch-b", says({}, {}), heard_b.fn());  // nothing to say
+  blacktree::amqp::AmqpPeers a(o, "orch-a", says({"r1", "r2"}, {"s1"}, {"c1"}), heard_a.fn());
+  REQUIRE(t::eventually([&] { return heard_b.size() >= 2; }));  // said again every interval
+  {
+    std::lock_guard lock(heard_b.mutex);
+    for (const auto& n : heard_b.news) {
+      CHECK(n.from == "orch-a");
+      CHECK(n.running == std::vector<std::string>{"r1", "r2"});
+      CHECK(n.settled == std::vector<std::string>{"s1"});
+      CHECK(n.carried == std::vector<std::string>{"c1"});
+    }
+  }
+  // While both listen: another queue's orchestrator speaks, and someone writes garbage.
+  const auto other_sent = other.stats().sent;
+  REQUIRE(t::eventually([&] { return other.stats().sent >= other_sent + 2; }));
+  t::Client client;
+  client.publish("", "not a PeerRuns", o.peers_exchange);
+  REQUIRE(t::eventually([&] { return a.stats().malformed == 1 && b.stats().malformed == 1; }));
+  a.stop();
+  b.stop();
+  other.stop();
+  CHECK(heard_a.size() == 0);      // its own, and b said nothing
+  CHECK(b.stats().sent == 0);
+  CHECK(heard_other.size() == 0);  // another queue's orchestrators are not its peers
+  CHECK(a.stats().heard == 0);
+  CHECK(a.stats().sent >= 2);
+}
+
+TEST_CASE("amqp: a status the broker refuses (nack) fails, and the sink starts a new connection", "[amqp]") {
+  // A quorum queue whose leader went with a node can leave a channel that
+  // nacks every publish; a new connection (to the next node) starts afresh.
+  // Here a policy makes the queue refuse every publish (max-length 0).
+  asio::io_context io;
+  AmqpOptions o = test_options("nacked");
+  const std::string policy = t::unique_name("nack");
+  REQUIRE(t::run_script("ctl", "set_policy --apply-to queues " + policy + " '^" + o.status_queue +
+                                   "$' '{\"max-length\":0,\"overflow\":\"reject-publish\"}'") == 0);
+  AmqpStatusSink sink(io.get_executor(), o);
+  REQUIRE(t::eventually([&] { return sink.connected(); }));
+  core::JobResult r;
+  r.job_id = "refused";
+  r.success = true;
+  CHECK(publish_status(io, sink, r) == core::errc::sink_unavailable);
+  CHECK(sink.stats().published == 1);  // it went out, and was nacked
+  REQUIRE(t::eventually([&] { return sink.stats().connects >= 2 && sink.connected(); }));
+  CHECK(sink.last_error().find("refused (nacked) a status; reconnecting") != std::string::npos);
+  CHECK(sink.stats().confirmed == 0);
+  REQUIRE(t::run_script("ctl", "clear_policy " + policy) == 0);
+  REQUIRE(t::eventually([&] { return !publish_status(io, sink, r); }));
+  CHECK(sink.stats().confirmed == 1);
+  sink.stop();
+}
+
 TEST_CASE("amqp: the status sink confirms, and the status is the seed's JSON", "[amqp]") {
   asio::io_context io;
   AmqpOptions o = test_options("status");

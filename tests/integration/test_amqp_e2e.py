@@ -48,6 +48,19 @@ class Broker:
     def connection(self):
         return pika.BlockingConnection(pika.URLParameters(self.url))
 
+    def close_connections(self, name) -> int:
+        """Closes, from the broker's side (as a node going away would), the
+        connections whose client-given name is `name`; returns how many."""
+        ctl = ["bash", str(RABBITMQ_SH), "ctl", str(self.dir)]
+        out = subprocess.run([*ctl, "list_connections", "-q", "pid", "client_properties"], check=True, timeout=60,
+                             capture_output=True, text=True).stdout
+        needle = '{"connection_name","' + name + '"}'
+        pids = [line.split("\t", 1)[0] for line in out.splitlines() if needle in line]
+        for pid in pids:
+            subprocess.run([*ctl, "close_connection", pid, "closed by a test"], check=True, timeout=60,
+                           stdout=subprocess.DEVNULL)
+        return len(pids)
+
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):

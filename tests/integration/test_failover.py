@@ -8,6 +8,7 @@ that log every start and end, so a second run of a job cannot hide."""
 
 import collections
 import json
+import re
 import signal
 import time
 
@@ -45,6 +46,10 @@ def starts(log_path):
         return collections.Counter()
     return collections.Counter(line.split()[1] for line in log_path.read_text().splitlines()
                                if line.startswith("start "))
+
+
+def orchestrator_id(orch):
+    return re.search(r"orchestrator (\w+) serving gRPC", orch.log()).group(1)
 
 
 def settled(broker, queue):
@@ -200,3 +205,86 @@ def test_sigterm_hands_running_builds_over_to_the_next_orchestrator(cluster, tmp
     assert all(s["success"] for s in received), received
     assert starts(log) == collections.Counter(ids)
 
+
+
+@pytest.mark.timeout(180)
+def test_a_job_redelivered_to_another_orchestrator_while_it_runs_does_not_run_again(
+        cluster, tmp_path, broker, names):  # noqa: F811
+    """Two orchestrators on one queue. The broker closes the job connection
+    of the one whose worker runs 4 builds (a node going away does the same):
+    the broker redelivers the 4 jobs to the other, which has a free worker.
+    The first, reconnected, says on the peers exchange that it still runs
+    them; the other waits past its carrier wait, and acks each once the
+    first says its status is out. Each build runs once; each job gets one
+    status."""
+    log = tmp_path / "runs.log"
+    flags = {**amqp_flags(broker, names), "mq-peers-exchange": names["execute-queue"] + ".peers"}
+    command = ["bash", "-c", RUNNER, str(log), "8"]
+    short_wait = ["--carrier-wait-ms", "1500"]  # without the peers' word, the redeliveries would run after it
+    a = cluster.orchestrator(amqp=flags, name="orch-a", extra=short_wait)
+    cluster.worker(a, "held-w", command=command, capacity=4)
+    a.wait_workers(lambda ws: ws.get("held-w") and ws["held-w"].state == FREE, what="a's worker free")
+    statuses = StatusCollector(broker, names["status-queue"])
+    ids = [f"held-{i}" for i in range(4)]
+    try:
+        publish(broker, names["execute-queue"], [json.dumps(job(i)) for i in ids])
+        wait_until(lambda: set(starts(log)) == set(ids), timeout=30, what="4 builds started under a")
+        b = cluster.orchestrator(amqp=flags, name="orch-b", extra=short_wait)
+        cluster.worker(b, "idle-w", command=command, capacity=4)
+        b.wait_workers(lambda ws: ws.get("idle-w") and ws["idle-w"].state == FREE, what="b's worker free")
+        assert broker.close_connections(f"blacktree-orchestrator {orchestrator_id(a)} source") == 1
+        statuses.wait_all(ids, timeout=60)
+        settled(broker, names["execute-queue"])
+    finally:
+        statuses.close()
+    with statuses.lock:
+        received = list(statuses.statuses)
+    assert collections.Counter(s["jobId"] for s in received) == collections.Counter(ids), received
+    assert all(s["success"] and s["workerId"] == "held-w" for s in received), received
+    assert starts(log) == collections.Counter(ids), f"runs started per job: {starts(log)}"
+    settled_by_a = b.metrics()["blacktree_jobs_settled_elsewhere_total"]
+    attached_in_a = a.metrics()["blacktree_job_duplicates_total"]
+    assert settled_by_a >= 1, b.log()[-3000:]
+    assert "acked here without running it again" in b.log()
+    assert settled_by_a + attached_in_a == len(ids), (settled_by_a, attached_in_a)
+
+
+@pytest.mark.timeout(180)
+def test_three_orchestrators_a_redelivery_finds_the_one_its_worker_went_to(
+        cluster, tmp_path, broker, names):  # noqa: F811
+    """Three orchestrators on one queue. The one whose worker runs 4 builds
+    is killed (-9); the worker registers with the next address, b, carrying
+    them; the broker redelivers the 4 jobs to b and c, whichever has room.
+    c, whose pool does not know the runs, hears b say that its worker carries
+    them and puts them back in the queue until they reach b, which attaches
+    to the runs. Each build runs once; each job gets one status."""
+    log = tmp_path / "runs.log"
+    flags = {**amqp_flags(broker, names), "mq-peers-exchange": names["execute-queue"] + ".peers"}
+    command = ["bash", "-c", RUNNER, str(log), "8"]
+    a = cluster.orchestrator(amqp=flags, name="orch-a")
+    statuses = StatusCollector(broker, names["status-queue"])
+    ids = [f"three-{i}" for i in range(4)]
+    try:
+        b = cluster.orchestrator(amqp=flags, name="orch-b")
+        cluster.worker(a, "carrier-w", command=command, capacity=4, more_orchestrators=(b.port,))
+        a.wait_workers(lambda ws: ws.get("carrier-w") and ws["carrier-w"].state == FREE, what="a's worker free")
+        publish(broker, names["execute-queue"], [json.dumps(job(i)) for i in ids])
+        wait_until(lambda: set(starts(log)) == set(ids), timeout=30, what="4 builds started under a")
+        cluster.worker(b, "b-w", command=command, capacity=2)
+        c = cluster.orchestrator(amqp=flags, name="orch-c")
+        cluster.worker(c, "c-w", command=command, capacity=4)
+        for o, w in ((b, "b-w"), (c, "c-w")):
+            o.wait_workers(lambda ws: ws.get(w) and ws[w].state == FREE, what=f"{w} free")
+        a.kill9()  # its 4 deliveries go back: to b (room for 2) and c (room for 4)
+        statuses.wait_all(ids, timeout=90)
+        settled(broker, names["execute-queue"])
+    finally:
+        statuses.close()
+    with statuses.lock:
+        received = list(statuses.statuses)
+    assert collections.Counter(s["jobId"] for s in received) == collections.Counter(ids), received
+    assert all(s["success"] and s["workerId"] == "carrier-w" for s in received), received
+    assert starts(log) == collections.Counter(ids), f"runs started per job: {starts(log)}"
+    assert b.log().count("carries its run from before") == len(ids), b.log()[-3000:]
+    assert c.metrics()["blacktree_jobs_passed_back_total"] >= 1, c.log()[-3000:]
+    assert "registered with another orchestrator; back to the queue" in c.log()

@@ -1084,3 +1084,105 @@ TEST_CASE("Dispatcher: a stop hands back a job waiting for its carrier, and hand
   CHECK(f.queue.unacked() == 0);
   CHECK(f.sink.size() == 0);
 }
+
+TEST_CASE("Dispatcher: a redelivered job a peer still runs waits for the peer and is acked once it settled",
+          "[dispatcher][peers]") {
+  Fixture f;
+  f.add_worker("w1");
+  auto held_job = make_job("held");
+  held_job.redelivered = true;
+  f.queue.publish(held_job);
+  core::DispatcherOptions options;
+  options.carrier_wait = 30ms;
+  options.peer_hold = 60s;
+  auto d = f.start(options);
+  REQUIRE(run_until(f.io, [&] { return d->stats().received == 1; }));
+  // The peer, reconnected, says it runs the job: the carrier wait ends and it still waits.
+  d->held_elsewhere({"held"});
+  asio::steady_timer past_wait(f.io, 100ms);
+  bool waited = false;
+  past_wait.async_wait([&](std::error_code) { waited = true; });
+  REQUIRE(run_until(f.io, [&] { return waited; }));
+  CHECK(f.transport.runs_started("loopback:w1") == 0);
+  CHECK(f.queue.unacked() == 1);
+  // Its status is out: acked here without a run or a status of its own.
+  d->settled_elsewhere({"held"});
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 1; }));
+  CHECK(f.transport.runs_started("loopback:w1") == 0);
+  CHECK(f.sink.size() == 0);
+  CHECK(d->stats().settled_elsewhere == 1);
+  CHECK(d->stats().in_flight == 0);
+  // A later redelivery of it is acked unrun; the same id published anew (not
+  // redelivered) runs: a peer's word never drops a job that was not its own.
+  f.queue.publish(held_job);
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 2; }));
+  CHECK(f.transport.runs_started("loopback:w1") == 0);
+  CHECK(f.sink.size() == 0);
+  CHECK(d->stats().settled_elsewhere == 2);
+  d->settled_elsewhere({"fresh"});
+  f.queue.publish(make_job("fresh"));
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 3; }));
+  CHECK(f.transport.runs_started("loopback:w1") == 1);
+  CHECK(f.status("fresh")->success);
+}
+
+TEST_CASE("Dispatcher: a job whose peer falls silent runs once peer_hold has passed", "[dispatcher][peers]") {
+  Fixture f;
+  f.add_worker("w1");
+  auto held_job = make_job("held");
+  held_job.redelivered = true;
+  core::DispatcherOptions options;
+  options.carrier_wait = 30ms;
+  options.peer_hold = 150ms;
+  auto d = f.start(options);
+  d->held_elsewhere({"held"});  // said before the redelivery came, then never again
+  f.queue.publish(held_job);
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 1; }));
+  CHECK(f.transport.runs_started("loopback:w1") == 1);
+  CHECK(f.status("held")->success);
+  CHECK(d->stats().settled_elsewhere == 0);
+}
+
+TEST_CASE("Dispatcher: a peer's settlement leaves a job running here alone", "[dispatcher][peers]") {
+  Fixture f;
+  Held held;
+  f.add_worker("w1", 1, {}, held.runner());
+  f.queue.publish(make_job("mine"));
+  core::DispatcherOptions options;
+  options.carrier_wait = 30ms;
+  options.peer_hold = 60s;
+  auto d = f.start(options);
+  REQUIRE(run_until(f.io, [&] { return held.calls.size() == 1; }));
+  d->settled_elsewhere({"mine"});  // reaches the strand before the result (FIFO)
+  held.succeed_all();
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 1; }));
+  CHECK(f.status("mine")->success);
+  CHECK(d->stats().settled_elsewhere == 0);
+}
+
+TEST_CASE("Dispatcher: a redelivery whose worker registered with a peer goes back to the source for it",
+          "[dispatcher][peers]") {
+  Fixture f;
+  f.add_worker("w1");
+  auto carried = make_job("carried");
+  carried.redelivered = true;
+  core::DispatcherOptions options;
+  options.carrier_wait = 60s;
+  options.peer_hold = 60s;
+  options.pass_back_delay = 10ms;
+  auto d = f.start(options);
+  f.queue.publish(carried);
+  REQUIRE(run_until(f.io, [&] { return d->stats().received == 1; }));
+  d->carried_elsewhere({"carried"});  // heard while it waits for its carrier
+  REQUIRE(run_until(f.io, [&] { return d->stats().passed_back == 1; }));
+  // Back in the queue, redelivered: passed back again (the peer holds its worker), never run here.
+  REQUIRE(run_until(f.io, [&] { return d->stats().passed_back >= 3; }));
+  CHECK(f.transport.runs_started("loopback:w1") == 0);
+  CHECK(f.sink.size() == 0);
+  CHECK(f.queue.acked() == 0);
+  // Not redelivered (published anew): it runs; the peer's word is only about redeliveries.
+  f.queue.publish(make_job("anew"));
+  d->carried_elsewhere({"anew"});
+  REQUIRE(run_until(f.io, [&] { return f.status("anew").has_value(); }));
+  CHECK(f.transport.runs_started("loopback:w1") == 1);
+}

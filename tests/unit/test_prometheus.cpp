@@ -134,6 +134,9 @@ TEST_CASE("prometheus: PrometheusMetrics renders the dispatcher's and the pool's
   stats.in_flight = 1;
   stats.duplicates = 5;
   stats.cancelled = 2;
+  stats.adopted = 7;
+  stats.settled_elsewhere = 8;
+  stats.passed_back = 9;
   std::vector<core::WorkerSnapshot> workers;
   workers.push_back({worker("a", 2), core::WorkerState::busy, 2, 0, {}});
   workers.push_back({worker("b", 3), core::WorkerState::free, 1, 0, {}});
@@ -168,6 +171,18 @@ TEST_CASE("prometheus: PrometheusMetrics renders the dispatcher's and the pool's
       "running again.\n"
       "# TYPE blacktree_job_duplicates_total counter\n"
       "blacktree_job_duplicates_total 5\n"
+      "# HELP blacktree_jobs_adopted_total Deliveries sent to the worker that carried their run from before, which "
+      "attached to it.\n"
+      "# TYPE blacktree_jobs_adopted_total counter\n"
+      "blacktree_jobs_adopted_total 7\n"
+      "# HELP blacktree_jobs_settled_elsewhere_total Redeliveries acked without running: another dispatcher on the "
+      "queue ran the job and published its status.\n"
+      "# TYPE blacktree_jobs_settled_elsewhere_total counter\n"
+      "blacktree_jobs_settled_elsewhere_total 8\n"
+      "# HELP blacktree_jobs_passed_back_total Redeliveries put back in the queue to reach the dispatcher whose "
+      "worker carries their run.\n"
+      "# TYPE blacktree_jobs_passed_back_total counter\n"
+      "blacktree_jobs_passed_back_total 9\n"
       "# HELP blacktree_events_dropped_total Progress events dropped because the events path was full.\n"
       "# TYPE blacktree_events_dropped_total counter\n"
       "blacktree_events_dropped_total 3\n"

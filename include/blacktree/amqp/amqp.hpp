@@ -42,4 +42,5 @@
 #include <blacktree/amqp/job_source.hpp>
 #include <blacktree/amqp/metrics.hpp>
 #include <blacktree/amqp/options.hpp>
+#include <blacktree/amqp/peers.hpp>
 #include <blacktree/amqp/status_sink.hpp>

@@ -26,12 +26,14 @@
 #include <asio/async_result.hpp>
 #include <asio/cancellation_type.hpp>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <vector>
 
 namespace blacktree::amqp {
 
@@ -104,6 +106,14 @@ struct AmqpSourceStats {
   bool connected = false;
 };
 
+/// Deliveries handed out on a connection that has since been lost: the
+/// broker took them back and may deliver them again, here or to another
+/// consumer, while their jobs go on here. See AmqpJobSource::lost_deliveries.
+struct LostDeliveries {
+  std::vector<std::string> running;  ///< job ids of those not settled yet
+  std::vector<std::string> settled;  ///< job ids of those acked since (their statuses are out)
+};
+
 /// Consumes execute.queue on a connection and thread of its own (rabbitmq-c
 /// is blocking; nothing here ever blocks the caller or an asio thread).
 ///
@@ -164,6 +174,12 @@ class AmqpJobSource {
   void reject(AmqpDelivery& delivery, core::Disposition disposition, std::string_view reason);
   /// Hold at most `n` unsettled deliveries (basic.qos); 0 consumes nothing.
   void set_prefetch(std::size_t n);
+
+  /// The jobs of deliveries whose connection was lost while they were
+  /// handed out: still running here, and acked within `settled_within`.
+  /// What an orchestrator tells its peers on the queue (AmqpPeers), so that
+  /// a peer the broker redelivers one to waits instead of running it again.
+  LostDeliveries lost_deliveries(std::chrono::milliseconds settled_within) const;
 
   /// Takes nothing more from the broker, for good (unlike set_prefetch(0),
   /// which a later set_prefetch(n) undoes): basic.cancel, and what was

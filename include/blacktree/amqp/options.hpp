@@ -116,6 +116,12 @@ struct AmqpOptions {
   /// Events held while the broker is slow or away; beyond it they are dropped (and counted).
   std::size_t events_buffer = 10000;
 
+  // --- orchestrators sharing execute_queue (AmqpPeers) ---
+  /// Fanout exchange on which they tell each other which jobs still run
+  /// under them after their deliveries went back to the queue.
+  std::string peers_exchange = "blacktree.peers";
+  /// How often each says it (while it has anything to say).
+  std::chrono::milliseconds peers_interval{1000};
   /// The routing key statuses are published with.
   const std::string& effective_status_routing_key() const noexcept {
     return status_routing_key.empty() ? status_queue : status_routing_key;

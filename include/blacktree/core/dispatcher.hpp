@@ -104,6 +104,23 @@ struct DispatcherOptions {
   /// workers take to register again (missed pings plus their backoff). 0:
   /// never waits, so a job whose worker registers late may run twice.
   std::chrono::milliseconds carrier_wait{0};
+  /// Several dispatchers on one source (orchestrators sharing a queue): a
+  /// dispatcher whose delivery went back to the source while its job still
+  /// runs (the broker connection it came on was lost) tells its peers so
+  /// (held_elsewhere), again and again while it runs, and then that its
+  /// status is out (settled_elsewhere). A redelivered job a peer said it
+  /// holds within the last `peer_hold` waits for that peer instead of
+  /// running again: settled_elsewhere acks it without a run or a status of
+  /// its own; a peer silent for `peer_hold` lets it go on (placement, once
+  /// carrier_wait is over too). Needs carrier_wait (the redelivery usually
+  /// comes before the peer, reconnecting, can say so). Keep it a few of the
+  /// peers' announcement intervals. 0: peers are not listened to.
+  std::chrono::milliseconds peer_hold{0};
+  /// A redelivered job whose worker registered with a peer (carried_elsewhere)
+  /// goes back to the source after this pause, to reach that peer, which
+  /// attaches to the run; the pause bounds the round trips while the peer has
+  /// no room for it.
+  std::chrono::milliseconds pass_back_delay{200};
 };
 
 /// What async_cancel found.
@@ -136,6 +153,8 @@ struct DispatcherStats {
   std::uint64_t duplicates = 0;     ///< deliveries of a job id in flight or finished, not run again
   std::uint64_t cancelled = 0;      ///< final statuses that say cancelled (counted in failed too)
   std::uint64_t adopted = 0;        ///< runs attached to on the worker that carried them (see carrier_wait)
+  std::uint64_t settled_elsewhere = 0;  ///< deliveries acked because a peer ran the job and published its status (peer_hold)
+  std::uint64_t passed_back = 0;  ///< redeliveries requeued for the peer whose worker carries the run (carried_elsewhere)
 };
 
 /// Hooks for logs and metrics. Every hook of this base does nothing and
@@ -150,6 +169,13 @@ struct DispatcherObserver {
   /// Optional (found by its expression): the job goes to the worker that
   /// carries its run (see carrier_wait); on_assigned follows.
   void on_adopted(const Job&, const WorkerInfo&) {}
+  /// Optional (found by its expression): a peer ran the job and published
+  /// its status (see peer_hold): its delivery here is acked without a run;
+  /// on_settled follows.
+  void on_settled_elsewhere(const Job&) {}
+  /// Optional (found by its expression): the job's worker is registered with
+  /// a peer (see carried_elsewhere): its redelivery goes back to the source.
+  void on_passed_back(const Job&) {}
   void on_not_accepted(const Job&, const WorkerInfo&, std::error_code, std::string_view /*detail*/) {}
   void on_progress(const ProgressEvent&) {}
   void on_finished(const Job&, const JobResult&) {}
@@ -188,6 +214,9 @@ static_assert(ObservesDispatcher<DispatcherObserver>);
 ///    terminal after `cancel_grace`), leaves a finished one alone, and
 ///    remembers an unknown id for a job yet to arrive. Each job still gets
 ///    exactly one status: a cancelled one says `cancelled`.
+///  - A redelivered job that a peer dispatcher on the same source still
+///    runs (held_elsewhere) waits for it and is acked once the peer says its
+///    status is out (settled_elsewhere), instead of running twice.
 ///  - async_stop takes nothing new, lets running jobs finish until the
 ///    deadline, and hands back (requeues) what has no result by then; a
 ///    running job is handed over (run_hand_over), not stopped: it goes on
@@ -266,6 +295,30 @@ class Dispatcher {
         token, std::move(job_id), std::move(reason));
   }
 
+  /// A peer dispatcher on the same source runs these jobs although their
+  /// deliveries went back to the source (see DispatcherOptions::peer_hold):
+  /// a redelivery of one here waits for it. Say it again while it holds
+  /// them. Thread-safe.
+  void held_elsewhere(std::vector<std::string> job_ids) {
+    asio::post(impl_->strand, [impl = impl_, ids = std::move(job_ids)] { impl->on_held_elsewhere(ids); });
+  }
+
+  /// A peer published the statuses of these jobs: a redelivery of one here
+  /// (waiting for it, or arriving within finished_record_ttl) is acked
+  /// without a run. One running here already is left to finish, and a
+  /// delivery not marked redelivered (published anew) runs. Thread-safe.
+  void settled_elsewhere(std::vector<std::string> job_ids) {
+    asio::post(impl_->strand, [impl = impl_, ids = std::move(job_ids)] { impl->on_settled_elsewhere(ids); });
+  }
+
+  /// Workers registered with a peer dispatcher on the same source carry
+  /// these jobs' runs: a redelivery of one here, waiting for its carrier,
+  /// goes back to the source (after pass_back_delay) to reach that peer.
+  /// Said again while it holds. Thread-safe.
+  void carried_elsewhere(std::vector<std::string> job_ids) {
+    asio::post(impl_->strand, [impl = impl_, ids = std::move(job_ids)] { impl->on_carried_elsewhere(ids); });
+  }
+
   /// Thread-safe.
   DispatcherStats stats() const noexcept {
     const auto& c = impl_->counters;
@@ -273,7 +326,8 @@ class Dispatcher {
     return DispatcherStats{get(c.received),      get(c.succeeded),     get(c.failed),
                            get(c.lost),          get(c.dead_lettered), get(c.handed_back),
                            get(c.not_accepted),  get(c.in_flight),     get(c.duplicates),
-                           get(c.cancelled),     get(c.adopted)};
+                           get(c.cancelled),     get(c.adopted),       get(c.settled_elsewhere),
+                           get(c.passed_back)};
   }
 
  private:
@@ -331,7 +385,7 @@ class Dispatcher {
 
   struct Counters {
     std::atomic<std::uint64_t> received{0}, succeeded{0}, failed{0}, lost{0}, dead_lettered{0}, handed_back{0},
-        not_accepted{0}, in_flight{0}, duplicates{0}, cancelled{0}, adopted{0};
+        not_accepted{0}, in_flight{0}, duplicates{0}, cancelled{0}, adopted{0}, settled_elsewhere{0}, passed_back{0};
   };
 
   static std::string describe(std::chrono::milliseconds d) {
@@ -377,7 +431,10 @@ class Dispatcher {
         : strand(std::move(s)), source(src), transport(t), sink(k), pool(p), options(o), observer(std::move(obs)),
           token(random_token()),
           finished(o.finished_record_size, o.finished_record_ttl),
-          cancels(o.cancel_record_size, o.cancel_record_ttl) {}
+          cancels(o.cancel_record_size, o.cancel_record_ttl),
+          held_by_peers(o.finished_record_size, o.peer_hold),
+          settled_by_peers(o.finished_record_size, o.finished_record_ttl),
+          carried_by_peers(o.finished_record_size, o.peer_hold) {}
 
     executor_type strand;
     Source& source;
@@ -405,6 +462,9 @@ class Dispatcher {
     std::unordered_set<ContextPtr> awaiting_carrier;       // see DispatcherOptions::carrier_wait
     detail::RecentIds<bool> finished;  // job ids whose status was confirmed (finished_record_*)
     detail::RecentIds<std::string> cancels;  // cancel reasons of jobs not seen yet (cancel_record_*)
+    detail::RecentIds<bool> held_by_peers;   // job ids a peer said it runs, within peer_hold
+    detail::RecentIds<bool> settled_by_peers;  // job ids whose status a peer published (finished_record_*)
+    detail::RecentIds<bool> carried_by_peers;  // job ids a peer's worker carries, within peer_hold
     std::unique_ptr<asio::steady_timer> stop_timer;
     std::vector<CompletionHandler<void(std::error_code)>> stop_handlers;
 
@@ -551,6 +611,12 @@ class Dispatcher {
         counters.duplicates.fetch_add(1, std::memory_order_relaxed);
         return true;
       }
+      // Only a redelivery: a peer's word never drops a job published anew.
+      if (delivery.job().redelivered && settled_by_peers.find(id)) {
+        source.ack(delivery);
+        counters.settled_elsewhere.fetch_add(1, std::memory_order_relaxed);
+        return true;
+      }
       return false;
     }
 
@@ -636,12 +702,84 @@ class Dispatcher {
       awaiting_carrier.insert(ctx);
       tell_prefetch();
       if (!ctx->placement_timer) ctx->placement_timer = std::make_unique<asio::steady_timer>(strand);
-      ctx->placement_timer->expires_after(options.carrier_wait);
+      if (carried_by_peers.find(ctx->job().id)) {
+        pass_back_later(ctx);
+        return;
+      }
+      wait_for_carrier(ctx, options.carrier_wait);
+    }
+
+    // Its carrier registered with a peer: back to the source, to reach it.
+    void pass_back_later(const ContextPtr& ctx) {
+      ctx->placement_timer->expires_after(options.pass_back_delay);
       ctx->placement_timer->async_wait([self = this->shared_from_this(), ctx](std::error_code ec) {
         if (ec || self->abandoned || ctx->stage != Stage::placing || !ctx->awaiting_carrier) return;
         self->stop_awaiting_carrier(ctx);
+        if constexpr (requires { self->observer.on_passed_back(ctx->job()); }) self->observer.on_passed_back(ctx->job());
+        self->counters.passed_back.fetch_add(1 + ctx->attached.size(), std::memory_order_relaxed);
+        self->forget_job_id(ctx);  // before reject, which may empty the delivery
+        self->source.reject(ctx->delivery, Disposition::requeue, "its worker is registered with another dispatcher");
+        for (auto& delivery : ctx->attached)
+          self->source.reject(delivery, Disposition::requeue, "its worker is registered with another dispatcher");
+        self->done(ctx);
+      });
+    }
+
+    void on_carried_elsewhere(const std::vector<std::string>& ids) {
+      if (abandoned) return;
+      for (const auto& id : ids) {
+        carried_by_peers.put(id, true);
+        auto it = by_job_id.find(id);
+        if (it == by_job_id.end()) continue;
+        const ContextPtr ctx = it->second;
+        if (ctx->stage == Stage::placing && ctx->awaiting_carrier) pass_back_later(ctx);
+      }
+    }
+
+    // Waits `period`, then again while a peer says it runs the job (peer_hold).
+    void wait_for_carrier(const ContextPtr& ctx, std::chrono::milliseconds period) {
+      ctx->placement_timer->expires_after(period);
+      ctx->placement_timer->async_wait([self = this->shared_from_this(), ctx](std::error_code ec) {
+        if (ec || self->abandoned || ctx->stage != Stage::placing || !ctx->awaiting_carrier) return;
+        if (self->held_by_peers.find(ctx->job().id)) {
+          self->wait_for_carrier(ctx, self->options.peer_hold);
+          return;
+        }
+        self->stop_awaiting_carrier(ctx);
         self->place(ctx);  // nobody claimed it: it runs like any other job
       });
+    }
+
+    void on_held_elsewhere(const std::vector<std::string>& ids) {
+      if (abandoned) return;
+      for (const auto& id : ids) held_by_peers.put(id, true);
+    }
+
+    // A peer's status is out: a delivery waiting here is acked, a later one
+    // is a duplicate (the finished record).
+    void on_settled_elsewhere(const std::vector<std::string>& ids) {
+      if (abandoned) return;
+      for (const auto& id : ids) {
+        held_by_peers.erase(id);
+        auto it = by_job_id.find(id);
+        if (it == by_job_id.end()) {
+          settled_by_peers.put(id, true);
+          continue;
+        }
+        const ContextPtr ctx = it->second;
+        // Running here: let it finish. Not redelivered: a job published anew.
+        if (ctx->stage != Stage::placing || !ctx->job().redelivered) continue;
+        settled_by_peers.put(id, true);
+        ctx->cancel.emit(asio::cancellation_type::terminal);  // out of the pool's queue
+        stop_awaiting_carrier(ctx);
+        leave_pool_queue(ctx);
+        counters.settled_elsewhere.fetch_add(1 + ctx->attached.size(), std::memory_order_relaxed);
+        if constexpr (requires { observer.on_settled_elsewhere(ctx->job()); }) observer.on_settled_elsewhere(ctx->job());
+        source.ack(ctx->delivery);
+        for (auto& delivery : ctx->attached) source.ack(delivery);
+        observer.on_settled(ctx->job());
+        done(ctx);
+      }
     }
 
     void stop_awaiting_carrier(const ContextPtr& ctx) {
@@ -952,7 +1090,8 @@ class Dispatcher {
 
     void hand_back(const ContextPtr& ctx) {
       ctx->lease.release();
-      observer.on_handed_back(ctx->job());  // before reject: it empties the delivery
+      observer.on_handed_back(ctx->job());  // before reject: it may empty the delivery
+      forget_job_id(ctx);
       source.reject(ctx->delivery, Disposition::requeue, "dispatcher stopping");
       for (auto& delivery : ctx->attached) source.reject(delivery, Disposition::requeue, "dispatcher stopping");
       counters.handed_back.fetch_add(1 + ctx->attached.size(), std::memory_order_relaxed);
@@ -966,13 +1105,17 @@ class Dispatcher {
       if (ctx->placement_timer) ctx->placement_timer->cancel();
       if (ctx->retry_timer) ctx->retry_timer->cancel();
       stop_run_timers(ctx);
-      if (auto it = by_job_id.find(ctx->job().id); it != by_job_id.end() && it->second == ctx) by_job_id.erase(it);
+      forget_job_id(ctx);
       attached -= ctx->attached.size();
       ctx->attached.clear();
       active.erase(ctx);
       update_in_flight();
       pump();
       maybe_finish_stop();
+    }
+
+    void forget_job_id(const ContextPtr& ctx) {
+      if (auto it = by_job_id.find(ctx->job().id); it != by_job_id.end() && it->second == ctx) by_job_id.erase(it);
     }
 
     void begin_stop(std::chrono::milliseconds deadline, CompletionHandler<void(std::error_code)> handler) {

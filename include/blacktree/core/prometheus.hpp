@@ -224,6 +224,15 @@ class PrometheusMetrics {
     out.counter("blacktree_job_duplicates_total",
                 "Deliveries of a job id in flight or recently finished, settled without running again.",
                 s.duplicates);
+    out.counter("blacktree_jobs_adopted_total",
+                "Deliveries sent to the worker that carried their run from before, which attached to it.", s.adopted);
+    out.counter("blacktree_jobs_settled_elsewhere_total",
+                "Redeliveries acked without running: another dispatcher on the queue ran the job and published its "
+                "status.",
+                s.settled_elsewhere);
+    out.counter("blacktree_jobs_passed_back_total",
+                "Redeliveries put back in the queue to reach the dispatcher whose worker carries their run.",
+                s.passed_back);
     out.counter("blacktree_events_dropped_total", "Progress events dropped because the events path was full.",
                 events_dropped());
     out.gauge("blacktree_jobs_in_flight", "Jobs taken and not yet settled.", s.in_flight);

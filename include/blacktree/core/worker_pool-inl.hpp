@@ -471,6 +471,16 @@ typename BasicWorkerPool<Mutex>::Lease BasicWorkerPool<Mutex>::claim(std::string
 }
 
 template <class Mutex>
+std::vector<std::string> BasicWorkerPool<Mutex>::carried_job_ids() const {
+  std::vector<std::string> ids;
+  if (state_->carried_count.load(std::memory_order_acquire) == 0) return ids;
+  std::lock_guard lock(state_->mutex);
+  ids.reserve(state_->carriers.size());
+  for (const auto& [job_id, rec] : state_->carriers) ids.push_back(job_id);
+  return ids;
+}
+
+template <class Mutex>
 void BasicWorkerPool<Mutex>::stop() {
   Deferred deferred;
   deferred.failure_code = errc::pool_stopped;

@@ -236,6 +236,11 @@ class BasicWorkerPool {
   /// for a later claim). Without carried jobs this costs one atomic load.
   Lease claim(std::string_view job_id);
 
+  /// The job ids registered workers carry and no claim() has taken yet (what
+  /// an orchestrator tells its peers, so that a redelivery of one that
+  /// reaches another orchestrator comes back to this one).
+  std::vector<std::string> carried_job_ids() const;
+
   /// Fails every pending and future acquire with errc::pool_stopped.
   void stop();
 
