@@ -569,12 +569,21 @@ core::Result<void> WorkerService::shutdown(Registrar* registrar, const ShutdownO
                                         options.cancel_grace.count())};
     }
   }
+  std::vector<std::string> dropped;
   {
     // Results of jobs whose orchestrator went away: one that comes back
     // (registered again, it is told of them) collects them.
     std::unique_lock lock(state_->mutex);
     state_->idle.wait_until(lock, deadline, [&] { return state_->uncollected() == 0; });
+    for (const auto& [id, kept] : state_->kept)
+      if (!kept.collected) dropped.push_back(id);
   }
+  // Gone with this process: each said, since its job's redelivery runs it again.
+  for (const auto& id : dropped)
+    state_->log(WorkerServiceEvent::result_dropped, id,
+                fmt::format("job {}: the worker stops before an orchestrator collected its result (drain deadline); "
+                            "the job's next delivery runs it again",
+                            id));
   // Deregistering only now: until the jobs end, their results still go out
   // through streams the orchestrator holds, and pings tell it we drain.
   if (registrar) (void)registrar->stop_and_deregister(options.reason);

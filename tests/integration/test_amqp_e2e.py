@@ -82,7 +82,8 @@ def amqp_flags(broker, names):
 
 
 def publish(broker, queue, bodies, persistent=True, arguments=None):
-    """Publishes with publisher confirms, like a control plane should.
+    """Publishes with publisher confirms and mandatory, like a control plane
+    should. broker: a Broker, or a RabbitCluster (through any running node).
     arguments: the queue's declared arguments (x-queue-type, ...)."""
     with broker.connection() as conn:
         ch = conn.channel()
@@ -91,7 +92,7 @@ def publish(broker, queue, bodies, persistent=True, arguments=None):
         props = pika.BasicProperties(delivery_mode=2 if persistent else 1, content_type="application/json")
         for body in bodies:
             ch.basic_publish(exchange="", routing_key=queue, body=body if isinstance(body, bytes) else body.encode(),
-                             properties=props)
+                             properties=props, mandatory=True)
 
 
 def drain(broker, queue):
@@ -108,10 +109,12 @@ def drain(broker, queue):
 
 
 class StatusCollector:
-    """Reads a status queue in the background, reconnecting when the broker goes away."""
+    """Reads a status queue in the background, reconnecting when the broker
+    (or, for a RabbitCluster, the node it is on) goes away. arguments: the
+    queue's declared arguments (x-queue-type, ...)."""
 
-    def __init__(self, broker, queue):
-        self.broker, self.queue = broker, queue
+    def __init__(self, broker, queue, arguments=None):
+        self.broker, self.queue, self.arguments = broker, queue, arguments
         self.statuses = []
         self.lock = threading.Lock()
         self.stop_flag = threading.Event()
@@ -123,7 +126,8 @@ class StatusCollector:
             try:
                 with self.broker.connection() as conn:
                     ch = conn.channel()
-                    ch.queue_declare(queue=self.queue, durable=True)
+                    ch.queue_declare(queue=self.queue, durable=True, arguments=self.arguments)
+                    ch.basic_qos(prefetch_count=200)
                     for method, props, body in ch.consume(self.queue, inactivity_timeout=0.2):
                         if self.stop_flag.is_set():
                             break
@@ -132,12 +136,24 @@ class StatusCollector:
                         with self.lock:
                             self.statuses.append(json.loads(body))
                         ch.basic_ack(method.delivery_tag)
-            except Exception:  # broker restarting: try again
+            except Exception:  # broker (or node) restarting: try again
                 self.stop_flag.wait(0.3)
 
     def ids(self):
         with self.lock:
             return collections.Counter(s["jobId"] for s in self.statuses)
+
+    def count(self):
+        """How many jobs have a status."""
+        with self.lock:
+            return len({s["jobId"] for s in self.statuses})
+
+    def by_job(self):
+        with self.lock:
+            out = collections.defaultdict(list)
+            for s in self.statuses:
+                out[s["jobId"]].append(s)
+            return out
 
     def wait_all(self, expected_ids, timeout):
         return wait_until(lambda: set(expected_ids) <= set(self.ids()), timeout,

@@ -116,7 +116,18 @@ def test_chaos(cluster, tmp_path, broker, names, queue_type):  # noqa: F811
         orch = cluster.orchestrator(amqp=flags, port=port, name="orchestrator-3")
         restart_worker(2)
 
-        statuses.wait_all(ids, timeout=200)
+        try:
+            statuses.wait_all(ids, timeout=200)
+        except AssertionError:  # say what is missing and where it was last seen, for the next person
+            missing = sorted(set(ids) - set(statuses.ids()))
+            print(f"chaos ({queue_type}): no status for {len(missing)} jobs, e.g. {missing[:10]}; unacked: "
+                  f"{broker.unacked(names['execute-queue'])} jobs, {broker.unacked(names['status-queue'])} statuses")
+            for job_id in missing[:5]:
+                for path in sorted(tmp_path.glob("*.log")):
+                    lines = [line for line in path.read_text().splitlines() if job_id in line]
+                    if lines:
+                        print(f"{path.name}:", *lines, sep="\n  ")
+            raise
         # Settled: nothing waits unacked, nothing is left to run.
         wait_until(lambda: broker.unacked(names["execute-queue"]) == 0, timeout=30, what="nothing unacked")
     finally:

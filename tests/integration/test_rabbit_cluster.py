@@ -14,7 +14,6 @@ import collections
 import json
 import re
 import subprocess
-import threading
 import uuid
 from pathlib import Path
 
@@ -22,8 +21,10 @@ import pika
 import pytest
 
 from conftest import job, wait_until
+from test_amqp_e2e import StatusCollector, publish
 
 CLUSTER_SH = Path(__file__).resolve().parents[1] / "support" / "rabbitmq_cluster.sh"
+QUORUM = {"x-queue-type": "quorum"}  # the orchestrators declare the queues so (--mq-queue-type quorum)
 
 
 class RabbitCluster:
@@ -84,66 +85,15 @@ class RabbitCluster:
         return [pika.URLParameters(u + "?connection_attempts=1&socket_timeout=5")
                 for i, u in enumerate(self.urls.split(","), start=1) if i in self.running]
 
+    def connection(self):
+        return pika.BlockingConnection(self.parameters())
+
 
 @pytest.fixture(scope="module")
 def rabbit_cluster(tmp_path_factory):
     c = RabbitCluster(tmp_path_factory.mktemp("rabbit-cluster"))
     yield c
     c.stop()
-
-
-def publish(cluster, queue, bodies):
-    """Persistent, mandatory, confirmed, like a control plane should; through any running node."""
-    with pika.BlockingConnection(cluster.parameters()) as conn:
-        ch = conn.channel()
-        ch.confirm_delivery()
-        props = pika.BasicProperties(delivery_mode=2, content_type="application/json")
-        for body in bodies:
-            ch.basic_publish(exchange="", routing_key=queue, body=body.encode(), properties=props, mandatory=True)
-
-
-class StatusCollector:
-    """Consumes the status queue from whichever node runs, reconnecting when one goes away."""
-
-    def __init__(self, cluster, queue):
-        self.cluster, self.queue = cluster, queue
-        self.statuses = []
-        self.lock = threading.Lock()
-        self.stop_flag = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        while not self.stop_flag.is_set():
-            try:
-                with pika.BlockingConnection(self.cluster.parameters()) as conn:
-                    ch = conn.channel()
-                    ch.basic_qos(prefetch_count=200)
-                    for method, _props, body in ch.consume(self.queue, inactivity_timeout=0.2):
-                        if self.stop_flag.is_set():
-                            break
-                        if method is None:
-                            continue
-                        with self.lock:
-                            self.statuses.append(json.loads(body))
-                        ch.basic_ack(method.delivery_tag)
-            except Exception:  # a node going away, or the queue not declared yet: again
-                self.stop_flag.wait(0.3)
-
-    def count(self):
-        with self.lock:
-            return len({s["jobId"] for s in self.statuses})
-
-    def by_job(self):
-        with self.lock:
-            out = collections.defaultdict(list)
-            for s in self.statuses:
-                out[s["jobId"]].append(s)
-            return out
-
-    def close(self):
-        self.stop_flag.set()
-        self.thread.join(timeout=10)
 
 
 def source_node(orch, cluster):
@@ -173,11 +123,11 @@ def test_jobs_keep_flowing_when_the_connected_node_and_the_queue_leader_go_away(
     for i in range(3):
         cluster.worker(orch, f"w{i}", command=["sh", "-c", "sleep 0.5"], capacity=4)
     orch.wait_workers(lambda ws: len(ws) == 3 and all(w.state == 2 for w in ws.values()), what="3 free workers")
-    statuses = StatusCollector(rc, names["status-queue"])
+    statuses = StatusCollector(rc, names["status-queue"], arguments=QUORUM)
     try:
         ids = [f"c-{i:04d}" for i in range(1000)]
         first, second = ids[:600], ids[600:]
-        publish(rc, names["execute-queue"], [json.dumps(job(i)) for i in first])
+        publish(rc, names["execute-queue"], [json.dumps(job(i)) for i in first], arguments=QUORUM)
         wait_until(lambda: statuses.count() >= 30, timeout=60, what="30 statuses")
 
         # 1. The node the orchestrator is connected to goes away.
@@ -193,7 +143,7 @@ def test_jobs_keep_flowing_when_the_connected_node_and_the_queue_leader_go_away(
         rc.start_node(connected)
 
         # 2. The node that leads the job queue goes away.
-        publish(rc, names["execute-queue"], [json.dumps(job(i)) for i in second])
+        publish(rc, names["execute-queue"], [json.dumps(job(i)) for i in second], arguments=QUORUM)
         wait_until(lambda: statuses.count() >= len(first) + 30, timeout=120, what="the second batch flowing")
         leader = rc.queues()[names["execute-queue"]]["leader"]
         assert leader is not None
@@ -236,9 +186,10 @@ def test_rolling_upgrade(cluster, rabbit_cluster, tmp_path):
     throughout: two orchestrators on the cluster (quorum queues), four
     workers with both addresses; each orchestrator stopped (SIGTERM) and
     started again, then each worker, then each broker node. Nothing is lost
-    and no build starts over: a job whose delivery went back to the queue
-    with a node and reached the other orchestrator waits there while the
-    first says (on the peers exchange) that it still runs it. A status
+    and no build starts over (but for one case the docs name, checked by
+    the worker's log): a job whose delivery went back to the queue with a
+    node and reached the other orchestrator waits there while the first
+    says (on the peers exchange) that it still runs it. A status
     published twice (its confirm lost with a node) is one run's: one
     statusId per job."""
     import time
@@ -275,10 +226,10 @@ def test_rolling_upgrade(cluster, rabbit_cluster, tmp_path):
     for i in range(4):
         start_worker(i, 0)
     wait_until(lambda: all(registered(f"up-w{i}") for i in range(4)), timeout=30, what="4 workers registered")
-    statuses = StatusCollector(rc, names["status-queue"])
+    statuses = StatusCollector(rc, names["status-queue"], arguments=QUORUM)
     ids = [f"up-{i:04d}" for i in range(150)]
     try:
-        publish(rc, names["execute-queue"], [json.dumps(job(i)) for i in ids])
+        publish(rc, names["execute-queue"], [json.dumps(job(i)) for i in ids], arguments=QUORUM)
         wait_until(lambda: statuses.count() >= 10, timeout=60, what="builds under way")
         # 1. Orchestrators, one at a time: stop (drain, hand the rest over), start, healthy.
         for n in range(2):
@@ -323,10 +274,19 @@ def test_rolling_upgrade(cluster, rabbit_cluster, tmp_path):
         what, job_id, stamp, _pid = line.split()
         if what == "start":
             runs[job_id].append(float(stamp))
+    # The one known exception (docs/operations.md, "What several orchestrators
+    # do not yet guarantee"): a worker stopped in step 2 before the
+    # redelivery of a build handed over in step 1 reached its orchestrator
+    # drops that result, says so, and the build runs again.
+    dropped = set()
+    for path in tmp_path.glob("up-w*.log"):
+        dropped |= set(re.findall(r"job (\S+): the worker stops before an orchestrator collected its result",
+                                  path.read_text()))
     twice = {k: ["orchestrators/workers" if t < nodes_from else "broker nodes" for t in v]
-             for k, v in runs.items() if len(v) > 1}
+             for k, v in runs.items() if len(v) > 1 and k not in dropped}
     assert not twice, f"builds started over (during which step): {list(twice.items())[:5]}"
     split = {k: {st["statusId"] for st in v} for k, v in by_job.items() if len({st["statusId"] for st in v}) > 1}
     assert not split, f"jobs with statuses of different runs: {list(split.items())[:5]}"
     copies = sum(len(v) - 1 for v in by_job.values())
-    print(f"rolling upgrade: {len(ids)} jobs, each run once; {copies} status(es) published twice by one run")
+    print(f"rolling upgrade: {len(ids)} jobs; {len(dropped)} run again after a stopping worker dropped its result; "
+          f"{copies} status(es) published twice by one run")

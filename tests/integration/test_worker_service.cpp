@@ -663,6 +663,21 @@ TEST_CASE("WorkerService: a job whose caller let go runs on, and a later caller 
   CHECK(rig.events->wait_for(bgrpc::WorkerServiceEvent::job_attached, "until-go"));
 }
 
+TEST_CASE("WorkerService: a result still uncollected when a shutdown's drain ends is said dropped",
+          "[worker_service][orphan]") {
+  Rig rig;
+  asio::cancellation_signal cancel;
+  auto run = rig.run("until-go", {}, &cancel);
+  REQUIRE(Rig::eventually([&] { return rig.runner.starts("until-go") == 1; }));
+  rig.on_io([&] { cancel.emit(core::run_hand_over); });  // its orchestrator goes away
+  CHECK(Rig::wait(run).first == asio::error::operation_aborted);
+  rig.runner.go();
+  REQUIRE(Rig::eventually([&] { return rig.service.carried_jobs().finished == std::vector<std::string>{"until-go"}; }));
+  // Nobody comes for it before the drain deadline: the worker says so as it stops.
+  CHECK(rig.shutdown(200ms, 1s).has_value());
+  CHECK(rig.events->wait_for(bgrpc::WorkerServiceEvent::result_dropped, "until-go"));
+}
+
 TEST_CASE("WorkerService: a caller that takes its job back stops it, and a RunJob that crossed its Cancel is refused",
           "[worker_service][orphan]") {
   Rig rig;

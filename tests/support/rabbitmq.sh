@@ -67,7 +67,9 @@ EOF
 }
 
 # The node's identity is chosen once and kept in <dir>/env, so a restart is the same node.
+fresh_env=0
 if [[ ! -f "$dir/env" ]]; then
+  fresh_env=1
   [[ $cmd != stop ]] || exit 0  # nothing ever ran here
   [[ $cmd == start ]] || { echo "rabbitmq.sh: no node was ever started in $dir" >&2; exit 1; }
   read -r amqp_port dist_port epmd_port tls_port < <(free_ports 4)
@@ -152,10 +154,19 @@ kill_epmd() {
 }
 
 failed_start() {
-  echo "rabbitmq.sh: $1; see $dir/log" >&2
-  tail -n 20 "$dir/log/server.out" >&2 || true
   kill "$server_pid" 2>/dev/null || true
   wait "$server_pid" 2>/dev/null || true
+  # A port picked free was taken meanwhile by another process: on a node's
+  # first start (nothing depends on its ports yet), pick new ones, twice at most.
+  local try=${RABBITMQ_START_TRY:-1}
+  if ((fresh_env == 1 && try < 3)) && grep -rqi eaddrinuse "$dir/log" 2>/dev/null; then
+    echo "rabbitmq.sh: a port was taken meanwhile (eaddrinuse); starting with new ports" >&2
+    kill_epmd
+    rm -rf "$dir/env" "$dir/mnesia" "$dir/log"
+    RABBITMQ_START_TRY=$((try + 1)) exec bash "$0" start "$dir"
+  fi
+  echo "rabbitmq.sh: $1; see $dir/log" >&2
+  tail -n 20 "$dir/log/server.out" >&2 || true
   kill_epmd
   exit 1
 }
