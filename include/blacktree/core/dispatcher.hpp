@@ -216,7 +216,9 @@ static_assert(ObservesDispatcher<DispatcherObserver>);
 ///    exactly one status: a cancelled one says `cancelled`.
 ///  - A redelivered job that a peer dispatcher on the same source still
 ///    runs (held_elsewhere) waits for it and is acked once the peer says its
-///    status is out (settled_elsewhere), instead of running twice.
+///    status is out (settled_elsewhere), instead of running twice; one whose
+///    worker registered with a peer (carried_elsewhere) goes back to the
+///    source until it reaches that peer.
 ///  - async_stop takes nothing new, lets running jobs finish until the
 ///    deadline, and hands back (requeues) what has no result by then; a
 ///    running job is handed over (run_hand_over), not stopped: it goes on
