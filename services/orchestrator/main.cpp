@@ -567,8 +567,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--mq-peers-exchange", amqp.peers_exchange,
                  "fanout exchange on which orchestrators sharing the job queue tell each other which jobs they still "
-                 "run after a lost broker connection sent their deliveries back to the queue (empty: off; a job "
-                 "redelivered to another orchestrator may then run twice)")
+                 "run after a lost broker connection sent their deliveries back to the queue, and which jobs their "
+                 "workers carry from an orchestrator that went away (empty: off; a job redelivered to another "
+                 "orchestrator may then run twice)")
       ->envname("BLACKTREE_MQ_PEERS_EXCHANGE")
       ->capture_default_str();
   app.add_option("--cancel-queue", amqp.cancel_queue,
