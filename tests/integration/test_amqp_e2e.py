@@ -36,9 +36,12 @@ class Broker:
                        stdout=subprocess.DEVNULL)
 
     def unacked(self, queue) -> int:
-        out = subprocess.run(["bash", str(RABBITMQ_SH), "ctl", str(self.dir), "list_queues", "-q", "name",
-                              "messages_unacknowledged"], check=True, timeout=60, capture_output=True,
-                             text=True).stdout
+        return self.count(queue, "messages_unacknowledged")
+
+    def count(self, queue, column="messages_unacknowledged") -> int:
+        """A `rabbitmqctl list_queues` column of `queue` (messages_ready, ...); 0 when it does not exist."""
+        out = subprocess.run(["bash", str(RABBITMQ_SH), "ctl", str(self.dir), "list_queues", "-q", "name", column],
+                             check=True, timeout=60, capture_output=True, text=True).stdout
         for line in out.splitlines():
             parts = line.split()
             if len(parts) == 2 and parts[0] == queue:

@@ -120,8 +120,10 @@ def test_chaos(cluster, tmp_path, broker, names, queue_type):  # noqa: F811
             statuses.wait_all(ids, timeout=200)
         except AssertionError:  # say what is missing and where it was last seen, for the next person
             missing = sorted(set(ids) - set(statuses.ids()))
-            print(f"chaos ({queue_type}): no status for {len(missing)} jobs, e.g. {missing[:10]}; unacked: "
-                  f"{broker.unacked(names['execute-queue'])} jobs, {broker.unacked(names['status-queue'])} statuses")
+            queues = {q: (broker.count(names[q], "messages_ready"), broker.unacked(names[q]))
+                      for q in ("execute-queue", "status-queue")}
+            print(f"chaos ({queue_type}): no status for {len(missing)} jobs, e.g. {missing[:10]}; "
+                  f"(ready, unacked) messages: {queues}; statuses received: {sum(statuses.ids().values())}")
             for job_id in missing[:5]:
                 for path in sorted(tmp_path.glob("*.log")):
                     lines = [line for line in path.read_text().splitlines() if job_id in line]
