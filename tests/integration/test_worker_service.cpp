@@ -671,6 +671,8 @@ TEST_CASE("WorkerService: a result still uncollected when a shutdown's drain end
   REQUIRE(Rig::eventually([&] { return rig.runner.starts("until-go") == 1; }));
   rig.on_io([&] { cancel.emit(core::run_hand_over); });  // its orchestrator goes away
   CHECK(Rig::wait(run).first == asio::error::operation_aborted);
+  // Orphaned before it finishes, or its result would still reach the caller's stream.
+  REQUIRE(rig.events->wait_for(bgrpc::WorkerServiceEvent::job_orphaned, "until-go"));
   rig.runner.go();
   REQUIRE(Rig::eventually([&] { return rig.service.carried_jobs().finished == std::vector<std::string>{"until-go"}; }));
   // Nobody comes for it before the drain deadline: the worker says so as it stops.
