@@ -256,20 +256,37 @@ class GitServer {
       fs::create_directories((work / path).parent_path());
       fs::copy_file(source, work / path);
     }
-    const std::map<std::string, std::string, std::less<>> id{{"GIT_AUTHOR_NAME", "t"},
-                                                             {"GIT_AUTHOR_EMAIL", "t@example.com"},
-                                                             {"GIT_COMMITTER_NAME", "t"},
-                                                             {"GIT_COMMITTER_EMAIL", "t@example.com"}};
-    run_ok({"git", "init", "-q", "-b", branch}, work, id);
-    run_ok({"git", "add", "-A"}, work, id);
-    run_ok({"git", "commit", "-q", "-m", "test content"}, work, id);
+    run_ok({"git", "init", "-q", "-b", branch}, work, committer());
+    run_ok({"git", "add", "-A"}, work, committer());
+    run_ok({"git", "commit", "-q", "-m", "test content"}, work, committer());
     const fs::path bare = root() / (owner_name + ".git");
     fs::create_directories(bare.parent_path());
-    run_ok({"git", "clone", "-q", "--bare", work.string(), bare.string()}, {}, id);
+    run_ok({"git", "clone", "-q", "--bare", work.string(), bare.string()}, {}, committer());
+    fs::remove_all(work);
+  }
+
+  /// Adds a commit to `branch` of the existing repository `owner/name.git`
+  /// that writes `files` (path -> content) over what was there.
+  void commit(const std::string& owner_name, const std::map<std::string, std::string>& files,
+              const std::string& branch = "main") {
+    const fs::path work = dir_ / ("work-" + std::to_string(counter_++));
+    run_ok({"git", "clone", "-q", "-b", branch, (root() / (owner_name + ".git")).string(), work.string()}, {},
+           committer());
+    for (const auto& [path, content] : files) write_file(work / path, content);
+    run_ok({"git", "add", "-A"}, work, committer());
+    run_ok({"git", "commit", "-q", "-m", "a change"}, work, committer());
+    run_ok({"git", "push", "-q", "origin", branch}, work, committer());
     fs::remove_all(work);
   }
 
  private:
+  static std::map<std::string, std::string, std::less<>> committer() {
+    return {{"GIT_AUTHOR_NAME", "t"},
+            {"GIT_AUTHOR_EMAIL", "t@example.com"},
+            {"GIT_COMMITTER_NAME", "t"},
+            {"GIT_COMMITTER_EMAIL", "t@example.com"}};
+  }
+
   fs::path dir_;
   std::string token_;
   int port_ = 0;

@@ -138,6 +138,23 @@ struct PipelineEnv {
     std::error_code ec;
     return !fs::exists(work_root) || fs::is_empty(work_root, ec);
   }
+
+  /// Builds the sample image (busybox, its applets installed) and pushes it
+  /// to the test registry as team/base:1, with an image store of its own so
+  /// that no runner of the test has its layers yet; returns its reference.
+  std::string push_base_image() {
+    create_sample_repo("acme/base");
+    auto cfg = config();
+    cfg.cache_dir = tmp / "cache-base-image";
+    auto base_job = job("base", "acme/base");
+    base_job.build.image_name = "base:1";
+    bw::BuildPipelineRunner runner(cfg);
+    const auto result = runner.run(base_job, {}, {});
+    runner.after_result(base_job);
+    runner.settle();
+    if (!result.success) throw std::runtime_error("the base image failed to build: " + result.error);
+    return registry.host() + "/team/base:1";
+  }
 };
 
 // Progress events as the service would receive them.
@@ -263,14 +280,37 @@ class ProcWatcher {
   std::thread thread_;
 };
 
-// Every file of every layer of `ref`, extracted under `out`; also returns the
-// raw (uncompressed) text of the config and manifest.
 std::string fmt_events(const std::vector<std::string>& events) {
   std::string out;
   for (const auto& e : events) out += e + "\n";
   return out;
 }
 
+// What the base images' pulls printed: the building stage's lines before the
+// build's first step. buildah pull ("missing" policy) prints only the
+// image's id when the store holds it, else "Trying to pull", a line per blob
+// it copies, then the id.
+std::vector<std::string> base_pull_lines(Events& events) {
+  std::lock_guard lock(events.m);
+  std::vector<std::string> lines;
+  for (const auto& [stage, line] : events.list) {
+    if (stage != bw::stage::building || line.empty()) continue;
+    if (line.rfind("STEP ", 0) == 0) break;
+    lines.push_back(line);
+  }
+  return lines;
+}
+
+// The layer blobs a pull copied into the store: "Copying blob sha256:..."
+// without "skipped: already exists" (a blob the store holds).
+std::size_t blobs_copied(const std::vector<std::string>& pull_lines) {
+  return static_cast<std::size_t>(std::count_if(pull_lines.begin(), pull_lines.end(), [](const std::string& line) {
+    return line.rfind("Copying blob ", 0) == 0 && line.find("already exists") == std::string::npos;
+  }));
+}
+
+// Every file of every layer of `ref`, extracted under `out`; also returns the
+// raw (uncompressed) text of the config and manifest.
 std::string extract_image(const Registry& registry, const std::string& ref, const fs::path& out) {
   const fs::path blobs = out / "blobs";
   registry.copy_to_dir(ref, blobs);
@@ -771,46 +811,66 @@ TEST_CASE("the image cache is pruned to its budget between jobs, never beside a 
   CHECK(runner.cache_stats().size_bytes <= cfg.cache_max_bytes);
 }
 
-TEST_CASE("a rebuild after a one-line change re-runs only the changed step and pushes the changed image",
+TEST_CASE("a rebuild of the next commit takes the base image and the unchanged step from the cache, runs the "
+          "changed step and pushes the changed image",
           "[pipeline][cache]") {
   PipelineEnv env;
+  const std::string base_ref = env.push_base_image();
   // The RUN step prints "ran-42" only when it runs (its command line, echoed
   // in the log, reads "ran-$((6*7))").
-  const std::string steps = "RUN echo \"ran-$((6*7))\" && mkdir -p /srv && echo built > /srv/run.txt\n"
-                            "COPY hello.txt /srv/hello.txt\n";
-  env.create_sample_repo("acme/app", steps);
-  // The same repository after a one-line change to hello.txt.
-  env.create_sample_repo("acme/app-changed", steps, "hello after a change\n");
-  bw::BuildPipelineRunner runner(env.config());
-  bw::MeteredRunner metered(runner, &runner);  // the worker's /metrics
-  const auto run_metered = [&](const core::Job& job) {
-    auto result = metered.run(job, {}, {});
+  env.git.create_repo("acme/app", {{"Dockerfile", "FROM " + base_ref +
+                                                      "\nRUN echo \"ran-$((6*7))\" && mkdir -p /srv && echo built > "
+                                                      "/srv/run.txt\nCOPY hello.txt /srv/hello.txt\n"},
+                                   {"hello.txt", "hello from the repository\n"}});
+  bw::BuildPipelineRunner runner(env.config());  // its cache is empty: the first job pulls the base
+  bw::MeteredRunner metered(runner, &runner);    // the worker's /metrics
+  const auto run_metered = [&](const core::Job& job, Events& events) {
+    auto result = metered.run(job, events.fn(), {});
     metered.after_result(job);
     runner.settle();
     return result;
   };
-  const auto first = run_metered(env.job("cold"));
+  auto job = env.job("cold");
+  job.build.dockerfile_path = "Dockerfile";
+  job.build.context_dir = ".";
+  Events first_events;
+  const auto first = run_metered(job, first_events);
   INFO(first.error << "\n" << first.logs);
   REQUIRE(first.success);
   CHECK_THAT(first.logs, Catch::Contains("\nran-42\n"));
+  // The base's layers came from the registry: the busybox layer and the
+  // --install layer, each copied into the store.
+  const auto first_pull = base_pull_lines(first_events);
+  INFO(fmt_events(first_pull));
+  REQUIRE_FALSE(first_pull.empty());
+  CHECK(first_pull.front() == "Trying to pull " + base_ref + "...");
+  CHECK(blobs_copied(first_pull) == 2);
 
-  auto job = env.job("warm", "acme/app-changed");
+  // The next commit on the same branch changes one line of hello.txt.
+  env.git.commit("acme/app", {{"hello.txt", "hello after a change\n"}});
+  job.id = "warm";
   job.build.image_name = "app:v2";
-  const auto second = run_metered(job);
+  Events second_events;
+  const auto second = run_metered(job, second_events);
   INFO(second.error << "\n" << second.logs);
   REQUIRE(second.success);
-  // COPY busybox, RUN --install and the RUN above came from the cache; only
-  // the last COPY ran again.
+  // The base is not fetched again: the pull finds it in the store and prints
+  // its id (the one the first pull ended with), nothing else.
+  const auto second_pull = base_pull_lines(second_events);
+  INFO(fmt_events(second_pull));
+  CHECK(second_pull == std::vector<std::string>{first_pull.back()});
+  // The RUN step came from the cache (it did not print); the COPY of the
+  // changed file ran again.
   std::size_t cached = 0;
   for (auto at = second.logs.find("Using cache"); at != std::string::npos; at = second.logs.find("Using cache", at + 1)) {
     ++cached;
   }
-  CHECK(cached == 3);
+  CHECK(cached == 1);
   CHECK_THAT(second.logs, !Catch::Contains("\nran-42\n"));
   // The status says so too, with the time of each stage.
   CHECK(first.cached_steps == 0);
-  CHECK(first.built_steps == 4);
-  CHECK(second.cached_steps == 3);
+  CHECK(first.built_steps == 2);
+  CHECK(second.cached_steps == 1);
   CHECK(second.built_steps == 1);
   for (const char* stage : {"cloning", "building", "pushing"}) {
     CAPTURE(stage);
@@ -820,8 +880,8 @@ TEST_CASE("a rebuild after a one-line change re-runs only the changed step and p
   CHECK(second.image_digest != first.image_digest);
   // ... and the worker's metrics.
   const auto metrics = metered.render();
-  CHECK_THAT(metrics, Catch::Contains("blacktree_worker_build_steps_total{cache=\"hit\"} 3\n") &&
-                          Catch::Contains("blacktree_worker_build_steps_total{cache=\"miss\"} 5\n") &&
+  CHECK_THAT(metrics, Catch::Contains("blacktree_worker_build_steps_total{cache=\"hit\"} 1\n") &&
+                          Catch::Contains("blacktree_worker_build_steps_total{cache=\"miss\"} 3\n") &&
                           Catch::Contains("blacktree_worker_stage_duration_seconds_count{stage=\"building\"} 2\n") &&
                           Catch::Contains("blacktree_worker_jobs_total{outcome=\"succeeded\"} 2\n") &&
                           Catch::Contains("blacktree_worker_cache_size_bytes "));
@@ -835,7 +895,7 @@ TEST_CASE("a rebuild after a one-line change re-runs only the changed step and p
   REQUIRE(run_txt);
   CHECK(read_file(*hello) == "hello after a change\n");
   CHECK(read_file(*run_txt) == "built\n");
-  CHECK(find_in_layers(image.path(), "bin/busybox"));
+  CHECK(find_in_layers(image.path(), "bin/busybox"));  // from the base
   CHECK(env.work_root_empty());
 }
 
