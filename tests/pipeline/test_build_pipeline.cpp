@@ -19,12 +19,14 @@
 #include <blacktree/worker/metered_runner.hpp>
 
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 
 #include "pipeline_support.hpp"
 #include "../../src/worker/dir_remover.hpp"
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <csignal>
 #include <mutex>
 #include <random>
@@ -351,6 +353,32 @@ std::vector<std::string> secret_forms(const std::string& secret) {
   return {secret, bw::base64_encode(secret), bw::base64_encode("x-access-token:" + secret)};
 }
 
+// The image store a runner's jobs share, addressed as the runner addresses
+// it (its storage() reads "<driver> image cache in <dir>").
+struct ImageStore {
+  explicit ImageStore(const bw::BuildPipelineRunner& runner) {
+    const std::string line = runner.storage();
+    driver = line.substr(0, line.find(' '));
+    dir = line.substr(line.rfind(' ') + 1);
+  }
+  /// `buildah --root ... <args>`: its output.
+  std::string buildah(std::initializer_list<std::string> args) const {
+    std::vector<std::string> argv{"buildah", "--root", (dir / "storage").string(), "--runroot", (dir / "run").string(),
+                                  "--storage-driver", driver};
+    argv.insert(argv.end(), args);
+    return run_ok(argv);
+  }
+  /// The store's images (buildah images --all --json).
+  nlohmann::json images() const { return nlohmann::json::parse(buildah({"images", "--all", "--json", "--no-trunc"})); }
+  /// Every layer the store holds, each once (containers/storage's own record).
+  nlohmann::json layers() const {
+    return nlohmann::json::parse(read_file(dir / "storage" / (driver + "-layers") / "layers.json"));
+  }
+
+  std::string driver;
+  fs::path dir;
+};
+
 }  // namespace
 
 TEST_CASE("a repository is cloned with the token then built with RUN and COPY from a sub-directory and pushed",
@@ -491,18 +519,11 @@ TEST_CASE("after a job nothing of it is left but cache: no job directory, creden
     if (cmd.rfind("buildah ", 0) == 0) CHECK_THAT(cmd, Catch::Contains("--root " + (env.tmp / "cache").string()));
   }
   // The store keeps the layers as cache, but no job's name and no build container.
-  const std::string store = runner.storage();
-  const auto driver = store.substr(0, store.find(' '));
-  const auto dir = env.tmp / "cache" / driver;
-  const std::vector<std::string> buildah{"buildah", "--root", (dir / "storage").string(), "--runroot",
-                                         (dir / "run").string(), "--storage-driver", driver};
-  auto images = buildah;
-  images.insert(images.end(), {"images", "--all", "--format", "{{.Name}}"});
-  const std::string names = run_ok(images);
+  const ImageStore store(runner);
+  CHECK(store.dir == env.tmp / "cache" / store.driver);
+  const std::string names = store.buildah({"images", "--all", "--format", "{{.Name}}"});
   CHECK_THAT(names, !Catch::Contains("team/app") && Catch::Contains("<none>"));
-  auto containers = buildah;
-  containers.insert(containers.end(), {"containers", "--quiet"});
-  CHECK(run_ok(containers).empty());
+  CHECK(store.buildah({"containers", "--quiet"}).empty());
 }
 
 TEST_CASE("a base image from a registry on the worker's own loopback is pulled, with the job's credentials, "
@@ -537,51 +558,120 @@ TEST_CASE("a base image from a registry on the worker's own loopback is pulled, 
   CHECK(find_in_layers(image.path(), "bin/busybox"));  // from the base
 }
 
+namespace {
+
+// Holds each party at a named point until every party reached it: two jobs'
+// builds, held by their progress callbacks, are then running at once.
+class Rendezvous {
+ public:
+  explicit Rendezvous(int parties) : parties_(parties) {}
+  /// False when the others did not arrive within `limit`.
+  bool arrive_and_wait(const std::string& point, std::chrono::seconds limit) {
+    std::unique_lock lock(m_);
+    ++arrived_[point];
+    changed_.notify_all();
+    return changed_.wait_for(lock, limit, [&] { return arrived_[point] >= parties_; });
+  }
+
+ private:
+  const int parties_;
+  std::mutex m_;
+  std::condition_variable changed_;
+  std::map<std::string, int> arrived_;
+};
+
+// A shell command whose output fills every pipe between a RUN step and the
+// worker (2 MB in lines of 99 dots): the step cannot go on while the worker
+// does not read.
+const std::string fill_the_pipe = "yes " + std::string(99, '.') + " | head -n 20000";
+
+}  // namespace
+
 TEST_CASE("two jobs at once with their own tokens on the same base: isolated, and one copy of the base in the store",
           "[pipeline][cache][security]") {
   PipelineEnv env;
-  env.create_sample_repo();
-  auto base_job = env.job("base");
-  base_job.build.image_name = "base:1";
-  const auto base = bw::BuildPipelineRunner(env.config()).run(base_job, {}, {});
-  INFO(base.error << "\n" << base.logs);
-  REQUIRE(base.success);
-  const std::string base_ref = env.registry.host() + "/team/base:1";
+  const std::string base_ref = env.push_base_image();
+  const std::string names[2] = {"one", "two"};
+  const auto job_dir_glob = [&](int i) { return (env.work_root / ("job-shared-" + names[i] + "-*")).string(); };
 
   // Job two's repository is on a second git server with a token of its own.
+  // Each build holds at "ready-<name>" until both builds are there (each job's
+  // directory and credentials exist from then on), looks for the other job's
+  // directory and credentials file, and holds again at "probed-<name>" (the
+  // other job has not ended while it looked).
   const std::string tokens[2] = {env.token, "ghs_" + random_hex(36)};
   GitServer second(env.tmp / "git-2", tokens[1]);
   for (int i = 0; i < 2; ++i) {
-    const std::string n = i == 0 ? "one" : "two";
+    const std::string& n = names[i];
+    const std::string other_dir = job_dir_glob(1 - i);
+    const std::string probe = "RUN echo ready-" + n + " && " + fill_the_pipe +
+                              " && if ls -d " + other_dir + " >/dev/null 2>&1; then echo OTHER-DIR-SEEN; else echo "
+                              "OTHER-DIR-HIDDEN; fi && if cat " + other_dir + "/docker/config.json; then echo "
+                              "OTHER-AUTH-READ; else echo OTHER-AUTH-UNREADABLE; fi && echo probed-" + n + "\n";
     (i == 0 ? env.git : second)
-        .create_repo("acme/" + n, {{"Dockerfile", "FROM " + base_ref + "\nCOPY " + n + ".txt /" + n +
-                                                      ".txt\nRUN ls -a / > /seen-by-" + n + ".txt\nCOPY . /ctx/\n"},
+        .create_repo("acme/" + n, {{"Dockerfile", "FROM " + base_ref + "\nCOPY " + n + ".txt /" + n + ".txt\n" +
+                                                      probe + "RUN ls -a / > /seen-by-" + n + ".txt\nCOPY . /ctx/\n"},
                                    {n + ".txt", "I am " + n + "\n"}});
   }
   auto cfg = env.config();
   cfg.cache_dir = env.tmp / "cache-shared";  // empty: both jobs pull the base at once
   cfg.token_hosts = {"127.0.0.1:" + std::to_string(second.port())};
   bw::BuildPipelineRunner runner(cfg);
+  Rendezvous rendezvous(2);
+  std::atomic<bool> overlapped[2] = {false, false};
+  std::atomic<bool> other_auth_existed[2] = {false, false};
+  Events events[2];
   core::JobResult results[2];
   {
     std::jthread threads[2];
     for (int i = 0; i < 2; ++i) {
       threads[i] = std::jthread([&, i] {
-        const std::string n = i == 0 ? "one" : "two";
+        const std::string& n = names[i];
         auto job = env.job("shared-" + n, i == 0 ? "acme/one" : second.base_url() + "/acme/two.git");
         job.build.github_token = core::Secret(tokens[i]);
         job.build.dockerfile_path = "Dockerfile";
         job.build.context_dir = ".";
         job.build.image_name = "shared/" + n + ":1";
-        results[i] = run_job(runner, job, {}, {});
+        const auto record = events[i].fn();
+        results[i] = run_job(runner, job,
+                             [&, i, record](std::string_view stage, std::string_view line) {
+                               record(stage, line);
+                               if (line == "ready-" + names[i]) overlapped[i] = rendezvous.arrive_and_wait("ready", 60s);
+                               if (line == "probed-" + names[i]) {
+                                 // The other job's credentials are on this host right now.
+                                 for (const auto& dir : fs::directory_iterator(env.work_root)) {
+                                   if (dir.path().filename().string().rfind("job-shared-" + names[1 - i] + "-", 0) == 0 &&
+                                       fs::exists(dir.path() / "docker" / "config.json")) {
+                                     other_auth_existed[i] = true;
+                                   }
+                                 }
+                                 overlapped[i] = rendezvous.arrive_and_wait("probed", 60s) && overlapped[i];
+                               }
+                             },
+                             {});
       });
     }
   }
   for (int i = 0; i < 2; ++i) {
-    INFO(results[i].error << "\n" << results[i].logs);
+    const std::string& mine = names[i];
+    const std::string& other = names[1 - i];
+    INFO(mine << ": " << results[i].error << "\n" << results[i].logs);
     REQUIRE(results[i].success);
-    const std::string mine = i == 0 ? "one" : "two";
-    const std::string other = i == 0 ? "two" : "one";
+    // Both builds were held at once, twice: they ran side by side.
+    CHECK(overlapped[i]);
+    // The other job's directory and credentials existed, and the RUN step
+    // could see neither.
+    CHECK(other_auth_existed[i]);
+    const auto lines = [&] {
+      std::lock_guard lock(events[i].m);
+      std::set<std::string> all;
+      for (const auto& [stage, line] : events[i].list) all.insert(line);
+      return all;
+    }();
+    CHECK(lines.count("OTHER-DIR-HIDDEN") == 1);
+    CHECK(lines.count("OTHER-AUTH-UNREADABLE") == 1);
+    CHECK(lines.count("OTHER-DIR-SEEN") == 0);
+    CHECK(lines.count("OTHER-AUTH-READ") == 0);
     TempDir image;
     extract_image(env.registry, results[i].image_url, image.path());
     CHECK(find_in_layers(image.path(), mine + ".txt"));
@@ -595,15 +685,23 @@ TEST_CASE("two jobs at once with their own tokens on the same base: isolated, an
       CHECK(results[i].logs.find(token) == std::string::npos);
     }
   }
-  // The store holds the base once.
-  const std::string store = runner.storage();
-  const auto driver = store.substr(0, store.find(' '));
-  const auto dir = env.tmp / "cache-shared" / driver;
-  const std::string names = run_ok({"buildah", "--root", (dir / "storage").string(), "--runroot", (dir / "run").string(),
-                                    "--storage-driver", driver, "images", "--format", "{{.Name}}:{{.Tag}}"});
-  std::size_t copies = 0;
-  for (auto at = names.find(base_ref); at != std::string::npos; at = names.find(base_ref, at + 1)) ++copies;
-  CHECK(copies == 1);
+  // The store holds the base once: one image by that name, and each of its
+  // layers (by content) once.
+  const ImageStore store(runner);
+  std::size_t base_images = 0;
+  for (const auto& image : store.images()) {
+    for (const auto& name : image.value("names", nlohmann::json::array())) base_images += name == base_ref ? 1 : 0;
+  }
+  CHECK(base_images == 1);
+  const auto base = nlohmann::json::parse(store.buildah({"inspect", "--type", "image", base_ref}));
+  const auto diff_ids = base.at("OCIv1").at("rootfs").at("diff_ids");
+  REQUIRE(diff_ids.size() == 2);  // busybox, then its applets
+  const auto layers = store.layers();
+  for (const auto& diff_id : diff_ids) {
+    CAPTURE(diff_id);
+    CHECK(std::count_if(layers.begin(), layers.end(),
+                        [&](const nlohmann::json& layer) { return layer.value("diff-digest", "") == diff_id; }) == 1);
+  }
   CHECK(env.work_root_empty());
 }
 
