@@ -8,6 +8,8 @@
 #include <asio/steady_timer.hpp>
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <array>
 #include <map>
 #include <optional>
 
@@ -799,6 +801,87 @@ TEST_CASE("Dispatcher: a job running past its timeout plus the grace is reported
   REQUIRE(held.calls.size() == 1);
   CHECK_FALSE(held.calls[0].complete(core::JobResult{}));  // the transport was told to cancel it
   CHECK(f.transport.running("loopback:w1") == 0);
+}
+
+// The running jobs' deadlines share one timer, set for the earliest: a job
+// with a shorter timeout that starts later must move it earlier, and a job
+// that finished must leave no deadline behind.
+TEST_CASE("Dispatcher: a later job with a shorter timeout is reported lost first, the longer one keeps running",
+          "[dispatcher]") {
+  Fixture f;
+  Held held;
+  f.add_worker("w1", 3, {}, held.runner());
+  core::DispatcherOptions options;
+  options.run_timeout_grace = 10ms;
+  auto d = f.start(options);
+  auto slow = make_job("slow");
+  slow.timeout = 60s;
+  f.queue.publish(slow);
+  REQUIRE(run_until(f.io, [&] { return held.calls.size() == 1; }));
+  auto done = make_job("done");
+  done.timeout = 20ms;
+  f.queue.publish(done);
+  REQUIRE(run_until(f.io, [&] { return held.calls.size() == 2; }));
+  core::JobResult succeeded;
+  succeeded.success = true;
+  CHECK(held.calls[1].complete(succeeded));  // finished within its timeout: no loss later
+  auto quick = make_job("quick");
+  quick.timeout = 30ms;
+  f.queue.publish(quick);
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 2; }, 3s));
+  REQUIRE(f.status("done"));
+  CHECK(f.status("done")->success);
+  auto r = f.status("quick");
+  REQUIRE(r);
+  CHECK_FALSE(r->success);
+  CHECK_THAT(r->error, Catch::Contains("timeout of 30 ms"));
+  CHECK(d->stats().lost == 1);
+  CHECK_FALSE(f.status("slow"));  // still running: its deadline is a minute away
+  CHECK(held.calls[0].complete(succeeded));
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 3; }));
+  CHECK(f.status("slow")->success);
+}
+
+TEST_CASE("DeadlineHeap: the earliest deadline first, after sets, moves and removals", "[dispatcher]") {
+  struct Item {
+    int id;
+    std::array<std::size_t, 2> deadline_places = core::detail::DeadlineHeap<Item, 2>::unplaced();
+  };
+  using Heap = core::detail::DeadlineHeap<Item, 2>;
+  const auto t0 = Heap::Clock::time_point{};
+  auto at = [t0](int ms) { return t0 + std::chrono::milliseconds(ms); };
+  std::vector<Item> items;
+  for (int i = 0; i < 50; ++i) items.push_back(Item{i});
+  Heap heap;
+  // Kind 0 at 7*i mod 50 ms; kind 1 of the even ones at 1000 + i.
+  for (auto& item : items) {
+    heap.set(item, 0, at((item.id * 7) % 50));
+    if (item.id % 2 == 0) heap.set(item, 1, at(1000 + item.id));
+  }
+  CHECK(heap.size() == 75);
+  heap.set(items[3], 0, at(2000));  // moved later: item 3's kind 0 was at 21
+  heap.set(items[4], 1, at(-5));    // moved earlier
+  heap.remove(items[10], 0);        // was at 20
+  heap.remove(items[10], 0);        // twice does nothing
+  heap.remove(items[11], 1);        // never set: nothing
+  CHECK(heap.size() == 74);
+  std::vector<std::pair<int, std::size_t>> order;
+  auto last = at(-1000);
+  while (!heap.empty()) {
+    const auto e = heap.pop();
+    CHECK(e.at >= last);
+    last = e.at;
+    CHECK(e.item->deadline_places[e.kind] == Heap::npos);
+    order.emplace_back(e.item->id, e.kind);
+  }
+  REQUIRE(order.size() == 74);
+  CHECK(order.front() == std::pair<int, std::size_t>{4, 1});
+  CHECK(order.back() == std::pair<int, std::size_t>{3, 0});
+  CHECK(std::find(order.begin(), order.end(), std::pair<int, std::size_t>{10, 0}) == order.end());
+  for (auto& item : items) heap.set(item, 0, at(item.id));
+  heap.clear();
+  CHECK(heap.empty());
+  for (const auto& item : items) CHECK(item.deadline_places == Heap::unplaced());
 }
 
 TEST_CASE("Dispatcher: at the stop deadline a job whose status is being published is not handed back",

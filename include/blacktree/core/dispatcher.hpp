@@ -3,6 +3,7 @@
 
 #include <blacktree/core/completion_handler.hpp>
 #include <blacktree/core/concepts.hpp>
+#include <blacktree/core/detail/deadline_heap.hpp>
 #include <blacktree/core/detail/recent_ids.hpp>
 #include <blacktree/core/error.hpp>
 #include <blacktree/core/job.hpp>
@@ -20,6 +21,7 @@
 #include <asio/strand.hpp>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -348,10 +350,13 @@ class Dispatcher {
 
   enum class Stage { placing, running, publishing, done };
 
+  // The deadlines of a running job (see Impl::deadlines).
+  enum Deadline : std::size_t { accept_deadline, run_deadline, deadline_kinds };
+
   // One job from delivery to settlement. Handlers hold it by shared_ptr, so a
   // late completion (after the job was settled another way) finds it intact
   // and sees from `stage` and `attempts` that it has nothing left to do.
-  struct Context {
+  struct Context : std::enable_shared_from_this<Context> {
     explicit Context(delivery_type d) : delivery(std::move(d)) {}
     const Job& job() const { return delivery.job(); }
 
@@ -371,8 +376,8 @@ class Dispatcher {
     std::uint32_t placement_periods = 0;
     std::string placement_failure;  // non-empty: the placement timer gave up
     std::unique_ptr<asio::steady_timer> placement_timer;
-    std::unique_ptr<asio::steady_timer> accept_timer;
-    std::unique_ptr<asio::steady_timer> run_timer;
+    std::array<std::size_t, deadline_kinds> deadline_places =
+        detail::DeadlineHeap<Context, deadline_kinds>::unplaced();  // in Impl::deadlines
     std::unique_ptr<asio::steady_timer> retry_timer;
     std::unique_ptr<asio::steady_timer> cancel_timer;  // the cancel_grace of a running job
     std::string cancel_reason;  // non-empty: a cancel was asked for
@@ -436,7 +441,7 @@ class Dispatcher {
           cancels(o.cancel_record_size, o.cancel_record_ttl),
           held_by_peers(o.finished_record_size, o.peer_hold),
           settled_by_peers(o.finished_record_size, o.finished_record_ttl),
-          carried_by_peers(o.finished_record_size, o.peer_hold) {}
+          carried_by_peers(o.finished_record_size, o.peer_hold), deadline_timer(strand) {}
 
     executor_type strand;
     Source& source;
@@ -467,6 +472,11 @@ class Dispatcher {
     detail::RecentIds<bool> held_by_peers;   // job ids a peer said it runs, within peer_hold
     detail::RecentIds<bool> settled_by_peers;  // job ids whose status a peer published (finished_record_*)
     detail::RecentIds<bool> carried_by_peers;  // job ids a peer's worker carries, within peer_hold
+    // Every running job's accept and run deadlines, under one timer set for
+    // the earliest (re-armed only when an earlier one comes).
+    detail::DeadlineHeap<Context, deadline_kinds> deadlines;
+    asio::steady_timer deadline_timer;
+    Clock::time_point deadline_armed = Clock::time_point::max();  // max: not waiting
     std::unique_ptr<asio::steady_timer> stop_timer;
     std::vector<CompletionHandler<void(std::error_code)>> stop_handlers;
 
@@ -875,7 +885,7 @@ class Dispatcher {
       ctx->started_at = std::chrono::system_clock::now();
       const std::uint32_t attempt = ++ctx->attempts;
       observer.on_assigned(ctx->job(), *ctx->worker);
-      arm_run_timers(ctx, attempt);
+      arm_run_timers(ctx);
 
       ProgressCallback progress;
       const bool watch_accept = reports_accepted && options.accept_timeout.count() > 0;
@@ -905,34 +915,60 @@ class Dispatcher {
       return !abandoned && ctx->stage == Stage::running && attempt == ctx->attempts;
     }
 
-    void arm_run_timers(const ContextPtr& ctx, std::uint32_t attempt) {
-      if (reports_accepted && options.accept_timeout.count() > 0) {
-        if (!ctx->accept_timer) ctx->accept_timer = std::make_unique<asio::steady_timer>(strand);
-        ctx->accept_timer->expires_after(options.accept_timeout);
-        ctx->accept_timer->async_wait([self = this->shared_from_this(), ctx, attempt](std::error_code ec) {
-          if (ec || !self->running(ctx, attempt) || ctx->accepted) return;
+    void arm_run_timers(const ContextPtr& ctx) {
+      const auto now = Clock::now();
+      if (reports_accepted && options.accept_timeout.count() > 0)
+        set_deadline(*ctx, accept_deadline, now + options.accept_timeout);
+      const auto timeout = run_timeout(*ctx);
+      if (timeout.count() <= 0) return;
+      set_deadline(*ctx, run_deadline,
+                   now + timeout + options.run_timeout_grace +
+                       (reports_accepted ? std::chrono::milliseconds(0) : options.accept_timeout));
+    }
+
+    std::chrono::milliseconds run_timeout(const Context& ctx) const {
+      return ctx.job().timeout.count() > 0 ? ctx.job().timeout : options.default_job_timeout;
+    }
+
+    void set_deadline(Context& ctx, Deadline kind, Clock::time_point at) {
+      deadlines.set(ctx, kind, at);
+      if (at >= deadline_armed) return;  // the timer fires before it anyway
+      deadline_armed = at;
+      deadline_timer.expires_at(at);  // an earlier wait completes aborted
+      deadline_timer.async_wait([self = this->shared_from_this()](std::error_code ec) {
+        if (!ec) self->on_deadline();
+      });
+    }
+
+    void on_deadline() {
+      deadline_armed = Clock::time_point::max();
+      if (abandoned) return;
+      const auto now = Clock::now();
+      while (!deadlines.empty() && deadlines.top().at <= now) {
+        const auto expired = deadlines.pop();
+        const ContextPtr ctx = expired.item->shared_from_this();
+        if (ctx->stage != Stage::running) continue;
+        if (expired.kind == accept_deadline) {
+          if (ctx->accepted) continue;
           // Taken back: the completion (operation_aborted) offers it elsewhere.
           ctx->accept_timed_out = true;
           ctx->cancel.emit(asio::cancellation_type::terminal);
-        });
+        } else {
+          ctx->cancel.emit(asio::cancellation_type::terminal);  // tell the worker to stop it
+          lost(ctx, "it ran past its timeout of " + describe(run_timeout(*ctx)) + " plus a grace of " +
+                        describe(options.run_timeout_grace) + ", and was cancelled");
+        }
       }
-      const auto timeout = ctx->job().timeout.count() > 0 ? ctx->job().timeout : options.default_job_timeout;
-      if (timeout.count() <= 0) return;
-      if (!ctx->run_timer) ctx->run_timer = std::make_unique<asio::steady_timer>(strand);
-      ctx->run_timer->expires_after(timeout + options.run_timeout_grace +
-                                    (reports_accepted ? std::chrono::milliseconds(0) : options.accept_timeout));
-      ctx->run_timer->async_wait([self = this->shared_from_this(), ctx, attempt, timeout](std::error_code ec) {
-        if (ec || !self->running(ctx, attempt)) return;
-        ctx->cancel.emit(asio::cancellation_type::terminal);  // tell the worker to stop it
-        self->lost(ctx, "it ran past its timeout of " + describe(timeout) + " plus a grace of " +
-                            describe(self->options.run_timeout_grace) + ", and was cancelled");
-      });
+      if (!deadlines.empty()) {
+        const auto next = deadlines.top();  // a copy: set() moves entries
+        set_deadline(*next.item, static_cast<Deadline>(next.kind), next.at);
+      }
     }
 
     void on_accepted(const ContextPtr& ctx, std::uint32_t attempt) {
       if (!running(ctx, attempt)) return;
       ctx->accepted = true;
-      if (ctx->accept_timer) ctx->accept_timer->cancel();
+      deadlines.remove(*ctx, accept_deadline);
     }
 
     void on_result(const ContextPtr& ctx, std::uint32_t attempt, std::error_code ec, JobResult result) {
@@ -985,8 +1021,8 @@ class Dispatcher {
     }
 
     void stop_run_timers(const ContextPtr& ctx) {
-      if (ctx->accept_timer) ctx->accept_timer->cancel();
-      if (ctx->run_timer) ctx->run_timer->cancel();
+      deadlines.remove(*ctx, accept_deadline);
+      deadlines.remove(*ctx, run_deadline);
       if (ctx->cancel_timer) ctx->cancel_timer->cancel();
     }
 
@@ -1187,6 +1223,8 @@ class Dispatcher {
         stop_run_timers(ctx);
         ctx->lease.release();
       }
+      deadlines.clear();
+      deadline_timer.cancel();
       if (stop_timer) stop_timer->cancel();
       auto handlers = std::move(stop_handlers);
       stop_handlers.clear();
