@@ -22,7 +22,7 @@ namespace blacktree::worker::detail {
 
 namespace {
 
-constexpr std::size_t prune_batch = 8;
+constexpr std::size_t prune_batch = 8;  // images removed between two measurements, at most
 
 std::int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -54,6 +54,9 @@ std::vector<Image> parse_images(const std::string& json) {
     if (!item.is_object() || !item.contains("id") || !item["id"].is_string()) continue;
     Image image;
     image.id = item["id"].get<std::string>();
+    // "sha256:<hex>" here, the bare hex in a build's "--> Using cache <id>":
+    // the id a use was recorded under.
+    if (image.id.rfind("sha256:", 0) == 0) image.id.erase(0, 7);
     if (item.contains("created") && item["created"].is_number_integer()) image.created = item["created"].get<std::int64_t>();
     if (item.contains("names") && item["names"].is_array()) {
       for (const auto& n : item["names"])
@@ -189,9 +192,13 @@ void CacheKeeper::prune() {
     before = stats_.size_bytes;
   }
   const std::uint64_t target = config_.cache_max_bytes / 10 * 8;
-  for (std::size_t i = 0; i < images.size();) {
+  // In batches that grow (1, 2, 4, then 8 images between measurements): a
+  // store a few images over its budget loses only its least recently used
+  // ones, and a large store is not measured after every image.
+  std::size_t batch = 1;
+  for (std::size_t i = 0; i < images.size(); batch = std::min(batch * 2, prune_batch)) {
     auto argv = store_argv({"rmi"});
-    for (const auto end = std::min(images.size(), i + prune_batch); i < end; ++i) argv.push_back(images[i].id);
+    for (const auto end = std::min(images.size(), i + batch); i < end; ++i) argv.push_back(images[i].id);
     // Without --force: an image some container still uses stays.
     (void)output_of(argv);
     if (!over_budget()) {

@@ -56,9 +56,9 @@ core::JobResult run_job(bw::BuildPipelineRunner& runner, const core::Job& job, c
 }
 
 std::string random_hex(std::size_t n) {
-  std::random_device rd;
-  std::string out;
-  for (std::size_t i = 0; i < n; ++i) out += "0123456789abcdef"[rd() % 16];
+  std::mt19937_64 gen(std::random_device{}());
+  std::string out(n, '0');
+  for (auto& c : out) c = "0123456789abcdef"[gen() % 16];
   return out;
 }
 
@@ -847,33 +847,35 @@ TEST_CASE("a job's build options reach the image, and its build secret stays out
 TEST_CASE("the image cache is pruned to its budget between jobs, never beside a running build",
           "[pipeline][cache]") {
   PipelineEnv env;
-  env.create_sample_repo("acme/long", "RUN sleep 4 && echo long > /long.txt\n");
+  // The long build holds in its RUN step until the short job has ended.
+  env.create_sample_repo("acme/long", "RUN echo long-holding && " + fill_the_pipe + " && echo long > /long.txt\n");
   env.create_sample_repo("acme/short", "RUN echo short > /short.txt\n");
   auto cfg = env.config();
   cfg.cache_max_bytes = 1 << 20;  // 1 MiB: less than one image (busybox alone is 2 MB)
   cfg.cache_min_free_bytes = 0;
   std::mutex m;
-  bool long_pushed = false;
+  bool long_ended = false;
   std::vector<std::string> events;
-  std::vector<bool> long_done_at_event;
+  std::vector<bool> long_ended_at_event;
   cfg.on_event = [&](std::string_view what) {
     std::lock_guard lock(m);
     events.emplace_back(what);
-    long_done_at_event.push_back(long_pushed);
+    long_ended_at_event.push_back(long_ended);
   };
   bw::BuildPipelineRunner runner(cfg);
+  Rendezvous rendezvous(2);  // the long job's build and the test
+  std::atomic<bool> long_held{false};
   core::JobResult long_result;
-  std::atomic<bool> long_building{false};
   std::thread long_job([&] {
-    long_result = run_job(runner, env.job("long", "acme/long"),
-                             [&](std::string_view stage, std::string_view line) {
-                               if (stage == "building") long_building = true;
-                               if (line.rfind("pushed ", 0) == 0) {
-                                 std::lock_guard lock(m);
-                                 long_pushed = true;
-                               }
+    long_result = runner.run(env.job("long", "acme/long"),
+                             [&](std::string_view, std::string_view line) {
+                               if (line != "long-holding") return;
+                               long_held = rendezvous.arrive_and_wait("long building", 120s) &&
+                                           rendezvous.arrive_and_wait("short ended", 120s);
                              },
                              {});
+    std::lock_guard lock(m);
+    long_ended = true;
   });
   struct Join {
     std::thread& t;
@@ -881,16 +883,29 @@ TEST_CASE("the image cache is pruned to its budget between jobs, never beside a 
       if (t.joinable()) t.join();
     }
   } join{long_job};
-  // The short job starts while the long one builds and ends first: the store
-  // is then over its budget, but the prune waits for the long build.
-  const auto short_result = run_job(runner, env.job("short", "acme/short"), {}, {});
+  REQUIRE(rendezvous.arrive_and_wait("long building", 120s));
+  // The short job runs and ends while the long one builds: the store is then
+  // over its budget, and the prune is due, but waits for the long build.
+  const auto short_job = env.job("short", "acme/short");
+  const auto short_result = runner.run(short_job, {}, {});
+  runner.after_result(short_job);
   INFO(short_result.error << "\n" << short_result.logs);
   CHECK(short_result.success);
+  CHECK(wait_until([&] { return runner.cache_stats().size_bytes > cfg.cache_max_bytes; }, 60s));  // measured
+  {
+    std::lock_guard lock(m);
+    CHECK_FALSE(long_ended);
+    INFO(fmt_events(events));
+    CHECK(std::none_of(events.begin(), events.end(), [](auto& e) { return e.rfind("pruned", 0) == 0; }));
+  }
+  CHECK(runner.cache_stats().prunes == 0);
+  rendezvous.arrive_and_wait("short ended", 120s);
   long_job.join();
+  runner.after_result(env.job("long", "acme/long"));
   runner.settle();
   INFO(long_result.error << "\n" << long_result.logs);
-  CHECK(long_building);
-  CHECK(long_result.success);
+  CHECK(long_held);
+  CHECK(long_result.success);  // undisturbed
   auto stats = runner.cache_stats();
   CHECK(stats.prunes >= 1);
   CHECK(stats.pruned_images > 0);
@@ -900,13 +915,115 @@ TEST_CASE("the image cache is pruned to its budget between jobs, never beside a 
     INFO(fmt_events(events));
     REQUIRE_FALSE(events.empty());
     CHECK_THAT(events.back(), Catch::StartsWith("pruned the image cache"));
-    for (bool done : long_done_at_event) CHECK(done);  // no prune beside the long build
+    for (bool ended : long_ended_at_event) CHECK(ended);  // no prune beside the long build
   }
   // The next job builds from what is left, and the store fits again after it.
   const auto next = run_job(runner, env.job("next", "acme/short"), {}, {});
-  runner.settle();
   CHECK(next.success);
   CHECK(runner.cache_stats().size_bytes <= cfg.cache_max_bytes);
+}
+
+TEST_CASE("a prune removes the least recently used images first: an image a build took from the cache outlives a "
+          "newer one no build used",
+          "[pipeline][cache]") {
+  PipelineEnv env;
+  // Three images of one 4 MiB layer each (FROM scratch, one COPY: one image
+  // per build); the budget holds two.
+  constexpr std::size_t image_bytes = 4 << 20;
+  for (std::string n : {"a", "b", "c"}) {
+    env.git.create_repo("acme/lru-" + n,
+                        {{"Dockerfile", "FROM scratch\nCOPY " + n + ".bin /" + n + ".bin\n"}, {n + ".bin", random_hex(image_bytes)}});
+  }
+  auto cfg = env.config();
+  cfg.cache_max_bytes = 11 << 20;  // two images and the store's own files, at 80%: 8.8 MiB
+  cfg.cache_min_free_bytes = 0;
+  bw::BuildPipelineRunner runner(cfg);
+  const ImageStore store(runner);
+  const auto image_ids = [&] {
+    std::set<std::string> ids;
+    for (const auto& image : store.images()) ids.insert(image.at("id").get<std::string>());
+    return ids;
+  };
+  const auto build = [&](const std::string& n, const std::string& id) {
+    auto job = env.job(id, "acme/lru-" + n);
+    job.build.dockerfile_path = "Dockerfile";
+    job.build.context_dir = ".";
+    job.build.image_name = "lru-" + n + ":1";
+    const auto result = run_job(runner, job, {}, {});
+    INFO(result.error << "\n" << result.logs);
+    REQUIRE(result.success);
+    return result;
+  };
+  // a, then b: both fit.
+  build("a", "a");
+  const auto after_a = image_ids();
+  REQUIRE(after_a.size() == 1);
+  INFO("store after a: " << runner.cache_stats().size_bytes << " bytes");
+  CHECK(runner.cache_stats().size_bytes < cfg.cache_max_bytes / 10 * 8 / 2);
+  build("b", "b");
+  auto after_b = image_ids();
+  REQUIRE(after_b.size() == 2);
+  CHECK(runner.cache_stats().prunes == 0);
+  // a again: its step comes from the cache, so a is now used after b.
+  const auto again = build("a", "a-again");
+  CHECK(again.cached_steps == 1);
+  CHECK(image_ids() == after_b);
+  // c: three images are over the budget; b, the least recently used, goes.
+  build("c", "c");
+  const auto left = image_ids();
+  const auto stats = runner.cache_stats();
+  CHECK(stats.prunes == 1);
+  CHECK(stats.pruned_images == 1);
+  CHECK(stats.size_bytes <= cfg.cache_max_bytes / 10 * 8);
+  const std::string a = *after_a.begin();
+  after_b.erase(a);
+  const std::string b = *after_b.begin();
+  CHECK(left.size() == 2);
+  CHECK(left.count(a) == 1);
+  CHECK(left.count(b) == 0);
+}
+
+TEST_CASE("the image cache is pruned when its file system has less than cache_min_free_bytes free, and the worker's "
+          "metrics count the prune",
+          "[pipeline][cache]") {
+  PipelineEnv env;
+  env.create_sample_repo();
+  auto cfg = env.config();
+  cfg.cache_max_bytes = 0;  // no size budget: the floor alone
+  cfg.cache_min_free_bytes = std::uint64_t{1} << 60;  // 1 EiB: more than any disk has free
+  std::mutex m;
+  std::vector<std::string> events;
+  cfg.on_event = [&](std::string_view what) {
+    std::lock_guard lock(m);
+    events.emplace_back(what);
+  };
+  bw::BuildPipelineRunner runner(cfg);
+  bw::MeteredRunner metered(runner, &runner);
+  runner.settle();  // the first measurement, of a store no build made yet
+  const auto before = runner.cache_stats();
+  const core::Job job = env.job("floor");
+  const auto result = metered.run(job, {}, {});
+  metered.after_result(job);
+  runner.settle();
+  INFO(result.error << "\n" << result.logs);
+  REQUIRE(result.success);
+  const auto stats = runner.cache_stats();
+  CHECK(stats.prunes == before.prunes + 1);
+  const auto pruned = stats.pruned_images - before.pruned_images;
+  CHECK(pruned > 0);
+  CHECK(ImageStore(runner).images().empty());  // the floor cannot be met: every image went
+  {
+    std::lock_guard lock(m);
+    INFO(fmt_events(events));
+    REQUIRE_FALSE(events.empty());
+    CHECK_THAT(events.back(), Catch::StartsWith("pruned the image cache") &&
+                                  Catch::Contains(std::to_string(pruned) + " of " + std::to_string(pruned) + " images") &&
+                                  Catch::Contains("at least " + std::to_string(cfg.cache_min_free_bytes) + " bytes free"));
+  }
+  const auto metrics = metered.render();
+  CHECK_THAT(metrics, Catch::Contains("blacktree_worker_cache_prunes_total " + std::to_string(stats.prunes) + "\n") &&
+                          Catch::Contains("blacktree_worker_cache_pruned_images_total " +
+                                          std::to_string(stats.pruned_images) + "\n"));
 }
 
 TEST_CASE("a rebuild of the next commit takes the base image and the unchanged step from the cache, runs the "
