@@ -1431,6 +1431,7 @@ TEST_CASE("invalid fields are refused before anything runs and the error names t
     // Nothing ran: no clone, no job directory.
     for (const auto& cmd : watcher.cmdlines()) CHECK(cmd.find(cfg.work_root.string()) == std::string::npos);
     CHECK(work_root_empty());
+    return r;
   };
   refused([](auto& j) { j.build.branch = "--upload-pack=touch /tmp/pwned"; }, "branch: must not start with '-'");
   refused([](auto& j) { j.build.branch = "a..b"; }, "branch: must not contain '..'");
@@ -1455,6 +1456,24 @@ TEST_CASE("invalid fields are refused before anything runs and the error names t
   refused([](auto& j) { j.build.repo_url = "git@github.com:acme/app.git"; }, "repoUrl: must be 'owner/name'");
   refused([](auto& j) { j.build.repo_url = "file:///etc"; }, "repoUrl: file:// URLs are not allowed");
   refused([](auto& j) { j.build.repo_url = "-acme/app"; }, "repoUrl: must not start with '-'");
+  // The build options (JobRequest buildArgs, target, imageLabels, buildSecrets).
+  refused([](auto& j) { j.build.build_args = {{"1ST", "x"}}; }, "buildArgs: a name must be letters, digits and '_'");
+  refused([](auto& j) { j.build.build_args = {{"A=B", "x"}}; }, "buildArgs: a name must be letters, digits and '_'");
+  refused([](auto& j) { j.build.build_args = {{"--network", "host"}}; }, "buildArgs: a name must be letters");
+  refused([](auto& j) { j.build.target = "-stage"; }, "target: must be a stage name");
+  refused([](auto& j) { j.build.target = "base --pull"; }, "target: must be a stage name");
+  refused([](auto& j) { j.build.image_labels = {{"team=x", "y"}}; }, "imageLabels: a key must be 1 to 256 printable");
+  refused([](auto& j) { j.build.image_labels = {{"a key", "y"}}; }, "imageLabels: a key must be 1 to 256 printable");
+  refused([](auto& j) { j.build.build_secrets = {"../deploy_key"}; }, "buildSecrets: a name must be 1 to 64");
+  refused([](auto& j) { j.build.build_secrets = {"npm", "npm"}; }, "buildSecrets: each name at most once");
+  // A refused value is not quoted: it may be a secret someone put there.
+  const std::string value = "pw-" + random_hex(16) + "\nsecond line";
+  auto r = refused([&](auto& j) { j.build.build_args = {{"PASSWORD", value}}; },
+                   "buildArgs: a value must be at most 4096 bytes without control characters");
+  CHECK(r.error.find(value.substr(0, 19)) == std::string::npos);
+  r = refused([&](auto& j) { j.build.image_labels = {{"org.example.note", value}}; },
+              "imageLabels: a value must be at most 4096 bytes without control characters");
+  CHECK(r.error.find(value.substr(0, 19)) == std::string::npos);
 }
 
 TEST_CASE("validators accept what git and registries accept", "[validation]") {
