@@ -842,6 +842,31 @@ TEST_CASE("a job's build options reach the image, and its build secret stays out
   CHECK_FALSE(refused.success);
   CHECK_THAT(refused.error, Catch::StartsWith("buildSecrets: this worker holds no build secret named 'npm'"));
   CHECK_THAT(refused.logs, !Catch::Contains("Cloning"));
+
+  // A failing step that prints the secret, plain and in base64: the error
+  // quotes the step's last lines, with the secret redacted there too.
+  env.git.create_repo("acme/leaky",
+                      {{"Dockerfile", sample_dockerfile("RUN --mount=type=secret,id=deploy_key echo \"key=$(cat "
+                                                        "/run/secrets/deploy_key)\" && echo \"b64=$(base64 "
+                                                        "/run/secrets/deploy_key)\" && exit 5\n")}},
+                      "main", {}, {{"busybox", busybox}});
+  auto leaky = env.job("leaky", "acme/leaky");
+  leaky.build.dockerfile_path = "Dockerfile";
+  leaky.build.context_dir = ".";
+  leaky.build.build_secrets = {"deploy_key"};
+  Events leaky_events;
+  const auto failed = run_job(runner, leaky, leaky_events.fn(), {});
+  INFO(failed.error << "\n" << failed.logs);
+  CHECK_FALSE(failed.success);
+  CHECK_THAT(failed.error, Catch::StartsWith("build step failed at STEP 4/4: RUN --mount=type=secret"));
+  CHECK_THAT(failed.error, Catch::Contains("exited with code") && Catch::Contains("\nkey=[redacted]\n") &&
+                               Catch::Contains("\nb64=[redacted]"));
+  for (const auto& form : {secret, bw::base64_encode(secret)}) {
+    CAPTURE(form);
+    CHECK(failed.error.find(form) == std::string::npos);
+    CHECK(failed.logs.find(form) == std::string::npos);
+    CHECK(leaky_events.all_lines().find(form) == std::string::npos);
+  }
 }
 
 TEST_CASE("the image cache is pruned to its budget between jobs, never beside a running build",
