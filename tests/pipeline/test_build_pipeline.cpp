@@ -526,6 +526,74 @@ TEST_CASE("after a job nothing of it is left but cache: no job directory, creden
   CHECK(store.buildah({"containers", "--quiet"}).empty());
 }
 
+namespace {
+
+// Whether this host mounts an overlay file system in `dir`, as the image
+// store's overlay driver must (root only: a rootless worker's overlay goes
+// through a user namespace or fuse-overlayfs).
+bool overlay_mounts_in(const fs::path& dir) {
+  for (const char* sub : {"lower", "upper", "work", "merged"}) fs::create_directories(dir / sub);
+  const std::string options = "lowerdir=" + (dir / "lower").string() + ",upperdir=" + (dir / "upper").string() +
+                              ",workdir=" + (dir / "work").string();
+  if (::mount("overlay", (dir / "merged").c_str(), "overlay", 0, options.c_str()) != 0) return false;
+  ::umount2((dir / "merged").c_str(), MNT_DETACH);
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("storage driver auto: the runner says which driver it chose, overlay where this host mounts one, else vfs, "
+          "and its jobs use it",
+          "[pipeline][cache]") {
+  PipelineEnv env;
+  env.create_sample_repo();
+  auto cfg = env.config();
+  REQUIRE(cfg.buildah_storage_driver == "auto");  // the default
+
+  SECTION("the driver this host allows") {
+    std::string expected;
+    if (::geteuid() == 0) {
+      expected = overlay_mounts_in(env.tmp / "overlay-probe") ? "overlay" : "vfs";
+    } else {
+      WARN("not root: cannot tell on our own whether overlay works for a rootless store; either driver is accepted");
+    }
+    bw::BuildPipelineRunner runner(cfg);
+    const ImageStore store(runner);
+    CHECK_THAT(runner.storage(), Catch::StartsWith(store.driver + " image cache in "));
+    CHECK((store.driver == "overlay" || store.driver == "vfs"));
+    if (!expected.empty()) CHECK(store.driver == expected);
+    CHECK(store.dir == cfg.cache_dir / store.driver);
+    const auto r = run_job(runner, env.job("auto"), {}, {});
+    INFO(r.error << "\n" << r.logs);
+    REQUIRE(r.success);
+    CHECK_FALSE(store.layers().empty());  // the job's layers went into that store
+  }
+
+  SECTION("a host where overlay does not work gets vfs") {
+    // buildah as it behaves where the kernel refuses overlay.
+    write_file(env.tmp / "bin" / "buildah",
+               "#!/bin/sh\n"
+               "case \" $* \" in *' --storage-driver overlay '*)\n"
+               "  echo 'Error: kernel does not support overlay fs: overlay: the backing ext4 fs does not support "
+               "overlay' >&2; exit 125;;\n"
+               "esac\n"
+               "PATH=/usr/local/bin:/usr/bin:/bin exec buildah \"$@\"\n",
+               fs::perms::owner_all);
+    cfg.buildah_program = (env.tmp / "bin" / "buildah").string();
+    bw::BuildPipelineRunner runner(cfg);
+    CHECK_THAT(runner.storage(), Catch::Equals("vfs image cache in " + (cfg.cache_dir / "vfs").string()));
+    const auto r = run_job(runner, env.job("fallback"), {}, {});
+    INFO(r.error << "\n" << r.logs);
+    REQUIRE(r.success);
+    CHECK_FALSE(ImageStore(runner).layers().empty());
+  }
+
+  SECTION("a driver set by name is used as set") {
+    cfg.buildah_storage_driver = "vfs";
+    CHECK_THAT(bw::BuildPipelineRunner(cfg).storage(), Catch::StartsWith("vfs image cache in "));
+  }
+}
+
 TEST_CASE("a base image from a registry on the worker's own loopback is pulled, with the job's credentials, "
           "under the private build network",
           "[pipeline][cache][security]") {
