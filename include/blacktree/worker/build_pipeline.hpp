@@ -197,8 +197,8 @@ class Builder {
  public:
   virtual ~Builder() = default;
   virtual std::string_view name() const noexcept = 0;
-  /// Succeeds when this backend can run on this host; else says why (no
-  /// engine, no binary: errc::tool_unavailable).
+  /// Succeeds when this backend can run on this host; else says why (its
+  /// program missing: errc::tool_unavailable).
   virtual core::Result<void> available() const = 0;
   /// Commands run before the build, on the worker's network (outside the
   /// build's network box) with the job's credentials: they fetch the base
@@ -260,10 +260,10 @@ class BuildPipelineRunner final : public JobRunner {
   void after_result(const core::Job& job) noexcept override;
 
   /// Succeeds when this runner can run jobs on this host as configured; else
-  /// says why (no registry, builder or git missing, no Docker engine,
-  /// work_root not writable, password file unreadable). For the worker
-  /// service to call at startup and refuse to register; run() reports the
-  /// same problems per job anyway.
+  /// says why (no registry, buildah or git missing, no network box for the
+  /// builds, work_root not writable, a password or secret file unreadable).
+  /// For the worker service to call at startup and refuse to register; run()
+  /// reports the same problems per job anyway.
   core::Result<void> check() const;
 
   /// Where images are kept between jobs, for the worker's start-up log
