@@ -12,6 +12,8 @@
 #include <array>
 #include <map>
 #include <optional>
+#include <string>
+#include <thread>
 
 #include "../support/test_support.hpp"
 
@@ -840,6 +842,49 @@ TEST_CASE("Dispatcher: a later job with a shorter timeout is reported lost first
   CHECK(held.calls[0].complete(succeeded));
   REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 3; }));
   CHECK(f.status("slow")->success);
+}
+
+TEST_CASE("RecentIds: keeps the last ids put, within capacity and ttl, through puts again and erases",
+          "[dispatcher]") {
+  core::detail::RecentIds<int> ids(3, std::chrono::minutes(1));
+  for (int i = 0; i < 5; ++i) ids.put("j" + std::to_string(i), i);
+  CHECK_FALSE(ids.find("j0"));
+  CHECK_FALSE(ids.find("j1"));
+  REQUIRE(ids.find("j2"));
+  CHECK(*ids.find("j4") == 4);
+  ids.put("j2", 20);  // put again: the newest now
+  ids.put("j5", 5);   // j3 goes, not j2
+  CHECK_FALSE(ids.find("j3"));
+  REQUIRE(ids.find("j2"));
+  CHECK(*ids.find("j2") == 20);
+  ids.erase("j4");
+  CHECK_FALSE(ids.find("j4"));
+  ids.erase("j4");    // twice: nothing
+  ids.put("j6", 6);   // j2, j5, j6 are the three live ids; j4's tombstone does not count
+  CHECK(*ids.find("j2") == 20);
+  CHECK(*ids.find("j5") == 5);
+  ids.put("j4", 40);  // back after its erase
+  CHECK(*ids.find("j4") == 40);
+  CHECK_FALSE(ids.find("j2"));
+  // One id put again and again: its places count against twice the
+  // capacity, so the others go, and nothing points at a removed entry.
+  for (int i = 0; i < 100; ++i) ids.put("again", i);
+  REQUIRE(ids.find("again"));
+  CHECK(*ids.find("again") == 99);
+  CHECK_FALSE(ids.find("j4"));
+  ids.put("j7", 7);
+  CHECK(*ids.find("j7") == 7);
+
+  core::detail::RecentIds<int> none(0, std::chrono::minutes(1));
+  none.put("x", 1);
+  CHECK_FALSE(none.find("x"));
+
+  core::detail::RecentIds<int> brief(10, std::chrono::milliseconds(1));
+  brief.put("y", 1);
+  const auto put_at = std::chrono::steady_clock::now();
+  // The ttl itself is under test: time has to pass (a millisecond).
+  while (std::chrono::steady_clock::now() - put_at < std::chrono::milliseconds(2)) std::this_thread::yield();
+  CHECK_FALSE(brief.find("y"));
 }
 
 TEST_CASE("DeadlineHeap: the earliest deadline first, after sets, moves and removals", "[dispatcher]") {
