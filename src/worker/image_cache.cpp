@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <optional>
@@ -24,8 +25,34 @@ namespace {
 
 constexpr std::size_t prune_batch = 8;  // images removed between two measurements, at most
 
-std::int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+// Milliseconds: a build uses an image seconds after another was made.
+std::int64_t unix_now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// An RFC 3339 time as buildah writes it ("2026-12-06T20:50:04.755897748Z",
+// or "+01:00" for Z) in unix milliseconds; nullopt for anything else.
+std::optional<std::int64_t> rfc3339_ms(const std::string& text) {
+  int year = 0, month = 0, day = 0, hour = 0, minute = 0, used = 0;
+  double second = 0;
+  if (std::sscanf(text.c_str(), "%4d-%2d-%2dT%2d:%2d:%lf%n", &year, &month, &day, &hour, &minute, &second, &used) != 6) {
+    return std::nullopt;
+  }
+  int offset_minutes = 0;
+  const std::string zone = text.substr(static_cast<std::size_t>(used));
+  if (int oh = 0, om = 0; zone.size() == 6 && (zone[0] == '+' || zone[0] == '-') &&
+                          std::sscanf(zone.c_str() + 1, "%2d:%2d", &oh, &om) == 2) {
+    offset_minutes = (zone[0] == '+' ? 1 : -1) * (oh * 60 + om);
+  } else if (zone != "Z") {
+    return std::nullopt;
+  }
+  const std::chrono::year_month_day date{std::chrono::year(year), std::chrono::month(static_cast<unsigned>(month)),
+                                         std::chrono::day(static_cast<unsigned>(day))};
+  if (!date.ok()) return std::nullopt;
+  const auto midnight = std::chrono::sys_days(date).time_since_epoch();
+  return std::chrono::duration_cast<std::chrono::milliseconds>(midnight).count() +
+         ((hour * 60 + minute - offset_minutes) * std::int64_t{60} * 1000) + static_cast<std::int64_t>(second * 1000);
 }
 
 // Runs argv to completion; its output when it exited 0.
@@ -43,7 +70,7 @@ std::optional<std::string> output_of(std::vector<std::string> argv) {
 struct Image {
   std::string id;
   std::vector<std::string> names;
-  std::int64_t created = 0;
+  std::int64_t created_ms = 0;
 };
 
 std::vector<Image> parse_images(const std::string& json) {
@@ -57,7 +84,12 @@ std::vector<Image> parse_images(const std::string& json) {
     // "sha256:<hex>" here, the bare hex in a build's "--> Using cache <id>":
     // the id a use was recorded under.
     if (image.id.rfind("sha256:", 0) == 0) image.id.erase(0, 7);
-    if (item.contains("created") && item["created"].is_number_integer()) image.created = item["created"].get<std::int64_t>();
+    if (item.contains("createdatraw") && item["createdatraw"].is_string()) {
+      image.created_ms = rfc3339_ms(item["createdatraw"].get<std::string>()).value_or(0);
+    }
+    if (image.created_ms == 0 && item.contains("created") && item["created"].is_number_integer()) {
+      image.created_ms = item["created"].get<std::int64_t>() * 1000;
+    }
     if (item.contains("names") && item["names"].is_array()) {
       for (const auto& n : item["names"])
         if (n.is_string()) image.names.push_back(n.get<std::string>());
@@ -86,7 +118,7 @@ void CacheKeeper::enter() {
 void CacheKeeper::leave(const std::vector<std::string>& used, bool clean) {
   std::lock_guard lock(mutex_);
   if (!clean) dirty_ = true;
-  const auto now = unix_now();
+  const auto now = unix_now_ms();
   for (const auto& id : used) last_used_[id] = now;
   --running_;
   check_due_ = true;
@@ -178,7 +210,7 @@ void CacheKeeper::prune() {
   // else when it was made (or pulled).
   const auto last_use = [&](const Image& image) {
     std::lock_guard lock(mutex_);
-    std::int64_t t = image.created;
+    std::int64_t t = image.created_ms;
     if (auto it = last_used_.find(image.id); it != last_used_.end()) t = std::max(t, it->second);
     for (const auto& name : image.names)
       if (auto it = last_used_.find(name); it != last_used_.end()) t = std::max(t, it->second);

@@ -67,7 +67,7 @@ class CacheKeeper {
   bool pruning_ = false;
   bool busy_ = false;       // the thread is measuring or pruning
   bool dirty_ = true;       // containers may be left: by a killed build, or a killed worker before we started
-  std::map<std::string, std::int64_t> last_used_;  // image id -> unix seconds
+  std::map<std::string, std::int64_t> last_used_;  // image id or base name -> unix milliseconds
   BuildPipelineRunner::CacheStats stats_;
   std::jthread thread_;  // last: started once the rest exists
 };
