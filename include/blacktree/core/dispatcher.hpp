@@ -371,7 +371,10 @@ class Dispatcher {
     asio::cancellation_signal cancel;          // the pending acquire or run
     std::uint32_t attempts = 0;        // offers made (the current run's number)
     std::uint32_t failed_offers = 0;   // offers no worker answered (see max_attempts)
-    bool accepted = false;
+    // The attempt whose worker has said anything (it has the job), written
+    // from the transport's thread and read when the accept deadline passes:
+    // no hop to the strand per job for it.
+    std::atomic<std::uint32_t> accepted_attempt{0};
     bool accept_timed_out = false;
     std::uint32_t placement_periods = 0;
     std::string placement_failure;  // non-empty: the placement timer gave up
@@ -880,7 +883,6 @@ class Dispatcher {
       ctx->lease = std::move(lease);
       ctx->worker = ctx->lease.worker_info();
       ctx->stage = Stage::running;
-      ctx->accepted = false;
       ctx->accept_timed_out = false;
       ctx->started_at = std::chrono::system_clock::now();
       const std::uint32_t attempt = ++ctx->attempts;
@@ -890,16 +892,14 @@ class Dispatcher {
       ProgressCallback progress;
       const bool watch_accept = reports_accepted && options.accept_timeout.count() > 0;
       if (Observer::wants_progress || watch_accept) {
-        progress = [weak = this->weak_from_this(), weak_ctx = std::weak_ptr<Context>(ctx), attempt, watch_accept,
-                    seen = std::make_shared<std::atomic<bool>>(false)](const ProgressEvent& event) {
-          auto self = weak.lock();
-          if (!self) return;
-          // Any event means the worker has the job; tell the strand once.
-          if (watch_accept && !seen->exchange(true, std::memory_order_acq_rel))
-            asio::post(self->strand, [self, weak_ctx, attempt] {
-              if (auto c = weak_ctx.lock()) self->on_accepted(c, attempt);
-            });
-          if constexpr (Observer::wants_progress) self->observer.on_progress(event);
+        progress = [weak = this->weak_from_this(), weak_ctx = std::weak_ptr<Context>(ctx), attempt,
+                    watch_accept](const ProgressEvent& event) {
+          // Any event means the worker has the job.
+          if (watch_accept)
+            if (auto c = weak_ctx.lock(); c && c->accepted_attempt.load(std::memory_order_relaxed) != attempt)
+              c->accepted_attempt.store(attempt, std::memory_order_release);
+          if constexpr (Observer::wants_progress)
+            if (auto self = weak.lock()) self->observer.on_progress(event);
         };
       }
       transport.async_run(*ctx->worker, ctx->job(), std::move(progress),
@@ -949,7 +949,7 @@ class Dispatcher {
         const ContextPtr ctx = expired.item->shared_from_this();
         if (ctx->stage != Stage::running) continue;
         if (expired.kind == accept_deadline) {
-          if (ctx->accepted) continue;
+          if (ctx->accepted_attempt.load(std::memory_order_acquire) == ctx->attempts) continue;
           // Taken back: the completion (operation_aborted) offers it elsewhere.
           ctx->accept_timed_out = true;
           ctx->cancel.emit(asio::cancellation_type::terminal);
@@ -963,12 +963,6 @@ class Dispatcher {
         const auto next = deadlines.top();  // a copy: set() moves entries
         set_deadline(*next.item, static_cast<Deadline>(next.kind), next.at);
       }
-    }
-
-    void on_accepted(const ContextPtr& ctx, std::uint32_t attempt) {
-      if (!running(ctx, attempt)) return;
-      ctx->accepted = true;
-      deadlines.remove(*ctx, accept_deadline);
     }
 
     void on_result(const ContextPtr& ctx, std::uint32_t attempt, std::error_code ec, JobResult result) {
