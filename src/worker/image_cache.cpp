@@ -36,9 +36,9 @@ std::int64_t unix_now_ms() {
 std::optional<std::int64_t> rfc3339_ms(const std::string& text) {
   int year = 0, month = 0, day = 0, hour = 0, minute = 0, used = 0;
   double second = 0;
-  if (std::sscanf(text.c_str(), "%4d-%2d-%2dT%2d:%2d:%lf%n", &year, &month, &day, &hour, &minute, &second, &used) != 6) {
-    return std::nullopt;
-  }
+  const int fields =
+      std::sscanf(text.c_str(), "%4d-%2d-%2dT%2d:%2d:%lf%n", &year, &month, &day, &hour, &minute, &second, &used);
+  if (fields != 6) return std::nullopt;
   int offset_minutes = 0;
   const std::string zone = text.substr(static_cast<std::size_t>(used));
   if (int oh = 0, om = 0; zone.size() == 6 && (zone[0] == '+' || zone[0] == '-') &&

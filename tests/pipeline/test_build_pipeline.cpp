@@ -661,6 +661,14 @@ TEST_CASE("two jobs at once with their own tokens on the same base: isolated, an
   const std::string base_ref = env.push_base_image();
   const std::string names[2] = {"one", "two"};
   const auto job_dir_glob = [&](int i) { return (env.work_root / ("job-shared-" + names[i] + "-*")).string(); };
+  // Whether job i's credentials file is on this host now.
+  const auto auth_file_exists = [&](int i) {
+    for (const auto& dir : fs::directory_iterator(env.work_root)) {
+      const bool of_job = dir.path().filename().string().rfind("job-shared-" + names[i] + "-", 0) == 0;
+      if (of_job && fs::exists(dir.path() / "docker" / "config.json")) return true;
+    }
+    return false;
+  };
 
   // Job two's repository is on a second git server with a token of its own.
   // Each build holds at "ready-<name>" until both builds are there (each job's
@@ -701,22 +709,15 @@ TEST_CASE("two jobs at once with their own tokens on the same base: isolated, an
         job.build.context_dir = ".";
         job.build.image_name = "shared/" + n + ":1";
         const auto record = events[i].fn();
-        results[i] = run_job(runner, job,
-                             [&, i, record](std::string_view stage, std::string_view line) {
-                               record(stage, line);
-                               if (line == "ready-" + names[i]) overlapped[i] = rendezvous.arrive_and_wait("ready", 60s);
-                               if (line == "probed-" + names[i]) {
-                                 // The other job's credentials are on this host right now.
-                                 for (const auto& dir : fs::directory_iterator(env.work_root)) {
-                                   if (dir.path().filename().string().rfind("job-shared-" + names[1 - i] + "-", 0) == 0 &&
-                                       fs::exists(dir.path() / "docker" / "config.json")) {
-                                     other_auth_existed[i] = true;
-                                   }
-                                 }
-                                 overlapped[i] = rendezvous.arrive_and_wait("probed", 60s) && overlapped[i];
-                               }
-                             },
-                             {});
+        const auto hold = [&, i, record](std::string_view stage, std::string_view line) {
+          record(stage, line);
+          if (line == "ready-" + n) overlapped[i] = rendezvous.arrive_and_wait("ready", 120s);
+          if (line == "probed-" + n) {
+            other_auth_existed[i] = auth_file_exists(1 - i);
+            overlapped[i] = rendezvous.arrive_and_wait("probed", 120s) && overlapped[i];
+          }
+        };
+        results[i] = run_job(runner, job, hold, {});
       });
     }
   }
@@ -1024,8 +1025,8 @@ TEST_CASE("a prune removes the least recently used images first: an image a buil
   // per build); the budget holds two.
   constexpr std::size_t image_bytes = 4 << 20;
   for (std::string n : {"a", "b", "c"}) {
-    env.git.create_repo("acme/lru-" + n,
-                        {{"Dockerfile", "FROM scratch\nCOPY " + n + ".bin /" + n + ".bin\n"}, {n + ".bin", random_hex(image_bytes)}});
+    env.git.create_repo("acme/lru-" + n, {{"Dockerfile", "FROM scratch\nCOPY " + n + ".bin /" + n + ".bin\n"},
+                                          {n + ".bin", random_hex(image_bytes)}});
   }
   auto cfg = env.config();
   cfg.cache_max_bytes = 11 << 20;  // two images and the store's own files, at 80%: 8.8 MiB
@@ -1109,9 +1110,10 @@ TEST_CASE("the image cache is pruned when its file system has less than cache_mi
     std::lock_guard lock(m);
     INFO(fmt_events(events));
     REQUIRE_FALSE(events.empty());
-    CHECK_THAT(events.back(), Catch::StartsWith("pruned the image cache") &&
-                                  Catch::Contains(std::to_string(pruned) + " of " + std::to_string(pruned) + " images") &&
-                                  Catch::Contains("at least " + std::to_string(cfg.cache_min_free_bytes) + " bytes free"));
+    const std::string removed = std::to_string(pruned) + " of " + std::to_string(pruned) + " images removed";
+    const std::string floor = "at least " + std::to_string(cfg.cache_min_free_bytes) + " bytes free";
+    CHECK_THAT(events.back(),
+               Catch::StartsWith("pruned the image cache") && Catch::Contains(removed) && Catch::Contains(floor));
   }
   const auto metrics = metered.render();
   CHECK_THAT(metrics, Catch::Contains("blacktree_worker_cache_prunes_total " + std::to_string(stats.prunes) + "\n") &&
