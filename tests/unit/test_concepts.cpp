@@ -108,6 +108,25 @@ struct ThirdPartySource : Source<true, true, true> {
   void set_prefetch_count(std::size_t) {}
 };
 
+// A source that hands over batches, spelt right or not, declared or not.
+template <bool Declared>
+struct BatchSource : Source<true, true, true> {
+  static constexpr bool receives_batches = Declared;
+  template <class H>
+  void async_receive_some(std::size_t, H&&) {}
+};
+struct MisspeltBatchSource : Source<true, true, true> {
+  static constexpr bool receives_batches = true;
+  template <class H>
+  void async_recieve_some(std::size_t, H&&) {}
+};
+// Its handler gets one delivery, not a vector of them.
+struct WrongBatchSource : Source<true, true, true> {
+  static constexpr bool receives_batches = true;
+  template <class H>
+  void async_receive_some(std::size_t, H&& h) requires requires { h(std::error_code{}, GoodDelivery{}); } {}
+};
+
 template <bool Declared>
 struct InvalidDelivery : GoodDelivery {
   static constexpr bool reports_invalid = Declared;
@@ -195,6 +214,12 @@ static_assert(core::JobSource<MisspeltPrefetchSource<false>>);      // declared 
 static_assert(core::JobSource<UndeclaredMisspeltSource>);           // undeclared: optional, so accepted...
 static_assert(!core::PrefetchControl<UndeclaredMisspeltSource>);    // ...and the dispatcher will not call it
 static_assert(!core::JobSource<ThirdPartySource>);                  // declared through the trait
+static_assert(core::ReceivesBatches<BatchSource<false>> && core::JobSource<BatchSource<false>>);
+static_assert(core::JobSource<BatchSource<true>>);
+static_assert(!core::JobSource<MisspeltBatchSource>);               // declared, misspelt: rejected
+static_assert(!core::ReceivesBatches<WrongBatchSource> && !core::JobSource<WrongBatchSource>);
+static_assert(core::ReceivesBatches<core::InMemoryQueue> &&
+              core::job_source_traits<core::InMemoryQueue>::receives_batches);
 static_assert(core::ReportsInvalid<InvalidDelivery<false>> && core::Delivery<InvalidDelivery<false>>);
 static_assert(core::Delivery<InvalidDelivery<true>>);
 static_assert(core::ReportsInvalid<core::InMemoryQueue::Delivery> &&
@@ -208,6 +233,7 @@ static_assert(!core::worker_transport_traits<int>::reports_accepted);
 static_assert(DispatcherAccepts<core::InMemoryQueue>);
 static_assert(DispatcherAccepts<PrefetchSource<true>>);
 static_assert(!DispatcherAccepts<MisspeltPrefetchSource<true>>);
+static_assert(!DispatcherAccepts<MisspeltBatchSource>);
 static_assert(!DispatcherAccepts<Source<true, true, true, MisspeltInvalidDelivery>>);
 
 // LeasePool: the shipped pools and the archetype pass; each missing expression fails.

@@ -805,6 +805,72 @@ TEST_CASE("Dispatcher: a job running past its timeout plus the grace is reported
   CHECK(f.transport.running("loopback:w1") == 0);
 }
 
+// An InMemoryQueue seen through a narrower interface: `Batches` false hides
+// async_receive_some (a source written before batches existed); true counts
+// the batch receives and the largest batch.
+template <bool Batches>
+struct CountingSource {
+  using delivery_type = core::InMemoryQueue::Delivery;
+  static constexpr bool prefetch_control = true;
+  core::InMemoryQueue& queue;
+  std::size_t receives = 0;
+  std::size_t largest = 0;
+
+  template <class Token>
+  auto async_receive(Token&& token) {
+    ++receives;
+    return queue.async_receive(std::forward<Token>(token));
+  }
+  template <class Token>
+    requires Batches
+  auto async_receive_some(std::size_t max, Token&& token) {
+    ++receives;
+    largest = std::max(largest, max);
+    return queue.async_receive_some(max, std::forward<Token>(token));
+  }
+  void ack(delivery_type& d) { queue.ack(d); }
+  void reject(delivery_type& d, core::Disposition x, std::string_view why) { queue.reject(d, x, why); }
+  void set_prefetch(std::size_t n) { queue.set_prefetch(n); }
+};
+static_assert(!core::ReceivesBatches<CountingSource<false>> && core::ReceivesBatches<CountingSource<true>>);
+
+TEST_CASE("Dispatcher: a source with batches takes the free window in a receive or two, one without still works",
+          "[dispatcher]") {
+  const bool batches = GENERATE(false, true);
+  Fixture f;
+  Held held;
+  f.add_worker("w1", 8, {}, held.runner());
+  f.publish(40);
+  auto run = [&](auto& source) {
+    core::Dispatcher<std::decay_t<decltype(source)>, LoopbackTransport, core::InMemoryStatusSink> d(
+        f.io.get_executor(), source, f.transport, f.sink, f.pool);
+    d.start();
+    // Five rounds: the window (8) fills, then all of it finishes at once.
+    for (std::size_t round = 1; round <= 5; ++round) {
+      REQUIRE(run_until(f.io, [&] { return held.calls.size() == 8; }));
+      CHECK(f.queue.unacked() == 8);
+      held.succeed_all();
+      REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 8 * round; }));
+    }
+    CHECK(f.sink.size() == 40);
+    CHECK(f.status_counts().size() == 40);
+    CHECK(f.queue.max_unacked() == 8);
+    return source.receives;
+  };
+  if (batches) {
+    CountingSource<true> source{f.queue};
+    const std::size_t receives = run(source);
+    CHECK(source.largest == 8);
+    // The first finished job frees a place and starts a receive at once;
+    // the other seven come in the next: at most two per round (and the one
+    // pending at the end), against one per job.
+    CHECK(receives <= 11);
+  } else {
+    CountingSource<false> source{f.queue};
+    CHECK(run(source) >= 40);  // one per job
+  }
+}
+
 // The running jobs' deadlines share one timer, set for the earliest: a job
 // with a shorter timeout that starts later must move it earlier, and a job
 // that finished must leave no deadline behind.

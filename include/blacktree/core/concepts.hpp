@@ -40,6 +40,7 @@
 #include <string_view>
 #include <system_error>
 #include <type_traits>
+#include <vector>
 
 namespace blacktree::core {
 
@@ -51,6 +52,10 @@ namespace detail {
 template <class Delivery>
 struct receive_handler_archetype {
   void operator()(std::error_code, Delivery) {}
+};
+template <class Delivery>
+struct receive_some_handler_archetype {
+  void operator()(std::error_code, std::vector<Delivery>) {}
 };
 struct run_handler_archetype {
   void operator()(std::error_code, JobResult) {}
@@ -88,6 +93,12 @@ struct declares_monitors_runs : std::false_type {};
 template <class T>
   requires requires { typename std::bool_constant<static_cast<bool>(T::monitors_runs)>; }
 struct declares_monitors_runs<T> : std::bool_constant<static_cast<bool>(T::monitors_runs)> {};
+
+template <class T>
+struct declares_receives_batches : std::false_type {};
+template <class T>
+  requires requires { typename std::bool_constant<static_cast<bool>(T::receives_batches)>; }
+struct declares_receives_batches<T> : std::bool_constant<static_cast<bool>(T::receives_batches)> {};
 
 template <class T>
 struct declares_reports_invalid : std::false_type {};
@@ -132,12 +143,33 @@ struct delivery_traits {
 template <class S>
 concept PrefetchControl = requires(S& s, std::size_t n) { s.set_prefetch(n); };
 
-/// Declares that `S` models PrefetchControl, so that JobSource<S> fails to
-/// compile if it does not. True when `S` has `static constexpr bool
-/// prefetch_control = true;`; specialize it for a type you cannot change.
+/// A source that hands over several deliveries in one completion.
+///
+/// Required, for `S s`, `std::size_t n`:
+///  - `s.async_receive_some(n, h)`: completes `h(std::error_code,
+///    std::vector<delivery_type>)` with at least one and at most `n`
+///    deliveries: it waits for the first as async_receive does, then takes
+///    whatever else is ready at once. Errors and cancellation as for
+///    async_receive (with an empty vector).
+/// The dispatcher then takes every free place of its window in one
+/// completion (one hop through its strand) instead of one per job. Single
+/// async_receive stays required: a source without batches needs nothing new.
+template <class S>
+concept ReceivesBatches = requires(S& s, std::size_t n) {
+  s.async_receive_some(n, detail::receive_some_handler_archetype<typename S::delivery_type>{});
+};
+
+/// Declares what a JobSource promises beyond the concept, so that
+/// JobSource<S> fails to compile if the member is missing or misspelt:
+///  - prefetch_control: `S` models PrefetchControl (`static constexpr bool
+///    prefetch_control = true;`);
+///  - receives_batches: `S` models ReceivesBatches (`static constexpr bool
+///    receives_batches = true;`).
+/// Specialize it for a type you cannot change.
 template <class S>
 struct job_source_traits {
   static constexpr bool prefetch_control = detail::declares_prefetch_control<S>::value;
+  static constexpr bool receives_batches = detail::declares_receives_batches<S>::value;
 };
 
 /// What a WorkerTransport promises beyond the concept. A declaration, not
@@ -189,7 +221,9 @@ concept Delivery = std::movable<D> && requires(const D& d) {
 ///  - `s.ack(d)`: the job is finished with; the source forgets it;
 ///  - `s.reject(d, x, reason)`: requeue it (it did not run) or dead-letter it;
 ///  - if `job_source_traits<S>::prefetch_control`: PrefetchControl<S>.
-/// Optional: PrefetchControl<S> (the dispatcher uses it whenever present).
+///  - if `job_source_traits<S>::receives_batches`: ReceivesBatches<S>.
+/// Optional: PrefetchControl<S> and ReceivesBatches<S> (the dispatcher uses
+/// each whenever present).
 /// A source whose memory must not grow with its queue's depth should declare
 /// `static constexpr bool prefetch_control = true;`: a misspelt `set_prefetch`
 /// is then a compile error, not a source that silently takes everything.
@@ -200,7 +234,8 @@ concept JobSource =
       s.async_receive(detail::receive_handler_archetype<typename S::delivery_type>{});
       s.ack(d);
       s.reject(d, x, reason);
-    } && (!job_source_traits<S>::prefetch_control || PrefetchControl<S>);
+    } && (!job_source_traits<S>::prefetch_control || PrefetchControl<S>) &&
+    (!job_source_traits<S>::receives_batches || ReceivesBatches<S>);
 
 /// The cancellation type of a run handed over rather than stopped (see
 /// WorkerTransport): the dispatcher lets go of it at a stop deadline or when

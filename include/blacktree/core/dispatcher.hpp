@@ -509,22 +509,43 @@ class Dispatcher {
       tell_prefetch();
       if (receive_pending || in_window() >= limit()) return;
       receive_pending = true;
-      source.async_receive(asio::bind_cancellation_slot(
-          receive_cancel.slot(),
-          asio::bind_executor(strand, [self = this->shared_from_this()](std::error_code ec, delivery_type d) mutable {
-            self->on_receive(ec, std::move(d));
-          })));
+      if constexpr (ReceivesBatches<Source>) {
+        // Every free place of the window in one completion.
+        source.async_receive_some(
+            limit() - in_window(),
+            asio::bind_cancellation_slot(
+                receive_cancel.slot(),
+                asio::bind_executor(strand, [self = this->shared_from_this()](std::error_code ec,
+                                                                              std::vector<delivery_type> ds) mutable {
+                  if (!self->received(ec)) return;
+                  for (auto& d : ds) self->take(std::move(d));
+                  self->pump();
+                })));
+      } else {
+        source.async_receive(asio::bind_cancellation_slot(
+            receive_cancel.slot(),
+            asio::bind_executor(strand, [self = this->shared_from_this()](std::error_code ec, delivery_type d) mutable {
+              if (!self->received(ec)) return;
+              self->take(std::move(d));
+              self->pump();
+            })));
+      }
     }
 
-    void on_receive(std::error_code ec, delivery_type delivery) {
+    // A receive completed; false when there is nothing to take.
+    bool received(std::error_code ec) {
       receive_pending = false;
-      if (abandoned) return;
+      if (abandoned) return false;
       if (ec) {
         // Sources reconnect by themselves; an error here means no more deliveries.
         source_closed = true;
         maybe_finish_stop();
-        return;
+        return false;
       }
+      return true;
+    }
+
+    void take(delivery_type delivery) {
       if (stopping) {
         source.reject(delivery, Disposition::requeue, "dispatcher stopping");
         counters.handed_back.fetch_add(1, std::memory_order_relaxed);
@@ -533,10 +554,7 @@ class Dispatcher {
       }
       counters.received.fetch_add(1, std::memory_order_relaxed);
       std::string reason = invalid_reason(delivery);
-      if (reason.empty() && is_duplicate(delivery)) {
-        pump();
-        return;
-      }
+      if (reason.empty() && is_duplicate(delivery)) return;
       auto ctx = std::make_shared<Context>(std::move(delivery));
       ctx->received_at = std::chrono::system_clock::now();
       ctx->status_id = token + "-" + std::to_string(next_run++);
@@ -555,7 +573,6 @@ class Dispatcher {
         by_job_id.emplace(ctx->job().id, ctx);
         place(ctx);
       }
-      pump();
     }
 
     CancelOutcome cancel(const std::string& id, std::string reason) {

@@ -58,11 +58,49 @@ BLACKTREE_INLINE void InMemoryQueue::enqueue(const std::shared_ptr<State>& state
   std::unique_lock lock(state->mutex);
   state->ready.push_back(std::move(message));
   if (state->closed || state->receivers.empty()) return;
-  ReceiveHandler handler = std::move(state->receivers.front().handler);
+  Receiver receiver = std::move(state->receivers.front());
   state->receivers.pop_front();
-  Delivery delivery = take_locked(state);
+  deliver_locked(state, std::move(receiver), lock);
+}
+
+BLACKTREE_INLINE void InMemoryQueue::start_receive(Receiver receiver, asio::cancellation_slot slot) {
+  std::unique_lock lock(state_->mutex);
+  if (state_->closed) {
+    lock.unlock();
+    fail(receiver, errc::source_closed);
+    return;
+  }
+  if (!state_->ready.empty()) {
+    deliver_locked(state_, std::move(receiver), lock);
+    return;
+  }
+  receiver.id = state_->next_receiver++;
+  const auto id = receiver.id;
+  state_->receivers.push_back(std::move(receiver));
   lock.unlock();
-  handler.complete(std::error_code{}, std::move(delivery));
+  if (slot.is_connected()) slot.template emplace<CancelReceive>(state_, id);
+}
+
+BLACKTREE_INLINE void InMemoryQueue::deliver_locked(const std::shared_ptr<State>& state, Receiver receiver,
+                                                    std::unique_lock<std::mutex>& lock) {
+  if (receiver.one) {
+    Delivery delivery = take_locked(state);
+    lock.unlock();
+    receiver.one.complete(std::error_code{}, std::move(delivery));
+    return;
+  }
+  std::vector<Delivery> batch;
+  batch.reserve(std::min(receiver.max, state->ready.size()));
+  while (batch.size() < receiver.max && !state->ready.empty()) batch.push_back(take_locked(state));
+  lock.unlock();
+  receiver.some.complete(std::error_code{}, std::move(batch));
+}
+
+BLACKTREE_INLINE void InMemoryQueue::fail(Receiver& receiver, std::error_code ec) {
+  if (receiver.one)
+    receiver.one.complete(ec, Delivery{});
+  else
+    receiver.some.complete(ec, {});
 }
 
 BLACKTREE_INLINE void InMemoryQueue::settle(Delivery& delivery) {
@@ -104,7 +142,7 @@ BLACKTREE_INLINE void InMemoryQueue::close() {
     state_->closed = true;
     receivers.swap(state_->receivers);
   }
-  for (auto& receiver : receivers) receiver.handler.complete(errc::source_closed, Delivery{});
+  for (auto& receiver : receivers) fail(receiver, errc::source_closed);
 }
 
 BLACKTREE_INLINE void InMemoryQueue::CancelReceive::operator()(asio::cancellation_type type) {
@@ -113,16 +151,16 @@ BLACKTREE_INLINE void InMemoryQueue::CancelReceive::operator()(asio::cancellatio
     return;
   auto state = state_.lock();
   if (!state) return;
-  ReceiveHandler handler;
+  Receiver receiver;
   {
     std::lock_guard lock(state->mutex);
     auto it = std::find_if(state->receivers.begin(), state->receivers.end(),
                            [this](const Receiver& r) { return r.id == id_; });
     if (it == state->receivers.end()) return;
-    handler = std::move(it->handler);
+    receiver = std::move(*it);
     state->receivers.erase(it);
   }
-  handler.complete(asio::error::operation_aborted, Delivery{});
+  fail(receiver, asio::error::operation_aborted);
 }
 
 BLACKTREE_INLINE std::size_t InMemoryQueue::ready() const {

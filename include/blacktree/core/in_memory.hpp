@@ -15,11 +15,13 @@
 #include <asio/any_io_executor.hpp>
 #include <asio/associated_cancellation_slot.hpp>
 #include <asio/async_result.hpp>
+#include <asio/cancellation_signal.hpp>
 #include <asio/cancellation_type.hpp>
 #include <asio/error.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/strand.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -77,6 +79,7 @@ class InMemoryQueue {
   };
   using delivery_type = Delivery;
   static constexpr bool prefetch_control = true;  // see job_source_traits
+  static constexpr bool receives_batches = true;  // see job_source_traits
 
   explicit InMemoryQueue(asio::any_io_executor executor);
   InMemoryQueue(const InMemoryQueue&) = delete;
@@ -91,7 +94,29 @@ class InMemoryQueue {
   template <class Token>
   auto async_receive(Token&& token) {
     return asio::async_initiate<Token, void(std::error_code, Delivery)>(
-        [this](auto handler) { initiate_receive(std::move(handler)); }, token);
+        [this](auto handler) {
+          auto slot = asio::get_associated_cancellation_slot(handler);
+          Receiver receiver;
+          receiver.one = ReceiveHandler(std::move(handler), state_->executor);
+          start_receive(std::move(receiver), slot);
+        },
+        token);
+  }
+
+  /// Completion: `void(std::error_code, std::vector<Delivery>)` with 1 to
+  /// `max` deliveries (at least one; `max` 0 counts as 1): all that are
+  /// ready, up to `max`, once one is (see ReceivesBatches).
+  template <class Token>
+  auto async_receive_some(std::size_t max, Token&& token) {
+    return asio::async_initiate<Token, void(std::error_code, std::vector<Delivery>)>(
+        [this, max](auto handler) {
+          auto slot = asio::get_associated_cancellation_slot(handler);
+          Receiver receiver;
+          receiver.some = BatchHandler(std::move(handler), state_->executor);
+          receiver.max = std::max<std::size_t>(max, 1);
+          start_receive(std::move(receiver), slot);
+        },
+        token);
   }
 
   void ack(Delivery& delivery);
@@ -110,9 +135,13 @@ class InMemoryQueue {
 
  private:
   using ReceiveHandler = CompletionHandler<void(std::error_code, Delivery)>;
+  using BatchHandler = CompletionHandler<void(std::error_code, std::vector<Delivery>)>;
+  // A pending async_receive (`one`) or async_receive_some (`some`, up to `max`).
   struct Receiver {
-    std::uint64_t id;
-    ReceiveHandler handler;
+    std::uint64_t id = 0;
+    ReceiveHandler one;
+    BatchHandler some;
+    std::size_t max = 1;
   };
   struct State {
     explicit State(asio::any_io_executor ex) : executor(std::move(ex)) {}
@@ -138,27 +167,11 @@ class InMemoryQueue {
     std::uint64_t id_;
   };
 
-  template <class Handler>
-  void initiate_receive(Handler handler) {
-    auto slot = asio::get_associated_cancellation_slot(handler);
-    ReceiveHandler erased(std::move(handler), state_->executor);
-    std::unique_lock lock(state_->mutex);
-    if (state_->closed) {
-      lock.unlock();
-      erased.complete(errc::source_closed, Delivery{});
-      return;
-    }
-    if (!state_->ready.empty()) {
-      Delivery delivery = take_locked(state_);
-      lock.unlock();
-      erased.complete(std::error_code{}, std::move(delivery));
-      return;
-    }
-    const auto id = state_->next_receiver++;
-    state_->receivers.push_back(Receiver{id, std::move(erased)});
-    lock.unlock();
-    if (slot.is_connected()) slot.template emplace<CancelReceive>(state_, id);
-  }
+  void start_receive(Receiver receiver, asio::cancellation_slot slot);
+  // Completes `receiver` with what is ready (at least one message); unlocks first.
+  static void deliver_locked(const std::shared_ptr<State>& state, Receiver receiver,
+                             std::unique_lock<std::mutex>& lock);
+  static void fail(Receiver& receiver, std::error_code ec);
 
   static Delivery take_locked(const std::shared_ptr<State>& state);
   static void enqueue(const std::shared_ptr<State>& state, Message message);
