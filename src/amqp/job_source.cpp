@@ -50,9 +50,20 @@ struct Command {
 
 struct SourceState : std::enable_shared_from_this<SourceState> {
   using ReceiveHandler = core::CompletionHandler<void(std::error_code, AmqpDelivery)>;
+  using BatchHandler = core::CompletionHandler<void(std::error_code, std::vector<AmqpDelivery>)>;
+  // A pending async_receive (`one`) or async_receive_some (`some`, up to `max`).
   struct Receiver {
-    std::uint64_t id;
-    ReceiveHandler handler;
+    std::uint64_t id = 0;
+    ReceiveHandler one;
+    BatchHandler some;
+    std::size_t max = 1;
+
+    void fail(std::error_code ec) {
+      if (one)
+        one.complete(ec, AmqpDelivery{});
+      else
+        some.complete(ec, {});
+    }
   };
 
   SourceState(asio::any_io_executor ex, AmqpOptions o, Brokers e)
@@ -70,8 +81,8 @@ struct SourceState : std::enable_shared_from_this<SourceState> {
   bool stopping = false;  // the thread is to exit
   bool closed = false;    // receives complete with source_closed
 
-  std::atomic<std::uint64_t> delivered{0}, acked{0}, requeued{0}, dead_lettered{0}, dead_letters_returned{0},
-      too_large{0};
+  std::atomic<std::uint64_t> delivered{0}, acked{0}, ack_frames{0}, requeued{0}, dead_lettered{0},
+      dead_letters_returned{0}, too_large{0};
   std::atomic<std::uint64_t> generation_counter{0};  // one per connection established
   // Job ids of deliveries this source gave back to the broker without ever
   // handing them out (requeued while buffered or arriving for a cancelled
@@ -136,6 +147,18 @@ struct SourceState : std::enable_shared_from_this<SourceState> {
     loop.wake();
   }
 
+  // All in one go: the connection thread sees them together (acks of a run
+  // of deliveries then go out as one multiple ack).
+  void push(std::vector<Command> batch) {
+    if (batch.empty()) return;
+    {
+      std::lock_guard lock(mutex);
+      if (stopping) return;
+      for (auto& command : batch) commands.push_back(std::move(command));
+    }
+    loop.wake();
+  }
+
   // From the connection thread: to a waiting receiver, else into `ready`.
   void deliver(Incoming in) {
     std::unique_lock lock(mutex);
@@ -143,15 +166,64 @@ struct SourceState : std::enable_shared_from_this<SourceState> {
       ready.push_back(std::move(in));
       return;
     }
-    ReceiveHandler handler = std::move(receivers.front().handler);
+    Receiver receiver = std::move(receivers.front());
     receivers.pop_front();
-    note_handed_out(in);
+    ready.push_back(std::move(in));
+    hand_out(std::move(receiver), lock);
+  }
+
+  // Completes `receiver` with what `ready` holds (not empty); unlocks first.
+  void hand_out(Receiver receiver, std::unique_lock<std::mutex>& lock) {
+    std::vector<Incoming> taken;
+    const std::size_t n = receiver.one ? 1 : std::min(std::max<std::size_t>(receiver.max, 1), ready.size());
+    taken.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      note_handed_out(ready.front());
+      taken.push_back(std::move(ready.front()));
+      ready.pop_front();
+    }
     lock.unlock();
-    handler.complete(std::error_code{}, make_delivery(std::move(in)));
+    if (receiver.one) {
+      receiver.one.complete(std::error_code{}, make_delivery(std::move(taken.front())));
+      return;
+    }
+    std::vector<AmqpDelivery> batch;
+    batch.reserve(n);
+    for (auto& in : taken) batch.push_back(make_delivery(std::move(in)));
+    receiver.some.complete(std::error_code{}, std::move(batch));
   }
 };
 
 namespace {
+
+// The consume channel's delivery tags from the lowest one not settled yet:
+// every tag below it is acked or rejected (its frame sent), so a multiple
+// ack up to a tag below it settles nothing it should not. The broker numbers
+// a channel's deliveries 1, 2, 3...; an unexpected gap only stops the lowest
+// from moving, which makes acks single again, never wrong.
+class UnsettledTags {
+ public:
+  void reset() {
+    lowest_ = 1;
+    settled_.clear();
+  }
+  void delivered(std::uint64_t tag) {
+    while (tag >= lowest_ + settled_.size()) settled_.push_back(false);
+  }
+  void settled(std::uint64_t tag) {
+    if (tag < lowest_ || tag - lowest_ >= settled_.size()) return;
+    settled_[static_cast<std::size_t>(tag - lowest_)] = true;
+    while (!settled_.empty() && settled_.front()) {
+      settled_.pop_front();
+      ++lowest_;
+    }
+  }
+  std::uint64_t lowest() const noexcept { return lowest_; }
+
+ private:
+  std::uint64_t lowest_ = 1;
+  std::deque<bool> settled_;  // tags lowest_, lowest_ + 1, ...
+};
 
 // Consumes on channel 1, dead-letters through channel 2 in confirm mode, and
 // carries out what other threads asked for (acks, rejects, the prefetch).
@@ -242,6 +314,7 @@ class SourceWork final : public ConnectionWork {
     consumer_limit_ = 0;
     current_tags_.clear();
     held_by_earlier_ = 0;
+    unsettled_.reset();
     inbound_ = Inbound{};
     dead_letters_.reset();
     retries_.clear();
@@ -274,6 +347,7 @@ class SourceWork final : public ConnectionWork {
   // longer counts against the prefetch.
   void settled(std::uint64_t tag) {
     if (current_tags_.erase(tag) == 0 && held_by_earlier_ > 0) --held_by_earlier_;
+    unsettled_.settled(tag);
   }
 
   core::Result<void> handle_commands() {
@@ -282,13 +356,13 @@ class SourceWork final : public ConnectionWork {
       std::lock_guard lock(state_->mutex);
       commands.swap(state_->commands);
     }
+    std::vector<std::uint64_t> acks;  // sent last, as few frames as they allow
     for (auto& c : commands) {
       if (c.generation != generation_) continue;  // its connection is gone; the broker redelivers it
       int rc = AMQP_STATUS_OK;
       switch (c.kind) {
         case Command::Kind::ack:
-          rc = amqp_basic_ack(conn_->get(), consume_channel, c.tag, 0);
-          state_->acked.fetch_add(1);
+          acks.push_back(c.tag);
           settled(c.tag);
           break;
         case Command::Kind::requeue:
@@ -302,6 +376,31 @@ class SourceWork final : public ConnectionWork {
       }
       if (rc != AMQP_STATUS_OK) return conn_->lost(rc);
     }
+    return send_acks(acks);
+  }
+
+  // One multiple ack for those below the lowest unsettled tag (everything
+  // below it is settled: these now, the rest before), a single ack for each
+  // of the others.
+  core::Result<void> send_acks(const std::vector<std::uint64_t>& tags) {
+    const std::uint64_t lowest = unsettled_.lowest();
+    std::uint64_t run_end = 0;
+    std::size_t in_run = 0;
+    for (const std::uint64_t tag : tags)
+      if (tag < lowest) {
+        run_end = std::max(run_end, tag);
+        ++in_run;
+      }
+    auto ack = [&](std::uint64_t tag, bool multiple) {
+      state_->ack_frames.fetch_add(1);
+      return amqp_basic_ack(conn_->get(), consume_channel, tag, multiple ? 1 : 0);
+    };
+    if (in_run > 0)
+      if (const int rc = ack(run_end, in_run > 1); rc != AMQP_STATUS_OK) return conn_->lost(rc);
+    for (const std::uint64_t tag : tags)
+      if (tag >= lowest)
+        if (const int rc = ack(tag, false); rc != AMQP_STATUS_OK) return conn_->lost(rc);
+    state_->acked.fetch_add(tags.size());
     return {};
   }
 
@@ -523,6 +622,7 @@ class SourceWork final : public ConnectionWork {
     inbound_ = Inbound{};
     Incoming& in = done.in;
     state_->delivered.fetch_add(1);
+    unsettled_.delivered(in.tag);
     if (!consuming_) {
       bool wanted = false;
       {
@@ -532,6 +632,7 @@ class SourceWork final : public ConnectionWork {
       if (!wanted) {
         // Arrived while the consumer was being cancelled (prefetch 0): not ours to hold.
         amqp_basic_reject(conn_->get(), consume_channel, in.tag, 1);
+        unsettled_.settled(in.tag);
         state_->requeued.fetch_add(1);
         if (!done.too_large) {
           const std::string id = wire::parse_job_request(in.body).job.id;
@@ -580,6 +681,7 @@ class SourceWork final : public ConnectionWork {
   std::size_t consumer_limit_ = 0;                  // the current consumer's basic.qos
   std::unordered_set<std::uint64_t> current_tags_;  // its unsettled deliveries
   std::size_t held_by_earlier_ = 0;                 // unsettled deliveries of consumers cancelled since
+  UnsettledTags unsettled_;                         // every consumer's, for multiple acks
   Inbound inbound_;
 
   PublishConfirms<Command> dead_letters_;  // published, awaiting their confirm
@@ -651,53 +753,61 @@ void AmqpJobSource::stop() {
     state_->ready.clear();
     receivers.swap(state_->receivers);
   }
-  for (auto& r : receivers) r.handler.complete(core::errc::source_closed, AmqpDelivery{});
+  for (auto& r : receivers) r.fail(core::errc::source_closed);
 }
 
-std::uint64_t AmqpJobSource::start_receive(ReceiveHandler handler) {
+std::uint64_t AmqpJobSource::start_receive(ReceiveHandler one, BatchHandler some, std::size_t max) {
+  detail::SourceState::Receiver receiver;
+  receiver.one = std::move(one);
+  receiver.some = std::move(some);
+  receiver.max = max;
   std::unique_lock lock(state_->mutex);
   if (state_->closed) {
     lock.unlock();
-    handler.complete(core::errc::source_closed, AmqpDelivery{});
+    receiver.fail(core::errc::source_closed);
     return 0;
   }
   if (!state_->ready.empty()) {
-    detail::Incoming in = std::move(state_->ready.front());
-    state_->ready.pop_front();
-    state_->note_handed_out(in);
-    lock.unlock();
-    handler.complete(std::error_code{}, state_->make_delivery(std::move(in)));
+    state_->hand_out(std::move(receiver), lock);
     return 0;
   }
-  const std::uint64_t id = state_->next_receiver++;
-  state_->receivers.push_back({id, std::move(handler)});
+  receiver.id = state_->next_receiver++;
+  const std::uint64_t id = receiver.id;
+  state_->receivers.push_back(std::move(receiver));
   return id;
 }
 
 void AmqpJobSource::cancel_receive(const std::weak_ptr<detail::SourceState>& weak, std::uint64_t id) {
   auto state = weak.lock();
   if (!state) return;
-  ReceiveHandler handler;
+  detail::SourceState::Receiver receiver;
   {
     std::lock_guard lock(state->mutex);
     auto it = std::find_if(state->receivers.begin(), state->receivers.end(),
                            [id](const detail::SourceState::Receiver& r) { return r.id == id; });
     if (it == state->receivers.end()) return;  // already completed
-    handler = std::move(it->handler);
+    receiver = std::move(*it);
     state->receivers.erase(it);
   }
-  handler.complete(asio::error::operation_aborted, AmqpDelivery{});
+  receiver.fail(asio::error::operation_aborted);
 }
 
-void AmqpJobSource::ack(AmqpDelivery& delivery) {
-  if (!delivery.state_) return;
-  auto state = std::move(delivery.state_);
-  detail::Command command;
-  command.kind = detail::Command::Kind::ack;
-  command.generation = delivery.generation_;
-  command.tag = delivery.delivery_tag_;
-  state->note_settled(command.generation, command.tag, true);
-  state->push(std::move(command));
+void AmqpJobSource::ack(AmqpDelivery& delivery) { ack(std::span<AmqpDelivery>(&delivery, 1)); }
+
+void AmqpJobSource::ack(std::span<AmqpDelivery> deliveries) {
+  std::vector<detail::Command> commands;
+  commands.reserve(deliveries.size());
+  for (auto& delivery : deliveries) {
+    if (!delivery.state_) continue;
+    auto state = std::move(delivery.state_);
+    detail::Command command;
+    command.kind = detail::Command::Kind::ack;
+    command.generation = delivery.generation_;
+    command.tag = delivery.delivery_tag_;
+    state->note_settled(command.generation, command.tag, true);
+    commands.push_back(std::move(command));
+  }
+  state_->push(std::move(commands));
 }
 
 void AmqpJobSource::reject(AmqpDelivery& delivery, core::Disposition disposition, std::string_view reason) {
@@ -761,6 +871,7 @@ AmqpSourceStats AmqpJobSource::stats() const {
   AmqpSourceStats s;
   s.delivered = state_->delivered.load();
   s.acked = state_->acked.load();
+  s.ack_frames = state_->ack_frames.load();
   s.requeued = state_->requeued.load();
   s.dead_lettered = state_->dead_lettered.load();
   s.dead_letters_returned = state_->dead_letters_returned.load();

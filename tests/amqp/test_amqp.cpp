@@ -21,7 +21,10 @@
 
 #include <algorithm>
 #include <mutex>
+#include <optional>
 #include <set>
+#include <span>
+#include <vector>
 
 namespace {
 
@@ -293,6 +296,59 @@ TEST_CASE("amqp: the prefetch bounds unacknowledged deliveries and 0 delivers no
   REQUIRE(t::eventually([&] { return source.stats().acked == 6; }));
   REQUIRE(t::eventually([&] { return t::list_queues("messages_unacknowledged")[o.execute_queue] == 0; }));
   CHECK(client.ready(o.execute_queue) == 4);
+  source.stop();
+}
+
+TEST_CASE("amqp: a batch receive hands over what is buffered, and a run of acks is one multiple ack", "[amqp]") {
+  asio::io_context io;
+  AmqpOptions o = test_options("batches");
+  t::Client client;
+  client.declare_queue(o.execute_queue);
+  for (int i = 0; i < 20; ++i) client.publish(o.execute_queue, job_json("b" + std::to_string(i)));
+  AmqpJobSource source(io.get_executor(), o);
+  source.set_prefetch(20);
+  REQUIRE(t::eventually([&] { return source.stats().delivered == 20; }));  // all buffered
+
+  auto receive_some = [&](std::size_t max) {
+    std::optional<std::vector<AmqpDelivery>> got;
+    source.async_receive_some(max, [&](std::error_code ec, std::vector<AmqpDelivery> ds) {
+      CHECK_FALSE(ec);
+      got = std::move(ds);
+    });
+    REQUIRE(run_until(io, [&] { return got.has_value(); }, 15s));
+    return std::move(*got);
+  };
+  std::vector<AmqpDelivery> held = receive_some(8);
+  CHECK(held.size() == 8);
+  for (auto& d : receive_some(50)) held.push_back(std::move(d));
+  REQUIRE(held.size() == 20);
+  for (int i = 0; i < 20; ++i) CHECK(held[static_cast<std::size_t>(i)].job().id == "b" + std::to_string(i));
+
+  // All but the sixth in one call: the five below it go as one multiple
+  // ack, the fourteen above it one by one (a multiple ack would settle the
+  // sixth too).
+  AmqpDelivery sixth = std::move(held[5]);
+  held.erase(held.begin() + 5);
+  source.ack(std::span<AmqpDelivery>(held));
+  REQUIRE(t::eventually([&] { return source.stats().acked == 19; }));
+  CHECK(source.stats().ack_frames == 15);
+  REQUIRE(t::eventually([&] { return t::list_queues("messages_unacknowledged")[o.execute_queue] == 1; }));
+  source.ack(sixth);
+  REQUIRE(t::eventually([&] { return source.stats().acked == 20; }));
+  CHECK(source.stats().ack_frames == 16);
+  REQUIRE(t::eventually([&] { return t::list_queues("messages_unacknowledged")[o.execute_queue] == 0; }));
+  CHECK(client.ready(o.execute_queue) == 0);
+
+  // A run with nothing unsettled below it: twenty acks, one frame.
+  for (int i = 0; i < 20; ++i) client.publish(o.execute_queue, job_json("c" + std::to_string(i)));
+  REQUIRE(t::eventually([&] { return source.stats().delivered == 40; }));
+  held = receive_some(20);
+  REQUIRE(held.size() == 20);
+  source.ack(std::span<AmqpDelivery>(held));
+  REQUIRE(t::eventually([&] { return source.stats().acked == 40; }));
+  CHECK(source.stats().ack_frames == 17);
+  REQUIRE(t::eventually([&] { return t::list_queues("messages_unacknowledged")[o.execute_queue] == 0; }));
+  CHECK(client.ready(o.execute_queue) == 0);
   source.stop();
 }
 

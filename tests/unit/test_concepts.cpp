@@ -220,6 +220,7 @@ static_assert(!core::JobSource<MisspeltBatchSource>);               // declared,
 static_assert(!core::ReceivesBatches<WrongBatchSource> && !core::JobSource<WrongBatchSource>);
 static_assert(core::ReceivesBatches<core::InMemoryQueue> &&
               core::job_source_traits<core::InMemoryQueue>::receives_batches);
+static_assert(core::SettlesBatches<core::InMemoryQueue> && !core::SettlesBatches<Source<true, true, true>>);
 static_assert(core::ReportsInvalid<InvalidDelivery<false>> && core::Delivery<InvalidDelivery<false>>);
 static_assert(core::Delivery<InvalidDelivery<true>>);
 static_assert(core::ReportsInvalid<core::InMemoryQueue::Delivery> &&

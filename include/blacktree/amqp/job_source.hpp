@@ -30,6 +30,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -95,6 +96,7 @@ class AmqpDelivery {
 struct AmqpSourceStats {
   std::uint64_t delivered = 0;      ///< messages received from the broker
   std::uint64_t acked = 0;
+  std::uint64_t ack_frames = 0;     ///< basic.ack frames those took (one multiple ack settles a run of them)
   std::uint64_t requeued = 0;       ///< rejected with requeue, or dropped unsettled
   std::uint64_t dead_lettered = 0;  ///< confirmed on the dead-letter exchange and acked
   /// Dead letters the broker returned (no queue bound to the dead-letter
@@ -145,6 +147,8 @@ class AmqpJobSource {
   /// It takes back-pressure (core::PrefetchControl): declared, so that a
   /// misspelt set_prefetch fails to compile instead of losing the broker's QoS.
   static constexpr bool prefetch_control = true;
+  /// It hands over what it has buffered in one completion (core::ReceivesBatches).
+  static constexpr bool receives_batches = true;
 
   /// Starts connecting in the background. Throws std::invalid_argument when
   /// `options.url` cannot be parsed (the message says why, without the password).
@@ -162,14 +166,33 @@ class AmqpJobSource {
     return asio::async_initiate<Token, void(std::error_code, AmqpDelivery)>(
         [this](auto handler) {
           auto slot = asio::get_associated_cancellation_slot(handler);
-          const std::uint64_t id = start_receive(ReceiveHandler(std::move(handler), executor_));
+          const std::uint64_t id = start_receive(ReceiveHandler(std::move(handler), executor_), {}, 1);
           if (id != 0 && slot.is_connected()) slot.template emplace<CancelReceive>(state_, id);
         },
         token);
   }
 
-  /// The job is finished with: basic.ack.
+  /// As async_receive, with 1 to `max` deliveries: once one has arrived, all
+  /// that are buffered, up to `max`. Completion: `void(std::error_code,
+  /// std::vector<AmqpDelivery>)`.
+  template <class Token>
+  auto async_receive_some(std::size_t max, Token&& token) {
+    return asio::async_initiate<Token, void(std::error_code, std::vector<AmqpDelivery>)>(
+        [this, max](auto handler) {
+          auto slot = asio::get_associated_cancellation_slot(handler);
+          const std::uint64_t id = start_receive({}, BatchHandler(std::move(handler), executor_), max);
+          if (id != 0 && slot.is_connected()) slot.template emplace<CancelReceive>(state_, id);
+        },
+        token);
+  }
+
+  /// The job is finished with: basic.ack. Acks asked for while the
+  /// connection thread is busy go out together, a run of them below every
+  /// unsettled delivery as one multiple ack.
   void ack(AmqpDelivery& delivery);
+  /// All of them, in one go (core::SettlesBatches): the connection thread
+  /// takes them together, so a run of deliveries is one multiple ack.
+  void ack(std::span<AmqpDelivery> deliveries);
   /// requeue: basic.reject(requeue); dead_letter: see the class comment.
   void reject(AmqpDelivery& delivery, core::Disposition disposition, std::string_view reason);
   /// Hold at most `n` unsettled deliveries (basic.qos); 0 consumes nothing.
@@ -207,6 +230,7 @@ class AmqpJobSource {
 
  private:
   using ReceiveHandler = core::CompletionHandler<void(std::error_code, AmqpDelivery)>;
+  using BatchHandler = core::CompletionHandler<void(std::error_code, std::vector<AmqpDelivery>)>;
 
   class CancelReceive {
    public:
@@ -223,7 +247,8 @@ class AmqpJobSource {
   };
 
   /// Returns the receiver's id, or 0 when it completed at once.
-  std::uint64_t start_receive(ReceiveHandler handler);
+  // `one` for async_receive, else `some` with up to `max`; 0 when completed at once.
+  std::uint64_t start_receive(ReceiveHandler one, BatchHandler some, std::size_t max);
   static void cancel_receive(const std::weak_ptr<detail::SourceState>& state, std::uint64_t id);
 
   asio::any_io_executor executor_;
@@ -233,5 +258,6 @@ class AmqpJobSource {
 static_assert(core::ReportsInvalid<AmqpDelivery>);
 static_assert(core::PrefetchControl<AmqpJobSource>);
 static_assert(core::JobSource<AmqpJobSource>);
+static_assert(core::ReceivesBatches<AmqpJobSource> && core::SettlesBatches<AmqpJobSource>);
 
 }  // namespace blacktree::amqp

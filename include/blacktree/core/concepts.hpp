@@ -39,6 +39,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <span>
 #include <type_traits>
 #include <vector>
 
@@ -159,6 +160,16 @@ concept ReceivesBatches = requires(S& s, std::size_t n) {
   s.async_receive_some(n, detail::receive_some_handler_archetype<typename S::delivery_type>{});
 };
 
+/// A source that settles several deliveries in one call.
+///
+/// Required, for `S s`, `std::span<typename S::delivery_type> ds`:
+///  - `s.ack(ds)`: acks each, as `s.ack(d)` would, in one go (a broker
+///    source sends a run of them as one multiple ack).
+/// The dispatcher acks the duplicate deliveries attached to a job with it;
+/// a broker source also coalesces single acks that arrive together.
+template <class S>
+concept SettlesBatches = requires(S& s, std::span<typename S::delivery_type> ds) { s.ack(ds); };
+
 /// Declares what a JobSource promises beyond the concept, so that
 /// JobSource<S> fails to compile if the member is missing or misspelt:
 ///  - prefetch_control: `S` models PrefetchControl (`static constexpr bool
@@ -222,8 +233,8 @@ concept Delivery = std::movable<D> && requires(const D& d) {
 ///  - `s.reject(d, x, reason)`: requeue it (it did not run) or dead-letter it;
 ///  - if `job_source_traits<S>::prefetch_control`: PrefetchControl<S>.
 ///  - if `job_source_traits<S>::receives_batches`: ReceivesBatches<S>.
-/// Optional: PrefetchControl<S> and ReceivesBatches<S> (the dispatcher uses
-/// each whenever present).
+/// Optional: PrefetchControl<S>, ReceivesBatches<S> and SettlesBatches<S>
+/// (the dispatcher uses each whenever present).
 /// A source whose memory must not grow with its queue's depth should declare
 /// `static constexpr bool prefetch_control = true;`: a misspelt `set_prefetch`
 /// is then a compile error, not a source that silently takes everything.

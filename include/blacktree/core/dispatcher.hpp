@@ -28,6 +28,7 @@
 #include <limits>
 #include <memory>
 #include <random>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -808,9 +809,19 @@ class Dispatcher {
         counters.settled_elsewhere.fetch_add(1 + ctx->attached.size(), std::memory_order_relaxed);
         if constexpr (requires { observer.on_settled_elsewhere(ctx->job()); }) observer.on_settled_elsewhere(ctx->job());
         source.ack(ctx->delivery);
-        for (auto& delivery : ctx->attached) source.ack(delivery);
+        ack_all(ctx->attached);
         observer.on_settled(ctx->job());
         done(ctx);
+      }
+    }
+
+    // The duplicates attached to a job: one call when the source settles
+    // batches (SettlesBatches).
+    void ack_all(std::vector<delivery_type>& deliveries) {
+      if constexpr (SettlesBatches<Source>) {
+        source.ack(std::span<delivery_type>(deliveries));
+      } else {
+        for (auto& delivery : deliveries) source.ack(delivery);
       }
     }
 
@@ -1128,11 +1139,12 @@ class Dispatcher {
       }
       if (!ctx->dead_letter_reason.empty()) {
         source.reject(ctx->delivery, Disposition::dead_letter, ctx->dead_letter_reason);
+        ack_all(ctx->attached);
       } else {
         finished.put(ctx->job().id, true);
         source.ack(ctx->delivery);
+        ack_all(ctx->attached);
       }
-      for (auto& delivery : ctx->attached) source.ack(delivery);
       observer.on_settled(ctx->job());
       done(ctx);
     }

@@ -110,11 +110,15 @@ BLACKTREE_INLINE void InMemoryQueue::settle(Delivery& delivery) {
   --state->unacked;
 }
 
-BLACKTREE_INLINE void InMemoryQueue::ack(Delivery& delivery) {
-  if (!delivery.state_) return;
-  settle(delivery);
+BLACKTREE_INLINE void InMemoryQueue::ack(Delivery& delivery) { ack(std::span<Delivery>(&delivery, 1)); }
+
+BLACKTREE_INLINE void InMemoryQueue::ack(std::span<Delivery> deliveries) {
   std::lock_guard lock(state_->mutex);
-  ++state_->acked;
+  for (auto& delivery : deliveries) {
+    if (!std::exchange(delivery.state_, nullptr)) continue;
+    --state_->unacked;
+    ++state_->acked;
+  }
 }
 
 BLACKTREE_INLINE void InMemoryQueue::reject(Delivery& delivery, Disposition disposition, std::string_view reason) {

@@ -33,6 +33,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -120,6 +121,8 @@ class InMemoryQueue {
   }
 
   void ack(Delivery& delivery);
+  /// Each of them, under one lock (SettlesBatches).
+  void ack(std::span<Delivery> deliveries);
   void reject(Delivery& delivery, Disposition disposition, std::string_view reason);
   void set_prefetch(std::size_t n);
 
