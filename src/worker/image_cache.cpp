@@ -25,14 +25,16 @@ namespace {
 
 constexpr std::size_t prune_batch = 8;  // images removed between two measurements, at most
 
-// Milliseconds: a build uses an image seconds after another was made.
+// Uses and creation times in milliseconds: whole seconds would rank an image
+// a build used in the second another was made as old as that one.
 std::int64_t unix_now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
 // An RFC 3339 time as buildah writes it ("2026-12-06T20:50:04.755897748Z",
-// or "+01:00" for Z) in unix milliseconds; nullopt for anything else.
+// or with an offset such as "+01:00" instead of the Z) in unix milliseconds;
+// nullopt for anything else.
 std::optional<std::int64_t> rfc3339_ms(const std::string& text) {
   int year = 0, month = 0, day = 0, hour = 0, minute = 0, used = 0;
   double second = 0;
