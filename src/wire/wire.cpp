@@ -306,6 +306,7 @@ v1::JobResponse to_proto(const core::JobResult& result) {
   }
   out.set_cached_steps(result.cached_steps);
   out.set_built_steps(result.built_steps);
+  for (const bool cached : result.cached_by_step) out.add_cached_by_step(cached);
   set_time(out.mutable_received_at(), result.received_at);
   set_time(out.mutable_started_at(), result.started_at);
   set_time(out.mutable_finished_at(), result.finished_at);
@@ -337,6 +338,7 @@ core::JobResult from_proto(const v1::JobResponse& response) {
   }
   result.cached_steps = response.cached_steps();
   result.built_steps = response.built_steps();
+  result.cached_by_step.assign(response.cached_by_step().begin(), response.cached_by_step().end());
   return result;
 }
 

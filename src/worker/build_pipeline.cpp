@@ -81,6 +81,7 @@ class PipelineJob {
     result.stage_durations = stage_durations_;
     result.cached_steps = cached_steps_;
     result.built_steps = steps_ > cached_steps_ ? steps_ - cached_steps_ : 0;
+    result.cached_by_step = cached_by_step_;
     result.logs = tail_.text();
     result.error = redactor_.apply(result.error);
     if (!result.success) {
@@ -201,11 +202,16 @@ class PipelineJob {
     const auto word_at = [&](std::size_t at) { return std::string(line.substr(at, line.find(' ', at) - at)); };
     if (line.rfind(hit, 0) == 0) {
       ++cached_steps_;
+      if (!cached_by_step_.empty()) cached_by_step_.back() = true;  // the step just named
       cache_used_.push_back(word_at(hit.size()));
     } else if (line.rfind("STEP ", 0) == 0) {
       const auto from = line.find(": FROM ");
-      if (from == std::string_view::npos) ++steps_;
-      else cache_used_.push_back(word_at(from + 7));
+      if (from == std::string_view::npos) {
+        ++steps_;
+        cached_by_step_.push_back(false);  // ran, unless its "Using cache" follows
+      } else {
+        cache_used_.push_back(word_at(from + 7));
+      }
     }
   }
 
@@ -420,6 +426,7 @@ class PipelineJob {
   std::map<std::string, milliseconds> stage_durations_;
   std::uint32_t steps_ = 0;
   std::uint32_t cached_steps_ = 0;
+  std::vector<bool> cached_by_step_;  // per step after FROM
   milliseconds limit_{0};
   Clock::time_point deadline_;
   fs::path dir_;

@@ -282,14 +282,17 @@ TEST_CASE("wire: a JobResponse carries its stage timings and cache counts", "[wi
   result.stage_durations = {{"cloning", std::chrono::milliseconds(1250)}, {"pushing", std::chrono::milliseconds(40)}};
   result.cached_steps = 3;
   result.built_steps = 1;
+  result.cached_by_step = {true, true, false, true};
   const std::string json = wire::job_response_json(result);
   CHECK_THAT(json, Catch::Contains(R"("stageSeconds":{)") && Catch::Contains(R"("cloning":1.25)") &&
-                       Catch::Contains(R"("cachedSteps":3)") && Catch::Contains(R"("builtSteps":1)"));
+                       Catch::Contains(R"("cachedSteps":3)") && Catch::Contains(R"("builtSteps":1)") &&
+                       Catch::Contains(R"("cachedByStep":[true,true,false,true])"));
   const auto back = wire::parse_job_response(json);
   REQUIRE(back);
   CHECK(back->stage_durations == result.stage_durations);
   CHECK(back->cached_steps == 3);
   CHECK(back->built_steps == 1);
+  CHECK(back->cached_by_step == result.cached_by_step);
 }
 
 TEST_CASE("wire: a JobResponse carries its statusId", "[wire]") {

@@ -1194,6 +1194,8 @@ TEST_CASE("a rebuild of the next commit takes the base image and the unchanged s
   CHECK(first.built_steps == 2);
   CHECK(second.cached_steps == 1);
   CHECK(second.built_steps == 1);
+  CHECK(first.cached_by_step == std::vector<bool>{false, false});
+  CHECK(second.cached_by_step == std::vector<bool>{true, false});  // the first step's cache, the changed one ran
   for (const char* stage : {"cloning", "building", "pushing"}) {
     CAPTURE(stage);
     REQUIRE(second.stage_durations.contains(stage));

@@ -153,6 +153,9 @@ struct JobResult {
   /// Build steps taken from the image cache, and steps that ran.
   std::uint32_t cached_steps = 0;
   std::uint32_t built_steps = 0;
+  /// Each build step after FROM, in the build's order (stages one after
+  /// another): true when it was taken from the cache, false when it ran.
+  std::vector<bool> cached_by_step;
 };
 
 /// A worker as it registers itself.
