@@ -46,6 +46,9 @@ constexpr std::size_t max_line_bytes = 16 * 1024;
 // After the child exited we still read what its output pipe holds, but a
 // process outside its group holding the pipe open must not block us forever.
 constexpr milliseconds drain_limit{2000};
+// At the limit, what the pipe holds then is still read, up to this (a pipe
+// holds 64 KiB by default, at most 1 MiB unless raised).
+constexpr std::size_t final_drain_bytes = 1 << 20;
 // How long we wait for killed descendants to be gone before returning.
 constexpr milliseconds reap_limit{3000};
 
@@ -692,7 +695,15 @@ ProcessOutcome run_process(const ProcessSpec& spec, const LineFn& on_line, std::
         continue;
       }
     } else if (pipe_open && now >= drain_until) {
-      break;  // something outside the group still holds the pipe: stop reading
+      // Something outside the group still holds the pipe: take what the pipe
+      // holds now (what the job wrote before it exited, when the line
+      // callback was slow to take it: the limit is not for that), then stop.
+      ::fcntl(read_end.get(), F_SETFL, ::fcntl(read_end.get(), F_GETFL) | O_NONBLOCK);
+      std::size_t taken = 0;
+      for (ssize_t n = 0; taken < final_drain_bytes && (n = ::read(read_end.get(), buffer, sizeof buffer)) > 0;
+           taken += static_cast<std::size_t>(n))
+        lines.feed(buffer, static_cast<std::size_t>(n));
+      break;
     }
 
     // Sleep until output, exit, stop request, or the next deadline.

@@ -55,6 +55,30 @@ TEST_CASE("run_process streams stdout and stderr lines and reports the exit code
   CHECK(out.lines == std::vector<std::string>{"one", "two", "three"});
 }
 
+// The drain limit after a process exits is for a pipe some process outside
+// the group keeps open; output the job wrote before it exited is already in
+// the pipe and must all arrive, even when the line callback (the worker's
+// progress stream) is slow. A slow consumer is the fault here: the callback
+// blocks longer than the drain limit (2 s) after the exit was seen.
+TEST_CASE("run_process delivers everything a process wrote before it exited, however slow the line callback",
+          "[process]") {
+  std::vector<std::string> lines;
+  auto slow = [&](std::string_view line) {
+    // line-0: the shell exits meanwhile, so the exit is seen before the
+    // next read. line-1000 starts past the first 8 KiB read and ends before
+    // the last one: reading stalls there, with more in the pipe.
+    if (line == "line-0") std::this_thread::sleep_for(300ms);
+    if (line == "line-1000") std::this_thread::sleep_for(2500ms);
+    lines.emplace_back(line);
+  };
+  // 2,000 lines, 18,890 bytes: all in the pipe when the shell exits.
+  auto outcome = bw::run_process(sh("i=0; while [ $i -lt 2000 ]; do echo line-$i; i=$((i+1)); done"), slow);
+  CHECK(outcome.ok());
+  REQUIRE(lines.size() == 2000);
+  CHECK(lines.front() == "line-0");
+  CHECK(lines.back() == "line-1999");
+}
+
 TEST_CASE("run_process uses exactly the given environment and working directory", "[process]") {
   setenv("BLACKTREE_TEST_LEAK", "must-not-be-seen", 1);
   Collected out;
