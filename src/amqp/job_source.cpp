@@ -199,8 +199,10 @@ namespace {
 // The consume channel's delivery tags from the lowest one not settled yet:
 // every tag below it is acked or rejected (its frame sent), so a multiple
 // ack up to a tag below it settles nothing it should not. The broker numbers
-// a channel's deliveries 1, 2, 3...; an unexpected gap only stops the lowest
-// from moving, which makes acks single again, never wrong.
+// a channel's deliveries 1, 2, 3...; an unexpected gap (or a delivery
+// never settled) only stops the lowest from moving, which makes acks single
+// again, never wrong; past `limit` tags behind it, it stops following them
+// (a byte each), with the same effect.
 class UnsettledTags {
  public:
   void reset() {
@@ -208,7 +210,8 @@ class UnsettledTags {
     settled_.clear();
   }
   void delivered(std::uint64_t tag) {
-    while (tag >= lowest_ + settled_.size()) settled_.push_back(false);
+    constexpr std::size_t limit = std::size_t{1} << 20;
+    while (tag >= lowest_ + settled_.size() && settled_.size() < limit) settled_.push_back(false);
   }
   void settled(std::uint64_t tag) {
     if (tag < lowest_ || tag - lowest_ >= settled_.size()) return;

@@ -1139,12 +1139,11 @@ class Dispatcher {
       }
       if (!ctx->dead_letter_reason.empty()) {
         source.reject(ctx->delivery, Disposition::dead_letter, ctx->dead_letter_reason);
-        ack_all(ctx->attached);
       } else {
         finished.put(ctx->job().id, true);
         source.ack(ctx->delivery);
-        ack_all(ctx->attached);
       }
+      ack_all(ctx->attached);
       observer.on_settled(ctx->job());
       done(ctx);
     }
