@@ -78,6 +78,13 @@ struct Fixture {
   }
 };
 
+// A job as the broker hands it out again (after a lost connection).
+core::Job redelivered_job(std::string id) {
+  core::Job job = make_job(std::move(id));
+  job.redelivered = true;
+  return job;
+}
+
 // A runner that keeps every call until the test completes it.
 struct Held {
   std::vector<LoopbackTransport::Call> calls;
@@ -439,9 +446,7 @@ TEST_CASE("Dispatcher: a job no worker can take fails after the placement timeou
 TEST_CASE("Dispatcher: redelivered jobs are flagged in their status", "[dispatcher]") {
   Fixture f;
   f.add_worker("w1");
-  auto job = make_job("again");
-  job.redelivered = true;
-  f.queue.publish(job);
+  f.queue.publish(redelivered_job("again"));
   TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool);
   d.start();
   REQUIRE(run_until(f.io, [&] { return f.sink.size() == 1; }));
@@ -602,9 +607,7 @@ TEST_CASE("Dispatcher: a delivery of a job id already in flight attaches to it a
   f.queue.publish(make_job("dup"));
   auto d = f.start();
   REQUIRE(run_until(f.io, [&] { return held.calls.size() == 1; }));
-  auto again = make_job("dup");
-  again.redelivered = true;
-  f.queue.publish(again);  // e.g. the broker redelivered it after a connection drop
+  f.queue.publish(redelivered_job("dup"));  // e.g. the broker redelivered it after a connection drop
   REQUIRE(run_until(f.io, [&] { return f.queue.ready() == 0 && f.queue.unacked() == 2; }));
   run_ready(f.io);
   CHECK(held.calls.size() == 1);  // not run twice at the same time
@@ -630,9 +633,7 @@ TEST_CASE("Dispatcher: a redelivery of a finished job is acked without running i
   f.queue.publish(make_job("once"));
   auto d = f.start();
   REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 1; }));
-  auto again = make_job("once");
-  again.redelivered = true;
-  f.queue.publish(again);
+  f.queue.publish(redelivered_job("once"));
   REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 2; }));
   run_ready(f.io);
   CHECK(f.transport.runs_started("loopback:w1") == 1);
@@ -1220,9 +1221,7 @@ TEST_CASE("Dispatcher: a job a worker carries from before goes to that worker, w
   auto carrier = make_worker("carrier", 1);
   carrier.incarnation = f.transport.incarnation(carrier.address);
   REQUIRE(f.pool.register_worker(carrier, {"c"}));
-  auto redelivered = make_job("c");
-  redelivered.redelivered = true;
-  f.queue.publish(redelivered);
+  f.queue.publish(redelivered_job("c"));
   f.queue.publish(make_job("new"));
   core::DispatcherOptions options;
   options.carrier_wait = 60s;
@@ -1246,9 +1245,7 @@ TEST_CASE("Dispatcher: a redelivered job nobody carries is placed once the carri
           "[dispatcher][carried]") {
   Fixture f;
   f.add_worker("w1");
-  auto redelivered = make_job("r");
-  redelivered.redelivered = true;
-  f.queue.publish(redelivered);
+  f.queue.publish(redelivered_job("r"));
   core::DispatcherOptions options;
   options.carrier_wait = 30ms;
   auto d = f.start(options);
@@ -1264,9 +1261,7 @@ TEST_CASE("Dispatcher: a stop hands back a job waiting for its carrier, and hand
   Held held;
   f.add_worker("w1", 2, {}, held.runner());
   f.queue.publish(make_job("running"));
-  auto waiting = make_job("waiting");
-  waiting.redelivered = true;
-  f.queue.publish(waiting);
+  f.queue.publish(redelivered_job("waiting"));
   core::DispatcherOptions options;
   options.carrier_wait = 60s;
   auto d = f.start(options);
@@ -1283,8 +1278,7 @@ TEST_CASE("Dispatcher: a redelivered job a peer still runs waits for the peer an
           "[dispatcher][peers]") {
   Fixture f;
   f.add_worker("w1");
-  auto held_job = make_job("held");
-  held_job.redelivered = true;
+  auto held_job = redelivered_job("held");
   f.queue.publish(held_job);
   core::DispatcherOptions options;
   options.carrier_wait = 30ms;
@@ -1323,8 +1317,7 @@ TEST_CASE("Dispatcher: a redelivered job a peer still runs waits for the peer an
 TEST_CASE("Dispatcher: a job whose peer falls silent runs once peer_hold has passed", "[dispatcher][peers]") {
   Fixture f;
   f.add_worker("w1");
-  auto held_job = make_job("held");
-  held_job.redelivered = true;
+  auto held_job = redelivered_job("held");
   core::DispatcherOptions options;
   options.carrier_wait = 30ms;
   options.peer_hold = 150ms;
@@ -1358,8 +1351,7 @@ TEST_CASE("Dispatcher: a redelivery whose worker registered with a peer goes bac
           "[dispatcher][peers]") {
   Fixture f;
   f.add_worker("w1");
-  auto carried = make_job("carried");
-  carried.redelivered = true;
+  auto carried = redelivered_job("carried");
   core::DispatcherOptions options;
   options.carrier_wait = 60s;
   options.peer_hold = 60s;
