@@ -508,12 +508,15 @@ class Dispatcher {
     void pump() {
       if (abandoned || stopping || !started || source_closed) return;
       tell_prefetch();
-      if (receive_pending || in_window() >= limit()) return;
+      // Read once: the pool's live capacity changes on other threads, and a
+      // second read smaller than the window would wrap the room around.
+      const std::size_t room = limit();
+      if (receive_pending || in_window() >= room) return;
       receive_pending = true;
       if constexpr (ReceivesBatches<Source>) {
         // Every free place of the window in one completion.
         source.async_receive_some(
-            limit() - in_window(),
+            room - in_window(),
             asio::bind_cancellation_slot(
                 receive_cancel.slot(),
                 asio::bind_executor(strand, [self = this->shared_from_this()](std::error_code ec,
