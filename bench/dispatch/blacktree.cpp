@@ -18,6 +18,7 @@
 
 #include <future>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -48,13 +49,26 @@ class CountingSink {
         token);
   }
 
+  // Batches (core::PublishesBatches): one post confirms the whole call.
+  static constexpr bool publishes_batches = true;
+  template <class Token>
+  auto async_publish_some(std::span<const bt::JobResult* const> results, Token&& token) {
+    return asio::async_initiate<Token, void(std::vector<std::error_code>)>(
+        [this, n = results.size()](auto handler) {
+          confirmed_.fetch_add(n, std::memory_order_relaxed);
+          auto ex = asio::get_associated_executor(handler, executor_);
+          asio::post(ex, [h = std::move(handler), n]() mutable { std::move(h)(std::vector<std::error_code>(n)); });
+        },
+        token);
+  }
+
   std::size_t size() const { return confirmed_.load(std::memory_order_relaxed); }
 
  private:
   asio::any_io_executor executor_;
   std::atomic<std::size_t> confirmed_{0};
 };
-static_assert(bt::StatusSink<CountingSink>);
+static_assert(bt::StatusSink<CountingSink> && bt::PublishesBatches<CountingSink>);
 
 }  // namespace
 

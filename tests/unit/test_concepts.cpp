@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <sstream>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -84,6 +85,19 @@ template <bool Publish>
 struct Sink {
   template <class H>
   void async_publish(const core::JobResult&, H&&) requires Publish {}
+};
+
+// A sink that publishes batches, declared or not, spelt right or not.
+template <bool Declared>
+struct BatchSink : Sink<true> {
+  static constexpr bool publishes_batches = Declared;
+  template <class H>
+  void async_publish_some(std::span<const core::JobResult* const>, H&&) {}
+};
+struct MisspeltBatchSink : Sink<true> {
+  static constexpr bool publishes_batches = true;
+  template <class H>
+  void async_pubilsh_some(std::span<const core::JobResult* const>, H&&) {}
 };
 
 // --- Optional capabilities ---------------------------------------------------
@@ -283,6 +297,12 @@ static_assert(!core::WorkerTransport<TransportWithWrongRun>);
 static_assert(!core::StatusSink<Sink<false>>);
 static_assert(!core::StatusSink<SinkWithWrongPublish>);
 static_assert(!core::StatusSink<core::InMemoryQueue>);
+// Batches of statuses: found by the expression, required once declared.
+static_assert(core::PublishesBatches<BatchSink<false>> && core::StatusSink<BatchSink<false>>);
+static_assert(core::StatusSink<BatchSink<true>>);
+static_assert(!core::StatusSink<MisspeltBatchSink> && !core::PublishesBatches<Sink<true>>);
+static_assert(core::PublishesBatches<core::InMemoryStatusSink> &&
+              core::status_sink_traits<core::InMemoryStatusSink>::publishes_batches);
 
 TEST_CASE("Concepts: models accepted, a type missing any required expression rejected", "[concepts]") {
   // Including a source that declares set_prefetch and misspells it, a pool

@@ -67,6 +67,9 @@ struct ping_handler_archetype {
 struct publish_handler_archetype {
   void operator()(std::error_code) {}
 };
+struct publish_some_handler_archetype {
+  void operator()(std::vector<std::error_code>) {}
+};
 template <class Lease>
 struct acquire_handler_archetype {
   void operator()(std::error_code, Lease) {}
@@ -100,6 +103,12 @@ struct declares_receives_batches : std::false_type {};
 template <class T>
   requires requires { typename std::bool_constant<static_cast<bool>(T::receives_batches)>; }
 struct declares_receives_batches<T> : std::bool_constant<static_cast<bool>(T::receives_batches)> {};
+
+template <class T>
+struct declares_publishes_batches : std::false_type {};
+template <class T>
+  requires requires { typename std::bool_constant<static_cast<bool>(T::publishes_batches)>; }
+struct declares_publishes_batches<T> : std::bool_constant<static_cast<bool>(T::publishes_batches)> {};
 
 template <class T>
 struct declares_reports_invalid : std::false_type {};
@@ -170,6 +179,23 @@ concept ReceivesBatches = requires(S& s, std::size_t n) {
 template <class S>
 concept SettlesBatches = requires(S& s, std::span<typename S::delivery_type> ds) { s.ack(ds); };
 
+/// A sink that publishes several statuses in one call.
+///
+/// Required, for `K k`, `std::span<const JobResult* const> rs`:
+///  - `k.async_publish_some(rs, h)`: publishes each status as async_publish
+///    would, in the order given, and completes `h(std::vector<std::error_code>)`
+///    once every one is settled: one code per status, in the same order, each
+///    meaning what async_publish's would. The span and the results stay
+///    valid until `h` is invoked.
+/// The dispatcher then sends the statuses that finished while earlier ones
+/// were unconfirmed in one call, and settles their deliveries in one
+/// completion (one hop through its strand) instead of one per job. Single
+/// async_publish stays required: a sink without batches needs nothing new.
+template <class K>
+concept PublishesBatches = requires(K& k, std::span<const JobResult* const> rs) {
+  k.async_publish_some(rs, detail::publish_some_handler_archetype{});
+};
+
 /// Declares what a JobSource promises beyond the concept, so that
 /// JobSource<S> fails to compile if the member is missing or misspelt:
 ///  - prefetch_control: `S` models PrefetchControl (`static constexpr bool
@@ -181,6 +207,15 @@ template <class S>
 struct job_source_traits {
   static constexpr bool prefetch_control = detail::declares_prefetch_control<S>::value;
   static constexpr bool receives_batches = detail::declares_receives_batches<S>::value;
+};
+
+/// Declares what a StatusSink promises beyond the concept, so that
+/// StatusSink<K> fails to compile if the member is missing or misspelt:
+///  - publishes_batches: `K` models PublishesBatches (`static constexpr bool
+///    publishes_batches = true;`).
+template <class K>
+struct status_sink_traits {
+  static constexpr bool publishes_batches = detail::declares_publishes_batches<K>::value;
 };
 
 /// What a WorkerTransport promises beyond the concept. A declaration, not
@@ -291,10 +326,13 @@ concept WorkerTransport = requires(T& t, const WorkerInfo& w, const Job& j, Prog
 ///    asio::error::operation_aborted; the status may or may not become
 ///    durable (what a broker already took cannot be recalled), so the caller
 ///    treats it as not confirmed.
+/// Optional: PublishesBatches<K> (the dispatcher uses it whenever present;
+/// declare `static constexpr bool publishes_batches = true;` to have a
+/// misspelt async_publish_some refused at compile time).
 template <class K>
 concept StatusSink = requires(K& k, const JobResult& r) {
   k.async_publish(r, detail::publish_handler_archetype{});
-};
+} && (!status_sink_traits<K>::publishes_batches || PublishesBatches<K>);
 
 /// The worker pool a Dispatcher leases slots from (WorkerPool, WorkerPoolSt).
 ///

@@ -431,24 +431,46 @@ BLACKTREE_INLINE void LoopbackTransport::CancelPing::operator()(asio::cancellati
 BLACKTREE_INLINE InMemoryStatusSink::InMemoryStatusSink(asio::any_io_executor executor)
     : executor_(std::move(executor)), state_(std::make_shared<State>()) {}
 
-BLACKTREE_INLINE std::uint64_t InMemoryStatusSink::start_publish(const JobResult& result, PublishHandler handler) {
-  std::unique_lock lock(state_->mutex);
-  if (state_->fail_next > 0) {
-    --state_->fail_next;
-    lock.unlock();
-    handler.complete(errc::sink_unavailable);
-    return 0;
+BLACKTREE_INLINE InMemoryStatusSink::HeldIds InMemoryStatusSink::start_publish(
+    std::span<const JobResult* const> results, PublishCompletion::Single handler) {
+  std::vector<PublishCompletion> one;
+  one.emplace_back(std::move(handler));
+  return start_publish(results, std::move(one));
+}
+
+BLACKTREE_INLINE InMemoryStatusSink::HeldIds InMemoryStatusSink::start_publish(
+    std::span<const JobResult* const> results, PublishCompletion::Batch handler) {
+  if (results.empty()) {
+    handler.complete({});
+    return {0, 0};
   }
-  if (state_->hold) {
-    const std::uint64_t id = state_->next_held++;
-    state_->held.push_back(Held{id, result, std::move(handler)});
-    return id;
+  return start_publish(results, PublishCompletion::batch(results.size(), std::move(handler)));
+}
+
+BLACKTREE_INLINE InMemoryStatusSink::HeldIds InMemoryStatusSink::start_publish(
+    std::span<const JobResult* const> results, std::vector<PublishCompletion> completions) {
+  HeldIds held{0, 0};
+  std::vector<std::pair<std::size_t, std::error_code>> settled;  // completed once the lock is released
+  {
+    std::lock_guard lock(state_->mutex);
+    for (std::size_t i = 0; i < results.size(); ++i) {
+      if (state_->fail_next > 0) {
+        --state_->fail_next;
+        settled.emplace_back(i, errc::sink_unavailable);
+      } else if (state_->hold) {
+        const std::uint64_t id = state_->next_held++;
+        if (held.first == 0) held.first = id;
+        held.second = id;
+        state_->held.push_back(Held{id, *results[i], std::move(completions[i])});
+      } else {
+        state_->results.push_back(*results[i]);
+        settled.emplace_back(i, std::error_code{});
+      }
+    }
   }
-  state_->results.push_back(result);
-  lock.unlock();
   state_->confirmed.notify_all();
-  handler.complete(std::error_code{});
-  return 0;
+  for (auto& [i, ec] : settled) completions[i].complete(ec);
+  return held;
 }
 
 BLACKTREE_INLINE void InMemoryStatusSink::CancelPublish::operator()(asio::cancellation_type type) {
@@ -457,15 +479,16 @@ BLACKTREE_INLINE void InMemoryStatusSink::CancelPublish::operator()(asio::cancel
     return;
   auto state = state_.lock();
   if (!state) return;
-  PublishHandler handler;
+  std::list<Held> withdrawn;
   {
     std::lock_guard lock(state->mutex);
-    auto it = std::find_if(state->held.begin(), state->held.end(), [this](const Held& h) { return h.id == id_; });
-    if (it == state->held.end()) return;  // already confirmed
-    handler = std::move(it->handler);
-    state->held.erase(it);
+    for (auto it = state->held.begin(); it != state->held.end();) {
+      const auto next = std::next(it);
+      if (it->id >= ids_.first && it->id <= ids_.second) withdrawn.splice(withdrawn.end(), state->held, it);
+      it = next;
+    }
   }
-  handler.complete(asio::error::operation_aborted);
+  for (auto& h : withdrawn) h.completion.complete(asio::error::operation_aborted);  // none left: already confirmed
 }
 
 BLACKTREE_INLINE void InMemoryStatusSink::hold_confirms(bool hold) {
@@ -481,7 +504,7 @@ BLACKTREE_INLINE std::size_t InMemoryStatusSink::confirm_held() {
     for (auto& h : held) state_->results.push_back(h.result);
   }
   state_->confirmed.notify_all();
-  for (auto& h : held) h.handler.complete(std::error_code{});
+  for (auto& h : held) h.completion.complete(std::error_code{});
   return held.size();
 }
 

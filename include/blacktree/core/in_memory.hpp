@@ -11,6 +11,7 @@
 #include <blacktree/core/detail/config.hpp>
 #include <blacktree/core/error.hpp>
 #include <blacktree/core/job.hpp>
+#include <blacktree/core/publish_completion.hpp>
 
 #include <asio/any_io_executor.hpp>
 #include <asio/associated_cancellation_slot.hpp>
@@ -37,6 +38,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace blacktree::core {
@@ -361,6 +363,9 @@ class InMemoryStatusSink {
   InMemoryStatusSink(const InMemoryStatusSink&) = delete;
   InMemoryStatusSink& operator=(const InMemoryStatusSink&) = delete;
 
+  /// It publishes batches (PublishesBatches): declared, see status_sink_traits.
+  static constexpr bool publishes_batches = true;
+
   /// Cancelling a held publish withdraws its status (it is never confirmed)
   /// and completes it with asio::error::operation_aborted.
   template <class Token>
@@ -368,8 +373,22 @@ class InMemoryStatusSink {
     return asio::async_initiate<Token, void(std::error_code)>(
         [this, &result](auto handler) {
           auto slot = asio::get_associated_cancellation_slot(handler);
-          const std::uint64_t held_id = start_publish(result, PublishHandler(std::move(handler), executor_));
-          if (held_id != 0 && slot.is_connected()) slot.template emplace<CancelPublish>(state_, held_id);
+          const JobResult* const one = &result;
+          const HeldIds held = start_publish({&one, 1}, PublishCompletion::Single(std::move(handler), executor_));
+          if (held.first != 0 && slot.is_connected()) slot.template emplace<CancelPublish>(state_, held);
+        },
+        token);
+  }
+
+  /// Each status as async_publish (in one lock); cancelling withdraws every
+  /// status of the call still held.
+  template <class Token>
+  auto async_publish_some(std::span<const JobResult* const> results, Token&& token) {
+    return asio::async_initiate<Token, void(std::vector<std::error_code>)>(
+        [this, results](auto handler) {
+          auto slot = asio::get_associated_cancellation_slot(handler);
+          const HeldIds held = start_publish(results, PublishCompletion::Batch(std::move(handler), executor_));
+          if (held.first != 0 && slot.is_connected()) slot.template emplace<CancelPublish>(state_, held);
         },
         token);
   }
@@ -388,12 +407,13 @@ class InMemoryStatusSink {
   bool wait_for(std::size_t n, std::chrono::milliseconds timeout) const;
 
  private:
-  using PublishHandler = CompletionHandler<void(std::error_code)>;
   struct Held {
     std::uint64_t id;
     JobResult result;
-    PublishHandler handler;
+    PublishCompletion completion;
   };
+  // The ids of the publishes one call left held: [first, last], {0, 0} for none.
+  using HeldIds = std::pair<std::uint64_t, std::uint64_t>;
   // Shared with cancellation handlers, which may outlive the sink.
   struct State {
     mutable std::mutex mutex;
@@ -406,16 +426,18 @@ class InMemoryStatusSink {
   };
   class CancelPublish {
    public:
-    CancelPublish(std::weak_ptr<State> state, std::uint64_t id) : state_(std::move(state)), id_(id) {}
+    CancelPublish(std::weak_ptr<State> state, HeldIds ids) : state_(std::move(state)), ids_(ids) {}
     void operator()(asio::cancellation_type type);
 
    private:
     std::weak_ptr<State> state_;
-    std::uint64_t id_;
+    HeldIds ids_;
   };
 
-  // Returns the id of the held publish, or 0 when it completed at once.
-  std::uint64_t start_publish(const JobResult& result, PublishHandler handler);
+  // A single publish (`results` of one) or a batch.
+  HeldIds start_publish(std::span<const JobResult* const> results, PublishCompletion::Single handler);
+  HeldIds start_publish(std::span<const JobResult* const> results, PublishCompletion::Batch handler);
+  HeldIds start_publish(std::span<const JobResult* const> results, std::vector<PublishCompletion> completions);
 
   asio::any_io_executor executor_;
   std::shared_ptr<State> state_;
@@ -423,7 +445,7 @@ class InMemoryStatusSink {
 
 static_assert(JobSource<InMemoryQueue>);
 static_assert(WorkerTransport<LoopbackTransport>);
-static_assert(StatusSink<InMemoryStatusSink>);
+static_assert(StatusSink<InMemoryStatusSink> && PublishesBatches<InMemoryStatusSink>);
 
 }  // namespace blacktree::core
 
