@@ -7,9 +7,12 @@
 
 #include <atomic>
 #include <deque>
-#include <optional>
 #include <mutex>
+#include <optional>
+#include <string_view>
+#include <unordered_set>
 #include <utility>
+#include <vector>
 
 namespace blacktree::amqp {
 namespace detail {
@@ -30,12 +33,33 @@ struct PublisherState {
   std::deque<Event> buffer;  // while disconnected, events wait here (up to its bound)
   bool stopping = false;
 
-  std::atomic<std::uint64_t> published{0}, dropped{0};
+  std::atomic<std::uint64_t> published{0}, dropped{0}, coalesced{0};
 
   ConnectionLoop loop;  // last: its thread may use everything above until stop() joins it
 };
 
 namespace {
+
+// Which events of one drain of the buffer say nothing a later one does not:
+// a bare phase change (no line, no result) followed by another event of the
+// same job, which carries the newer phase. A job that is accepted and
+// finishes between two drains is then one message (its result), not three;
+// at light load each drain holds one event and nothing is left out.
+std::vector<bool> superseded(const std::deque<PublisherState::Event>& events) {
+  std::vector<bool> out(events.size(), false);
+  if (events.size() < 2) return out;
+  std::unordered_set<std::string_view> later;  // jobs with an event after this one
+  for (std::size_t i = events.size(); i-- > 0;) {
+    const PublisherState::Event& e = events[i];
+    const std::string_view job = e.event.job_id;
+    if (e.event.line.empty() && !e.result && later.contains(job)) {
+      out[i] = true;
+    } else {
+      later.insert(job);
+    }
+  }
+  return out;
+}
 
 // Publishes what is buffered, unconfirmed: events are best effort.
 class PublisherWork final : public ConnectionWork {
@@ -66,7 +90,12 @@ class PublisherWork final : public ConnectionWork {
     props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_CONTENT_TYPE_FLAG;
     props.delivery_mode = 1;  // transient: progress is worth nothing after a broker restart
     props.content_type = amqp_cstring_bytes("application/json");
+    const std::vector<bool> skip = superseded(events);
     for (std::size_t i = 0; i < events.size(); ++i) {
+      if (skip[i]) {
+        state_->coalesced.fetch_add(1);
+        continue;
+      }
       const auto& e = events[i];
       const std::string body = wire::job_event_json(e.event, e.result ? &*e.result : nullptr);
       const std::string key = o.events_routing_prefix + e.event.job_id;
@@ -149,6 +178,7 @@ AmqpEventStats AmqpEventPublisher::stats() const {
   AmqpEventStats s;
   s.published = state_->published.load();
   s.dropped = state_->dropped.load();
+  s.coalesced = state_->coalesced.load();
   s.connects = state_->loop.connects();
   s.connected = state_->loop.connected();
   std::lock_guard lock(state_->mutex);

@@ -15,6 +15,9 @@ std::string prometheus_text(const AmqpSourceStats& source, const AmqpSinkStats& 
   out.counter("blacktree_amqp_dead_letters_returned_total",
               "Dead letters the broker returned because no queue took them; each is retried, its original held.",
               source.dead_letters_returned);
+  out.counter("blacktree_amqp_events_coalesced_total",
+              "Bare phase changes not published because a later event of the same job went in the same batch.",
+              events.coalesced);
   out.counter("blacktree_amqp_messages_too_large_total",
               "Messages over the size limit, dead-lettered without their body.", source.too_large);
   const struct {

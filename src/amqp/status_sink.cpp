@@ -20,11 +20,10 @@ constexpr amqp_channel_t status_channel = 1;
 }
 
 struct SinkState {
-  using PublishHandler = core::CompletionHandler<void(std::error_code)>;
   struct Publish {
     std::string body;
     std::string status_id;
-    PublishHandler handler;
+    core::PublishCompletion completion;
   };
 
   SinkState(AmqpOptions options, Brokers brokers) : loop(std::move(options), std::move(brokers), "status") {}
@@ -37,9 +36,9 @@ struct SinkState {
 
   ConnectionLoop loop;  // last: its thread may use everything above until stop() joins it
 
-  void fail(PublishHandler& handler) {
+  void fail(core::PublishCompletion& completion) {
     failed.fetch_add(1);
-    handler.complete(core::errc::sink_unavailable);
+    completion.complete(core::errc::sink_unavailable);
   }
 };
 
@@ -72,7 +71,7 @@ class SinkWork final : public ConnectionWork {
   // and the dispatcher publishes it again (the control plane may see it twice,
   // with the same message-id).
   void on_disconnected() override {
-    for (auto& handler : confirms_.take_all()) state_->fail(handler);
+    for (auto& completion : confirms_.take_all()) state_->fail(completion);
     fail_queued();
   }
 
@@ -86,7 +85,7 @@ class SinkWork final : public ConnectionWork {
       std::lock_guard lock(state_->mutex);
       queued.swap(state_->queue);
     }
-    for (auto& p : queued) state_->fail(p.handler);
+    for (auto& p : queued) state_->fail(p.completion);
   }
 
   core::Result<void> publish_queued(Connection& conn) {
@@ -99,7 +98,7 @@ class SinkWork final : public ConnectionWork {
     core::Result<void> result;
     for (auto& p : queued) {
       if (!result) {
-        state_->fail(p.handler);
+        state_->fail(p.completion);
         continue;
       }
       amqp_table_entry_t seq = publish_seq_entry(confirms_.next_seq());
@@ -120,11 +119,11 @@ class SinkWork final : public ConnectionWork {
       if (rc != AMQP_STATUS_OK) {
         result = core::Error{errc::publish_failed,
                              "cannot publish a status to " + conn.where() + ": " + amqp_error_string2(rc)};
-        state_->fail(p.handler);
+        state_->fail(p.completion);
         continue;
       }
       state_->published.fetch_add(1);
-      confirms_.published(std::move(p.handler));
+      confirms_.published(std::move(p.completion));
     }
     return result;
   }
@@ -183,7 +182,7 @@ class SinkWork final : public ConnectionWork {
   }
 
   std::shared_ptr<SinkState> state_;
-  PublishConfirms<SinkState::PublishHandler> confirms_;
+  PublishConfirms<core::PublishCompletion> confirms_;
   bool returning_ = false;  // statuses are being returned: logged once until one is confirmed
 };
 
@@ -206,15 +205,19 @@ void AmqpStatusSink::stop() {
   state_->loop.stop();
 }
 
-void AmqpStatusSink::start_publish(const core::JobResult& result, PublishHandler handler) {
-  std::string body = wire::job_response_json(result);
+void AmqpStatusSink::start_publish(std::span<const core::JobResult* const> results,
+                                   std::vector<core::PublishCompletion> completions) {
+  std::vector<detail::SinkState::Publish> publishes;
+  publishes.reserve(results.size());
+  for (std::size_t i = 0; i < results.size(); ++i)
+    publishes.push_back({wire::job_response_json(*results[i]), results[i]->status_id, std::move(completions[i])});
   std::unique_lock lock(state_->mutex);
   if (state_->stopping || !state_->loop.connected()) {
     lock.unlock();
-    state_->fail(handler);
+    for (auto& p : publishes) state_->fail(p.completion);
     return;
   }
-  state_->queue.push_back({std::move(body), result.status_id, std::move(handler)});
+  for (auto& p : publishes) state_->queue.push_back(std::move(p));
   lock.unlock();
   state_->loop.wake();
 }

@@ -198,6 +198,12 @@ class Client {
     amqp_queue_delete(conn_, 1, amqp_cstring_bytes(name.c_str()), 0, 0);
     check(amqp_get_rpc_reply(conn_), "queue.delete " + name);
   }
+  /// Durable, as the services declare theirs.
+  void declare_exchange(const std::string& name, const std::string& type) {
+    amqp_exchange_declare(conn_, 1, amqp_cstring_bytes(name.c_str()), amqp_cstring_bytes(type.c_str()), 0, 1, 0, 0,
+                          amqp_empty_table);
+    check(amqp_get_rpc_reply(conn_), "exchange.declare " + name);
+  }
   void bind(const std::string& queue, const std::string& exchange, const std::string& key) {
     amqp_queue_bind(conn_, 1, amqp_cstring_bytes(queue.c_str()), amqp_cstring_bytes(exchange.c_str()),
                     amqp_cstring_bytes(key.c_str()), amqp_empty_table);

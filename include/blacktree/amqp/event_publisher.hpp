@@ -24,6 +24,7 @@ struct PublisherState;
 struct AmqpEventStats {
   std::uint64_t published = 0;  ///< written to the broker (not confirmed: events are best effort)
   std::uint64_t dropped = 0;    ///< buffer full, lost with a connection, or a routing key over 255 bytes
+  std::uint64_t coalesced = 0;  ///< bare phase changes left out: a later event of the job went in the same batch
   std::size_t buffered = 0;     ///< waiting now
   std::uint64_t connects = 0;
   bool connected = false;
@@ -32,7 +33,11 @@ struct AmqpEventStats {
 /// Declares `events_exchange` (durable, `events_exchange_type`) and publishes
 /// each event to it, transient (delivery_mode 1), content_type
 /// application/json, routing key `events_routing_prefix + job_id`.
-/// Subscribers bind their own queues (e.g. `job.#`).
+/// Subscribers bind their own queues (e.g. `job.#`). What is buffered goes
+/// out in one batch per wake-up of the connection thread, and a bare phase
+/// change (no line, no result) is left out of a batch that holds a later
+/// event of the same job (counted in `coalesced`): every event carries its
+/// phase, so a subscriber still sees each job's latest phase and every line.
 ///
 /// Thread-safety: every member function may be called from any thread; a
 /// ProgressCallback can call publish() directly.

@@ -6,17 +6,19 @@
 // confirms, and reports success only once the broker has confirmed.
 
 #include <blacktree/amqp/options.hpp>
-#include <blacktree/core/completion_handler.hpp>
 #include <blacktree/core/concepts.hpp>
 #include <blacktree/core/job.hpp>
+#include <blacktree/core/publish_completion.hpp>
 
 #include <asio/any_io_executor.hpp>
 #include <asio/async_result.hpp>
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <system_error>
+#include <vector>
 
 namespace blacktree::amqp {
 
@@ -64,7 +66,34 @@ class AmqpStatusSink {
   template <class Token>
   auto async_publish(const core::JobResult& result, Token&& token) {
     return asio::async_initiate<Token, void(std::error_code)>(
-        [this, &result](auto handler) { start_publish(result, PublishHandler(std::move(handler), executor_)); },
+        [this, &result](auto handler) {
+          const core::JobResult* const one = &result;
+          std::vector<core::PublishCompletion> completion;
+          completion.emplace_back(core::PublishCompletion::Single(std::move(handler), executor_));
+          start_publish({&one, 1}, std::move(completion));
+        },
+        token);
+  }
+
+  /// It publishes batches (core::PublishesBatches): declared, so that a
+  /// misspelt async_publish_some is a compile error.
+  static constexpr bool publishes_batches = true;
+
+  /// Each status as async_publish, handed to the connection thread in one
+  /// go (one wake-up, and the broker's confirms come with `multiple`).
+  /// Completion: `void(std::vector<std::error_code>)`, one code per status,
+  /// once every one is confirmed or failed. Serialised before this returns.
+  template <class Token>
+  auto async_publish_some(std::span<const core::JobResult* const> results, Token&& token) {
+    return asio::async_initiate<Token, void(std::vector<std::error_code>)>(
+        [this, results](auto handler) {
+          core::PublishCompletion::Batch batch(std::move(handler), executor_);
+          if (results.empty()) {
+            batch.complete({});
+            return;
+          }
+          start_publish(results, core::PublishCompletion::batch(results.size(), std::move(batch)));
+        },
         token);
   }
 
@@ -82,13 +111,13 @@ class AmqpStatusSink {
   std::string endpoint() const;
 
  private:
-  using PublishHandler = core::CompletionHandler<void(std::error_code)>;
-  void start_publish(const core::JobResult& result, PublishHandler handler);
+  // One completion per status, in order.
+  void start_publish(std::span<const core::JobResult* const> results, std::vector<core::PublishCompletion> completions);
 
   asio::any_io_executor executor_;
   std::shared_ptr<detail::SinkState> state_;
 };
 
-static_assert(core::StatusSink<AmqpStatusSink>);
+static_assert(core::StatusSink<AmqpStatusSink> && core::PublishesBatches<AmqpStatusSink>);
 
 }  // namespace blacktree::amqp
