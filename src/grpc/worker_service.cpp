@@ -23,53 +23,6 @@ namespace worker_service_detail {
 
 namespace v1 = ::blacktree::v1;
 
-// `text` with every ill-formed UTF-8 sequence replaced by U+FFFD (one per
-// maximal ill-formed subpart, as Unicode recommends). A job's output is bytes,
-// protobuf string fields must be UTF-8, and one invalid byte would otherwise
-// make the orchestrator refuse the message and break the stream.
-std::string valid_utf8(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  std::size_t i = 0;
-  while (i < text.size()) {
-    const auto lead = static_cast<unsigned char>(text[i]);
-    if (lead < 0x80) {
-      out += text[i++];
-      continue;
-    }
-    std::size_t need = 0;
-    unsigned char low = 0x80, high = 0xBF;  // the range of the second byte
-    if (lead >= 0xC2 && lead <= 0xDF) {
-      need = 1;
-    } else if (lead >= 0xE0 && lead <= 0xEF) {
-      need = 2;
-      if (lead == 0xE0) low = 0xA0;   // overlong
-      if (lead == 0xED) high = 0x9F;  // surrogates
-    } else if (lead >= 0xF0 && lead <= 0xF4) {
-      need = 3;
-      if (lead == 0xF0) low = 0x90;   // overlong
-      if (lead == 0xF4) high = 0x8F;  // beyond U+10FFFF
-    }
-    std::size_t next = i + 1, got = 0;
-    for (; got < need && next < text.size(); ++got, ++next) {
-      const auto byte = static_cast<unsigned char>(text[next]);
-      if (byte < (got == 0 ? low : 0x80) || byte > (got == 0 ? high : 0xBF)) break;
-    }
-    if (need > 0 && got == need)
-      out.append(text.substr(i, need + 1));
-    else
-      out += "\xEF\xBF\xBD";
-    i = next;
-  }
-  return out;
-}
-
-void repair_utf8(std::string& text) {
-  // The common case costs one scan and no copy.
-  const bool ascii = std::all_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
-  if (!ascii) text = valid_utf8(text);
-}
-
 // A RunJob the worker will not take: finished at once with the reason.
 class Refusal final : public ::grpc::ServerWriteReactor<v1::RunJobReply> {
  public:
@@ -98,7 +51,7 @@ class RunStream final : public ::grpc::ServerWriteReactor<v1::RunJobReply> {
     push(std::move(reply), false, false);
   }
 
-  // `event` and `result` have valid UTF-8 in their text fields (see repair_utf8).
+  // `event` and `result` have valid UTF-8 in their text fields (see wire::repair_utf8).
   void push_event(const core::ProgressEvent& event) {
     v1::RunJobReply reply;
     *reply.mutable_event() = wire::to_proto(event);
@@ -714,8 +667,8 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
     const auto started = std::chrono::system_clock::now();
     worker::EmitFn emit = [&](std::string_view stage, std::string_view line) {
       core::ProgressEvent event{job.id, worker_id, core::Phase::running, std::string(stage), std::string(line)};
-      repair_utf8(event.stage);
-      repair_utf8(event.line);
+      wire::repair_utf8(event.stage);
+      wire::repair_utf8(event.line);
       for (const auto& caller : running->streams()) caller->push_event(event);
     };
     core::JobResult result = run_guarded(state->runner, job, emit, running->stop.get_token());
@@ -723,7 +676,7 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
     result.worker_id = worker_id;
     if (result.started_at == std::chrono::system_clock::time_point{}) result.started_at = started;
     result.finished_at = std::chrono::system_clock::now();
-    for (auto* text : {&result.logs, &result.error, &result.image_url, &result.image_digest}) repair_utf8(*text);
+    for (auto* text : {&result.logs, &result.error, &result.image_url, &result.image_digest}) wire::repair_utf8(*text);
     // Free the slot before the result goes out: the orchestrator reuses it
     // as soon as it reads the result, and must not find this worker "full".
     // Kept (unless the job is being dropped) for a caller that comes for it

@@ -7,6 +7,7 @@
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/time_util.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <chrono>
@@ -449,6 +450,50 @@ core::ProgressEvent from_proto(const v1::JobEvent& event) {
   return core::ProgressEvent{event.job_id(), event.worker_id(), phase, std::string(stage), event.line()};
 }
 
+// --- UTF-8 -------------------------------------------------------------------
+
+std::string valid_utf8(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  std::size_t i = 0;
+  while (i < text.size()) {
+    const auto lead = static_cast<unsigned char>(text[i]);
+    if (lead < 0x80) {
+      out += text[i++];
+      continue;
+    }
+    std::size_t need = 0;
+    unsigned char low = 0x80, high = 0xBF;  // the range of the second byte
+    if (lead >= 0xC2 && lead <= 0xDF) {
+      need = 1;
+    } else if (lead >= 0xE0 && lead <= 0xEF) {
+      need = 2;
+      if (lead == 0xE0) low = 0xA0;   // overlong
+      if (lead == 0xED) high = 0x9F;  // surrogates
+    } else if (lead >= 0xF0 && lead <= 0xF4) {
+      need = 3;
+      if (lead == 0xF0) low = 0x90;   // overlong
+      if (lead == 0xF4) high = 0x8F;  // beyond U+10FFFF
+    }
+    std::size_t next = i + 1, got = 0;
+    for (; got < need && next < text.size(); ++got, ++next) {
+      const auto byte = static_cast<unsigned char>(text[next]);
+      if (byte < (got == 0 ? low : 0x80) || byte > (got == 0 ? high : 0xBF)) break;
+    }
+    if (need > 0 && got == need)
+      out.append(text.substr(i, need + 1));
+    else
+      out += "\xEF\xBF\xBD";
+    i = next;
+  }
+  return out;
+}
+
+void repair_utf8(std::string& text) {
+  const bool ascii = std::all_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+  if (!ascii) text = valid_utf8(text);
+}
+
 // --- JSON --------------------------------------------------------------------
 
 std::string to_json(const google::protobuf::Message& message) {
@@ -554,19 +599,10 @@ std::string job_request_json(const core::Job& job) {
   return to_json(request);
 }
 
-std::string job_response_json(const core::JobResult& result) { return to_json(to_proto(result)); }
-
 core::Result<core::JobResult> parse_job_response(std::string_view json) {
   v1::JobResponse response;
   if (auto read = from_json(json, response); !read) return std::move(read).error();
   return from_proto(response);
-}
-
-std::string job_event_json(const core::ProgressEvent& event, const core::JobResult* result) {
-  auto message = to_proto(event);
-  set_time(message.mutable_time(), system_clock::now());
-  if (result) *message.mutable_result() = to_proto(*result);
-  return to_json(message);
 }
 
 }  // namespace blacktree::wire

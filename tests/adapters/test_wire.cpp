@@ -5,8 +5,11 @@
 #include <blacktree/worker/validation.hpp>
 
 #include <catch2/catch.hpp>
+#include <google/protobuf/struct.pb.h>
+#include <google/protobuf/util/message_differencer.h>
 
 #include <chrono>
+#include <initializer_list>
 #include <map>
 #include <string>
 #include <vector>
@@ -17,6 +20,19 @@ namespace bw = blacktree::worker;
 namespace v1 = blacktree::v1;
 
 namespace {
+
+// A JSON text as a tree (objects, arrays, strings, numbers), to compare two
+// texts that may differ only in how they spell the same thing.
+google::protobuf::Value json_tree(const std::string& json) {
+  google::protobuf::Value tree;
+  INFO(json);
+  REQUIRE(wire::from_json(json, tree));
+  return tree;
+}
+
+bool same_json(const std::string& a, const std::string& b) {
+  return google::protobuf::util::MessageDifferencer::Equals(json_tree(a), json_tree(b));
+}
 
 const bw::BuildSpec& build_of(const core::Job& job) {
   const auto* spec = job.payload.get<bw::BuildSpec>();
@@ -326,4 +342,78 @@ TEST_CASE("wire: a cancel request is strict JSON with a valid jobId and a bounde
   CHECK_THAT(error_of(R"({"jobId": 7})"), Catch::Contains("not a valid cancel request"));
   CHECK_THAT(error_of(R"({"jobId": "a", "reason": ")" + std::string(1025, 'r') + R"("})"),
              Catch::Contains("reason is 1025 bytes") && Catch::Contains("at most 1024"));
+}
+
+TEST_CASE("wire: the status and event JSON are what protobuf's printer makes of them", "[wire]") {
+  using namespace std::chrono;
+  using namespace std::chrono_literals;
+  // Every field set, text that needs escaping, times with 0, 3, 6 and 9
+  // fractional digits; then every field at its default; then bytes that are
+  // not UTF-8, which both must carry as U+FFFD.
+  core::JobResult full;
+  full.job_id = "job-1";
+  full.success = true;
+  full.logs = "line \"one\"\n\ttab \\ back\x01\x1f\x7f end <b> & \xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x98\x80 \r\b\f";
+  full.image_url = "registry.local/app@sha256:abc";
+  full.error = "step 2/3 failed: exit status 1";
+  full.worker_id = "w-1";
+  full.image_digest = "sha256:abc";
+  full.redelivered = true;
+  full.attempts = 3;
+  full.status_id = "run-0123456789abcdef";
+  full.stage_durations = {{"building", 1250ms}, {"cloning", 3ms}, {"pushing", 0ms}};
+  full.cached_steps = 2;
+  full.built_steps = 1;
+  full.cancelled = true;
+  full.cached_by_step = {true, false};
+  const system_clock::time_point epoch_s(seconds(1'700'000'000));
+  full.received_at = epoch_s;
+  full.started_at = epoch_s + 123ms;
+  full.finished_at = epoch_s + 2s + 123456us;
+  core::JobResult nanos = full;
+  nanos.finished_at = epoch_s + duration_cast<system_clock::duration>(1ns);
+  nanos.stage_durations = {{"building", 1ms}};
+  const core::JobResult empty;
+  core::JobResult broken;
+  broken.job_id = "j";
+  broken.logs = "bad \xff\xfe bytes \xe2\x82";
+  broken.error = "\xc0\xaf overlong";
+
+  for (const core::JobResult* r : std::initializer_list<const core::JobResult*>{&full, &nanos, &empty, &broken}) {
+    core::JobResult repaired = *r;
+    wire::repair_utf8(repaired.logs);
+    wire::repair_utf8(repaired.error);
+    const std::string ours = wire::job_response_json(*r);
+    const std::string theirs = wire::to_json(wire::to_proto(repaired));
+    INFO("ours:   " << ours << "\ntheirs: " << theirs);
+    CHECK(same_json(ours, theirs));
+    auto back = wire::parse_job_response(ours);
+    REQUIRE(back);
+    CHECK(back->logs == repaired.logs);
+    CHECK(back->finished_at == r->finished_at);
+  }
+  CHECK_THAT(wire::job_response_json(full), Catch::Contains(R"("receivedAt":"2023-11-14T22:13:20Z")") &&
+                                                Catch::Contains(R"("startedAt":"2023-11-14T22:13:20.123Z")") &&
+                                                Catch::Contains(R"("finishedAt":"2023-11-14T22:13:22.123456Z")"));
+  CHECK_THAT(wire::job_response_json(nanos), Catch::Contains(R"("finishedAt":"2023-11-14T22:13:20.000000001Z")"));
+  CHECK_THAT(wire::job_response_json(broken), Catch::Contains("bad \xef\xbf\xbd\xef\xbf\xbd bytes \xef\xbf\xbd"));
+
+  // An event, with and without its result; its time is when it was written.
+  const core::ProgressEvent event{"job-1", "w-1", core::Phase::running, "building", "STEP 2/4: RUN \"make\"\t\x02"};
+  for (const core::JobResult* result : std::initializer_list<const core::JobResult*>{nullptr, &full}) {
+    const auto before = system_clock::now();
+    const std::string ours = wire::job_event_json(event, result);
+    const auto after = system_clock::now();
+    v1::JobEvent parsed;
+    REQUIRE(wire::from_json(ours, parsed));
+    const auto written = system_clock::time_point(duration_cast<system_clock::duration>(
+        seconds(parsed.time().seconds()) + nanoseconds(parsed.time().nanos())));
+    CHECK(written >= before);
+    CHECK(written <= after);
+    v1::JobEvent expected = wire::to_proto(event);
+    *expected.mutable_time() = parsed.time();
+    if (result) *expected.mutable_result() = wire::to_proto(*result);
+    INFO("ours: " << ours);
+    CHECK(same_json(ours, wire::to_json(expected)));
+  }
 }

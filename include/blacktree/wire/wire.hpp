@@ -112,6 +112,14 @@ core::Result<core::JobResult> parse_job_response(std::string_view json);
 /// A progress event as JSON, with the final result when it is the last one.
 std::string job_event_json(const core::ProgressEvent& event, const core::JobResult* result = nullptr);
 
+/// `text` with every ill-formed UTF-8 sequence replaced by U+FFFD (one per
+/// maximal ill-formed subpart, as Unicode recommends). A job's output is
+/// bytes, protobuf string fields must be UTF-8, and one invalid byte would
+/// otherwise make a peer refuse the message.
+std::string valid_utf8(std::string_view text);
+/// The same in place; the common case (ASCII) costs one scan and no copy.
+void repair_utf8(std::string& text);
+
 /// Any message to JSON / from JSON with blacktree's options (camelCase names,
 /// default values printed, unknown fields ignored). from_json fails with
 /// errc::invalid_json and a message naming the JSON field and what is wrong.
