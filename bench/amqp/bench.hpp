@@ -19,8 +19,9 @@ void prepublish(const Config& config, const std::string& queue, std::size_t n);
 /// Deletes the queues a run used (so repeated runs do not fill the broker).
 void delete_queues(const Config& config, const std::string& stem);
 
-/// Consumes `config.jobs` from `queue` with prefetch `window`, publishing a
-/// persistent status to `status_queue` per job and acking each job when its
+/// Consumes `config.jobs` from `queue` (declared if missing) with prefetch
+/// `window`, publishing a persistent status to `status_queue` per job (with
+/// the job's correlation id, when it has one) and acking each job when its
 /// status is confirmed. Returns seconds taken.
 double run_raw_loop(const Config& config, const std::string& queue, const std::string& status_queue);
 
