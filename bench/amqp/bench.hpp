@@ -11,6 +11,7 @@ struct Config {
   int port = 0;              ///< the same port, for the raw client
   std::size_t jobs = 20000;  ///< pre-published persistent jobs per run
   std::size_t window = 8;    ///< prefetch (raw) = free worker slots (blacktree)
+  bool sink_batches = true;  ///< blacktree: the dispatcher sends statuses in batches (core::PublishesBatches)
 };
 
 /// Declares `queue` and publishes `n` persistent seed-format jobs to it, confirmed.

@@ -16,10 +16,25 @@
 
 #include <chrono>
 #include <functional>
+#include <optional>
 #include <stdexcept>
 #include <thread>
+#include <utility>
 
 namespace blacktree::bench::amqp {
+
+namespace {
+// The sink seen without async_publish_some (--no-sink-batches): one call per
+// status, as a sink written before batches; shows what the batches buy.
+struct SingleSink {
+  blacktree::amqp::AmqpStatusSink& sink;
+  template <class Token>
+  auto async_publish(const core::JobResult& r, Token&& token) {
+    return sink.async_publish(r, std::forward<Token>(token));
+  }
+};
+static_assert(core::StatusSink<SingleSink> && !core::PublishesBatches<SingleSink>);
+}  // namespace
 
 double run_blacktree(const Config& config, const std::string& queue, const std::string& status_queue) {
   asio::io_context io;
@@ -45,9 +60,18 @@ double run_blacktree(const Config& config, const std::string& queue, const std::
   // Connected first, so the clock measures jobs, not the handshake.
   while (!(source.connected() && sink.connected())) std::this_thread::sleep_for(std::chrono::milliseconds(5));
 
-  core::Dispatcher dispatcher(io.get_executor(), source, transport, sink, pool);
+  SingleSink single{sink};
+  std::optional<core::Dispatcher<blacktree::amqp::AmqpJobSource, core::LoopbackTransport,
+                                 blacktree::amqp::AmqpStatusSink>> batched;
+  std::optional<core::Dispatcher<blacktree::amqp::AmqpJobSource, core::LoopbackTransport, SingleSink>> unbatched;
   const auto start = std::chrono::steady_clock::now();
-  dispatcher.start();
+  if (config.sink_batches) {
+    batched.emplace(io.get_executor(), source, transport, sink, pool);
+    batched->start();
+  } else {
+    unbatched.emplace(io.get_executor(), source, transport, single, pool);
+    unbatched->start();
+  }
   // Finished when every job's ack has been handed to the broker.
   asio::steady_timer tick(io);
   std::function<void()> poll = [&] {

@@ -22,6 +22,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <fstream>
 #include <string>
@@ -34,6 +35,14 @@ using namespace blacktree::bench::amqp;
 int port_of(const std::string& url) {
   const auto colon = url.rfind(':');
   return colon == std::string::npos ? 5672 : std::atoi(url.c_str() + colon + 1);
+}
+
+// CPU seconds (user + system) this process has used so far, all threads.
+double cpu_seconds() {
+  rusage usage{};
+  ::getrusage(RUSAGE_SELF, &usage);
+  const auto seconds = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
 }
 
 double median(std::vector<double> v) {
@@ -52,6 +61,9 @@ int main(int argc, char** argv) {
   app.add_option("--window", config.window, "jobs in flight")->capture_default_str();
   app.add_option("--reps", reps, "measurements per figure; the median is reported")
       ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_flag("--sink-batches,!--no-sink-batches", config.sink_batches,
+               "blacktree: statuses in batches (default), or one publish call per status")
       ->capture_default_str();
   std::string queue, status_queue;
   app.add_option("--queue", queue, "run the raw loop alone on this job queue, as jobs arrive in it");
@@ -81,20 +93,27 @@ int main(int argc, char** argv) {
       const double seconds = run_raw_loop(config, queue, status_queue);
       std::printf("raw loop: %zu jobs in %.3f s\n", config.jobs, seconds);
     } else {
-      std::vector<double> raw, ours;
+      std::vector<double> raw, ours, raw_cpu, ours_cpu;  // jobs/s; CPU us per job of this process
       for (std::size_t r = 0; r < reps; ++r) {
         const std::string stem = "bench." + std::to_string(::getpid()) + "." + std::to_string(r);
         // Alternate the two, each on a fresh pre-filled queue, so load changes hit both.
         prepublish(config, stem + ".raw.execute", config.jobs);
+        const double per_job = 1e6 / static_cast<double>(config.jobs);
+        double cpu = cpu_seconds();
         raw.push_back(config.jobs / run_raw_loop(config, stem + ".raw.execute", stem + ".raw.status"));
+        raw_cpu.push_back((cpu_seconds() - cpu) * per_job);
         prepublish(config, stem + ".bt.execute", config.jobs);
+        cpu = cpu_seconds();
         ours.push_back(config.jobs / run_blacktree(config, stem + ".bt.execute", stem + ".bt.status"));
+        ours_cpu.push_back((cpu_seconds() - cpu) * per_job);
         delete_queues(config, stem);
-        std::printf("rep %zu: raw rabbitmq-c %.0f jobs/s, blacktree %.0f jobs/s\n", r + 1, raw.back(), ours.back());
+        std::printf("rep %zu: raw rabbitmq-c %.0f jobs/s (%.0f us CPU/job), blacktree %.0f jobs/s (%.0f us CPU/job)\n",
+                    r + 1, raw.back(), raw_cpu.back(), ours.back(), ours_cpu.back());
       }
       const double raw_median = median(raw), ours_median = median(ours);
       std::printf("\n%zu persistent jobs, window %zu, median of %zu\n", config.jobs, config.window, reps);
-      std::printf("  raw rabbitmq-c loop        %8.0f jobs/s\n", raw_median);
+      std::printf("  raw rabbitmq-c loop        %8.0f jobs/s   %5.0f us CPU/job\n", raw_median, median(raw_cpu));
+      std::printf("  blacktree source+sink      %5.0f us CPU/job\n", median(ours_cpu));
       std::printf("  blacktree source+sink      %8.0f jobs/s   %.2fx the raw loop (target >= 0.8x: %s)\n", ours_median,
                   ours_median / raw_median, ours_median / raw_median >= 0.8 ? "PASS" : "MISS");
     }

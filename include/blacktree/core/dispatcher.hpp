@@ -210,9 +210,9 @@ static_assert(ObservesDispatcher<DispatcherObserver>);
 ///  - Every status carries a status id, the same on every retry of its
 ///    publish and new for every run.
 ///  - Batches where the parts offer them: the whole free window in one
-///    receive (ReceivesBatches); the statuses that finish while two publish
-///    calls are unconfirmed in one call (PublishesBatches); a job's
-///    duplicate deliveries in one ack (SettlesBatches).
+///    receive (ReceivesBatches); the statuses that finish together (before
+///    the strand gets round to sending them) in one call (PublishesBatches);
+///    a job's duplicate deliveries in one ack (SettlesBatches).
 ///  - A delivery is acked only after the sink confirmed its status. Invalid
 ///    deliveries are dead-lettered with the reason (after a failure status,
 ///    when they carry a job id).
@@ -475,13 +475,12 @@ class Dispatcher {
     std::unordered_set<ContextPtr> active;
     std::unordered_map<std::string, ContextPtr> by_job_id;  // valid jobs in flight
     std::unordered_set<ContextPtr> awaiting_carrier;       // see DispatcherOptions::carrier_wait
-    // A sink that publishes batches (PublishesBatches): a status goes out at
-    // once while fewer than max_unconfirmed_batches calls are unconfirmed;
-    // otherwise it waits here and goes with the others in the next call.
-    // Under load the batches grow by themselves; at light load nothing waits.
-    static constexpr std::size_t max_unconfirmed_batches = 2;
+    // A sink that publishes batches (PublishesBatches): the statuses that
+    // finish before the strand gets round to sending them (one post later)
+    // go out in one call. Nothing waits for a confirm: under load the
+    // batches grow with the strand's queue; at light load each is one status.
     std::vector<ContextPtr> outbox;
-    std::size_t batches_unconfirmed = 0;
+    bool flush_posted = false;
     detail::RecentIds<bool> finished;  // job ids whose status was confirmed (finished_record_*)
     detail::RecentIds<std::string> cancels;  // cancel reasons of jobs not seen yet (cancel_record_*)
     detail::RecentIds<bool> held_by_peers;   // job ids a peer said it runs, within peer_hold
@@ -1134,44 +1133,52 @@ class Dispatcher {
 
     void publish(const ContextPtr& ctx) {
       if constexpr (PublishesBatches<Sink>) {
+        // Sent once the strand has run what is queued on it now: the
+        // statuses that finish meanwhile go in the same call.
         outbox.push_back(ctx);
-        if (batches_unconfirmed < max_unconfirmed_batches) send_outbox();
+        if (!flush_posted) {
+          flush_posted = true;
+          asio::post(strand, [self = this->shared_from_this()] { self->flush_outbox(); });
+        }
       } else {
-        sink.async_publish(ctx->result,
-                           asio::bind_executor(strand, [self = this->shared_from_this(), ctx](std::error_code ec) {
-                             self->on_published(ctx, ec);
-                           }));
+        publish_one(ctx);
       }
     }
 
-    // Everything in the outbox in one async_publish_some (PublishesBatches).
-    void send_outbox() {
+    void publish_one(const ContextPtr& ctx) {
+      sink.async_publish(ctx->result,
+                         asio::bind_executor(strand, [self = this->shared_from_this(), ctx](std::error_code ec) {
+                           self->on_published(ctx, ec);
+                         }));
+    }
+
+    // The outbox in one call (PublishesBatches), a single status as a single publish.
+    void flush_outbox() {
+      flush_posted = false;
+      std::erase_if(outbox, [](const ContextPtr& ctx) { return ctx->stage != Stage::publishing; });
+      if (abandoned || outbox.empty()) return;
+      if (outbox.size() == 1) {
+        publish_one(outbox.front());
+        outbox.clear();
+        return;
+      }
       struct Batch {
         std::vector<ContextPtr> contexts;
         std::vector<const JobResult*> results;  // the span the sink reads, valid until it completes
       };
       Batch batch;
-      batch.contexts.reserve(outbox.size());
-      batch.results.reserve(outbox.size());
-      for (auto& ctx : outbox) {
-        if (ctx->stage != Stage::publishing) continue;  // settled another way while it waited
-        batch.results.push_back(&ctx->result);
-        batch.contexts.push_back(std::move(ctx));
-      }
-      outbox.clear();
-      if (batch.contexts.empty()) return;
+      batch.contexts.swap(outbox);
+      batch.results.reserve(batch.contexts.size());
+      for (const auto& ctx : batch.contexts) batch.results.push_back(&ctx->result);
       const std::span<const JobResult* const> results(batch.results);  // moving the vector keeps its buffer
-      ++batches_unconfirmed;
       sink.async_publish_some(
           results, asio::bind_executor(strand, [self = this->shared_from_this(), batch = std::move(batch)](
                                                    std::vector<std::error_code> codes) {
-            --self->batches_unconfirmed;
             for (std::size_t i = 0; i < batch.contexts.size(); ++i) {
               // A sink that answers for fewer than it was given failed the rest.
               self->on_published(batch.contexts[i],
                                  i < codes.size() ? codes[i] : std::error_code(errc::sink_unavailable));
             }
-            if (!self->abandoned && !self->outbox.empty()) self->send_outbox();
           }));
     }
 
