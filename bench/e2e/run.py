@@ -140,6 +140,10 @@ class Broker:
     def connection(self):
         return pika.BlockingConnection(pika.URLParameters(self.url + "?heartbeat=0"))
 
+    def cpu_s(self):
+        """CPU seconds the broker's OS process (beam.smp) has used so far."""
+        return proc_cpu(int((self.dir / "rabbitmq.pid").read_text().strip()))[0]
+
     def unacked(self, queue):
         out = subprocess.run(["bash", str(RABBITMQ_SH), "ctl", str(self.dir), "list_queues", "-q", "name",
                               "messages_ready", "messages_unacknowledged"], check=True, timeout=120,
@@ -261,11 +265,34 @@ def run_baseline(args, broker):
     sys.stdout.write(out)
     raw = ours = None
     for line in out.splitlines():
-        if "raw rabbitmq-c loop" in line and "jobs/s" in line and not line.startswith("rep"):
-            raw = float(line.split()[-2])
+        # "  raw rabbitmq-c loop   6014 jobs/s   21 us CPU/job", "  blacktree source+sink   3274 jobs/s ..."
+        if line.startswith("rep") or "jobs/s" not in line:
+            continue
+        if "raw rabbitmq-c loop" in line:
+            raw = float(line.split("jobs/s")[0].split()[-1])
         if "blacktree source+sink" in line:
             ours = float(line.split("jobs/s")[0].split()[-1])
     return raw, ours
+
+
+def run_raw_broker_cpu(args, broker, n):
+    """The broker's CPU per job under the raw rabbitmq-c loop alone
+    (blacktree_bench_amqp --queue) on n pre-published jobs, the window the
+    end-to-end run reaches: what the end-to-end run's broker CPU is held to."""
+    q = names()
+    prepublish(broker, q["execute-queue"], n)
+    exe = args.build_dir / "bench" / "amqp" / "blacktree_bench_amqp"
+    cmd = [str(exe), "--queue", q["execute-queue"], "--status-queue", q["status-queue"], "--jobs", str(n),
+           "--window", str(args.workers * args.capacity)]
+    log(f"\n== broker CPU under the raw loop: MQ_URL={broker.url} {' '.join(cmd)}")
+    before = broker.cpu_s()
+    t0 = time.monotonic()
+    subprocess.run(cmd, env=dict(os.environ, MQ_URL=broker.url), check=True, capture_output=True, timeout=3600)
+    took = time.monotonic() - t0
+    cpu = broker.cpu_s() - before
+    delete_quietly(broker, queues=(q["execute-queue"], q["status-queue"]))
+    log(f"  {n} jobs in {took:.1f} s; broker CPU {cpu:.2f} s, {1e6 * cpu / n:.0f} us/job")
+    return {"jobs": n, "seconds": took, "broker_cpu_s": cpu}
 
 
 def run_e2e(args, broker, logdir, n, capacity, tag):
@@ -277,6 +304,7 @@ def run_e2e(args, broker, logdir, n, capacity, tag):
         ch.queue_declare(queue=q["status-queue"], durable=True)
         o = start_orchestrator(args, broker, q, logdir, tag)
         t_workers = time.monotonic()
+        broker_cpu = broker.cpu_s()
         ws = start_workers(args, o, logdir, tag, [args.runner] if args.runner == "noop" else ["true"], capacity)
         series = []  # (t, statuses)
         rss_max_seen = 0
@@ -294,6 +322,7 @@ def run_e2e(args, broker, logdir, n, capacity, tag):
                 raise RuntimeError(f"the orchestrator exited; see {o.log_path}")
             time.sleep(0.1)
         t_end = series[-1][0]
+        broker_cpu = broker.cpu_s() - broker_cpu
         hwm = proc_status(o.pid, "VmHWM")
         m = metrics(o)
         o_cpu, _ = proc_cpu(o.pid)
@@ -317,6 +346,7 @@ def run_e2e(args, broker, logdir, n, capacity, tag):
         "orchestrator_cpu_s": o_cpu,
         "workers_cpu_s": sum(c[0] for c in w_cpu),
         "children_cpu_s": sum(c[1] for c in w_cpu),
+        "broker_cpu_s": broker_cpu,
         "succeeded": m.get("blacktree_jobs_succeeded_total"), "failed": m.get("blacktree_jobs_failed_total"),
         "not_accepted": m.get("blacktree_offers_not_accepted_total"),
     }
@@ -715,6 +745,7 @@ def main():
                 summary["e2e_extra"] = run_e2e(args, broker, work, args.extra_jobs or args.jobs,
                                                args.extra_capacity, f"e2e-cap{args.extra_capacity}")
             if not args.skip_baseline:
+                summary["raw_broker"] = run_raw_broker_cpu(args, broker, args.jobs)
                 # Again after the end-to-end runs: on a shared machine the load moves
                 # between phases, so the ratio uses the mean of the two.
                 raw2, ours2 = run_baseline(args, broker)
@@ -752,6 +783,14 @@ def main():
                  f"`true` children {r['children_cpu_s']:.1f} ({100 * r['children_cpu_s'] / cpu_total:.0f}% of "
                  f"these); per job: orchestrator {1e6 * r['orchestrator_cpu_s'] / r['jobs']:.0f} us, workers+children "
                  f"{1e6 * (r['workers_cpu_s'] + r['children_cpu_s']) / r['jobs']:.0f} us")
+        broker_per_job = 1e6 * r["broker_cpu_s"] / r["jobs"]
+        line += f"\n  broker CPU per job: {broker_per_job:.0f} us"
+        raw_broker = summary.get("raw_broker")
+        if raw_broker:
+            raw_per_job = 1e6 * raw_broker["broker_cpu_s"] / raw_broker["jobs"]
+            ratio = broker_per_job / raw_per_job
+            line += (f" against {raw_per_job:.0f} us under the raw loop: {ratio:.2f}x, target <= 1.3: "
+                     f"{'PASS' if ratio <= 1.3 else 'MISS'}")
         log(line)
     mem = summary.get("memory")
     if mem and len(mem) >= 2:
