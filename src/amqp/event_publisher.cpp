@@ -6,6 +6,7 @@
 #include <blacktree/wire/wire.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <deque>
 #include <mutex>
 #include <optional>
@@ -30,7 +31,8 @@ struct PublisherState {
   PublisherState(AmqpOptions options, Brokers brokers) : loop(std::move(options), std::move(brokers), "events") {}
 
   mutable std::mutex mutex;
-  std::deque<Event> buffer;  // while disconnected, events wait here (up to its bound)
+  std::deque<Event> buffer;  // events wait here for their batch, or while disconnected (up to its bound)
+  std::chrono::steady_clock::time_point first_at;  // when the buffer last went from empty to not
   bool stopping = false;
 
   std::atomic<std::uint64_t> published{0}, dropped{0}, coalesced{0};
@@ -74,9 +76,21 @@ class PublisherWork final : public ConnectionWork {
   }
 
   core::Result<void> on_ready(Connection& conn) override {
-    if (auto published = publish_buffered(conn); !published) return published;
+    if (std::chrono::steady_clock::now() >= wake_at()) {
+      if (auto published = publish_buffered(conn); !published) return published;
+    }
     return read_methods(conn, [](const amqp_frame_t&) { return core::Result<void>(); });
   }
+
+  // When the batch that is gathering is due.
+  std::chrono::steady_clock::time_point wake_at() const override {
+    std::lock_guard lock(state_->mutex);
+    if (state_->buffer.empty()) return std::chrono::steady_clock::time_point::max();
+    return state_->first_at + state_->loop.options().events_batch_window;
+  }
+
+  // What is buffered still goes out before the connection closes.
+  core::Result<void> on_stopping(Connection& conn) override { return publish_buffered(conn); }
 
  private:
   core::Result<void> publish_buffered(Connection& conn) {
@@ -141,10 +155,11 @@ void AmqpEventPublisher::stop() {
   {
     std::lock_guard lock(state_->mutex);
     state_->stopping = true;
-    state_->dropped.fetch_add(state_->buffer.size());
-    state_->buffer.clear();
   }
-  state_->loop.stop();
+  state_->loop.stop();  // publishes what is buffered, when connected
+  std::lock_guard lock(state_->mutex);
+  state_->dropped.fetch_add(state_->buffer.size());
+  state_->buffer.clear();
 }
 
 bool AmqpEventPublisher::publish(const core::ProgressEvent& event) { return enqueue(event, nullptr); }
@@ -154,6 +169,7 @@ bool AmqpEventPublisher::publish_result(const core::ProgressEvent& event, const 
 }
 
 bool AmqpEventPublisher::enqueue(const core::ProgressEvent& event, const core::JobResult* result) {
+  bool first = false;
   {
     std::lock_guard lock(state_->mutex);
     if (state_->stopping || state_->buffer.size() >= state_->loop.options().events_buffer) {
@@ -162,9 +178,13 @@ bool AmqpEventPublisher::enqueue(const core::ProgressEvent& event, const core::J
     }
     detail::PublisherState::Event e{event, std::nullopt};
     if (result) e.result = *result;
+    first = state_->buffer.empty();
+    if (first) state_->first_at = std::chrono::steady_clock::now();
     state_->buffer.push_back(std::move(e));
   }
-  state_->loop.wake();
+  // The first event of a batch sets the connection thread's deadline; the
+  // others of its window join it without waking the thread.
+  if (first || state_->loop.options().events_batch_window.count() == 0) state_->loop.wake();
   return true;
 }
 

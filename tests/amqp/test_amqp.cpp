@@ -746,6 +746,36 @@ TEST_CASE("amqp: events buffered together go out as one batch, bare phase change
   publisher.stop();
 }
 
+TEST_CASE("amqp: events wait for their batch window, and stop publishes what is still buffered", "[amqp]") {
+  AmqpOptions o = test_options("events-window");
+  o.events_batch_window = std::chrono::hours(1);  // nothing goes out but through stop()
+  AmqpEventPublisher publisher(o);
+  REQUIRE(t::eventually([&] { return publisher.connected(); }));
+  t::Client reader;
+  const std::string queue = o.events_exchange + ".tap";
+  reader.declare_queue(queue);
+  reader.bind(queue, o.events_exchange, "job.#");
+  core::JobResult result;
+  result.job_id = "w";
+  result.success = true;
+  CHECK(publisher.publish({"w", "w1", core::Phase::accepted, ""}));
+  CHECK(publisher.publish({"w", "w1", core::Phase::running, "building", "Step 1/1"}));
+  CHECK(publisher.publish_result({"w", "w1", core::Phase::finished, ""}, result));
+  CHECK(publisher.stats().buffered == 3);
+  CHECK(publisher.stats().published == 0);
+  publisher.stop();
+  CHECK(publisher.stats().published == 2);  // the line and the result; the bare accepted is superseded
+  CHECK(publisher.stats().coalesced == 1);
+  CHECK(publisher.stats().dropped == 0);
+  for (const char* text : {"Step 1/1", "\"result\""}) {
+    auto m = reader.get(queue);
+    REQUIRE(m);
+    CHECK(m->body.find(text) != std::string::npos);
+  }
+  CHECK(reader.ready(queue) == 0);
+  CHECK_FALSE(publisher.publish({"w", "w1", core::Phase::running, "building", "late"}));  // stopped
+}
+
 TEST_CASE("amqp: the event publisher never blocks when the broker is gone", "[amqp]") {
   AmqpOptions o = test_options("events-down");
   o.url = "amqp://guest:guest@127.0.0.1:1/";

@@ -33,16 +33,19 @@ struct AmqpEventStats {
 /// Declares `events_exchange` (durable, `events_exchange_type`) and publishes
 /// each event to it, transient (delivery_mode 1), content_type
 /// application/json, routing key `events_routing_prefix + job_id`.
-/// Subscribers bind their own queues (e.g. `job.#`). What is buffered goes
-/// out in one batch per wake-up of the connection thread, and a bare phase
-/// change (no line, no result) is left out of a batch that holds a later
-/// event of the same job (counted in `coalesced`): every event carries its
-/// phase, so a subscriber still sees each job's latest phase and every line.
+/// Subscribers bind their own queues (e.g. `job.#`). Events go out in
+/// batches: the first event into an empty buffer waits
+/// `events_batch_window` (10 ms) for others, and a bare phase change (no
+/// line, no result) is left out of a batch that holds a later event of the
+/// same job (counted in `coalesced`): every event carries its phase, so a
+/// subscriber still sees each job's latest phase and every line, and a job
+/// that is accepted and finishes within one window is one message.
 ///
 /// Thread-safety: every member function may be called from any thread; a
 /// ProgressCallback can call publish() directly.
-/// Lifetime: stop() (or the destructor) publishes nothing more, drops what is
-/// buffered, closes the connection and joins the thread.
+/// Lifetime: stop() (or the destructor) takes no more events, publishes what
+/// is buffered if connected (drops it if not), closes the connection and
+/// joins the thread.
 class AmqpEventPublisher {
  public:
   /// Starts connecting in the background. Throws std::invalid_argument when

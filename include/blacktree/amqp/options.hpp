@@ -115,6 +115,11 @@ struct AmqpOptions {
   std::string events_routing_prefix = "job.";  ///< routing key: prefix + jobId
   /// Events held while the broker is slow or away; beyond it they are dropped (and counted).
   std::size_t events_buffer = 10000;
+  /// Events go out in batches: the first event into an empty buffer waits
+  /// this long for others, and a batch leaves out the bare phase changes a
+  /// later event of the same job supersedes (see AmqpEventPublisher). 0:
+  /// each event goes out as soon as the connection thread wakes for it.
+  std::chrono::milliseconds events_batch_window{10};
 
   // --- orchestrators sharing execute_queue (AmqpPeers) ---
   /// Fanout exchange on which they tell each other which jobs still run
