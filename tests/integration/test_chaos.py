@@ -124,6 +124,15 @@ def test_chaos(cluster, tmp_path, broker, names, queue_type):  # noqa: F811
                       for q in ("execute-queue", "status-queue")}
             print(f"chaos ({queue_type}): no status for {len(missing)} jobs, e.g. {missing[:10]}; "
                   f"(ready, unacked) messages: {queues}; statuses received: {sum(statuses.ids().values())}")
+            # Lost, or carried under another job's id? The jobs with more than
+            # one status, with the status and worker ids of each.
+            for job_id, got in sorted(statuses.by_job().items()):
+                if len(got) > 1:
+                    print(f"  {job_id}: {len(got)} statuses:",
+                          [(s.get("statusId"), s.get("workerId"), s.get("success")) for s in got])
+            unknown = sorted(set(statuses.ids()) - set(ids))
+            if unknown:
+                print(f"  statuses for job ids never published: {unknown[:20]}")
             for job_id in missing[:5]:
                 for path in sorted(tmp_path.glob("*.log")):
                     lines = [line for line in path.read_text().splitlines() if job_id in line]
