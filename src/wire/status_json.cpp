@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 namespace blacktree::wire {
 namespace {
@@ -40,6 +41,19 @@ class JsonOut {
   }
   void element() { separate(); }
 
+  // A member: its name, then its value.
+  template <class T>
+  void member(std::string_view name, const T& value) {
+    key(name);
+    if constexpr (std::is_same_v<T, bool>) {
+      boolean(value);
+    } else if constexpr (std::is_same_v<T, std::uint32_t>) {
+      number(value);
+    } else {
+      string(value);
+    }
+  }
+
   void string(std::string_view text) {
     if (std::any_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; })) {
       const std::string repaired = valid_utf8(text);  // as protobuf requires of a string field
@@ -57,7 +71,7 @@ class JsonOut {
     using namespace std::chrono;
     const auto ns = duration_cast<nanoseconds>(t.time_since_epoch());
     const auto day = floor<days>(ns);
-    const year_month_day date(sys_days(day.count() >= 0 ? day : day));
+    const year_month_day date{sys_days(day)};
     const auto in_day = ns - day;
     const auto secs = duration_cast<seconds>(in_day);
     const hh_mm_ss<seconds> clock(secs);
@@ -125,24 +139,15 @@ class JsonOut {
 
 void write_response(JsonOut& out, const core::JobResult& r) {
   out.open('{');
-  out.key("jobId");
-  out.string(r.job_id);
-  out.key("success");
-  out.boolean(r.success);
-  out.key("logs");
-  out.string(r.logs);
-  out.key("imageUrl");
-  out.string(r.image_url);
-  out.key("error");
-  out.string(r.error);
-  out.key("workerId");
-  out.string(r.worker_id);
-  out.key("imageDigest");
-  out.string(r.image_digest);
-  out.key("redelivered");
-  out.boolean(r.redelivered);
-  out.key("attempts");
-  out.number(r.attempts);
+  out.member("jobId", r.job_id);
+  out.member("success", r.success);
+  out.member("logs", r.logs);
+  out.member("imageUrl", r.image_url);
+  out.member("error", r.error);
+  out.member("workerId", r.worker_id);
+  out.member("imageDigest", r.image_digest);
+  out.member("redelivered", r.redelivered);
+  out.member("attempts", r.attempts);
   // Unset times are absent, as in to_proto.
   const std::pair<std::string_view, system_clock::time_point> times[] = {
       {"receivedAt", r.received_at}, {"startedAt", r.started_at}, {"finishedAt", r.finished_at}};
@@ -151,8 +156,7 @@ void write_response(JsonOut& out, const core::JobResult& r) {
     out.key(name);
     out.time(t);
   }
-  out.key("statusId");
-  out.string(r.status_id);
+  out.member("statusId", r.status_id);
   out.key("stageSeconds");
   out.open('{');
   for (const auto& [stage, took] : r.stage_durations) {
@@ -160,12 +164,9 @@ void write_response(JsonOut& out, const core::JobResult& r) {
     out.number(std::chrono::duration<double>(took).count());
   }
   out.close('}');
-  out.key("cachedSteps");
-  out.number(r.cached_steps);
-  out.key("builtSteps");
-  out.number(r.built_steps);
-  out.key("cancelled");
-  out.boolean(r.cancelled);
+  out.member("cachedSteps", r.cached_steps);
+  out.member("builtSteps", r.built_steps);
+  out.member("cancelled", r.cancelled);
   out.key("cachedByStep");
   out.open('[');
   for (const bool cached : r.cached_by_step) {
@@ -191,14 +192,10 @@ std::string job_event_json(const core::ProgressEvent& event, const core::JobResu
   json.reserve(160 + event.line.size() + (result ? 320 + result->logs.size() + result->error.size() : 0));
   JsonOut out(json);
   out.open('{');
-  out.key("jobId");
-  out.string(event.job_id);
-  out.key("workerId");
-  out.string(event.worker_id);
-  out.key("phase");
-  out.string(v1::Phase_Name(to_proto(event.phase, event.stage)));
-  out.key("line");
-  out.string(event.line);
+  out.member("jobId", event.job_id);
+  out.member("workerId", event.worker_id);
+  out.member("phase", v1::Phase_Name(to_proto(event.phase, event.stage)));
+  out.member("line", event.line);
   out.key("time");
   out.time(system_clock::now());
   if (result) {
