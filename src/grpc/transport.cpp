@@ -259,7 +259,7 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
     });
     std::error_code ec;
     core::JobResult result;
-    bool stop_orphan = false;
+    std::string take_back;  // why the worker must not run (or keep) the job, when it might
     {
       std::lock_guard lock(mutex_);
       if (has_result_ && status.ok()) {
@@ -275,6 +275,10 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
                            ? fmt::format("worker {} did not accept the job within {} ms", worker_id_,
                                          impl_->options.accept_timeout.count())
                            : fmt::format("worker {} did not take the job: {}", worker_id_, describe(status));
+        // Unreachable, it goes elsewhere: should the worker have taken it
+        // after all (the accepted message lost with the connection), it must
+        // not run there too.
+        if (ec == core::errc::worker_unreachable) take_back = "its RunJob broke before the job was accepted";
       } else if (silent_for_.count() > 0) {
         ec = make_error_code(core::errc::worker_lost);
         result.error = fmt::format("its RunJob stream carried nothing, not even a heartbeat, for {} ms; the job "
@@ -284,12 +288,12 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
         ec = make_error_code(core::errc::worker_lost);
         // The dispatcher says "worker X was lost while running the job (...)".
         result.error = fmt::format("its RunJob stream broke: {}", describe(status));
-        stop_orphan = true;
+        // Reported lost: a worker that is still there must not run it on
+        // unobserved (a worker keeps a job whose stream broke, for a while).
+        take_back = "its RunJob stream broke; the job was reported lost";
       }
     }
-    // Reported lost: a worker that is still there must not run it on
-    // unobserved (a worker keeps a job whose stream broke, for a while).
-    if (stop_orphan) send_cancel("its RunJob stream broke; the job was reported lost", true);
+    if (!take_back.empty()) send_cancel(std::move(take_back), true);
     if (result.job_id.empty()) result.job_id = job_id_;
     if (result.worker_id.empty()) result.worker_id = worker_id_;
     handler_.complete(ec, std::move(result));

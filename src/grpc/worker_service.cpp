@@ -42,7 +42,14 @@ class RunStream final : public ::grpc::ServerWriteReactor<v1::RunJobReply> {
 
   void hold(std::shared_ptr<RunStream> self) { self_ = std::move(self); }
 
-  void push_accepted(const std::string& worker_id, std::chrono::milliseconds heartbeat_interval, bool attached) {
+  // The stream's first message. `written`, for a new run, is told once
+  // whether it was written to the caller (false: the stream broke first).
+  void push_accepted(const std::string& worker_id, std::chrono::milliseconds heartbeat_interval, bool attached,
+                     std::function<void(bool written)> written = {}) {
+    {
+      std::lock_guard lock(mutex_);
+      accepted_written_ = std::move(written);
+    }
     v1::RunJobReply reply;
     auto& accepted = *reply.mutable_accepted();
     accepted.set_worker_id(worker_id);
@@ -86,12 +93,15 @@ class RunStream final : public ::grpc::ServerWriteReactor<v1::RunJobReply> {
 
   void OnWriteDone(bool ok) override {
     Action action;
+    std::function<void(bool)> accepted_written;
     {
       std::lock_guard lock(mutex_);
       writing_ = false;
       if (!ok) broken_ = true;  // the caller is gone; OnCancel stops the job
+      accepted_written = std::exchange(accepted_written_, {});  // the first write is the accepted message
       action = next_locked();
     }
+    if (accepted_written) accepted_written(ok);
     perform(action);
   }
 
@@ -108,11 +118,14 @@ class RunStream final : public ::grpc::ServerWriteReactor<v1::RunJobReply> {
 
   void OnDone() override {
     std::shared_ptr<RunStream> self;
+    std::function<void(bool)> accepted_written;
     {
       std::lock_guard lock(mutex_);
       done_ = true;
       self = std::move(self_);
+      accepted_written = std::exchange(accepted_written_, {});  // broken before it was written
     }
+    if (accepted_written) accepted_written(false);
     if (on_done_) on_done_();
     // `self` may be the last reference: *this ends with this scope.
   }
@@ -180,6 +193,7 @@ class RunStream final : public ::grpc::ServerWriteReactor<v1::RunJobReply> {
   v1::RunJobReply current_;  // the write in progress; touched only by whoever set writing_
   std::size_t buffered_lines_ = 0;
   std::size_t dropped_ = 0;
+  std::function<void(bool)> accepted_written_;
   bool writing_ = false;
   bool result_queued_ = false;
   bool finish_called_ = false;
@@ -214,6 +228,9 @@ struct RunningJob {
 
   std::mutex mutex;  // taken after State::mutex when both are
   std::vector<std::shared_ptr<RunStream>> callers;
+  // Set once its first caller was written that it was accepted: before that
+  // the job does not run (a caller that never read it offers it elsewhere).
+  bool started = false;
   bool finished = false;       // the result is out to `callers`; no more attach
   Clock::time_point orphaned;  // since when no caller waits for it (epoch: one does)
   // False once the job is being dropped (taken back by its orchestrator, or
@@ -230,7 +247,7 @@ struct RunningJob {
   bool drop(const RunStream* stream, std::chrono::milliseconds grace) {
     std::lock_guard lock(mutex);
     std::erase_if(callers, [stream](const auto& s) { return s.get() == stream; });
-    if (!callers.empty() || finished) return false;
+    if (!callers.empty() || finished || !started) return false;  // not started: start() decides
     if (grace.count() <= 0) {
       stop.request_stop();
       return false;
@@ -238,6 +255,25 @@ struct RunningJob {
     if (orphaned != Clock::time_point{}) return false;
     orphaned = Clock::now();
     return true;
+  }
+
+  enum class Start { run, run_orphaned, never };
+  // Its first caller's accepted message was written, or that stream broke
+  // first (`written` false: that caller never learnt it was taken, and offers
+  // it elsewhere). Runs for any caller still there; with none, it never runs
+  // unless the accepted message went out, when it runs on as an orphan.
+  Start start(const RunStream* first, bool written, std::chrono::milliseconds grace) {
+    std::lock_guard lock(mutex);
+    if (!written) std::erase_if(callers, [first](const auto& s) { return s.get() == first; });
+    if (callers.empty() && (!written || grace.count() <= 0)) {
+      finished = true;  // nothing attaches to it any more
+      keep = false;
+      return Start::never;
+    }
+    started = true;
+    if (!callers.empty()) return Start::run;
+    orphaned = Clock::now();
+    return Start::run_orphaned;
   }
 };
 
@@ -278,6 +314,29 @@ struct WorkerService::State {
   }
 
   std::string grace_text() const { return fmt::format("{} s", options.orphan_grace.count() / 1000.0); }
+
+  void log_orphaned(const std::string& id) const {
+    log(WorkerServiceEvent::job_orphaned, id,
+        fmt::format("job {}: its caller went away (orchestrator gone?); it runs on for up to {} for an "
+                    "orchestrator to come back for it",
+                    id, grace_text()));
+  }
+
+  // Whether a new run may start now (RunningJob::start); one that may not
+  // leaves at once, its slot free.
+  bool begin_run(RunningJob& running, const RunStream* first, bool written) {
+    RunningJob::Start start;
+    {
+      std::lock_guard lock(mutex);
+      start = running.start(first, written, options.orphan_grace);
+      if (start == RunningJob::Start::never) {
+        if (auto it = jobs.find(running.id); it != jobs.end() && it->second.get() == &running) jobs.erase(it);
+        idle.notify_all();
+      }
+    }
+    if (start == RunningJob::Start::run_orphaned) log_orphaned(running.id);
+    return start != RunningJob::Start::never;
+  }
 
   // With `mutex` held. Keeps `result` for the grace, making room (the
   // soonest to expire goes); returns lines to log once the lock is released.
@@ -376,11 +435,7 @@ std::shared_ptr<RunStream> make_stream(const std::shared_ptr<WorkerService::Stat
       state->options.max_buffered_lines,
       [weak = std::weak_ptr<RunningJob>(running), state](const RunStream* gone) {
         auto r = weak.lock();
-        if (!r || !r->drop(gone, state->options.orphan_grace)) return;
-        state->log(WorkerServiceEvent::job_orphaned, r->id,
-                   fmt::format("job {}: its caller went away (orchestrator gone?); it runs on for up to {} for an "
-                               "orchestrator to come back for it",
-                               r->id, state->grace_text()));
+        if (r && r->drop(gone, state->options.orphan_grace)) state->log_orphaned(r->id);
       },
       [state] {
         std::lock_guard done_lock(state->mutex);
@@ -659,10 +714,9 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
   running->id = job.id;
   auto stream = make_stream(state_, running);
   running->callers.push_back(stream);
-  stream->push_accepted(options.worker_id, options.heartbeat_interval, false);
   state_->jobs.emplace(job.id, running);
 
-  threads_->post([state = state_, running, job = std::move(job)]() mutable {
+  auto run = [state = state_, running, job = std::move(job)]() mutable {
     const auto& worker_id = state->options.worker_id;
     const auto started = std::chrono::system_clock::now();
     worker::EmitFn emit = [&](std::string_view stage, std::string_view line) {
@@ -712,7 +766,17 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
     for (const auto& [id, line] : dropped_results) state->log(WorkerServiceEvent::result_dropped, id, line);
     // The result is on its way: now what need not delay it (the job's files).
     state->runner.after_result(job);
-  });
+  };
+  // Started only once the caller was written that it was taken: a worker
+  // that dies before that leaves nothing running that its caller, never told,
+  // offers elsewhere too.
+  stream->push_accepted(options.worker_id, options.heartbeat_interval, false,
+                        [state = state_, threads = threads_.get(), running, first = stream.get(),
+                         run = std::move(run)](bool written) mutable {
+                          threads->post([state, running, first, written, run = std::move(run)]() mutable {
+                            if (state->begin_run(*running, first, written)) run();
+                          });
+                        });
   return stream.get();
 }
 

@@ -139,6 +139,64 @@ bgrpc::WorkerServiceOptions test_worker_options(std::string id) {
   return options;
 }
 
+// Holds the first message of the next RunJob once arm()ed (its "accepted")
+// until release(): what its caller sees when the worker dies, or the network
+// fails, between the worker taking a job and that word arriving.
+class HoldAccepted final : public ::grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  ::grpc::experimental::Interceptor* CreateServerInterceptor(::grpc::experimental::ServerRpcInfo* info) override {
+    if (std::string_view(info->method()) != "/blacktree.v1.Worker/RunJob") return nullptr;
+    std::lock_guard lock(mutex_);
+    if (!armed_) return nullptr;
+    armed_ = false;
+    return new Interceptor(*this);
+  }
+
+  void arm() {
+    std::lock_guard lock(mutex_);
+    armed_ = true;
+  }
+  /// Whether a message is held now (waits for one for up to 30 s).
+  bool wait_held() {
+    std::unique_lock lock(mutex_);
+    return cv_.wait_for(lock, 30s, [this] { return held_ != nullptr; });
+  }
+  void release() {
+    ::grpc::experimental::InterceptorBatchMethods* held = nullptr;
+    {
+      std::lock_guard lock(mutex_);
+      std::swap(held, held_);
+    }
+    if (held) held->Proceed();
+  }
+
+ private:
+  class Interceptor final : public ::grpc::experimental::Interceptor {
+   public:
+    explicit Interceptor(HoldAccepted& factory) : factory_(factory) {}
+    void Intercept(::grpc::experimental::InterceptorBatchMethods* methods) override {
+      if (!holding_done_ &&
+          methods->QueryInterceptionHookPoint(::grpc::experimental::InterceptionHookPoints::PRE_SEND_MESSAGE)) {
+        holding_done_ = true;
+        std::lock_guard lock(factory_.mutex_);
+        factory_.held_ = methods;
+        factory_.cv_.notify_all();
+        return;  // release() proceeds
+      }
+      methods->Proceed();
+    }
+
+   private:
+    HoldAccepted& factory_;
+    bool holding_done_ = false;
+  };
+
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool armed_ = false;
+  ::grpc::experimental::InterceptorBatchMethods* held_ = nullptr;
+};
+
 // A WorkerService on a free loopback port, and a GrpcTransport to call it.
 // What the service told its log function, for tests to wait on.
 struct ServiceEvents {
@@ -174,6 +232,10 @@ struct Rig {
     ::grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", ::grpc::InsecureServerCredentials(), &port);
     builder.RegisterService(&service);
+    std::vector<std::unique_ptr<::grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+    interceptors.push_back(std::make_unique<HoldAccepted>());
+    hold = static_cast<HoldAccepted*>(interceptors.back().get());
+    builder.experimental().SetInterceptorCreators(std::move(interceptors));
     server = builder.BuildAndStart();
     REQUIRE(server);
     REQUIRE(port > 0);
@@ -185,6 +247,7 @@ struct Rig {
   }
   ~Rig() {
     runner.go();  // nothing may stay blocked past the test
+    hold->release();
     server->Shutdown(std::chrono::system_clock::now() + 2s);
     work.reset();
     io.stop();
@@ -257,6 +320,7 @@ struct Rig {
   asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(io);
   bgrpc::GrpcTransport transport;
   std::unique_ptr<::grpc::Server> server;
+  HoldAccepted* hold = nullptr;  // owned by `server`
   int port = 0;
   core::WorkerInfo worker;
   std::vector<std::unique_ptr<core::Job>> jobs;  // alive until their run completes
@@ -312,6 +376,49 @@ TEST_CASE("WorkerService: a job's result goes out before the runner's after_resu
   CHECK(result.success);
   rig.runner.delivered();
   CHECK(rig.runner.cleaned_after_delivery(30s));
+}
+
+// "Accepted" is the caller's proof that the job may run here: a caller that
+// never read it offers the job elsewhere. So no job starts before that word is
+// written to its caller, and none whose caller is gone by then.
+TEST_CASE("WorkerService: a job starts only once its caller was sent that it took it", "[worker_service]") {
+  Rig rig;
+  rig.hold->arm();
+  auto started = rig.runner.next_start();
+  auto outcome = rig.run("fine");
+  REQUIRE(rig.hold->wait_held());
+  // A bounded wait for what must not happen.
+  CHECK(started.wait_for(500ms) == std::future_status::timeout);
+  CHECK(rig.runner.starts("fine") == 0);
+  rig.hold->release();
+  CHECK(started.wait_for(30s) == std::future_status::ready);
+  auto [ec, result] = Rig::wait(outcome);
+  CHECK_FALSE(ec);
+  CHECK(result.success);
+  CHECK(rig.runner.starts("fine") == 1);
+}
+
+TEST_CASE("WorkerService: a job whose caller left before it was told the job was taken never runs",
+          "[worker_service]") {
+  Rig rig;
+  rig.hold->arm();
+  asio::cancellation_signal cancel;
+  auto outcome = rig.run("left-early", {}, &cancel);
+  REQUIRE(rig.hold->wait_held());
+  REQUIRE(rig.service.running() == 1);  // its slot is taken meanwhile
+  rig.on_io([&] { cancel.emit(asio::cancellation_type::terminal); });
+  CHECK(Rig::wait(outcome).first == asio::error::operation_aborted);
+  rig.hold->release();  // its write fails: nobody is there to read it
+  REQUIRE(Rig::eventually([&] { return rig.service.running() == 0; }));
+  CHECK(rig.runner.starts("left-early") == 0);
+  CHECK(rig.service.carried_jobs().finished.empty());
+  CHECK(rig.service.carried_jobs().running.empty());
+  // The slot is free, and the same job offered anew runs.
+  auto again = rig.run("left-early");
+  auto [ec, result] = Rig::wait(again);
+  CHECK_FALSE(ec);
+  CHECK(result.success);
+  CHECK(rig.runner.starts("left-early") == 1);
 }
 
 TEST_CASE("WorkerService: shutdown lets a running job finish within the drain deadline", "[worker_service]") {
