@@ -131,7 +131,7 @@ class RunStream final : public ::grpc::ServerWriteReactor<v1::RunJobReply> {
   }
 
  private:
-  enum class Action { none, write, finish_ok, finish_cancelled };
+  enum class Action { none, write, write_last, finish_ok, finish_cancelled };
 
   bool push(v1::RunJobReply reply, bool is_line, bool last) {
     Action action;
@@ -170,6 +170,10 @@ class RunStream final : public ::grpc::ServerWriteReactor<v1::RunJobReply> {
     if (is_line) --buffered_lines_;
     current_ = std::move(reply);
     writing_ = true;
+    if (outbox_.empty() && result_queued_) {  // the result: it goes out with the call's end, in one batch
+      finish_called_ = true;
+      return Action::write_last;
+    }
     return Action::write;
   }
 
@@ -177,6 +181,7 @@ class RunStream final : public ::grpc::ServerWriteReactor<v1::RunJobReply> {
     switch (action) {
       case Action::none: break;
       case Action::write: StartWrite(&current_); break;
+      case Action::write_last: StartWriteAndFinish(&current_, ::grpc::WriteOptions(), ::grpc::Status::OK); break;
       case Action::finish_ok: Finish(::grpc::Status::OK); break;
       case Action::finish_cancelled:
         Finish(::grpc::Status(::grpc::StatusCode::CANCELLED, "the caller went away"));
@@ -688,7 +693,6 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
     state_->idle.notify_all();
     lock.unlock();
     stream->push_accepted(options.worker_id, options.heartbeat_interval, true);
-    stream->push_event(core::ProgressEvent{job.id, options.worker_id, core::Phase::finished, {}});
     stream->push_result(result);
     state_->log(WorkerServiceEvent::job_attached, job.id,
                 fmt::format("job {}: its kept result was handed to an orchestrator", job.id));
@@ -755,7 +759,6 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
         mine.logs += fmt::format("\n[blacktree: {} output lines were not streamed: the caller read too slowly]",
                                  dropped);
       }
-      caller->push_event(core::ProgressEvent{job.id, worker_id, core::Phase::finished, {}});
       delivered = caller->push_result(mine) || delivered;
     }
     if (kept && delivered) {

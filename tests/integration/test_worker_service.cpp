@@ -712,11 +712,11 @@ TEST_CASE("WorkerService: a leaving worker's last result is taken before its lea
   job.id = "until-go";
   auto started = rig.runner.next_start();
   // The orchestrator reads the stream's last messages late (a busy machine):
-  // here, not before the worker has left or 2 s passed.
+  // what follows `accepted`, not before the worker has left or 2 s passed.
   rig.transport.async_run(
       rig.worker, job,
       [left_future](const core::ProgressEvent& event) {
-        if (event.phase == core::Phase::finished) (void)left_future.wait_for(2s);
+        if (event.phase == core::Phase::accepted) (void)left_future.wait_for(2s);
       },
       [&](std::error_code ec, core::JobResult result) {
         CHECK_FALSE(ec);
