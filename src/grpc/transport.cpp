@@ -7,7 +7,6 @@
 #include <blacktree/v1/blacktree.grpc.pb.h>
 
 #include <asio/steady_timer.hpp>
-#include <asio/strand.hpp>
 #include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
 
@@ -41,9 +40,23 @@ std::chrono::system_clock::time_point deadline_in(std::chrono::milliseconds d) {
 
 }  // namespace
 
+// A call in flight, as the transport's watch sees it.
+struct WatchedCall {
+  virtual ~WatchedCall() = default;
+  // Acts on a deadline passed (accept, heartbeats) by `now`. Calls of one
+  // transport are checked one at a time.
+  virtual void check(std::chrono::steady_clock::time_point now) = 0;
+};
+
 struct GrpcTransport::Impl {
+  Impl(asio::any_io_executor e, TransportOptions o) : options(std::move(o)), executor(std::move(e)) {}
+
   TransportOptions options;
   asio::any_io_executor executor;
+  // One timer for every call's accept and heartbeat deadlines, ticking while
+  // calls are in flight: a call arms and cancels no timer of its own.
+  asio::steady_timer watch_timer{executor};
+  bool watching = false;  // with `mutex`: the timer is armed (or its handler runs)
 
   struct Endpoint {
     std::string address;
@@ -60,6 +73,7 @@ struct GrpcTransport::Impl {
   struct Run {
     std::string worker_id;
     std::function<void()> cancel;
+    std::weak_ptr<WatchedCall> watched;
   };
   std::uint64_t next_run = 1;
   std::unordered_map<std::uint64_t, Run> runs;
@@ -131,17 +145,60 @@ struct GrpcTransport::Impl {
     }
     for (const auto& waiter : ready) (*waiter)();  // outside the lock: they may call in again
   }
-  std::uint64_t add_run(std::string worker_id, std::function<void()> cancel) {
+  std::uint64_t add_run(std::string worker_id, std::function<void()> cancel, std::weak_ptr<WatchedCall> watched) {
     std::lock_guard lock(mutex);
-    runs.emplace(next_run, Run{std::move(worker_id), std::move(cancel)});
+    runs.emplace(next_run, Run{std::move(worker_id), std::move(cancel), std::move(watched)});
+    if (!watching && watch_period().count() > 0) {
+      watching = true;
+      arm_watch();
+    }
     return next_run++;
   }
+
+  // A quarter of the shortest deadline watched, within [10 ms, 1 s]: a
+  // deadline is acted on at most that late. 0: nothing to watch.
+  std::chrono::milliseconds watch_period() const {
+    std::chrono::milliseconds shortest{0};
+    for (const auto d : {options.accept_timeout, options.heartbeat_timeout})
+      if (d.count() > 0 && (shortest.count() == 0 || d < shortest)) shortest = d;
+    if (shortest.count() == 0) return shortest;
+    return std::clamp<std::chrono::milliseconds>(shortest / 4, std::chrono::milliseconds(10),
+                                                 std::chrono::seconds(1));
+  }
+
+  void arm_watch() {  // with `mutex` held, `watching` set
+    watch_timer.expires_after(watch_period());
+    watch_timer.async_wait([weak = weak_self](std::error_code ec) {
+      if (auto self = weak.lock(); self && !ec) self->watch();
+    });
+  }
+
+  void watch() {
+    std::vector<std::shared_ptr<WatchedCall>> calls;
+    {
+      std::lock_guard lock(mutex);
+      if (runs.empty() || closing) {
+        watching = false;
+        return;
+      }
+      calls.reserve(runs.size());
+      for (const auto& [id, run] : runs)
+        if (auto call = run.watched.lock()) calls.push_back(std::move(call));
+    }
+    const auto now = std::chrono::steady_clock::now();
+    for (const auto& call : calls) call->check(now);
+    std::lock_guard lock(mutex);
+    arm_watch();
+  }
+
+  std::weak_ptr<Impl> weak_self;
 };
 
 namespace {
 
 // One RunJob stream. Owns itself from StartCall until OnDone.
 class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
+                      public WatchedCall,
                       public std::enable_shared_from_this<RunCall> {
  public:
   using Handler = core::CompletionHandler<void(std::error_code, core::JobResult)>;
@@ -153,10 +210,7 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
         worker_id_(worker.id),
         job_id_(job.id),
         progress_(std::move(progress)),
-        handler_(std::move(handler)),
-        strand_(asio::make_strand(impl_->executor)),
-        accept_timer_(strand_),
-        heartbeat_timer_(strand_) {
+        handler_(std::move(handler)) {
     *request_.mutable_job() = wire::to_proto(job);
     const auto run_deadline = job.timeout.count() > 0 ? job.timeout + impl_->options.run_deadline_margin
                                                       : impl_->options.default_run_deadline;
@@ -166,15 +220,14 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
 
   void start() {
     self_ = shared_from_this();
-    run_id_ = impl_->add_run(worker_id_, [weak = weak_from_this()] {
-      if (auto self = weak.lock()) self->cancel();
-    });
+    started_ = std::chrono::steady_clock::now();
+    run_id_ = impl_->add_run(
+        worker_id_,
+        [weak = weak_from_this()] {
+          if (auto self = weak.lock()) self->cancel();
+        },
+        weak_from_this());
     request_.set_offer_id(impl_->options.orchestrator_id + "-" + std::to_string(run_id_));
-    accept_timer_.expires_after(impl_->options.accept_timeout);
-    accept_timer_.async_wait([weak = weak_from_this()](std::error_code ec) {
-      if (ec) return;
-      if (auto self = weak.lock()) self->on_accept_timeout();
-    });
     endpoint_->stub->async()->RunJob(&context_, &request_, this);
     StartRead(&reply_);
     StartCall();
@@ -253,10 +306,6 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
   }
 
   void OnDone(const ::grpc::Status& status) override {
-    asio::post(strand_, [self = self_] {
-      self->accept_timer_.cancel();
-      self->heartbeat_timer_.cancel();
-    });
     std::error_code ec;
     core::JobResult result;
     std::string take_back;  // why the worker must not run (or keep) the job, when it might
@@ -304,34 +353,41 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
   }
 
  private:
-  // Watches an accepted stream of a worker that announced heartbeats: silent
-  // for the timeout, the job is lost; the worker is told to cancel it, since
-  // the stream that would tell it may be the thing that is stuck.
+  // An accepted stream of a worker that announced heartbeats is watched for
+  // silence from now on (see check()).
   void watch_heartbeats(std::chrono::milliseconds announced) {
     const auto configured = impl_->options.heartbeat_timeout;
     if (announced.count() == 0 || configured.count() == 0) return;
-    const auto timeout = std::max(configured, 3 * announced);
-    asio::post(strand_, [self = shared_from_this(), timeout] { self->check_heartbeat(timeout); });
+    heartbeat_timeout_ms_.store(std::max(configured, 3 * announced).count(), std::memory_order_relaxed);
   }
 
-  void check_heartbeat(std::chrono::milliseconds timeout) {
-    const auto last = std::chrono::steady_clock::time_point(
-        std::chrono::steady_clock::duration(last_message_.load(std::memory_order_relaxed)));
-    if (std::chrono::steady_clock::now() - last >= timeout) {
-      {
-        std::lock_guard lock(mutex_);
-        if (has_result_ || cancelled_) return;
-        silent_for_ = timeout;
-      }
-      send_cancel(fmt::format("no message on the RunJob stream for {} ms", timeout.count()), true);
-      context_.TryCancel();
+  // The transport's watch: not accepted within the accept timeout, the offer
+  // is taken back; accepted, and silent for the heartbeat timeout, the job is
+  // lost and cancelled on the worker (the stream that would tell it may be
+  // the thing that is stuck).
+  void check(std::chrono::steady_clock::time_point now) override {
+    bool accepted = false;
+    {
+      std::lock_guard lock(mutex_);
+      if (has_result_ || cancelled_ || accept_timed_out_ || silent_for_.count() > 0) return;
+      accepted = accepted_;
+    }
+    if (!accepted) {
+      const auto timeout = impl_->options.accept_timeout;
+      if (timeout.count() > 0 && now - started_ >= timeout) on_accept_timeout();
       return;
     }
-    heartbeat_timer_.expires_at(last + timeout);
-    heartbeat_timer_.async_wait([weak = weak_from_this(), timeout](std::error_code ec) {
-      if (ec) return;
-      if (auto self = weak.lock()) self->check_heartbeat(timeout);
-    });
+    const std::chrono::milliseconds timeout(heartbeat_timeout_ms_.load(std::memory_order_relaxed));
+    const auto last = std::chrono::steady_clock::time_point(
+        std::chrono::steady_clock::duration(last_message_.load(std::memory_order_relaxed)));
+    if (timeout.count() == 0 || now - last < timeout) return;
+    {
+      std::lock_guard lock(mutex_);
+      if (has_result_ || cancelled_) return;
+      silent_for_ = timeout;
+    }
+    send_cancel(fmt::format("no message on the RunJob stream for {} ms", timeout.count()), true);
+    context_.TryCancel();
   }
 
   // Best effort, bounded by the accept timeout; counted as a call in flight.
@@ -344,7 +400,8 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
       v1::CancelReply reply;
     };
     auto call = std::make_shared<CancelCall>();
-    call->context.set_deadline(deadline_in(impl_->options.accept_timeout));
+    const auto accept_timeout = impl_->options.accept_timeout;
+    call->context.set_deadline(deadline_in(accept_timeout.count() > 0 ? accept_timeout : std::chrono::seconds(10)));
     impl_->authorize(call->context, worker_id_);  // or the worker refuses it
     call->request.set_job_id(job_id_);
     call->request.set_reason(std::move(reason));
@@ -359,7 +416,7 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
   void on_accept_timeout() {
     {
       std::lock_guard lock(mutex_);
-      if (accepted_ || has_result_) return;
+      if (accepted_ || has_result_ || cancelled_) return;
       accept_timed_out_ = true;
     }
     context_.TryCancel();
@@ -373,10 +430,9 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
   std::string job_id_;
   core::ProgressCallback progress_;
   Handler handler_;
-  asio::strand<asio::any_io_executor> strand_;  // the timers' (the io_context may run on several threads)
-  asio::steady_timer accept_timer_;
-  asio::steady_timer heartbeat_timer_;
+  std::chrono::steady_clock::time_point started_;
   std::atomic<std::chrono::steady_clock::rep> last_message_{0};
+  std::atomic<std::chrono::milliseconds::rep> heartbeat_timeout_ms_{0};  // 0: not watched
 
   ::grpc::ClientContext context_;
   v1::RunJobRequest request_;
@@ -402,9 +458,8 @@ struct PingCall {
 }  // namespace
 
 GrpcTransport::GrpcTransport(asio::any_io_executor executor, TransportOptions options)
-    : executor_(executor), impl_(std::make_shared<Impl>()) {
-  impl_->options = std::move(options);
-  impl_->executor = std::move(executor);
+    : executor_(executor), impl_(std::make_shared<Impl>(executor, std::move(options))) {
+  impl_->weak_self = impl_;
 }
 
 GrpcTransport::~GrpcTransport() {

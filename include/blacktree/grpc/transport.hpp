@@ -49,6 +49,9 @@ struct TransportOptions {
   /// (this one restarted) answers registered=false and registers again.
   std::string orchestrator_id;
   /// A RunJob that is not accepted within this is abandoned as unreachable.
+  /// This and heartbeat_timeout are checked by one timer per transport, every
+  /// quarter of the shorter of the two (10 ms to 1 s), so either is acted on
+  /// up to that much late. 0: not watched.
   std::chrono::milliseconds accept_timeout{10'000};
   /// The run deadline when a job sets no timeout of its own.
   std::chrono::milliseconds default_run_deadline{std::chrono::hours(2)};
