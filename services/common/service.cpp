@@ -1,6 +1,7 @@
 // Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
 #include "service.hpp"
 
+#include <absl/synchronization/mutex.h>
 #include <fmt/format.h>
 #include <spdlog/formatter.h>
 #include <spdlog/pattern_formatter.h>
@@ -166,6 +167,8 @@ void disable_core_dumps() {
   ::setrlimit(RLIMIT_CORE, &none);
   ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 }
+
+void skip_lock_order_checks() { absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore); }
 
 std::string YamlConfig::to_config(const CLI::App*, bool, bool, std::string) const {
   return {};  // writing configuration back is not supported

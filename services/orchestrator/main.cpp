@@ -511,6 +511,7 @@ int dispatch_until_signal(Plane& plane, Source& source, Sink& sink, const sigset
 
 int main(int argc, char** argv) {
   blacktree::service::disable_core_dumps();  // tokens and credentials live in this memory
+  blacktree::service::skip_lock_order_checks();
   const sigset_t signals = blacktree::service::block_termination_signals();  // before any thread starts
 
   CLI::App app{"blacktree-orchestrator: dispatches build jobs from a queue to registered workers"};

@@ -87,6 +87,7 @@ class LoggedRunner final : public blacktree::worker::JobRunner {
 int main(int argc, char** argv) {
   // Signals are taken by sigwait below; block them before any thread starts.
   blacktree::service::disable_core_dumps();  // tokens and credentials live in this memory
+  blacktree::service::skip_lock_order_checks();
   const sigset_t signals = blacktree::service::block_termination_signals();
 
   CLI::App app{"blacktree-worker: runs build jobs handed to it by a blacktree orchestrator"};
