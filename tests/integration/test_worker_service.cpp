@@ -549,10 +549,13 @@ namespace {
 
 // A worker that misbehaves in the protocol, on a real gRPC server: it accepts
 // a job (announcing heartbeats it will never send) or never accepts it, then
-// stays silent until the caller cancels. Cancel calls are recorded.
+// stays silent until the caller cancels; or it ends the call UNAVAILABLE before
+// accepting, as a connection lost then looks to the caller. Cancel calls
+// (job id, taken back) are recorded.
 class SilentWorker final : public ::blacktree::v1::Worker::CallbackService {
  public:
-  explicit SilentWorker(bool accept) : accept_(accept) {
+  enum class Mode { accept, never_accept, unavailable };
+  explicit SilentWorker(Mode mode) : mode_(mode) {
     ::grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", ::grpc::InsecureServerCredentials(), &port_);
     builder.RegisterService(this);
@@ -573,8 +576,9 @@ class SilentWorker final : public ::blacktree::v1::Worker::CallbackService {
       ::grpc::CallbackServerContext*, const ::blacktree::v1::RunJobRequest*) override {
     class Reactor final : public ::grpc::ServerWriteReactor<::blacktree::v1::RunJobReply> {
      public:
-      explicit Reactor(bool accept) {
-        if (!accept) return;
+      explicit Reactor(Mode mode) {
+        if (mode == Mode::unavailable) Finish(::grpc::Status(::grpc::StatusCode::UNAVAILABLE, "connection lost"));
+        if (mode != Mode::accept) return;
         accepted_.mutable_accepted()->set_worker_id("silent");
         accepted_.mutable_accepted()->set_heartbeat_interval_ms(50);
         StartWrite(&accepted_);
@@ -586,7 +590,7 @@ class SilentWorker final : public ::blacktree::v1::Worker::CallbackService {
      private:
       ::blacktree::v1::RunJobReply accepted_;
     };
-    return new Reactor(accept_);
+    return new Reactor(mode_);
   }
 
   ::grpc::ServerUnaryReactor* Cancel(::grpc::CallbackServerContext* context,
@@ -594,7 +598,7 @@ class SilentWorker final : public ::blacktree::v1::Worker::CallbackService {
                                      ::blacktree::v1::CancelReply* reply) override {
     {
       std::lock_guard lock(mutex_);
-      cancelled_.push_back(request->job_id());
+      cancelled_.emplace_back(request->job_id(), request->taken_back());
       cv_.notify_all();
     }
     reply->set_found(true);
@@ -603,20 +607,21 @@ class SilentWorker final : public ::blacktree::v1::Worker::CallbackService {
     return reactor;
   }
 
+  /// Whether a Cancel of `job_id` came (within 30 s), taking it back.
   bool wait_cancelled(const std::string& job_id) {
     std::unique_lock lock(mutex_);
     return cv_.wait_for(lock, 30s, [&] {
-      return std::find(cancelled_.begin(), cancelled_.end(), job_id) != cancelled_.end();
+      return std::find(cancelled_.begin(), cancelled_.end(), std::pair(job_id, true)) != cancelled_.end();
     });
   }
 
  private:
-  bool accept_;
+  Mode mode_;
   int port_ = 0;
   std::unique_ptr<::grpc::Server> server_;
   std::mutex mutex_;
   std::condition_variable cv_;
-  std::vector<std::string> cancelled_;
+  std::vector<std::pair<std::string, bool>> cancelled_;
 };
 
 struct TransportRig {
@@ -656,7 +661,7 @@ struct TransportRig {
 
 TEST_CASE("GrpcTransport: a stream without heartbeats is lost and the job cancelled on the worker",
           "[worker_service]") {
-  SilentWorker silent(true);
+  SilentWorker silent(SilentWorker::Mode::accept);
   TransportRig rig([](auto& options) { options.heartbeat_timeout = 300ms; });
   auto [ec, result] = rig.run(silent.info(), "hung");
   CHECK(ec == core::errc::worker_lost);
@@ -665,11 +670,24 @@ TEST_CASE("GrpcTransport: a stream without heartbeats is lost and the job cancel
 }
 
 TEST_CASE("GrpcTransport: a worker slow to accept refused the offer and is not unreachable", "[worker_service]") {
-  SilentWorker silent(false);
+  SilentWorker silent(SilentWorker::Mode::never_accept);
   TransportRig rig([](auto& options) { options.accept_timeout = 200ms; });
   auto [ec, result] = rig.run(silent.info(), "offered");
   CHECK(ec == core::errc::worker_refused);
   CHECK_THAT(result.error, Catch::Contains("did not accept the job within 200 ms"));
+  CHECK(silent.wait_cancelled("offered"));  // it goes elsewhere: taken back
+}
+
+TEST_CASE("GrpcTransport: a RunJob broken before accepted goes elsewhere, and the worker is told to drop it",
+          "[worker_service]") {
+  SilentWorker silent(SilentWorker::Mode::unavailable);
+  TransportRig rig([](auto&) {});
+  auto [ec, result] = rig.run(silent.info(), "broken");
+  CHECK(ec == core::errc::worker_unreachable);
+  CHECK_THAT(result.error, Catch::Contains("connection lost"));
+  // Had the worker taken it, the accepted message lost with the connection,
+  // it must not run there too.
+  CHECK(silent.wait_cancelled("broken"));
 }
 
 TEST_CASE("WorkerService: heartbeats keep a quiet job's stream alive", "[worker_service]") {
