@@ -101,7 +101,11 @@ struct DispatchObserver : core::PrometheusObserver {
               "to reach it",
               job.id);
   }
-  void on_settled(const core::Job& job) { board.on_settled(job); }
+  void on_settled(const core::Job& job) {
+    board.on_settled(job);
+    log_event(*log, level::debug, {.event = "job.settled", .job_id = job.id, .phase = "finished"},
+              "job {}: its status is confirmed and its delivery acked", job.id);
+  }
   void on_not_accepted(const core::Job& job, const core::WorkerInfo& worker, std::error_code ec,
                        std::string_view detail) {
     const std::string why = ec.message();

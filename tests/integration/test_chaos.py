@@ -71,7 +71,8 @@ def test_chaos(cluster, tmp_path, broker, names, queue_type):  # noqa: F811
     queue_args = {"x-queue-type": queue_type}
     publish(broker, names["execute-queue"], [], arguments=queue_args)  # declared before the orchestrator does
     flags = amqp_flags(broker, names)
-    orch = cluster.orchestrator(amqp=flags)
+    debug = ("--log-level", "debug")  # each job's received, status retries and settled lines, for a failure
+    orch = cluster.orchestrator(amqp=flags, extra=debug)
     port = orch.port
 
     command = ["bash", "-c", RUNNER, str(log)]
@@ -104,7 +105,7 @@ def test_chaos(cluster, tmp_path, broker, names, queue_type):  # noqa: F811
         restart_worker(0)
         after(200, "200 statuses")
         orch.kill9()
-        orch = cluster.orchestrator(amqp=flags, port=port, name="orchestrator-2")
+        orch = cluster.orchestrator(amqp=flags, port=port, name="orchestrator-2", extra=debug)
         after(350, "350 statuses")
         ctl(broker, "close_all_connections", "chaos test")
         restart_worker(1)
@@ -113,7 +114,7 @@ def test_chaos(cluster, tmp_path, broker, names, queue_type):  # noqa: F811
         broker.start()
         after(650, "650 statuses")
         orch.kill9()
-        orch = cluster.orchestrator(amqp=flags, port=port, name="orchestrator-3")
+        orch = cluster.orchestrator(amqp=flags, port=port, name="orchestrator-3", extra=debug)
         restart_worker(2)
 
         try:
