@@ -43,9 +43,6 @@ class PublishCompletion {
     return parts;
   }
 
-  /// Holds a status not yet settled.
-  explicit operator bool() const noexcept { return batch_ != nullptr || static_cast<bool>(single_); }
-
   /// Settles this status with `ec` and leaves *this empty. From any thread;
   /// the parts of one batch may be completed from different threads.
   void complete(std::error_code ec) {
