@@ -139,6 +139,13 @@ def test_chaos(cluster, tmp_path, broker, names, queue_type):  # noqa: F811
                     lines = [line for line in path.read_text().splitlines() if job_id in line]
                     if lines:
                         print(f"{path.name}:", *lines, sep="\n  ")
+            # What the orchestrators warned of that names no job: a sink's
+            # returned or refused statuses, lost connections.
+            for path in sorted(tmp_path.glob("orchestrator*.log")):
+                lines = [line for line in path.read_text().splitlines()
+                         if (" warning " in line or " error " in line) and "job chaos-" not in line]
+                if lines:
+                    print(f"{path.name} (warnings and errors):", *lines[:40], sep="\n  ")
             raise
         # Settled: nothing waits unacked, nothing is left to run.
         wait_until(lambda: broker.unacked(names["execute-queue"]) == 0, timeout=30, what="nothing unacked")
