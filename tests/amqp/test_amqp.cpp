@@ -108,6 +108,15 @@ std::error_code publish_status(asio::io_context& io, AmqpStatusSink& sink, const
   return *outcome;
 }
 
+// A queue that gets every job's events from `o`'s events exchange, for a test
+// to read them; its name.
+std::string tap_events(t::Client& reader, const AmqpOptions& o) {
+  const std::string queue = o.events_exchange + ".tap";
+  reader.declare_queue(queue);
+  reader.bind(queue, o.events_exchange, "job.#");
+  return queue;
+}
+
 // Progress and final results to the events exchange, as amqp.hpp shows.
 struct EventObserver : core::DispatcherObserver {
   static constexpr bool wants_progress = true;
@@ -685,9 +694,7 @@ TEST_CASE("amqp: progress events reach the events exchange", "[amqp]") {
   AmqpEventPublisher publisher(o);
   REQUIRE(t::eventually([&] { return publisher.connected(); }));
   t::Client reader;
-  const std::string queue = o.events_exchange + ".tap";
-  reader.declare_queue(queue);
-  reader.bind(queue, o.events_exchange, "job.#");
+  const std::string queue = tap_events(reader, o);
 
   core::ProgressEvent event{"job-7", "w1", core::Phase::running, "building", "Step 2/5 : RUN make"};
   CHECK(publisher.publish(event));
@@ -711,10 +718,8 @@ TEST_CASE("amqp: events buffered together go out as one batch, bare phase change
           "[amqp]") {
   AmqpOptions o = test_options("events-batch");
   t::Client reader;
-  const std::string queue = o.events_exchange + ".tap";
-  reader.declare_exchange(o.events_exchange, "topic");
-  reader.declare_queue(queue);
-  reader.bind(queue, o.events_exchange, "job.#");
+  reader.declare_exchange(o.events_exchange, "topic");  // the publisher is not connected yet
+  const std::string queue = tap_events(reader, o);
   // The first address accepts the TCP connection and never answers, so the
   // publisher buffers until its connect timeout and then drains everything
   // to the broker, the second address, in one batch.
@@ -752,9 +757,7 @@ TEST_CASE("amqp: events wait for their batch window, and stop publishes what is 
   AmqpEventPublisher publisher(o);
   REQUIRE(t::eventually([&] { return publisher.connected(); }));
   t::Client reader;
-  const std::string queue = o.events_exchange + ".tap";
-  reader.declare_queue(queue);
-  reader.bind(queue, o.events_exchange, "job.#");
+  const std::string queue = tap_events(reader, o);
   core::JobResult result;
   result.job_id = "w";
   result.success = true;
@@ -1269,9 +1272,7 @@ TEST_CASE("amqp: an event whose jobId is too long for a routing key does not bre
   AmqpEventPublisher publisher(o);
   REQUIRE(t::eventually([&] { return publisher.connected(); }));
   t::Client reader;
-  const std::string queue = o.events_exchange + ".tap";
-  reader.declare_queue(queue);
-  reader.bind(queue, o.events_exchange, "job.#");
+  const std::string queue = tap_events(reader, o);
   CHECK(publisher.publish(core::ProgressEvent{std::string(300, 'z'), "w1", core::Phase::running, "building", "x"}));
   CHECK(publisher.publish(core::ProgressEvent{"short-1", "w1", core::Phase::running, "building", "y"}));
   auto m = reader.get(queue);
