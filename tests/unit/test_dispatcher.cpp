@@ -10,8 +10,10 @@
 
 #include <algorithm>
 #include <array>
+#include <deque>
 #include <map>
 #include <optional>
+#include <random>
 #include <span>
 #include <string>
 #include <thread>
@@ -1024,6 +1026,90 @@ TEST_CASE("RecentIds: keeps the last ids put, within capacity and ttl, through p
   // The ttl itself is under test: time has to pass (a millisecond).
   while (std::chrono::steady_clock::now() - put_at < std::chrono::milliseconds(2)) std::this_thread::yield();
   CHECK_FALSE(brief.find("y"));
+}
+
+TEST_CASE("RecentIds: its hash index agrees with a plain model through 200,000 random puts, finds and erases",
+          "[dispatcher]") {
+  // The model: the same rules over a std::map, no hashing. Enough ids for
+  // the index to grow many times, long probe runs, and removals that move
+  // entries back; the ttl (an hour) never passes.
+  constexpr std::size_t capacity = 300;
+  struct Model {
+    struct Record {
+      std::string id;
+      int value;
+      bool erased = false;
+      bool current = true;
+    };
+    std::deque<Record> order;
+    std::map<std::string, std::size_t> current;  // id -> sequence number in `order`
+    std::size_t base = 0, live = 0;
+
+    void put(const std::string& id, int value) {
+      if (auto it = current.find(id); it != current.end()) {
+        Record& earlier = order[it->second - base];
+        earlier.current = false;
+        if (earlier.erased) ++live;
+      } else {
+        ++live;
+      }
+      order.push_back(Record{id, value});
+      current[id] = base + order.size() - 1;
+      while (live > capacity || order.size() > 2 * capacity) {
+        const Record& oldest = order.front();
+        if (oldest.current) {
+          if (!oldest.erased) --live;
+          current.erase(oldest.id);
+        }
+        order.pop_front();
+        ++base;
+      }
+    }
+    std::optional<int> find(const std::string& id) const {
+      auto it = current.find(id);
+      if (it == current.end() || order[it->second - base].erased) return std::nullopt;
+      return order[it->second - base].value;
+    }
+    void erase(const std::string& id) {
+      auto it = current.find(id);
+      if (it == current.end() || order[it->second - base].erased) return;
+      order[it->second - base].erased = true;
+      --live;
+    }
+  };
+  Model model;
+  core::detail::RecentIds<int> ids(capacity, std::chrono::hours(1));
+  std::mt19937 random(20261207);
+  std::size_t mismatches = 0, found = 0;
+  for (int op = 0; op < 200'000; ++op) {
+    const std::string id = "job-" + std::to_string(random() % 2000);
+    switch (random() % 4) {
+      case 0:
+      case 1:
+        ids.put(id, op);
+        model.put(id, op);
+        break;
+      case 2:
+        ids.erase(id);
+        model.erase(id);
+        break;
+      default: {
+        const int* got = ids.find(id);
+        const auto want = model.find(id);
+        found += want.has_value();
+        if ((got == nullptr) != !want.has_value() || (got && *got != *want)) ++mismatches;
+      }
+    }
+  }
+  CHECK(mismatches == 0);
+  CHECK(found > 1000);  // the finds did find something: the model is not empty all along
+  for (int i = 0; i < 2000; ++i) {
+    const std::string id = "job-" + std::to_string(i);
+    const int* got = ids.find(id);
+    const auto want = model.find(id);
+    CHECK((got == nullptr) == !want.has_value());
+    if (got && want) CHECK(*got == *want);
+  }
 }
 
 TEST_CASE("DeadlineHeap: the earliest deadline first, after sets, moves and removals", "[dispatcher]") {
