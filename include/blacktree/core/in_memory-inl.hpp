@@ -206,18 +206,18 @@ BLACKTREE_INLINE LoopbackTransport::~LoopbackTransport() {
     end_calls(endpoint, errc::worker_lost, "transport destroyed", lock);
 }
 
-BLACKTREE_INLINE const Job& LoopbackTransport::Call::job() const noexcept { return *state_->job; }
-BLACKTREE_INLINE const WorkerInfo& LoopbackTransport::Call::worker() const noexcept { return *state_->worker; }
+BLACKTREE_INLINE const Job& LoopbackTransport::Call::job() const noexcept { return state_->job; }
+BLACKTREE_INLINE const WorkerInfo& LoopbackTransport::Call::worker() const noexcept { return state_->worker; }
 
 BLACKTREE_INLINE void LoopbackTransport::Call::progress(std::string_view stage, std::string_view line) const {
   if (state_->done.load(std::memory_order_acquire) || !state_->progress) return;
-  state_->progress(ProgressEvent{state_->job->id, state_->worker->id, Phase::running, std::string(stage),
+  state_->progress(ProgressEvent{state_->job.id, state_->worker.id, Phase::running, std::string(stage),
                                  std::string(line)});
 }
 
 BLACKTREE_INLINE bool LoopbackTransport::Call::complete(JobResult result) const {
-  if (result.job_id.empty()) result.job_id = state_->job->id;
-  if (result.worker_id.empty()) result.worker_id = state_->worker->id;
+  if (result.job_id.empty()) result.job_id = state_->job.id;
+  if (result.worker_id.empty()) result.worker_id = state_->worker.id;
   return finish(state_, std::error_code{}, std::move(result));
 }
 
@@ -345,20 +345,23 @@ BLACKTREE_INLINE std::shared_ptr<LoopbackTransport::CallState> LoopbackTransport
     handler.complete(errc::worker_refused, std::move(result));
     return nullptr;
   }
-  auto call = std::make_shared<CallState>();
+  if (!endpoint->runner && endpoint->mode == Mode::up) {
+    // No runner: it succeeds at once, and nothing of it outlives this call.
+    ++endpoint->runs_started;
+    lock.unlock();
+    if (progress) progress(ProgressEvent{job.id, worker.id, Phase::accepted});
+    JobResult result;
+    result.success = true;
+    result.job_id = job.id;
+    result.worker_id = worker.id;
+    handler.complete(std::error_code{}, std::move(result));
+    return nullptr;
+  }
+  auto call = std::make_shared<CallState>(job, worker);
   call->shared = shared_;
   call->endpoint = endpoint;
   call->id = endpoint->next_call++;
   const bool silent = endpoint->mode == Mode::silent;
-  if (endpoint->runner || silent) {
-    call->owned_job = job;
-    call->job = &*call->owned_job;
-    call->owned_worker = worker;
-    call->worker = &*call->owned_worker;
-  } else {
-    call->job = &job;  // completed below, before the caller can let go of them
-    call->worker = &worker;
-  }
   call->progress = std::move(progress);
   call->handler = std::move(handler);
   call->waiting = silent;
@@ -372,7 +375,7 @@ BLACKTREE_INLINE std::shared_ptr<LoopbackTransport::CallState> LoopbackTransport
 }
 
 BLACKTREE_INLINE void LoopbackTransport::start_call(const std::shared_ptr<CallState>& call, const Runner& runner) {
-  if (call->progress) call->progress(ProgressEvent{call->job->id, call->worker->id, Phase::accepted});
+  if (call->progress) call->progress(ProgressEvent{call->job.id, call->worker.id, Phase::accepted});
   if (!runner) {
     JobResult result;
     result.success = true;
@@ -403,7 +406,7 @@ BLACKTREE_INLINE std::shared_ptr<LoopbackTransport::PendingPing> LoopbackTranspo
   reply.incarnation = endpoint->incarnation;
   reply.capacity = endpoint->capacity;
   reply.state = endpoint->calls.size() < endpoint->capacity ? WorkerState::free : WorkerState::busy;
-  for (auto& [id, call] : endpoint->calls) reply.running_jobs.push_back(call->job->id);
+  for (auto& [id, call] : endpoint->calls) reply.running_jobs.push_back(call->job.id);
   lock.unlock();
   handler.complete(std::error_code{}, std::move(reply));
   return nullptr;

@@ -296,13 +296,12 @@ class LoopbackTransport {
     std::shared_ptr<Shared> shared;
     std::shared_ptr<Endpoint> endpoint;
     std::uint64_t id = 0;
-    // The caller's job is only valid until the handler runs, and a runner may
-    // still hold its Call after a cancellation completed it: runners get a copy.
-    std::optional<Job> owned_job;
-    const Job* job = nullptr;
-    // Likewise the worker: copied only for a call that outlives start_run.
-    std::optional<WorkerInfo> owned_worker;
-    const WorkerInfo* worker = nullptr;
+    // Copies: the caller's are only valid until the handler runs, and a
+    // runner may still hold its Call after a cancellation completed it. (A
+    // run without a runner, on an endpoint that is up, needs no CallState.)
+    CallState(const Job& j, const WorkerInfo& w) : job(j), worker(w) {}
+    Job job;
+    WorkerInfo worker;
     ProgressCallback progress;
     std::atomic<bool> done{false};
     bool waiting = false;  // offered while the endpoint was silent; not started yet (guarded by Shared::mutex)
