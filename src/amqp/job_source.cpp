@@ -174,23 +174,33 @@ struct SourceState : std::enable_shared_from_this<SourceState> {
 
   // Completes `receiver` with what `ready` holds (not empty); unlocks first.
   void hand_out(Receiver receiver, std::unique_lock<std::mutex>& lock) {
+    std::vector<Incoming> taken = take_ready(receiver.one ? 1 : std::max<std::size_t>(receiver.max, 1));
+    lock.unlock();
+    if (receiver.one) {
+      receiver.one.complete(std::error_code{}, make_delivery(std::move(taken.front())));
+      return;
+    }
+    receiver.some.complete(std::error_code{}, make_deliveries(taken));
+  }
+
+  // Up to `max` of `ready`, oldest first. Under `mutex`.
+  std::vector<Incoming> take_ready(std::size_t max) {
     std::vector<Incoming> taken;
-    const std::size_t n = receiver.one ? 1 : std::min(std::max<std::size_t>(receiver.max, 1), ready.size());
+    const std::size_t n = std::min(max, ready.size());
     taken.reserve(n);
     for (std::size_t i = 0; i < n; ++i) {
       note_handed_out(ready.front());
       taken.push_back(std::move(ready.front()));
       ready.pop_front();
     }
-    lock.unlock();
-    if (receiver.one) {
-      receiver.one.complete(std::error_code{}, make_delivery(std::move(taken.front())));
-      return;
-    }
+    return taken;
+  }
+
+  std::vector<AmqpDelivery> make_deliveries(std::vector<Incoming>& taken) {
     std::vector<AmqpDelivery> batch;
-    batch.reserve(n);
+    batch.reserve(taken.size());
     for (auto& in : taken) batch.push_back(make_delivery(std::move(in)));
-    receiver.some.complete(std::error_code{}, std::move(batch));
+    return batch;
   }
 };
 
@@ -778,6 +788,16 @@ std::uint64_t AmqpJobSource::start_receive(ReceiveHandler one, BatchHandler some
   const std::uint64_t id = receiver.id;
   state_->receivers.push_back(std::move(receiver));
   return id;
+}
+
+std::vector<AmqpDelivery> AmqpJobSource::try_receive_some(std::size_t max) {
+  std::vector<detail::Incoming> taken;
+  {
+    std::lock_guard lock(state_->mutex);
+    if (state_->closed || !state_->receivers.empty()) return {};
+    taken = state_->take_ready(max);
+  }
+  return state_->make_deliveries(taken);
 }
 
 void AmqpJobSource::cancel_receive(const std::weak_ptr<detail::SourceState>& weak, std::uint64_t id) {

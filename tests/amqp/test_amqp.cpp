@@ -309,7 +309,8 @@ TEST_CASE("amqp: the prefetch bounds unacknowledged deliveries and 0 delivers no
   source.stop();
 }
 
-TEST_CASE("amqp: a batch receive hands over what is buffered, and a run of acks is one multiple ack", "[amqp]") {
+TEST_CASE("amqp: a batch receive, or a take without a wait, hands over what is buffered, and a run of acks is one multiple ack",
+          "[amqp]") {
   asio::io_context io;
   AmqpOptions o = test_options("batches");
   t::Client client;
@@ -349,17 +350,26 @@ TEST_CASE("amqp: a batch receive hands over what is buffered, and a run of acks 
   REQUIRE(t::eventually([&] { return t::list_queues("messages_unacknowledged")[o.execute_queue] == 0; }));
   CHECK(client.ready(o.execute_queue) == 0);
 
-  // A run with nothing unsettled below it: twenty acks, one frame.
+  // A run with nothing unsettled below it: twenty acks, one frame. Taken
+  // without a wait this time (TakesReady), in order, then nothing is left.
+  CHECK(source.try_receive_some(5).empty());
   for (int i = 0; i < 20; ++i) client.publish(o.execute_queue, job_json("c" + std::to_string(i)));
   REQUIRE(t::eventually([&] { return source.stats().delivered == 40; }));
-  held = receive_some(20);
+  held = source.try_receive_some(15);
+  CHECK(held.size() == 15);
+  for (auto& d : source.try_receive_some(50)) held.push_back(std::move(d));
   REQUIRE(held.size() == 20);
+  for (int i = 0; i < 20; ++i) CHECK(held[static_cast<std::size_t>(i)].job().id == "c" + std::to_string(i));
+  CHECK(source.try_receive_some(5).empty());
   source.ack(std::span<AmqpDelivery>(held));
   REQUIRE(t::eventually([&] { return source.stats().acked == 40; }));
   CHECK(source.stats().ack_frames == 17);
   REQUIRE(t::eventually([&] { return t::list_queues("messages_unacknowledged")[o.execute_queue] == 0; }));
   CHECK(client.ready(o.execute_queue) == 0);
+  client.publish(o.execute_queue, job_json("d0"));
+  REQUIRE(t::eventually([&] { return source.stats().delivered == 41; }));
   source.stop();
+  CHECK(source.try_receive_some(5).empty());  // stopped: what was buffered went back to the broker
 }
 
 TEST_CASE("amqp: cancel_consumer stops deliveries for good and requeues what was buffered", "[amqp]") {

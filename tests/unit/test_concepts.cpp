@@ -141,6 +141,19 @@ struct WrongBatchSource : Source<true, true, true> {
   void async_receive_some(std::size_t, H&& h) requires requires { h(std::error_code{}, GoodDelivery{}); } {}
 };
 
+// A source that hands over what is ready without waiting, declared or not,
+// and one whose try_receive_some waits (a handler) instead of returning.
+template <bool Declared>
+struct ReadySource : Source<true, true, true> {
+  static constexpr bool takes_ready = Declared;
+  std::vector<GoodDelivery> try_receive_some(std::size_t) { return {}; }
+};
+struct WaitingReadySource : Source<true, true, true> {
+  static constexpr bool takes_ready = true;
+  template <class H>
+  void try_receive_some(std::size_t, H&&) {}
+};
+
 template <bool Declared>
 struct InvalidDelivery : GoodDelivery {
   static constexpr bool reports_invalid = Declared;
@@ -235,6 +248,11 @@ static_assert(!core::ReceivesBatches<WrongBatchSource> && !core::JobSource<Wrong
 static_assert(core::ReceivesBatches<core::InMemoryQueue> &&
               core::job_source_traits<core::InMemoryQueue>::receives_batches);
 static_assert(core::SettlesBatches<core::InMemoryQueue> && !core::SettlesBatches<Source<true, true, true>>);
+static_assert(core::TakesReady<ReadySource<false>> && core::JobSource<ReadySource<false>>);
+static_assert(core::JobSource<ReadySource<true>>);
+static_assert(!core::TakesReady<WaitingReadySource> && !core::JobSource<WaitingReadySource>);
+static_assert(core::TakesReady<core::InMemoryQueue> && core::job_source_traits<core::InMemoryQueue>::takes_ready);
+
 static_assert(core::ReportsInvalid<InvalidDelivery<false>> && core::Delivery<InvalidDelivery<false>>);
 static_assert(core::Delivery<InvalidDelivery<true>>);
 static_assert(core::ReportsInvalid<core::InMemoryQueue::Delivery> &&

@@ -811,14 +811,16 @@ TEST_CASE("Dispatcher: a job running past its timeout plus the grace is reported
 
 // An InMemoryQueue seen through a narrower interface: `Batches` false hides
 // async_receive_some (a source written before batches existed); true counts
-// the batch receives and the largest batch.
-template <bool Batches>
+// the batch receives and the largest batch. `Ready` adds try_receive_some
+// (TakesReady) and counts what it hands over.
+template <bool Batches, bool Ready = false>
 struct CountingSource {
   using delivery_type = core::InMemoryQueue::Delivery;
   static constexpr bool prefetch_control = true;
   core::InMemoryQueue& queue;
   std::size_t receives = 0;
   std::size_t largest = 0;
+  std::size_t taken_ready = 0;
 
   template <class Token>
   auto async_receive(Token&& token) {
@@ -832,10 +834,19 @@ struct CountingSource {
     largest = std::max(largest, max);
     return queue.async_receive_some(max, std::forward<Token>(token));
   }
+  std::vector<delivery_type> try_receive_some(std::size_t max)
+    requires Ready
+  {
+    auto ready = queue.try_receive_some(max);
+    taken_ready += ready.size();
+    largest = std::max(largest, ready.size());
+    return ready;
+  }
   void ack(delivery_type& d) { queue.ack(d); }
   void reject(delivery_type& d, core::Disposition x, std::string_view why) { queue.reject(d, x, why); }
   void set_prefetch(std::size_t n) { queue.set_prefetch(n); }
 };
+static_assert(!core::TakesReady<CountingSource<true>> && core::TakesReady<CountingSource<true, true>>);
 static_assert(!core::ReceivesBatches<CountingSource<false>> && core::ReceivesBatches<CountingSource<true>>);
 
 TEST_CASE("Dispatcher: a source with batches takes the free window in a receive or two, one without still works",
@@ -873,6 +884,38 @@ TEST_CASE("Dispatcher: a source with batches takes the free window in a receive 
     CountingSource<false> source{f.queue};
     CHECK(run(source) >= 40);  // one per job
   }
+}
+
+TEST_CASE("Dispatcher: what the source holds is taken without waiting on it, in order, within the window",
+          "[dispatcher]") {
+  Fixture f;
+  Held held;
+  f.add_worker("w1", 8, {}, held.runner());
+  // Invalid deliveries settle the moment they are taken: each frees its
+  // place again while the dispatcher is still taking (a nested pump).
+  for (int i = 0; i < 30; ++i) {
+    f.queue.publish(make_job("job-" + std::to_string(i)));
+    f.queue.publish_invalid(make_job(""), "not valid JSON");
+  }
+  CountingSource<true, true> source{f.queue};
+  core::Dispatcher<CountingSource<true, true>, LoopbackTransport, core::InMemoryStatusSink> d(
+      f.io.get_executor(), source, f.transport, f.sink, f.pool);
+  d.start();
+  std::vector<std::string> order;
+  while (order.size() < 30) {
+    REQUIRE(run_until(f.io, [&] { return held.calls.size() == std::min<std::size_t>(8, 30 - order.size()); }));
+    CHECK(f.queue.unacked() <= 8);
+    for (const auto& call : held.calls) order.push_back(call.job().id);
+    held.succeed_all();
+  }
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 30 && f.queue.dead_letters().size() == 30; }));
+  CHECK(f.queue.max_unacked() <= 8);
+  CHECK(source.taken_ready == 60);  // every delivery, none through a wait
+  CHECK(source.largest <= 8);
+  CHECK(source.receives <= 1);      // the queue ran dry only at the end
+  std::vector<std::string> expected;
+  for (int i = 0; i < 30; ++i) expected.push_back("job-" + std::to_string(i));
+  CHECK(order == expected);
 }
 
 // An InMemoryStatusSink seen through a narrower interface: `Batches` false

@@ -149,6 +149,8 @@ class AmqpJobSource {
   static constexpr bool prefetch_control = true;
   /// It hands over what it has buffered in one completion (core::ReceivesBatches).
   static constexpr bool receives_batches = true;
+  /// It hands over what it has buffered without a wait (core::TakesReady).
+  static constexpr bool takes_ready = true;
 
   /// Starts connecting in the background. Throws std::invalid_argument when
   /// `options.url` cannot be parsed (the message says why, without the password).
@@ -185,6 +187,10 @@ class AmqpJobSource {
         },
         token);
   }
+
+  /// Up to `max` of the deliveries buffered now, without waiting: none when
+  /// none is, after stop(), or while an async receive waits (it goes first).
+  std::vector<AmqpDelivery> try_receive_some(std::size_t max);
 
   /// The job is finished with: basic.ack. Acks asked for while the
   /// connection thread is busy go out together, a run of them below every

@@ -105,6 +105,12 @@ template <class T>
 struct declares_receives_batches<T> : std::bool_constant<static_cast<bool>(T::receives_batches)> {};
 
 template <class T>
+struct declares_takes_ready : std::false_type {};
+template <class T>
+  requires requires { typename std::bool_constant<static_cast<bool>(T::takes_ready)>; }
+struct declares_takes_ready<T> : std::bool_constant<static_cast<bool>(T::takes_ready)> {};
+
+template <class T>
 struct declares_publishes_batches : std::false_type {};
 template <class T>
   requires requires { typename std::bool_constant<static_cast<bool>(T::publishes_batches)>; }
@@ -169,6 +175,22 @@ concept ReceivesBatches = requires(S& s, std::size_t n) {
   s.async_receive_some(n, detail::receive_some_handler_archetype<typename S::delivery_type>{});
 };
 
+/// A source that hands over what it already holds without waiting: the
+/// receive's counterpart of asio's `dispatch` to `post`.
+///
+/// Required, for `S s`, `std::size_t n`:
+///  - `s.try_receive_some(n)` -> `std::vector<delivery_type>`: up to `n`
+///    deliveries that are ready now, taken at once; empty when none is (or
+///    the source is closed, or an async receive is waiting: it goes first).
+///    It never waits and never runs a handler.
+/// The dispatcher then takes what is ready from its own strand, with no hop,
+/// and only waits (async_receive_some) when nothing is: under load a job
+/// costs one post fewer.
+template <class S>
+concept TakesReady = requires(S& s, std::size_t n) {
+  { s.try_receive_some(n) } -> std::same_as<std::vector<typename S::delivery_type>>;
+};
+
 /// A source that settles several deliveries in one call.
 ///
 /// Required, for `S s`, `std::span<typename S::delivery_type> ds`:
@@ -201,12 +223,15 @@ concept PublishesBatches = requires(K& k, std::span<const JobResult* const> rs) 
 ///  - prefetch_control: `S` models PrefetchControl (`static constexpr bool
 ///    prefetch_control = true;`);
 ///  - receives_batches: `S` models ReceivesBatches (`static constexpr bool
-///    receives_batches = true;`).
+///    receives_batches = true;`);
+///  - takes_ready: `S` models TakesReady (`static constexpr bool takes_ready
+///    = true;`).
 /// Specialize it for a type you cannot change.
 template <class S>
 struct job_source_traits {
   static constexpr bool prefetch_control = detail::declares_prefetch_control<S>::value;
   static constexpr bool receives_batches = detail::declares_receives_batches<S>::value;
+  static constexpr bool takes_ready = detail::declares_takes_ready<S>::value;
 };
 
 /// Declares what a StatusSink promises beyond the concept, so that
@@ -268,8 +293,9 @@ concept Delivery = std::movable<D> && requires(const D& d) {
 ///  - `s.reject(d, x, reason)`: requeue it (it did not run) or dead-letter it;
 ///  - if `job_source_traits<S>::prefetch_control`: PrefetchControl<S>.
 ///  - if `job_source_traits<S>::receives_batches`: ReceivesBatches<S>.
-/// Optional: PrefetchControl<S>, ReceivesBatches<S> and SettlesBatches<S>
-/// (the dispatcher uses each whenever present).
+///  - if `job_source_traits<S>::takes_ready`: TakesReady<S>.
+/// Optional: PrefetchControl<S>, ReceivesBatches<S>, TakesReady<S> and
+/// SettlesBatches<S> (the dispatcher uses each whenever present).
 /// A source whose memory must not grow with its queue's depth should declare
 /// `static constexpr bool prefetch_control = true;`: a misspelt `set_prefetch`
 /// is then a compile error, not a source that silently takes everything.
@@ -281,7 +307,8 @@ concept JobSource =
       s.ack(d);
       s.reject(d, x, reason);
     } && (!job_source_traits<S>::prefetch_control || PrefetchControl<S>) &&
-    (!job_source_traits<S>::receives_batches || ReceivesBatches<S>);
+    (!job_source_traits<S>::receives_batches || ReceivesBatches<S>) &&
+    (!job_source_traits<S>::takes_ready || TakesReady<S>);
 
 /// The cancellation type of a run handed over rather than stopped (see
 /// WorkerTransport): the dispatcher lets go of it at a stop deadline or when

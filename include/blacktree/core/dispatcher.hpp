@@ -468,6 +468,8 @@ class Dispatcher {
     std::atomic<bool> abandoned{false};  // the Dispatcher is gone
     bool source_closed = false;
     bool receive_pending = false;
+    bool pumping = false;    // in pump(): a nested call only asks for another round
+    bool pump_again = false;
     asio::cancellation_signal receive_cancel;
     std::size_t waiting = 0;   // contexts queued in the pool
     std::size_t attached = 0;  // deliveries attached to another of the same job id
@@ -514,14 +516,40 @@ class Dispatcher {
       }
     }
 
-    // Takes one more delivery if there is room; called whenever room may have appeared.
+    // Takes more deliveries if there is room; called whenever room may have
+    // appeared. A take may settle a job at once (a duplicate, an invalid
+    // delivery) and so call pump again: that call only marks another round
+    // here, so what is ready is taken in a loop, not by recursion.
     void pump() {
+      if (pumping) {
+        pump_again = true;
+        return;
+      }
+      pumping = true;
+      do {
+        pump_again = false;
+        pump_once();
+      } while (pump_again);
+      pumping = false;
+    }
+
+    void pump_once() {
       if (abandoned || stopping || !started || source_closed) return;
       tell_prefetch();
       // Read once: the pool's live capacity changes on other threads, and a
       // second read smaller than the window would wrap the room around.
       const std::size_t room = limit();
       if (receive_pending || in_window() >= room) return;
+      if constexpr (TakesReady<Source>) {
+        // What the source holds already is taken here, with no hop through
+        // the strand; only an empty source is waited on.
+        std::vector<delivery_type> ready = source.try_receive_some(room - in_window());
+        if (!ready.empty()) {
+          for (auto& d : ready) take(std::move(d));
+          pump_again = true;  // more may be ready, and room left
+          return;
+        }
+      }
       receive_pending = true;
       if constexpr (ReceivesBatches<Source>) {
         // Every free place of the window in one completion.
@@ -532,8 +560,7 @@ class Dispatcher {
                 asio::bind_executor(strand, [self = this->shared_from_this()](std::error_code ec,
                                                                               std::vector<delivery_type> ds) mutable {
                   if (!self->received(ec)) return;
-                  for (auto& d : ds) self->take(std::move(d));
-                  self->pump();
+                  self->take_all(ds);
                 })));
       } else {
         source.async_receive(asio::bind_cancellation_slot(
@@ -544,6 +571,15 @@ class Dispatcher {
               self->pump();
             })));
       }
+    }
+
+    // A batch from the source, in order: pumps (which may take more) once
+    // the whole batch is taken.
+    void take_all(std::vector<delivery_type>& deliveries) {
+      const bool nested = std::exchange(pumping, true);
+      for (auto& d : deliveries) take(std::move(d));
+      pumping = nested;
+      pump();
     }
 
     // A receive completed; false when there is nothing to take.

@@ -89,11 +89,23 @@ BLACKTREE_INLINE void InMemoryQueue::deliver_locked(const std::shared_ptr<State>
     receiver.one.complete(std::error_code{}, std::move(delivery));
     return;
   }
-  std::vector<Delivery> batch;
-  batch.reserve(std::min(receiver.max, state->ready.size()));
-  while (batch.size() < receiver.max && !state->ready.empty()) batch.push_back(take_locked(state));
+  std::vector<Delivery> batch = take_some_locked(state, receiver.max);
   lock.unlock();
   receiver.some.complete(std::error_code{}, std::move(batch));
+}
+
+BLACKTREE_INLINE std::vector<InMemoryQueue::Delivery> InMemoryQueue::take_some_locked(
+    const std::shared_ptr<State>& state, std::size_t max) {
+  std::vector<Delivery> batch;
+  batch.reserve(std::min(max, state->ready.size()));
+  while (batch.size() < max && !state->ready.empty()) batch.push_back(take_locked(state));
+  return batch;
+}
+
+BLACKTREE_INLINE std::vector<InMemoryQueue::Delivery> InMemoryQueue::try_receive_some(std::size_t max) {
+  std::lock_guard lock(state_->mutex);
+  if (state_->closed || !state_->receivers.empty()) return {};
+  return take_some_locked(state_, max);
 }
 
 BLACKTREE_INLINE void InMemoryQueue::fail(Receiver& receiver, std::error_code ec) {

@@ -83,6 +83,7 @@ class InMemoryQueue {
   using delivery_type = Delivery;
   static constexpr bool prefetch_control = true;  // see job_source_traits
   static constexpr bool receives_batches = true;  // see job_source_traits
+  static constexpr bool takes_ready = true;       // see job_source_traits
 
   explicit InMemoryQueue(asio::any_io_executor executor);
   InMemoryQueue(const InMemoryQueue&) = delete;
@@ -121,6 +122,10 @@ class InMemoryQueue {
         },
         token);
   }
+
+  /// Up to `max` of the messages ready now, without waiting (TakesReady):
+  /// none when none is, after close(), or while an async receive waits.
+  std::vector<Delivery> try_receive_some(std::size_t max);
 
   void ack(Delivery& delivery);
   /// Each of them, under one lock (SettlesBatches).
@@ -179,6 +184,7 @@ class InMemoryQueue {
   static void fail(Receiver& receiver, std::error_code ec);
 
   static Delivery take_locked(const std::shared_ptr<State>& state);
+  static std::vector<Delivery> take_some_locked(const std::shared_ptr<State>& state, std::size_t max);
   static void enqueue(const std::shared_ptr<State>& state, Message message);
   static void settle(Delivery& delivery);
 
