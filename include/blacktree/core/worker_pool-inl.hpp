@@ -74,8 +74,8 @@ void BasicWorkerPool<Mutex>::CancelWaiter::operator()(asio::cancellation_type ty
 
 template <class Mutex>
 typename BasicWorkerPool<Mutex>::Record* BasicWorkerPool<Mutex>::find_free(State& st, const Labels& required) noexcept {
-  if (required.empty()) return st.free_list.empty() ? nullptr : st.free_list.front();
-  for (Record* rec : st.free_list)
+  if (required.empty()) return st.free_list.head;
+  for (Record* rec = st.free_list.head; rec; rec = rec->free_next)
     if (labels_match(required, rec->info->labels)) return rec;
   return nullptr;
 }
@@ -97,10 +97,10 @@ void BasicWorkerPool<Mutex>::refresh(State& st, Record& rec) {
     set_state(st, rec, rec.in_use < rec.info->capacity ? WorkerState::free : WorkerState::busy);
   const bool should_list = rec.state == WorkerState::free && !rec.removed;
   if (should_list && !rec.listed) {
-    rec.position = st.free_list.insert(st.free_list.end(), &rec);
+    st.free_list.push_back(rec);
     rec.listed = true;
   } else if (!should_list && rec.listed) {
-    st.free_list.erase(rec.position);
+    st.free_list.erase(rec);
     rec.listed = false;
   }
 }
@@ -109,7 +109,7 @@ template <class Mutex>
 void BasicWorkerPool<Mutex>::take_slot(State& st, Record& rec) {
   ++rec.in_use;
   refresh(st, rec);
-  if (rec.listed) st.free_list.splice(st.free_list.end(), st.free_list, rec.position);  // round robin
+  if (rec.listed) st.free_list.move_to_back(rec);  // round robin
 }
 
 template <class Mutex>

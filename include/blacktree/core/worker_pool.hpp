@@ -263,9 +263,33 @@ class BasicWorkerPool {
     bool leaving = false;  // deregistered; removed when its last lease returns
     std::string leave_reason;
     bool listed = false;
-    typename std::list<Record*>::iterator position{};
+    Record* free_prev = nullptr;  // neighbours in State::free_list while listed
+    Record* free_next = nullptr;
     std::chrono::steady_clock::time_point last_seen{};
     std::vector<std::string> carried;  // see register_worker()
+  };
+
+  // Workers with a free slot, in round-robin order: intrusive (the links
+  // live in the records), so a slot freed and taken allocates nothing.
+  struct FreeList {
+    Record* head = nullptr;
+    Record* tail = nullptr;
+    void push_back(Record& r) noexcept {
+      r.free_prev = tail;
+      r.free_next = nullptr;
+      (tail ? tail->free_next : head) = &r;
+      tail = &r;
+    }
+    void erase(Record& r) noexcept {
+      (r.free_prev ? r.free_prev->free_next : head) = r.free_next;
+      (r.free_next ? r.free_next->free_prev : tail) = r.free_prev;
+      r.free_prev = r.free_next = nullptr;
+    }
+    void move_to_back(Record& r) noexcept {
+      if (tail == &r) return;
+      erase(r);
+      push_back(r);
+    }
   };
 
   struct Waiter {
@@ -286,7 +310,7 @@ class BasicWorkerPool {
     executor_type executor;
     mutable Mutex mutex;
     std::unordered_map<std::string, std::shared_ptr<Record>, StringHash, std::equal_to<>> workers;
-    std::list<Record*> free_list;  // live, non-draining, with a free slot; round-robin order
+    FreeList free_list;  // live, non-draining, with a free slot; round-robin order
     std::list<Waiter> waiters;     // by priority, highest first; FIFO among equals
     std::uint64_t next_waiter_id = 1;
     std::map<std::uint64_t, std::shared_ptr<Listener>> listeners;
