@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <cstdint>
 #include <limits>
@@ -391,7 +392,8 @@ class Dispatcher {
     std::string cancel_reason;  // non-empty: a cancel was asked for
     std::chrono::milliseconds retry_delay{0};
     std::string dead_letter_reason;  // non-empty: dead-letter once the status is out
-    std::string status_id;
+    std::uint64_t run = 0;  // this dispatcher's number for the job (its status id, unless a worker's run names it)
+    std::size_t active_place = 0;  // its index in Impl::active
     JobResult result;
     std::chrono::system_clock::time_point received_at;
     std::chrono::system_clock::time_point started_at;
@@ -474,7 +476,7 @@ class Dispatcher {
     std::size_t waiting = 0;   // contexts queued in the pool
     std::size_t attached = 0;  // deliveries attached to another of the same job id
     std::size_t prefetch_told = std::numeric_limits<std::size_t>::max();
-    std::unordered_set<ContextPtr> active;
+    std::vector<ContextPtr> active;  // every context taken and not done; each knows its place
     std::unordered_map<std::string, ContextPtr> by_job_id;  // valid jobs in flight
     std::unordered_set<ContextPtr> awaiting_carrier;       // see DispatcherOptions::carrier_wait
     // A sink that publishes batches (PublishesBatches): the statuses that
@@ -503,6 +505,27 @@ class Dispatcher {
     // Waiting jobs that do not count against the window.
     std::size_t waiting_aside() const { return std::min(waiting, options.max_waiting); }
     std::size_t in_window() const { return active.size() - waiting_aside(); }
+
+    // Out of `active` in O(1): the last context takes its place.
+    void leave_active(Context& ctx) {
+      const std::size_t place = ctx.active_place;
+      if (place >= active.size() || active[place].get() != &ctx) return;  // not (or no longer) in it
+      if (place + 1 != active.size()) {
+        active[place] = std::move(active.back());
+        active[place]->active_place = place;
+      }
+      active.pop_back();
+    }
+
+    // The token and the run's number: unique to this dispatcher's process.
+    std::string status_id(std::uint64_t run) const {
+      char digits[20];
+      const auto end = std::to_chars(std::begin(digits), std::end(digits), run).ptr;
+      std::string id;
+      id.reserve(token.size() + 1 + static_cast<std::size_t>(end - digits));
+      id.append(token).append(1, '-').append(digits, end);
+      return id;
+    }
 
     void update_in_flight() { counters.in_flight.store(active.size() + attached, std::memory_order_relaxed); }
 
@@ -607,8 +630,9 @@ class Dispatcher {
       if (reason.empty() && is_duplicate(delivery)) return;
       auto ctx = std::make_shared<Context>(std::move(delivery));
       ctx->received_at = std::chrono::system_clock::now();
-      ctx->status_id = token + "-" + std::to_string(next_run++);
-      active.insert(ctx);
+      ctx->run = next_run++;
+      ctx->active_place = active.size();
+      active.push_back(ctx);
       update_in_flight();
       observer.on_received(ctx->job());
       if (!reason.empty()) {
@@ -1154,7 +1178,7 @@ class Dispatcher {
       // the same run reported again by another orchestrator (it attached to
       // the run after this one went away) carries the same status id.
       const bool worker_run = !result.worker_id.empty() && result.started_at != std::chrono::system_clock::time_point{};
-      result.status_id = worker_run ? run_status_id(job.id, result.worker_id, result.started_at) : ctx->status_id;
+      result.status_id = worker_run ? run_status_id(job.id, result.worker_id, result.started_at) : status_id(ctx->run);
       if (result.worker_id.empty() && ctx->worker) result.worker_id = ctx->worker->id;
       result.redelivered = job.redelivered;
       result.attempts = ctx->attempts;
@@ -1261,7 +1285,7 @@ class Dispatcher {
       forget_job_id(ctx);
       attached -= ctx->attached.size();
       ctx->attached.clear();
-      active.erase(ctx);
+      leave_active(*ctx);
       update_in_flight();
       pump();
       maybe_finish_stop();
