@@ -687,6 +687,7 @@ int main(int argc, char** argv) {
   amqp.heartbeat = std::chrono::seconds(heartbeat_s);
 
   auto log = blacktree::service::make_logger("orchestrator", log_options);
+  amqp.log_deliveries = log->should_log(level::debug);  // each delivery's tag and each ack frame (operations.md)
   // The AMQP adapters log once per distinct error of a connection (not per
   // retry) and once when it recovers, as "amqp <connection>: <what>".
   amqp.log = [log](blacktree::amqp::LogLevel amqp_level, std::string_view message) {
@@ -702,8 +703,11 @@ int main(int argc, char** argv) {
     log_event(*log,
               amqp_level == LogLevel::error     ? level::err
               : amqp_level == LogLevel::warning ? level::warn
+              : amqp_level == LogLevel::debug   ? level::debug
                                                 : level::info,
-              {.event = "broker.connection", .connection = connection, .reason = what}, "{}", message);
+              {.event = amqp_level == LogLevel::debug ? "broker.delivery" : "broker.connection",
+               .connection = connection, .reason = what},
+              "{}", message);
   };
   Plane plane(s, log);
   // The broker's connection list says which orchestrator each connection is.

@@ -414,6 +414,14 @@ class SourceWork final : public ConnectionWork {
       if (tag >= lowest)
         if (const int rc = ack(tag, false); rc != AMQP_STATUS_OK) return conn_->lost(rc);
     state_->acked.fetch_add(tags.size());
+    if (state_->loop.options().log_deliveries && !tags.empty()) {
+      std::string line = "acked on connection " + std::to_string(generation_) + ":";
+      if (in_run > 0) line += " up to " + std::to_string(run_end) + (in_run > 1 ? " (multiple, " + std::to_string(in_run) + ")" : "");
+      for (const std::uint64_t tag : tags)
+        if (tag >= lowest) line += " " + std::to_string(tag);
+      line += "; lowest unsettled " + std::to_string(lowest);
+      state_->loop.log(LogLevel::debug, line);
+    }
     return {};
   }
 
@@ -682,6 +690,9 @@ class SourceWork final : public ConnectionWork {
       in.job.redelivered = redelivered;
       if (!parsed.valid) in.invalid_reason = parsed.valid.error().message();
     }
+    if (state_->loop.options().log_deliveries)
+      state_->loop.log(LogLevel::debug, "delivery " + std::to_string(generation_) + "/" + std::to_string(in.tag) +
+                                            ": job " + in.job.id + (in.job.redelivered ? " (redelivered)" : ""));
     state_->deliver(std::move(in));
   }
 

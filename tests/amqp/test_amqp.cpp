@@ -313,6 +313,9 @@ TEST_CASE("amqp: a batch receive, or a take without a wait, hands over what is b
           "[amqp]") {
   asio::io_context io;
   AmqpOptions o = test_options("batches");
+  LogLines log;  // with each delivery and ack frame (log_deliveries)
+  log.attach(o);
+  o.log_deliveries = true;
   t::Client client;
   client.declare_queue(o.execute_queue);
   for (int i = 0; i < 20; ++i) client.publish(o.execute_queue, job_json("b" + std::to_string(i)));
@@ -343,6 +346,10 @@ TEST_CASE("amqp: a batch receive, or a take without a wait, hands over what is b
   source.ack(std::span<AmqpDelivery>(held));
   REQUIRE(t::eventually([&] { return source.stats().acked == 19; }));
   CHECK(source.stats().ack_frames == 15);
+  CHECK(log.count("delivery 1/1: job b0") == 1);
+  CHECK(log.count("delivery 1/20: job b19") == 1);
+  CHECK(log.count("acked on connection 1: up to 5 (multiple, 5) 7 8 9 10 11 12 13 14 15 16 17 18 19 20; "
+                  "lowest unsettled 6") == 1);
   REQUIRE(t::eventually([&] { return t::list_queues("messages_unacknowledged")[o.execute_queue] == 1; }));
   source.ack(sixth);
   REQUIRE(t::eventually([&] { return source.stats().acked == 20; }));

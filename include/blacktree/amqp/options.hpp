@@ -30,7 +30,7 @@ struct TlsOptions {
   std::string key_file;          ///< its private key (PEM); required with cert_file
 };
 
-enum class LogLevel : std::uint8_t { info, warning, error };
+enum class LogLevel : std::uint8_t { debug, info, warning, error };
 /// Receives what the adapters have to say (a lost connection and why, a
 /// status the broker returned), from their connection threads: it must be
 /// thread-safe. Messages never contain a password.
@@ -69,6 +69,11 @@ struct AmqpOptions {
   /// reconnect after them, and returned statuses or dead letters are
   /// reported. Empty: nowhere (last_error() and the stats still say).
   LogFunction log;
+  /// Also report, at LogLevel::debug, what the job source does with each
+  /// delivery: its tag and job as it arrives, and every ack frame it sends
+  /// (a multiple ack says how far it reaches). For tracing a job through
+  /// reconnects; a line per delivery, so off by default.
+  bool log_deliveries = false;
 
   /// Declare (durable, idempotently) the queues and exchanges below on every
   /// connect. A queue that already exists with other arguments (e.g. a
