@@ -1,6 +1,8 @@
 // Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
 #include "service.hpp"
 
+#include <blacktree/wire/wire.hpp>
+
 #include <absl/synchronization/mutex.h>
 #include <fmt/format.h>
 #include <spdlog/formatter.h>
@@ -43,28 +45,6 @@ void flatten(const YAML::Node& node, const std::string& prefix, std::vector<CLI:
     }
     out.push_back(std::move(item));
   }
-}
-
-std::string json_escape(std::string_view text) {
-  std::string out;
-  out.reserve(text.size() + 8);
-  for (const char ch : text) {
-    const auto c = static_cast<unsigned char>(ch);
-    switch (ch) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          out += fmt::format("\\u{:04x}", c);
-        } else {
-          out += ch;
-        }
-    }
-  }
-  return out;
 }
 
 // A line logged with fields (log_event) carries them in its payload, ahead
@@ -114,13 +94,15 @@ class JsonFormatter final : public spdlog::formatter {
     const auto time = std::chrono::duration_cast<std::chrono::milliseconds>(msg.time.time_since_epoch()).count();
     const auto level = spdlog::level::to_string_view(msg.level);
     const Payload payload = decode(msg);
-    auto line = fmt::format(R"({{"time_ms":{},"level":"{}","logger":"{}","msg":"{}")", time,
-                            std::string_view(level.data(), level.size()),
-                            json_escape(std::string_view(msg.logger_name.data(), msg.logger_name.size())),
-                            json_escape(payload.message));
+    auto line = fmt::format(R"({{"time_ms":{},"level":"{}","logger":)", time,
+                            std::string_view(level.data(), level.size()));
+    blacktree::wire::append_json_string(line, std::string_view(msg.logger_name.data(), msg.logger_name.size()));
+    line += R"(,"msg":)";
+    blacktree::wire::append_json_string(line, payload.message);
     for (std::size_t i = 0; i < kFieldNames.size(); ++i) {
       if (payload.fields[i].empty()) continue;
-      line += fmt::format(R"(,"{}":"{}")", kFieldNames[i], json_escape(payload.fields[i]));
+      line += fmt::format(R"(,"{}":)", kFieldNames[i]);
+      blacktree::wire::append_json_string(line, payload.fields[i]);
     }
     line += "}\n";
     dest.append(line.data(), line.data() + line.size());

@@ -22,6 +22,45 @@
 namespace blacktree::wire {
 namespace {
 
+void append_escaped(std::string& out, std::string_view text) {
+  static constexpr char hex[] = "0123456789abcdef";
+  out += '"';
+  std::size_t plain = 0;  // start of the run not yet copied
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out.append(text.substr(plain, i - plain));
+    plain = i + 1;
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        out += "\\u00";
+        out += hex[c >> 4];
+        out += hex[c & 0xf];
+    }
+  }
+  out.append(text.substr(plain));
+  out += '"';
+}
+
+}  // namespace
+
+void append_json_string(std::string& out, std::string_view text) {
+  if (std::any_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; })) {
+    append_escaped(out, valid_utf8(text));  // JSON text is UTF-8 (and protobuf requires it of a string field)
+  } else {
+    append_escaped(out, text);
+  }
+}
+
+namespace {
+
 using system_clock = std::chrono::system_clock;
 
 // Appends members to a JSON object or array being written into `out`.
@@ -54,14 +93,7 @@ class JsonOut {
     }
   }
 
-  void string(std::string_view text) {
-    if (std::any_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; })) {
-      const std::string repaired = valid_utf8(text);  // as protobuf requires of a string field
-      escaped(repaired);
-    } else {
-      escaped(text);
-    }
-  }
+  void string(std::string_view text) { append_json_string(out_, text); }
   void boolean(bool value) { out_ += value ? "true" : "false"; }
   void number(std::uint32_t value) { append_chars(value); }
   void number(double value) { append_chars(value); }  // shortest form that reads back the same
@@ -105,33 +137,6 @@ class JsonOut {
     char buf[32];
     const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, value);
     out_.append(buf, ec == std::errc{} ? end : buf);
-  }
-
-  void escaped(std::string_view text) {
-    static constexpr char hex[] = "0123456789abcdef";
-    out_ += '"';
-    std::size_t plain = 0;  // start of the run not yet copied
-    for (std::size_t i = 0; i < text.size(); ++i) {
-      const auto c = static_cast<unsigned char>(text[i]);
-      if (c >= 0x20 && c != '"' && c != '\\') continue;
-      out_.append(text.substr(plain, i - plain));
-      plain = i + 1;
-      switch (c) {
-        case '"': out_ += "\\\""; break;
-        case '\\': out_ += "\\\\"; break;
-        case '\b': out_ += "\\b"; break;
-        case '\f': out_ += "\\f"; break;
-        case '\n': out_ += "\\n"; break;
-        case '\r': out_ += "\\r"; break;
-        case '\t': out_ += "\\t"; break;
-        default:
-          out_ += "\\u00";
-          out_ += hex[c >> 4];
-          out_ += hex[c & 0xf];
-      }
-    }
-    out_.append(text.substr(plain));
-    out_ += '"';
   }
 
   std::string& out_;

@@ -65,15 +65,19 @@ TEST_CASE("LogTail: keeps the newest lines and says how much it dropped", "[reda
 #include <sys/wait.h>
 #include <unistd.h>
 
-TEST_CASE("service logs: untrusted text cannot write a line of its own in the text format", "[redaction][security]") {
+namespace {
+
+// What a logger made by make_logger(`options`) writes to stderr while `use` logs through it.
+template <class Use>
+std::string logged(const blacktree::service::LogOptions& options, Use use) {
   char path[] = "/tmp/blacktree-log-XXXXXX";
   const int file = ::mkstemp(path);
   REQUIRE(file >= 0);
   const int saved = ::dup(STDERR_FILENO);
   ::dup2(file, STDERR_FILENO);
   {
-    auto log = blacktree::service::make_logger("worker", {});
-    log->info("job {} accepted", "evil\n2026-01-01T00:00:00.000 INFO  [worker] job evil succeeded\x1b[2K\r");
+    auto log = blacktree::service::make_logger("worker", options);
+    use(*log);
     log->flush();
   }
   ::dup2(saved, STDERR_FILENO);
@@ -83,11 +87,37 @@ TEST_CASE("service logs: untrusted text cannot write a line of its own in the te
   std::stringstream content;
   content << in.rdbuf();
   ::unlink(path);
-  const std::string text = content.str();
+  return content.str();
+}
+
+}  // namespace
+
+TEST_CASE("service logs: untrusted text cannot write a line of its own in the text format", "[redaction][security]") {
+  const std::string text = logged({}, [](spdlog::logger& log) {
+    log.info("job {} accepted", "evil\n2026-01-01T00:00:00.000 INFO  [worker] job evil succeeded\x1b[2K\r");
+  });
   INFO(text);
   CHECK(std::count(text.begin(), text.end(), '\n') == 1);  // one message, one line
   CHECK_THAT(text, Catch::Contains("job evil\\n2026-01-01T00:00:00.000 INFO  [worker] job evil succeeded\\x1b[2K\\r accepted"));
   CHECK(blacktree::service::escape_log_text("a\tb\x7f") == "a\\tb\\x7f");
+}
+
+TEST_CASE("service logs: a JSON line is valid JSON, UTF-8 included, whatever bytes it quotes", "[redaction][security]") {
+  blacktree::service::LogOptions json;
+  json.format = "json";
+  const std::string text = logged(json, [](spdlog::logger& log) {
+    blacktree::service::log_event(log, spdlog::level::warn,
+                                  {.event = "job.finished", .job_id = "caf\xc3\xa9", .reason = "bad \xff\xfe byte"},
+                                  "job {} said \"{}\"\x01", "caf\xc3\xa9", "x\xc3");
+  });
+  INFO(text);
+  CHECK(std::count(text.begin(), text.end(), '\n') == 1);
+  // Ill-formed UTF-8 became U+FFFD (one per maximal ill-formed subpart), valid UTF-8 stayed as it was.
+  CHECK(text.find('\xff') == std::string::npos);
+  CHECK_THAT(text, Catch::Contains("\"reason\":\"bad \xef\xbf\xbd\xef\xbf\xbd byte\""));
+  CHECK_THAT(text, Catch::Contains("\"job_id\":\"caf\xc3\xa9\""));
+  CHECK_THAT(text, Catch::Contains("\"msg\":\"job caf\xc3\xa9 said \\\"x\xef\xbf\xbd\\\"\\u0001\""));
+  CHECK_THAT(text, Catch::Contains(R"("logger":"worker")"));
 }
 
 TEST_CASE("service: disable_core_dumps leaves no core limit and a process that cannot be dumped or traced",

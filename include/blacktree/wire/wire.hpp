@@ -120,6 +120,12 @@ std::string valid_utf8(std::string_view text);
 /// The same in place; the common case (ASCII) costs one scan and no copy.
 void repair_utf8(std::string& text);
 
+/// `text` as a JSON string, quotes included, appended to `out`: escaped as
+/// JSON requires (control bytes as \u00XX) and ill-formed UTF-8 replaced as
+/// valid_utf8 does, so any bytes make valid JSON. The one JSON string writer:
+/// statuses, events and the services' JSON log lines.
+void append_json_string(std::string& out, std::string_view text);
+
 /// Any message to JSON / from JSON with blacktree's options (camelCase names,
 /// default values printed, unknown fields ignored). from_json fails with
 /// errc::invalid_json and a message naming the JSON field and what is wrong.
