@@ -356,6 +356,13 @@ class SourceWork final : public ConnectionWork {
     return conn_->bind_queue(consume_channel, o.dead_letter_queue, o.dead_letter_exchange, key);
   }
 
+  // With log_deliveries: what became of a delivery of this connection.
+  void log_delivery(std::string_view what, std::uint64_t tag) {
+    if (!state_->loop.options().log_deliveries) return;
+    state_->loop.log(LogLevel::debug, std::string(what) + " on connection " + std::to_string(generation_) + ": " +
+                                          std::to_string(tag));
+  }
+
   // A delivery of this connection is settled (acked or rejected): it no
   // longer counts against the prefetch.
   void settled(std::uint64_t tag) {
@@ -382,6 +389,7 @@ class SourceWork final : public ConnectionWork {
           rc = amqp_basic_reject(conn_->get(), consume_channel, c.tag, 1);
           state_->requeued.fetch_add(1);
           settled(c.tag);
+          log_delivery("requeued (asked)", c.tag);
           break;
         case Command::Kind::dead_letter:
           rc = publish_dead_letter(std::move(c));
@@ -464,6 +472,7 @@ class SourceWork final : public ConnectionWork {
         if (const int rc = amqp_basic_ack(conn_->get(), consume_channel, command.tag, 0); rc != AMQP_STATUS_OK)
           return conn_->lost(std::string("cannot settle a dead-lettered job: ") + amqp_error_string2(rc));
         settled(command.tag);
+        log_delivery("acked (its dead letter is confirmed)", command.tag);
         state_->dead_lettered.fetch_add(1);
         retry_backoff_.reset();
         if (returning_) {
@@ -568,6 +577,7 @@ class SourceWork final : public ConnectionWork {
         return conn_->lost(rc);
       state_->requeued.fetch_add(1);
       settled(in.tag);
+      log_delivery("requeued (buffered, never handed out)", in.tag);
       std::lock_guard lock(state_->mutex);
       state_->note_never_handed_out(in.job.id);
     }
@@ -655,6 +665,7 @@ class SourceWork final : public ConnectionWork {
         amqp_basic_reject(conn_->get(), consume_channel, in.tag, 1);
         unsettled_.settled(in.tag);
         state_->requeued.fetch_add(1);
+        log_delivery("requeued (arrived while the consumer was cancelled)", in.tag);
         if (!done.too_large) {
           const std::string id = wire::parse_job_request(in.body).job.id;
           std::lock_guard lock(state_->mutex);
