@@ -310,8 +310,8 @@ class BasicWorkerPool {
     executor_type executor;
     mutable Mutex mutex;
     std::unordered_map<std::string, std::shared_ptr<Record>, StringHash, std::equal_to<>> workers;
-    FreeList free_list;  // live, non-draining, with a free slot; round-robin order
-    std::list<Waiter> waiters;     // by priority, highest first; FIFO among equals
+    FreeList free_list;          // live, non-draining, with a free slot; round-robin order
+    std::list<Waiter> waiters;   // by priority, highest first; FIFO among equals
     std::uint64_t next_waiter_id = 1;
     std::map<std::uint64_t, std::shared_ptr<Listener>> listeners;
     std::uint64_t next_listener_id = 1;
