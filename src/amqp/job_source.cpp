@@ -291,10 +291,8 @@ class SourceWork final : public ConnectionWork {
   core::Result<void> on_stopping(Connection& conn) override {
     conn_ = &conn;
     // No new deliveries while the last acks and dead letters go out.
-    if (consuming_) {
-      amqp_basic_cancel(conn.get(), consume_channel, to_bytes(consumer_tag_));
-      consuming_ = false;
-    }
+    for (const Consumer& c : consumers_) amqp_basic_cancel(conn.get(), consume_channel, to_bytes(c.tag));
+    consumers_.clear();
     Waker& waker = state_->loop.waker();
     auto settled = handle_commands();
     const auto deadline = std::chrono::steady_clock::now() + state_->loop.options().connect_timeout;
@@ -308,7 +306,7 @@ class SourceWork final : public ConnectionWork {
     return settled;
   }
 
-  std::chrono::steady_clock::time_point wake_at() const override { return retry_at_; }
+  std::chrono::steady_clock::time_point wake_at() const override { return std::min(retry_at_, shrink_at_); }
 
  private:
   // A message being read off the consume channel: basic.deliver, its content
@@ -323,10 +321,9 @@ class SourceWork final : public ConnectionWork {
   };
 
   void forget_connection() {
-    consuming_ = false;
-    consumer_limit_ = 0;
-    current_tags_.clear();
+    consumers_.clear();
     held_by_earlier_ = 0;
+    shrink_at_ = std::chrono::steady_clock::time_point::max();
     unsettled_.reset();
     inbound_ = Inbound{};
     dead_letters_.reset();
@@ -366,7 +363,9 @@ class SourceWork final : public ConnectionWork {
   // A delivery of this connection is settled (acked or rejected): it no
   // longer counts against the prefetch.
   void settled(std::uint64_t tag) {
-    if (current_tags_.erase(tag) == 0 && held_by_earlier_ > 0) --held_by_earlier_;
+    const bool live = std::any_of(consumers_.begin(), consumers_.end(),
+                                  [tag](Consumer& c) { return c.unsettled.erase(tag) != 0; });
+    if (!live && held_by_earlier_ > 0) --held_by_earlier_;
     unsettled_.settled(tag);
   }
 
@@ -515,53 +514,101 @@ class SourceWork final : public ConnectionWork {
     return {};
   }
 
-  // Makes the broker's consumer match the prefetch. AMQP's 0 is "unlimited",
-  // ours is "nothing", so 0 means no consumer at all. The limit is
-  // per consumer (basic.qos global=false): quorum queues refuse a global one.
-  // RabbitMQ applies a per-consumer limit only to consumers started after it,
-  // and a cancelled consumer's unsettled deliveries stop counting against
-  // any; so a new limit is a new consumer, whose limit leaves out what
-  // earlier consumers of this connection still hold. It is started again
-  // whenever those settle, until it alone holds the whole prefetch.
+  // Makes the broker's consumers match the prefetch. AMQP's 0 is "unlimited",
+  // ours is "nothing", so 0 means no consumer at all. The limit is per
+  // consumer (basic.qos global=false): quorum queues refuse a global one.
+  // RabbitMQ applies a per-consumer limit only to consumers started after
+  // it, so the channel's consumers share the prefetch, each with its own
+  // limit, and a cancelled consumer's unsettled deliveries count against it
+  // until they settle (held_by_earlier_).
+  //
+  // A consumer that holds unsettled deliveries is not cancelled for a new
+  // prefetch at once: RabbitMQ 3.10 can lose a quorum queue's deliveries
+  // held by a cancelled consumer when its node restarts (operations.md,
+  // "Known broker issue"), and the dispatcher's prefetch moves with every
+  // duplicate it attaches. So a higher prefetch adds a consumer for the
+  // difference; a lower one cancels consumers that hold nothing, and only a
+  // surplus that lasts consumer_shrink_delay cancels one that holds
+  // deliveries (until then the source may buffer a few more than asked).
   core::Result<void> sync_consumer() {
     std::size_t wanted;
     {
       std::lock_guard lock(state_->mutex);
       wanted = state_->consumer_cancelled ? 0 : std::min<std::size_t>(state_->prefetch, 65535);
     }
-    auto limit = [&] { return wanted > held_by_earlier_ ? wanted - held_by_earlier_ : 0; };
-    if (consuming_ && wanted > 0 && limit() == consumer_limit_) return {};
-    if (consuming_) {
-      if (auto cancelled = cancel_consumer(); !cancelled) return cancelled;
-      if (wanted == 0) {
-        if (auto requeued = requeue_buffered(); !requeued) return requeued;
+    if (wanted == 0) {
+      shrink_at_ = std::chrono::steady_clock::time_point::max();
+      if (consumers_.empty()) return {};
+      while (!consumers_.empty()) {
+        if (auto cancelled = cancel_consumer(consumers_.size() - 1); !cancelled) return cancelled;
+      }
+      return requeue_buffered();
+    }
+    if (covered() > wanted) {
+      if (auto shrunk = shrink_to(wanted); !shrunk) return shrunk;
+    } else {
+      shrink_at_ = std::chrono::steady_clock::time_point::max();
+    }
+    if (covered() >= wanted) return {};  // nothing more to take until earlier deliveries settle
+    return add_consumer(wanted - covered());
+  }
+
+  // What the broker may have out to this connection's consume channel at once.
+  std::size_t covered() const {
+    std::size_t n = held_by_earlier_;
+    for (const Consumer& c : consumers_) n += c.limit;
+    return n;
+  }
+
+  // Cancels consumers that hold nothing while more than `wanted` can come; once the surplus has lasted consumer_shrink_delay, also those that hold
+  // deliveries, fewest first, until nothing more than `wanted` can come.
+  core::Result<void> shrink_to(std::size_t wanted) {
+    for (std::size_t i = consumers_.size(); i-- > 0 && covered() > wanted;) {
+      if (consumers_[i].unsettled.empty()) {  // the difference, if any, goes to a new consumer
+        if (auto cancelled = cancel_consumer(i); !cancelled) return cancelled;
       }
     }
-    if (wanted == 0 || limit() == 0) return {};  // nothing to take until earlier deliveries settle
+    if (covered() <= wanted) {
+      shrink_at_ = std::chrono::steady_clock::time_point::max();
+      return {};
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (shrink_at_ == std::chrono::steady_clock::time_point::max()) {
+      shrink_at_ = now + state_->loop.options().consumer_shrink_delay;
+      return {};
+    }
+    if (now < shrink_at_) return {};
+    shrink_at_ = std::chrono::steady_clock::time_point::max();
+    std::sort(consumers_.begin(), consumers_.end(),
+              [](const Consumer& a, const Consumer& b) { return a.unsettled.size() > b.unsettled.size(); });
+    while (!consumers_.empty() && covered() > wanted) {
+      if (auto cancelled = cancel_consumer(consumers_.size() - 1); !cancelled) return cancelled;
+    }
+    return {};
+  }
 
+  core::Result<void> add_consumer(std::size_t limit) {
     amqp_connection_state_t c = conn_->get();
     const std::string& queue = state_->loop.options().execute_queue;
-    amqp_basic_qos(c, consume_channel, 0, static_cast<std::uint16_t>(limit()), /*global=*/0);
+    amqp_basic_qos(c, consume_channel, 0, static_cast<std::uint16_t>(limit), /*global=*/0);
     if (auto set = check_reply(amqp_get_rpc_reply(c), errc::consume_failed, "basic.qos failed"); !set) return set;
     amqp_basic_consume_ok_t* ok =
         amqp_basic_consume(c, consume_channel, to_bytes(queue), amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
     const std::string context = "cannot consume from queue '" + queue + "'";
     if (auto started = check_reply(amqp_get_rpc_reply(c), errc::consume_failed, context); !started) return started;
     if (!ok) return core::Error{errc::consume_failed, context};
-    consumer_tag_.assign(to_view(ok->consumer_tag));
-    consumer_limit_ = limit();
-    consuming_ = true;
+    consumers_.push_back(Consumer{std::string(to_view(ok->consumer_tag)), limit, {}});
     return {};
   }
 
-  core::Result<void> cancel_consumer() {
-    amqp_basic_cancel(conn_->get(), consume_channel, to_bytes(consumer_tag_));
+  // Cancels consumers_[i]; what it holds counts as held_by_earlier_ until settled.
+  core::Result<void> cancel_consumer(std::size_t i) {
+    amqp_basic_cancel(conn_->get(), consume_channel, to_bytes(consumers_[i].tag));
     if (auto cancelled = check_reply(amqp_get_rpc_reply(conn_->get()), errc::consume_failed, "basic.cancel failed");
         !cancelled)
       return cancelled;
-    consuming_ = false;
-    held_by_earlier_ += current_tags_.size();
-    current_tags_.clear();
+    held_by_earlier_ += consumers_[i].unsettled.size();
+    consumers_.erase(consumers_.begin() + static_cast<std::ptrdiff_t>(i));
     return {};
   }
 
@@ -654,7 +701,11 @@ class SourceWork final : public ConnectionWork {
     Incoming& in = done.in;
     state_->delivered.fetch_add(1);
     unsettled_.delivered(in.tag);
-    if (!consuming_) {
+    Consumer* consumer = nullptr;
+    for (Consumer& c : consumers_) {
+      if (c.tag == done.consumer_tag) consumer = &c;
+    }
+    if (consumers_.empty()) {
       bool wanted = false;
       {
         std::lock_guard lock(state_->mutex);
@@ -678,8 +729,8 @@ class SourceWork final : public ConnectionWork {
       // delivery of an earlier consumer (handing it back would send it to
       // another orchestrator as a redelivery).
     }
-    if (consuming_ && done.consumer_tag == consumer_tag_)
-      current_tags_.insert(in.tag);
+    if (consumer)
+      consumer->unsettled.insert(in.tag);
     else
       ++held_by_earlier_;  // sent to a consumer cancelled since
     if (done.too_large) {
@@ -711,12 +762,15 @@ class SourceWork final : public ConnectionWork {
   Connection* conn_ = nullptr;  // the loop's, between on_connected and on_disconnected
   std::uint64_t generation_ = 0;
 
-  bool consuming_ = false;
-  std::string consumer_tag_;
-  std::size_t consumer_limit_ = 0;                  // the current consumer's basic.qos
-  std::unordered_set<std::uint64_t> current_tags_;  // its unsettled deliveries
-  std::size_t held_by_earlier_ = 0;                 // unsettled deliveries of consumers cancelled since
-  UnsettledTags unsettled_;                         // every consumer's, for multiple acks
+  struct Consumer {
+    std::string tag;
+    std::size_t limit = 0;                      // its basic.qos
+    std::unordered_set<std::uint64_t> unsettled;  // its deliveries not settled yet
+  };
+  std::vector<Consumer> consumers_;  // this connection's, on consume_channel
+  std::size_t held_by_earlier_ = 0;  // unsettled deliveries of consumers cancelled since
+  std::chrono::steady_clock::time_point shrink_at_ = std::chrono::steady_clock::time_point::max();
+  UnsettledTags unsettled_;  // every consumer's, for multiple acks
   Inbound inbound_;
 
   PublishConfirms<Command> dead_letters_;  // published, awaiting their confirm

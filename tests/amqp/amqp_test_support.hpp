@@ -66,56 +66,53 @@ inline int run_script(const std::string& command, const std::string& args, std::
   return status;
 }
 
-/// `rabbitmqctl list_queues name <column>`, as a map from queue name to the column's text.
-inline std::map<std::string, std::string> list_queues_text(const std::string& column) {
+/// The rows `rabbitmqctl <command>` prints (run with --no-table-headers).
+inline std::vector<std::string> ctl_rows(const std::string& command) {
   std::string out;
-  if (run_script("ctl", "list_queues --no-table-headers name " + column, &out) != 0)
-    throw std::runtime_error("rabbitmqctl list_queues failed: " + out);
-  std::map<std::string, std::string> result;
+  if (run_script("ctl", command + " --no-table-headers", &out) != 0)
+    throw std::runtime_error("rabbitmqctl " + command + " failed: " + out);
+  std::vector<std::string> rows;
   std::size_t pos = 0;
   while (pos < out.size()) {
     const std::size_t eol = out.find('\n', pos);
-    const std::string row = out.substr(pos, eol == std::string::npos ? std::string::npos : eol - pos);
+    rows.push_back(out.substr(pos, eol == std::string::npos ? std::string::npos : eol - pos));
     pos = eol == std::string::npos ? out.size() : eol + 1;
+  }
+  return rows;
+}
+
+/// `rabbitmqctl list_queues name <column>`, as a map from queue name to the column's text.
+inline std::map<std::string, std::string> list_queues_text(const std::string& column) {
+  std::map<std::string, std::string> result;
+  for (const std::string& row : ctl_rows("list_queues name " + column)) {
     const std::size_t tab = row.find('\t');
-    if (tab == std::string::npos) continue;
-    result[row.substr(0, tab)] = row.substr(tab + 1);
+    if (tab != std::string::npos) result[row.substr(0, tab)] = row.substr(tab + 1);
   }
   return result;
 }
 
 /// `rabbitmqctl list_queues name <column>`, as a map from queue name.
 inline std::map<std::string, long> list_queues(const std::string& column) {
-  std::string out;
-  if (run_script("ctl", "list_queues --no-table-headers name " + column, &out) != 0)
-    throw std::runtime_error("rabbitmqctl list_queues failed: " + out);
   std::map<std::string, long> result;
-  std::size_t pos = 0;
-  while (pos < out.size()) {
-    const std::size_t eol = out.find('\n', pos);
-    const std::string row = out.substr(pos, eol == std::string::npos ? std::string::npos : eol - pos);
-    pos = eol == std::string::npos ? out.size() : eol + 1;
-    const std::size_t tab = row.find('\t');
-    if (tab == std::string::npos) continue;
-    result[row.substr(0, tab)] = std::strtol(row.c_str() + tab + 1, nullptr, 10);
-  }
+  for (const auto& [name, text] : list_queues_text(column)) result[name] = std::strtol(text.c_str(), nullptr, 10);
   return result;
+}
+
+/// How many consumers `queue` has, from `rabbitmqctl list_consumers` (its
+/// `consumers` column says 0 for a quorum queue in RabbitMQ 3.10).
+inline long consumers_of(const std::string& queue) {
+  long n = 0;
+  for (const std::string& row : ctl_rows("list_consumers queue_name")) n += row == queue;
+  return n;
 }
 
 /// Closes, from the broker's side, every connection whose client-given name
 /// is `name` (AmqpOptions::connection_name, a space, the role: "x source"),
 /// as a node going away would. Returns how many it closed.
 inline int close_connections_named(const std::string& name) {
-  std::string out;
-  if (run_script("ctl", "list_connections --no-table-headers pid client_properties", &out) != 0)
-    throw std::runtime_error("rabbitmqctl list_connections failed: " + out);
   const std::string needle = "{\"connection_name\",\"" + name + "\"}";
   int closed = 0;
-  std::size_t pos = 0;
-  while (pos < out.size()) {
-    const std::size_t eol = out.find('\n', pos);
-    const std::string row = out.substr(pos, eol == std::string::npos ? std::string::npos : eol - pos);
-    pos = eol == std::string::npos ? out.size() : eol + 1;
+  for (const std::string& row : ctl_rows("list_connections pid client_properties")) {
     if (row.find(needle) == std::string::npos) continue;
     const std::string pid = row.substr(0, row.find('\t'));
     if (run_script("ctl", "close_connection '" + pid + "' 'closed by a test'") != 0)

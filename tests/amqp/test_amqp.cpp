@@ -1140,6 +1140,61 @@ TEST_CASE("amqp: the source consumes a quorum execute.queue, and a new prefetch 
   CHECK(client.ready(o.execute_queue) == 0);
 }
 
+TEST_CASE("amqp: a new prefetch never cancels at once a consumer that holds deliveries", "[amqp]") {
+  // RabbitMQ 3.10 can lose a quorum queue's deliveries held by a cancelled
+  // consumer at a restart (operations.md, "Known broker issue"); the
+  // dispatcher's prefetch moves with every duplicate it holds.
+  asio::io_context io;
+  AmqpOptions o = test_options("consumers");
+  o.consumer_shrink_delay = 300ms;
+  t::Client client;
+  client.declare_quorum_queue(o.execute_queue);
+  for (int i = 0; i < 8; ++i) client.publish(o.execute_queue, job_json("c" + std::to_string(i)));
+  auto consumers = [&] { return t::consumers_of(o.execute_queue); };
+
+  AmqpJobSource source(io.get_executor(), o);
+  std::vector<AmqpDelivery> held;
+  auto take = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      Received r = receive(io, source);
+      REQUIRE_FALSE(r.ec);
+      held.push_back(std::move(r.delivery));
+    }
+  };
+  source.set_prefetch(2);
+  take(2);
+  CHECK(t::eventually([&] { return consumers() == 1; }));
+  // Higher: a second consumer for the difference, the first one kept.
+  source.set_prefetch(3);
+  take(1);
+  CHECK(t::eventually([&] { return consumers() == 2; }));
+  source.set_prefetch(5);
+  take(2);
+  CHECK(t::eventually([&] { return consumers() == 3; }));
+  CHECK(receive(io, source, 500ms).ec == asio::error::operation_aborted);  // 5 held: no sixth
+
+  // Lower, every consumer holding deliveries: kept for the shrink delay, then
+  // cancelled, fewest held first, until no more than 1 can come. What they
+  // hold counts until it settles: no consumer while 5 are held.
+  source.set_prefetch(1);
+  REQUIRE(t::eventually([&] { return consumers() == 0; }));
+  CHECK(receive(io, source, 500ms).ec == asio::error::operation_aborted);
+  for (std::size_t i = 0; i < 4; ++i) source.ack(held[i]);
+  CHECK(receive(io, source, 500ms).ec == asio::error::operation_aborted);  // one still held
+  source.ack(held[4]);
+  take(1);
+  REQUIRE(t::eventually([&] { return consumers() == 1; }));
+  CHECK(held.back().job().id == "c5");
+  CHECK(receive(io, source, 500ms).ec == asio::error::operation_aborted);  // prefetch 1 holds
+
+  source.ack(held.back());
+  REQUIRE(t::eventually([&] { return source.stats().acked == 6; }));
+  source.set_prefetch(0);
+  REQUIRE(t::eventually([&] { return consumers() == 0; }));
+  source.stop();
+  CHECK(client.ready(o.execute_queue) == 2);
+}
+
 TEST_CASE("amqp: with queue_type quorum the adapters declare quorum queues", "[amqp]") {
   asio::io_context io;
   AmqpOptions o = test_options("declare-quorum");

@@ -121,9 +121,11 @@ struct LostDeliveries {
 ///
 ///  - Nothing is consumed while the prefetch is 0 (AMQP's prefetch 0 would
 ///    mean "unlimited"); set_prefetch(n > 0) sets a per-consumer basic.qos
-///    (classic and quorum queues alike) and starts a consumer, a new n
-///    starts a new one (see sync_consumer in job_source.cpp), set_prefetch(0)
-///    cancels it and requeues what was buffered.
+///    (classic and quorum queues alike) and starts a consumer; a higher n
+///    adds a consumer for the difference, a lower one cancels consumers
+///    (those holding deliveries only after `consumer_shrink_delay`; see
+///    sync_consumer in job_source.cpp); set_prefetch(0) cancels them all and
+///    requeues what was buffered.
 ///  - A message over `max_message_size` is not read: it is handed on invalid,
 ///    without its body, for the dispatcher to dead-letter with the reason.
 ///  - Reconnects by itself with backoff when the broker goes away; a pending

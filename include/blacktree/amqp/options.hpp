@@ -92,6 +92,13 @@ struct AmqpOptions {
   /// Until set_prefetch(n > 0) is called the source consumes nothing (the
   /// Dispatcher calls it as soon as it knows its capacity).
   std::uint16_t initial_prefetch = 0;
+  /// A higher prefetch adds a consumer for the difference; a lower one at
+  /// once cancels consumers that hold no unsettled delivery. One that holds
+  /// deliveries is cancelled only when the surplus has lasted this long:
+  /// meanwhile the source may buffer up to the difference more than asked.
+  /// (Cancelling consumers that hold deliveries is what RabbitMQ 3.10 can
+  /// get wrong for quorum queues: see operations.md, "Known broker issue".)
+  std::chrono::milliseconds consumer_shrink_delay{2000};
   /// A message whose body is larger is not read: the source discards its
   /// body as it arrives (reading it from the broker's content header) and
   /// hands it on as invalid, to be dead-lettered without its body.
