@@ -560,8 +560,9 @@ class SourceWork final : public ConnectionWork {
     return n;
   }
 
-  // Cancels consumers that hold nothing while more than `wanted` can come; once the surplus has lasted consumer_shrink_delay, also those that hold
-  // deliveries, fewest first, until nothing more than `wanted` can come.
+  // Cancels consumers that hold nothing while more than `wanted` can come;
+  // once the surplus has lasted consumer_shrink_delay, also those that hold
+  // deliveries, fewest first, until no more than `wanted` can come.
   core::Result<void> shrink_to(std::size_t wanted) {
     for (std::size_t i = consumers_.size(); i-- > 0 && covered() > wanted;) {
       if (consumers_[i].unsettled.empty()) {  // the difference, if any, goes to a new consumer
@@ -764,7 +765,7 @@ class SourceWork final : public ConnectionWork {
 
   struct Consumer {
     std::string tag;
-    std::size_t limit = 0;                      // its basic.qos
+    std::size_t limit = 0;                        // its basic.qos
     std::unordered_set<std::uint64_t> unsettled;  // its deliveries not settled yet
   };
   std::vector<Consumer> consumers_;  // this connection's, on consume_channel
