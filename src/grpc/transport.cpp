@@ -15,6 +15,7 @@
 #include <condition_variable>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <unordered_map>
 #include <vector>
 
@@ -55,7 +56,10 @@ struct GrpcTransport::Impl {
   asio::any_io_executor executor;
   // One timer for every call's accept and heartbeat deadlines, ticking while
   // calls are in flight: a call arms and cancels no timer of its own.
-  asio::steady_timer watch_timer{executor};
+  // Destroyed with the GrpcTransport, not with the Impl: gRPC's threads may
+  // hold the Impl a little longer (a callback's captures), past the
+  // io_context the timer belongs to. With `mutex`.
+  std::optional<asio::steady_timer> watch_timer{std::in_place, executor};
   bool watching = false;  // with `mutex`: the timer is armed (or its handler runs)
 
   struct Endpoint {
@@ -167,8 +171,12 @@ struct GrpcTransport::Impl {
   }
 
   void arm_watch() {  // with `mutex` held, `watching` set
-    watch_timer.expires_after(watch_period());
-    watch_timer.async_wait([weak = weak_self](std::error_code ec) {
+    if (!watch_timer) {  // the transport is gone
+      watching = false;
+      return;
+    }
+    watch_timer->expires_after(watch_period());
+    watch_timer->async_wait([weak = weak_self](std::error_code ec) {
       if (auto self = weak.lock(); self && !ec) self->watch();
     });
   }
@@ -473,6 +481,7 @@ GrpcTransport::~GrpcTransport() {
   // gRPC owns the reactors until OnDone; pings end by their short deadlines.
   std::unique_lock lock(impl_->mutex);
   impl_->idle.wait(lock, [&] { return impl_->in_flight == 0; });
+  impl_->watch_timer.reset();  // while its io_context is still there
 }
 
 GrpcTransport::CancelFn GrpcTransport::start_run(const core::WorkerInfo& worker, const core::Job& job,
