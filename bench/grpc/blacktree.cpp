@@ -11,6 +11,7 @@
 #include <blacktree/grpc/transport.hpp>
 #include <blacktree/grpc/worker_service.hpp>
 #include <blacktree/worker/build_spec.hpp>
+#include <blacktree/worker/noop_runner.hpp>
 
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
@@ -22,16 +23,6 @@
 
 namespace blacktree::bench::grpc {
 namespace {
-
-class NoopRunner final : public worker::JobRunner {
- public:
-  core::JobResult run(const core::Job& job, const worker::EmitFn&, std::stop_token) override {
-    core::JobResult result;
-    result.job_id = job.id;
-    result.success = true;
-    return result;
-  }
-};
 
 class BlacktreeServer final : public Server {
  public:
@@ -46,7 +37,7 @@ class BlacktreeServer final : public Server {
   std::string address() const override { return "127.0.0.1:" + std::to_string(port_); }
 
  private:
-  NoopRunner runner_;
+  worker::NoopRunner runner_;  // the worker's --runner noop
   blacktree::grpc::WorkerService service_;
   int port_ = 0;
   std::unique_ptr<::grpc::Server> server_;

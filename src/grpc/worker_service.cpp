@@ -5,6 +5,7 @@
 #include <blacktree/wire/wire.hpp>
 
 #include <fmt/format.h>
+#include <pthread.h>
 
 #include <algorithm>
 #include <condition_variable>
@@ -410,6 +411,7 @@ class WorkerService::JobThreads {
 
  private:
   void loop() {
+    ::pthread_setname_np(::pthread_self(), "blacktree-job");  // what top -H and a test see
     for (;;) {
       std::function<void()> task;
       {
@@ -772,13 +774,19 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
   };
   // Started only once the caller was written that it was taken: a worker
   // that dies before that leaves nothing running that its caller, never told,
-  // offers elsewhere too.
+  // offers elsewhere too. An immediate runner's job runs right there, on
+  // gRPC's thread (OnWriteDone, never inside this call: the reactor is not
+  // bound yet); any other on a pool thread.
   stream->push_accepted(options.worker_id, options.heartbeat_interval, false,
                         [state = state_, threads = threads_.get(), running, first = stream.get(),
                          run = std::move(run)](bool written) mutable {
-                          threads->post([state, running, first, written, run = std::move(run)]() mutable {
+                          auto start = [state, running, first, written, run = std::move(run)]() mutable {
                             if (state->begin_run(*running, first, written)) run();
-                          });
+                          };
+                          if (state->runner.immediate())
+                            start();
+                          else
+                            threads->post(std::move(start));
                         });
   return stream.get();
 }

@@ -20,6 +20,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <condition_variable>
 #include <functional>
 #include <future>
@@ -32,6 +34,7 @@
 #include <thread>
 #include <vector>
 
+#include <pthread.h>
 #include <unistd.h>
 
 namespace core = blacktree::core;
@@ -49,6 +52,9 @@ class ScriptedRunner final : public blacktree::worker::JobRunner {
       std::lock_guard lock(mutex_);
       ++starts_[job.id];
       thread_ids_.insert(::gettid());  // kernel thread ids: a new thread gets a new one
+      std::array<char, 16> name{};
+      ::pthread_getname_np(::pthread_self(), name.data(), name.size());
+      thread_names_[job.id] = name.data();
       if (armed_) started_.set_value();
       armed_ = false;
     }
@@ -69,6 +75,13 @@ class ScriptedRunner final : public blacktree::worker::JobRunner {
     }
     result.success = true;
     return result;
+  }
+
+  bool immediate() const noexcept override { return immediate_.load(); }
+  void set_immediate(bool on) { immediate_.store(on); }
+  std::string thread_name(const std::string& job_id) {
+    std::lock_guard lock(mutex_);
+    return thread_names_[job_id];
   }
 
   // Job "slow-cleanup" holds its thread here as a long removal would, until
@@ -125,6 +138,8 @@ class ScriptedRunner final : public blacktree::worker::JobRunner {
   std::promise<void> started_;
   std::map<std::string, int> starts_;
   std::set<pid_t> thread_ids_;
+  std::map<std::string, std::string> thread_names_;  // by job id
+  std::atomic<bool> immediate_{false};
 };
 
 bgrpc::TransportOptions test_transport_options() {
@@ -341,6 +356,23 @@ TEST_CASE("WorkerService: jobs run on threads started once, not on a thread per 
   // after a job whose slot is free again).
   CHECK(rig.runner.threads() >= 1);
   CHECK(rig.runner.threads() <= 3);
+}
+
+TEST_CASE("WorkerService: an immediate runner's job runs on gRPC's thread, any other on a job thread",
+          "[worker_service]") {
+  Rig rig;
+  auto pooled = rig.run("fine");
+  CHECK(Rig::wait(pooled).second.success);
+  CHECK(rig.runner.thread_name("fine") == "blacktree-job");
+  rig.runner.set_immediate(true);  // asked per job
+  auto inline_run = rig.run("at-once");
+  auto [ec, result] = Rig::wait(inline_run);
+  CHECK_FALSE(ec);
+  CHECK(result.success);
+  CHECK(result.job_id == "at-once");
+  CHECK_FALSE(rig.runner.thread_name("at-once").empty());
+  CHECK(rig.runner.thread_name("at-once") != "blacktree-job");
+  CHECK(rig.service.running() == 0);
 }
 
 TEST_CASE("WorkerService: a runner that throws fails its job and the worker goes on", "[worker_service]") {

@@ -41,6 +41,12 @@ class JobRunner {
   /// the job's directory). A program that calls run() itself calls this
   /// after it has used the result. Never throws. Default: nothing.
   virtual void after_result(const core::Job& job) noexcept { (void)job; }
+  /// True when run() returns at once: no I/O, no child process, no wait.
+  /// The service then runs the job on the RPC's own thread, as soon as its
+  /// `accepted` message is written, instead of handing it to a pool thread
+  /// (two thread wake-ups less per job). A runner that can block must leave
+  /// it false: it would hold one of gRPC's callback threads. Default: false.
+  virtual bool immediate() const noexcept { return false; }
 };
 
 }  // namespace blacktree::worker

@@ -30,6 +30,7 @@ class MeteredRunner final : public JobRunner {
 
   core::JobResult run(const core::Job& job, const EmitFn& emit, std::stop_token stop) override;
   void after_result(const core::Job& job) noexcept override { inner_.after_result(job); }
+  bool immediate() const noexcept override { return inner_.immediate(); }
 
   /// The exposition text (names blacktree_worker_*).
   std::string render() const;

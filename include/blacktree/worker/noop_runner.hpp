@@ -16,6 +16,7 @@ class NoopRunner final : public JobRunner {
     result.success = true;
     return result;
   }
+  bool immediate() const noexcept override { return true; }
 };
 
 }  // namespace blacktree::worker
