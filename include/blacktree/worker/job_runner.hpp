@@ -2,9 +2,10 @@
 #pragma once
 
 // The seam between the worker service (gRPC, capacity, cancellation) and what
-// a job actually does. The service owns one thread per running job (bounded
-// by its capacity) and calls JobRunner::run on it; the runner blocks until the
-// job is done. Nothing here knows about gRPC.
+// a job actually does. The service calls JobRunner::run on one of its job
+// threads (as many as its capacity, started once; see immediate() for the
+// exception); the runner blocks until the job is done. Nothing here knows
+// about gRPC.
 
 #include <blacktree/core/job.hpp>
 
