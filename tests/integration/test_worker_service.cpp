@@ -440,6 +440,9 @@ TEST_CASE("WorkerService: a job whose caller left before it was told the job was
   REQUIRE(rig.service.running() == 1);  // its slot is taken meanwhile
   rig.on_io([&] { cancel.emit(asio::cancellation_type::terminal); });
   CHECK(Rig::wait(outcome).first == asio::error::operation_aborted);
+  // The service has seen its caller go; until then the held write could
+  // still reach the socket ahead of the caller's reset.
+  REQUIRE(Rig::eventually([&] { return rig.service.callers("left-early") == 0; }));
   rig.hold->release();  // its write fails: nobody is there to read it
   REQUIRE(Rig::eventually([&] { return rig.service.running() == 0; }));
   CHECK(rig.runner.starts("left-early") == 0);
