@@ -355,9 +355,11 @@ class SourceWork final : public ConnectionWork {
 
   // With log_deliveries: what became of a delivery of this connection.
   void log_delivery(std::string_view what, std::uint64_t tag) {
-    if (!state_->loop.options().log_deliveries) return;
-    state_->loop.log(LogLevel::debug, std::string(what) + " on connection " + std::to_string(generation_) + ": " +
-                                          std::to_string(tag));
+    if (state_->loop.options().log_deliveries) log_delivery(what, std::to_string(tag));
+  }
+  void log_delivery(std::string_view what, std::string_view detail) {
+    state_->loop.log(LogLevel::debug,
+                     std::string(what) + " on connection " + std::to_string(generation_) + ": " + std::string(detail));
   }
 
   // A delivery of this connection is settled (acked or rejected): it no
@@ -422,12 +424,12 @@ class SourceWork final : public ConnectionWork {
         if (const int rc = ack(tag, false); rc != AMQP_STATUS_OK) return conn_->lost(rc);
     state_->acked.fetch_add(tags.size());
     if (state_->loop.options().log_deliveries && !tags.empty()) {
-      std::string line = "acked on connection " + std::to_string(generation_) + ":";
-      if (in_run > 0) line += " up to " + std::to_string(run_end) + (in_run > 1 ? " (multiple, " + std::to_string(in_run) + ")" : "");
+      std::string acked;
+      if (in_run > 0)
+        acked = "up to " + std::to_string(run_end) + (in_run > 1 ? " (multiple, " + std::to_string(in_run) + ")" : "");
       for (const std::uint64_t tag : tags)
-        if (tag >= lowest) line += " " + std::to_string(tag);
-      line += "; lowest unsettled " + std::to_string(lowest);
-      state_->loop.log(LogLevel::debug, line);
+        if (tag >= lowest) acked += (acked.empty() ? "" : " ") + std::to_string(tag);
+      log_delivery("acked", acked + "; lowest unsettled " + std::to_string(lowest));
     }
     return {};
   }
@@ -702,10 +704,8 @@ class SourceWork final : public ConnectionWork {
     Incoming& in = done.in;
     state_->delivered.fetch_add(1);
     unsettled_.delivered(in.tag);
-    Consumer* consumer = nullptr;
-    for (Consumer& c : consumers_) {
-      if (c.tag == done.consumer_tag) consumer = &c;
-    }
+    const auto consumer = std::find_if(consumers_.begin(), consumers_.end(),
+                                       [&](const Consumer& c) { return c.tag == done.consumer_tag; });
     if (consumers_.empty()) {
       bool wanted = false;
       {
@@ -730,7 +730,7 @@ class SourceWork final : public ConnectionWork {
       // delivery of an earlier consumer (handing it back would send it to
       // another orchestrator as a redelivery).
     }
-    if (consumer)
+    if (consumer != consumers_.end())
       consumer->unsettled.insert(in.tag);
     else
       ++held_by_earlier_;  // sent to a consumer cancelled since
