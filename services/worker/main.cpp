@@ -75,6 +75,8 @@ class LoggedRunner final : public blacktree::worker::JobRunner {
     return result;
   }
   void after_result(const blacktree::core::Job& job) noexcept override { inner_.after_result(job); }
+  // Two log lines do not make a job that returns at once a blocking one.
+  bool immediate() const noexcept override { return inner_.immediate(); }
 
  private:
   JobRunner& inner_;

@@ -469,7 +469,6 @@ std::string_view to_string(WorkerServiceEvent event) noexcept {
 WorkerService::WorkerService(worker::JobRunner& runner, WorkerServiceOptions options)
     : state_(std::make_shared<State>(runner, std::move(options))) {
   if (state_->options.capacity == 0) state_->options.capacity = 1;
-  threads_ = std::make_unique<JobThreads>(std::size_t{state_->options.capacity} + 1);
   const auto heartbeat = state_->options.heartbeat_interval;
   const auto grace = state_->options.orphan_grace;
   if (heartbeat.count() <= 0 && grace.count() <= 0) return;
@@ -548,6 +547,12 @@ WorkerService::~WorkerService() {
     state_->idle.wait(lock, [&] { return state_->jobs.empty(); });
   }
   threads_.reset();  // after_result of the last jobs, then the threads end
+}
+
+WorkerService::JobThreads& WorkerService::job_threads() {
+  std::call_once(threads_started_,
+                 [this] { threads_ = std::make_unique<JobThreads>(std::size_t{state_->options.capacity} + 1); });
+  return *threads_;
 }
 
 void WorkerService::drain() {
@@ -776,17 +781,18 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
   // that dies before that leaves nothing running that its caller, never told,
   // offers elsewhere too. An immediate runner's job runs right there, on
   // gRPC's thread (OnWriteDone, never inside this call: the reactor is not
-  // bound yet); any other on a pool thread.
+  // bound yet); any other on a job thread.
+  JobThreads* threads = state_->runner.immediate() ? nullptr : &job_threads();
   stream->push_accepted(options.worker_id, options.heartbeat_interval, false,
-                        [state = state_, threads = threads_.get(), running, first = stream.get(),
+                        [state = state_, threads, running, first = stream.get(),
                          run = std::move(run)](bool written) mutable {
                           auto start = [state, running, first, written, run = std::move(run)]() mutable {
                             if (state->begin_run(*running, first, written)) run();
                           };
-                          if (state->runner.immediate())
-                            start();
-                          else
+                          if (threads)
                             threads->post(std::move(start));
+                          else
+                            start();
                         });
   return stream.get();
 }

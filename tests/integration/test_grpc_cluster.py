@@ -8,6 +8,7 @@ commands (`true`, `false`, `sh -c ...`)."""
 import collections
 import signal
 import subprocess
+from pathlib import Path
 
 import grpc
 import pytest
@@ -279,6 +280,33 @@ def test_noop_runner_succeeds_at_once(cluster):
     orch.submit(job("nothing-to-do"))
     status = orch.status_of("nothing-to-do")
     assert status["success"] and status["workerId"] == "noop" and status["logs"] == ""
+
+
+def job_threads(worker):
+    """How many of the worker process's threads are job threads (named so by the service)."""
+    names = []
+    for task in Path(f"/proc/{worker.proc.pid}/task").iterdir():
+        try:
+            names.append((task / "comm").read_text().strip())
+        except FileNotFoundError:  # the thread ended meanwhile
+            pass
+    return names.count("blacktree-job")
+
+
+def test_noop_jobs_run_on_grpc_threads_and_others_on_job_threads(cluster):
+    # The noop runner returns at once, so its jobs run where the worker learns
+    # they were taken, and the worker starts no job threads at all; a runner
+    # that blocks (argv) gets its capacity's threads, plus one.
+    orch = cluster.orchestrator()
+    noop = cluster.worker(orch, "quick", command=[], extra=["--runner", "noop"], region="eu", capacity=3)
+    argv = cluster.worker(orch, "slow", command=["true"], region="us", capacity=3)
+    orch.wait_workers(lambda ws: all(ws.get(w) and ws[w].state == FREE for w in ("quick", "slow")))
+    for n in range(6):
+        orch.submit(job(f"spread-{n}", region="eu" if n % 2 else "us"))
+    ran_on = [orch.status_of(f"spread-{n}")["workerId"] for n in range(6)]
+    assert ran_on == ["slow", "quick"] * 3, ran_on
+    assert job_threads(noop) == 0
+    assert job_threads(argv) == 4
 
 
 def test_worker_serves_health_and_metrics_of_its_jobs(cluster, tmp_path):

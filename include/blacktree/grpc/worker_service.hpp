@@ -43,6 +43,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -149,9 +150,14 @@ class WorkerService final : public ::blacktree::v1::Worker::CallbackService {
 
  private:
   static void expire(State& state, std::chrono::steady_clock::time_point now);
+  JobThreads& job_threads();
 
   std::shared_ptr<State> state_;
-  std::unique_ptr<JobThreads> threads_;  // the jobs run here; joined in the destructor
+  // The jobs of a runner that is not immediate run here: started with the
+  // first such job (a worker whose runner returns at once has none), joined
+  // in the destructor.
+  std::once_flag threads_started_;
+  std::unique_ptr<JobThreads> threads_;
   std::jthread housekeeping_;  // heartbeats and the orphan grace; stopped and joined before state_ is let go
 };
 

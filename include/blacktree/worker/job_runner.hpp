@@ -3,8 +3,8 @@
 
 // The seam between the worker service (gRPC, capacity, cancellation) and what
 // a job actually does. The service calls JobRunner::run on one of its job
-// threads (as many as its capacity, started once; see immediate() for the
-// exception); the runner blocks until the job is done. Nothing here knows
+// threads (as many as its capacity, started with the first job; see
+// immediate() for the exception); the runner blocks until the job is done. Nothing here knows
 // about gRPC.
 
 #include <blacktree/core/job.hpp>
@@ -45,8 +45,10 @@ class JobRunner {
   /// True when run() returns at once: no I/O, no child process, no wait.
   /// The service then runs the job on the RPC's own thread, as soon as its
   /// `accepted` message is written, instead of handing it to a pool thread
-  /// (two thread wake-ups less per job). A runner that can block must leave
-  /// it false: it would hold one of gRPC's callback threads. Default: false.
+  /// (two thread wake-ups less per job), and starts no job threads. A
+  /// runner that wraps another says what the inner one says. A runner that
+  /// can block must leave it false: it would hold one of gRPC's callback
+  /// threads. Default: false.
   virtual bool immediate() const noexcept { return false; }
 };
 
