@@ -312,6 +312,11 @@ struct WorkerService::State {
   CallerPolicy caller;
   std::string orchestrator_secret;
   std::map<std::string, KeptResult, std::less<>> kept;
+  // What `kept` holds, oldest first: one grace for all, so the order they
+  // were kept in is the order they expire in. An entry whose result was
+  // taken back or kept again since no longer matches `kept` (its expiry
+  // differs or its id is gone) and is skipped when it comes first.
+  std::deque<std::pair<std::chrono::steady_clock::time_point, std::string>> kept_order;
   // Offers a Cancel took back before their RunJob arrived (the calls crossed).
   core::detail::RecentIds<bool> taken_back{1024, std::chrono::seconds(60)};
 
@@ -349,18 +354,32 @@ struct WorkerService::State {
   std::vector<std::pair<std::string, std::string>> keep_result(const std::string& id, core::JobResult result,
                                                                bool collected) {
     std::vector<std::pair<std::string, std::string>> dropped;
-    while (!kept.empty() && kept.size() >= std::max<std::size_t>(options.max_kept_results, 1)) {
-      auto oldest = std::min_element(kept.begin(), kept.end(),
-                                     [](const auto& a, const auto& b) { return a.second.expires < b.second.expires; });
+    while (kept.size() >= std::max<std::size_t>(options.max_kept_results, 1)) {
+      const auto oldest = oldest_kept();
       if (!oldest->second.collected)
         dropped.emplace_back(oldest->first, fmt::format("job {}: its result was dropped uncollected to make room "
                                                         "({} results kept at most)",
                                                         oldest->first, options.max_kept_results));
-      kept.erase(oldest);
+      drop_oldest_kept(oldest);
     }
-    kept.insert_or_assign(id, KeptResult{std::move(result), std::chrono::steady_clock::now() + options.orphan_grace,
-                                         collected});
+    const auto expires = std::chrono::steady_clock::now() + options.orphan_grace;
+    kept.insert_or_assign(id, KeptResult{std::move(result), expires, collected});
+    kept_order.emplace_back(expires, id);
     return dropped;
+  }
+
+  // The oldest kept result (kept.end(): none), its entry now first in
+  // kept_order: the stale entries before it are dropped.
+  std::map<std::string, KeptResult, std::less<>>::iterator oldest_kept() {
+    for (; !kept_order.empty(); kept_order.pop_front()) {
+      const auto& [expires, id] = kept_order.front();
+      if (auto it = kept.find(id); it != kept.end() && it->second.expires == expires) return it;
+    }
+    return kept.end();
+  }
+  void drop_oldest_kept(std::map<std::string, KeptResult, std::less<>>::iterator oldest) {
+    kept_order.pop_front();
+    kept.erase(oldest);
   }
 
   std::size_t uncollected() const {  // with `mutex` held
@@ -521,18 +540,15 @@ void WorkerService::expire(State& state, std::chrono::steady_clock::time_point n
                        {id, fmt::format("job {}: no orchestrator came back for it within {}: stopped", id,
                                         state.grace_text())}});
     }
-    for (auto it = state.kept.begin(); it != state.kept.end();) {
-      if (it->second.expires > now) {
-        ++it;
-        continue;
-      }
+    for (auto it = state.oldest_kept(); it != state.kept.end() && it->second.expires <= now;
+         it = state.oldest_kept()) {
       if (!it->second.collected)
         lines.push_back({WorkerServiceEvent::result_dropped,
                          {it->first, fmt::format("job {}: no orchestrator collected its result within {}: dropped "
                                                  "(it {})",
                                                  it->first, state.grace_text(),
                                                  it->second.result.success ? "succeeded" : "failed")}});
-      it = state.kept.erase(it);
+      state.drop_oldest_kept(it);
     }
     state.idle.notify_all();
   }

@@ -224,6 +224,11 @@ struct ServiceEvents {
     seen.emplace_back(event, std::string(job_id));
     cv.notify_all();
   }
+  std::size_t count(bgrpc::WorkerServiceEvent event) {
+    std::lock_guard lock(mutex);
+    return static_cast<std::size_t>(
+        std::count_if(seen.begin(), seen.end(), [event](const auto& e) { return e.first == event; }));
+  }
   bool wait_for(bgrpc::WorkerServiceEvent event, const std::string& job_id) {
     std::unique_lock lock(mutex);
     return cv.wait_for(lock, 30s, [&] {
@@ -234,11 +239,13 @@ struct ServiceEvents {
 
 struct Rig {
   explicit Rig(std::string id = "w1", bgrpc::TransportOptions transport_options = test_transport_options(),
-               std::chrono::milliseconds heartbeat_interval = 5s, std::chrono::milliseconds orphan_grace = 600s)
+               std::chrono::milliseconds heartbeat_interval = 5s, std::chrono::milliseconds orphan_grace = 600s,
+               std::size_t max_kept_results = 1024)
       : service(runner, [&] {
           auto options = test_worker_options(id);
           options.heartbeat_interval = heartbeat_interval;
           options.orphan_grace = orphan_grace;
+          options.max_kept_results = max_kept_results;
           options.log = [events = events](bgrpc::WorkerServiceEvent event, std::string_view job_id,
                                           std::string_view) { events->add(event, job_id); };
           return options;
@@ -884,6 +891,49 @@ TEST_CASE("WorkerService: a caller that takes its job back stops it, and a RunJo
   CHECK(rig.runner.starts("crossed") == 0);
   CHECK(offer("offer-2").ok());
   CHECK(rig.runner.starts("crossed") == 1);
+}
+
+TEST_CASE("WorkerService: past max_kept_results the oldest kept result goes, said only when uncollected",
+          "[worker_service][orphan]") {
+  Rig rig("w1", test_transport_options(), 5s, 600s, 3);
+  using Ids = std::vector<std::string>;
+  auto finish = [&](const std::string& id) {
+    auto outcome = rig.run(id);
+    auto [ec, result] = Rig::wait(outcome);
+    REQUIRE_FALSE(ec);
+    REQUIRE(result.success);
+  };
+  for (const char* id : {"a", "b", "c", "d"}) finish(id);  // each collected by its caller
+  CHECK(rig.service.carried_jobs().finished == Ids{"b", "c", "d"});  // "a", the oldest, went
+
+  // One nobody collects: its orchestrator left before it finished.
+  asio::cancellation_signal cancel;
+  auto orphan = rig.run("until-go", {}, &cancel);
+  REQUIRE(Rig::eventually([&] { return rig.runner.starts("until-go") == 1; }));
+  rig.on_io([&] { cancel.emit(core::run_hand_over); });
+  CHECK(Rig::wait(orphan).first == asio::error::operation_aborted);
+  REQUIRE(rig.events->wait_for(bgrpc::WorkerServiceEvent::job_orphaned, "until-go"));
+  rig.runner.go();
+  REQUIRE(Rig::eventually([&] { return rig.service.carried_jobs().finished == Ids{"c", "d", "until-go"}; }));
+
+  // A kept result taken back ("c") leaves room: nothing goes for the next one.
+  auto channel = ::grpc::CreateChannel(rig.worker.address, ::grpc::InsecureChannelCredentials());
+  auto stub = ::blacktree::v1::Worker::NewStub(channel);
+  ::grpc::ClientContext context;
+  ::blacktree::v1::CancelRequest take_back;
+  take_back.set_job_id("c");
+  take_back.set_taken_back(true);
+  ::blacktree::v1::CancelReply reply;
+  REQUIRE(stub->Cancel(&context, take_back, &reply).ok());
+  CHECK(rig.service.carried_jobs().finished == Ids{"d", "until-go"});
+  finish("e");
+  CHECK(rig.service.carried_jobs().finished == Ids{"d", "e", "until-go"});
+  finish("f");  // "d" goes, collected: nothing said
+  CHECK(rig.service.carried_jobs().finished == Ids{"e", "f", "until-go"});
+  finish("g");  // "until-go" goes uncollected: said
+  CHECK(rig.service.carried_jobs().finished == Ids{"e", "f", "g"});
+  CHECK(rig.events->wait_for(bgrpc::WorkerServiceEvent::result_dropped, "until-go"));
+  CHECK(rig.events->count(bgrpc::WorkerServiceEvent::result_dropped) == 1);
 }
 
 TEST_CASE("WorkerService: a job nobody comes back for is stopped when its orphan grace ends",
