@@ -139,7 +139,8 @@ struct GrpcTransport::Impl {
       if (auto it = runs.find(run_id); it != runs.end()) {
         const auto worker_id = std::move(it->second.worker_id);
         runs.erase(it);
-        if (!runs_to(worker_id)) {
+        // The scan of every run in flight only when someone waits on this worker's.
+        if (run_waiters.contains(worker_id) && !runs_to(worker_id)) {
           auto [first, last] = run_waiters.equal_range(worker_id);
           for (auto w = first; w != last; ++w) ready.push_back(std::move(w->second));
           run_waiters.erase(first, last);
