@@ -100,7 +100,9 @@ Throughput run_blacktree(const DispatchConfig& config) {
   }
 
   std::optional<bt::Dispatcher<bt::InMemoryQueue, bt::LoopbackTransport, CountingSink>> dispatcher;
-  dispatcher.emplace(io.get_executor(), queue, transport, sink, pool);
+  bt::DispatcherOptions options;
+  options.max_in_flight = config.max_in_flight;
+  dispatcher.emplace(io.get_executor(), queue, transport, sink, pool, options);
   std::optional<bt::HealthMonitor<bt::LoopbackTransport>> monitor;
   if (config.ping_interval.count() > 0) {
     bt::HealthOptions health;

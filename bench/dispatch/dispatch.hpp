@@ -42,6 +42,8 @@ struct DispatchConfig {
   /// > 0: a HealthMonitor pings every worker this often during the run (the
   /// loopback transport answers at once), as an orchestrator's does.
   std::chrono::milliseconds ping_interval{0};
+  /// DispatcherOptions::max_in_flight (0: the pool's capacity, the default).
+  std::size_t max_in_flight = 0;
 };
 
 /// Dispatcher<InMemoryQueue, LoopbackTransport, counting sink> with a

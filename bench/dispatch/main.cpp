@@ -41,6 +41,7 @@ struct Options {
   std::vector<std::size_t> health_workers{2, 10'000};
   std::uint32_t ping_interval_ms = 1000;
   std::size_t health_rounds = 5;
+  std::size_t max_in_flight = 0;
 };
 
 constexpr double target_ratio = 0.25;    // blacktree jobs/s >= 0.25 x asio jobs/s
@@ -66,6 +67,9 @@ void add_options(CLI::App& app, Options& o) {
   app.add_option("--capacity", o.capacity, "slots per worker")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--threads", o.threads, "threads for both the io_context and the thread_pool")
       ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--max-in-flight", o.max_in_flight,
+                 "the dispatcher's window (DispatcherOptions::max_in_flight); 0: every slot of the pool")
       ->capture_default_str();
   auto* throughput_only = app.add_flag_callback("--throughput-only", [&o] { o.latency = false; },
                                                 "measure throughput only");
@@ -119,7 +123,7 @@ std::vector<Row> throughput(const Options& o) {
       const auto a = run_asio_baseline(o.baseline_jobs, o.threads);
       asio_rate.push_back(a.jobs_per_second());
       asio_s.push_back(a.seconds);
-      const auto b = run_blacktree(DispatchConfig{workers, o.capacity, o.jobs, o.threads});
+      const auto b = run_blacktree(DispatchConfig{workers, o.capacity, o.jobs, o.threads, {}, o.max_in_flight});
       bt_rate.push_back(b.jobs_per_second());
       bt_s.push_back(b.seconds);
     }
@@ -195,9 +199,9 @@ void health(const Options& o) {
       const auto cost = run_health(workers, interval, o.health_rounds, o.threads);
       cpu.push_back(cost.cpu_ms_per_round);
       pings.push_back(static_cast<double>(cost.pings) / static_cast<double>(o.health_rounds));
-      plain.push_back(run_blacktree(DispatchConfig{workers, o.capacity, o.jobs, o.threads}).jobs_per_second());
+      plain.push_back(run_blacktree(DispatchConfig{workers, o.capacity, o.jobs, o.threads, {}, o.max_in_flight}).jobs_per_second());
       monitored.push_back(
-          run_blacktree(DispatchConfig{workers, o.capacity, o.jobs, o.threads, interval}).jobs_per_second());
+          run_blacktree(DispatchConfig{workers, o.capacity, o.jobs, o.threads, interval, o.max_in_flight}).jobs_per_second());
     }
     const double with = median(monitored), without = median(plain);
     std::printf("%8zu %14.2f %14.0f %16.0f %16.0f %8.3f\n", workers, median(cpu), median(pings), without, with,
