@@ -199,9 +199,11 @@ void health(const Options& o) {
       const auto cost = run_health(workers, interval, o.health_rounds, o.threads);
       cpu.push_back(cost.cpu_ms_per_round);
       pings.push_back(static_cast<double>(cost.pings) / static_cast<double>(o.health_rounds));
-      plain.push_back(run_blacktree(DispatchConfig{workers, o.capacity, o.jobs, o.threads, {}, o.max_in_flight}).jobs_per_second());
-      monitored.push_back(
-          run_blacktree(DispatchConfig{workers, o.capacity, o.jobs, o.threads, interval, o.max_in_flight}).jobs_per_second());
+      const DispatchConfig config{workers, o.capacity, o.jobs, o.threads, {}, o.max_in_flight};
+      plain.push_back(run_blacktree(config).jobs_per_second());
+      DispatchConfig pinged = config;
+      pinged.ping_interval = interval;
+      monitored.push_back(run_blacktree(pinged).jobs_per_second());
     }
     const double with = median(monitored), without = median(plain);
     std::printf("%8zu %14.2f %14.0f %16.0f %16.0f %8.3f\n", workers, median(cpu), median(pings), without, with,

@@ -401,8 +401,8 @@ struct WorkerService::State {
 
 // The threads jobs run on: as many as the worker has slots (and one for a
 // job whose slot is free again while its thread still tidies up after it:
-// after_result), started once. Tasks run in the order posted; the destructor
-// runs what is queued, then joins.
+// after_result), started with the first job that needs them. Tasks run in
+// the order posted; the destructor runs what is queued, then joins.
 class WorkerService::JobThreads {
  public:
   explicit JobThreads(std::size_t count) {

@@ -4,8 +4,8 @@
 // The seam between the worker service (gRPC, capacity, cancellation) and what
 // a job actually does. The service calls JobRunner::run on one of its job
 // threads (as many as its capacity, started with the first job; see
-// immediate() for the exception); the runner blocks until the job is done. Nothing here knows
-// about gRPC.
+// immediate() for the exception); the runner blocks until the job is done.
+// Nothing here knows about gRPC.
 
 #include <blacktree/core/job.hpp>
 
