@@ -323,6 +323,20 @@ struct Rig {
     return outcome;
   }
 
+  // Job "until-go" started, its caller gone while it runs (handed over, as
+  // when its orchestrator goes away), then let finish: its result is kept,
+  // nobody has collected it.
+  void orphan_until_go() {
+    asio::cancellation_signal cancel;
+    auto outcome = run("until-go", {}, &cancel);
+    REQUIRE(eventually([&] { return runner.starts("until-go") == 1; }));
+    on_io([&] { cancel.emit(core::run_hand_over); });
+    CHECK(wait(outcome).first == asio::error::operation_aborted);
+    // Orphaned before it finishes, or its result would still reach the caller's stream.
+    REQUIRE(events->wait_for(bgrpc::WorkerServiceEvent::job_orphaned, "until-go"));
+    runner.go();
+  }
+
   core::Result<void> shutdown(std::chrono::milliseconds drain_timeout, std::chrono::milliseconds cancel_grace) {
     bgrpc::ShutdownOptions options;
     options.drain_timeout = drain_timeout;
@@ -833,14 +847,7 @@ TEST_CASE("WorkerService: a job whose caller let go runs on, and a later caller 
 TEST_CASE("WorkerService: a result still uncollected when a shutdown's drain ends is said dropped",
           "[worker_service][orphan]") {
   Rig rig;
-  asio::cancellation_signal cancel;
-  auto run = rig.run("until-go", {}, &cancel);
-  REQUIRE(Rig::eventually([&] { return rig.runner.starts("until-go") == 1; }));
-  rig.on_io([&] { cancel.emit(core::run_hand_over); });  // its orchestrator goes away
-  CHECK(Rig::wait(run).first == asio::error::operation_aborted);
-  // Orphaned before it finishes, or its result would still reach the caller's stream.
-  REQUIRE(rig.events->wait_for(bgrpc::WorkerServiceEvent::job_orphaned, "until-go"));
-  rig.runner.go();
+  rig.orphan_until_go();
   REQUIRE(Rig::eventually([&] { return rig.service.carried_jobs().finished == std::vector<std::string>{"until-go"}; }));
   // Nobody comes for it before the drain deadline: the worker says so as it stops.
   CHECK(rig.shutdown(200ms, 1s).has_value());
@@ -907,13 +914,7 @@ TEST_CASE("WorkerService: past max_kept_results the oldest kept result goes, sai
   CHECK(rig.service.carried_jobs().finished == Ids{"b", "c", "d"});  // "a", the oldest, went
 
   // One nobody collects: its orchestrator left before it finished.
-  asio::cancellation_signal cancel;
-  auto orphan = rig.run("until-go", {}, &cancel);
-  REQUIRE(Rig::eventually([&] { return rig.runner.starts("until-go") == 1; }));
-  rig.on_io([&] { cancel.emit(core::run_hand_over); });
-  CHECK(Rig::wait(orphan).first == asio::error::operation_aborted);
-  REQUIRE(rig.events->wait_for(bgrpc::WorkerServiceEvent::job_orphaned, "until-go"));
-  rig.runner.go();
+  rig.orphan_until_go();
   REQUIRE(Rig::eventually([&] { return rig.service.carried_jobs().finished == Ids{"c", "d", "until-go"}; }));
 
   // A kept result taken back ("c") leaves room: nothing goes for the next one.
@@ -949,13 +950,7 @@ TEST_CASE("WorkerService: a job nobody comes back for is stopped when its orphan
   CHECK(rig.service.carried_jobs().finished.empty());  // nobody wanted it: nothing kept
 
   // A result nobody collects is dropped when the grace ends, and said so.
-  asio::cancellation_signal cancel2;
-  auto quick = rig.run("until-go", {}, &cancel2);
-  REQUIRE(Rig::eventually([&] { return rig.runner.starts("until-go") == 1; }));
-  rig.on_io([&] { cancel2.emit(core::run_hand_over); });
-  CHECK(Rig::wait(quick).first == asio::error::operation_aborted);
-  REQUIRE(rig.events->wait_for(bgrpc::WorkerServiceEvent::job_orphaned, "until-go"));
-  rig.runner.go();
+  rig.orphan_until_go();
   REQUIRE(rig.events->wait_for(bgrpc::WorkerServiceEvent::result_dropped, "until-go"));
   CHECK(rig.service.carried_jobs().finished.empty());
 }
