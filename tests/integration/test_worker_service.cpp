@@ -337,6 +337,21 @@ struct Rig {
     runner.go();
   }
 
+  // A Cancel that takes job `job_id` back, as the orchestrator sends it;
+  // true when the worker found the job running.
+  bool take_back(const std::string& job_id, const std::string& offer_id = {}) {
+    auto stub = ::blacktree::v1::Worker::NewStub(
+        ::grpc::CreateChannel(worker.address, ::grpc::InsecureChannelCredentials()));
+    ::grpc::ClientContext context;
+    ::blacktree::v1::CancelRequest request;
+    request.set_job_id(job_id);
+    request.set_taken_back(true);
+    request.set_offer_id(offer_id);
+    ::blacktree::v1::CancelReply reply;
+    REQUIRE(stub->Cancel(&context, request, &reply).ok());
+    return reply.found();
+  }
+
   core::Result<void> shutdown(std::chrono::milliseconds drain_timeout, std::chrono::milliseconds cancel_grace) {
     bgrpc::ShutdownOptions options;
     options.drain_timeout = drain_timeout;
@@ -869,18 +884,9 @@ TEST_CASE("WorkerService: a caller that takes its job back stops it, and a RunJo
 
   // A Cancel that overtook its RunJob: that offer is refused, never run; a
   // later offer of the same job (another offer id) is taken.
+  CHECK_FALSE(rig.take_back("crossed", "offer-1"));
   auto channel = ::grpc::CreateChannel(rig.worker.address, ::grpc::InsecureChannelCredentials());
   auto stub = ::blacktree::v1::Worker::NewStub(channel);
-  {
-    ::grpc::ClientContext context;
-    ::blacktree::v1::CancelRequest request;
-    request.set_job_id("crossed");
-    request.set_taken_back(true);
-    request.set_offer_id("offer-1");
-    ::blacktree::v1::CancelReply reply;
-    REQUIRE(stub->Cancel(&context, request, &reply).ok());
-    CHECK_FALSE(reply.found());
-  }
   auto offer = [&](const std::string& offer_id) {
     ::grpc::ClientContext context;
     ::blacktree::v1::RunJobRequest request;
@@ -918,14 +924,7 @@ TEST_CASE("WorkerService: past max_kept_results the oldest kept result goes, sai
   REQUIRE(Rig::eventually([&] { return rig.service.carried_jobs().finished == Ids{"c", "d", "until-go"}; }));
 
   // A kept result taken back ("c") leaves room: nothing goes for the next one.
-  auto channel = ::grpc::CreateChannel(rig.worker.address, ::grpc::InsecureChannelCredentials());
-  auto stub = ::blacktree::v1::Worker::NewStub(channel);
-  ::grpc::ClientContext context;
-  ::blacktree::v1::CancelRequest take_back;
-  take_back.set_job_id("c");
-  take_back.set_taken_back(true);
-  ::blacktree::v1::CancelReply reply;
-  REQUIRE(stub->Cancel(&context, take_back, &reply).ok());
+  CHECK_FALSE(rig.take_back("c"));  // finished: not running
   CHECK(rig.service.carried_jobs().finished == Ids{"d", "until-go"});
   finish("e");
   CHECK(rig.service.carried_jobs().finished == Ids{"d", "e", "until-go"});
