@@ -3,8 +3,9 @@
 
 // WorkerService: the worker side of blacktree.v1.Worker. Runs up to
 // `capacity` jobs at once through a worker::JobRunner, on `capacity` threads
-// started once (no thread is created per job), and streams their progress
-// back to the caller.
+// started with the first job (no thread is created per job; none at all for
+// a runner that returns at once, JobRunner::immediate()), and streams their
+// progress back to the caller.
 //
 //  - A job is refused, never queued, when the worker is full
 //    (RESOURCE_EXHAUSTED) or draining (FAILED_PRECONDITION), with a message
