@@ -304,7 +304,9 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
         std::lock_guard lock(mutex_);
         result_ = wire::from_proto(reply_.result());
         has_result_ = true;
-        break;
+        // The last message a worker sends: no read waits for the end of the
+        // stream, so OnDone follows with the status and one callback fewer.
+        return;
       }
       case v1::RunJobReply::kHeartbeat:
         break;  // its arrival is all it says
