@@ -12,6 +12,7 @@ struct Config {
   std::size_t jobs = 20000;  ///< pre-published persistent jobs per run
   std::size_t window = 8;    ///< prefetch (raw) = free worker slots (blacktree)
   bool sink_batches = true;  ///< blacktree: the dispatcher sends statuses in batches (core::PublishesBatches)
+  double rate = 0;           ///< raw loop: at most this many jobs a second (0: as fast as it can)
 };
 
 /// Declares `queue` and publishes `n` persistent seed-format jobs to it, confirmed.
@@ -23,7 +24,8 @@ void delete_queues(const Config& config, const std::string& stem);
 /// Consumes `config.jobs` from `queue` (declared if missing) with prefetch
 /// `window`, publishing a persistent status to `status_queue` per job (with
 /// the job's correlation id, when it has one) and acking each job when its
-/// status is confirmed. Returns seconds taken.
+/// status is confirmed; with `config.rate`, the i-th status goes out no
+/// earlier than i / rate seconds after the start. Returns seconds taken.
 double run_raw_loop(const Config& config, const std::string& queue, const std::string& status_queue);
 
 /// The same through AmqpJobSource + Dispatcher + AmqpStatusSink, with

@@ -1,7 +1,7 @@
 // Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
 //
 // blacktree_bench_amqp [--jobs N] [--window W] [--reps R]
-// blacktree_bench_amqp --queue Q --status-queue S [--jobs N] [--window W]
+// blacktree_bench_amqp --queue Q --status-queue S [--jobs N] [--window W] [--rate R]
 //
 // Jobs/s of a raw rabbitmq-c loop (consume, publish a confirmed persistent
 // status, ack on the confirm) and of blacktree's AMQP source + Dispatcher +
@@ -11,7 +11,8 @@
 //
 // With --queue, only the raw loop runs, once, on the named queues as jobs
 // arrive in them (nothing pre-published, nothing deleted): the baseline of
-// bench/e2e/run.py's light-load latency phase, which publishes the jobs.
+// bench/e2e/run.py's light-load latency phase, which publishes the jobs, and
+// of its broker CPU figures (--rate paces it to the end-to-end run's rate).
 
 #include "bench.hpp"
 
@@ -68,6 +69,9 @@ int main(int argc, char** argv) {
   std::string queue, status_queue;
   app.add_option("--queue", queue, "run the raw loop alone on this job queue, as jobs arrive in it");
   app.add_option("--status-queue", status_queue, "with --queue: where its statuses go")->needs("--queue");
+  app.add_option("--rate", config.rate, "with --queue: at most this many jobs a second (0: as fast as it can)")
+      ->check(CLI::NonNegativeNumber)
+      ->needs("--queue");
   CLI11_PARSE(app, argc, argv);
   if (!queue.empty() && status_queue.empty()) {
     std::fprintf(stderr, "--status-queue: required with --queue\n");

@@ -16,6 +16,7 @@
 #include <map>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 namespace blacktree::bench::amqp {
 namespace {
@@ -121,6 +122,11 @@ double run_raw_loop(const Config& config, const std::string& queue, const std::s
     amqp_envelope_t envelope{};
     const amqp_rpc_reply_t reply = amqp_consume_message(conn, &envelope, nullptr, 0);
     if (reply.reply_type == AMQP_RESPONSE_NORMAL) {
+      if (config.rate > 0) {  // paced: the broker's cost per job at a given rate (bench/e2e/run.py)
+        std::this_thread::sleep_until(
+            start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                        std::chrono::duration<double>(static_cast<double>(seq) / config.rate)));
+      }
       const std::string status = R"({"jobId":"x","success":true,"logs":"","imageUrl":"","error":""})";
       // The job's correlation id, if it has one, names it on the status (the
       // latency benchmark matches them by it; the loop parses no JSON).
