@@ -337,18 +337,22 @@ struct Rig {
     runner.go();
   }
 
+  // A plain gRPC client of the worker, for calls made by hand.
+  std::unique_ptr<::blacktree::v1::Worker::Stub> stub() const {
+    return ::blacktree::v1::Worker::NewStub(
+        ::grpc::CreateChannel(worker.address, ::grpc::InsecureChannelCredentials()));
+  }
+
   // A Cancel that takes job `job_id` back, as the orchestrator sends it;
   // true when the worker found the job running.
   bool take_back(const std::string& job_id, const std::string& offer_id = {}) {
-    auto stub = ::blacktree::v1::Worker::NewStub(
-        ::grpc::CreateChannel(worker.address, ::grpc::InsecureChannelCredentials()));
     ::grpc::ClientContext context;
     ::blacktree::v1::CancelRequest request;
     request.set_job_id(job_id);
     request.set_taken_back(true);
     request.set_offer_id(offer_id);
     ::blacktree::v1::CancelReply reply;
-    REQUIRE(stub->Cancel(&context, request, &reply).ok());
+    REQUIRE(stub()->Cancel(&context, request, &reply).ok());
     return reply.found();
   }
 
@@ -885,8 +889,7 @@ TEST_CASE("WorkerService: a caller that takes its job back stops it, and a RunJo
   // A Cancel that overtook its RunJob: that offer is refused, never run; a
   // later offer of the same job (another offer id) is taken.
   CHECK_FALSE(rig.take_back("crossed", "offer-1"));
-  auto channel = ::grpc::CreateChannel(rig.worker.address, ::grpc::InsecureChannelCredentials());
-  auto stub = ::blacktree::v1::Worker::NewStub(channel);
+  auto stub = rig.stub();
   auto offer = [&](const std::string& offer_id) {
     ::grpc::ClientContext context;
     ::blacktree::v1::RunJobRequest request;
