@@ -5,6 +5,8 @@
 #include <amqp_tcp_socket.h>
 
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -112,6 +114,18 @@ PollResult wait(int socket_fd, const Waker& waker, std::chrono::milliseconds tim
 // --- Connection --------------------------------------------------------------
 
 int Connection::fd() const noexcept { return state_ ? amqp_get_sockfd(state_) : -1; }
+
+CorkedSends::CorkedSends(const Connection& conn, std::size_t count) noexcept {
+  if (count < 2 || conn.fd() < 0) return;
+  const int on = 1;
+  if (::setsockopt(conn.fd(), IPPROTO_TCP, TCP_CORK, &on, sizeof on) == 0) fd_ = conn.fd();
+}
+
+CorkedSends::~CorkedSends() {
+  if (fd_ < 0) return;
+  const int off = 0;
+  ::setsockopt(fd_, IPPROTO_TCP, TCP_CORK, &off, sizeof off);  // pushes what waits
+}
 
 bool Connection::has_buffered() const noexcept {
   return state_ && (amqp_frames_enqueued(state_) || amqp_data_in_buffer(state_));

@@ -109,6 +109,24 @@ class Connection {
   std::chrono::steady_clock::time_point last_received_{};
 };
 
+/// While it lives, what the owner sends on `conn` waits in the kernel
+/// (TCP_CORK) and leaves as one stream of full segments when it ends. For a
+/// run of publishes or acks: rabbitmq-c hands each frame to send() on its
+/// own and pushes every message out, so each one costs a segment, a loopback
+/// delivery or a NIC packet here and a read at the broker. Only around sends
+/// that wait for no reply (a corked RPC would wait for Linux's 200 ms cork
+/// limit). Does nothing for `count` < 2, or when the socket is gone.
+class CorkedSends {
+ public:
+  CorkedSends(const Connection& conn, std::size_t count) noexcept;
+  ~CorkedSends();
+  CorkedSends(const CorkedSends&) = delete;
+  CorkedSends& operator=(const CorkedSends&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
 /// The broker addresses of one connection, taken in turn. The one place
 /// that picks where a connection goes: the adapters' connection loops and
 /// the blocking AmqpClient (the CLI, the orchestrator's queue-depth reader)

@@ -178,7 +178,9 @@ void ConnectionLoop::release_connection(bool polite) noexcept {
 }
 
 bool ConnectionLoop::wait_for_traffic(const ConnectionWork& work) {
-  if (conn_.has_buffered()) return true;
+  // stop() may have come after the loop's check, its wake-up taken by the
+  // drain() before this turn: never sleep through it.
+  if (stop_requested_ || conn_.has_buffered()) return true;
   std::chrono::milliseconds timeout = conn_.poll_timeout();
   if (const auto at = work.wake_at(); at != std::chrono::steady_clock::time_point::max()) {
     const auto now = std::chrono::steady_clock::now();

@@ -378,6 +378,7 @@ class SourceWork final : public ConnectionWork {
       commands.swap(state_->commands);
     }
     std::vector<std::uint64_t> acks;  // sent last, as few frames as they allow
+    const CorkedSends corked(*conn_, commands.size());
     for (auto& c : commands) {
       if (c.generation != generation_) continue;  // its connection is gone; the broker redelivers it
       int rc = AMQP_STATUS_OK;

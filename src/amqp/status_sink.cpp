@@ -96,6 +96,7 @@ class SinkWork final : public ConnectionWork {
     }
     const AmqpOptions& o = state_->loop.options();
     core::Result<void> result;
+    const CorkedSends corked(conn, queued.size());
     for (auto& p : queued) {
       if (!result) {
         state_->fail(p.completion);

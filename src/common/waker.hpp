@@ -6,6 +6,7 @@
 // adds fd(); another thread calls notify() to wake it; the waiting thread
 // drain()s. Linux only, as the adapters are.
 
+#include <atomic>
 #include <cstdint>
 
 #include <sys/eventfd.h>
@@ -27,18 +28,28 @@ class Waker {
   bool valid() const noexcept { return fd_ >= 0; }
   int fd() const noexcept { return fd_; }
 
+  /// Writes the eventfd only when no wake-up is pending since the last
+  /// drain(): under load the waiting thread is woken once per turn, not once
+  /// per thing queued for it. Whatever the caller changed before notify() is
+  /// seen by the waiting thread after its next drain().
   void notify() noexcept {
+    if (pending_.exchange(true)) return;  // not read yet: the thread will look
     const std::uint64_t one = 1;
     // A full counter (2^64-2 pending wake-ups) still wakes the reader: nothing to handle.
     [[maybe_unused]] auto n = ::write(fd_, &one, sizeof one);
   }
+  /// The waiting thread, before it looks at what was queued for it. The
+  /// counter is read first and the flag cleared after: a notify() in between
+  /// writes nothing, and what it announced is seen by the look that follows.
   void drain() noexcept {
     std::uint64_t value = 0;
     [[maybe_unused]] auto n = ::read(fd_, &value, sizeof value);
+    pending_.store(false);
   }
 
  private:
   int fd_ = -1;
+  std::atomic<bool> pending_{false};  // written since the last drain()
 };
 
 }  // namespace blacktree::detail
