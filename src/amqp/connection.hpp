@@ -115,7 +115,9 @@ class Connection {
 /// own and pushes every message out, so each one costs a segment, a loopback
 /// delivery or a NIC packet here and a read at the broker. Only around sends
 /// that wait for no reply (a corked RPC would wait for Linux's 200 ms cork
-/// limit). Does nothing for `count` < 2, or when the socket is gone.
+/// limit), and nothing slow between them: they wait until the guard ends.
+/// `count`: the messages the run means to send; for fewer than 2, or when
+/// the socket is gone, it does nothing.
 class CorkedSends {
  public:
   CorkedSends(const Connection& conn, std::size_t count) noexcept;

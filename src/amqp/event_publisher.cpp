@@ -5,6 +5,7 @@
 
 #include <blacktree/wire/wire.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <deque>
@@ -105,7 +106,7 @@ class PublisherWork final : public ConnectionWork {
     props.delivery_mode = 1;  // transient: progress is worth nothing after a broker restart
     props.content_type = amqp_cstring_bytes("application/json");
     const std::vector<bool> skip = superseded(events);
-    const CorkedSends corked(conn, events.size());
+    const CorkedSends corked(conn, static_cast<std::size_t>(std::count(skip.begin(), skip.end(), false)));
     for (std::size_t i = 0; i < events.size(); ++i) {
       if (skip[i]) {
         state_->coalesced.fetch_add(1);

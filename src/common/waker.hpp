@@ -30,8 +30,10 @@ class Waker {
 
   /// Writes the eventfd only when no wake-up is pending since the last
   /// drain(): under load the waiting thread is woken once per turn, not once
-  /// per thing queued for it. Whatever the caller changed before notify() is
-  /// seen by the waiting thread after its next drain().
+  /// per thing queued for it. What the caller changed before notify() under
+  /// a mutex the waiting thread takes (or in a seq_cst atomic) is seen by the
+  /// waiting thread after its next drain(); a plain variable handed over
+  /// through notify() alone is not.
   void notify() noexcept {
     if (pending_.exchange(true)) return;  // not read yet: the thread will look
     const std::uint64_t one = 1;

@@ -92,6 +92,20 @@ TEST_CASE("LineFeeder: stop returns while no input comes", "[line_feeder]") {
   feeder.stop();       // idempotent
 }
 
+TEST_CASE("LineFeeder: stopped, it starts again and stops again", "[line_feeder]") {
+  Pipe pipe;  // the writer stays open
+  Lines lines;
+  wire::LineFeeder feeder(pipe.reader(), [&](std::string line) { lines.add(std::move(line)); });
+  for (std::size_t round = 1; round <= 3; ++round) {
+    REQUIRE(feeder.start());  // takes the wake-up the last stop() left
+    const std::string line = "round " + std::to_string(round);
+    pipe.write(line + "\n");
+    CHECK(lines.wait_for(round).back() == line);
+    auto stopped = std::async(std::launch::async, [&] { feeder.stop(); });
+    REQUIRE(stopped.wait_for(10s) == std::future_status::ready);  // this stop() woke it too
+  }
+}
+
 TEST_CASE("LineFeeder: the end of input is reported, and an unfinished last line dropped", "[line_feeder]") {
   Pipe pipe;
   Lines lines;

@@ -5,15 +5,12 @@
 // against the fixture's RabbitMQ.
 
 #include "amqp/connection_loop.hpp"
-#include "common/waker.hpp"
 
 #include "amqp_test_support.hpp"
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -21,7 +18,6 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 namespace {
@@ -186,7 +182,8 @@ TEST_CASE("amqp: the connection loop goes to the next broker address after a fai
   CHECK(loop.where() == "amqp://127.0.0.1:1/,amqp://127.0.0.1:" + port + "/,amqp://localhost:" + port + "/");
 }
 
-TEST_CASE("amqp: corked sends hold a run of publishes in the kernel and push them at the end of the run", "[amqp]") {
+TEST_CASE("amqp: corked sends cork the socket for a run of publishes, uncork it after, and the broker has them all",
+          "[amqp]") {
   const AmqpOptions o = loop_options();
   amqp::detail::Connection conn;
   REQUIRE(conn.open(endpoint_of(o), o, "cork-test"));
@@ -226,58 +223,4 @@ TEST_CASE("amqp: corked sends hold a run of publishes in the kernel and push the
   t::Client control;
   CHECK(control.ready(queue) == run);
   conn.close();
-}
-
-TEST_CASE("amqp: the loop's waker writes once per turn and loses no wake-up", "[amqp]") {
-  blacktree::detail::Waker waker;
-  REQUIRE(waker.valid());
-  pollfd readable{waker.fd(), POLLIN, 0};
-
-  waker.notify();
-  waker.notify();
-  waker.notify();
-  std::uint64_t count = 0;
-  REQUIRE(::read(waker.fd(), &count, sizeof count) == static_cast<ssize_t>(sizeof count));
-  CHECK(count == 1);  // three notifies before the thread looked: one write
-  waker.drain();      // the thread looks: the next notify writes again
-  CHECK(::poll(&readable, 1, 0) == 0);
-  waker.notify();
-  CHECK(::poll(&readable, 1, 0) == 1);
-  waker.drain();
-  CHECK(::poll(&readable, 1, 0) == 0);
-
-  // Producers queue under a mutex and notify; the consumer waits on the
-  // eventfd, drains, then takes what is queued. A lost wake-up leaves it
-  // waiting with items queued: its wait times out and the test fails.
-  constexpr int producers = 4;
-  constexpr int per_producer = 100000;
-  std::mutex mutex;
-  std::vector<int> queued;
-  std::vector<std::thread> threads;
-  for (int p = 0; p < producers; ++p)
-    threads.emplace_back([&] {
-      for (int i = 0; i < per_producer; ++i) {
-        {
-          std::lock_guard lock(mutex);
-          queued.push_back(i);
-        }
-        waker.notify();
-      }
-    });
-  int taken = 0;
-  bool lost = false;
-  while (taken < producers * per_producer) {
-    pollfd wait_for{waker.fd(), POLLIN, 0};
-    if (::poll(&wait_for, 1, 10000) != 1) {
-      lost = true;
-      break;
-    }
-    waker.drain();
-    std::lock_guard lock(mutex);
-    taken += static_cast<int>(queued.size());
-    queued.clear();
-  }
-  for (auto& thread : threads) thread.join();
-  CHECK_FALSE(lost);
-  CHECK(taken == producers * per_producer);
 }
