@@ -1,6 +1,8 @@
 // Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
 #include <blacktree/grpc/transport.hpp>
 
+#include "run_end.hpp"
+
 #include <blacktree/core/error.hpp>
 #include <blacktree/wire/wire.hpp>
 
@@ -286,7 +288,9 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
         const auto announced = std::chrono::milliseconds(reply_.accepted().heartbeat_interval_ms());
         {
           std::lock_guard lock(mutex_);
-          if (accepted_) break;
+          // Taken back already (on_accept_timeout): the worker is told to
+          // drop it, and the job goes elsewhere (see run_end.hpp).
+          if (accepted_ || accept_timed_out_) break;
           accepted_ = true;
         }
         watch_heartbeats(announced);
@@ -322,35 +326,45 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
     std::string take_back;  // why the worker must not run (or keep) the job, when it might
     {
       std::lock_guard lock(mutex_);
-      if (has_result_ && status.ok()) {
-        result = std::move(result_);
-      } else if (cancelled_) {
-        ec = asio::error::operation_aborted;
-        result.error = "the run was cancelled by the orchestrator";
-      } else if (!accepted_) {
-        // A worker slow to accept refused this offer; only pings may call it dead.
-        ec = is_refusal(status.error_code()) || accept_timed_out_ ? make_error_code(core::errc::worker_refused)
-                                                                  : make_error_code(core::errc::worker_unreachable);
-        result.error = accept_timed_out_
-                           ? fmt::format("worker {} did not accept the job within {} ms", worker_id_,
-                                         impl_->options.accept_timeout.count())
-                           : fmt::format("worker {} did not take the job: {}", worker_id_, describe(status));
-        // Unreachable, it goes elsewhere: should the worker have taken it
-        // after all (the accepted message lost with the connection), it must
-        // not run there too.
-        if (ec == core::errc::worker_unreachable) take_back = "its RunJob broke before the job was accepted";
-      } else if (silent_for_.count() > 0) {
-        ec = make_error_code(core::errc::worker_lost);
-        result.error = fmt::format("its RunJob stream carried nothing, not even a heartbeat, for {} ms; the job "
-                                   "was cancelled on the worker",
-                                   silent_for_.count());
-      } else {
-        ec = make_error_code(core::errc::worker_lost);
-        // The dispatcher says "worker X was lost while running the job (...)".
-        result.error = fmt::format("its RunJob stream broke: {}", describe(status));
-        // Reported lost: a worker that is still there must not run it on
-        // unobserved (a worker keeps a job whose stream broke, for a while).
-        take_back = "its RunJob stream broke; the job was reported lost";
+      switch (detail::run_end({has_result_, status.ok(), cancelled_, accepted_, accept_timed_out_,
+                               is_refusal(status.error_code()), silent_for_})) {
+        case detail::RunEnd::result:
+          result = std::move(result_);
+          break;
+        case detail::RunEnd::let_go:
+          ec = asio::error::operation_aborted;
+          result.error = "the run was cancelled by the orchestrator";
+          break;
+        case detail::RunEnd::taken_back:  // on_accept_timeout told the worker already
+          ec = make_error_code(core::errc::worker_refused);
+          result.error = fmt::format("worker {} did not accept the job within {} ms", worker_id_,
+                                     impl_->options.accept_timeout.count());
+          break;
+        case detail::RunEnd::refused:  // a worker slow to accept refused this offer; only pings may call it dead
+          ec = make_error_code(core::errc::worker_refused);
+          result.error = fmt::format("worker {} did not take the job: {}", worker_id_, describe(status));
+          break;
+        case detail::RunEnd::unreachable:
+          ec = make_error_code(core::errc::worker_unreachable);
+          result.error = fmt::format("worker {} did not take the job: {}", worker_id_, describe(status));
+          // It goes elsewhere: should the worker have taken it after all (the
+          // accepted message lost with the connection), it must not run there too.
+          take_back = "its RunJob broke before the job was accepted";
+          break;
+        case detail::RunEnd::silent:
+          ec = make_error_code(core::errc::worker_lost);
+          result.error = fmt::format("its RunJob stream carried nothing, not even a heartbeat, for {} ms; the job "
+                                     "was cancelled on the worker",
+                                     silent_for_.count());
+          break;
+        case detail::RunEnd::broke:
+          ec = make_error_code(core::errc::worker_lost);
+          // The dispatcher says "worker X was lost while running the job (...)".
+          result.error = fmt::format("its RunJob stream broke: {}", describe(status));
+          // Reported lost: a worker that is still there must not run it on
+          // unobserved (a worker keeps a job whose stream broke, for a while).
+          take_back = "its RunJob stream broke; the job was reported lost";
+          break;
       }
     }
     if (!take_back.empty()) send_cancel(std::move(take_back), true);

@@ -11,6 +11,8 @@
 #include <blacktree/grpc/transport.hpp>
 #include <blacktree/grpc/worker_service.hpp>
 
+#include "grpc/run_end.hpp"
+
 #include <asio/bind_cancellation_slot.hpp>
 #include <asio/cancellation_signal.hpp>
 #include <asio/executor_work_guard.hpp>
@@ -751,6 +753,44 @@ TEST_CASE("GrpcTransport: a worker slow to accept refused the offer and is not u
   CHECK(ec == core::errc::worker_refused);
   CHECK_THAT(result.error, Catch::Contains("did not accept the job within 200 ms"));
   CHECK(silent.wait_cancelled("offered"));  // it goes elsewhere: taken back
+}
+
+TEST_CASE("GrpcTransport: an accepted that crosses the accept timeout's take-back leaves the offer taken back",
+          "[worker_service]") {
+  namespace d = blacktree::grpc::detail;
+  // The transport's watch took the offer back (on_accept_timeout: the stream
+  // cancelled, the worker told to drop the job), and an accepted message
+  // gRPC had read already reached the call after that. The offer stays taken
+  // back and the job goes elsewhere, as when the dispatcher's own accept
+  // deadline takes it back; it is not a worker lost mid-run, whose job would
+  // get a failure status and never run. (The race itself, the watch's thread
+  // against gRPC's, cannot be ordered from a test: hence the pure function.)
+  d::RunSeen crossed;
+  crossed.accept_timed_out = true;
+  crossed.accepted = true;  // the stream then ends CANCELLED: no result, status not OK
+  CHECK(d::run_end(crossed) == d::RunEnd::taken_back);
+
+  // The rules around it stay as they were.
+  d::RunSeen seen;
+  seen.accept_timed_out = true;
+  CHECK(d::run_end(seen) == d::RunEnd::taken_back);
+  seen.cancelled = true;  // the dispatcher let go as well
+  CHECK(d::run_end(seen) == d::RunEnd::let_go);
+  d::RunSeen finished = crossed;
+  finished.has_result = true;
+  finished.status_ok = true;  // the result and the worker's OK came before the cancel took effect
+  CHECK(d::run_end(finished) == d::RunEnd::result);
+  d::RunSeen refused;
+  refused.refusal = true;
+  CHECK(d::run_end(refused) == d::RunEnd::refused);
+  CHECK(d::run_end(d::RunSeen{}) == d::RunEnd::unreachable);
+  d::RunSeen running;
+  running.accepted = true;
+  CHECK(d::run_end(running) == d::RunEnd::broke);
+  running.silent_for = std::chrono::milliseconds(300);
+  CHECK(d::run_end(running) == d::RunEnd::silent);
+  running.has_result = true;  // a result whose stream then failed is not taken
+  CHECK(d::run_end(running) == d::RunEnd::silent);
 }
 
 TEST_CASE("GrpcTransport: a RunJob broken before accepted goes elsewhere, and the worker is told to drop it",
