@@ -38,15 +38,8 @@ class Refusal final : public ::grpc::ServerWriteReactor<v1::RunJobReply> {
 // resulting OnWriteDone inline on the calling thread.
 class RunStream final : public ::grpc::ServerWriteReactor<v1::RunJobReply> {
  public:
-  RunStream(std::string offer_id, std::size_t max_lines, std::function<void(const RunStream*)> on_cancel,
-            std::function<void()> on_done)
-      : offer_id_(std::move(offer_id)),
-        max_lines_(max_lines),
-        on_cancel_(std::move(on_cancel)),
-        on_done_(std::move(on_done)) {}
-
-  /// The orchestrator's name for the offer this stream answers (empty: it gave none).
-  const std::string& offer_id() const noexcept { return offer_id_; }
+  RunStream(std::size_t max_lines, std::function<void(const RunStream*)> on_cancel, std::function<void()> on_done)
+      : max_lines_(max_lines), on_cancel_(std::move(on_cancel)), on_done_(std::move(on_done)) {}
 
   void hold(std::shared_ptr<RunStream> self) { self_ = std::move(self); }
 
@@ -139,7 +132,6 @@ class RunStream final : public ::grpc::ServerWriteReactor<v1::RunJobReply> {
   }
 
  private:
-  const std::string offer_id_;
   enum class Action { none, write, write_last, finish_ok, finish_cancelled };
 
   bool push(v1::RunJobReply reply, bool is_line, bool last) {
@@ -464,9 +456,9 @@ namespace {
 // A stream for `running` (null: for a kept result), counted open until gRPC
 // is done with it (a drain waits for that). Called with State::mutex held.
 std::shared_ptr<RunStream> make_stream(const std::shared_ptr<WorkerService::State>& state,
-                                       const std::shared_ptr<RunningJob>& running, const std::string& offer_id) {
+                                       const std::shared_ptr<RunningJob>& running) {
   auto stream = std::make_shared<RunStream>(
-      offer_id, state->options.max_buffered_lines,
+      state->options.max_buffered_lines,
       [weak = std::weak_ptr<RunningJob>(running), state](const RunStream* gone) {
         auto r = weak.lock();
         if (r && r->drop(gone, state->options.orphan_grace)) state->log_orphaned(r->id);
@@ -704,7 +696,7 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
           ::grpc::StatusCode::FAILED_PRECONDITION,
           fmt::format("worker {} is stopping job {}; offer it again once it ended", options.worker_id, job.id)));
     }
-    auto stream = make_stream(state_, running, request->offer_id());
+    auto stream = make_stream(state_, running);
     const bool was_orphan = running->orphaned != RunningJob::Clock::time_point{};
     running->orphaned = {};
     running->callers.push_back(stream);
@@ -718,7 +710,7 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
   }
   // Finished, its result kept: the caller gets that result, not a second run.
   if (auto it = state_->kept.find(job.id); it != state_->kept.end()) {
-    auto stream = make_stream(state_, nullptr, request->offer_id());
+    auto stream = make_stream(state_, nullptr);
     it->second.collected = true;
     const core::JobResult result = it->second.result;
     state_->idle.notify_all();
@@ -747,7 +739,7 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
 
   auto running = std::make_shared<RunningJob>();
   running->id = job.id;
-  auto stream = make_stream(state_, running, request->offer_id());
+  auto stream = make_stream(state_, running);
   running->callers.push_back(stream);
   state_->jobs.emplace(job.id, running);
 
@@ -862,21 +854,11 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
     auto it = state_->jobs.find(id);
     reply->set_found(it != state_->jobs.end());
     if (it != state_->jobs.end()) {
-      bool stop = true;
       if (request->taken_back()) {
         std::lock_guard job_lock(it->second->mutex);
-        // A later offer of the job to this worker attached to the run (its
-        // accepted crossed the take-back of this one, and the orchestrator
-        // offered the job again, here): that offer is what the orchestrator
-        // wants now, and the take-back of the earlier one leaves the run alone.
-        const std::string& offer = request->offer_id();
-        stop = offer.empty() || std::none_of(it->second->callers.begin(), it->second->callers.end(),
-                                             [&offer](const auto& caller) {
-                                               return !caller->offer_id().empty() && caller->offer_id() != offer;
-                                             });
-        if (stop) it->second->keep = false;  // it runs elsewhere: nothing of this run is kept
+        it->second->keep = false;  // it runs elsewhere: nothing of this run is kept
       }
-      if (stop) it->second->stop.request_stop();
+      it->second->stop.request_stop();
     } else if (request->taken_back()) {
       // Finished already (keep nothing), or its RunJob is still on the way.
       state_->kept.erase(id);

@@ -949,60 +949,6 @@ TEST_CASE("WorkerService: a caller that takes its job back stops it, and a RunJo
   CHECK(rig.runner.starts("crossed") == 1);
 }
 
-TEST_CASE("WorkerService: the take-back of an offer leaves a run that a later offer of the job attached to",
-          "[worker_service]") {
-  // Offer 1's accepted crossed its take-back: the orchestrator let go of the
-  // stream and offered the job again, to this worker (offer 2), which
-  // attached to the run before offer 1's take-back arrived. The run is offer
-  // 2's now: the take-back must not stop it.
-  Rig rig;
-  auto stub = rig.stub();
-  struct Offer {
-    ::grpc::ClientContext context;
-    std::unique_ptr<::grpc::ClientReader<::blacktree::v1::RunJobReply>> reader;
-    ::blacktree::v1::RunJobReply first;
-  };
-  auto offer = [&](Offer& o, const std::string& offer_id) {
-    ::blacktree::v1::RunJobRequest request;
-    request.mutable_job()->set_job_id("until-cancelled");
-    request.set_offer_id(offer_id);
-    o.reader = stub->RunJob(&o.context, request);
-    REQUIRE(o.reader->Read(&o.first));
-    REQUIRE(o.first.has_accepted());
-  };
-  Offer first, second, third;
-  offer(first, "offer-1");
-  REQUIRE(Rig::eventually([&] { return rig.runner.starts("until-cancelled") == 1; }));
-  offer(second, "offer-2");
-  CHECK(second.first.accepted().attached());
-
-  first.context.TryCancel();
-  CHECK(rig.take_back("until-cancelled", "offer-1"));  // found, running
-  // It runs on: a third offer attaches to it, and nothing started it again.
-  offer(third, "offer-3");
-  CHECK(third.first.accepted().attached());
-  CHECK(rig.runner.starts("until-cancelled") == 1);
-
-  // A cancel of the job (not a take-back) stops it for every offer attached.
-  {
-    ::grpc::ClientContext context;
-    ::blacktree::v1::CancelRequest request;
-    request.set_job_id("until-cancelled");
-    ::blacktree::v1::CancelReply reply;
-    REQUIRE(stub->Cancel(&context, request, &reply).ok());
-    CHECK(reply.found());
-  }
-  for (Offer* o : {&second, &third}) {
-    ::blacktree::v1::RunJobReply reply;
-    bool got_result = false;
-    while (o->reader->Read(&reply)) got_result = got_result || reply.has_result();
-    CHECK(got_result);
-    CHECK(o->reader->Finish().ok());
-  }
-  first.reader->Finish();  // cancelled by its client
-  CHECK(rig.runner.starts("until-cancelled") == 1);
-}
-
 TEST_CASE("WorkerService: past max_kept_results the oldest kept result goes, said only when uncollected",
           "[worker_service][orphan]") {
   Rig rig("w1", test_transport_options(), 5s, 600s, 3);
