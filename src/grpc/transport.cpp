@@ -289,7 +289,8 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
         {
           std::lock_guard lock(mutex_);
           // Taken back already (on_accept_timeout): the worker is told to
-          // drop it, and the job goes elsewhere (see run_end.hpp).
+          // drop it, and the job goes elsewhere; the dispatcher does not hear
+          // "accepted" either (run_end.hpp reads the end the same way).
           if (accepted_ || accept_timed_out_) break;
           accepted_ = true;
         }
@@ -326,8 +327,9 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
     std::string take_back;  // why the worker must not run (or keep) the job, when it might
     {
       std::lock_guard lock(mutex_);
-      switch (detail::run_end({has_result_, status.ok(), cancelled_, accepted_, accept_timed_out_,
-                               is_refusal(status.error_code()), silent_for_})) {
+      const detail::RunEnd end = detail::run_end({has_result_, status.ok(), cancelled_, accepted_,
+                                                  accept_timed_out_, is_refusal(status.error_code()), silent_for_});
+      switch (end) {
         case detail::RunEnd::result:
           result = std::move(result_);
           break;
@@ -341,15 +343,13 @@ class RunCall final : public ::grpc::ClientReadReactor<v1::RunJobReply>,
                                      impl_->options.accept_timeout.count());
           break;
         case detail::RunEnd::refused:  // a worker slow to accept refused this offer; only pings may call it dead
-          ec = make_error_code(core::errc::worker_refused);
-          result.error = fmt::format("worker {} did not take the job: {}", worker_id_, describe(status));
-          break;
         case detail::RunEnd::unreachable:
-          ec = make_error_code(core::errc::worker_unreachable);
+          ec = make_error_code(end == detail::RunEnd::refused ? core::errc::worker_refused
+                                                              : core::errc::worker_unreachable);
           result.error = fmt::format("worker {} did not take the job: {}", worker_id_, describe(status));
-          // It goes elsewhere: should the worker have taken it after all (the
-          // accepted message lost with the connection), it must not run there too.
-          take_back = "its RunJob broke before the job was accepted";
+          // Unreachable, it goes elsewhere: should the worker have taken it after
+          // all (the accepted message lost with the connection), it must not run there too.
+          if (end == detail::RunEnd::unreachable) take_back = "its RunJob broke before the job was accepted";
           break;
         case detail::RunEnd::silent:
           ec = make_error_code(core::errc::worker_lost);
