@@ -8,12 +8,15 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <charconv>
 #include <condition_variable>
 #include <exception>
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <stop_token>
+#include <string_view>
 #include <thread>
 
 namespace blacktree::grpc {
@@ -38,8 +41,15 @@ class Refusal final : public ::grpc::ServerWriteReactor<v1::RunJobReply> {
 // resulting OnWriteDone inline on the calling thread.
 class RunStream final : public ::grpc::ServerWriteReactor<v1::RunJobReply> {
  public:
-  RunStream(std::size_t max_lines, std::function<void(const RunStream*)> on_cancel, std::function<void()> on_done)
-      : max_lines_(max_lines), on_cancel_(std::move(on_cancel)), on_done_(std::move(on_done)) {}
+  RunStream(std::string offer_id, std::size_t max_lines, std::function<void(const RunStream*)> on_cancel,
+            std::function<void()> on_done)
+      : offer_id_(std::move(offer_id)),
+        max_lines_(max_lines),
+        on_cancel_(std::move(on_cancel)),
+        on_done_(std::move(on_done)) {}
+
+  /// The offer this stream answers (RunJobRequest.offer_id; empty: none given).
+  const std::string& offer_id() const noexcept { return offer_id_; }
 
   void hold(std::shared_ptr<RunStream> self) { self_ = std::move(self); }
 
@@ -190,6 +200,7 @@ class RunStream final : public ::grpc::ServerWriteReactor<v1::RunJobReply> {
     }
   }
 
+  const std::string offer_id_;
   const std::size_t max_lines_;
   std::function<void(const RunStream*)> on_cancel_;
   std::function<void()> on_done_;
@@ -453,12 +464,34 @@ class WorkerService::JobThreads {
 
 namespace {
 
+// Offer ids are "<orchestrator id>-<n>", n growing with each offer that
+// orchestrator process makes (blacktree.proto): true when `later` is a later
+// offer than `earlier` of the same orchestrator. Ids of another form: false.
+bool later_offer(std::string_view earlier, std::string_view later) {
+  struct Name {
+    std::string_view orchestrator;
+    std::uint64_t n = 0;
+  };
+  auto parse = [](std::string_view id) -> std::optional<Name> {
+    const auto dash = id.rfind('-');
+    if (dash == std::string_view::npos) return std::nullopt;
+    Name name{id.substr(0, dash)};
+    const auto digits = id.substr(dash + 1);
+    const auto* end = digits.data() + digits.size();
+    const auto [ptr, ec] = std::from_chars(digits.data(), end, name.n);
+    if (ec != std::errc{} || ptr != end) return std::nullopt;
+    return name;
+  };
+  const auto a = parse(earlier), b = parse(later);
+  return a && b && a->orchestrator == b->orchestrator && b->n > a->n;
+}
+
 // A stream for `running` (null: for a kept result), counted open until gRPC
 // is done with it (a drain waits for that). Called with State::mutex held.
 std::shared_ptr<RunStream> make_stream(const std::shared_ptr<WorkerService::State>& state,
-                                       const std::shared_ptr<RunningJob>& running) {
+                                       const std::shared_ptr<RunningJob>& running, const std::string& offer_id) {
   auto stream = std::make_shared<RunStream>(
-      state->options.max_buffered_lines,
+      offer_id, state->options.max_buffered_lines,
       [weak = std::weak_ptr<RunningJob>(running), state](const RunStream* gone) {
         auto r = weak.lock();
         if (r && r->drop(gone, state->options.orphan_grace)) state->log_orphaned(r->id);
@@ -685,6 +718,14 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
   if (job.id.empty()) {
     return new Refusal(::grpc::Status(::grpc::StatusCode::INVALID_ARGUMENT, "the job has no jobId"));
   }
+  // An offer its orchestrator took back before this call arrived (the calls
+  // crossed) is never run or attached, whatever became of the job.
+  if (!request->offer_id().empty() && state_->taken_back.find(request->offer_id())) {
+    return new Refusal(::grpc::Status(
+        ::grpc::StatusCode::FAILED_PRECONDITION,
+        fmt::format("worker {} was told that this offer of job {} was taken back (the calls crossed)",
+                    options.worker_id, job.id)));
+  }
   // Before the draining and capacity checks: a job this worker runs already
   // takes no new slot, and a second run of it must never start anywhere.
   if (auto it = state_->jobs.find(job.id); it != state_->jobs.end()) {
@@ -696,7 +737,7 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
           ::grpc::StatusCode::FAILED_PRECONDITION,
           fmt::format("worker {} is stopping job {}; offer it again once it ended", options.worker_id, job.id)));
     }
-    auto stream = make_stream(state_, running);
+    auto stream = make_stream(state_, running, request->offer_id());
     const bool was_orphan = running->orphaned != RunningJob::Clock::time_point{};
     running->orphaned = {};
     running->callers.push_back(stream);
@@ -710,7 +751,7 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
   }
   // Finished, its result kept: the caller gets that result, not a second run.
   if (auto it = state_->kept.find(job.id); it != state_->kept.end()) {
-    auto stream = make_stream(state_, nullptr);
+    auto stream = make_stream(state_, nullptr, request->offer_id());
     it->second.collected = true;
     const core::JobResult result = it->second.result;
     state_->idle.notify_all();
@@ -720,12 +761,6 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
     state_->log(WorkerServiceEvent::job_attached, job.id,
                 fmt::format("job {}: its kept result was handed to an orchestrator", job.id));
     return stream.get();
-  }
-  if (!request->offer_id().empty() && state_->taken_back.find(request->offer_id())) {
-    return new Refusal(::grpc::Status(
-        ::grpc::StatusCode::FAILED_PRECONDITION,
-        fmt::format("worker {} was told that this offer of job {} was taken back (the calls crossed)",
-                    options.worker_id, job.id)));
   }
   if (state_->draining) {
     return new Refusal(::grpc::Status(::grpc::StatusCode::FAILED_PRECONDITION,
@@ -739,7 +774,7 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
 
   auto running = std::make_shared<RunningJob>();
   running->id = job.id;
-  auto stream = make_stream(state_, running);
+  auto stream = make_stream(state_, running, request->offer_id());
   running->callers.push_back(stream);
   state_->jobs.emplace(job.id, running);
 
@@ -853,16 +888,27 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
     const std::string& id = request->job_id();
     auto it = state_->jobs.find(id);
     reply->set_found(it != state_->jobs.end());
+    const std::string& offer = request->offer_id();
+    // Its RunJob may still be on the way (the calls crossed): it is refused.
+    if (request->taken_back() && !offer.empty()) state_->taken_back.put(offer, true);
     if (it != state_->jobs.end()) {
+      bool stop = true;
       if (request->taken_back()) {
         std::lock_guard job_lock(it->second->mutex);
-        it->second->keep = false;  // it runs elsewhere: nothing of this run is kept
+        // A later offer of the same orchestrator attached to the run (the
+        // accepted of this one crossed its take-back, and the orchestrator
+        // offered the job here again): the run is what it wants now. Any
+        // other caller (another orchestrator's, an older offer's) does not
+        // keep it: the orchestrator taking it back offers it elsewhere, and
+        // the job must not run twice at once.
+        stop = std::none_of(it->second->callers.begin(), it->second->callers.end(),
+                            [&offer](const auto& caller) { return later_offer(offer, caller->offer_id()); });
+        if (stop) it->second->keep = false;  // it runs elsewhere: nothing of this run is kept
       }
-      it->second->stop.request_stop();
+      if (stop) it->second->stop.request_stop();
     } else if (request->taken_back()) {
       // Finished already (keep nothing), or its RunJob is still on the way.
       state_->kept.erase(id);
-      if (!request->offer_id().empty()) state_->taken_back.put(request->offer_id(), true);
       state_->idle.notify_all();
     }
   }

@@ -627,8 +627,8 @@ namespace {
 // A worker that misbehaves in the protocol, on a real gRPC server: it accepts
 // a job (announcing heartbeats it will never send) or never accepts it, then
 // stays silent until the caller cancels; or it ends the call UNAVAILABLE before
-// accepting, as a connection lost then looks to the caller. Cancel calls
-// (job id, taken back) are recorded.
+// accepting, as a connection lost then looks to the caller. The offer ids of
+// RunJob calls and Cancel calls (job id, taken back, offer id) are recorded.
 class SilentWorker final : public ::blacktree::v1::Worker::CallbackService {
  public:
   enum class Mode { accept, never_accept, unavailable };
@@ -650,7 +650,11 @@ class SilentWorker final : public ::blacktree::v1::Worker::CallbackService {
   }
 
   ::grpc::ServerWriteReactor<::blacktree::v1::RunJobReply>* RunJob(
-      ::grpc::CallbackServerContext*, const ::blacktree::v1::RunJobRequest*) override {
+      ::grpc::CallbackServerContext*, const ::blacktree::v1::RunJobRequest* request) override {
+    {
+      std::lock_guard lock(mutex_);
+      offers_.push_back(request->offer_id());
+    }
     class Reactor final : public ::grpc::ServerWriteReactor<::blacktree::v1::RunJobReply> {
      public:
       explicit Reactor(Mode mode) {
@@ -676,6 +680,7 @@ class SilentWorker final : public ::blacktree::v1::Worker::CallbackService {
     {
       std::lock_guard lock(mutex_);
       cancelled_.emplace_back(request->job_id(), request->taken_back());
+      if (request->taken_back()) taken_back_offers_.push_back(request->offer_id());
       cv_.notify_all();
     }
     reply->set_found(true);
@@ -696,9 +701,21 @@ class SilentWorker final : public ::blacktree::v1::Worker::CallbackService {
   Mode mode_;
   int port_ = 0;
   std::unique_ptr<::grpc::Server> server_;
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   std::condition_variable cv_;
   std::vector<std::pair<std::string, bool>> cancelled_;
+  std::vector<std::string> offers_;
+  std::vector<std::string> taken_back_offers_;
+
+ public:
+  std::vector<std::string> offers() const {
+    std::lock_guard lock(mutex_);
+    return offers_;
+  }
+  std::vector<std::string> taken_back_offers() const {
+    std::lock_guard lock(mutex_);
+    return taken_back_offers_;
+  }
 };
 
 struct TransportRig {
@@ -753,6 +770,22 @@ TEST_CASE("GrpcTransport: a worker slow to accept refused the offer and is not u
   CHECK(ec == core::errc::worker_refused);
   CHECK_THAT(result.error, Catch::Contains("did not accept the job within 200 ms"));
   CHECK(silent.wait_cancelled("offered"));  // it goes elsewhere: taken back
+
+  // Offered again: offer ids are "<orchestrator id>-<n>", n growing (the
+  // worker's take-back rule compares them, blacktree.proto), and a take-back
+  // names the offer it takes back.
+  CHECK(rig.run(silent.info(), "offered").first == core::errc::worker_refused);
+  REQUIRE(Rig::eventually([&] { return silent.taken_back_offers().size() == 2; }));
+  const auto offers = silent.offers();
+  REQUIRE(offers.size() == 2);
+  CHECK(silent.taken_back_offers() == offers);
+  std::array<std::uint64_t, 2> n{};
+  for (std::size_t i = 0; i < 2; ++i) {
+    CAPTURE(offers[i]);
+    REQUIRE(offers[i].starts_with("orchestrator-1-"));
+    n[i] = std::stoull(offers[i].substr(std::string_view("orchestrator-1-").size()));
+  }
+  CHECK(n[1] > n[0]);
 }
 
 TEST_CASE("GrpcTransport: an accepted that crosses the accept timeout's take-back leaves the offer taken back",
@@ -913,6 +946,59 @@ TEST_CASE("WorkerService: a result still uncollected when a shutdown's drain end
   CHECK(rig.events->wait_for(bgrpc::WorkerServiceEvent::result_dropped, "until-go"));
 }
 
+namespace {
+
+// One RunJob call made by hand, read up to its accepted message.
+struct Offer {
+  ::grpc::ClientContext context;
+  std::unique_ptr<::grpc::ClientReader<::blacktree::v1::RunJobReply>> reader;
+  ::blacktree::v1::RunJobReply first;
+
+  Offer(::blacktree::v1::Worker::Stub& stub, const std::string& job_id, const std::string& offer_id) {
+    ::blacktree::v1::RunJobRequest request;
+    request.mutable_job()->set_job_id(job_id);
+    request.set_offer_id(offer_id);
+    context.set_deadline(std::chrono::system_clock::now() + 30s);  // a test that fails ends
+    reader = stub.RunJob(&context, request);
+    REQUIRE(reader->Read(&first));
+    REQUIRE(first.has_accepted());
+  }
+
+  // Reads to the end: true when the stream carried a result and ended OK.
+  bool got_result() {
+    ::blacktree::v1::RunJobReply reply;
+    bool result = false;
+    while (reader->Read(&reply)) result = result || reply.has_result();
+    return reader->Finish().ok() && result;
+  }
+};
+
+// A RunJob call of `job_id` under `offer_id`, read to its end: how it ended.
+::grpc::Status offer_to_end(::blacktree::v1::Worker::Stub& stub, const std::string& job_id, const std::string& offer_id) {
+  ::grpc::ClientContext context;
+  ::blacktree::v1::RunJobRequest request;
+  request.mutable_job()->set_job_id(job_id);
+  request.set_offer_id(offer_id);
+  context.set_deadline(std::chrono::system_clock::now() + 30s);
+  auto reader = stub.RunJob(&context, request);
+  ::blacktree::v1::RunJobReply reply;
+  while (reader->Read(&reply)) {
+  }
+  return reader->Finish();
+}
+
+// Cancels job `job_id` itself (not a take-back); true when it was running.
+bool cancel_job(::blacktree::v1::Worker::Stub& stub, const std::string& job_id) {
+  ::grpc::ClientContext context;
+  ::blacktree::v1::CancelRequest request;
+  request.set_job_id(job_id);
+  ::blacktree::v1::CancelReply reply;
+  REQUIRE(stub.Cancel(&context, request, &reply).ok());
+  return reply.found();
+}
+
+}  // namespace
+
 TEST_CASE("WorkerService: a caller that takes its job back stops it, and a RunJob that crossed its Cancel is refused",
           "[worker_service][orphan]") {
   Rig rig;
@@ -930,23 +1016,69 @@ TEST_CASE("WorkerService: a caller that takes its job back stops it, and a RunJo
   // later offer of the same job (another offer id) is taken.
   CHECK_FALSE(rig.take_back("crossed", "offer-1"));
   auto stub = rig.stub();
-  auto offer = [&](const std::string& offer_id) {
-    ::grpc::ClientContext context;
-    ::blacktree::v1::RunJobRequest request;
-    request.mutable_job()->set_job_id("crossed");
-    request.set_offer_id(offer_id);
-    auto reader = stub->RunJob(&context, request);
-    ::blacktree::v1::RunJobReply reply;
-    while (reader->Read(&reply)) {
-    }
-    return reader->Finish();
-  };
-  const auto refused = offer("offer-1");
+  const auto refused = offer_to_end(*stub, "crossed", "offer-1");
   CHECK(refused.error_code() == ::grpc::StatusCode::FAILED_PRECONDITION);
   CHECK(refused.error_message().find("taken back") != std::string::npos);
   CHECK(rig.runner.starts("crossed") == 0);
-  CHECK(offer("offer-2").ok());
+  CHECK(offer_to_end(*stub, "crossed", "offer-2").ok());
   CHECK(rig.runner.starts("crossed") == 1);
+}
+
+TEST_CASE("WorkerService: the take-back of an offer leaves a run that a later offer of its orchestrator attached to",
+          "[worker_service]") {
+  // Offer 1's accepted crossed its take-back: the orchestrator let go of the
+  // stream and offered the job again to this worker (offer 2), which attached
+  // to the run before offer 1's take-back arrived. The run is what that
+  // orchestrator wants now: the take-back must not stop it. Offer ids are
+  // "<orchestrator id>-<n>", n growing with each offer (blacktree.proto).
+  Rig rig;
+  auto stub = rig.stub();
+  Offer first(*stub, "until-cancelled", "orch-a-1");
+  REQUIRE(Rig::eventually([&] { return rig.runner.starts("until-cancelled") == 1; }));
+  Offer second(*stub, "until-cancelled", "orch-a-2");
+  CHECK(second.first.accepted().attached());
+
+  first.context.TryCancel();
+  CHECK(rig.take_back("until-cancelled", "orch-a-1"));  // found, running
+  // It runs on: a third offer attaches to it, and nothing started it again.
+  Offer third(*stub, "until-cancelled", "orch-a-3");
+  CHECK(third.first.accepted().attached());
+  CHECK(rig.runner.starts("until-cancelled") == 1);
+  // The taken-back offer itself, should its RunJob come again, is refused.
+  const auto refused = offer_to_end(*stub, "until-cancelled", "orch-a-1");
+  CHECK(refused.error_code() == ::grpc::StatusCode::FAILED_PRECONDITION);
+  CHECK(refused.error_message().find("taken back") != std::string::npos);
+
+  // A cancel of the job (not a take-back) stops it for every offer attached.
+  CHECK(cancel_job(*stub, "until-cancelled"));
+  CHECK(second.got_result());
+  CHECK(third.got_result());
+  first.reader->Finish();  // cancelled by its client
+  CHECK(rig.runner.starts("until-cancelled") == 1);
+}
+
+TEST_CASE("WorkerService: the take-back of an offer stops a run attached to by another orchestrator or an older offer",
+          "[worker_service]") {
+  // Another orchestrator's offer attached: the one taking its offer back is
+  // alive and offers the job elsewhere, so the run here must stop, or the
+  // job would run twice at once. Likewise when only an older offer of the
+  // same orchestrator is attached: that orchestrator gave it up before.
+  Rig rig;
+  auto stub = rig.stub();
+  const std::string other_orchestrator = GENERATE(as<std::string>{}, "orch-b-9", "orch-a-3");
+  CAPTURE(other_orchestrator);
+  Offer taken(*stub, "until-cancelled", "orch-a-5");
+  REQUIRE(Rig::eventually([&] { return rig.runner.starts("until-cancelled") == 1; }));
+  Offer attached(*stub, "until-cancelled", other_orchestrator);
+  CHECK(attached.first.accepted().attached());
+
+  taken.context.TryCancel();
+  CHECK(rig.take_back("until-cancelled", "orch-a-5"));
+  CHECK(attached.got_result());  // the run ended: its result went to the caller still there
+  REQUIRE(Rig::eventually([&] { return rig.service.running() == 0; }));
+  CHECK(rig.service.carried_jobs().finished.empty());  // nothing of a taken-back run is kept
+  taken.reader->Finish();
+  CHECK(rig.runner.starts("until-cancelled") == 1);
 }
 
 TEST_CASE("WorkerService: past max_kept_results the oldest kept result goes, said only when uncollected",
