@@ -10,11 +10,13 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <atomic>
 #include <chrono>
 #include <algorithm>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -60,6 +62,35 @@ class Work final : public amqp::detail::ConnectionWork {
  private:
   std::shared_ptr<Seen> seen_;
   std::string queue_;
+};
+
+// Performs the race between stop() and the loop's turn: stop() comes after
+// the loop checked for it, and its wake-up is taken by a drain before the
+// loop waits for traffic (here the first turn drains it itself, once stop()
+// has notified the waker).
+class EatsStopWakeup final : public amqp::detail::ConnectionWork {
+ public:
+  EatsStopWakeup(amqp::detail::ConnectionLoop& loop, std::promise<void>& in_turn, std::atomic<bool>& stopped)
+      : loop_(loop), in_turn_(in_turn), stopped_(stopped) {}
+
+  core::Result<void> on_connected(amqp::detail::Connection&) override { return {}; }
+  core::Result<void> on_ready(amqp::detail::Connection&) override {
+    if (turns_++ > 0) return {};
+    in_turn_.set_value();
+    pollfd waker{loop_.waker().fd(), POLLIN, 0};
+    if (::poll(&waker, 1, 30'000) == 1) loop_.waker().drain();  // stop()'s wake-up, eaten
+    return {};
+  }
+  core::Result<void> on_stopping(amqp::detail::Connection&) override {
+    stopped_ = true;
+    return {};
+  }
+
+ private:
+  amqp::detail::ConnectionLoop& loop_;
+  std::promise<void>& in_turn_;
+  std::atomic<bool>& stopped_;  // on_stopping ran
+  int turns_ = 0;
 };
 
 AmqpOptions loop_options() {
@@ -223,4 +254,24 @@ TEST_CASE("amqp: corked sends cork the socket for a run of publishes, uncork it 
   t::Client control;
   CHECK(control.ready(queue) == run);
   conn.close();
+}
+
+TEST_CASE("amqp: a stop whose wake-up a turn took still ends the loop without waiting for traffic", "[amqp]") {
+  AmqpOptions o = loop_options();
+  // Without the stop check before the wait, the loop would sleep for a
+  // heartbeat interval, or until stop() shut the socket down after twice
+  // connect_timeout: both far beyond the bound below.
+  o.heartbeat = 120s;
+  o.connect_timeout = 60s;
+  amqp::detail::ConnectionLoop loop(o, endpoint_of(o), "loop-test");
+  std::promise<void> in_turn;
+  std::atomic<bool> polite{false};
+  loop.start(std::make_unique<EatsStopWakeup>(loop, in_turn, polite));
+  REQUIRE(in_turn.get_future().wait_for(30s) == std::future_status::ready);
+  CHECK(loop.connected());
+
+  auto stopped = std::async(std::launch::async, [&loop] { loop.stop(); });
+  CHECK(stopped.wait_for(10s) == std::future_status::ready);
+  stopped.get();
+  CHECK(polite);  // on_stopping ran on the live connection
 }
