@@ -245,6 +245,7 @@ struct RunningJob {
 
   std::mutex mutex;  // taken after State::mutex when both are
   std::vector<std::shared_ptr<RunStream>> callers;
+  std::string last_offer;  // the offer id of the caller that came last
   // Set once its first caller was written that it was accepted: before that
   // the job does not run (a caller that never read it offers it elsewhere).
   bool started = false;
@@ -297,6 +298,7 @@ struct RunningJob {
 // A finished job's result, for a caller that comes for it later.
 struct KeptResult {
   core::JobResult result;
+  std::string offer;  // the offer that came last for it (its run's, or one that collected it)
   std::chrono::steady_clock::time_point expires;
   bool collected = false;  // handed to a caller at least once
 };
@@ -363,7 +365,7 @@ struct WorkerService::State {
   // With `mutex` held. Keeps `result` for the grace, making room (the
   // soonest to expire goes); returns lines to log once the lock is released.
   std::vector<std::pair<std::string, std::string>> keep_result(const std::string& id, core::JobResult result,
-                                                               bool collected) {
+                                                               std::string offer, bool collected) {
     std::vector<std::pair<std::string, std::string>> dropped;
     while (kept.size() >= std::max<std::size_t>(options.max_kept_results, 1)) {
       const auto oldest = oldest_kept();
@@ -374,7 +376,7 @@ struct WorkerService::State {
       drop_oldest_kept(oldest);
     }
     const auto expires = std::chrono::steady_clock::now() + options.orphan_grace;
-    kept.insert_or_assign(id, KeptResult{std::move(result), expires, collected});
+    kept.insert_or_assign(id, KeptResult{std::move(result), std::move(offer), expires, collected});
     kept_order.emplace_back(expires, id);
     return dropped;
   }
@@ -466,7 +468,8 @@ namespace {
 
 // Offer ids are "<orchestrator id>-<n>", n growing with each offer that
 // orchestrator process makes (blacktree.proto): true when `later` is a later
-// offer than `earlier` of the same orchestrator. Ids of another form: false.
+// offer than `earlier` of the same orchestrator. Ids of another form, or
+// without an orchestrator id (nothing says two of them are one process's): false.
 bool later_offer(std::string_view earlier, std::string_view later) {
   struct Name {
     std::string_view orchestrator;
@@ -474,7 +477,7 @@ bool later_offer(std::string_view earlier, std::string_view later) {
   };
   auto parse = [](std::string_view id) -> std::optional<Name> {
     const auto dash = id.rfind('-');
-    if (dash == std::string_view::npos) return std::nullopt;
+    if (dash == std::string_view::npos || dash == 0) return std::nullopt;
     Name name{id.substr(0, dash)};
     const auto digits = id.substr(dash + 1);
     const auto* end = digits.data() + digits.size();
@@ -741,6 +744,7 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
     const bool was_orphan = running->orphaned != RunningJob::Clock::time_point{};
     running->orphaned = {};
     running->callers.push_back(stream);
+    running->last_offer = request->offer_id();
     stream->push_accepted(options.worker_id, options.heartbeat_interval, true);
     job_lock.unlock();
     lock.unlock();
@@ -753,6 +757,7 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
   if (auto it = state_->kept.find(job.id); it != state_->kept.end()) {
     auto stream = make_stream(state_, nullptr, request->offer_id());
     it->second.collected = true;
+    it->second.offer = request->offer_id();
     const core::JobResult result = it->second.result;
     state_->idle.notify_all();
     lock.unlock();
@@ -774,6 +779,7 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
 
   auto running = std::make_shared<RunningJob>();
   running->id = job.id;
+  running->last_offer = request->offer_id();
   auto stream = make_stream(state_, running, request->offer_id());
   running->callers.push_back(stream);
   state_->jobs.emplace(job.id, running);
@@ -807,7 +813,7 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
       running->finished = true;
       callers = running->callers;
       kept = running->keep && state->options.orphan_grace.count() > 0;
-      if (kept) dropped_results = state->keep_result(running->id, result, false);
+      if (kept) dropped_results = state->keep_result(running->id, result, running->last_offer, false);
       state->idle.notify_all();
     }
     bool delivered = false;
@@ -907,8 +913,11 @@ void WorkerService::set_orchestrator_secret(std::string secret) {
       }
       if (stop) it->second->stop.request_stop();
     } else if (request->taken_back()) {
-      // Finished already (keep nothing), or its RunJob is still on the way.
-      state_->kept.erase(id);
+      // Finished already: nothing of it is kept, unless a later offer of the
+      // same orchestrator came for it since (the result is that offer's, as
+      // the run would be above). Or its RunJob is still on the way.
+      if (auto kept = state_->kept.find(id); kept != state_->kept.end() && !later_offer(offer, kept->second.offer))
+        state_->kept.erase(kept);
       state_->idle.notify_all();
     }
   }

@@ -1057,23 +1057,51 @@ TEST_CASE("WorkerService: the take-back of an offer leaves a run that a later of
   CHECK(rig.runner.starts("until-cancelled") == 1);
 }
 
+TEST_CASE("WorkerService: the late take-back of an offer leaves the kept result of a later offer of its orchestrator",
+          "[worker_service][orphan]") {
+  // As with a run: offer 2 attached to offer 1's run, both callers went away
+  // (handed over), the run finished and its result is kept for offer 2's
+  // orchestrator. Offer 1's take-back, arriving only now, must not drop it.
+  Rig rig;
+  auto stub = rig.stub();
+  Offer first(*stub, "until-go", "orch-a-1");
+  REQUIRE(Rig::eventually([&] { return rig.runner.starts("until-go") == 1; }));
+  Offer second(*stub, "until-go", "orch-a-2");
+  CHECK(second.first.accepted().attached());
+  first.context.TryCancel();
+  second.context.TryCancel();
+  REQUIRE(rig.events->wait_for(bgrpc::WorkerServiceEvent::job_orphaned, "until-go"));
+  rig.runner.go();
+  REQUIRE(Rig::eventually([&] { return rig.service.carried_jobs().finished == std::vector<std::string>{"until-go"}; }));
+
+  CHECK_FALSE(rig.take_back("until-go", "orch-a-1"));  // finished: not running
+  CHECK(rig.service.carried_jobs().finished == std::vector<std::string>{"until-go"});
+  // The take-back of the offer it is kept for drops it.
+  CHECK_FALSE(rig.take_back("until-go", "orch-a-2"));
+  CHECK(rig.service.carried_jobs().finished.empty());
+  first.reader->Finish();
+  second.reader->Finish();
+}
+
 TEST_CASE("WorkerService: the take-back of an offer stops a run attached to by another orchestrator or an older offer",
           "[worker_service]") {
   // Another orchestrator's offer attached: the one taking its offer back is
   // alive and offers the job elsewhere, so the run here must stop, or the
   // job would run twice at once. Likewise when only an older offer of the
-  // same orchestrator is attached: that orchestrator gave it up before.
+  // same orchestrator is attached: that orchestrator gave it up before. And
+  // when the offers name no orchestrator: nothing says they are one's.
   Rig rig;
   auto stub = rig.stub();
-  const std::string other_orchestrator = GENERATE(as<std::string>{}, "orch-b-9", "orch-a-3");
-  CAPTURE(other_orchestrator);
-  Offer taken(*stub, "until-cancelled", "orch-a-5");
+  const auto [taken_offer, attached_offer] = GENERATE(table<std::string, std::string>(
+      {{"orch-a-5", "orch-b-9"}, {"orch-a-5", "orch-a-3"}, {"-5", "-9"}}));
+  CAPTURE(taken_offer, attached_offer);
+  Offer taken(*stub, "until-cancelled", taken_offer);
   REQUIRE(Rig::eventually([&] { return rig.runner.starts("until-cancelled") == 1; }));
-  Offer attached(*stub, "until-cancelled", other_orchestrator);
+  Offer attached(*stub, "until-cancelled", attached_offer);
   CHECK(attached.first.accepted().attached());
 
   taken.context.TryCancel();
-  CHECK(rig.take_back("until-cancelled", "orch-a-5"));
+  CHECK(rig.take_back("until-cancelled", taken_offer));
   CHECK(attached.got_result());  // the run ended: its result went to the caller still there
   REQUIRE(Rig::eventually([&] { return rig.service.running() == 0; }));
   CHECK(rig.service.carried_jobs().finished.empty());  // nothing of a taken-back run is kept

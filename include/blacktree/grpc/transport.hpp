@@ -47,6 +47,11 @@ namespace blacktree::grpc {
 struct TransportOptions {
   /// Sent with every ping; a worker registered with another orchestrator
   /// (this one restarted) answers registered=false and registers again.
+  /// Also the first part of every offer id ("<orchestrator_id>-<n>"). It must
+  /// be new for every process (the orchestrator service draws a random one):
+  /// a worker that sees a later offer of the same id attached to a run keeps
+  /// that run when an earlier offer is taken back. Empty: the worker never
+  /// does, and a take-back always stops the run.
   std::string orchestrator_id;
   /// A RunJob that is not accepted within this is abandoned as unreachable.
   /// This and heartbeat_timeout are checked by one timer per transport, every
