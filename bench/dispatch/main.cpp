@@ -38,6 +38,7 @@ struct Options {
   bool throughput = true;
   bool latency = true;
   bool health = false;
+  bool floor = false;
   std::vector<std::size_t> health_workers{2, 10'000};
   std::uint32_t ping_interval_ms = 1000;
   std::size_t health_rounds = 5;
@@ -73,6 +74,8 @@ void add_options(CLI::App& app, Options& o) {
       ->capture_default_str();
   auto* throughput_only = app.add_flag_callback("--throughput-only", [&o] { o.latency = false; },
                                                 "measure throughput only");
+  app.add_flag("--floor", o.floor,
+               "also the floor: the same queue and pool under a sketch of a batched dispatcher (floor.cpp)");
   app.add_flag_callback("--latency-only", [&o] { o.throughput = false; }, "measure acquire/release latency only")
       ->excludes(throughput_only);
   app.add_flag_callback("--health-only",
@@ -213,6 +216,32 @@ void health(const Options& o) {
   std::printf("\n");
 }
 
+// The floor beside asio (floor.cpp), measured the same way as the throughput table.
+void floor_table(const Options& o) {
+  std::printf("== Floor: the same queue, pool and sink under a sketch of a batched dispatcher, %u threads, median "
+              "of %zu ==\n",
+              o.threads, o.reps);
+  std::printf("bare: jobs in slots, runs and confirms completed as batches of slot indexes, acks in one call\n");
+  std::printf("book: and the Dispatcher's per-job records (finished record, index by id, 3 clock reads, status id)\n");
+  std::printf("Not the Dispatcher: what the models and asio allow one, %zu jobs/run\n\n", o.jobs);
+  std::printf("%8s %14s %14s %14s %10s %10s\n", "workers", "bare jobs/s", "book jobs/s", "asio jobs/s", "bare ratio",
+              "book ratio");
+  for (std::size_t workers : o.workers) {
+    std::vector<double> bare, book, asio_rate;
+    for (std::size_t r = 0; r < o.reps; ++r) {
+      asio_rate.push_back(run_asio_baseline(o.baseline_jobs, o.threads).jobs_per_second());
+      const DispatchConfig config{workers, o.capacity, o.jobs, o.threads, {}, 0};
+      bare.push_back(run_floor(config, false).jobs_per_second());
+      book.push_back(run_floor(config, true).jobs_per_second());
+    }
+    const double a = median(asio_rate);
+    std::printf("%8zu %14.0f %14.0f %14.0f %10.3f %10.3f\n", workers, median(bare), median(book), a,
+                median(bare) / a, median(book) / a);
+    std::fflush(stdout);
+  }
+  std::printf("\n");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -230,6 +259,7 @@ int main(int argc, char** argv) try {
 #endif
   std::printf("\n");
   if (o.throughput) throughput(o);
+  if (o.floor) floor_table(o);
   if (o.latency) latency(o);
   if (o.health) health(o);
   return 0;
