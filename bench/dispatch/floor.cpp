@@ -3,9 +3,9 @@
 // A floor for the Dispatcher, not a competitor: the same InMemoryQueue,
 // WorkerPool and counting sink driven by a sketch of a batched dispatcher.
 // Each job lives in one slot of a vector owned by a strand; runs and confirms
-// come back as batches of slot indexes (one post per batch each way, through
-// another executor's queue first, as a remote completion would), and the acks
-// of a confirmed batch go in one call. It has none of the Dispatcher's
+// come back as batches of slot indexes (one post to the strand per batch each
+// way, as LoopbackTransport and the counting sink complete one job each for
+// the Dispatcher), and the acks of a confirmed batch go in one call. It has none of the Dispatcher's
 // contract beyond ack-after-confirm and the window (no labels waiting,
 // cancellation, deadlines, stop), so it says how fast the models and asio let
 // a dispatcher go, and, with `bookkeeping`, what the Dispatcher's per-job
@@ -40,8 +40,7 @@ class SlotDispatcher {
  public:
   SlotDispatcher(asio::any_io_executor executor, bt::InMemoryQueue& queue, bt::WorkerPool& pool, std::size_t window,
                  bool bookkeeping)
-      : strand_(asio::make_strand(executor)),
-        elsewhere_(std::move(executor)),
+      : strand_(asio::make_strand(std::move(executor))),
         queue_(queue),
         pool_(pool),
         bookkeeping_(bookkeeping),
@@ -64,11 +63,11 @@ class SlotDispatcher {
   };
   using Batch = std::vector<std::uint32_t>;
 
-  // `then` on the strand, posted there from another executor's queue: a
-  // completion that comes from elsewhere (a transport, a sink).
+  // `then` on the strand, posted: a completion (of a transport, a sink)
+  // never runs inside the call that started it.
   template <class F>
   void complete_later(F then) {
-    asio::post(elsewhere_, [this, then = std::move(then)]() mutable { asio::post(strand_, std::move(then)); });
+    asio::post(strand_, std::move(then));
   }
 
   // What the queue holds, up to the free slots: each leased a worker and run.
@@ -136,7 +135,6 @@ class SlotDispatcher {
   }
 
   asio::strand<asio::any_io_executor> strand_;
-  asio::any_io_executor elsewhere_;
   bt::InMemoryQueue& queue_;
   bt::WorkerPool& pool_;
   const bool bookkeeping_;
