@@ -10,8 +10,8 @@
 //                        a sink that only counts confirmed statuses
 //   asio_baseline.cpp    asio::thread_pool posting the same no-op jobs
 //   acquire_latency.cpp  WorkerPool::async_acquire + Lease::release round trips
-//   floor.cpp            not a competitor: the same queue, pool and sink under a
-//                        sketch of a batched dispatcher (--floor)
+//   floor.cpp            not a competitor: the same queue and pool under a sketch
+//                        of a batched dispatcher (--floor)
 //   main.cpp             argv, repetitions, medians, the table and the targets
 //
 // Every measurement starts with its jobs already queued (the blacktree run
@@ -54,11 +54,11 @@ struct DispatchConfig {
 /// std::runtime_error if the run does not account for every job.
 Throughput run_blacktree(const DispatchConfig& config);
 
-/// A floor for the Dispatcher (floor.cpp): the same InMemoryQueue, WorkerPool
-/// and counting sink under a sketch of a batched dispatcher, jobs in slots of
-/// a vector, runs and confirms completed as batches of slot indexes; with
-/// `bookkeeping`, also the Dispatcher's per-job records. Timed as
-/// run_blacktree; throws std::runtime_error if a job is not accounted for.
+/// A floor for the Dispatcher (floor.cpp): the same InMemoryQueue and
+/// WorkerPool and a counting sink under a sketch of a batched dispatcher,
+/// jobs in slots of a vector, runs and confirms completed as batches of slot
+/// indexes; with `bookkeeping`, also the Dispatcher's per-job records. Timed
+/// as run_blacktree; throws std::runtime_error if a job is not accounted for.
 Throughput run_floor(const DispatchConfig& config, bool bookkeeping);
 
 /// asio::thread_pool(threads) running `jobs` posted no-op handlers, each of

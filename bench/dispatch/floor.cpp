@@ -1,16 +1,18 @@
 // Copyright 2026 The blacktree Authors. SPDX-License-Identifier: Apache-2.0
 //
-// A floor for the Dispatcher, not a competitor: the same InMemoryQueue,
-// WorkerPool and counting sink driven by a sketch of a batched dispatcher.
-// Each job lives in one slot of a vector owned by a strand; runs and confirms
-// come back as batches of slot indexes (one post to the strand per batch each
-// way, as LoopbackTransport and the counting sink complete one job each for
-// the Dispatcher), and the acks of a confirmed batch go in one call. It has none of the Dispatcher's
-// contract beyond ack-after-confirm and the window (no labels waiting,
-// cancellation, deadlines, stop), so it says how fast the models and asio let
-// a dispatcher go, and, with `bookkeeping`, what the Dispatcher's per-job
-// records cost on top: the finished record's lookup and put, the in-flight
-// index by job id, three clock reads and a status id.
+// A floor for the Dispatcher, not a competitor: the same InMemoryQueue and
+// WorkerPool, and a sink that only counts (one post confirms a batch, as the
+// blacktree run's counting sink does), driven by a sketch of a batched
+// dispatcher. Each job lives in one slot of a vector owned by a strand; runs
+// and confirms come back as batches of slot indexes (one post to the strand
+// per batch each way, where LoopbackTransport and the counting sink post once
+// per job for the Dispatcher), and the acks of a confirmed batch go in one
+// call. It has none of the Dispatcher's contract beyond ack-after-confirm and
+// the window (no labels waiting, cancellation, deadlines, stop), so it says
+// how fast the models and asio let a dispatcher go, and, with `bookkeeping`,
+// what the Dispatcher's per-job records cost on top: the finished record's
+// lookup and put, the in-flight index by job id, three clock reads and a
+// status id.
 
 #include "dispatch.hpp"
 
@@ -113,7 +115,7 @@ class SlotDispatcher {
       }
       slot.lease.release();
     }
-    confirmed_.fetch_add(done.size(), std::memory_order_relaxed);  // the counting sink
+    confirmed_.fetch_add(done.size(), std::memory_order_relaxed);  // the sink: counts, confirms below
     complete_later([this, done] { on_confirmed(done); });
     pump();
   }

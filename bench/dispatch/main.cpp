@@ -218,7 +218,7 @@ void health(const Options& o) {
 
 // The floor beside asio (floor.cpp), measured the same way as the throughput table.
 void floor_table(const Options& o) {
-  std::printf("== Floor: the same queue, pool and sink under a sketch of a batched dispatcher, %u threads, median "
+  std::printf("== Floor: the same queue and pool under a sketch of a batched dispatcher, %u threads, median "
               "of %zu ==\n",
               o.threads, o.reps);
   std::printf("bare: jobs in slots, runs and confirms completed as batches of slot indexes, acks in one call\n");
