@@ -23,18 +23,6 @@ namespace {
 
 namespace bt = blacktree::core;
 
-void add_workers(bt::WorkerPool& pool, std::size_t workers) {
-  for (std::size_t i = 0; i < workers; ++i) {
-    bt::WorkerInfo info;
-    info.id = numbered("w", i);
-    info.address = numbered("lo:", i);
-    info.capacity = 1;
-    const std::string id = info.id;
-    if (auto r = pool.register_worker(std::move(info)); !r) throw std::runtime_error(r.error().message());
-    if (auto r = pool.mark_alive(id); !r) throw std::runtime_error(r.error().message());
-  }
-}
-
 std::int64_t since(Clock::time_point t0) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count();
 }
@@ -92,7 +80,7 @@ struct HandOff {
 Latency run_acquire_release(std::size_t workers, std::size_t samples) {
   asio::io_context io(1);
   bt::WorkerPool pool(io.get_executor());
-  add_workers(pool, workers);
+  add_live_workers(pool, workers, 1);
   std::vector<std::int64_t> ns;
   ns.reserve(samples);
   RoundTrip loop{pool, ns, samples + warmup};
@@ -104,7 +92,7 @@ Latency run_acquire_release(std::size_t workers, std::size_t samples) {
 Latency run_handoff(std::size_t workers, std::size_t samples) {
   asio::io_context io(1);
   bt::WorkerPool pool(io.get_executor());
-  add_workers(pool, workers);
+  add_live_workers(pool, workers, 1);
   std::vector<bt::WorkerPool::Lease> held(workers);
   for (std::size_t i = 0; i < workers; ++i)
     pool.async_acquire({}, [&held, i](std::error_code ec, bt::WorkerPool::Lease lease) {

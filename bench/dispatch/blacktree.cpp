@@ -82,22 +82,10 @@ Throughput run_blacktree(const DispatchConfig& config) {
   bt::LoopbackTransport transport(io.get_executor());
   CountingSink sink(io.get_executor());
 
-  for (std::size_t i = 0; i < config.workers; ++i) {
-    std::string id = numbered("w", i);
-    std::string address = numbered("lo:", i);
-    transport.add_endpoint(address);  // no runner: instant success
-    bt::WorkerInfo info;
-    info.id = id;
-    info.address = std::move(address);
-    info.capacity = config.capacity;
-    if (auto r = pool.register_worker(std::move(info)); !r) throw std::runtime_error(r.error().message());
-    if (auto r = pool.mark_alive(id); !r) throw std::runtime_error(r.error().message());
-  }
-  for (std::size_t j = 0; j < config.jobs; ++j) {
-    bt::Job job;
-    job.id = numbered("j", j);
-    queue.publish(std::move(job));
-  }
+  // No runner: every run succeeds at once.
+  for (std::size_t i = 0; i < config.workers; ++i) transport.add_endpoint(numbered("lo:", i));
+  add_live_workers(pool, config.workers, config.capacity);
+  publish_jobs(queue, config.jobs);
 
   std::optional<bt::Dispatcher<bt::InMemoryQueue, bt::LoopbackTransport, CountingSink>> dispatcher;
   bt::DispatcherOptions options;

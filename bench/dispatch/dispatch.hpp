@@ -19,9 +19,13 @@
 // holds its threads) and stops when the last job's completion is recorded;
 // setup and teardown are outside the clock.
 
+#include <blacktree/core/in_memory.hpp>
+#include <blacktree/core/worker_pool.hpp>
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -98,6 +102,29 @@ inline std::string numbered(const char* prefix, std::size_t n) {
   std::string s(prefix);
   s += std::to_string(n);
   return s;
+}
+
+/// Registers workers "w0".."w<n-1>" at "lo:0".."lo:<n-1>" with `capacity`
+/// slots each, and marks them alive. Throws std::runtime_error if the pool refuses one.
+inline void add_live_workers(core::WorkerPool& pool, std::size_t workers, std::uint32_t capacity) {
+  for (std::size_t i = 0; i < workers; ++i) {
+    core::WorkerInfo info;
+    info.id = numbered("w", i);
+    info.address = numbered("lo:", i);
+    info.capacity = capacity;
+    const std::string id = info.id;
+    if (auto r = pool.register_worker(std::move(info)); !r) throw std::runtime_error(r.error().message());
+    if (auto r = pool.mark_alive(id); !r) throw std::runtime_error(r.error().message());
+  }
+}
+
+/// Publishes jobs "j0".."j<n-1>" to `queue`.
+inline void publish_jobs(core::InMemoryQueue& queue, std::size_t jobs) {
+  for (std::size_t j = 0; j < jobs; ++j) {
+    core::Job job;
+    job.id = numbered("j", j);
+    queue.publish(std::move(job));
+  }
 }
 
 /// Nearest-rank percentiles of `ns` (sorted in place).

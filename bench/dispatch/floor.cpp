@@ -155,19 +155,8 @@ Throughput run_floor(const DispatchConfig& config, bool bookkeeping) {
   asio::io_context io(static_cast<int>(config.threads));
   bt::WorkerPool pool(io.get_executor());
   bt::InMemoryQueue queue(io.get_executor());
-  for (std::size_t i = 0; i < config.workers; ++i) {
-    bt::WorkerInfo info;
-    info.id = numbered("w", i);
-    info.address = numbered("lo:", i);
-    info.capacity = config.capacity;
-    if (auto r = pool.register_worker(std::move(info)); !r) throw std::runtime_error(r.error().message());
-    if (auto r = pool.mark_alive(numbered("w", i)); !r) throw std::runtime_error(r.error().message());
-  }
-  for (std::size_t j = 0; j < config.jobs; ++j) {
-    bt::Job job;
-    job.id = numbered("j", j);
-    queue.publish(std::move(job));
-  }
+  add_live_workers(pool, config.workers, config.capacity);
+  publish_jobs(queue, config.jobs);
   SlotDispatcher dispatcher(io.get_executor(), queue, pool, config.workers * config.capacity, bookkeeping);
 
   const auto start = Clock::now();

@@ -44,16 +44,8 @@ HealthCost run_health(std::size_t workers, std::chrono::milliseconds interval, s
   asio::io_context io(static_cast<int>(threads));
   bt::WorkerPool pool(io.get_executor());
   bt::LoopbackTransport transport(io.get_executor());
-  for (std::size_t i = 0; i < workers; ++i) {
-    std::string id = numbered("w", i);
-    std::string address = numbered("lo:", i);
-    transport.add_endpoint(address);
-    bt::WorkerInfo info;
-    info.id = id;
-    info.address = std::move(address);
-    if (auto r = pool.register_worker(std::move(info)); !r) throw std::runtime_error(r.error().message());
-    if (auto r = pool.mark_alive(id); !r) throw std::runtime_error(r.error().message());
-  }
+  for (std::size_t i = 0; i < workers; ++i) transport.add_endpoint(numbered("lo:", i));
+  add_live_workers(pool, workers, 1);
   std::atomic<std::size_t> answered{0};
   CountingObserver observer;
   observer.answered = &answered;
