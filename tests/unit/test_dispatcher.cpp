@@ -483,6 +483,34 @@ TEST_CASE("Dispatcher: graceful stop lets running jobs finish and leaves the res
   CHECK(held.calls.empty());
 }
 
+TEST_CASE("Dispatcher: once its stop completed it leaves no timer pending, so the io_context runs out of work",
+          "[dispatcher]") {
+  // An embedding service joins its io threads after async_stop: a deadline
+  // timer left armed for a run that is over (the accept timeout, or the run
+  // timeout of 30 minutes) would keep io_context::run() from returning.
+  Fixture f;
+  Held held;
+  f.add_worker("w1", 1);
+  f.add_worker("w2", 1, {}, held.runner());
+  f.publish(2);
+  TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool);
+  d.start();
+  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 1 && held.calls.size() == 1; }));
+  const bool forced = GENERATE(false, true);
+  bool stopped = false;
+  std::error_code result;
+  d.async_stop(forced ? 30ms : 10s, [&](std::error_code ec) {
+    stopped = true;
+    result = ec;
+  });
+  if (!forced) held.succeed_all();
+  REQUIRE(run_until(f.io, [&] { return stopped; }));
+  CHECK(result == (forced ? std::error_code(core::errc::stop_deadline_exceeded) : std::error_code()));
+  CHECK(f.queue.acked() == (forced ? 1 : 2));
+  run_ready(f.io);
+  CHECK(f.io.stopped());  // out of work: nothing of the dispatcher is pending
+}
+
 TEST_CASE("Dispatcher: at the stop deadline, running jobs are cancelled and handed back", "[dispatcher]") {
   Fixture f;
   Held held;

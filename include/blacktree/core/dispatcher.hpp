@@ -1341,6 +1341,12 @@ class Dispatcher {
       for (const auto& ctx : active)
         if (!forced || ctx->stage != Stage::publishing) return;
       if (stop_timer) stop_timer->cancel();
+      // No run is left to watch: a wait armed for one that is over must not
+      // keep the executor's run() from returning once the stop completed.
+      if (deadlines.empty()) {
+        deadline_timer.cancel();
+        deadline_armed = Clock::time_point::max();
+      }
       const std::error_code result = forced ? make_error_code(errc::stop_deadline_exceeded) : std::error_code{};
       auto handlers = std::move(stop_handlers);
       stop_handlers.clear();
