@@ -487,15 +487,23 @@ TEST_CASE("Dispatcher: once its stop completed it leaves no timer pending, so th
           "[dispatcher]") {
   // An embedding service joins its io threads after async_stop: a deadline
   // timer left armed for a run that is over (the accept timeout, or the run
-  // timeout of 30 minutes) would keep io_context::run() from returning.
+  // timeout of 30 minutes), or a refused slot's cooldown, would keep
+  // io_context::run() from returning.
   Fixture f;
   Held held;
   f.add_worker("w1", 1);
   f.add_worker("w2", 1, {}, held.runner());
-  f.publish(2);
-  TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool);
+  f.transport.add_endpoint("loopback:full", 0);  // believed to have a slot, refuses: its slot rests
+  REQUIRE(f.pool.register_worker(make_worker("full", 1)));
+  REQUIRE(f.pool.mark_alive("full"));
+  f.publish(3);  // one lands on "full", is refused, and runs on w1 after the first
+  core::DispatcherOptions options;
+  options.refused_slot_cooldown = 600s;
+  TestDispatcher d(f.io.get_executor(), f.queue, f.transport, f.sink, f.pool, options);
   d.start();
-  REQUIRE(run_until(f.io, [&] { return f.queue.acked() == 1 && held.calls.size() == 1; }));
+  REQUIRE(run_until(f.io, [&] {
+    return f.queue.acked() == 2 && held.calls.size() == 1 && d.stats().not_accepted >= 1;
+  }));
   const bool forced = GENERATE(false, true);
   bool stopped = false;
   std::error_code result;
@@ -506,9 +514,10 @@ TEST_CASE("Dispatcher: once its stop completed it leaves no timer pending, so th
   if (!forced) held.succeed_all();
   REQUIRE(run_until(f.io, [&] { return stopped; }));
   CHECK(result == (forced ? std::error_code(core::errc::stop_deadline_exceeded) : std::error_code()));
-  CHECK(f.queue.acked() == (forced ? 1 : 2));
+  CHECK(f.queue.acked() == (forced ? 2 : 3));
   run_ready(f.io);
   CHECK(f.io.stopped());  // out of work: nothing of the dispatcher is pending
+  for (const auto& w : f.pool.snapshot()) CHECK(w.in_use == 0);  // the resting slot came back
 }
 
 TEST_CASE("Dispatcher: at the stop deadline, running jobs are cancelled and handed back", "[dispatcher]") {

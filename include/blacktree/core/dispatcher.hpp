@@ -496,6 +496,7 @@ class Dispatcher {
     asio::steady_timer deadline_timer;
     Clock::time_point deadline_armed = Clock::time_point::max();  // max: not waiting
     std::unique_ptr<asio::steady_timer> stop_timer;
+    std::unordered_set<asio::steady_timer*> parked;  // the cooldowns of refused slots (see park)
     std::vector<CompletionHandler<void(std::error_code)>> stop_handlers;
 
     std::size_t limit() const {
@@ -1126,10 +1127,14 @@ class Dispatcher {
     // back exactly once) and looks for work for it.
     void park(lease_type lease) {
       auto timer = std::make_shared<asio::steady_timer>(strand, options.refused_slot_cooldown);
+      parked.insert(timer.get());
       timer->async_wait([timer, weak = this->weak_from_this(),
                          held = std::make_shared<lease_type>(std::move(lease))](std::error_code) mutable {
         held->release();
-        if (auto self = weak.lock(); self && !self->abandoned) self->pump();
+        if (auto self = weak.lock()) {
+          self->parked.erase(timer.get());
+          if (!self->abandoned) self->pump();
+        }
       });
     }
 
@@ -1336,17 +1341,23 @@ class Dispatcher {
       maybe_finish_stop();
     }
 
+    // A completed stop leaves nothing pending on the executor, so that its
+    // run() returns: the deadline timer, armed for runs that are over, and
+    // the slots resting after a refusal (their leases go back now).
+    void cancel_idle_timers() {
+      if (deadlines.empty()) {
+        deadline_timer.cancel();
+        deadline_armed = Clock::time_point::max();
+      }
+      for (asio::steady_timer* timer : parked) timer->cancel();
+    }
+
     void maybe_finish_stop() {
       if (!stopping || stop_handlers.empty() || (receive_pending && !forced)) return;
       for (const auto& ctx : active)
         if (!forced || ctx->stage != Stage::publishing) return;
       if (stop_timer) stop_timer->cancel();
-      // No run is left to watch: a wait armed for one that is over must not
-      // keep the executor's run() from returning once the stop completed.
-      if (deadlines.empty()) {
-        deadline_timer.cancel();
-        deadline_armed = Clock::time_point::max();
-      }
+      cancel_idle_timers();
       const std::error_code result = forced ? make_error_code(errc::stop_deadline_exceeded) : std::error_code{};
       auto handlers = std::move(stop_handlers);
       stop_handlers.clear();
@@ -1369,7 +1380,7 @@ class Dispatcher {
         ctx->lease.release();
       }
       deadlines.clear();
-      deadline_timer.cancel();
+      cancel_idle_timers();
       if (stop_timer) stop_timer->cancel();
       auto handlers = std::move(stop_handlers);
       stop_handlers.clear();
