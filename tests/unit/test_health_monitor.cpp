@@ -627,6 +627,33 @@ TEST_CASE("HealthMonitor: stop ends pinging and ignores answers still on their w
   CHECK(rig.state("late") == WorkerState::registering);
 }
 
+TEST_CASE("HealthMonitor: stop cancels the pings in flight, so the io_context runs out of work",
+          "[health_monitor]") {
+  // A service joins its io threads after stopping the monitor: a ping to a
+  // silent worker must not keep io_context::run() going until its deadline.
+  Rig rig;
+  core::HealthOptions options;
+  options.interval = 600s;
+  options.timeout = 600s;
+  Monitor monitor(rig.io.get_executor(), rig.transport, rig.pool, options, rig.observer());
+  auto w = rig.add("w1");
+  rig.transport.set_mode(w.address, Mode::silent);
+  monitor.start();
+  run_ready(rig.io);  // the first round: w1 is pinged, and its ping waits
+  monitor.stop();
+  run_ready(rig.io);
+  CHECK(rig.io.stopped());  // out of work: nothing of the monitor is pending
+  // The cancelled ping counts for nothing: no miss, no answer.
+  CHECK(rig.log->failures().empty());
+  CHECK(rig.log->pings("w1") == 0);
+  CHECK(rig.state("w1") == WorkerState::registering);
+
+  // Started again, it pings again: an answer makes the worker free.
+  rig.transport.set_mode(w.address, Mode::up);
+  monitor.start();
+  REQUIRE(rig.wait_state("w1", WorkerState::free));
+}
+
 TEST_CASE("HealthMonitor: destroying the monitor while a ping is pending is safe", "[health_monitor]") {
   asio::io_context io;
   auto log = std::make_shared<HealthLog>();

@@ -7,7 +7,9 @@
 #include <blacktree/core/worker_pool.hpp>
 
 #include <asio/any_io_executor.hpp>
+#include <asio/bind_cancellation_slot.hpp>
 #include <asio/bind_executor.hpp>
+#include <asio/cancellation_signal.hpp>
 #include <asio/dispatch.hpp>
 #include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
@@ -92,13 +94,16 @@ class HealthMonitor {
     });
   }
 
-  /// No more pings; answers still on their way are ignored. start() again
-  /// picks up where it left off (pool events are still followed, and ignored
-  /// while stopped).
+  /// No more pings; those in flight are cancelled, and what they bring back
+  /// counts for nothing, so nothing of the monitor stays pending on the
+  /// executor. start() again picks up where it left off (pool events are
+  /// still followed, and ignored while stopped).
   void stop() {
     asio::dispatch(impl_->strand, [impl = impl_] {
       impl->running = false;
       impl->timer.cancel();
+      // Not once the monitor is destroyed: the transport may be gone too.
+      if (!impl->detached.load(std::memory_order_acquire)) impl->cancel_pings();
     });
   }
 
@@ -128,6 +133,9 @@ class HealthMonitor {
     std::atomic<bool> detached{false};
     std::uint64_t next_epoch = 1;
     std::unordered_map<std::string, Probe> probes;
+    // The pings in flight, for stop() to cancel; each one's handler holds
+    // its signal too, and takes it out of here when it completes.
+    std::unordered_set<std::shared_ptr<asio::cancellation_signal>> pings;
     // The round in progress: who is pinged in it, and when it started.
     std::vector<std::shared_ptr<const WorkerInfo>> round;
     std::chrono::steady_clock::time_point round_start;
@@ -204,11 +212,24 @@ class HealthMonitor {
       if (p.in_flight) return;
       p.in_flight = true;
       const auto sent = std::chrono::steady_clock::now();
-      transport.async_ping(*info, options.timeout,
-                           asio::bind_executor(strand, [self = this->shared_from_this(), info, sent,
-                                                        epoch = p.epoch](std::error_code ec, PingReply reply) {
-                             self->on_reply(info, sent, epoch, ec, std::move(reply));
-                           }));
+      auto cancel = std::make_shared<asio::cancellation_signal>();
+      pings.insert(cancel);
+      transport.async_ping(
+          *info, options.timeout,
+          asio::bind_cancellation_slot(
+              cancel->slot(), asio::bind_executor(strand, [self = this->shared_from_this(), info, sent,
+                                                           epoch = p.epoch, cancel](std::error_code ec,
+                                                                                    PingReply reply) {
+                self->pings.erase(cancel);
+                self->on_reply(info, sent, epoch, ec, std::move(reply));
+              })));
+    }
+
+    void cancel_pings() {
+      // A copy: a transport that completes through asio::dispatch runs the
+      // handler, which erases from `pings`, inside emit.
+      const std::vector<std::shared_ptr<asio::cancellation_signal>> in_flight(pings.begin(), pings.end());
+      for (const auto& cancel : in_flight) cancel->emit(asio::cancellation_type::terminal);
     }
 
     void on_reply(const std::shared_ptr<const WorkerInfo>& info, std::chrono::steady_clock::time_point sent,
