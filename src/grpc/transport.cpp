@@ -478,6 +478,15 @@ struct PingCall {
   ::grpc::ClientContext context;
   v1::PingRequest request;
   v1::PingReply reply;
+  std::atomic<bool> cancelled{false};  // by its caller: the call's CANCELLED is theirs, not the worker's
+
+  // The cancellation slot's handler (GrpcTransport::CancelFn).
+  static void cancel(const std::shared_ptr<void>& erased, asio::cancellation_type type) {
+    if ((type & asio::cancellation_type::terminal) == asio::cancellation_type::none) return;
+    auto* call = static_cast<PingCall*>(erased.get());
+    call->cancelled.store(true, std::memory_order_release);
+    call->context.TryCancel();
+  }
 };
 
 }  // namespace
@@ -519,11 +528,11 @@ GrpcTransport::CancelFn GrpcTransport::start_run(const core::WorkerInfo& worker,
                   }};
 }
 
-void GrpcTransport::start_ping(const core::WorkerInfo& worker, std::chrono::milliseconds deadline,
-                               PingHandler handler) {
+GrpcTransport::CancelFn GrpcTransport::start_ping(const core::WorkerInfo& worker, std::chrono::milliseconds deadline,
+                                                  PingHandler handler) {
   if (!impl_->begin_call()) {
     handler.complete(asio::error::operation_aborted, core::PingReply{});
-    return;
+    return {};
   }
   auto endpoint = impl_->endpoint_for(worker);
   auto call = std::make_shared<PingCall>();
@@ -542,6 +551,9 @@ void GrpcTransport::start_ping(const core::WorkerInfo& worker, std::chrono::mill
           reply.state = wire::from_proto(call->reply.state());
           reply.capacity = call->reply.capacity();
           reply.running_jobs.assign(call->reply.running_jobs().begin(), call->reply.running_jobs().end());
+        } else if (status.error_code() == ::grpc::StatusCode::CANCELLED &&
+                   call->cancelled.load(std::memory_order_acquire)) {
+          ec = asio::error::operation_aborted;
         } else if (status.error_code() == ::grpc::StatusCode::DEADLINE_EXCEEDED) {
           ec = make_error_code(core::errc::ping_timeout);
         } else {
@@ -550,6 +562,7 @@ void GrpcTransport::start_ping(const core::WorkerInfo& worker, std::chrono::mill
         shared_handler->complete(ec, std::move(reply));
         impl->end_call();
       });
+  return CancelFn{call, &PingCall::cancel};
 }
 
 void GrpcTransport::when_runs_ended(std::string_view worker_id, std::chrono::milliseconds timeout,

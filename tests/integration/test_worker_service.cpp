@@ -36,7 +36,10 @@
 #include <thread>
 #include <vector>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 namespace core = blacktree::core;
@@ -385,6 +388,41 @@ struct Rig {
 };
 
 }  // namespace
+
+TEST_CASE("GrpcTransport: a ping cancelled ends at once with operation_aborted, not at its deadline",
+          "[worker_service][ping]") {
+  Rig rig;
+  // A port whose connections the kernel takes and nobody answers: gRPC's
+  // handshake never completes, so the ping would wait for its deadline (or
+  // give up connecting after about 20 s).
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::listen(fd, 16) == 0);
+  socklen_t length = sizeof addr;
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length) == 0);
+  core::WorkerInfo mute = rig.worker;
+  mute.id = "mute";
+  mute.address = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+
+  auto cancel = std::make_shared<asio::cancellation_signal>();
+  auto done = std::make_shared<std::promise<std::error_code>>();
+  auto outcome = done->get_future();
+  rig.on_io([&] {
+    rig.transport.async_ping(mute, 600s,
+                             asio::bind_cancellation_slot(cancel->slot(), [done, cancel](std::error_code ec,
+                                                                                        core::PingReply) {
+                               done->set_value(ec);
+                             }));
+  });
+  rig.on_io([&] { cancel->emit(asio::cancellation_type::terminal); });
+  REQUIRE(outcome.wait_for(10s) == std::future_status::ready);
+  CHECK(outcome.get() == asio::error::operation_aborted);
+  ::close(fd);
+}
 
 TEST_CASE("WorkerService: jobs run on threads started once, not on a thread per job", "[worker_service]") {
   Rig rig;  // capacity 2

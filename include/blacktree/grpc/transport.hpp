@@ -106,7 +106,9 @@ class GrpcTransport {
   auto async_ping(const core::WorkerInfo& worker, std::chrono::milliseconds deadline, Token&& token) {
     return asio::async_initiate<Token, void(std::error_code, core::PingReply)>(
         [this, &worker, deadline](auto handler) {
-          start_ping(worker, deadline, PingHandler(std::move(handler), executor_));
+          auto slot = asio::get_associated_cancellation_slot(handler);
+          auto cancel = start_ping(worker, deadline, PingHandler(std::move(handler), executor_));
+          if (slot.is_connected()) slot.template emplace<CancelFn>(std::move(cancel));
         },
         token);
   }
@@ -144,7 +146,8 @@ class GrpcTransport {
 
   // Cancellation-slot handler (thread-safe): terminal lets go of the RunJob
   // call at once; partial asks the worker to stop an accepted job (Cancel)
-  // and waits for the result it then sends.
+  // and waits for the result it then sends. For a Ping, terminal ends the
+  // call at once (operation_aborted).
   struct CancelFn {
     std::shared_ptr<void> call;
     void (*cancel)(const std::shared_ptr<void>&, asio::cancellation_type) = nullptr;
@@ -155,7 +158,7 @@ class GrpcTransport {
 
   CancelFn start_run(const core::WorkerInfo& worker, const core::Job& job, core::ProgressCallback progress,
                      RunHandler handler);
-  void start_ping(const core::WorkerInfo& worker, std::chrono::milliseconds deadline, PingHandler handler);
+  CancelFn start_ping(const core::WorkerInfo& worker, std::chrono::milliseconds deadline, PingHandler handler);
 
   asio::any_io_executor executor_;
   std::shared_ptr<Impl> impl_;
