@@ -1124,7 +1124,8 @@ class Dispatcher {
 
     // Holds a slot that did not take a job for the cooldown, then returns it
     // (its release, or the timer's destruction with the io_context, gives it
-    // back exactly once) and looks for work for it.
+    // back exactly once) and looks for work for it. A completed stop, or the
+    // dispatcher's destruction, ends the cooldown early (cancel_idle_timers).
     void park(lease_type lease) {
       auto timer = std::make_shared<asio::steady_timer>(strand, options.refused_slot_cooldown);
       parked.insert(timer.get());
@@ -1341,9 +1342,11 @@ class Dispatcher {
       maybe_finish_stop();
     }
 
-    // A completed stop leaves nothing pending on the executor, so that its
-    // run() returns: the deadline timer, armed for runs that are over, and
-    // the slots resting after a refusal (their leases go back now).
+    // A completed stop leaves no timer of its own pending on the executor,
+    // so that its run() returns: the deadline timer, armed for runs that are
+    // over (no deadline is left by then: the check only guards), and the
+    // slots resting after a refusal (their leases go back as their cancelled
+    // waits complete).
     void cancel_idle_timers() {
       if (deadlines.empty()) {
         deadline_timer.cancel();
