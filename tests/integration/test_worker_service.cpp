@@ -351,10 +351,17 @@ struct Rig {
   // A Cancel that takes job `job_id` back, as the orchestrator sends it;
   // true when the worker found the job running.
   bool take_back(const std::string& job_id, const std::string& offer_id = {}) {
+    return cancel(job_id, true, offer_id);
+  }
+
+  // A Cancel of `job_id` made by hand: a take-back of `offer_id`, or (not
+  // taken back) a cancel of the job itself. True when it was running.
+  bool cancel(const std::string& job_id, bool taken_back = false, const std::string& offer_id = {}) {
     ::grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + 30s);  // a test that fails ends
     ::blacktree::v1::CancelRequest request;
     request.set_job_id(job_id);
-    request.set_taken_back(true);
+    request.set_taken_back(taken_back);
     request.set_offer_id(offer_id);
     ::blacktree::v1::CancelReply reply;
     REQUIRE(stub()->Cancel(&context, request, &reply).ok());
@@ -727,6 +734,16 @@ class SilentWorker final : public ::blacktree::v1::Worker::CallbackService {
     return reactor;
   }
 
+  /// The offer ids of the RunJob calls, and of the take-backs, in order.
+  std::vector<std::string> offers() const {
+    std::lock_guard lock(mutex_);
+    return offers_;
+  }
+  std::vector<std::string> taken_back_offers() const {
+    std::lock_guard lock(mutex_);
+    return taken_back_offers_;
+  }
+
   /// Whether a Cancel of `job_id` came (within 30 s), taking it back.
   bool wait_cancelled(const std::string& job_id) {
     std::unique_lock lock(mutex_);
@@ -745,15 +762,6 @@ class SilentWorker final : public ::blacktree::v1::Worker::CallbackService {
   std::vector<std::string> offers_;
   std::vector<std::string> taken_back_offers_;
 
- public:
-  std::vector<std::string> offers() const {
-    std::lock_guard lock(mutex_);
-    return offers_;
-  }
-  std::vector<std::string> taken_back_offers() const {
-    std::lock_guard lock(mutex_);
-    return taken_back_offers_;
-  }
 };
 
 struct TransportRig {
@@ -1025,16 +1033,6 @@ struct Offer {
   return reader->Finish();
 }
 
-// Cancels job `job_id` itself (not a take-back); true when it was running.
-bool cancel_job(::blacktree::v1::Worker::Stub& stub, const std::string& job_id) {
-  ::grpc::ClientContext context;
-  ::blacktree::v1::CancelRequest request;
-  request.set_job_id(job_id);
-  ::blacktree::v1::CancelReply reply;
-  REQUIRE(stub.Cancel(&context, request, &reply).ok());
-  return reply.found();
-}
-
 }  // namespace
 
 TEST_CASE("WorkerService: a caller that takes its job back stops it, and a RunJob that crossed its Cancel is refused",
@@ -1088,7 +1086,7 @@ TEST_CASE("WorkerService: the take-back of an offer leaves a run that a later of
   CHECK(refused.error_message().find("taken back") != std::string::npos);
 
   // A cancel of the job (not a take-back) stops it for every offer attached.
-  CHECK(cancel_job(*stub, "until-cancelled"));
+  CHECK(rig.cancel("until-cancelled"));
   CHECK(second.got_result());
   CHECK(third.got_result());
   first.reader->Finish();  // cancelled by its client
